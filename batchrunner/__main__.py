@@ -1,0 +1,4 @@
+from batchrunner.cli import main
+
+if __name__ == "__main__":
+    main()

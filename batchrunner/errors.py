@@ -1,0 +1,142 @@
+"""Every error batchrunner raises, and the exit code each one ends a command with.
+
+The tree::
+
+    BatchrunnerError                 base; never raised itself
+    ├── UsageError                   bad option, missing key, unwritable folder       (exit 2)
+    │   └── ManifestError            the manifest has problems; carries every one     (exit 2)
+    ├── LedgerError                  not a batchrunner ledger, newer schema, corrupt  (exit 2)
+    │   └── LedgerLockedError        another runner holds the ledger                  (exit 3)
+    ├── TransitionError              a job state change the state machine forbids     (bug)
+    ├── ProviderError                raised by the queue client (``client.py``)
+    │   ├── TransientError           retryable: 429, ingress 502/503/504, connect errors,
+    │   │   │                        a 200 whose body is not JSON
+    │   │   └── RateLimitedError     429; carries ``retry_after`` seconds when the server said
+    │   ├── FinalError               not retryable: 401/403/404/422, content policy, an app
+    │   │   │                        error with a ``detail``; the job fails with ``detail``
+    │   │   └── ResultExpiredError   the result is gone (404 after completion)
+    │   └── AmbiguousSubmitError     a submit may have reached the server but no answer came
+    │                                back; the job becomes ``unknown``, never resubmitted silently
+    └── DownloadError                a video could not be fetched or verified (retryable:
+                                     the result stays in the ledger, ``resume`` fetches again)
+
+The CLI turns a :class:`BatchrunnerError` into one readable line and ``exit_code``.
+Messages never contain the API token (the client never puts it in one).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes: the one home of these numbers (README lists them)."""
+
+    OK = 0  # every job done
+    JOBS_NOT_DONE = 1  # the run finished but some jobs are failed, cancelled or unknown
+    USAGE = 2  # bad usage, invalid manifest, unusable ledger; nothing submitted
+    LOCKED = 3  # the ledger is in use by another run
+    NOT_FINISHED = 75  # stopped early on purpose (budget, --max-runtime); run again later
+    INTERRUPTED = 130  # SIGINT
+    TERMINATED = 143  # SIGTERM
+
+
+class BatchrunnerError(Exception):
+    """Base of every batchrunner error."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+
+class UsageError(BatchrunnerError):
+    """The user asked for something that cannot work (raised before anything is sent)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a manifest, located as precisely as the format allows."""
+
+    message: str
+    row: int | None = None  # 1-based data row (the header is not a row)
+    line: int | None = None  # 1-based line in the file, for line-based formats
+    column: str | None = None
+    value: object = None
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.column is not None:
+            where.append(f"column {self.column!r}")
+        prefix = ", ".join(where)
+        value = "" if self.value is None else f" (got {_short(self.value)})"
+        return f"{prefix}: {self.message}{value}" if prefix else f"{self.message}{value}"
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class ManifestError(UsageError):
+    """The manifest cannot be run; ``problems`` lists every error found, not only the first."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]):
+        self.source = source
+        self.problems = list(problems)
+        errors = [p for p in self.problems if p.severity == "error"]
+        super().__init__(f"{source}: {len(errors)} problem(s); nothing was submitted")
+
+
+class LedgerError(BatchrunnerError):
+    """The ledger file cannot be used as it is; it is never overwritten."""
+
+
+class LedgerLockedError(LedgerError):
+    """Another batchrunner process is running on this ledger."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class TransitionError(BatchrunnerError):
+    """A job was asked to move between states the state machine does not connect (a bug)."""
+
+
+class ProviderError(BatchrunnerError):
+    """Raised by the queue client; ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class TransientError(ProviderError):
+    """Worth retrying after a pause: throttling, ingress failures, dropped connections."""
+
+
+class RateLimitedError(TransientError):
+    """The provider answered 429; ``retry_after`` is its Retry-After in seconds, if given."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message, status=429)
+        self.retry_after = retry_after
+
+
+class FinalError(ProviderError):
+    """Retrying cannot help; the job fails with this message (the server's ``detail``)."""
+
+
+class ResultExpiredError(FinalError):
+    """The provider no longer holds the result (about an hour after completion)."""
+
+
+class AmbiguousSubmitError(ProviderError):
+    """The submit may have created a paid job, but its answer never arrived."""
+
+
+class DownloadError(BatchrunnerError):
+    """A video could not be downloaded or did not verify; the result stays for a later try."""

@@ -1,0 +1,60 @@
+"""Where a job's video goes: names from the manifest, always inside the output folder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f<>:\"|?*\\]")
+_NOT_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def check_output_name(name: str) -> str | None:
+    """Why ``name`` cannot be an output file name, or ``None`` when it can.
+
+    Allowed: a relative path with ``/`` separators (sub-folders are fine). Refused: absolute
+    paths, drive letters, ``..`` parts, control characters, empty parts.
+    """
+    if not name or not name.strip():
+        return "the output name is empty"
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or name[1:2] == ":":
+        return "the output name must be relative to --out, not an absolute path"
+    if _UNSAFE_CHARS.search(name):
+        return "the output name contains a character not allowed in file names (\\ : * ? \" < > |)"
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "the output name may not contain '..', '.' or empty folder names"
+    return None
+
+
+def output_path(out_dir: Path, name: str) -> Path:
+    """The absolute file path for ``name`` under ``out_dir``; raises ValueError if unsafe.
+
+    Checked twice: by name (:func:`check_output_name`) and by where the path resolves to,
+    so a symlinked folder inside ``out_dir`` cannot lead outside it either.
+    """
+    problem = check_output_name(name)
+    if problem:
+        raise ValueError(f"{problem}: {name!r}")
+    root = out_dir.resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"the output name leads outside {root}: {name!r}")
+    return path
+
+
+def default_output_name(job_id: str, row: int | None, extension: str = ".mp4") -> str:
+    """``0007-<job id>.mp4``: sorts like the manifest and stays unique."""
+    safe_id = _NOT_FILENAME.sub("_", job_id).strip("._") or "job"
+    stem = f"{row:04d}-{safe_id}" if row is not None else safe_id
+    return stem + extension
+
+
+def with_extension(name: str, extension: str) -> str:
+    """Add ``extension`` when the user's name has none (``clip1`` → ``clip1.mp4``)."""
+    return name if PurePosixPath(name).suffix else name + extension
+
+
+def part_path(path: Path) -> Path:
+    """The temporary file a download streams into before the atomic rename."""
+    return path.with_name(path.name + ".part")

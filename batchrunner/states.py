@@ -1,0 +1,65 @@
+"""Job states and the transitions allowed between them: the one home of the state machine.
+
+::
+
+    pending ──► submitting ──► queued ──► running ──► completed ──► done
+       ▲            │  │          │          │            │
+       │            │  └─► unknown (answer lost: maybe a paid job exists)
+       │            └────► failed ◄──────────┴────────────┘ (final error, result expired)
+       └──────────── failed / cancelled / unknown  (only when the user asks: retry, --resubmit-unknown)
+
+``completed`` means the result JSON is stored in the ledger (the provider drops it after about
+an hour); ``done`` means the video is on disk and verified.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL
+
+    @property
+    def at_provider(self) -> bool:
+        """Submitted and not yet completed: counts against ``--concurrency``."""
+        return self in AT_PROVIDER
+
+
+S = JobState
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    S.PENDING: frozenset({S.SUBMITTING, S.CANCELLED}),
+    # SUBMITTING -> PENDING: the request provably never left (connect error after retries).
+    S.SUBMITTING: frozenset({S.QUEUED, S.UNKNOWN, S.FAILED, S.PENDING, S.CANCELLED}),
+    S.QUEUED: frozenset({S.QUEUED, S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED}),
+    S.RUNNING: frozenset({S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED}),
+    # COMPLETED -> COMPLETED records a failed download attempt (the result is kept).
+    S.COMPLETED: frozenset({S.COMPLETED, S.DONE, S.FAILED}),
+    # DONE -> COMPLETED: the file went missing; fetch it again from the stored result.
+    S.DONE: frozenset({S.COMPLETED}),
+    S.FAILED: frozenset({S.PENDING}),
+    S.CANCELLED: frozenset({S.PENDING}),
+    S.UNKNOWN: frozenset({S.PENDING, S.CANCELLED}),
+}
+
+FINAL = frozenset({S.DONE, S.FAILED, S.CANCELLED, S.UNKNOWN})
+AT_PROVIDER = frozenset({S.QUEUED, S.RUNNING})
+# States a run works on, in the order it picks them up: in-flight work first, then new rows.
+UNFINISHED = (S.COMPLETED, S.RUNNING, S.QUEUED, S.SUBMITTING, S.PENDING)
+
+
+def can_move(old: JobState, new: JobState) -> bool:
+    return new in TRANSITIONS[old]
