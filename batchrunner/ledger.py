@@ -1,0 +1,379 @@
+"""The ledger: one SQLite file that is the truth about every job of a batch.
+
+Tables (created by the named migrations in :mod:`batchrunner.migrations`):
+
+``jobs``
+    one row per job: its input, state, ``request_id``, stored result, file and cost.
+``runs``
+    one row per ``run`` / ``resume`` / ``retry``: when, which settings (never the key), outcome.
+``events``
+    append-only audit: every state change of every job, with the run that made it.
+
+Every state change goes through :meth:`Ledger.transition`, which checks the move against
+:mod:`batchrunner.states`, writes the job and its event in one transaction and commits before
+returning, so the caller can act on it (``submitting`` is committed *before* the POST; the
+``request_id`` right after the answer). The file is opened in WAL mode with ``synchronous=FULL``
+and a ``busy_timeout``, so ``status`` and ``export`` can read while a run writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from batchrunner.errors import LedgerError, TransitionError
+from batchrunner.migrations import MIGRATIONS, check_compatible
+from batchrunner.states import JobState, can_move
+
+BUSY_TIMEOUT_MS = 10_000
+
+# Columns holding JSON text, decoded on read.
+_JSON_COLUMNS = ("input", "files", "metadata", "result")
+
+
+def now() -> str:
+    """Timestamps are UTC ISO-8601 with milliseconds: sortable and readable in exports."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job as the plan produces it, before the ledger has seen it."""
+
+    job_id: str
+    endpoint: str
+    input: dict[str, Any]
+    row: int | None = None
+    line: int | None = None
+    variant: str = ""
+    files: dict[str, Any] = field(default_factory=dict)
+    output_name: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    price_usd: float | None = None
+
+    @property
+    def input_hash(self) -> str:
+        return _input_hash(self.endpoint, self.input, self.files)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as stored; read-only (change it through :meth:`Ledger.transition`)."""
+
+    job_id: str
+    endpoint: str
+    input: dict[str, Any]
+    input_hash: str
+    state: JobState
+    row: int | None = None
+    line: int | None = None
+    variant: str = ""
+    files: dict[str, Any] = field(default_factory=dict)
+    output_name: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    price_usd: float | None = None
+    cost_usd: float | None = None
+    request_id: str | None = None
+    origin: str | None = None
+    status_url: str | None = None
+    response_url: str | None = None
+    cancel_url: str | None = None
+    queue_position: int | None = None
+    result: dict[str, Any] | None = None
+    video_url: str | None = None
+    file_size: int | None = None
+    output_path: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    error: str | None = None
+    submits: int = 0
+    created_at: str | None = None
+    submitted_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    done_at: str | None = None
+    updated_at: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        values = dict(row)
+        for name in _JSON_COLUMNS:
+            text = values.get(name)
+            values[name] = json.loads(text) if text else ({} if name != "result" else None)
+        values["state"] = JobState(values["state"])
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True)
+class AddResult:
+    added: int
+    existing: int
+    changed: list[str]  # job ids already in the ledger with a different input
+
+
+class Ledger:
+    """The batch's SQLite file. Open with :meth:`open`; use as a context manager."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path):
+        self.db = db
+        self.path = path
+        self.run_id: int | None = None
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = True) -> Ledger:
+        """Open (and migrate) the ledger at ``path``.
+
+        Raises :class:`LedgerError` for a missing file when ``create`` is false, a file that is
+        not SQLite or is corrupt, a SQLite file that is not a batchrunner ledger, or one written
+        by a newer batchrunner. The file is never overwritten.
+        """
+        path = Path(path)
+        if not path.exists():
+            if not create:
+                raise LedgerError(f"no ledger at {path}")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LedgerError(f"cannot create the ledger folder {path.parent}: {exc}") from exc
+        try:
+            db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000))
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            check_compatible(db, path)
+            if db.journal_mode != "wal":
+                db.enable_wal()
+            db.execute("PRAGMA synchronous = FULL")
+            MIGRATIONS.apply(db)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(
+                f"{path} is not a usable SQLite ledger ({exc}); it was left untouched"
+            ) from exc
+        except OSError as exc:
+            raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
+        return cls(db, path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- runs
+
+    def start_run(self, command: str, **info: Any) -> int:
+        """Record a run (never its API key) and make it the one events are attributed to."""
+        options = info.pop("options", {})
+        table = self.db.table("runs")
+        table.insert(
+            {
+                "started_at": now(),
+                "command": command,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "options": json.dumps(options, sort_keys=True, default=str),
+                **info,
+            }
+        )
+        self.run_id = table.last_pk
+        return int(self.run_id)  # type: ignore[arg-type]
+
+    def finish_run(self, exit_code: int, summary: Mapping[str, Any]) -> None:
+        if self.run_id is None:
+            return
+        self.db.table("runs").update(
+            self.run_id,
+            {"finished_at": now(), "exit_code": exit_code, "summary": json.dumps(summary)},
+        )
+
+    def last_run(self, commands: Sequence[str] = ("run",)) -> dict[str, Any] | None:
+        placeholders = ", ".join("?" for _ in commands)
+        rows = list(
+            self.db.table("runs").rows_where(
+                f"command in ({placeholders})", list(commands), order_by="id desc", limit=1
+            )
+        )
+        if not rows:
+            return None
+        run = dict(rows[0])
+        run["options"] = json.loads(run["options"] or "{}")
+        return run
+
+    # ---------------------------------------------------------------- jobs
+
+    def add_jobs(self, jobs: Iterable[NewJob]) -> AddResult:
+        """Insert jobs the ledger does not have; leave existing ones untouched.
+
+        Returns how many were added, how many were already there, and the ids whose stored
+        input differs from the new one (the caller decides whether that is an error).
+        """
+        jobs = list(jobs)
+        stored = self._hashes([job.job_id for job in jobs])
+        stamp = now()
+        fresh = [job for job in jobs if job.job_id not in stored]
+        changed = [j.job_id for j in jobs if j.job_id in stored and stored[j.job_id] != j.input_hash]
+        with self.db.atomic():
+            self.db.table("jobs").insert_all(
+                (
+                    {
+                        "job_id": job.job_id,
+                        "row": job.row,
+                        "line": job.line,
+                        "variant": job.variant,
+                        "endpoint": job.endpoint,
+                        "input": _dumps(job.input),
+                        "input_hash": job.input_hash,
+                        "files": _dumps(job.files),
+                        "output_name": job.output_name,
+                        "metadata": _dumps(job.metadata),
+                        "price_usd": job.price_usd,
+                        "state": JobState.PENDING.value,
+                        "created_at": stamp,
+                        "updated_at": stamp,
+                    }
+                    for job in fresh
+                ),
+                batch_size=500,
+            )
+            self.db.table("events").insert_all(
+                (
+                    {
+                        "job_id": job.job_id,
+                        "run_id": self.run_id,
+                        "at": stamp,
+                        "from_state": None,
+                        "to_state": JobState.PENDING.value,
+                        "detail": "added from the manifest",
+                    }
+                    for job in fresh
+                ),
+                batch_size=500,
+            )
+        return AddResult(added=len(fresh), existing=len(jobs) - len(fresh), changed=changed)
+
+    def replace_input(self, job: NewJob) -> None:
+        """Give a not-yet-submitted job a new input (the user edited its row)."""
+        current = self.get(job.job_id)
+        if current.state not in (JobState.PENDING, JobState.FAILED, JobState.CANCELLED):
+            raise TransitionError(f"job {job.job_id} is {current.state}; its input is fixed")
+        self.transition(
+            job.job_id,
+            JobState.PENDING,
+            detail="input replaced from the edited manifest",
+            input=_dumps(job.input),
+            input_hash=job.input_hash,
+            files=_dumps(job.files),
+            output_name=job.output_name,
+            metadata=_dumps(job.metadata),
+            price_usd=job.price_usd,
+        )
+
+    def _hashes(self, job_ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            sql = f"select job_id, input_hash from jobs where job_id in ({marks})"
+            found.update(dict(self.db.execute(sql, chunk).fetchall()))
+        return found
+
+    def has(self, job_id: str) -> bool:
+        return self.db.execute("select 1 from jobs where job_id = ?", [job_id]).fetchone() is not None
+
+    def get(self, job_id: str) -> Job:
+        rows = list(self.db.table("jobs").rows_where("job_id = ?", [job_id]))
+        if not rows:
+            raise KeyError(job_id)
+        return Job.from_row(rows[0])
+
+    def jobs(self, states: Iterable[JobState] | None = None) -> Iterator[Job]:
+        """Jobs in manifest order (row, then variant), optionally only in ``states``."""
+        where, args = None, []
+        if states is not None:
+            wanted = [JobState(s).value for s in states]
+            where = "state in ({})".format(", ".join("?" for _ in wanted))
+            args = wanted
+        for row in self.db.table("jobs").rows_where(where, args, order_by="row, variant, job_id"):
+            yield Job.from_row(row)
+
+    def counts(self) -> dict[JobState, int]:
+        rows = self.db.execute("select state, count(*) from jobs group by state").fetchall()
+        return {JobState(state): n for state, n in rows}
+
+    def spend(self) -> float:
+        """Estimated money committed so far: every job that may have been billed."""
+        (total,) = self.db.execute("select coalesce(sum(cost_usd), 0) from jobs").fetchone()
+        return round(float(total), 4)
+
+    def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        where, args = (None, []) if job_id is None else ("job_id = ?", [job_id])
+        return [dict(r) for r in self.db.table("events").rows_where(where, args, order_by="id")]
+
+    # ---------------------------------------------------------------- the one way to change state
+
+    def transition(
+        self,
+        job_id: str,
+        new: JobState,
+        *,
+        detail: str | None = None,
+        expect: JobState | Iterable[JobState] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Move ``job_id`` to ``new``, set ``fields``, log the event, commit, return the job.
+
+        ``expect`` names the state(s) the caller believes the job is in; a mismatch raises
+        :class:`TransitionError`, as does a move the state machine forbids.
+        """
+        for name in _JSON_COLUMNS:
+            if name in fields and not isinstance(fields[name], str | None):
+                fields[name] = _dumps(fields[name])
+        stamp = now()
+        with self.db.atomic():
+            row = self.db.execute("select state from jobs where job_id = ?", [job_id]).fetchone()
+            if row is None:
+                raise TransitionError(f"no job {job_id!r} in the ledger")
+            old = JobState(row[0])
+            if expect is not None:
+                allowed = {JobState(expect)} if isinstance(expect, str) else set(expect)
+                if old not in allowed:
+                    raise TransitionError(f"job {job_id} is {old}, expected {sorted(allowed)}")
+            if not can_move(old, new):
+                raise TransitionError(f"job {job_id}: {old} → {new} is not an allowed transition")
+            fields = {**fields, "state": new.value, "updated_at": stamp}
+            self.db.table("jobs").update(job_id, fields)
+            self.db.table("events").insert(
+                {
+                    "job_id": job_id,
+                    "run_id": self.run_id,
+                    "at": stamp,
+                    "from_state": old.value,
+                    "to_state": new.value,
+                    "detail": detail,
+                }
+            )
+        return self.get(job_id)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _input_hash(endpoint: str, payload: Mapping[str, Any], files: Mapping[str, Any]) -> str:
+    body = {**payload, **{k: f"sha256:{f['sha256']}" for k, f in files.items()}}
+    text = _dumps({"endpoint": endpoint, "input": body})
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,138 @@
+"""The ledger: migrations, refusing files it must not touch, and the one transition API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+from hypothesis import given
+from hypothesis import strategies as st
+
+from batchrunner.errors import LedgerError, LedgerLockedError, TransitionError
+from batchrunner.ledger import Ledger, NewJob
+from batchrunner.lock import LedgerLock
+from batchrunner.migrations import MIGRATION_SET
+from batchrunner.states import TRANSITIONS, JobState, can_move
+
+S = JobState
+ENDPOINT = "fal-ai/veo3/image-to-video"
+
+
+def job(job_id: str = "a", prompt: str = "a cat", **kw: object) -> NewJob:
+    return NewJob(job_id=job_id, endpoint=ENDPOINT, input={"prompt": prompt}, row=1, **kw)  # type: ignore[arg-type]
+
+
+def test_blank_file_gets_schema_wal_and_migration_record(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        assert {"jobs", "runs", "events"} <= set(ledger.db.table_names())
+        assert ledger.db.journal_mode == "wal"
+        applied = ledger.db.execute(
+            "select name from _sqlite_migrations where migration_set = ?", [MIGRATION_SET]
+        ).fetchall()
+        assert applied == [("m001_initial",)]
+    # opening again applies nothing new and keeps data
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        assert ledger.db.execute("select count(*) from _sqlite_migrations").fetchone() == (1,)
+
+
+def test_refuses_a_sqlite_file_that_is_not_a_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    sqlite_utils.Database(path)["photos"].insert({"id": 1})
+    before = path.read_bytes()
+    with pytest.raises(LedgerError, match="not a batchrunner ledger"):
+        Ledger.open(path)
+    assert path.read_bytes() == before
+
+
+def test_refuses_a_ledger_from_a_newer_version(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    Ledger.open(path).close()
+    db = sqlite_utils.Database(path)
+    db["_sqlite_migrations"].insert(
+        {"migration_set": MIGRATION_SET, "name": "m999_future", "applied_at": "2030"}
+    )
+    db.close()
+    with pytest.raises(LedgerError, match="newer batchrunner"):
+        Ledger.open(path)
+
+
+def test_refuses_a_corrupt_file_and_leaves_it(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(LedgerError, match="not a usable SQLite ledger"):
+        Ledger.open(path)
+    assert path.read_bytes() == b"this is not sqlite at all" * 100
+
+
+def test_missing_ledger_when_not_creating(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="no ledger"):
+        Ledger.open(tmp_path / "nope.db", create=False)
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_add_jobs_is_idempotent_and_reports_changed_inputs(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        assert ledger.add_jobs([job("a"), job("b")]).added == 2
+        again = ledger.add_jobs([job("a"), job("b", prompt="edited"), job("c")])
+        assert (again.added, again.existing, again.changed) == (1, 2, ["b"])
+        assert ledger.get("b").input == {"prompt": "a cat"}  # existing jobs untouched
+
+
+def test_transition_commits_state_fields_and_event(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with Ledger.open(path) as ledger:
+        ledger.start_run("run")
+        ledger.add_jobs([job()])
+        ledger.transition("a", S.SUBMITTING, submits=1, cost_usd=1.6)
+        ledger.transition("a", S.QUEUED, request_id="r-1", result={"x": 1})
+    # a second connection (another process) sees it: it was committed
+    with Ledger.open(path) as other:
+        stored = other.get("a")
+        assert (stored.state, stored.request_id, stored.submits) == (S.QUEUED, "r-1", 1)
+        assert other.spend() == 1.6
+        moves = [(e["from_state"], e["to_state"]) for e in other.events("a")]
+        assert moves == [(None, "pending"), ("pending", "submitting"), ("submitting", "queued")]
+
+
+def test_forbidden_transition_changes_nothing(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.add_jobs([job()])
+        with pytest.raises(TransitionError, match="not an allowed transition"):
+            ledger.transition("a", S.DONE, sha256="x")
+        with pytest.raises(TransitionError, match="expected"):
+            ledger.transition("a", S.SUBMITTING, expect=S.QUEUED)
+        stored = ledger.get("a")
+        assert (stored.state, stored.sha256) == (S.PENDING, None)
+        assert len(ledger.events("a")) == 1
+
+
+@given(st.lists(st.sampled_from(list(JobState)), max_size=12))
+def test_state_machine_walks_match_the_table(path: list[JobState]) -> None:
+    """Any walk is accepted exactly when each step is in TRANSITIONS."""
+    state = S.PENDING
+    for target in path:
+        assert can_move(state, target) == (target in TRANSITIONS[state])
+        if can_move(state, target):
+            state = target
+
+
+def test_every_state_can_be_left_or_is_done() -> None:
+    assert all(TRANSITIONS[s] for s in JobState)  # even done can go back to fetch a lost file
+    assert S.PENDING not in TRANSITIONS[S.QUEUED]  # a submitted job is never silently resent
+
+
+def test_second_lock_holder_is_refused_with_pid(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with LedgerLock(path, "run"):
+        with pytest.raises(LedgerLockedError, match=r"pid \d+"):
+            LedgerLock(path, "resume").acquire()
+    with LedgerLock(path, "resume"):  # released: free again
+        pass
+
+
+def test_sqlite_error_mid_open_is_a_ledger_error(tmp_path: Path) -> None:
+    folder = tmp_path / "is-a-dir.db"
+    folder.mkdir()
+    with pytest.raises(LedgerError):
+        Ledger.open(folder)

@@ -1,0 +1,53 @@
+"""Output paths never leave the output folder, whatever the manifest says."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from batchrunner.paths import check_output_name, default_output_name, output_path
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../x.mp4", "a/../../x.mp4", "/etc/passwd", "C:\\x.mp4", "c:x.mp4", "a//b.mp4", "", " ",
+     "./x.mp4", "a\\..\\x.mp4", "x\x00.mp4"],
+)
+def test_unsafe_names_are_refused(name: str, tmp_path: Path) -> None:
+    assert check_output_name(name) is not None
+    with pytest.raises(ValueError):
+        output_path(tmp_path, name)
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "shots/day1/clip 01.mp4", "été.mp4", "a..b.mp4"])
+def test_ordinary_names_stay_inside(name: str, tmp_path: Path) -> None:
+    assert check_output_name(name) is None
+    assert output_path(tmp_path, name).is_relative_to(tmp_path.resolve())
+
+
+def test_symlinked_folder_cannot_lead_outside(tmp_path: Path) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    os.symlink(elsewhere, out / "link")
+    with pytest.raises(ValueError, match="outside"):
+        output_path(out, "link/x.mp4")
+
+
+@given(st.text(max_size=40))
+def test_any_name_either_refused_or_inside(name: str) -> None:
+    root = Path("/tmp/batchrunner-out-root")
+    try:
+        path = output_path(root, name)
+    except ValueError:
+        return
+    assert path.is_relative_to(root.resolve())
+
+
+def test_default_names_sort_by_row_and_are_safe() -> None:
+    assert default_output_name("shot/01", 7) == "0007-shot_01.mp4"
+    assert check_output_name(default_output_name("../../etc", 1)) is None
