@@ -1,0 +1,313 @@
+"""The library's front door: run a manifest, resume, retry, cancel — each one call.
+
+The CLI is a thin skin over these functions. Each follows the same order, so that a mistake
+costs nothing: check everything the user gave (manifest, key, folders) → take the ledger lock →
+record the jobs → run → summarise. Nothing is sent before the whole manifest validated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from batchrunner.client import QueueClient
+from batchrunner.downloader import media_client
+from batchrunner.errors import LedgerError, ManifestError, Problem, UsageError
+from batchrunner.ledger import Ledger, NewJob
+from batchrunner.lock import LedgerLock
+from batchrunner.manifest import Manifest, load_manifest
+from batchrunner.models import DEFAULT_MODEL, get_model
+from batchrunner.providers import ApiConfig, resolve_api
+from batchrunner.ratelimit import RateLimiter
+from batchrunner.report import Summary
+from batchrunner.retry import RetryPolicy
+from batchrunner.scheduler import Observer, RunOptions, Runner
+from batchrunner.states import JobState
+
+SIMULATOR_ORIGIN = "simulator"  # the origin recorded for jobs run with --simulate
+
+
+@dataclass
+class Settings:
+    """Everything a run needs besides the manifest and the key; stored per run (no key)."""
+
+    ledger: Path = Path("batchrunner.db")
+    out: Path = Path("outputs")
+    model: str = DEFAULT_MODEL
+    provider: str = "quickrouter"
+    base_url: str | None = None
+    auth_scheme: str | None = None
+    concurrency: int = 8
+    rps: float | None = 10.0
+    download_concurrency: int = 4
+    poll_min: float = 0.5
+    poll_max: float = 15.0
+    resubmit_unknown: bool = False
+    simulate: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def stored(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.pop("resubmit_unknown")  # a one-off decision, not a setting to resume with
+        values["ledger"], values["out"] = str(self.ledger), str(self.out)
+        return values
+
+    @classmethod
+    def from_stored(cls, values: dict[str, Any], **overrides: Any) -> Settings:
+        values = {**values, **{k: v for k, v in overrides.items() if v is not None}}
+        values["ledger"], values["out"] = Path(values["ledger"]), Path(values["out"])
+        values["retry"] = RetryPolicy(**values["retry"]) if isinstance(values.get("retry"), dict) else RetryPolicy()
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# ---------------------------------------------------------------------- planning
+
+
+def plan(manifest: Manifest) -> list[NewJob]:
+    """The jobs a manifest becomes (one per row for now)."""
+    return [
+        NewJob(
+            job_id=row.job_id,
+            endpoint=manifest.endpoint_id,
+            input=row.payload,
+            row=row.row,
+            line=row.line,
+            files={name: asdict(f) for name, f in row.files.items()},
+            output_name=row.output,
+            metadata=row.metadata,
+            price_usd=row.cost_usd,
+        )
+        for row in manifest.rows
+    ]
+
+
+def check_changed(manifest: Manifest, jobs: Sequence[NewJob], ledger: Ledger) -> None:
+    """A row whose ``id`` is in the ledger with different content is an error (nothing sent)."""
+    by_id = {job.job_id: job for job in jobs}
+    stored = ledger._hashes(list(by_id))
+    rows = {row.job_id: row for row in manifest.rows}
+    problems = [
+        Problem(
+            f"job id {job_id!r} is already in the ledger with different content; give the "
+            "edited row a new id, or restore its previous values",
+            row=rows[job_id].row,
+            line=rows[job_id].line,
+            column="id",
+            value=job_id,
+        )
+        for job_id, digest in stored.items()
+        if digest != by_id[job_id].input_hash
+    ]
+    if problems:
+        raise ManifestError(str(manifest.source), problems)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def run_manifest(
+    manifest_path: str | Path,
+    settings: Settings,
+    *,
+    token: str | None = None,
+    observe: Observer | None = None,
+    env: dict[str, str] | None = None,
+) -> Summary:
+    """Validate ``manifest_path``, record its jobs in the ledger, and run every unfinished job."""
+    manifest = load_manifest(manifest_path, get_model(settings.model))
+    jobs = plan(manifest)
+    api = _api(settings, token, env)
+    check_writable(settings.out)
+    with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
+        check_changed(manifest, jobs, ledger)
+        ledger.start_run("run", manifest=str(manifest.source), **_run_info(settings, api))
+        ledger.add_jobs(jobs)
+        return _execute(ledger, settings, api, observe)
+
+
+def resume(
+    ledger_path: str | Path,
+    *,
+    token: str | None = None,
+    observe: Observer | None = None,
+    env: dict[str, str] | None = None,
+    command: str = "resume",
+    prepare: Any = None,
+    **overrides: Any,
+) -> Summary:
+    """Carry on with the settings of the ledger's last run (the key comes from the env)."""
+    path = Path(ledger_path)
+    if not path.exists():
+        raise UsageError(f"no ledger at {path}")
+    with LedgerLock(path, command), Ledger.open(path, create=False) as ledger:
+        last = ledger.last_run(("run", "resume", "retry"))
+        if last is None:
+            raise LedgerError(f"{path} has no run to resume; use `batchrunner run MANIFEST`")
+        settings = Settings.from_stored(last["options"], ledger=path, **overrides)
+        api = _api(settings, token, env)
+        check_writable(settings.out)
+        ledger.start_run(command, manifest=last.get("manifest"), **_run_info(settings, api))
+        if prepare is not None:
+            prepare(ledger)
+        return _execute(ledger, settings, api, observe)
+
+
+def retry(
+    ledger_path: str | Path,
+    *,
+    failed: bool = True,
+    unknown: bool = False,
+    token: str | None = None,
+    observe: Observer | None = None,
+    env: dict[str, str] | None = None,
+) -> Summary:
+    """Send failed (and/or unknown) jobs again, then run like ``resume``."""
+    wanted = [s for s, yes in ((JobState.FAILED, failed), (JobState.UNKNOWN, unknown)) if yes]
+
+    def requeue(ledger: Ledger) -> None:
+        for job in ledger.jobs(wanted):
+            ledger.transition(job.job_id, JobState.PENDING, detail="retry requested", error=None)
+
+    return resume(
+        ledger_path, token=token, observe=observe, env=env, command="retry", prepare=requeue
+    )
+
+
+def _execute(ledger: Ledger, settings: Settings, api: ApiConfig | None, observe: Observer | None) -> Summary:
+    async def main() -> Summary:
+        async with _provider(settings, api) as (client, origin), media_client() as media:
+            runner = Runner(
+                ledger,
+                client,
+                media,
+                settings.out,
+                origin=origin,
+                options=RunOptions(
+                    concurrency=settings.concurrency,
+                    download_concurrency=settings.download_concurrency,
+                    resubmit_unknown=settings.resubmit_unknown,
+                    poll_min=settings.poll_min,
+                    poll_max=settings.poll_max,
+                ),
+                observe=observe,
+            )
+            tally = await runner.run()
+        return Summary.from_ledger(ledger, submitted=tally.submitted, downloaded=tally.downloaded)
+
+    summary = anyio.run(main)
+    ledger.finish_run(summary.exit_code, summary.as_dict())
+    return summary
+
+
+@contextlib.asynccontextmanager
+async def _provider(settings: Settings, api: ApiConfig | None) -> Any:
+    """A queue client for the configured API, or for an in-process simulator."""
+    limiter = RateLimiter(settings.rps)
+    if api is not None:
+        async with QueueClient(api, retry=settings.retry, limiter=limiter) as client:
+            yield client, api.origin
+        return
+    from batchrunner.simulator import SimulatorConfig, SimulatorServer
+
+    state = settings.ledger.with_name(settings.ledger.name + ".simulator")
+    config = SimulatorConfig(queue_seconds=0.3, run_seconds=1.5, jitter=0.3, state_path=str(state))
+    with SimulatorServer(config) as server:
+        simulated = ApiConfig(base_url=server.url, auth_scheme="bearer", token="simulator", provider="simulator")
+        async with QueueClient(simulated, retry=settings.retry, limiter=limiter) as client:
+            yield client, SIMULATOR_ORIGIN
+
+
+def _api(settings: Settings, token: str | None, env: dict[str, str] | None) -> ApiConfig | None:
+    if settings.simulate:
+        return None
+    return resolve_api(
+        settings.provider,
+        base_url=settings.base_url,
+        auth_scheme=settings.auth_scheme,
+        token=token,
+        env=os.environ if env is None else env,
+    )
+
+
+def _run_info(settings: Settings, api: ApiConfig | None) -> dict[str, Any]:
+    return {
+        "endpoint": settings.model,
+        "provider": "simulator" if api is None else api.provider,
+        "origin": SIMULATOR_ORIGIN if api is None else api.origin,
+        "options": settings.stored(),
+    }
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before anything is sent if videos could not be written to ``folder``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".batchrunner-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write to the output folder {folder}: {exc.strerror or exc}") from exc
+
+
+def cancel(
+    ledger_path: str | Path,
+    job_ids: Sequence[str] | None = None,
+    *,
+    token: str | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Cancel the given jobs (``None``: every unfinished one); returns job id → what happened.
+
+    Jobs at the provider get a cancel request; pending and unknown ones are cancelled in the
+    ledger only. Completed and done jobs are left alone (their video is already paid for).
+    """
+    path = Path(ledger_path)
+    if not path.exists():
+        raise UsageError(f"no ledger at {path}")
+    cancellable = (JobState.PENDING, JobState.UNKNOWN, JobState.QUEUED, JobState.RUNNING)
+    with LedgerLock(path, "cancel"), Ledger.open(path, create=False) as ledger:
+        if job_ids is None:
+            targets = list(ledger.jobs(cancellable))
+        else:
+            missing = [j for j in job_ids if not ledger.has(j)]
+            if missing:
+                raise UsageError(f"no such job in {path}: {', '.join(missing)}")
+            targets = [ledger.get(j) for j in job_ids]
+        last = ledger.last_run(("run", "resume", "retry"))
+        settings = Settings.from_stored(last["options"] if last else {}, ledger=path)
+        remote = [j for j in targets if j.state in (JobState.QUEUED, JobState.RUNNING)]
+        api = _api(settings, token, env) if remote else None
+        ledger.start_run("cancel", **_run_info(settings, api))
+        outcome: dict[str, str] = {}
+
+        async def main() -> None:
+            async with _provider(settings, api) as (client, origin):
+                for job in remote:
+                    if job.origin != origin:
+                        outcome[job.job_id] = f"skipped: submitted to {job.origin}"
+                        continue
+                    assert job.request_id is not None
+                    answer = await client.cancel(job.endpoint, job.request_id, url=job.cancel_url)
+                    if answer == "ALREADY_COMPLETED":
+                        outcome[job.job_id] = "already completed: `resume` will fetch it"
+                        continue
+                    ledger.transition(job.job_id, JobState.CANCELLED, detail=f"cancel: {answer}")
+                    outcome[job.job_id] = f"cancelled at the provider ({answer})"
+
+        if remote:
+            anyio.run(main)
+        for job in targets:
+            if job.state in (JobState.PENDING, JobState.UNKNOWN):
+                ledger.transition(job.job_id, JobState.CANCELLED, detail="cancelled by the user")
+                outcome[job.job_id] = "cancelled (was never running)"
+            elif job.job_id not in outcome:
+                outcome[job.job_id] = f"left alone: it is {job.state}"
+        ledger.finish_run(0, {"cancel": outcome})
+        return outcome

@@ -1,0 +1,178 @@
+"""Fetch a finished video to disk, verified, without ever leaving a half-written file behind.
+
+The file streams into ``<name>.part``; its size is checked against the result's ``file_size``
+and the response's Content-Length; its sha256 is computed on the way; then it is fsynced and
+renamed into place atomically. An interrupted ``.part`` is resumed with a Range request when the
+server honours it (206 from the right offset), else fetched again from the start. A file already
+in place with the expected size is hashed and kept, not fetched again.
+
+Downloads use their own HTTP client with no credentials at all: media URLs are public, and the
+API token must never reach the CDN.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from batchrunner.errors import DownloadError, TransientError
+from batchrunner.paths import part_path
+from batchrunner.retry import RetryPolicy, call_with_retry
+
+logger = logging.getLogger(__name__)
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    bytes: int
+    sha256: str
+    fetched: bool  # False when a verified file was already there
+
+
+def media_client(timeout: float = 60.0) -> httpx.AsyncClient:
+    """The client for media: no auth headers, redirects followed (CDNs redirect)."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True)
+
+
+class _Cut(TransientError):
+    """The body ended early or the connection dropped: worth resuming."""
+
+
+async def download(
+    client: httpx.AsyncClient,
+    url: str,
+    dest: Path,
+    *,
+    expected_size: int | None = None,
+    retry: RetryPolicy | None = None,
+) -> Downloaded:
+    """Download ``url`` to ``dest`` (inside a folder the caller has checked); verify; return it.
+
+    Raises :class:`DownloadError` with a readable reason when it cannot be done; a ``.part``
+    file worth resuming is kept for the next try.
+    """
+    policy = retry or RetryPolicy(attempts=5, base_delay=0.5, max_delay=10.0)
+    if expected_size is not None and dest.is_file() and dest.stat().st_size == expected_size:
+        return Downloaded(dest, expected_size, _sha256_of(dest), fetched=False)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return await call_with_retry(
+            policy, lambda: _fetch_once(client, url, dest, expected_size)
+        )
+    except TransientError as exc:
+        raise DownloadError(f"download of {_short(url)} did not complete: {exc}") from exc
+    except OSError as exc:
+        raise DownloadError(_disk_reason(exc, dest)) from exc
+
+
+async def _fetch_once(
+    client: httpx.AsyncClient, url: str, dest: Path, expected_size: int | None
+) -> Downloaded:
+    part = part_path(dest)
+    offset = part.stat().st_size if part.exists() else 0
+    if expected_size is not None and offset > expected_size:
+        part.unlink()
+        offset = 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    try:
+        async with client.stream("GET", url, headers=headers) as response:
+            if response.status_code == 416 and offset:
+                part.unlink()  # our partial file is no prefix of theirs: start again
+                raise _Cut("the server refused to resume; starting again")
+            if response.status_code >= 500 or response.status_code == 429:
+                raise _Cut(f"the media server answered {response.status_code}")
+            if response.status_code >= 400:
+                raise DownloadError(f"the media server answered {response.status_code} for {_short(url)}")
+            resumed = response.status_code == 206 and _range_start(response) == offset
+            total = _total_size(response, offset if resumed else 0)
+            if expected_size is not None and total is not None and total != expected_size:
+                raise DownloadError(
+                    f"the server offers {total} bytes but the result said {expected_size}"
+                )
+            digest = hashlib.sha256()
+            mode = "ab" if resumed else "wb"
+            if resumed:
+                _hash_into(digest, part)
+            else:
+                offset = 0
+            with open(part, mode) as handle:
+                async for chunk in response.aiter_bytes():  # as they arrive: a cut keeps them
+                    handle.write(chunk)
+                    digest.update(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+                size = handle.tell()
+    except (httpx.TransportError, httpx.DecodingError) as exc:
+        raise _Cut(f"{type(exc).__name__} after {_part_size(part)} bytes") from exc
+    want = expected_size if expected_size is not None else total
+    if want is not None and size < want:
+        raise _Cut(f"got {size} of {want} bytes")
+    if want is not None and size != want:
+        part.unlink()
+        raise DownloadError(f"got {size} bytes, expected {want}; the partial file was removed")
+    os.replace(part, dest)
+    _fsync_dir(dest.parent)
+    logger.debug("downloaded %s (%d bytes%s)", dest, size, ", resumed" if resumed else "")
+    return Downloaded(dest, size, digest.hexdigest(), fetched=True)
+
+
+def _range_start(response: httpx.Response) -> int | None:
+    match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+    return int(match.group(1)) if match else None
+
+
+def _total_size(response: httpx.Response, offset: int) -> int | None:
+    match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+    if match and match.group(3) != "*":
+        return int(match.group(3))
+    length = response.headers.get("content-length")
+    return offset + int(length) if length and length.isdigit() else None
+
+
+def _hash_into(digest: hashlib._Hash, path: Path) -> None:
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    _hash_into(digest, path)
+    return digest.hexdigest()
+
+
+def _part_size(part: Path) -> int:
+    return part.stat().st_size if part.exists() else 0
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _disk_reason(exc: OSError, dest: Path) -> str:
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device holding {dest.parent}"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write to {dest.parent}: {exc.strerror}"
+    return f"cannot write {dest}: {exc.strerror or exc}"
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= 120 else url[:117] + "..."

@@ -1,0 +1,117 @@
+"""Read-only views of a ledger: ``status`` and ``export`` (safe while a run holds the lock)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from batchrunner.errors import UsageError
+from batchrunner.ledger import Ledger
+from batchrunner.states import JobState
+
+EXPORT_COLUMNS = [
+    "job_id",
+    "row",
+    "state",
+    "request_id",
+    "output_path",
+    "sha256",
+    "error",
+    "cost_usd",
+    "price_usd",
+    "bytes",
+    "video_url",
+    "submits",
+    "submitted_at",
+    "completed_at",
+]
+FORMATS = {".csv", ".jsonl", ".parquet"}
+
+
+def open_existing(path: str | Path) -> Ledger:
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"no ledger at {path}")
+    return Ledger.open(path, create=False)
+
+
+def status(ledger_path: str | Path, *, limit: int = 20) -> dict[str, Any]:
+    """Counts by state, spend, the last run, and the jobs that need the user's attention."""
+    with open_existing(ledger_path) as ledger:
+        counts = {s.value: n for s, n in ledger.counts().items()}
+        attention = [
+            {"job_id": j.job_id, "row": j.row, "state": j.state.value, "error": j.error}
+            for j in ledger.jobs([JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED])
+        ]
+        in_flight = sum(counts.get(s.value, 0) for s in (JobState.QUEUED, JobState.RUNNING))
+        last = ledger.last_run(("run", "resume", "retry"))
+        return {
+            "ledger": str(ledger.path),
+            "total": sum(counts.values()),
+            "counts": counts,
+            "in_flight": in_flight,
+            "spend_usd": ledger.spend(),
+            "last_run": None
+            if last is None
+            else {k: last.get(k) for k in ("id", "command", "started_at", "finished_at", "exit_code", "origin")},
+            "attention": attention[:limit],
+            "attention_total": len(attention),
+        }
+
+
+def rows(ledger: Ledger) -> list[dict[str, Any]]:
+    """One flat record per job: the fixed columns, then the manifest's own columns."""
+    records = []
+    for job in ledger.jobs():
+        record: dict[str, Any] = {
+            "job_id": job.job_id,
+            "row": job.row,
+            "state": job.state.value,
+            "request_id": job.request_id,
+            "output_path": job.output_path,
+            "sha256": job.sha256,
+            "error": job.error,
+            "cost_usd": job.cost_usd,
+            "price_usd": job.price_usd,
+            "bytes": job.bytes,
+            "video_url": job.video_url,
+            "submits": job.submits,
+            "submitted_at": job.submitted_at,
+            "completed_at": job.completed_at,
+        }
+        manifest_columns = {**job.input, **{k: f["path"] for k, f in job.files.items()}}
+        if job.output_name:
+            manifest_columns["output"] = job.output_name
+        manifest_columns.update(job.metadata)
+        for key, value in manifest_columns.items():
+            record.setdefault(key, value)  # a manifest column never hides a ledger column
+        records.append(record)
+    return records
+
+
+def export(ledger_path: str | Path, destination: str | Path) -> int:
+    """Write every job to ``destination`` (.csv, .jsonl or .parquet); returns the row count."""
+    destination = Path(destination)
+    if destination.suffix.lower() not in FORMATS:
+        raise UsageError(
+            f"cannot export to {destination.name!r}: use one of {', '.join(sorted(FORMATS))}"
+        )
+    with open_existing(ledger_path) as ledger:
+        records = rows(ledger)
+    frame = pd.DataFrame.from_records(records)
+    extra = [c for c in frame.columns if c not in EXPORT_COLUMNS]
+    frame = frame.reindex(columns=EXPORT_COLUMNS + extra)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        suffix = destination.suffix.lower()
+        if suffix == ".csv":
+            frame.to_csv(destination, index=False)
+        elif suffix == ".jsonl":
+            frame.to_json(destination, orient="records", lines=True, force_ascii=False)
+        else:
+            frame.astype({c: "string" for c in extra}).to_parquet(destination, index=False)
+    except OSError as exc:
+        raise UsageError(f"cannot write {destination}: {exc.strerror or exc}") from exc
+    return len(frame)

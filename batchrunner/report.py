@@ -1,0 +1,79 @@
+"""What people see: progress bars while a run works, one summary line when it ends."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from batchrunner.errors import ExitCode
+from batchrunner.ledger import Ledger
+from batchrunner.states import JobState
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The outcome of a command that ran jobs, and the exit code it implies."""
+
+    total: int
+    counts: dict[str, int]
+    spend_usd: float
+    submitted: int = 0
+    downloaded: int = 0
+    exit_code: int = 0
+
+    @classmethod
+    def from_ledger(
+        cls, ledger: Ledger, *, submitted: int = 0, downloaded: int = 0, stopped: ExitCode | None = None
+    ) -> Summary:
+        counts = {state.value: n for state, n in ledger.counts().items()}
+        total = sum(counts.values())
+        if stopped is not None:
+            code = stopped
+        elif counts.get(JobState.DONE.value, 0) == total:
+            code = ExitCode.OK
+        else:
+            code = ExitCode.JOBS_NOT_DONE
+        return cls(total, counts, ledger.spend(), submitted, downloaded, int(code))
+
+    def line(self) -> str:
+        order = [s.value for s in JobState]
+        parts = [f"{self.counts[s]} {s}" for s in order if self.counts.get(s)]
+        return (
+            f"{self.total} jobs: {', '.join(parts) or 'none'}; "
+            f"this run submitted {self.submitted}, downloaded {self.downloaded}; "
+            f"estimated spend ${self.spend_usd:,.2f}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Progress:
+    """Three tqdm bars on stderr (submitted / completed / downloaded), only on a terminal."""
+
+    STAGES = ("submitted", "completed", "downloaded")
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.bars: dict[str, tqdm[Any]] = {}
+
+    def start(self, total: int) -> None:
+        if not self.enabled or not total:
+            return
+        for position, stage in enumerate(self.STAGES):
+            self.bars[stage] = tqdm(
+                total=total, desc=f"{stage:>10}", position=position, file=self.stream, leave=True
+            )
+
+    def __call__(self, stage: str) -> None:
+        bar = self.bars.get(stage)
+        if bar is not None:
+            bar.update(1)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()

@@ -1,0 +1,375 @@
+"""The worker pool: submit, poll, fetch results and download, under limits, from the ledger.
+
+::
+
+    ledger ──► feeder ──(bounded stream)──► N job workers ──(bounded stream)──► K downloaders
+               in-flight jobs first,         slot (in flight at provider):       own limit;
+               then pending rows             submit → poll → store result        verify, rename
+
+* ``concurrency``: the most jobs at the provider at once (submitted, not yet completed). Each job
+  worker holds a slot of an :class:`anyio.CapacityLimiter` from just before its submit until
+  the result is stored.
+* ``rps``: the most API requests per second overall (the queue client's rate limiter).
+* Status polling adapts to how long jobs have been taking (:class:`PollClock`).
+* The ledger is the only state: workers pass job ids, read the job, act, and record the
+  outcome through :meth:`Ledger.transition` before doing anything that depends on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import httpx
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from batchrunner.client import QueueClient, QueueStatus
+from batchrunner.downloader import download
+from batchrunner.errors import (
+    AmbiguousSubmitError,
+    DownloadError,
+    FinalError,
+    TransientError,
+    UsageError,
+)
+from batchrunner.ledger import Job, Ledger, now
+from batchrunner.manifest import LocalFile, materialize
+from batchrunner.models import get_model
+from batchrunner.paths import default_output_name, output_path
+from batchrunner.states import JobState
+
+logger = logging.getLogger(__name__)
+S = JobState
+
+
+@dataclass
+class RunOptions:
+    concurrency: int = 8
+    download_concurrency: int = 4
+    resubmit_unknown: bool = False
+    poll_min: float = 0.5  # seconds between status checks, at the fastest
+    poll_max: float = 15.0  # ... and at the slowest
+
+
+class PollClock:
+    """Status-poll intervals that follow how long jobs are taking.
+
+    Until a job has run about as long as finished jobs typically took, it is checked rarely
+    (a fraction of the time left); after that, often (a fraction of its age), within
+    ``[poll_min, poll_max]``. Typical = an exponentially weighted mean of observed durations.
+    """
+
+    def __init__(self, poll_min: float, poll_max: float):
+        self.poll_min, self.poll_max = poll_min, poll_max
+        self.typical: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        self.typical = seconds if self.typical is None else 0.8 * self.typical + 0.2 * seconds
+
+    def interval(self, age: float) -> float:
+        if self.typical is not None and age < self.typical:
+            wanted = (self.typical - age) / 2
+        else:
+            wanted = max(age, 1.0) / 10
+        return min(self.poll_max, max(self.poll_min, wanted))
+
+
+@dataclass
+class Tally:
+    """What this run did (for the summary and tests); the ledger holds the states."""
+
+    submitted: int = 0
+    completed: int = 0
+    downloaded: int = 0
+    skipped_foreign: list[str] = field(default_factory=list)
+
+
+class Observer(Protocol):
+    """Watches a run: ``start(total)`` once, then a call per ``submitted`` / ``completed`` /
+    ``downloaded`` event (the progress bars are one)."""
+
+    def start(self, total: int) -> None: ...
+
+    def __call__(self, stage: str) -> None: ...
+
+
+class _Nobody:
+    def start(self, total: int) -> None:
+        pass
+
+    def __call__(self, stage: str) -> None:
+        pass
+
+
+class Runner:
+    """Runs every unfinished job in the ledger to ``done`` (or a final state)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        client: QueueClient,
+        media: httpx.AsyncClient,
+        out_dir: Path,
+        *,
+        origin: str,
+        options: RunOptions | None = None,
+        observe: Observer | None = None,
+    ):
+        self.ledger = ledger
+        self.client = client
+        self.media = media
+        self.out_dir = out_dir
+        self.origin = origin  # recorded per job: in-flight jobs are only polled where submitted
+        self.options = options or RunOptions()
+        self.slots = anyio.CapacityLimiter(self.options.concurrency)
+        self.clock = PollClock(self.options.poll_min, self.options.poll_max)
+        self.tally = Tally()
+        self._observe: Observer = observe or _Nobody()
+
+    # ------------------------------------------------------------------ the whole run
+
+    async def run(self) -> Tally:
+        self.recover()
+        work = self._work_list()
+        downloads = [j.job_id for j in self.ledger.jobs([S.COMPLETED])]
+        self._observe.start(len(work) + len(downloads))
+        workers = max(1, self.options.concurrency)
+        job_send, job_receive = anyio.create_memory_object_stream[str](workers)
+        dl_send, dl_receive = anyio.create_memory_object_stream[str](self.options.download_concurrency)
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.options.download_concurrency):
+                tg.start_soon(self._download_worker, dl_receive.clone())
+            for _ in range(workers):
+                tg.start_soon(self._job_worker, job_receive.clone(), dl_send.clone())
+            job_receive.close()
+            dl_receive.close()
+            tg.start_soon(_feed, dl_send, downloads)
+            tg.start_soon(_feed, job_send, work)
+        return self.tally
+
+    def recover(self) -> None:
+        """Settle what a previous run left mid-way, before any new work."""
+        for job in self.ledger.jobs([S.SUBMITTING]):
+            self.ledger.transition(
+                job.job_id,
+                S.UNKNOWN,
+                detail="the previous run stopped during this job's submit",
+                error="the run stopped while submitting; the provider may have created (and "
+                "billed) this job. Check your provider dashboard, then `retry --unknown` "
+                "to submit it again or `cancel` it",
+                cost_usd=job.price_usd,
+            )
+        if self.options.resubmit_unknown:
+            for job in self.ledger.jobs([S.UNKNOWN]):
+                self.ledger.transition(
+                    job.job_id, S.PENDING, detail="resubmit requested by the user", error=None
+                )
+        for job in self.ledger.jobs([S.DONE]):
+            if job.output_path and not _file_ok(Path(job.output_path), job.bytes):
+                self.ledger.transition(
+                    job.job_id, S.COMPLETED, detail="the video file is missing; fetching again"
+                )
+
+    def _work_list(self) -> list[str]:
+        """In-flight jobs first (they hold money), then pending rows in manifest order."""
+        ids = []
+        for job in self.ledger.jobs([S.QUEUED, S.RUNNING]):
+            if job.origin != self.origin:
+                self.tally.skipped_foreign.append(job.job_id)
+                logger.warning(
+                    "job %s was submitted to %s, not %s: run with that provider to finish it",
+                    job.job_id,
+                    job.origin,
+                    self.origin,
+                )
+                continue
+            ids.append(job.job_id)
+        ids.extend(job.job_id for job in self.ledger.jobs([S.PENDING]))
+        return ids
+
+    # ------------------------------------------------------------------ job workers
+
+    async def _job_worker(
+        self, jobs: ObjectReceiveStream[str], downloads: ObjectSendStream[str]
+    ) -> None:
+        async with jobs, downloads:
+            async for job_id in jobs:
+                async with self.slots:
+                    job = self.ledger.get(job_id)
+                    if job.state is S.PENDING:
+                        job = await self._submit(job)
+                    if job.state in (S.QUEUED, S.RUNNING):
+                        job = await self._until_completed(job)
+                if job.state is S.COMPLETED:
+                    await downloads.send(job_id)
+
+    async def _submit(self, job: Job) -> Job:
+        try:
+            body = materialize(job.input, {k: LocalFile(**v) for k, v in job.files.items()})
+        except UsageError as exc:
+            return self._fail(job, S.PENDING, f"input file problem: {exc}")
+        job = self.ledger.transition(
+            job.job_id,
+            S.SUBMITTING,
+            expect=S.PENDING,
+            detail="submit intent",
+            submits=job.submits + 1,
+            cost_usd=job.price_usd,  # reserved: from here on the job may be billed
+            error=None,
+        )
+        try:
+            answer = await self.client.submit(job.endpoint, body)
+        except AmbiguousSubmitError as exc:
+            return self.ledger.transition(
+                job.job_id,
+                S.UNKNOWN,
+                detail="submit answer lost",
+                error=f"{exc}; the provider may have created (and billed) this job. "
+                "It will not be resubmitted unless you run `retry --unknown` "
+                "(or `run --resubmit-unknown`)",
+            )
+        except FinalError as exc:
+            return self.ledger.transition(
+                job.job_id, S.FAILED, detail="submit rejected", error=str(exc), cost_usd=None
+            )
+        except TransientError as exc:
+            logger.warning("job %s: submit gave up for this run: %s", job.job_id, exc)
+            return self.ledger.transition(
+                job.job_id,
+                S.PENDING,
+                detail="submit not sent",
+                error=f"not submitted yet: {exc}",
+                cost_usd=None,
+            )
+        self.tally.submitted += 1
+        self._observe("submitted")
+        return self.ledger.transition(
+            job.job_id,
+            S.QUEUED,
+            detail=f"request {answer.request_id}",
+            request_id=answer.request_id,
+            origin=self.origin,
+            status_url=answer.status_url,
+            response_url=answer.response_url,
+            cancel_url=answer.cancel_url,
+            queue_position=answer.queue_position,
+            submitted_at=now(),
+        )
+
+    async def _until_completed(self, job: Job) -> Job:
+        assert job.request_id is not None
+        while True:
+            age = _seconds_since(job.submitted_at)
+            await anyio.sleep(self.clock.interval(age))
+            try:
+                status = await self.client.status(job.endpoint, job.request_id, url=job.status_url)
+            except FinalError as exc:
+                return self._fail(job, job.state, str(exc))
+            except TransientError as exc:
+                logger.warning(
+                    "job %s: status unavailable (%s); it stays %s for the next run",
+                    job.job_id,
+                    exc,
+                    job.state,
+                )
+                return job
+            if status.status == "IN_PROGRESS" and job.state is S.QUEUED:
+                job = self.ledger.transition(job.job_id, S.RUNNING, started_at=now())
+            elif status.status == "COMPLETED":
+                self.clock.observe(_seconds_since(job.submitted_at))
+                return await self._fetch_result(job, status)
+
+    async def _fetch_result(self, job: Job, status: QueueStatus) -> Job:
+        assert job.request_id is not None
+        try:
+            result = await self.client.result(job.endpoint, job.request_id, url=job.response_url)
+        except FinalError as exc:
+            reason = str(exc)
+            if status.error and status.error not in reason:
+                reason = f"{status.error}: {reason}"
+            return self._fail(job, job.state, reason)
+        except TransientError as exc:
+            logger.warning("job %s: result not fetched yet (%s)", job.job_id, exc)
+            return job
+        spec = get_model(job.endpoint)
+        media = result.get(spec.output_field) if isinstance(result, dict) else None
+        if not isinstance(media, dict) or not media.get("url"):
+            reason = status.error or f"the result has no {spec.output_field}.url"
+            return self._fail(job, job.state, reason, result=result)
+        self.tally.completed += 1
+        self._observe("completed")
+        size = media.get("file_size")
+        return self.ledger.transition(
+            job.job_id,
+            S.COMPLETED,
+            detail="result stored",
+            result=result,
+            video_url=media["url"],
+            file_size=size if isinstance(size, int) else None,
+            completed_at=now(),
+            queue_position=None,
+        )
+
+    def _fail(self, job: Job, expect: JobState, reason: str, **fields: Any) -> Job:
+        logger.info("job %s failed: %s", job.job_id, reason)
+        return self.ledger.transition(
+            job.job_id, S.FAILED, expect=expect, detail="failed", error=reason, **fields
+        )
+
+    # ------------------------------------------------------------------ downloads
+
+    async def _download_worker(self, downloads: ObjectReceiveStream[str]) -> None:
+        async with downloads:
+            async for job_id in downloads:
+                await self._download(self.ledger.get(job_id))
+
+    async def _download(self, job: Job) -> None:
+        assert job.video_url is not None
+        spec = get_model(job.endpoint)
+        name = job.output_name or default_output_name(job.job_id, job.row, spec.default_extension)
+        try:
+            path = output_path(self.out_dir, name)
+            got = await download(self.media, job.video_url, path, expected_size=job.file_size)
+        except (DownloadError, ValueError) as exc:
+            logger.warning("job %s: %s", job.job_id, exc)
+            self.ledger.transition(
+                job.job_id,
+                S.COMPLETED,
+                detail="download failed",
+                error=f"download failed (the result is kept; `resume` retries): {exc}",
+            )
+            return
+        self.tally.downloaded += 1
+        self._observe("downloaded")
+        self.ledger.transition(
+            job.job_id,
+            S.DONE,
+            detail="video verified" if got.fetched else "verified file already present",
+            output_path=str(got.path),
+            bytes=got.bytes,
+            sha256=got.sha256,
+            done_at=now(),
+            error=None,
+        )
+
+
+async def _feed(send: ObjectSendStream[str], items: list[str]) -> None:
+    async with send:
+        for item in items:
+            await send.send(item)
+
+
+def _seconds_since(stamp: str | None) -> float:
+    if not stamp:
+        return 0.0
+    then = datetime.fromisoformat(stamp)
+    return max(0.0, (datetime.now(then.tzinfo) - then).total_seconds())
+
+
+def _file_ok(path: Path, size: int | None) -> bool:
+    return path.is_file() and (size is None or path.stat().st_size == size)
+

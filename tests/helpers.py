@@ -1,0 +1,67 @@
+"""Helpers the tests share: simulator settings, manifests, counters."""
+
+from __future__ import annotations
+
+import csv
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from batchrunner.batch import Settings
+from batchrunner.retry import RetryPolicy
+from batchrunner.simulator import SimulatorConfig, SimulatorServer
+
+TOKEN = "sim-test-token-5f2a"
+IMAGE = "https://storage.googleapis.com/falserverless/example_inputs/veo3-i2v-input.png"
+
+
+def fast_config(**overrides: Any) -> SimulatorConfig:
+    values: dict[str, Any] = {"queue_seconds": 0.05, "run_seconds": 0.15, "token": TOKEN}
+    values.update(overrides)
+    return SimulatorConfig(**values)
+
+
+def counters(server: SimulatorServer) -> dict[str, Any]:
+    """What the server saw, read over HTTP like any client would."""
+    with urllib.request.urlopen(f"{server.url}/_sim/counters", timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def settings_for(server: SimulatorServer, tmp_path: Path, **changes: Any) -> Settings:
+    values: dict[str, Any] = {
+        "ledger": tmp_path / "ledger.db",
+        "out": tmp_path / "out",
+        "base_url": server.url,
+        "auth_scheme": "bearer",
+        "rps": None,
+        "poll_min": 0.02,
+        "poll_max": 0.2,
+        "retry": RetryPolicy.fast(),
+    }
+    values.update(changes)
+    return Settings(**values)
+
+
+def write_manifest(path: Path, rows: list[dict[str, Any]]) -> Path:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(c for c in row if c not in columns)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def rows(n: int, *, failing: tuple[int, ...] = (), **extra: Any) -> list[dict[str, Any]]:
+    """``n`` distinct 4-second rows; rows numbered in ``failing`` trip the content checker."""
+    made = []
+    for i in range(1, n + 1):
+        prompt = f"Shot {i}: a slow dolly past a lighthouse at dusk"
+        if i in failing:
+            prompt += " #policy"
+        made.append(
+            {"id": f"shot-{i:03d}", "prompt": prompt, "image_url": IMAGE, "duration": "4s", **extra}
+        )
+    return made

@@ -1,0 +1,140 @@
+"""The downloader over httpx.MockTransport: verify, resume, never send credentials."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from batchrunner.downloader import download
+from batchrunner.errors import DownloadError
+from batchrunner.retry import RetryPolicy
+
+BODY = bytes(range(256)) * 400  # 102,400 bytes
+SHA = hashlib.sha256(BODY).hexdigest()
+pytestmark = pytest.mark.anyio
+
+
+class CutStream(httpx.AsyncByteStream):
+    """Sends ``keep`` bytes, then the connection 'drops'."""
+
+    def __init__(self, data: bytes, keep: int):
+        self.data, self.keep = data, keep
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.data[: self.keep]
+        raise httpx.ReadError("connection reset by peer")
+
+
+class Media:
+    """A media server: Range support switchable, the first ``cuts`` responses cut halfway."""
+
+    def __init__(self, *, ranges: bool = True, cuts: int = 0, length: int | None = None):
+        self.ranges, self.cuts, self.length = ranges, cuts, length
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        start = 0
+        header = request.headers.get("range")
+        status, headers = 200, {"content-type": "video/mp4"}
+        if header and self.ranges:
+            start = int(header.removeprefix("bytes=").split("-")[0])
+            status = 206
+            headers["content-range"] = f"bytes {start}-{len(BODY) - 1}/{len(BODY)}"
+        data = BODY[start:]
+        headers["content-length"] = str(self.length if self.length is not None else len(data))
+        if self.cuts:
+            self.cuts -= 1
+            return httpx.Response(status, headers=headers, stream=CutStream(data, len(data) // 2))
+        return httpx.Response(status, headers=headers, content=data)
+
+
+def client(media: Media) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(media))
+
+
+async def test_downloads_verifies_and_renames_atomically(tmp_path: Path) -> None:
+    media = Media()
+    dest = tmp_path / "clip.mp4"
+    async with client(media) as c:
+        got = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY))
+    assert (got.bytes, got.sha256, got.fetched) == (len(BODY), SHA, True)
+    assert dest.read_bytes() == BODY
+    assert not list(tmp_path.glob("*.part"))
+    assert "authorization" not in media.requests[0].headers
+
+
+async def test_cut_download_resumes_with_range(tmp_path: Path) -> None:
+    media = Media(cuts=1)
+    dest = tmp_path / "clip.mp4"
+    async with client(media) as c:
+        got = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY),
+                             retry=RetryPolicy.fast())
+    assert got.sha256 == SHA and dest.read_bytes() == BODY
+    assert len(media.requests) == 2
+    assert media.requests[1].headers["range"] == f"bytes={len(BODY) // 2}-"
+
+
+async def test_cut_download_restarts_when_server_ignores_range(tmp_path: Path) -> None:
+    media = Media(cuts=1, ranges=False)
+    dest = tmp_path / "clip.mp4"
+    async with client(media) as c:
+        got = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY),
+                             retry=RetryPolicy.fast())
+    assert got.sha256 == SHA and dest.read_bytes() == BODY
+
+
+async def test_size_mismatch_with_result_is_an_error_and_leaves_nothing(tmp_path: Path) -> None:
+    media = Media()
+    dest = tmp_path / "clip.mp4"
+    async with client(media) as c:
+        with pytest.raises(DownloadError, match="result said"):
+            await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY) + 5)
+    assert not dest.exists()
+
+
+async def test_persistent_cuts_fail_after_budget_but_keep_the_part(tmp_path: Path) -> None:
+    media = Media(cuts=100)
+    dest = tmp_path / "clip.mp4"
+    async with client(media) as c:
+        with pytest.raises(DownloadError, match="did not complete"):
+            await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY),
+                           retry=RetryPolicy.fast())
+    assert not dest.exists()
+    assert (tmp_path / "clip.mp4.part").exists()  # resume can continue from here later
+    assert len(media.requests) == RetryPolicy.fast().attempts
+
+
+async def test_present_verified_file_is_not_fetched_again(tmp_path: Path) -> None:
+    media = Media()
+    dest = tmp_path / "clip.mp4"
+    dest.write_bytes(BODY)
+    async with client(media) as c:
+        got = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY))
+    assert (got.fetched, got.sha256) == (False, SHA)
+    assert media.requests == []
+
+
+async def test_unwritable_folder_is_a_clear_download_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    async with client(Media()) as c:
+        with pytest.raises(DownloadError, match="cannot write"):
+            await download(c, "https://cdn.test/a.mp4", blocker / "clip.mp4")
+
+
+async def test_http_error_is_final_not_retried(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def gone(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(404)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(gone)) as c:
+        with pytest.raises(DownloadError, match="404"):
+            await download(c, "https://cdn.test/a.mp4", tmp_path / "x.mp4", retry=RetryPolicy.fast())
+    assert len(seen) == 1

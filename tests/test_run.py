@@ -1,0 +1,199 @@
+"""End to end: manifests run against the real simulator over real sockets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from batchrunner import batch
+from batchrunner.cli import cli
+from batchrunner.ledger import Ledger
+from batchrunner.simulator import Fault, SimulatorServer
+from batchrunner.states import JobState
+from tests.helpers import TOKEN, counters, fast_config, rows, settings_for, write_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def jobs(ledger_path: Path) -> list[Any]:
+    with Ledger.open(ledger_path, create=False) as ledger:
+        return list(ledger.jobs())
+
+
+def submits_per_prompt(server: SimulatorServer) -> Counter[str]:
+    return Counter(job["prompt"] for job in counters(server)["jobs"].values())
+
+
+def test_24_rows_with_two_refused_prompts(sim: SimulatorServer, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(24, failing=(5, 17)))
+    settings = settings_for(sim, tmp_path)
+
+    summary = batch.run_manifest(manifest, settings, token=TOKEN)
+
+    assert summary.exit_code == 1
+    assert summary.counts == {"done": 22, "failed": 2}
+    seen = counters(sim)
+    by_state = {j.job_id: j for j in jobs(settings.ledger)}
+    for job in by_state.values():
+        if job.state is JobState.DONE:
+            path = Path(job.output_path)
+            assert path.parent == (tmp_path / "out").resolve()
+            served = seen["jobs"][job.request_id]["media_sha256"]
+            assert job.sha256 == served == sha256(path)
+    failed = sorted(j.job_id for j in by_state.values() if j.state is JobState.FAILED)
+    assert failed == ["shot-005", "shot-017"]
+    for job_id in failed:
+        assert "flagged by a content checker" in (by_state[job_id].error or "")
+    assert len(list((tmp_path / "out").glob("*.mp4"))) == 22
+    assert not list((tmp_path / "out").glob("*.part"))
+    assert seen["submits"] == 24
+
+    again = batch.run_manifest(manifest, settings, token=TOKEN)
+    assert counters(sim)["submits"] == 24  # nothing submitted twice
+    assert (again.exit_code, again.submitted, again.counts) == (1, 0, summary.counts)
+
+
+def test_token_never_reaches_foreign_or_media_origins(tmp_path: Path) -> None:
+    config = fast_config()
+    with SimulatorServer(config, ports=3) as server:
+        api, foreign, media = server.urls
+        # returned *_url fields point at `foreign`; videos live on `media`
+        config.public_origin, config.media_origin = foreign, media
+        manifest = write_manifest(tmp_path / "m.csv", rows(6))
+        summary = batch.run_manifest(manifest, settings_for(server, tmp_path), token=TOKEN)
+        hosts = counters(server)["by_host"]
+    assert summary.exit_code == 0
+    host = {url: url.split("://", 1)[1] for url in (api, foreign, media)}
+    assert hosts[host[api]]["authorized"] > 0
+    assert hosts.get(host[foreign], {"authorized": 0})["authorized"] == 0
+    assert hosts[host[media]]["requests"] >= 6
+    assert hosts[host[media]]["authorized"] == 0
+    assert TOKEN.encode() not in (tmp_path / "ledger.db").read_bytes()
+
+
+def test_concurrency_caps_jobs_in_flight_at_the_server(tmp_path: Path) -> None:
+    with SimulatorServer(fast_config(run_seconds=0.4)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(16))
+        settings = settings_for(server, tmp_path, concurrency=4)
+        summary = batch.run_manifest(manifest, settings, token=TOKEN)
+        seen = counters(server)
+    assert summary.exit_code == 0
+    assert seen["max_in_flight"] == 4  # used fully, never exceeded
+
+
+def test_ambiguous_submit_is_unknown_and_resent_only_on_request(tmp_path: Path) -> None:
+    config = fast_config(faults=[Fault("submit", "drop_after_accept", times=1)])
+    with SimulatorServer(config) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(5))
+        settings = settings_for(server, tmp_path)
+
+        first = batch.run_manifest(manifest, settings, token=TOKEN)
+        assert (first.exit_code, first.counts) == (1, {"done": 4, "unknown": 1})
+        assert counters(server)["submits"] == 5  # the lost answer's job exists at the server
+
+        second = batch.run_manifest(manifest, settings, token=TOKEN)
+        assert (second.exit_code, second.submitted) == (1, 0)
+        assert counters(server)["submits"] == 5
+
+        third = batch.retry(settings.ledger, failed=False, unknown=True, token=TOKEN)
+        assert (third.exit_code, third.submitted, third.counts) == (0, 1, {"done": 5})
+        assert counters(server)["submits"] == 6
+        assert max(submits_per_prompt(server).values()) == 2
+
+
+def test_sigkill_mid_batch_then_resume_loses_and_rebuys_nothing(tmp_path: Path) -> None:
+    n = 30
+    with SimulatorServer(fast_config(run_seconds=0.5, jitter=0.5)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(n))
+        ledger = tmp_path / "ledger.db"
+        argv = [
+            sys.executable, "-m", "batchrunner", "run", str(manifest), "--ledger", str(ledger),
+            "--out", str(tmp_path / "out"), "--base-url", server.url, "--auth-scheme", "bearer",
+            "--concurrency", "6", "--rps", "200", "--poll-min", "0.02", "--poll-max", "0.2",
+        ]
+        env = {**os.environ, "BATCHRUNNER_API_KEY": TOKEN}
+        kills = 0
+        log = open(tmp_path / "runner.log", "ab")  # noqa: SIM115
+        for _ in range(3):
+            proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
+            target = counters(server)["submits"] + 4
+            deadline = time.monotonic() + 30
+            while counters(server)["submits"] < target and proc.poll() is None:
+                assert time.monotonic() < deadline, "the runner made no progress"
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait(timeout=10)
+        log.close()
+        final = subprocess.run([*argv, "--resubmit-unknown"], env=env, capture_output=True, text=True, timeout=120)
+        assert final.returncode == 0, final.stderr
+        states = {j.job_id: j.state for j in jobs(ledger)}
+        assert set(states.values()) == {JobState.DONE}
+        unknown_ever = {
+            row[0]
+            for row in sqlite3.connect(ledger).execute(
+                "select distinct j.input from events e join jobs j using (job_id) where e.to_state = 'unknown'"
+            )
+        }
+        prompts_unknown = {json.loads(text)["prompt"] for text in unknown_ever}
+        for prompt, count in submits_per_prompt(server).items():
+            assert count == 1 or prompt in prompts_unknown, f"{prompt!r} was bought {count} times"
+        assert kills >= 1
+        assert len(list((tmp_path / "out").glob("*.mp4"))) == n
+        assert not list((tmp_path / "out").glob("*.part"))
+
+
+def test_bad_manifest_exits_2_names_rows_and_sends_nothing(sim: SimulatorServer, tmp_path: Path) -> None:
+    bad = rows(4)
+    bad[1]["duration"] = "9s"
+    bad[3]["generate_audio"] = "maybe"
+    manifest = write_manifest(tmp_path / "m.csv", bad)
+    result = CliRunner().invoke(
+        cli,
+        ["run", str(manifest), "--ledger", str(tmp_path / "l.db"), "--out", str(tmp_path / "o"),
+         "--base-url", sim.url, "--auth-scheme", "bearer"],
+        env={"BATCHRUNNER_API_KEY": TOKEN},
+    )
+    assert result.exit_code == 2
+    assert "row 2" in result.output and "duration" in result.output
+    assert "row 4" in result.output and "generate_audio" in result.output
+    assert "Traceback" not in result.output
+    assert counters(sim)["submits"] == 0
+    assert not (tmp_path / "l.db").exists()
+
+
+def test_missing_key_exits_2_before_anything(sim: SimulatorServer, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    result = CliRunner().invoke(cli, ["run", str(manifest), "--ledger", str(tmp_path / "l.db")])
+    assert result.exit_code == 2
+    assert "BATCHRUNNER_API_KEY" in result.output
+    assert counters(sim)["submits"] == 0
+
+
+@pytest.mark.slow
+def test_demo_runs_then_repeats_as_a_no_op(tmp_path: Path) -> None:
+    args = ["run", str(ROOT / "manifests" / "demo.csv"), "--simulate",
+            "--out", str(tmp_path / "outputs"), "--ledger", str(tmp_path / "demo.db"), "--json"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert len(list((tmp_path / "outputs").glob("*.mp4"))) == 10
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout.strip().splitlines()[-1])["submitted"] == 0
