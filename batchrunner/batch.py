@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ import anyio
 
 from batchrunner.client import QueueClient
 from batchrunner.downloader import media_client
-from batchrunner.errors import LedgerError, ManifestError, Problem, UsageError
+from batchrunner.errors import ExitCode, LedgerError, ManifestError, Problem, UsageError
 from batchrunner.ledger import Ledger, NewJob
 from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, load_manifest
@@ -49,6 +51,9 @@ class Settings:
     download_concurrency: int = 4
     poll_min: float = 0.5
     poll_max: float = 15.0
+    queue_timeout: float = 30 * 60
+    run_timeout: float = 20 * 60
+    max_runtime: float | None = None
     resubmit_unknown: bool = False
     simulate: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -181,7 +186,11 @@ def retry(
     )
 
 
-def _execute(ledger: Ledger, settings: Settings, api: ApiConfig | None, observe: Observer | None) -> Summary:
+def _execute(
+    ledger: Ledger, settings: Settings, api: ApiConfig | None, observe: Observer | None
+) -> Summary:
+    stopped: list[ExitCode] = []
+
     async def main() -> Summary:
         async with _provider(settings, api) as (client, origin), media_client() as media:
             runner = Runner(
@@ -196,15 +205,50 @@ def _execute(ledger: Ledger, settings: Settings, api: ApiConfig | None, observe:
                     resubmit_unknown=settings.resubmit_unknown,
                     poll_min=settings.poll_min,
                     poll_max=settings.poll_max,
+                    queue_timeout=settings.queue_timeout,
+                    run_timeout=settings.run_timeout,
                 ),
                 observe=observe,
             )
-            tally = await runner.run()
-        return Summary.from_ledger(ledger, submitted=tally.submitted, downloaded=tally.downloaded)
+            ledger.record_limit(runner.limit.current)
+            async with anyio.create_task_group() as watchers:
+                watchers.start_soon(_stop_on_signals, runner, stopped)
+                if settings.max_runtime is not None:
+                    watchers.start_soon(_stop_after, runner, settings.max_runtime, stopped)
+                tally = await runner.run()
+                watchers.cancel_scope.cancel()
+        return Summary.from_ledger(
+            ledger,
+            submitted=tally.submitted,
+            downloaded=tally.downloaded,
+            stopped=stopped[0] if stopped else None,
+        )
 
     summary = anyio.run(main)
     ledger.finish_run(summary.exit_code, summary.as_dict())
     return summary
+
+
+async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:
+    """First SIGINT/SIGTERM: stop cleanly (exit 130/143). Second: leave at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals can only be received on the main thread; the embedding app decides
+    codes = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
+    with anyio.open_signal_receiver(*codes) as signals:
+        async for received in signals:
+            if runner.stopped is not None:
+                os._exit(codes[received])  # the ledger is committed; nothing to flush
+            stopped.append(codes[received])
+            runner.stop(f"{signal.Signals(received).name} received; state is saved")
+
+
+async def _stop_after(runner: Runner, seconds: float, stopped: list[ExitCode]) -> None:
+    await anyio.sleep(seconds)
+    stopped.append(ExitCode.NOT_FINISHED)
+    runner.stop(
+        f"--max-runtime of {seconds:.0f} s reached; jobs in flight stay in the ledger. "
+        "Run again within the hour: results expire about an hour after completion"
+    )
 
 
 @contextlib.asynccontextmanager

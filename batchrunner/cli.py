@@ -28,6 +28,30 @@ from batchrunner.simulator import simulate
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Duration(click.ParamType):
+    """``90``, ``90s``, ``45m``, ``2h`` → seconds."""
+
+    name = "duration"
+    units = {"s": 1, "m": 60, "h": 3600}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        factor = self.units.get(text[-1:], None)
+        number = text[:-1] if factor else text
+        try:
+            seconds = float(number) * (factor or 1)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (like 90s, 45m, 2h)", param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} must be longer than zero", param, ctx)
+        return seconds
+
+
+DURATION = Duration()
+
+
 def friendly_errors(fn: F) -> F:
     """Turn batchrunner errors and Ctrl-C into one line on stderr and the documented exit code."""
 
@@ -116,6 +140,12 @@ def _report(summary: Summary, as_json: bool) -> None:
               help="Shortest pause between status checks of a job (seconds).")
 @click.option("--poll-max", type=click.FloatRange(min=0.01), default=15.0, show_default=True,
               help="Longest pause between status checks of a job (seconds).")
+@click.option("--queue-timeout", type=DURATION, default="30m", show_default=True,
+              help="Cancel and fail a job waiting in the provider's queue longer than this.")
+@click.option("--run-timeout", type=DURATION, default="20m", show_default=True,
+              help="Cancel and fail a job running longer than this.")
+@click.option("--max-runtime", type=DURATION, default=None,
+              help="Stop the whole run cleanly after this long (exit 75); e.g. 45m, 2h.")
 @click.option("--simulate", is_flag=True, help="Run against the built-in simulator (no key, no cost).")
 @click.option("--resubmit-unknown", is_flag=True,
               help="Submit again jobs whose earlier submit got no answer (may pay twice).")
@@ -190,6 +220,13 @@ def status(ledger: Path, as_json: bool) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in info["counts"].items()) or "no jobs"
     click.echo(f"{info['ledger']}: {info['total']} jobs ({counts})")
     click.echo(f"estimated spend: ${info['spend_usd']:,.2f}; in flight: {info['in_flight']}")
+    last = info["last_run"]
+    if last:
+        state = "running" if last["finished_at"] is None else f"exit {last['exit_code']}"
+        click.echo(
+            f"last run: {last['command']} #{last['id']} ({state}); concurrency limit in force "
+            f"{last['concurrency_limit']} of {last['concurrency']}"
+        )
     for job in info["attention"]:
         click.echo(f"  {job['state']:>9}  row {job['row']}  {job['job_id']}: {job['error']}")
     if info["attention_total"] > len(info["attention"]):

@@ -55,7 +55,14 @@ def status(ledger_path: str | Path, *, limit: int = 20) -> dict[str, Any]:
             "spend_usd": ledger.spend(),
             "last_run": None
             if last is None
-            else {k: last.get(k) for k in ("id", "command", "started_at", "finished_at", "exit_code", "origin")},
+            else {
+                k: last.get(k)
+                for k in ("id", "command", "started_at", "finished_at", "exit_code", "origin")
+            }
+            | {
+                "concurrency": last["options"].get("concurrency"),
+                "concurrency_limit": last.get("concurrency_limit"),
+            },
             "attention": attention[:limit],
             "attention_total": len(attention),
         }

@@ -200,6 +200,11 @@ class Ledger:
             {"finished_at": now(), "exit_code": exit_code, "summary": json.dumps(summary)},
         )
 
+    def record_limit(self, limit: int) -> None:
+        """The concurrency limit in force now (AIMD), for ``status`` to show."""
+        if self.run_id is not None:
+            self.db.table("runs").update(self.run_id, {"concurrency_limit": limit})
+
     def last_run(self, commands: Sequence[str] = ("run",)) -> dict[str, Any] | None:
         placeholders = ", ".join("?" for _ in commands)
         rows = list(

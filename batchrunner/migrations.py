@@ -97,6 +97,11 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["job_id"])
 
 
+@MIGRATIONS(name="m002_runs_concurrency_limit")
+def m002_runs_concurrency_limit(db: sqlite_utils.Database) -> None:
+    db.table("runs").add_column("concurrency_limit", int)
+
+
 KNOWN = {m.name for m in MIGRATIONS._migrations}
 
 

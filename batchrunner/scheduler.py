@@ -27,7 +27,8 @@ import anyio
 import httpx
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from batchrunner.client import QueueClient, QueueStatus
+from batchrunner.adaptive import AdaptiveLimit
+from batchrunner.client import QueueClient, QueueStatus, Submitted
 from batchrunner.downloader import download
 from batchrunner.errors import (
     AmbiguousSubmitError,
@@ -53,6 +54,9 @@ class RunOptions:
     resubmit_unknown: bool = False
     poll_min: float = 0.5  # seconds between status checks, at the fastest
     poll_max: float = 15.0  # ... and at the slowest
+    queue_timeout: float = 30 * 60  # a job IN_QUEUE longer than this is cancelled and failed
+    run_timeout: float = 20 * 60  # a job IN_PROGRESS longer than this is cancelled and failed
+    stop_grace: float = 3.0  # on stop, how long a submit already under way may take to answer
 
 
 class PollClock:
@@ -125,10 +129,27 @@ class Runner:
         self.out_dir = out_dir
         self.origin = origin  # recorded per job: in-flight jobs are only polled where submitted
         self.options = options or RunOptions()
-        self.slots = anyio.CapacityLimiter(self.options.concurrency)
+        self.limit = AdaptiveLimit(self.options.concurrency, on_change=ledger.record_limit)
+        self.client.on_rate_limited = self.limit.throttled
         self.clock = PollClock(self.options.poll_min, self.options.poll_max)
         self.tally = Tally()
         self._observe: Observer = observe or _Nobody()
+        self.stopped: str | None = None  # why the run was stopped early, if it was
+        self._scope: anyio.CancelScope | None = None
+        self._submits: set[anyio.CancelScope] = set()
+
+    def stop(self, reason: str) -> None:
+        """Stop early: no new submits; a submit under way gets ``stop_grace`` to answer (so its
+        request id is recorded); polls and downloads end; the ledger keeps everything."""
+        if self.stopped is not None:
+            return
+        self.stopped = reason
+        logger.warning("stopping: %s", reason)
+        deadline = anyio.current_time() + self.options.stop_grace
+        for scope in self._submits:
+            scope.deadline = min(scope.deadline, deadline)
+        if self._scope is not None:
+            self._scope.cancel()
 
     # ------------------------------------------------------------------ the whole run
 
@@ -141,6 +162,7 @@ class Runner:
         job_send, job_receive = anyio.create_memory_object_stream[str](workers)
         dl_send, dl_receive = anyio.create_memory_object_stream[str](self.options.download_concurrency)
         async with anyio.create_task_group() as tg:
+            self._scope = tg.cancel_scope
             for _ in range(self.options.download_concurrency):
                 tg.start_soon(self._download_worker, dl_receive.clone())
             for _ in range(workers):
@@ -198,7 +220,7 @@ class Runner:
     ) -> None:
         async with jobs, downloads:
             async for job_id in jobs:
-                async with self.slots:
+                async with self.limit.slots:
                     job = self.ledger.get(job_id)
                     if job.state is S.PENDING:
                         job = await self._submit(job)
@@ -222,7 +244,7 @@ class Runner:
             error=None,
         )
         try:
-            answer = await self.client.submit(job.endpoint, body)
+            answer = await self._submit_shielded(job, body)
         except AmbiguousSubmitError as exc:
             return self.ledger.transition(
                 job.job_id,
@@ -246,6 +268,7 @@ class Runner:
                 cost_usd=None,
             )
         self.tally.submitted += 1
+        self.limit.succeeded()
         self._observe("submitted")
         return self.ledger.transition(
             job.job_id,
@@ -259,6 +282,20 @@ class Runner:
             queue_position=answer.queue_position,
             submitted_at=now(),
         )
+
+    async def _submit_shielded(self, job: Job, body: dict[str, Any]) -> Submitted:
+        """The POST and the recording of its answer are not interrupted by a stop, except
+        after ``stop_grace`` seconds; a submit cut off then is ambiguous."""
+        with anyio.CancelScope(shield=True):
+            with anyio.CancelScope() as grace:
+                if self.stopped is not None:
+                    grace.deadline = anyio.current_time() + self.options.stop_grace
+                self._submits.add(grace)
+                try:
+                    return await self.client.submit(job.endpoint, body)
+                finally:
+                    self._submits.discard(grace)
+            raise AmbiguousSubmitError("the run stopped while this submit awaited its answer")
 
     async def _until_completed(self, job: Job) -> Job:
         assert job.request_id is not None
@@ -279,9 +316,30 @@ class Runner:
                 return job
             if status.status == "IN_PROGRESS" and job.state is S.QUEUED:
                 job = self.ledger.transition(job.job_id, S.RUNNING, started_at=now())
-            elif status.status == "COMPLETED":
+            if status.status == "COMPLETED":
                 self.clock.observe(_seconds_since(job.submitted_at))
                 return await self._fetch_result(job, status)
+            overdue = self._overdue(job)
+            if overdue:
+                return await self._give_up(job, overdue)
+
+    def _overdue(self, job: Job) -> str | None:
+        if job.state is S.QUEUED:
+            waited, limit, what = _seconds_since(job.submitted_at), self.options.queue_timeout, "queued"
+        else:
+            waited, limit, what = _seconds_since(job.started_at), self.options.run_timeout, "running"
+        if waited <= limit:
+            return None
+        return f"{what} for {waited:.0f} s, longer than the {what} timeout of {limit:.0f} s"
+
+    async def _give_up(self, job: Job, reason: str) -> Job:
+        """Cancel a stuck job at the provider, then fail it with the reason."""
+        assert job.request_id is not None
+        try:
+            answer = await self.client.cancel(job.endpoint, job.request_id, url=job.cancel_url)
+        except (FinalError, TransientError) as exc:
+            answer = f"cancel failed: {exc}"
+        return self._fail(job, job.state, f"{reason}; cancelled at the provider ({answer})")
 
     async def _fetch_result(self, job: Job, status: QueueStatus) -> Job:
         assert job.request_id is not None
