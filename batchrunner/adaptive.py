@@ -1,17 +1,23 @@
 """AIMD concurrency: back off hard when the provider throttles, creep back when it doesn't.
 
-The limit starts at ``--concurrency``. Each 429 halves it (at most once per ``cooldown``
-seconds, so one burst of 429s counts once), never below 1; each successful submit adds
-``1 / limit``, so a full round of successes adds about one slot, up to the ceiling. The limit in
-force is an :class:`anyio.CapacityLimiter`'s ``total_tokens``; lowering it never interrupts a job
-already holding a slot, it only holds back new submits.
+The limit in force is an :class:`anyio.CapacityLimiter`'s ``total_tokens``, between 1 and the
+ceiling (``--concurrency``). Lowering it never interrupts a job already holding a slot; it only
+holds back new submits.
+
+* **Slow start.** The limit starts at 1 and grows by one per successful submit, so against a
+  provider that never throttles it reaches the ceiling after ``ceiling - 1`` submits.
+* **Multiplicative decrease.** A 429 halves the limit, but not below the number of jobs the
+  provider has demonstrably accepted (they are in flight right now, so it can hold that many),
+  and always by at least one. A burst of 429s therefore settles on the provider's real cap
+  instead of collapsing to 1.
+* **Additive increase.** After the first 429, each successful submit adds ``1 / limit``: about
+  one slot per round of submits, probing gently for more room.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 
 import anyio
@@ -20,41 +26,30 @@ logger = logging.getLogger(__name__)
 
 
 class AdaptiveLimit:
-    def __init__(
-        self,
-        ceiling: int,
-        *,
-        cooldown: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        on_change: Callable[[int], None] | None = None,
-    ):
+    def __init__(self, ceiling: int, *, on_change: Callable[[int], None] | None = None):
         self.ceiling = max(1, ceiling)
-        self.value = float(self.ceiling)
-        self.slots = anyio.CapacityLimiter(self.ceiling)
-        self.cooldown = cooldown
-        self._clock = clock
-        self._last_decrease = -math.inf
+        self.value = 1.0
+        self.slow_start = True
+        self.slots = anyio.CapacityLimiter(1)
+        self.throttles = 0
         self._on_change = on_change
-        self.decreases = 0
 
     @property
     def current(self) -> int:
         return int(self.slots.total_tokens)
 
-    def throttled(self) -> None:
-        """The provider answered 429: multiplicative decrease."""
-        now = self._clock()
-        if now - self._last_decrease < self.cooldown:
-            return
-        self._last_decrease = now
-        self.decreases += 1
-        self._set(max(1.0, self.value / 2))
+    def throttled(self, accepted_in_flight: int) -> None:
+        """The provider answered 429 while ``accepted_in_flight`` of our jobs were queued there."""
+        self.throttles += 1
+        self.slow_start = False
+        floor = min(self.value - 1, float(accepted_in_flight))
+        self._set(max(1.0, self.value / 2, floor))
         logger.info("provider throttling: concurrency limit now %d", self.current)
 
     def succeeded(self) -> None:
-        """A submit went through: additive increase."""
-        if self.value < self.ceiling:
-            self._set(min(float(self.ceiling), self.value + 1 / self.value))
+        """A submit went through."""
+        step = 1.0 if self.slow_start else 1.0 / self.value
+        self._set(min(float(self.ceiling), self.value + step))
 
     def _set(self, value: float) -> None:
         before = self.current

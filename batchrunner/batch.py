@@ -189,7 +189,7 @@ def retry(
 def _execute(
     ledger: Ledger, settings: Settings, api: ApiConfig | None, observe: Observer | None
 ) -> Summary:
-    stopped: list[ExitCode] = []
+    stopped: list[ExitCode] = []  # filled by the watchers that stop a run early
 
     async def main() -> Summary:
         async with _provider(settings, api) as (client, origin), media_client() as media:
@@ -221,7 +221,7 @@ def _execute(
             ledger,
             submitted=tally.submitted,
             downloaded=tally.downloaded,
-            stopped=stopped[0] if stopped else None,
+            stopped=(stopped[0], runner.stopped or "") if stopped else None,
         )
 
     summary = anyio.run(main)

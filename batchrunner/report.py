@@ -23,29 +23,37 @@ class Summary:
     submitted: int = 0
     downloaded: int = 0
     exit_code: int = 0
+    stopped: str | None = None  # why the run stopped early, when it did
 
     @classmethod
     def from_ledger(
-        cls, ledger: Ledger, *, submitted: int = 0, downloaded: int = 0, stopped: ExitCode | None = None
+        cls,
+        ledger: Ledger,
+        *,
+        submitted: int = 0,
+        downloaded: int = 0,
+        stopped: tuple[ExitCode, str] | None = None,
     ) -> Summary:
         counts = {state.value: n for state, n in ledger.counts().items()}
         total = sum(counts.values())
         if stopped is not None:
-            code = stopped
+            code = stopped[0]
         elif counts.get(JobState.DONE.value, 0) == total:
             code = ExitCode.OK
         else:
             code = ExitCode.JOBS_NOT_DONE
-        return cls(total, counts, ledger.spend(), submitted, downloaded, int(code))
+        reason = stopped[1] if stopped else None
+        return cls(total, counts, ledger.spend(), submitted, downloaded, int(code), reason)
 
     def line(self) -> str:
         order = [s.value for s in JobState]
         parts = [f"{self.counts[s]} {s}" for s in order if self.counts.get(s)]
-        return (
+        line = (
             f"{self.total} jobs: {', '.join(parts) or 'none'}; "
             f"this run submitted {self.submitted}, downloaded {self.downloaded}; "
             f"estimated spend ${self.spend_usd:,.2f}"
         )
+        return line if self.stopped is None else f"stopped early: {self.stopped}\n{line}"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

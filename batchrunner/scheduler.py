@@ -34,6 +34,7 @@ from batchrunner.errors import (
     AmbiguousSubmitError,
     DownloadError,
     FinalError,
+    RateLimitedError,
     TransientError,
     UsageError,
 )
@@ -130,7 +131,7 @@ class Runner:
         self.origin = origin  # recorded per job: in-flight jobs are only polled where submitted
         self.options = options or RunOptions()
         self.limit = AdaptiveLimit(self.options.concurrency, on_change=ledger.record_limit)
-        self.client.on_rate_limited = self.limit.throttled
+        self.at_provider = 0  # our jobs the provider has accepted and not yet finished
         self.clock = PollClock(self.options.poll_min, self.options.poll_max)
         self.tally = Tally()
         self._observe: Observer = observe or _Nobody()
@@ -220,14 +221,38 @@ class Runner:
     ) -> None:
         async with jobs, downloads:
             async for job_id in jobs:
-                async with self.limit.slots:
-                    job = self.ledger.get(job_id)
-                    if job.state is S.PENDING:
-                        job = await self._submit(job)
-                    if job.state in (S.QUEUED, S.RUNNING):
-                        job = await self._until_completed(job)
+                job = await self._through_provider(self.ledger.get(job_id))
                 if job.state is S.COMPLETED:
                     await downloads.send(job_id)
+
+    async def _through_provider(self, job: Job) -> Job:
+        """Submit (if pending) and see the job to completion, holding a slot meanwhile.
+
+        A 429 on submit gives the slot back, lowers the limit, and waits outside the slot
+        before trying again, so a throttled job never blocks others; the number of such waits
+        per job is bounded by the retry policy's ``attempts`` (times four).
+        """
+        policy = self.client.retry
+        for attempt in range(1, 4 * policy.attempts + 1):
+            error: RateLimitedError | None = None
+            async with self.limit.slots:
+                if job.state is S.PENDING:
+                    try:
+                        job = await self._submit(job)
+                    except RateLimitedError as throttle:
+                        job, error = self.ledger.get(job.job_id), throttle
+                        self.limit.throttled(self.at_provider)
+                if job.state in (S.QUEUED, S.RUNNING):
+                    self.at_provider += 1
+                    try:
+                        job = await self._until_completed(job)
+                    finally:
+                        self.at_provider -= 1
+            if job.state is not S.PENDING or error is None:
+                return job
+            await anyio.sleep(policy.delay(attempt, error))
+        logger.warning("job %s: still throttled after %d tries; left pending", job.job_id, attempt)
+        return job
 
     async def _submit(self, job: Job) -> Job:
         try:
@@ -259,14 +284,18 @@ class Runner:
                 job.job_id, S.FAILED, detail="submit rejected", error=str(exc), cost_usd=None
             )
         except TransientError as exc:
-            logger.warning("job %s: submit gave up for this run: %s", job.job_id, exc)
-            return self.ledger.transition(
+            if not isinstance(exc, RateLimitedError):
+                logger.warning("job %s: submit gave up for this run: %s", job.job_id, exc)
+            self.ledger.transition(
                 job.job_id,
                 S.PENDING,
                 detail="submit not sent",
                 error=f"not submitted yet: {exc}",
                 cost_usd=None,
             )
+            if isinstance(exc, RateLimitedError):
+                raise
+            return self.ledger.get(job.job_id)
         self.tally.submitted += 1
         self.limit.succeeded()
         self._observe("submitted")
@@ -292,7 +321,7 @@ class Runner:
                     grace.deadline = anyio.current_time() + self.options.stop_grace
                 self._submits.add(grace)
                 try:
-                    return await self.client.submit(job.endpoint, body)
+                    return await self.client.submit(job.endpoint, body, retry_throttled=False)
                 finally:
                     self._submits.discard(grace)
             raise AmbiguousSubmitError("the run stopped while this submit awaited its answer")
@@ -307,13 +336,7 @@ class Runner:
             except FinalError as exc:
                 return self._fail(job, job.state, str(exc))
             except TransientError as exc:
-                logger.warning(
-                    "job %s: status unavailable (%s); it stays %s for the next run",
-                    job.job_id,
-                    exc,
-                    job.state,
-                )
-                return job
+                return self._unreachable(job, exc)
             if status.status == "IN_PROGRESS" and job.state is S.QUEUED:
                 job = self.ledger.transition(job.job_id, S.RUNNING, started_at=now())
             if status.status == "COMPLETED":
@@ -351,8 +374,7 @@ class Runner:
                 reason = f"{status.error}: {reason}"
             return self._fail(job, job.state, reason)
         except TransientError as exc:
-            logger.warning("job %s: result not fetched yet (%s)", job.job_id, exc)
-            return job
+            return self._unreachable(job, exc)
         spec = get_model(job.endpoint)
         media = result.get(spec.output_field) if isinstance(result, dict) else None
         if not isinstance(media, dict) or not media.get("url"):
@@ -371,6 +393,15 @@ class Runner:
             completed_at=now(),
             queue_position=None,
         )
+
+    def _unreachable(self, job: Job, exc: TransientError) -> Job:
+        """The retry budget ran out while polling. A server that keeps answering 200 with an
+        unreadable body fails the job (with those bytes in the reason); a network or gateway
+        outage leaves it in flight for the next run, which polls it again."""
+        if exc.status is not None and 200 <= exc.status < 300:
+            return self._fail(job, job.state, str(exc))
+        logger.warning("job %s: provider unreachable (%s); it stays %s", job.job_id, exc, job.state)
+        return job
 
     def _fail(self, job: Job, expect: JobState, reason: str, **fields: Any) -> Job:
         logger.info("job %s failed: %s", job.job_id, reason)

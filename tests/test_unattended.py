@@ -1,0 +1,212 @@
+"""Cron-safe behaviour: signals, the ledger lock, run limits, the watchdog, AIMD, disk faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from batchrunner import batch
+from batchrunner.cli import cli
+from batchrunner.ledger import Ledger
+from batchrunner.retry import RetryPolicy
+from batchrunner.simulator import SimulatorServer
+from batchrunner.states import JobState
+from tests.helpers import TOKEN, counters, fast_config, rows, settings_for, write_manifest
+
+
+def cli_args(server: SimulatorServer, tmp_path: Path, manifest: Path, *extra: str) -> list[str]:
+    return [
+        "run", str(manifest), "--ledger", str(tmp_path / "ledger.db"), "--out", str(tmp_path / "out"),
+        "--base-url", server.url, "--auth-scheme", "bearer", "--rps", "200",
+        "--poll-min", "0.02", "--poll-max", "0.2", *extra,
+    ]
+
+
+@contextmanager
+def runner_process(args: list[str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "BATCHRUNNER_API_KEY": TOKEN}
+    with open(tmp_path / "runner.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batchrunner", *args], env=env, stdout=subprocess.PIPE, stderr=log
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            assert proc.stdout is not None
+            proc.stdout.close()
+
+
+def wait_for(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def states(ledger_path: Path) -> dict[str, JobState]:
+    with Ledger.open(ledger_path, create=False) as ledger:
+        return {job.job_id: job.state for job in ledger.jobs()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_cleanly_and_the_next_run_carries_on(tmp_path: Path, sig: int, code: int) -> None:
+    with SimulatorServer(fast_config(run_seconds=1.0)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(20))
+        args = cli_args(server, tmp_path, manifest, "--concurrency", "4")
+        with runner_process(args, tmp_path) as proc:
+            wait_for(lambda: counters(server)["submits"] >= 4)
+            proc.send_signal(sig)
+            sent = time.monotonic()
+            assert proc.wait(timeout=10) == code
+            assert time.monotonic() - sent < 5  # "within a couple of seconds"
+        stopped_at = counters(server)["submits"]
+        assert stopped_at < 20  # it stopped submitting
+        after = states(tmp_path / "ledger.db")
+        assert JobState.SUBMITTING not in after.values()  # the in-flight submit was recorded
+
+        result = CliRunner().invoke(cli, ["resume", "--ledger", str(tmp_path / "ledger.db")],
+                                    env={"BATCHRUNNER_API_KEY": TOKEN})
+        assert result.exit_code == 0, result.output
+        assert set(states(tmp_path / "ledger.db").values()) == {JobState.DONE}
+        assert counters(server)["submits"] == 20  # nothing bought twice
+
+
+def test_second_runner_exits_3_naming_the_holder_while_status_still_works(tmp_path: Path) -> None:
+    with SimulatorServer(fast_config(run_seconds=2.0)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(4))
+        with runner_process(cli_args(server, tmp_path, manifest), tmp_path) as proc:
+            wait_for(lambda: counters(server)["submits"] >= 1)
+            second = CliRunner().invoke(cli, cli_args(server, tmp_path, manifest),
+                                        env={"BATCHRUNNER_API_KEY": TOKEN})
+            assert second.exit_code == 3
+            assert f"pid {proc.pid}" in second.output
+            shown = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db"), "--json"])
+            assert shown.exit_code == 0
+            assert json.loads(shown.output)["total"] == 4
+            exported = CliRunner().invoke(
+                cli, ["export", "--ledger", str(tmp_path / "ledger.db"), "-o", str(tmp_path / "x.csv")]
+            )
+            assert exported.exit_code == 0
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        # the killed holder's lock is gone with it: the next run goes ahead
+        again = CliRunner().invoke(cli, [*cli_args(server, tmp_path, manifest), "--resubmit-unknown"],
+                                   env={"BATCHRUNNER_API_KEY": TOKEN})
+        assert again.exit_code == 0, again.output
+
+
+def test_max_runtime_stops_with_75_and_a_later_run_finishes(tmp_path: Path) -> None:
+    with SimulatorServer(fast_config(run_seconds=1.5)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(8))
+        env = {"BATCHRUNNER_API_KEY": TOKEN}
+        first = CliRunner().invoke(
+            cli, cli_args(server, tmp_path, manifest, "--concurrency", "2", "--max-runtime", "1s"), env=env
+        )
+        assert first.exit_code == 75, first.output
+        assert "expire" in first.output
+        assert set(states(tmp_path / "ledger.db").values()) != {JobState.DONE}
+        second = CliRunner().invoke(cli, cli_args(server, tmp_path, manifest, "--concurrency", "8"), env=env)
+        assert second.exit_code == 0, second.output
+        assert counters(server)["submits"] == 8
+
+
+def test_stuck_jobs_are_cancelled_at_the_provider_and_failed(tmp_path: Path) -> None:
+    with SimulatorServer(fast_config(queue_seconds=30, run_seconds=0.1)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(2))
+        settings = settings_for(server, tmp_path, queue_timeout=0.5)
+        summary = batch.run_manifest(manifest, settings, token=TOKEN)
+        seen = counters(server)
+    assert summary.counts == {"failed": 2}
+    assert seen["requests"]["cancel"] == 2
+    with Ledger.open(settings.ledger, create=False) as ledger:
+        for job in ledger.jobs():
+            assert "queued timeout" in (job.error or "")
+            assert "CANCELLATION_REQUESTED" in (job.error or "")
+
+
+def test_throttling_reseller_is_driven_at_its_cap_without_a_429_storm(tmp_path: Path) -> None:
+    n = 36
+    with SimulatorServer(fast_config(run_seconds=0.4, max_in_flight=6)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(n))
+        backoff = RetryPolicy(base_delay=0.05, max_delay=0.5)
+        settings = settings_for(server, tmp_path, concurrency=20, retry=backoff)
+        summary = batch.run_manifest(manifest, settings, token=TOKEN)
+        seen = counters(server)
+        with Ledger.open(settings.ledger, create=False) as ledger:
+            limit = ledger.last_run()["concurrency_limit"]  # type: ignore[index]
+    assert summary.exit_code == 0
+    assert seen["max_in_flight"] == 6
+    assert seen["submits"] == n
+    # AIMD: a handful of 429s to find the cap, not one per job
+    assert seen["rate_limited"] <= n // 3, seen["rate_limited"]
+    assert 1 <= limit < 20
+
+
+def test_rerun_after_the_manifest_gained_rows_submits_only_the_new_ones(sim: SimulatorServer, tmp_path: Path) -> None:
+    settings = settings_for(sim, tmp_path)
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    assert batch.run_manifest(manifest, settings, token=TOKEN).exit_code == 0
+    write_manifest(manifest, rows(5))
+    summary = batch.run_manifest(manifest, settings, token=TOKEN)
+    assert (summary.exit_code, summary.submitted) == (0, 2)
+    assert counters(sim)["submits"] == 5
+
+
+def test_unwritable_output_keeps_results_and_resume_downloads(sim: SimulatorServer, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    settings = settings_for(sim, tmp_path, out=out)
+    named = [{**row, "output": f"clips/x{i}.mp4"} for i, row in enumerate(rows(2))]
+    manifest = write_manifest(tmp_path / "m.csv", named)
+    out.mkdir()
+    (out / "clips").write_text("a file where a folder should be")
+    summary = batch.run_manifest(manifest, settings, token=TOKEN)
+    assert summary.counts == {"completed": 2}
+    with Ledger.open(settings.ledger, create=False) as ledger:
+        for job in ledger.jobs():
+            assert job.result is not None
+            assert "download failed" in (job.error or "") and "cannot write" in (job.error or "")
+    (out / "clips").unlink()
+    again = batch.resume(settings.ledger, token=TOKEN)
+    assert (again.exit_code, again.submitted, again.downloaded) == (0, 0, 2)
+
+
+def test_unwritable_out_folder_is_refused_before_anything_is_sent(sim: SimulatorServer, tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    args = ["run", str(manifest), "--ledger", str(tmp_path / "l.db"), "--out", str(blocker / "out"),
+            "--base-url", sim.url, "--auth-scheme", "bearer"]
+    result = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+    assert result.exit_code == 2
+    assert "cannot write to the output folder" in result.output
+    assert counters(sim)["submits"] == 0
+
+
+@pytest.mark.parametrize("content", [b"garbage, not sqlite" * 50, None])
+def test_unusable_ledger_exits_2_and_is_left_alone(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "ledger.db"
+    if content is None:
+        sqlite3.connect(path).execute("create table photos (id integer)").connection.commit()
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    result = CliRunner().invoke(cli, ["status", "--ledger", str(path)])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "Traceback" not in result.output
+    assert path.read_bytes() == before
