@@ -1,0 +1,311 @@
+"""Read a manifest file into cells: the first stage of :mod:`batchrunner.manifest`.
+
+Every format ends up as one :class:`Table`: cleaned column names, and one :class:`Record` per
+non-blank data row holding the raw cell values (strings for CSV/TSV, JSON values for JSONL,
+Excel values for XLSX, Arrow values for Parquet). Nothing here knows about models; problems found
+while reading (encoding, ragged rows, bad JSON lines, duplicate headers) are returned with the
+table so the loader can report them together with everything else.
+
+Row numbers: the header is the first non-blank record; row N is the Nth record after it. Blank
+records (every cell empty) are skipped but still use up their number, so in a spreadsheet data
+row N sits on sheet row N+1 when the header is on row 1. JSONL has no header and no spreadsheet
+view: row N is its Nth non-blank line. Line numbers (CSV/TSV/JSONL) are where a record starts,
+correct even when a quoted cell spans several lines.
+
+The line-based formats are read with the standard library rather than pandas: it gives line
+numbers and lets a ragged row be one problem instead of an abort. XLSX is read with openpyxl
+directly (pandas turns an error cell such as ``#DIV/0!`` into an empty cell, which would
+silently apply a default), Parquet with pyarrow (nulls stay ``None``, integers stay integers).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchrunner.errors import Problem, UsageError
+
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".xlsx": "xlsx",
+    ".parquet": "parquet",
+}
+_CSV_FIELD_LIMIT = 64 * 1024 * 1024  # a data: URI of an 8 MB image is ~11 MB of text
+
+
+@dataclass(frozen=True)
+class CellError:
+    """An Excel error value (``#DIV/0!``, ``#REF!``, ...) shown in a cell instead of a value."""
+
+    code: str
+
+    def __str__(self) -> str:
+        return self.code
+
+
+@dataclass(frozen=True)
+class Record:
+    row: int  # 1-based data row (see the module docstring)
+    line: int | None  # 1-based line where the record starts; None for XLSX/Parquet
+    cells: dict[str, Any]  # column name -> raw value
+
+
+@dataclass
+class Table:
+    columns: list[str] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # errors and warnings
+
+
+def read_table(path: Path, *, sheet: str | int | None = None) -> Table:
+    """The cells of the manifest at ``path``; raises UsageError when it cannot be opened."""
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        hint = " (save it as .xlsx)" if path.suffix.lower() in (".xls", ".xlsm", ".ods") else ""
+        allowed = ", ".join(FORMATS)
+        raise UsageError(f"{path}: unknown manifest format{hint}; use one of {allowed}")
+    if not path.exists():
+        raise UsageError(f"manifest not found: {path}")
+    if not path.is_file():
+        raise UsageError(f"the manifest is not a file: {path}")
+    if sheet is not None and kind != "xlsx":
+        raise UsageError(f"{path}: a sheet can only be chosen in an .xlsx workbook")
+    if kind == "xlsx":
+        return _read_xlsx(path, sheet)
+    if kind == "parquet":
+        return _read_parquet(path)
+    data = path.read_bytes()
+    text, problem = _decode(data, kind)
+    if problem is not None:
+        return Table(problems=[problem])
+    assert text is not None
+    if not text.strip():
+        return Table(problems=[Problem("the manifest is empty")])
+    if kind == "jsonl":
+        return _read_jsonl(text)
+    return _read_delimited(text, "\t" if kind == "tsv" else _sniff_delimiter(text))
+
+
+def _decode(data: bytes, kind: str) -> tuple[str | None, Problem | None]:
+    save_as = "save it as 'CSV UTF-8' in Excel" if kind == "csv" else "save it as UTF-8"
+    if data.startswith(b"PK\x03\x04"):
+        return None, Problem("this is a zip file, probably an Excel workbook: name it .xlsx")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return None, Problem(f"the file is UTF-16 (Excel's 'Unicode Text'), not UTF-8; {save_as}")
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        byte = data[exc.start : exc.start + 1].hex().upper()
+        try:
+            data.decode("cp1252")
+            guess = "it looks like Latin-1/Windows-1252"
+        except UnicodeDecodeError:
+            guess = "its encoding is unknown"
+        message = f"the file is not UTF-8 (byte 0x{byte} on this line); {guess} — {save_as}"
+        return None, Problem(message, line=line)
+
+
+def _sniff_delimiter(text: str) -> str:
+    """``,`` unless the header uses ``;`` and no ``,`` (Excel's CSV in many European locales)."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return ";" if ";" in first and "," not in first else ","
+
+
+def _blank(values: Iterable[Any]) -> bool:
+    return all(v is None or (isinstance(v, str) and not v.strip()) for v in values)
+
+
+def _clean_name(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip().strip("\ufeff").strip()
+
+
+class _Header:
+    """Column names from a header row: stripped, unnamed ones kept only if they hold values."""
+
+    def __init__(self, raw: Sequence[Any]):
+        self.names = [_clean_name(v) for v in raw]
+        self.problems: list[Problem] = []
+        self.keep: list[tuple[int, str]] = []  # (position, name) of columns read into records
+        first_seen: dict[str, int] = {}
+        for index, name in enumerate(self.names):
+            if not name:
+                name = self.names[index] = f"column_{index + 1}"
+            if name in first_seen:
+                self.problems.append(
+                    Problem(
+                        f"column {name!r} appears twice (columns {first_seen[name] + 1} and "
+                        f"{index + 1}); rename or delete one",
+                    )
+                )
+                continue
+            first_seen[name] = index
+            self.keep.append((index, name))
+        self._unnamed = {i for i, v in enumerate(raw) if not _clean_name(v)}
+        self._used_unnamed: set[int] = set()
+
+    def record(self, row: int, line: int | None, values: Sequence[Any]) -> Record:
+        cells = {}
+        for index, name in self.keep:
+            value = values[index] if index < len(values) else None
+            if index in self._unnamed:
+                if _blank([value]):
+                    continue
+                self._used_unnamed.add(index)
+            cells[name] = value
+        return Record(row, line, cells)
+
+    def finish(self, records: list[Record]) -> Table:
+        columns = [n for i, n in self.keep if i not in self._unnamed or i in self._used_unnamed]
+        problems = list(self.problems)
+        for index in sorted(self._used_unnamed):
+            name = self.names[index]
+            message = (
+                f"column {index + 1} has no name in the header; its cells are kept as {name!r}"
+            )
+            problems.append(Problem(message, column=name, severity="warning"))
+        if not records:
+            problems.append(Problem("the manifest has a header but no rows"))
+        return Table(columns, records, problems)
+
+
+def _read_delimited(text: str, delimiter: str) -> Table:
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header: _Header | None = None
+    records: list[Record] = []
+    problems: list[Problem] = []
+    row = end = 0
+    try:
+        for values in reader:
+            line, end = end + 1, reader.line_num
+            if header is None:
+                if not _blank(values):
+                    header = _Header(values)
+                continue
+            row += 1
+            if _blank(values):
+                continue
+            width = len(header.names)
+            extra = values[width:]
+            if not _blank(extra):
+                message = (
+                    f"this row has {len(values)} cells but the header names {width} columns "
+                    "(a stray comma, or a cell with a comma that needs quotes?)"
+                )
+                problems.append(Problem(message, row=row, line=line, value=extra[0]))
+                continue  # its cells are shifted: checking them would only add noise
+            records.append(header.record(row, line, values))
+    except csv.Error as exc:
+        problems.append(Problem(f"cannot be read: {exc}", row=row + 1, line=reader.line_num))
+    if header is None:
+        return Table(problems=[*problems, Problem("the manifest is empty")])
+    table = header.finish(records)
+    table.problems[:0] = problems
+    return table
+
+
+_JSON_KINDS = {list: "an array", str: "a string", bool: "true/false", int: "a number"}
+
+
+def _read_jsonl(text: str) -> Table:
+    records: list[Record] = []
+    problems: list[Problem] = []
+    columns: dict[str, None] = {}
+    row = 0
+    # split on "\n" only: str.splitlines would also split inside strings on U+2028 and friends
+    for line, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        row += 1
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            message = f"this line is not valid JSON: {exc.msg} (at character {exc.colno})"
+            problems.append(Problem(message, row=row, line=line, value=raw.strip()))
+            continue
+        if not isinstance(value, dict):
+            kind = _JSON_KINDS.get(type(value), "null" if value is None else "a number")
+            message = f'each line must be a JSON object like {{"prompt": ...}}, not {kind}'
+            problems.append(Problem(message, row=row, line=line, value=raw.strip()))
+            continue
+        cells = {_clean_name(k): v for k, v in value.items()}
+        columns.update(dict.fromkeys(cells))
+        if not _blank(cells.values()):
+            records.append(Record(row, line, cells))
+    if not records and not problems:
+        problems.append(Problem("the manifest has no rows"))
+    return Table(list(columns), records, problems)
+
+
+def _table_from_rows(rows: Iterator[Sequence[Any]]) -> Table:
+    """Header + records from the rows of a sheet-like source (no line numbers)."""
+    header: _Header | None = None
+    records: list[Record] = []
+    row = 0
+    for values in rows:
+        if header is None:
+            if not _blank(values):
+                header = _Header(values)
+            continue
+        row += 1
+        if not _blank(values):
+            records.append(header.record(row, None, values))
+    if header is None:
+        return Table(problems=[Problem("the manifest is empty")])
+    return header.finish(records)
+
+
+def _read_xlsx(path: Path, sheet: str | int | None) -> Table:
+    import openpyxl  # imported late: it is slow to import and only workbooks need it
+
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # zipfile/XML errors of many kinds
+        return Table(problems=[Problem(f"cannot read the workbook: {exc}")])
+    try:
+        names = workbook.sheetnames
+        if isinstance(sheet, str) and sheet not in names and sheet.isdigit():
+            sheet = int(sheet)  # --sheet 1 from the command line: an index unless a sheet's name
+        if sheet is None:
+            worksheet = workbook.worksheets[0]
+        elif isinstance(sheet, int) and 0 <= sheet < len(workbook.worksheets):
+            worksheet = workbook.worksheets[sheet]
+        elif isinstance(sheet, str) and sheet in names:
+            worksheet = workbook[sheet]
+        else:
+            listed = ", ".join(repr(n) for n in names)
+            raise UsageError(f"{path}: no sheet {sheet!r}; the sheets are {listed} (or 0, 1, ...)")
+
+        def values() -> Iterator[list[Any]]:
+            for cells in worksheet.iter_rows():
+                yield [CellError(str(c.value)) if c.data_type == "e" else c.value for c in cells]
+
+        return _table_from_rows(values())
+    finally:
+        workbook.close()
+
+
+def _read_parquet(path: Path) -> Table:
+    import pyarrow.parquet as pq  # imported late, like openpyxl
+
+    try:
+        arrow = pq.read_table(path)
+    except Exception as exc:  # ArrowInvalid, OSError, ...
+        return Table(problems=[Problem(f"cannot read the Parquet file: {exc}")])
+    rows = zip(*(column.to_pylist() for column in arrow.columns), strict=True)
+    return _table_from_rows(iter([list(arrow.column_names), *rows]))

@@ -1,0 +1,326 @@
+"""The manifest loader: a spreadsheet in, validated job rows out, or every problem at once.
+
+The pipeline, one stage per step::
+
+    read      cells.read_table     CSV/TSV/JSONL/XLSX/Parquet -> column names + raw cells per row
+    columns   _Columns             model fields, control columns (id, output), metadata (warned)
+    coerce    coerce.coerce        each cell -> the type its model field declares (bool, int, ...)
+    files     images.ImageChecker  local image paths -> LocalFile (checked, hashed once)
+    validate  ModelSpec.validate   defaults filled, values normalised; errors become Problems
+    rows      ManifestRow          job id, output name, metadata, cost; then duplicate checks
+
+Nothing is sent anywhere: :func:`load_manifest` either returns a :class:`Manifest` or raises
+:class:`~batchrunner.errors.ManifestError` listing every error (sorted by row), each naming the
+row, the line (CSV/TSV/JSONL), the column, the bad value and what is allowed.
+
+Row numbers: the header is the first non-blank record and row N is the Nth record after it.
+Blank rows are skipped but keep their number, so data row N is spreadsheet row N+1 when the
+header is on row 1. In JSONL (no header) row N is the Nth non-blank line.
+
+Coercion follows the pydantic annotations of the model's fields, so a new registry entry needs
+no code here: empty cells are left out (the model's default applies); bools accept TRUE/FALSE,
+yes/no, y/n, 1/0, on/off; whole numbers accept ``42``, ``"42.0"``; choices (``Literal``) are
+stripped and matched case-insensitively, ``8.0`` reads as ``"8"``; ``prompt`` is kept verbatim.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from batchrunner.cells import Record, read_table
+from batchrunner.coerce import OMIT, BadCell, FieldKind, coerce, control_text, field_kinds, plain
+from batchrunner.errors import ManifestError, Problem
+from batchrunner.images import (
+    ImageChecker,
+    LocalFile,
+    data_uri,
+    data_uri_problem,
+    is_local,
+    materialize,
+    normalize_url,
+    resolve,
+)
+from batchrunner.models import ModelSpec
+from batchrunner.paths import check_output_name, with_extension
+
+__all__ = [
+    "LocalFile",
+    "Manifest",
+    "ManifestRow",
+    "data_uri",
+    "job_id_for",
+    "load_manifest",
+    "materialize",
+]
+
+logger = logging.getLogger(__name__)
+
+CONTROL_COLUMNS = ("id", "output")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    row: int  # 1-based data row (the header is not a row)
+    line: int | None  # 1-based line where the row starts (CSV/TSV/JSONL), None otherwise
+    job_id: str  # the id cell, else job_id_for(...)
+    payload: dict[str, Any]  # validated request body; a local-file field holds its absolute path
+    files: dict[str, LocalFile]  # field name -> local file, for fields that named one
+    output: str | None  # the output cell, checked, with the default extension added if missing
+    metadata: dict[str, Any]  # every other column, as given (dates as ISO text)
+    cost_usd: float | None  # spec.cost(payload)
+
+
+@dataclass
+class Manifest:
+    source: Path
+    endpoint_id: str
+    rows: list[ManifestRow]
+    columns: list[str]
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def load_manifest(path: str | Path, spec: ModelSpec, *, sheet: str | int | None = None) -> Manifest:
+    """Read and check the manifest at ``path`` for ``spec``; raises ManifestError or UsageError."""
+    source = Path(path).expanduser()
+    table = read_table(source, sheet=sheet)
+    columns = _Columns(table.columns, spec)
+    problems = [*table.problems, *(columns.problems if table.columns else [])]
+    builder = _RowBuilder(spec, columns, source.resolve().parent)
+    built = [builder.build(record) for record in table.records]
+    problems += [p for b in built for p in b.problems]
+    problems += _duplicates(built)
+    problems.sort(key=lambda p: p.row or 0)
+    if any(p.severity == "error" for p in problems):
+        raise ManifestError(str(path), problems)
+    rows = [b.row for b in built if b.row is not None]
+    logger.debug("manifest %s: %d rows, %d warnings", source, len(rows), len(problems))
+    return Manifest(source, spec.endpoint_id, rows, table.columns, warnings=problems)
+
+
+def job_id_for(endpoint_id: str, payload: dict[str, Any], files: dict[str, LocalFile]) -> str:
+    """``j`` + 16 hex of sha256 over the canonical request (local files by their sha256)."""
+    body = {**payload, **{name: f"sha256:{file.sha256}" for name, file in files.items()}}
+    text = json.dumps(
+        {"endpoint": endpoint_id, "input": body},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return "j" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# -- columns ------------------------------------------------------------------------------------
+
+
+class _Columns:
+    """Which column feeds what: model fields, control columns, metadata (one warning each)."""
+
+    def __init__(self, names: list[str], spec: ModelSpec):
+        self.problems: list[Problem] = []
+        model = spec.input_model
+        if model is None:  # not in the registry: everything but control columns is sent as read
+            self.fields = {n: FieldKind(n, "any") for n in names if n not in CONTROL_COLUMNS}
+            self.metadata: list[str] = []
+            self.missing: set[str] = set()
+            return
+        declared = {n: f for n, f in field_kinds(model).items() if n not in CONTROL_COLUMNS}
+        self.fields = {n: f for n, f in declared.items() if n in names}
+        self.metadata = [n for n in names if n not in declared and n not in CONTROL_COLUMNS]
+        absent = [n for n in [*declared, *CONTROL_COLUMNS] if n not in names]
+        self.missing = {n for n, f in declared.items() if f.required and n not in names}
+        found = ", ".join(repr(n) for n in names) or "none"
+        for name in sorted(self.missing, key=list(declared).index):
+            guess = _did_you_mean(name, self.metadata)
+            hint = f" (did you mean {guess!r}?)" if guess else ""
+            message = f"the manifest has no {name!r} column, which is required{hint}"
+            self.problems.append(Problem(f"{message}; columns found: {found}", column=name))
+        same = {_normalized(n): n for n in [*declared, *CONTROL_COLUMNS] if n not in absent}
+        for name in self.metadata:
+            twin, guess = same.get(_normalized(name)), _did_you_mean(name, absent)
+            hint = f"; did you mean {guess!r}?" if guess else ""
+            hint = f"; it looks like a second {twin!r} column" if twin else hint
+            message = f"unknown column, kept as metadata and not sent to the model{hint}"
+            self.problems.append(Problem(message, column=name, severity="warning"))
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[\s\-.]+", "_", name.strip().lower())
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str | None:
+    """The candidate ``name`` was probably meant to be: same words, a typo, or a part of it."""
+    by_norm = {_normalized(c): c for c in candidates}
+    key = _normalized(name)
+    if key in by_norm:
+        return by_norm[key]
+    close = difflib.get_close_matches(key, list(by_norm), n=1, cutoff=0.7)
+    if close:
+        return by_norm[close[0]]
+    if len(key) >= 4:
+        for norm, original in by_norm.items():
+            if key in norm or (len(norm) >= 4 and norm in key):
+                return original
+    return None
+
+
+# -- rows ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Built:
+    record: Record
+    user_id: str | None = None
+    output: str | None = None
+    row: ManifestRow | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+
+class _RowBuilder:
+    def __init__(self, spec: ModelSpec, columns: _Columns, base_dir: Path):
+        self.spec = spec
+        self.columns = columns
+        self.base_dir = base_dir
+        self.images = ImageChecker()
+        self._checked: dict[str, LocalFile | str] = {}
+
+    def build(self, record: Record) -> _Built:
+        built = _Built(record)
+
+        def problem(message: str, column: str | None) -> None:
+            value = plain(record.cells.get(column)) if column else None
+            built.problems.append(Problem(message, record.row, record.line, column, value))
+
+        cells = record.cells
+        try:
+            built.user_id = control_text(cells.get("id"))
+            if built.user_id and _CONTROL_CHARS.search(built.user_id):
+                problem("an id may not contain line breaks, tabs or control characters", "id")
+        except BadCell as exc:
+            problem(str(exc), "id")
+        try:
+            output = control_text(cells.get("output"))
+            reason = check_output_name(output) if output is not None else None
+            if reason:
+                problem(reason, "output")
+            elif output is not None:
+                built.output = with_extension(output, self.spec.default_extension)
+        except BadCell as exc:
+            problem(str(exc), "output")
+
+        values: dict[str, Any] = {}
+        skip = set(self.columns.missing)  # fields whose "required" error is already reported
+        for name, spec_field in self.columns.fields.items():
+            try:
+                value = coerce(cells.get(name), spec_field)
+            except BadCell as exc:
+                problem(str(exc), name)
+                skip.add(name)
+                continue
+            if value is not OMIT:
+                values[name] = value
+        files = self._files(values, skip, problem)
+        try:
+            payload = self.spec.validate(values)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                column = str(error["loc"][0]) if error["loc"] else None
+                if error["type"] == "missing":
+                    if column not in skip:
+                        problem("is required but the cell is empty", column)
+                    continue
+                message = error["msg"].removeprefix("Value error, ")
+                if error["type"] == "string_too_long" and isinstance(error["input"], str):
+                    message += f" (this one has {len(error['input'])})"
+                problem(message, column)
+            return built  # no row; its problems (or the missing column's) are reported
+        if built.problems:
+            return built
+        payload.update({name: file.path for name, file in files.items()})
+        built.row = ManifestRow(
+            row=record.row,
+            line=record.line,
+            job_id=built.user_id or job_id_for(self.spec.endpoint_id, payload, files),
+            payload=payload,
+            files=files,
+            output=built.output,
+            metadata={name: plain(cells.get(name)) for name in self.columns.metadata},
+            cost_usd=self.spec.cost(payload),
+        )
+        return built
+
+    def _files(
+        self, values: dict[str, Any], skip: set[str], problem: Callable[[str, str], None]
+    ) -> dict[str, LocalFile]:
+        """Check the file fields; local files are swapped for a placeholder data: URI."""
+        files: dict[str, LocalFile] = {}
+        for name in self.spec.file_fields:
+            cell = values.get(name)
+            if not isinstance(cell, str):
+                continue
+            if not is_local(cell):
+                values[name] = cell = normalize_url(cell)
+                reason = data_uri_problem(cell) if cell.startswith("data:") else None
+            else:
+                checked = self._checked.get(cell)
+                if checked is None:  # a cell seen before in this load is not even stat-ed again
+                    checked = self._checked[cell] = self.images.check(resolve(cell, self.base_dir))
+                if isinstance(checked, LocalFile):
+                    files[name] = checked
+                    values[name] = f"data:{checked.mime};base64,"
+                    continue
+                reason = checked
+            if reason:
+                problem(reason, name)
+                skip.add(name)
+                del values[name]
+        return files
+
+
+def _duplicates(built: list[_Built]) -> list[Problem]:
+    """Duplicate ids, outputs and identical requests, each naming both rows."""
+    problems: list[Problem] = []
+    by_output: dict[str, _Built] = {}
+    by_id: dict[str, _Built] = {}
+    for b in built:
+        record = b.record
+        if b.output is not None:
+            first = by_output.setdefault(b.output.casefold(), b)
+            if first is not b:
+                message = (
+                    f"the output name {b.output!r} is also used by row {first.record.row}; "
+                    "two videos cannot share a file"
+                )
+                cell = record.cells.get("output")
+                problems.append(Problem(message, record.row, record.line, "output", cell))
+        job_id = b.user_id or (b.row.job_id if b.row else None)
+        if job_id is None:
+            continue
+        first = by_id.setdefault(job_id, b)
+        if first is b:
+            continue
+        other = first.record.row
+        if b.user_id and first.user_id:
+            message = f"the id {job_id!r} is also used by row {other}; each id must be unique"
+            problems.append(Problem(message, record.row, record.line, "id", b.user_id))
+        elif not b.user_id and not first.user_id:
+            message = (
+                f"row {record.row} is identical to row {other}; "
+                "give each an id column value if you really want both"
+            )
+            problems.append(Problem(message, record.row, record.line))
+        else:
+            message = f"the id {job_id!r} is also the computed id of row {other}; choose another"
+            problems.append(Problem(message, record.row, record.line, "id", b.user_id))
+    return problems

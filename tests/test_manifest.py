@@ -1,0 +1,595 @@
+"""The manifest loader: formats, coercion, ids, local images, and a corpus of bad manifests."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchrunner import images
+from batchrunner.errors import ManifestError, Problem, UsageError
+from batchrunner.manifest import (
+    LocalFile,
+    Manifest,
+    data_uri,
+    job_id_for,
+    load_manifest,
+    materialize,
+)
+from batchrunner.models import MAX_IMAGE_BYTES, ModelSpec, get_model
+
+ROOT = Path(__file__).resolve().parent.parent
+BAD = Path(__file__).resolve().parent / "manifests" / "bad"
+LIGHTHOUSE = ROOT / "manifests" / "images" / "lighthouse.png"
+URL = "https://example.com/in.png"
+VEO3 = get_model("fal-ai/veo3/image-to-video")
+
+
+def load(path: Path, spec: ModelSpec = VEO3, **kwargs: Any) -> Manifest:
+    return load_manifest(path, spec, **kwargs)
+
+
+def problems_of(path: Path, spec: ModelSpec = VEO3) -> list[Problem]:
+    with pytest.raises(ManifestError) as caught:
+        load(path, spec)
+    assert caught.value.source == str(path)
+    return caught.value.problems
+
+
+def errors_of(path: Path, spec: ModelSpec = VEO3) -> list[Problem]:
+    return [p for p in problems_of(path, spec) if p.severity == "error"]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def one_row(tmp_path: Path, **cells: Any) -> dict[str, Any]:
+    """The payload of a one-row JSONL manifest (JSON keeps the cell's type: str, number, bool)."""
+    row = {"prompt": "A calm lake", "image_url": URL, **cells}
+    manifest = load(write_jsonl(tmp_path / "one.jsonl", [row]))
+    return manifest.rows[0].payload
+
+
+# ---------------------------------------------------------------------- formats
+
+FRAME = pd.DataFrame(
+    {
+        "id": ["a", "b", ""],
+        "prompt": ["A calm lake", "A windy hill, at dusk", "Rain on a tin roof\nat night"],
+        "image_url": [URL, URL, URL],
+        "duration": ["8s", "6s", "4s"],
+        "generate_audio": [True, False, True],
+        "seed": [42.0, None, 7.0],  # a column with a gap: pandas (and Excel) store floats
+        " aspect_ratio ": ["16:9", "9:16", "auto"],  # names are stripped
+        "output": ["lake", "", "rain.mp4"],
+        "notes": ["first", "second", "third"],
+    }
+)
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    suffix = path.suffix
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        frame.to_csv(path, index=False, sep="\t")
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif suffix == ".xlsx":
+        frame.to_excel(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def comparable(manifest: Manifest) -> list[tuple[Any, ...]]:
+    return [(r.row, r.job_id, r.payload, r.output, r.metadata, r.cost_usd) for r in manifest.rows]
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".jsonl", ".xlsx", ".parquet"])
+def test_every_format_loads_the_same_rows(tmp_path: Path, suffix: str) -> None:
+    frame = FRAME.copy()
+    if suffix in (".jsonl", ".xlsx", ".parquet"):  # typed formats: a missing id is a null
+        frame["id"] = frame["id"].replace("", None)
+        frame["output"] = frame["output"].replace("", None)
+    expected = load(write_frame(FRAME, tmp_path / "m.csv"))
+    loaded = load(write_frame(frame, tmp_path / f"m{suffix}"))
+
+    assert comparable(loaded) == comparable(expected)
+    assert [r.line for r in expected.rows] == [2, 3, 4]  # the multi-line prompt starts on 4
+    lines = [r.line for r in loaded.rows]
+    assert lines == ({".tsv": [2, 3, 4], ".jsonl": [1, 2, 3]}.get(suffix) or [None] * 3)
+    assert loaded.columns == list(FRAME.columns.str.strip())
+
+
+def test_the_csv_rows_hold_what_the_spreadsheet_said(tmp_path: Path) -> None:
+    manifest = load(write_frame(FRAME, tmp_path / "m.csv"))
+    first, second, third = manifest.rows
+    assert first.payload == {
+        "prompt": "A calm lake",
+        "image_url": URL,
+        "aspect_ratio": "16:9",
+        "duration": "8s",
+        "resolution": "720p",
+        "generate_audio": True,
+        "auto_fix": False,
+        "seed": 42,
+        "safety_tolerance": "4",
+    }
+    assert (first.job_id, first.output, first.metadata) == ("a", "lake.mp4", {"notes": "first"})
+    assert "seed" not in second.payload and second.output is None
+    assert third.job_id.startswith("j") and len(third.job_id) == 17
+    assert third.payload["prompt"] == "Rain on a tin roof\nat night"
+    assert [r.cost_usd for r in manifest.rows] == [3.2, 1.2, 1.6]
+
+
+def test_utf8_bom_and_semicolons_from_european_excel(tmp_path: Path) -> None:
+    text = f"prompt;image_url;duration\nUn café au bord du lac;{URL};6\n"
+    path = tmp_path / "excel.csv"
+    path.write_bytes(text.encode("utf-8-sig"))
+    (row,) = load(path).rows
+    assert (row.payload["prompt"], row.payload["duration"]) == ("Un café au bord du lac", "6s")
+
+
+def test_xlsx_sheet_by_name_or_index_and_numbers_as_floats(tmp_path: Path) -> None:
+    path = tmp_path / "book.xlsx"
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["nothing", "here"])
+    sheet = workbook.create_sheet("shots")
+    sheet.append(["prompt", "image_url", "duration", "seed", "generate_audio", "safety_tolerance"])
+    sheet.append(["A calm lake", URL, 6.0, 42.0, 0.0, 2.0])
+    workbook.save(path)
+    for choice in ("shots", 1, "1"):
+        (row,) = load(path, sheet=choice).rows
+        assert row.line is None
+        assert (row.payload["duration"], row.payload["seed"]) == ("6s", 42)
+        assert (row.payload["generate_audio"], row.payload["safety_tolerance"]) == (False, "2")
+    with pytest.raises(UsageError, match="'shots'"):
+        load(path, sheet="Sheet9")
+
+
+def test_unknown_format_and_missing_file_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"\.csv, \.tsv"):
+        load(tmp_path / "shots.xls")
+    with pytest.raises(UsageError, match="not found"):
+        load(tmp_path / "absent.csv")
+    with pytest.raises(UsageError, match="sheet"):
+        load(write_frame(FRAME, tmp_path / "m.csv"), sheet="x")
+
+
+# ---------------------------------------------------------------------- coercion
+
+GOOD_CELLS = [
+    ("generate_audio", "TRUE", True),
+    ("generate_audio", "false", False),
+    ("generate_audio", " Yes ", True),
+    ("generate_audio", "n", False),
+    ("generate_audio", "ON", True),
+    ("generate_audio", "off", False),
+    ("generate_audio", "1", True),
+    ("generate_audio", "0.0", False),
+    ("generate_audio", 1.0, True),
+    ("generate_audio", 0, False),
+    ("generate_audio", False, False),
+    ("seed", 42, 42),
+    ("seed", "42", 42),
+    ("seed", 42.0, 42),
+    ("seed", "42.0", 42),
+    ("seed", " -7 ", -7),
+    ("seed", "12345678901234567890", 12345678901234567890),
+    ("duration", "8", "8s"),
+    ("duration", 8.0, "8s"),
+    ("duration", "6.0", "6s"),
+    ("duration", " 4s ", "4s"),
+    ("duration", "8S", "8s"),
+    ("resolution", 1080, "1080p"),
+    ("resolution", "720", "720p"),
+    ("aspect_ratio", "AUTO", "auto"),
+    ("aspect_ratio", " 9:16", "9:16"),
+    ("safety_tolerance", 4.0, "4"),
+    ("safety_tolerance", 2, "2"),
+    ("negative_prompt", "  blur  ", "blur"),
+    ("prompt", "  Keep my spaces\n", "  Keep my spaces\n"),
+    ("prompt", 2024.0, "2024"),
+]
+
+
+@pytest.mark.parametrize(("column", "cell", "expected"), GOOD_CELLS)
+def test_cells_are_coerced_to_the_field_type(
+    tmp_path: Path, column: str, cell: Any, expected: Any
+) -> None:
+    assert one_row(tmp_path, **{column: cell})[column] == expected
+
+
+BAD_CELLS = [
+    ("generate_audio", "maybe", "TRUE or FALSE"),
+    ("generate_audio", 2, "TRUE or FALSE"),
+    ("seed", "42.5", "whole number"),
+    ("seed", "abc", "whole number"),
+    ("seed", True, "whole number"),
+    ("seed", 1.5, "whole number"),
+    ("duration", "10s", "'4s', '6s' or '8s'"),
+    ("duration", 7.5, "'4s', '6s' or '8s'"),
+    ("resolution", "4k", "'720p' or '1080p'"),
+    ("aspect_ratio", "4:3", "'auto', '16:9' or '9:16'"),
+    ("safety_tolerance", "0", "'1', '2', '3', '4', '5' or '6'"),
+    ("prompt", "   ", "is required"),
+    ("image_url", "ftp://example.com/x.png", "http(s) URL"),
+]
+
+
+@pytest.mark.parametrize(("column", "cell", "fragment"), BAD_CELLS)
+def test_bad_cells_say_what_is_allowed(
+    tmp_path: Path, column: str, cell: Any, fragment: str
+) -> None:
+    row = {"id": "x", "prompt": "A calm lake", "image_url": URL, column: cell}
+    path = write_jsonl(tmp_path / "m.jsonl", [row])
+    (problem,) = errors_of(path)
+    assert (problem.row, problem.line, problem.column, problem.value) == (1, 1, column, cell)
+    assert fragment in problem.message
+
+
+def test_every_problem_of_a_row_is_reported(tmp_path: Path) -> None:
+    row = {"prompt": " ", "image_url": URL, "duration": "9s", "seed": "x", "output": "../o"}
+    errors = errors_of(write_jsonl(tmp_path / "m.jsonl", [row]))
+    assert sorted(p.column or "" for p in errors) == ["duration", "output", "prompt", "seed"]
+
+
+def test_empty_cells_take_the_model_defaults(tmp_path: Path) -> None:
+    payload = one_row(tmp_path, duration="", generate_audio=None, seed="  ", resolution=None)
+    assert payload == {
+        "prompt": "A calm lake",
+        "image_url": URL,
+        "aspect_ratio": "auto",
+        "duration": "8s",
+        "resolution": "720p",
+        "generate_audio": True,
+        "auto_fix": False,
+        "safety_tolerance": "4",
+    }
+
+
+# ---------------------------------------------------------------------- columns
+
+
+def test_unknown_columns_become_metadata_with_one_warning_each(tmp_path: Path) -> None:
+    rows = [
+        {"Prompt": "p1", "prompt": "A calm lake", "image_url": URL, "aspect-ratio": "9:16",
+         "Resolution": "1080p", "notes": "n1"},
+        {"Prompt": "p2", "prompt": "A windy hill", "image_url": URL, "aspect-ratio": "16:9",
+         "Resolution": "720p", "notes": "n2"},
+    ]  # fmt: skip
+    manifest = load(write_jsonl(tmp_path / "m.jsonl", rows))
+    hints = {w.column: w.message for w in manifest.warnings}
+    assert all(w.severity == "warning" for w in manifest.warnings)
+    assert set(hints) == {"Prompt", "aspect-ratio", "Resolution", "notes"}
+    assert "did you mean 'aspect_ratio'?" in hints["aspect-ratio"]
+    assert "did you mean 'resolution'?" in hints["Resolution"]
+    assert "did you mean" not in hints["notes"]
+    assert "a second 'prompt' column" in hints["Prompt"]
+    first = manifest.rows[0]
+    assert first.metadata == {"Prompt": "p1", "aspect-ratio": "9:16", "Resolution": "1080p",
+                              "notes": "n1"}  # fmt: skip
+    assert first.payload["aspect_ratio"] == "auto"  # a misspelt column is not sent
+
+
+def test_a_missing_required_column_is_one_problem_with_a_hint(tmp_path: Path) -> None:
+    rows = [{"Prompt": f"shot {i}", "image_url": URL} for i in range(50)]
+    (problem,) = errors_of(write_jsonl(tmp_path / "m.jsonl", rows))
+    assert (problem.row, problem.column) == (None, "prompt")
+    assert "did you mean 'Prompt'?" in problem.message
+    assert "columns found: 'Prompt', 'image_url'" in problem.message
+
+
+def test_an_unregistered_model_gets_every_column_unvalidated(tmp_path: Path) -> None:
+    spec = ModelSpec(endpoint_id="someone/new-model", input_model=None)
+    path = tmp_path / "m.csv"
+    path.write_text("id,output,prompt,steps,extra\nr1,first,hello,30,\n,,hi,,x\n")
+    first, second = load(path, spec).rows
+    assert (first.job_id, first.output, first.payload) == (
+        "r1",
+        "first.mp4",
+        {"prompt": "hello", "steps": "30"},
+    )
+    assert second.payload == {"prompt": "hi", "extra": "x"}
+    assert first.metadata == {} and first.cost_usd is None
+
+
+# ---------------------------------------------------------------------- job ids
+
+
+def test_job_ids_are_stable_and_the_id_column_wins(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "A calm lake", "image_url": URL, "duration": "8s"},
+        {"prompt": "A windy hill", "image_url": URL},
+        {"id": "mine", "prompt": "A dark forest", "image_url": URL},
+    ]
+    ids = [r.job_id for r in load(write_jsonl(tmp_path / "a.jsonl", rows)).rows]
+    again = [r.job_id for r in load(write_jsonl(tmp_path / "b.jsonl", rows)).rows]
+    reordered = load(write_jsonl(tmp_path / "c.jsonl", rows[::-1])).rows
+    assert ids == again
+    assert [r.job_id for r in reordered] == ids[::-1]
+    assert ids[2] == "mine"
+    # the same request written differently (default spelt out, "8" for "8s") is the same job
+    same = [{"prompt": "A calm lake", "image_url": URL, "duration": 8, "generate_audio": "yes"}]
+    assert load(write_jsonl(tmp_path / "d.jsonl", same)).rows[0].job_id == ids[0]
+    # ...but another endpoint, or another value, is not
+    payload = load(write_jsonl(tmp_path / "e.jsonl", rows[:1])).rows[0].payload
+    assert job_id_for("fal-ai/veo3.1/image-to-video", payload, {}) != ids[0]
+    assert job_id_for(VEO3.endpoint_id, {**payload, "seed": 1}, {}) != ids[0]
+    assert job_id_for(VEO3.endpoint_id, payload, {}) == ids[0]
+
+
+# ---------------------------------------------------------------------- local images
+
+
+def manifest_with_image(tmp_path: Path, rows: int = 1) -> Path:
+    (tmp_path / "pics").mkdir(parents=True, exist_ok=True)
+    shutil.copy(LIGHTHOUSE, tmp_path / "pics" / "lighthouse.png")
+    path = tmp_path / "m.csv"
+    lines = [f"shot {i},pics/lighthouse.png" for i in range(rows)]
+    path.write_text("prompt,image_url\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def test_a_local_image_becomes_a_local_file_sent_as_a_data_uri(tmp_path: Path) -> None:
+    (row,) = load(manifest_with_image(tmp_path)).rows
+    image = tmp_path / "pics" / "lighthouse.png"
+    file = row.files["image_url"]
+    assert file == LocalFile(
+        path=str(image),
+        sha256=hashlib.sha256(image.read_bytes()).hexdigest(),
+        size=image.stat().st_size,
+        mime="image/png",
+    )
+    assert row.payload["image_url"] == str(image)  # the ledger keeps the path, not megabytes
+    body = materialize(row.payload, row.files)
+    header, data = body["image_url"].split(",", 1)
+    assert header == "data:image/png;base64"
+    assert base64.b64decode(data) == image.read_bytes()
+    assert {k: v for k, v in body.items() if k != "image_url"} == {
+        k: v for k, v in row.payload.items() if k != "image_url"
+    }
+    assert row.payload["image_url"] == str(image)  # materialize made a copy
+
+
+def test_the_job_id_follows_the_image_content_not_its_path(tmp_path: Path) -> None:
+    (row,) = load(manifest_with_image(tmp_path / "a")).rows
+    (moved,) = load(manifest_with_image(tmp_path / "b")).rows
+    assert row.payload["image_url"] != moved.payload["image_url"]
+    assert row.job_id == moved.job_id
+
+
+def test_an_image_that_changed_or_vanished_is_not_sent(tmp_path: Path) -> None:
+    (row,) = load(manifest_with_image(tmp_path)).rows
+    image = Path(row.files["image_url"].path)
+    image.write_bytes(image.read_bytes()[:-1] + b"\0")
+    with pytest.raises(UsageError, match="changed since the manifest was checked"):
+        materialize(row.payload, row.files)
+    image.unlink()
+    with pytest.raises(UsageError, match="is gone"):
+        data_uri(row.files["image_url"])
+
+
+def test_a_shared_image_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+    inspect = images.ImageChecker._inspect
+
+    def counting(path: Path, size: int) -> LocalFile | str:
+        calls.append(path)
+        return inspect(path, size)
+
+    monkeypatch.setattr(images.ImageChecker, "_inspect", staticmethod(counting))
+    manifest = load(manifest_with_image(tmp_path, rows=25))
+    assert len(manifest.rows) == 25 and len(calls) == 1
+
+
+def test_absolute_and_home_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(LIGHTHOUSE, tmp_path / "l.png")
+    path = tmp_path / "sub" / "m.csv"
+    path.parent.mkdir()
+    path.write_text(f"prompt,image_url\na,~/l.png\nb,{tmp_path / 'l.png'}\n")
+    first, second = load(path).rows
+    assert first.files == second.files
+    assert first.payload["image_url"] == str(tmp_path / "l.png")
+
+
+def test_too_big_images_and_data_uris_are_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    with big.open("wb") as handle:  # a sparse file: quick to make, 8 MB + 1 byte long
+        handle.write(b"\x89PNG\r\n\x1a\n")
+        handle.truncate(MAX_IMAGE_BYTES + 1)
+    small_uri = "data:image/png;base64," + base64.b64encode(b"\x89PNG" * 10).decode()
+    big_uri = "data:image/png;base64," + "A" * (MAX_IMAGE_BYTES // 3 * 4 + 8)
+    path = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            {"prompt": "a", "image_url": "big.png"},
+            {"prompt": "b", "image_url": small_uri},
+            {"prompt": "c", "image_url": big_uri},
+            {"prompt": "d", "image_url": "data:image/png;base64"},
+        ],
+    )
+    first, third, fourth = errors_of(path)
+    assert (first.row, first.column) == (1, "image_url")
+    assert "8.0 MB" in first.message and "at most 8 MB" in first.message
+    assert (third.row, third.column) == (3, "image_url") and "at most 8 MB" in third.message
+    assert (fourth.row, fourth.column) == (4, "image_url") and "','" in fourth.message
+
+
+# ---------------------------------------------------------------------- demo manifests
+
+
+@pytest.mark.parametrize(("name", "count"), [("demo.csv", 10), ("demo.jsonl", 5)])
+def test_the_demo_manifests_load_cleanly(name: str, count: int) -> None:
+    manifest = load(ROOT / "manifests" / name)
+    assert len(manifest.rows) == count
+    assert [w.column for w in manifest.warnings] == ["notes"]
+    with_files = [r for r in manifest.rows if r.files]
+    assert len(with_files) == 1
+    assert with_files[0].files["image_url"].path == str(LIGHTHOUSE)
+    assert len({r.job_id for r in manifest.rows}) == count
+    assert all(r.cost_usd for r in manifest.rows)
+
+
+def test_the_demo_csv_uses_the_documented_mix() -> None:
+    rows = load(ROOT / "manifests" / "demo.csv").rows
+    assert [r.job_id for r in rows] == [f"shot-{i:02d}" for i in range(1, 11)]
+    assert {r.payload["duration"] for r in rows} == {"4s", "6s", "8s"}
+    assert {r.payload["aspect_ratio"] for r in rows} == {"16:9", "9:16", "auto"}
+    assert {r.payload["generate_audio"] for r in rows} == {True, False}
+    assert {r.output is None for r in rows} == {True, False}
+
+
+# ---------------------------------------------------------------------- the bad corpus
+
+# file, row, line, column, words the message must contain (row/line/column None: not located)
+CORPUS = [
+    ("bad_enum.csv", 2, 3, "aspect_ratio", "'auto', '16:9' or '9:16'"),
+    ("bad_enum.tsv", 2, 3, "resolution", "'720p' or '1080p'"),
+    ("bad_bool.csv", 1, 2, "generate_audio", "TRUE or FALSE"),
+    ("float_int.csv", 2, 3, "seed", "whole number"),
+    ("empty_prompt.csv", 2, 3, "prompt", "is required"),
+    ("prompt_too_long.csv", 1, 2, "prompt", "at most 20000 characters"),
+    ("missing_prompt_column.csv", None, None, "prompt", "did you mean 'Prompt text'?"),
+    ("missing_image.csv", 2, 3, "image_url", "not found"),
+    ("image_too_big.csv", 1, 2, "image_url", "at most 8 MB"),
+    ("not_an_image.csv", 1, 2, "image_url", "not a PNG, JPEG, WEBP or GIF"),
+    ("ftp_image.csv", 1, 2, "image_url", "http(s) URL"),
+    ("duplicate_id.csv", 3, 4, "id", "also used by row 1"),
+    ("duplicate_output.csv", 2, 3, "output", "also used by row 1"),
+    ("unsafe_output_parent.csv", 1, 2, "output", "'..'"),
+    ("unsafe_output_absolute.csv", 2, 3, "output", "not an absolute path"),
+    ("ragged_row.csv", 2, 3, None, "4 cells but the header names 3"),
+    ("latin1.csv", None, 2, None, "Latin-1/Windows-1252"),
+    ("utf16.csv", None, None, None, "UTF-16"),
+    ("empty.csv", None, None, None, "the manifest is empty"),
+    ("header_only.csv", None, None, None, "a header but no rows"),
+    ("identical_rows.csv", 3, 4, None, "row 3 is identical to row 1"),
+    ("multiline_then_bad.csv", 2, 5, "duration", "'4s', '6s' or '8s'"),
+    ("blank_lines.csv", 5, 6, "resolution", "'720p' or '1080p'"),
+    ("duplicate_column.csv", None, None, None, "'prompt' appears twice"),
+    ("bad_safety_tolerance.csv", 1, 2, "safety_tolerance", "'5' or '6'"),
+    ("bad_json_line.jsonl", 2, 3, None, "not valid JSON"),
+    ("array_line.jsonl", 2, 2, None, "JSON object"),
+    ("bad_duration_number.jsonl", 1, 1, "duration", "'4s', '6s' or '8s'"),
+    ("bool_seed.jsonl", 1, 1, "seed", "whole number"),
+    ("error_cell.xlsx", 2, None, "duration", "#DIV/0!"),
+]
+
+
+def test_the_corpus_is_complete() -> None:
+    assert sorted(p.name for p in BAD.iterdir() if p.is_file()) == sorted(c[0] for c in CORPUS)
+
+
+@pytest.mark.parametrize(("name", "row", "line", "column", "words"), CORPUS)
+def test_a_bad_manifest_names_row_line_and_column(
+    tmp_path: Path, name: str, row: int | None, line: int | None, column: str | None, words: str
+) -> None:
+    shutil.copytree(BAD, tmp_path, dirs_exist_ok=True)
+    with (tmp_path / "images" / "big.png").open("wb") as handle:  # generated, not committed
+        handle.write(b"\x89PNG\r\n\x1a\n")
+        handle.truncate(MAX_IMAGE_BYTES + 1)
+    (problem,) = errors_of(tmp_path / name)  # one mistake, one problem: no noise
+    assert (problem.row, problem.line, problem.column) == (row, line, column)
+    assert words in problem.message
+    text = str(problem)
+    assert (f"row {row}" in text) is (row is not None)
+    assert (f"line {line}" in text) is (line is not None)
+
+
+def test_every_problem_of_a_manifest_comes_at_once_sorted_by_row(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "id,prompt,image_url,resolution,output\n"
+        f"a,ok,{URL},4k,x\nb,ok,missing.png,720p,x\na,,{URL},720p,\n"
+    )
+    errors = errors_of(path)
+    assert [(p.row, p.column) for p in errors] == [
+        (1, "resolution"),
+        (2, "image_url"),
+        (2, "output"),
+        (3, "prompt"),
+        (3, "id"),
+    ]
+
+
+# ---------------------------------------------------------------------- properties
+
+BOOL_SPELLINGS = {True: ["TRUE", "true", "yes", "Y", "1", "on"], False: ["FALSE", "no", "n", "0"]}
+prompts = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufeff")
+    | st.sampled_from(["\n", "\t", ",", '"', ";"]),
+    min_size=1,
+    max_size=80,
+).filter(lambda s: s.strip())
+rows_strategy = st.fixed_dictionaries(
+    {
+        "prompt": prompts,
+        "duration": st.sampled_from(["4s", "6s", "8s", "4", "6", "8"]),
+        "generate_audio": st.booleans(),
+        "aspect_ratio": st.sampled_from(["auto", "16:9", "9:16"]),
+        "seed": st.none() | st.integers(min_value=-(2**63), max_value=2**63),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(rows_strategy, min_size=1, max_size=12), seed=st.integers(0, 2**32))
+def test_csv_round_trip_and_ids_unique_and_order_free(
+    rows: list[dict[str, Any]], seed: int
+) -> None:
+    def expected(row: dict[str, Any]) -> dict[str, Any]:
+        duration = row["duration"].rstrip("s") + "s"
+        values = {**row, "duration": duration, "image_url": URL}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def write(path: Path, ordered: list[dict[str, Any]]) -> None:
+        chooser = random.Random(seed)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["prompt", "image_url", "duration", "generate_audio", "aspect_ratio",
+                             "seed"])  # fmt: skip
+            for row in ordered:
+                audio = chooser.choice(BOOL_SPELLINGS[row["generate_audio"]])
+                seed_cell = "" if row["seed"] is None else row["seed"]
+                writer.writerow([row["prompt"], URL, row["duration"], audio, row["aspect_ratio"],
+                                 seed_cell])  # fmt: skip
+
+    unique = list({json.dumps(expected(r), sort_keys=True): r for r in rows}.values())
+    shuffled = unique[:]
+    random.Random(seed).shuffle(shuffled)
+    with tempfile.TemporaryDirectory() as folder:
+        write(Path(folder) / "a.csv", unique)
+        write(Path(folder) / "b.csv", shuffled)
+        loaded = load(Path(folder) / "a.csv").rows
+        reloaded = load(Path(folder) / "b.csv").rows
+
+    assert len(loaded) == len(unique)
+    for row, source in zip(loaded, unique, strict=True):
+        assert {k: row.payload[k] for k in expected(source)} == expected(source)
+    ids = {
+        json.dumps(expected(s), sort_keys=True): r.job_id
+        for s, r in zip(unique, loaded, strict=True)
+    }
+    assert len(set(ids.values())) == len(unique)
+    again = {
+        json.dumps(expected(s), sort_keys=True): r.job_id
+        for s, r in zip(shuffled, reloaded, strict=True)
+    }
+    assert again == ids
