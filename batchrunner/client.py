@@ -1,0 +1,692 @@
+"""The queue client: submit, status, result and cancel over fal's queue protocol.
+
+One :class:`QueueClient` owns one ``httpx.AsyncClient``. This module is the one home of three
+things the rest of batchrunner relies on:
+
+**Where the token goes.** :class:`OriginAuth` adds ``Authorization`` only to requests whose
+origin (scheme, host, port) is the configured one, and strips it from any other. Redirects are
+not followed (a 3xx is a :class:`FinalError` naming the ``Location``'s origin). URLs the API
+returns on another origin (a reseller answers with ``https://queue.fal.run/...``) are re-based
+onto the configured origin by :func:`rebase`, path and query kept. The token is scrubbed from
+every message built from a server's answer; it is never logged.
+
+**URLs.** Submit is ``POST {base}/{owner}/{app}/{path}``; status, result and cancel are
+``{base}/{owner}/{app}/requests/{id}[/status|/cancel]`` — the sub-path is dropped.
+
+**What a failure means** (:func:`classify`, :func:`classify_transport`). Transient errors are
+retried per :class:`~batchrunner.retry.RetryPolicy`; everything else is raised at once. The queue
+has no idempotency key, so a submit is retried only when the answer proves no job was created;
+when it might have been, :class:`AmbiguousSubmitError` is raised and never retried.
+
+======================================  ===========  ===========  =============  ===========
+answer                                  submit       status       result         cancel
+======================================  ===========  ===========  =============  ===========
+2xx, JSON object                        ok           ok           ok             ok
+2xx, not a JSON object (HTML, cut off)  Ambiguous    Transient    Transient      ok (code)
+202 on result (not finished)                                      Transient
+3xx (never followed)                    Final        Final        Final          Final
+400                                     Final        Final        Transient [1]  ALREADY_...
+401, 403 (key rejected)                 Final        Final        Final          Final
+404                                     Final        Final [2]    Expired [3]    NOT_FOUND
+408, 409 (as fal's own client)          Transient    Transient    Transient      Transient
+422 (message = the ``detail``)          Final        Final        Final          Final
+429 (``retry_after`` from Retry-After)  RateLimited  RateLimited  RateLimited    RateLimited
+other 4xx                               Final        Final        Final          Final
+504 + X-Fal-Request-Timeout-Type: user  Final        Final        Final          Final
+502/503/504, no x-fal-request-id        Transient    Transient    Transient      Transient
+5xx from the app with a JSON detail     Final [4]    Final [4]    Final          Final [4]
+502/503/504 from the app, no detail     Transient    Transient    Transient      Transient
+500, other 5xx, no JSON detail          Ambiguous    Transient    Transient      Transient
+connect error/timeout, pool timeout     Transient    Transient    Transient      Transient
+read/write error or timeout, dropped    Ambiguous    Transient    Transient      Transient
+======================================  ===========  ===========  =============  ===========
+
+[1] fal answers 400 while the request is still running. [2] "request not found at the
+provider". [3] :class:`ResultExpiredError`: results are kept about an hour. [4] except 502/503/504
+(``runner_scheduling_failure``, ``startup_timeout``...) on submit, status and cancel: infrastructure
+hiccups, Transient; on *result* the same answer is the job's stored failure, so Final.
+
+Why submit differs: 429, 408/409, the ingress' 502/503/504 (no ``x-fal-request-id``: the app
+never saw the request, PROTOCOL.md) and connect failures prove there is no job, so they are
+retried. A 2xx whose body is unreadable, a bare 500, or a connection lost after the body was
+sent may hide a created, billed job: Ambiguous, left for the caller to reconcile. So is a 2xx
+submit answer without a ``request_id``.
+
+Details: "JSON detail" means fal's ``detail`` field; a reseller's ``error``/``message`` only
+feeds the message. A status object whose ``status`` is unknown or missing is Transient: polling
+again is harmless, failing the job could throw away a paid result. "dropped" covers
+``RemoteProtocolError`` (the server closed the connection without an answer).
+
+Each HTTP request logs one DEBUG line on ``batchrunner.client``: method, URL, status, elapsed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import time
+import urllib.parse
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal, TypeVar, cast
+
+import httpx
+
+from batchrunner import __version__
+from batchrunner.errors import (
+    AmbiguousSubmitError,
+    FinalError,
+    ProviderError,
+    RateLimitedError,
+    ResultExpiredError,
+    TransientError,
+    UsageError,
+)
+from batchrunner.models import split_endpoint
+from batchrunner.providers import ApiConfig, origin_of
+from batchrunner.ratelimit import RateLimiter
+from batchrunner.retry import RetryPolicy, call_with_retry
+
+logger = logging.getLogger("batchrunner.client")
+
+T = TypeVar("T")
+Op = Literal["submit", "status", "result", "cancel"]
+Status = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+STATUSES: tuple[Status, ...] = ("IN_QUEUE", "IN_PROGRESS", "COMPLETED")
+CANCEL_ANSWERS = ("CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND")
+
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+DEFAULT_RETRY = RetryPolicy()
+SNIPPET_BYTES = 200
+REQUEST_ID_HEADER = "x-fal-request-id"
+TIMEOUT_TYPE_HEADER = "x-fal-request-timeout-type"
+GATEWAY_CODES = (502, 503, 504)
+# The request never left this machine: retrying cannot duplicate anything.
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The queue's answer to a submit; the URLs are already on the configured origin."""
+
+    request_id: str
+    status_url: str
+    response_url: str
+    cancel_url: str
+    queue_position: int | None
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """One status poll. A failed request is ``COMPLETED`` with ``error`` set (no FAILED)."""
+
+    status: Status
+    queue_position: int | None
+    error: str | None
+    error_type: str | None
+    logs: list[dict[str, Any]] | None
+    raw: dict[str, Any]
+
+    @property
+    def done(self) -> bool:
+        return self.status == "COMPLETED"
+
+
+# --- URLs and the auth guard -------------------------------------------------------------------
+
+
+def rebase(url: str, base_url: str) -> str:
+    """``url`` moved onto ``base_url``'s origin, path and query kept, fragment dropped.
+
+    A URL already on that origin is kept as it is. A URL on another origin gets the base URL's
+    path prefix in front of its path (like the URLs the client builds). A relative URL is taken
+    as a path on the configured origin. Raises ``ValueError`` for text that is not a URL.
+    """
+    try:
+        target = httpx.URL(url.strip())
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"not a URL: {url[:100]!r}") from exc
+    base = httpx.URL(base_url)
+    origin = origin_of(base)
+    path_and_query = "/" + target.raw_path.decode("ascii").lstrip("/")
+    if not target.is_absolute_url:
+        return origin + path_and_query
+    if origin_of(target) == origin:
+        return str(target.copy_with(fragment=None))
+    return origin + base.path.rstrip("/") + path_and_query
+
+
+def _is_origin(url: httpx.URL, origin: str) -> bool:
+    try:
+        return origin_of(url) == origin
+    except ValueError:
+        return False
+
+
+class OriginAuth(httpx.Auth):
+    """Adds ``Authorization`` to requests for the configured origin, and to no other."""
+
+    def __init__(self, api: ApiConfig) -> None:
+        self._api = api
+
+    def __repr__(self) -> str:
+        return f"OriginAuth(origin={self._api.origin!r})"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if _is_origin(request.url, self._api.origin):
+            request.headers["Authorization"] = self._api.authorization
+        else:
+            request.headers.pop("Authorization", None)
+        yield request
+
+
+# --- reading answers -----------------------------------------------------------------------------
+
+
+class _NotJson:
+    """Marker for a body that is not JSON."""
+
+
+NOT_JSON = _NotJson()
+
+
+def _json(response: httpx.Response) -> object:
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return NOT_JSON
+
+
+def _clean(text: str, secrets: Sequence[str] = (), limit: int = 500) -> str:
+    """One printable line, secrets replaced by ``***``, at most ``limit`` characters."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _snippet(response: httpx.Response, secrets: Sequence[str]) -> str:
+    head = response.content[:SNIPPET_BYTES].decode("utf-8", errors="replace")
+    return repr(_clean(head, secrets)) if head.strip() else "(empty body)"
+
+
+def _render(value: object) -> str | None:
+    """A ``detail`` (string, list of ``{loc, msg}``, or object) as one readable string."""
+    if value is None or value == "" or value == [] or value == {}:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "; ".join(_render_item(item) for item in value)
+    if isinstance(value, dict):
+        for key in ("message", "msg", "detail"):
+            if isinstance(value.get(key), str):
+                return cast(str, value[key])
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _render_item(item: object) -> str:
+    if not isinstance(item, dict) or "msg" not in item:
+        return _render(item) or ""
+    loc = item.get("loc")
+    parts = [str(p) for p in loc] if isinstance(loc, list) else []
+    if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
+    where = ".".join(parts)
+    return f"{where}: {item['msg']}" if where else str(item["msg"])
+
+
+def _detail(body: object) -> str | None:
+    """The app's ``detail`` (fal's error field), rendered; None if there is none."""
+    return _render(body.get("detail")) if isinstance(body, dict) else None
+
+
+def _explanation(body: object) -> str | None:
+    """Whatever the body says went wrong: ``detail``, else ``error`` or ``message``."""
+    if not isinstance(body, dict):
+        return None
+    for key in ("detail", "error", "message"):
+        text = _render(body.get(key))
+        if text:
+            return text
+    return None
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header: a number (fractions allowed) or an HTTP date."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+# --- classification: the one place that decides what a failure means ---------------------------
+
+
+def classify(
+    response: httpx.Response, op: Op, *, secrets: Sequence[str] = ()
+) -> ProviderError | None:
+    """The error ``response`` means for operation ``op``, or None if it is a usable answer.
+
+    See the module docstring for the table. Messages are scrubbed of ``secrets``.
+    """
+    code = response.status_code
+    body = _json(response)
+
+    def said(default: str = "") -> str:
+        text = _explanation(body)
+        if text is None:
+            return default
+        return _clean(text, secrets)
+
+    if 200 <= code < 300:
+        if op == "cancel":
+            return None
+        if op == "result" and code == 202:
+            return TransientError("the result is not ready yet (202)", status=code)
+        if isinstance(body, dict):
+            return None
+        snippet = _snippet(response, secrets)
+        if op == "submit":
+            return AmbiguousSubmitError(
+                f"the submit was answered {code} but the answer is not JSON: {snippet}; "
+                "a job may have been created and is not resubmitted automatically",
+                status=code,
+            )
+        return TransientError(
+            f"the API answered {code} with a body that is not JSON: {snippet}", status=code
+        )
+    if 300 <= code < 400:
+        return FinalError(
+            f"the API answered {code} with a redirect to {_location_origin(response)}; "
+            "redirects are not followed (check the API base URL)",
+            status=code,
+        )
+    if code == 429:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        hint = "" if retry_after is None else f"; retry after {retry_after:g}s"
+        return RateLimitedError(
+            f"the API is rate limiting requests (429){hint}", retry_after=retry_after
+        )
+    if code in (401, 403):
+        return FinalError(f"the API rejected the key ({code}){_suffix(said())}", status=code)
+    if code in (408, 409):
+        return TransientError(f"the API answered {code}{_suffix(said())}", status=code)
+    if code == 404:
+        if op == "result":
+            return ResultExpiredError(
+                "result expired: the provider keeps results about an hour after completion; "
+                "this job must be re-run",
+                status=code,
+            )
+        if op == "status":
+            return FinalError("request not found at the provider" + _suffix(said()), status=code)
+        return FinalError(f"not found at the provider (404){_suffix(said())}", status=code)
+    if code == 400 and op == "result":
+        return TransientError("the request is still running (400)" + _suffix(said()), status=code)
+    if code == 422:
+        return FinalError(said(f"the API rejected the input ({code})"), status=code)
+    if code < 500:
+        return FinalError(f"the API answered {code}{_suffix(said())}", status=code)
+
+    # 5xx
+    if code == 504 and response.headers.get(TIMEOUT_TYPE_HEADER, "").lower() == "user":
+        return FinalError(
+            "the request timed out at the provider (504, the X-Fal-Request-Timeout you set)"
+            + _suffix(said()),
+            status=code,
+        )
+    from_app = REQUEST_ID_HEADER in response.headers
+    if code in GATEWAY_CODES and not from_app:
+        return TransientError(
+            f"the API gateway answered {code}: {_snippet(response, secrets)}", status=code
+        )
+    detail = _detail(body)
+    error_type = _error_type(response, body)
+    if detail is not None and (op == "result" or code not in GATEWAY_CODES):
+        return FinalError(_clean(detail, secrets) + error_type, status=code)
+    if code in GATEWAY_CODES:
+        return TransientError(
+            f"the API is temporarily unavailable ({code}){_suffix(said())}", status=code
+        )
+    if op == "submit":
+        return AmbiguousSubmitError(
+            f"the API failed ({code}) after receiving the submit: {_snippet(response, secrets)}; "
+            "a job may have been created and is not resubmitted automatically",
+            status=code,
+        )
+    return TransientError(f"the API failed ({code}): {_snippet(response, secrets)}", status=code)
+
+
+def _suffix(text: str) -> str:
+    return f": {text}" if text else ""
+
+
+def _error_type(response: httpx.Response, body: object) -> str:
+    kind = body.get("error_type") if isinstance(body, dict) else None
+    kind = kind or response.headers.get("x-fal-error-type")
+    return f" [{_clean(str(kind), limit=60)}]" if kind else ""
+
+
+def _location_origin(response: httpx.Response) -> str:
+    location = response.headers.get("location")
+    if not location:
+        return "an unnamed location"
+    try:
+        return origin_of(response.request.url.join(location))
+    except (httpx.InvalidURL, ValueError):
+        return "an invalid location"
+
+
+def classify_transport(
+    exc: httpx.RequestError, *, idempotent: bool, secrets: Sequence[str] = ()
+) -> ProviderError:
+    """The error a failed exchange means. ``idempotent`` is False only for the submit POST.
+
+    Connect errors, connect and pool timeouts mean the request never left: Transient. Anything
+    later (read/write timeouts and errors, a remote disconnect, an undecodable body) may have
+    reached the server: Transient for idempotent requests, Ambiguous for a submit.
+    """
+    what = type(exc).__name__ + (f": {_clean(str(exc), secrets, 200)}" if str(exc) else "")
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return FinalError(f"cannot send the request ({what})")
+    if isinstance(exc, NEVER_SENT):
+        return TransientError(f"could not reach the API ({what})")
+    if not idempotent:
+        return AmbiguousSubmitError(
+            f"the submit was sent but its answer was lost ({what}); "
+            "a job may have been created and is not resubmitted automatically"
+        )
+    return TransientError(f"the connection to the API failed ({what})")
+
+
+# --- parsing good answers ------------------------------------------------------------------------
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_status(body: Mapping[str, Any]) -> QueueStatus:
+    """A :class:`QueueStatus` from a status object; tolerant of missing keys.
+
+    An unknown or missing ``status`` is a :class:`TransientError`: polling again is harmless,
+    while failing the job could throw away a paid result.
+    """
+    status = body.get("status")
+    if status not in STATUSES:
+        raise TransientError(
+            f"the API sent an unknown queue status {_clean(repr(status), limit=60)}"
+        )
+    error = _render(body.get("error"))
+    error_type = body.get("error_type")
+    logs = body.get("logs")
+    return QueueStatus(
+        status=cast(Status, status),
+        queue_position=_int_or_none(body.get("queue_position")),
+        error=error,
+        error_type=error_type if isinstance(error_type, str) and error_type else None,
+        logs=[e for e in logs if isinstance(e, dict)] if isinstance(logs, list) else None,
+        raw=dict(body),
+    )
+
+
+def _parse_cancel(response: httpx.Response) -> str:
+    body = _json(response)
+    said = body.get("status") if isinstance(body, dict) else None
+    if said in CANCEL_ANSWERS:
+        return cast(str, said)
+    if response.status_code == 400:
+        return "ALREADY_COMPLETED"
+    if response.status_code == 404:
+        return "NOT_FOUND"
+    return "CANCELLATION_REQUESTED"
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+
+class QueueClient:
+    """Talks to one provider's queue API through one ``httpx.AsyncClient``.
+
+    Every call retries transient failures per ``retry``, waits for ``limiter`` before each HTTP
+    request, and calls ``on_rate_limited()`` on every 429.
+    """
+
+    def __init__(
+        self,
+        api: ApiConfig,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        limiter: RateLimiter | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_rate_limited: Callable[[], None] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        headers = {"User-Agent": f"batchrunner/{__version__}", "Accept": "application/json"}
+        for name, value in (extra_headers or {}).items():
+            if name.lower() == "authorization":
+                raise UsageError("extra headers must not set Authorization")
+            headers[name] = value
+        self.api = api
+        self.retry = retry
+        self.limiter = limiter or RateLimiter(None)
+        self.on_rate_limited = on_rate_limited
+        self._secrets = (api.token,)
+        self._http = httpx.AsyncClient(
+            auth=OriginAuth(api),
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"QueueClient(base_url={self.api.base_url!r}, provider={self.api.provider!r})"
+
+    async def __aenter__(self) -> QueueClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # URLs
+
+    def rebase(self, url: str) -> str:
+        """``url`` moved onto the configured origin (see :func:`rebase`)."""
+        return rebase(url, self.api.base_url)
+
+    def _url(self, *segments: str) -> str:
+        return self.api.base_url + "".join("/" + urllib.parse.quote(s, safe="") for s in segments)
+
+    @staticmethod
+    def _split(endpoint_id: str) -> tuple[str, str, list[str]]:
+        try:
+            owner, app, path = split_endpoint(endpoint_id)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        rest = path.split("/") if path else []
+        if any(part in (".", "..") or not part for part in [owner, app, *rest]):
+            raise UsageError(f"not an endpoint id (owner/app[/path]): {endpoint_id!r}")
+        return owner, app, rest
+
+    def submit_url(self, endpoint_id: str) -> str:
+        owner, app, rest = self._split(endpoint_id)
+        return self._url(owner, app, *rest)
+
+    def request_url(self, endpoint_id: str, request_id: str, action: str | None = None) -> str:
+        """``{base}/{owner}/{app}/requests/{id}[/action]``: the sub-path is dropped."""
+        owner, app, _ = self._split(endpoint_id)
+        return self._url(owner, app, "requests", request_id, *([action] if action else []))
+
+    def _target(
+        self, url: str | None, endpoint_id: str, request_id: str, action: str | None
+    ) -> str:
+        if url:
+            try:
+                return self.rebase(url)
+            except ValueError:
+                logger.warning("ignoring an unusable stored URL for request %s", request_id)
+        return self.request_url(endpoint_id, request_id, action)
+
+    # operations
+
+    async def submit(
+        self, endpoint_id: str, payload: dict[str, Any], *, retry_throttled: bool = True
+    ) -> Submitted:
+        """Queue a job. Raises :class:`AmbiguousSubmitError` when a job may exist anyway.
+
+        ``retry_throttled=False`` raises a 429 at once (:class:`RateLimitedError`) so that a
+        scheduler can give its slot back and wait outside it.
+        """
+        url = self.submit_url(endpoint_id)
+        try:
+            content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise FinalError(f"the input cannot be sent as JSON: {exc}") from None
+        body = await self._call(
+            "submit", "POST", url, _json_object, content=content, retry_throttled=retry_throttled
+        )
+        request_id = body.get("request_id")
+        if not isinstance(request_id, str) or not request_id.strip():
+            raise AmbiguousSubmitError(
+                "the submit was answered without a request_id; a job may have been created "
+                "and is not resubmitted automatically"
+            )
+        built = self.request_url(endpoint_id, request_id)
+
+        def returned(key: str, fallback: str) -> str:
+            value = body.get(key)
+            if isinstance(value, str) and value.strip():
+                try:
+                    return self.rebase(value)
+                except ValueError:
+                    pass
+            return fallback
+
+        return Submitted(
+            request_id=request_id,
+            status_url=returned("status_url", built + "/status"),
+            response_url=returned("response_url", built),
+            cancel_url=returned("cancel_url", built + "/cancel"),
+            queue_position=_int_or_none(body.get("queue_position")),
+        )
+
+    async def status(
+        self, endpoint_id: str, request_id: str, *, url: str | None = None, logs: bool = True
+    ) -> QueueStatus:
+        """Poll a request (``?logs=1`` unless ``logs=False``)."""
+        target = httpx.URL(self._target(url, endpoint_id, request_id, "status"))
+        target = target.copy_set_param("logs", "1" if logs else "0")
+
+        def parse(response: httpx.Response) -> QueueStatus:
+            return parse_status(_json_object(response))
+
+        return await self._call("status", "GET", str(target), parse)
+
+    async def result(
+        self, endpoint_id: str, request_id: str, *, url: str | None = None
+    ) -> dict[str, Any]:
+        """The model's output. A failed job raises the failure (e.g. 422 → FinalError)."""
+        target = self._target(url, endpoint_id, request_id, None)
+        return await self._call("result", "GET", target, _json_object)
+
+    async def cancel(self, endpoint_id: str, request_id: str, *, url: str | None = None) -> str:
+        """``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED`` or ``NOT_FOUND``."""
+        target = self._target(url, endpoint_id, request_id, "cancel")
+        return await self._call("cancel", "PUT", target, _parse_cancel, accept=(400, 404))
+
+    # plumbing
+
+    async def _call(
+        self,
+        op: Op,
+        method: str,
+        url: str,
+        parse: Callable[[httpx.Response], T],
+        *,
+        content: bytes | None = None,
+        accept: Collection[int] = (),
+        retry_throttled: bool = True,
+    ) -> T:
+        async def attempt() -> T:
+            response = await self._send(op, method, url, content)
+            if response.status_code not in accept:
+                error = classify(response, op, secrets=self._secrets)
+                if error is not None:
+                    if isinstance(error, RateLimitedError) and self.on_rate_limited:
+                        self.on_rate_limited()
+                    raise error
+            return parse(response)
+
+        async def attempt_once_if_throttled() -> T:
+            try:
+                return await attempt()
+            except RateLimitedError as error:
+                if retry_throttled:
+                    raise
+                raise _Throttled(error) from error
+
+        try:
+            return await call_with_retry(
+                self.retry, attempt_once_if_throttled, retry_on=(TransientError,)
+            )
+        except _Throttled as wrapped:
+            raise wrapped.error from None
+
+    async def _send(self, op: Op, method: str, url: str, content: bytes | None) -> httpx.Response:
+        await self.limiter.acquire()
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        started = time.monotonic()
+        try:
+            response = await self._http.request(method, url, content=content, headers=headers)
+        except httpx.RequestError as exc:
+            logger.debug(
+                "%s %s -> %s (%.3fs)", method, url, type(exc).__name__, time.monotonic() - started
+            )
+            error = classify_transport(exc, idempotent=op != "submit", secrets=self._secrets)
+            raise error from exc
+        logger.debug(
+            "%s %s -> %d (%.3fs)", method, url, response.status_code, time.monotonic() - started
+        )
+        return response
+
+
+class _Throttled(Exception):
+    """Carries a 429 past the retry loop when the caller wants to handle throttling itself."""
+
+    def __init__(self, error: RateLimitedError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    """The body as a JSON object (``classify`` has already rejected anything else)."""
+    body = _json(response)
+    if not isinstance(body, dict):
+        raise TransientError(f"the API answered {response.status_code} without a JSON object")
+    return body

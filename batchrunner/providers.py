@@ -1,0 +1,196 @@
+"""Where the API lives and how to authenticate: provider presets and :func:`resolve_api`.
+
+Two presets speak the same queue protocol (see PROTOCOL.md):
+
+============  ============================  =========  =============================================
+provider      base URL                      header     key looked up in (first non-blank wins)
+============  ============================  =========  =============================================
+quickrouter   https://api.quickrouter.ai    Bearer     BATCHRUNNER_API_KEY, QUICKROUTER_API_KEY
+fal           https://queue.fal.run         Key        BATCHRUNNER_API_KEY, FAL_KEY
+============  ============================  =========  =============================================
+
+:class:`ApiConfig` is the resolved answer. Building one validates and normalises the base URL
+(lower-case host, default port dropped, no trailing slash), so every ``ApiConfig`` in the program
+has an :attr:`ApiConfig.origin` the queue client can compare request URLs against. The token is
+kept out of ``repr``/``str``; nothing in this module puts it in a message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+import httpx
+
+from batchrunner.errors import UsageError
+
+AuthScheme = Literal["bearer", "key"]
+AUTH_SCHEMES: tuple[AuthScheme, ...] = ("bearer", "key")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+LOOPBACK_NAMES = ("localhost",)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A preset: where a provider's queue API is and how it wants the key."""
+
+    name: str
+    base_url: str
+    auth_scheme: AuthScheme
+    key_env: tuple[str, ...]  # environment variables to look in, in order
+
+
+PROVIDERS: dict[str, Provider] = {
+    "quickrouter": Provider(
+        "quickrouter",
+        "https://api.quickrouter.ai",
+        "bearer",
+        ("BATCHRUNNER_API_KEY", "QUICKROUTER_API_KEY"),
+    ),
+    "fal": Provider("fal", "https://queue.fal.run", "key", ("BATCHRUNNER_API_KEY", "FAL_KEY")),
+}
+
+
+def origin_of(url: str | httpx.URL) -> str:
+    """``scheme://host[:port]`` of an absolute URL: lower-case, default port dropped.
+
+    The one definition of "same origin" in batchrunner: the queue client's auth guard compares
+    these strings. IPv6 hosts are bracketed. Raises ``ValueError`` for a relative URL.
+    """
+    parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    scheme, host = parsed.scheme.lower(), parsed.host.lower()
+    if not scheme or not host:
+        raise ValueError(f"not an absolute URL: {str(parsed)[:100]!r}")
+    port = parsed.port
+    if port == DEFAULT_PORTS.get(scheme):
+        port = None
+    netloc = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{netloc}" + (f":{port}" if port is not None else "")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ``::1``)."""
+    host = host.lower().strip("[]")
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalise_base_url(base_url: str) -> str:
+    """Validate ``base_url`` and return ``origin + path prefix`` without a trailing slash.
+
+    Raises :class:`UsageError` (one line) for anything the token must not be sent to.
+    """
+    text = base_url.strip()
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"invalid API base URL {text[:100]!r}: {exc}") from None
+    scheme = url.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not url.host:
+        raise UsageError(f"the API base URL must be an http(s) URL, got {text[:100]!r}")
+    if url.userinfo:
+        raise UsageError("the API base URL must not contain a user name or password")
+    if url.query or url.fragment:
+        raise UsageError("the API base URL must not contain a query (?...) or fragment (#...)")
+    if scheme == "http" and not is_loopback(url.host):
+        raise UsageError(
+            "http:// is only allowed for loopback addresses (127.0.0.1, ::1, localhost); "
+            "use https://"
+        )
+    return origin_of(url) + url.path.rstrip("/")
+
+
+def _check_token(token: str, source: str) -> str:
+    token = token.strip()
+    if not token:
+        raise UsageError(f"the API key {source} is empty")
+    if any(ch.isspace() or not ch.isprintable() for ch in token):
+        raise UsageError(f"the API key {source} contains spaces or control characters")
+    return token
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """A resolved API: normalised base URL, auth scheme and token (never shown).
+
+    Constructing one directly (tests, the simulator) validates it like :func:`resolve_api`.
+    """
+
+    base_url: str  # normalised origin + optional path prefix, no trailing slash
+    auth_scheme: AuthScheme
+    token: str = field(repr=False)
+    provider: str = "quickrouter"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_url", normalise_base_url(self.base_url))
+        scheme = str(self.auth_scheme).lower()
+        if scheme not in AUTH_SCHEMES:
+            raise UsageError(f"unknown auth scheme {self.auth_scheme!r}; use bearer or key")
+        object.__setattr__(self, "auth_scheme", scheme)
+        object.__setattr__(self, "token", _check_token(self.token, "in the configuration"))
+
+    @property
+    def origin(self) -> str:
+        """``scheme://host[:port]``: the only origin that ever receives the token."""
+        return origin_of(self.base_url)
+
+    @property
+    def path_prefix(self) -> str:
+        """The base URL's path ("" or ``/something``), prepended to every API path."""
+        return self.base_url[len(self.origin) :]
+
+    @property
+    def authorization(self) -> str:
+        """The ``Authorization`` header value; only the client's auth guard should read it."""
+        prefix = "Bearer" if self.auth_scheme == "bearer" else "Key"
+        return f"{prefix} {self.token}"
+
+
+def resolve_api(
+    provider: str = "quickrouter",
+    *,
+    base_url: str | None = None,
+    auth_scheme: str | None = None,
+    token: str | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> ApiConfig:
+    """The :class:`ApiConfig` for ``provider``, with overrides; raises :class:`UsageError`.
+
+    ``token`` wins over the environment. Otherwise the provider's ``key_env`` variables are
+    tried in order and the first non-blank one is used; if some are set but all blank, that is
+    an error rather than a silent "no key".
+    """
+    preset = PROVIDERS.get(provider.strip().lower())
+    if preset is None:
+        allowed = ", ".join(sorted(PROVIDERS))
+        raise UsageError(f"unknown provider {provider!r}; choose one of: {allowed}")
+    scheme = (auth_scheme or preset.auth_scheme).strip().lower()
+    if scheme not in AUTH_SCHEMES:
+        raise UsageError(f"unknown auth scheme {auth_scheme!r}; use bearer or key")
+
+    key = _check_token(token, "given") if token is not None else _key_from_env(preset, env)
+    return ApiConfig(
+        base_url=base_url or preset.base_url,
+        auth_scheme=cast(AuthScheme, scheme),
+        token=key,
+        provider=preset.name,
+    )
+
+
+def _key_from_env(preset: Provider, env: Mapping[str, str]) -> str:
+    blank = [name for name in preset.key_env if name in env and not env[name].strip()]
+    for name in preset.key_env:
+        if env.get(name, "").strip():
+            return _check_token(env[name], f"in {name}")
+    if blank:
+        raise UsageError(f"the API key in {blank[0]} is empty")
+    first, *others = preset.key_env
+    alternatives = f" (or {' or '.join(others)})" if others else ""
+    raise UsageError(f"no API key: set {first}{alternatives}")

@@ -1,0 +1,114 @@
+"""Retrying transient failures: a policy object and one loop that applies it.
+
+Like hynek/stamina, *what* is retried is decided by the exception type (``retry_on``; by default
+:class:`~batchrunner.errors.TransientError`), *how long* to wait by :class:`RetryPolicy`, and a
+server's Retry-After comes in through the exception (:class:`RateLimitedError.retry_after`).
+
+Waiting before try ``n + 1`` after try ``n`` failed:
+
+* backoff = ``min(max_delay, base_delay * 2 ** (n - 1))``;
+* with ``jitter`` ("equal jitter") the wait is uniform in ``[backoff / 2, backoff]``, so
+  workers that failed together spread out but never retry much sooner than planned;
+* a Retry-After is a **minimum**: the wait is ``max(backoff, min(retry_after, max_retry_after))``.
+  A server asking for more than ``max_retry_after`` gets ``max_retry_after``.
+
+The loop is bounded: after ``attempts`` tries the last error is re-raised, its message extended
+with "(gave up after N tries)". Each scheduled retry logs one INFO line with the stable event
+name ``retry_scheduled`` on the ``batchrunner.retry`` logger.
+
+For tests, :meth:`RetryPolicy.fast` keeps the retry count but does not wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+
+from batchrunner.errors import RateLimitedError, TransientError
+
+logger = logging.getLogger("batchrunner.retry")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry a retryable failure."""
+
+    attempts: int = 8  # total tries for a retryable failure (1 = no retry)
+    base_delay: float = 0.5
+    max_delay: float = 30.0  # cap of the exponential backoff
+    max_retry_after: float = 300.0  # a server's Retry-After is honoured up to this
+    jitter: bool = True  # equal jitter: uniform in [backoff / 2, backoff]
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+        if min(self.base_delay, self.max_delay, self.max_retry_after) < 0:
+            raise ValueError("retry delays must not be negative")
+
+    @classmethod
+    def fast(cls, attempts: int = 8) -> RetryPolicy:
+        """The same bounded retrying without any waiting (stamina's test switch)."""
+        return cls(attempts=attempts, base_delay=0.0, max_delay=0.0, max_retry_after=0.0)
+
+    def backoff(self, attempt: int) -> float:
+        """The un-jittered exponential backoff after failed try ``attempt`` (1-based)."""
+        exponent = min(max(attempt, 1) - 1, 64)  # 2**64 * anything is far past any cap
+        return min(self.max_delay, self.base_delay * 2.0**exponent)
+
+    def delay(self, attempt: int, error: BaseException) -> float:
+        """Seconds to wait after failed try ``attempt`` (1-based) that raised ``error``."""
+        wait = self.backoff(attempt)
+        if self.jitter:
+            wait = wait / 2 + random.uniform(0, wait / 2)
+        if isinstance(error, RateLimitedError) and error.retry_after is not None:
+            wait = max(wait, min(error.retry_after, self.max_retry_after))
+        return wait
+
+
+def _mark_gave_up(error: BaseException, tries: int) -> None:
+    """Append "(gave up after N tries)" to the error's message, keeping its type and fields."""
+    if error.args and isinstance(error.args[0], str):
+        plural = "try" if tries == 1 else "tries"
+        error.args = (f"{error.args[0]} (gave up after {tries} {plural})", *error.args[1:])
+
+
+async def call_with_retry(
+    policy: RetryPolicy,
+    fn: Callable[[], Awaitable[T]],
+    *,
+    retry_on: tuple[type[BaseException], ...] = (TransientError,),
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+    sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+) -> T:
+    """Await ``fn()`` until it succeeds, retrying ``retry_on`` errors as ``policy`` says.
+
+    Errors not in ``retry_on`` propagate at once. ``on_retry(attempt, error, delay)`` is called
+    before each wait. After ``policy.attempts`` tries the last error is re-raised.
+    """
+    attempt = 1
+    while True:
+        try:
+            return await fn()
+        except retry_on as error:
+            if attempt >= policy.attempts:
+                _mark_gave_up(error, attempt)
+                raise
+            wait = policy.delay(attempt, error)
+            logger.info(
+                "retry_scheduled: %s; try %d of %d in %.2fs",
+                error,
+                attempt + 1,
+                policy.attempts,
+                wait,
+            )
+            if on_retry is not None:
+                on_retry(attempt, error, wait)
+            await sleep(wait)
+            attempt += 1

@@ -1,0 +1,226 @@
+"""RetryPolicy, call_with_retry and the RateLimiter, on fake clocks where timing matters."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import anyio
+import pytest
+
+from batchrunner.errors import FinalError, RateLimitedError, TransientError, UsageError
+from batchrunner.ratelimit import RateLimiter
+from batchrunner.retry import RetryPolicy, call_with_retry
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FakeSleep:
+    """Records requested waits instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await anyio.lowlevel.checkpoint()
+
+
+class Flaky:
+    """Fails with the given errors in turn, then returns "ok"."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+# --- RetryPolicy.delay -------------------------------------------------------------------------
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    policy = RetryPolicy(base_delay=0.5, max_delay=3.0, jitter=False)
+    error = TransientError("x")
+    assert [policy.delay(n, error) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert policy.delay(10_000, error) == 3.0  # no overflow on absurd attempt numbers
+
+
+def test_equal_jitter_stays_within_half_and_full_backoff() -> None:
+    policy = RetryPolicy(base_delay=1.0, max_delay=30.0, jitter=True)
+    samples = [policy.delay(3, TransientError("x")) for _ in range(500)]
+    assert all(2.0 <= s <= 4.0 for s in samples)
+    assert len(set(samples)) > 1  # it does spread
+
+
+def test_retry_after_is_a_minimum_and_capped() -> None:
+    policy = RetryPolicy(base_delay=0.5, max_delay=30.0, max_retry_after=300.0, jitter=False)
+    assert policy.delay(1, RateLimitedError("429", retry_after=10.0)) == 10.0
+    assert policy.delay(4, RateLimitedError("429", retry_after=0.1)) == 4.0  # backoff is longer
+    assert policy.delay(1, RateLimitedError("429", retry_after=10_000)) == 300.0
+    assert policy.delay(1, RateLimitedError("429")) == 0.5  # no Retry-After: plain backoff
+
+
+def test_fast_policy_keeps_the_budget_but_never_waits() -> None:
+    policy = RetryPolicy.fast(attempts=4)
+    assert policy.attempts == 4
+    assert policy.delay(3, RateLimitedError("429", retry_after=60)) == 0.0
+
+
+def test_invalid_policies_are_refused() -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(attempts=0)
+    with pytest.raises(ValueError):
+        RetryPolicy(base_delay=-1)
+
+
+# --- call_with_retry ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_retries_transient_errors_then_succeeds() -> None:
+    sleep = FakeSleep()
+    seen: list[tuple[int, str, float]] = []
+    fn = Flaky(TransientError("one"), TransientError("two"))
+    policy = RetryPolicy(attempts=5, base_delay=1.0, jitter=False)
+
+    result = await call_with_retry(
+        policy, fn, on_retry=lambda n, e, d: seen.append((n, str(e), d)), sleep=sleep
+    )
+
+    assert result == "ok"
+    assert fn.calls == 3
+    assert sleep.waits == [1.0, 2.0]
+    assert seen == [(1, "one", 1.0), (2, "two", 2.0)]
+
+
+@pytest.mark.anyio
+async def test_retry_after_from_the_error_is_waited() -> None:
+    sleep = FakeSleep()
+    fn = Flaky(RateLimitedError("slow down", retry_after=2.5))
+    policy = RetryPolicy(attempts=3, base_delay=0.01, jitter=False)
+    assert await call_with_retry(policy, fn, sleep=sleep) == "ok"
+    assert sleep.waits == [2.5]
+
+
+@pytest.mark.anyio
+async def test_budget_is_bounded_and_the_last_error_says_how_many_tries() -> None:
+    sleep = FakeSleep()
+    fn = Flaky(*[RateLimitedError(f"429 #{n}", retry_after=1.0) for n in range(10)])
+    with pytest.raises(RateLimitedError) as info:
+        await call_with_retry(RetryPolicy(attempts=4, jitter=False), fn, sleep=sleep)
+    assert fn.calls == 4
+    assert len(sleep.waits) == 3
+    assert str(info.value) == "429 #3 (gave up after 4 tries)"
+    assert info.value.retry_after == 1.0 and info.value.status == 429
+
+
+@pytest.mark.anyio
+async def test_one_attempt_means_no_retry() -> None:
+    fn = Flaky(TransientError("down"))
+    with pytest.raises(TransientError, match=r"down \(gave up after 1 try\)"):
+        await call_with_retry(RetryPolicy(attempts=1), fn, sleep=FakeSleep())
+    assert fn.calls == 1
+
+
+@pytest.mark.anyio
+async def test_errors_outside_retry_on_propagate_at_once() -> None:
+    sleep = FakeSleep()
+    fn = Flaky(FinalError("bad input"))
+    with pytest.raises(FinalError, match=r"^bad input$"):
+        await call_with_retry(RetryPolicy(), fn, sleep=sleep)
+    assert fn.calls == 1 and sleep.waits == []
+
+
+@pytest.mark.anyio
+async def test_retry_on_can_name_other_exceptions() -> None:
+    fn = Flaky(OSError("disk"), OSError("disk"))
+    policy = RetryPolicy.fast(3)
+    assert await call_with_retry(policy, fn, retry_on=(OSError,)) == "ok"
+    assert fn.calls == 3
+
+
+# --- RateLimiter ---------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.anyio
+async def test_unlimited_limiter_never_waits() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    for _ in range(100):
+        await limiter.acquire()
+    assert clock.waits == []
+
+
+@pytest.mark.anyio
+async def test_concurrent_acquires_are_spaced_one_interval_apart() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, sleep=clock.sleep)
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(limiter.acquire)
+    # the first goes at once; the others get the next free half-second slots
+    assert sorted(clock.waits) == [0.5, 1.0, 1.5, 2.0]
+    # so at most rps starts fall in any one-second window
+    starts = [clock.now] + [clock.now + w for w in clock.waits]
+    for start in starts:
+        assert sum(start <= s < start + 1.0 for s in starts) <= 2
+
+
+@pytest.mark.anyio
+async def test_idle_time_is_not_banked_into_a_burst() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(4.0, clock=clock, sleep=clock.sleep)
+    await limiter.acquire()
+    clock.now += 10.0  # idle for a long time
+    await limiter.acquire()
+    await limiter.acquire()
+    await limiter.acquire()
+    assert clock.waits == [0.25, 0.5]
+
+
+@pytest.mark.anyio
+async def test_slots_follow_the_real_clock() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1.0, clock=clock, sleep=clock.sleep)
+    await limiter.acquire()
+    clock.now += 0.4
+    await limiter.acquire()
+    assert clock.waits == [pytest.approx(0.6)]
+
+
+@pytest.mark.anyio
+async def test_real_time_rate_is_respected() -> None:
+    limiter = RateLimiter(50.0)
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for _ in range(6):
+            tg.start_soon(limiter.acquire)
+    elapsed = time.monotonic() - started
+    assert elapsed >= 5 / 50 - 0.01  # five intervals at least; no upper bound (slow CI)
+
+
+@pytest.mark.parametrize("rps", [0, -1.0, math.nan, math.inf])
+def test_nonsense_rates_are_refused(rps: float) -> None:
+    with pytest.raises(UsageError):
+        RateLimiter(rps)
