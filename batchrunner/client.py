@@ -338,6 +338,9 @@ def classify(
             return FinalError("request not found at the provider" + _suffix(said()), status=code)
         return FinalError(f"not found at the provider (404){_suffix(said())}", status=code)
     if code == 400 and op == "result":
+        if isinstance(body, dict) and body.get("error_type"):  # a stored failure, e.g. cancelled
+            failure = said(f"the request failed ({code})") + _error_type(response, body)
+            return FinalError(failure, status=code)
         return TransientError("the request is still running (400)" + _suffix(said()), status=code)
     if code == 422:
         return FinalError(said(f"the API rejected the input ({code})"), status=code)

@@ -372,6 +372,10 @@ class Runner:
             reason = str(exc)
             if status.error and status.error not in reason:
                 reason = f"{status.error}: {reason}"
+            if status.error_type == "request_cancelled":
+                return self.ledger.transition(
+                    job.job_id, S.CANCELLED, detail="cancelled at the provider", error=reason
+                )
             return self._fail(job, job.state, reason)
         except TransientError as exc:
             return self._unreachable(job, exc)

@@ -619,3 +619,15 @@ async def test_one_debug_line_per_request_and_never_the_token(
     assert len(lines) == 4
     assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "batchrunner.client")
     assert TOKEN not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_result_of_a_cancelled_request_is_final_not_still_running() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = {"detail": "Request was cancelled", "error_type": "request_cancelled"}
+        return httpx.Response(400, json=body, headers={"x-fal-request-id": "r"})
+
+    api = ApiConfig(base_url=BASE, auth_scheme="bearer", token=TOKEN)
+    async with QueueClient(api, retry=RetryPolicy.fast(), transport=httpx.MockTransport(handler)) as c:
+        with pytest.raises(FinalError, match="cancelled"):
+            await c.result("fal-ai/veo3/image-to-video", "r")

@@ -210,3 +210,22 @@ def test_unusable_ledger_exits_2_and_is_left_alone(tmp_path: Path, content: byte
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and "Traceback" not in result.output
     assert path.read_bytes() == before
+
+
+def test_cancel_all_cancels_in_flight_jobs_at_the_provider(tmp_path: Path) -> None:
+    with SimulatorServer(fast_config(run_seconds=30)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(5))
+        env = {"BATCHRUNNER_API_KEY": TOKEN}
+        first = CliRunner().invoke(
+            cli, cli_args(server, tmp_path, manifest, "--concurrency", "3", "--max-runtime", "1s"), env=env
+        )
+        assert first.exit_code == 75, first.output
+        cancelled = CliRunner().invoke(cli, ["cancel", "--ledger", str(tmp_path / "ledger.db"), "--all"], env=env)
+        assert cancelled.exit_code == 0, cancelled.output
+        assert cancelled.output.count("cancelled at the provider (CANCELLATION_REQUESTED)") == 3
+        assert cancelled.output.count("cancelled (was never running)") == 2
+        assert counters(server)["requests"]["cancel"] == 3
+        assert set(states(tmp_path / "ledger.db").values()) == {JobState.CANCELLED}
+        again = CliRunner().invoke(cli, ["resume", "--ledger", str(tmp_path / "ledger.db")], env=env)
+        assert again.exit_code == 1  # nothing left to do, and not every job is done
+        assert counters(server)["submits"] == 3
