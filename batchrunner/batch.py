@@ -30,7 +30,7 @@ from batchrunner.providers import ApiConfig, resolve_api
 from batchrunner.ratelimit import RateLimiter
 from batchrunner.report import Summary
 from batchrunner.retry import RetryPolicy
-from batchrunner.scheduler import Observer, RunOptions, Runner
+from batchrunner.scheduler import Observer, Runner, RunOptions
 from batchrunner.states import JobState
 
 SIMULATOR_ORIGIN = "simulator"  # the origin recorded for jobs run with --simulate
@@ -68,7 +68,11 @@ class Settings:
     def from_stored(cls, values: dict[str, Any], **overrides: Any) -> Settings:
         values = {**values, **{k: v for k, v in overrides.items() if v is not None}}
         values["ledger"], values["out"] = Path(values["ledger"]), Path(values["out"])
-        values["retry"] = RetryPolicy(**values["retry"]) if isinstance(values.get("retry"), dict) else RetryPolicy()
+        values["retry"] = (
+            RetryPolicy(**values["retry"])
+            if isinstance(values.get("retry"), dict)
+            else RetryPolicy()
+        )
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -264,7 +268,9 @@ async def _provider(settings: Settings, api: ApiConfig | None) -> Any:
     state = settings.ledger.with_name(settings.ledger.name + ".simulator")
     config = SimulatorConfig(queue_seconds=0.3, run_seconds=1.5, jitter=0.3, state_path=str(state))
     with SimulatorServer(config) as server:
-        simulated = ApiConfig(base_url=server.url, auth_scheme="bearer", token="simulator", provider="simulator")
+        simulated = ApiConfig(
+            base_url=server.url, auth_scheme="bearer", token="simulator", provider="simulator"
+        )
         async with QueueClient(simulated, retry=settings.retry, limiter=limiter) as client:
             yield client, SIMULATOR_ORIGIN
 
@@ -297,7 +303,9 @@ def check_writable(folder: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".batchrunner-probe-"):
             pass
     except OSError as exc:
-        raise UsageError(f"cannot write to the output folder {folder}: {exc.strerror or exc}") from exc
+        raise UsageError(
+            f"cannot write to the output folder {folder}: {exc.strerror or exc}"
+        ) from exc
 
 
 def cancel(

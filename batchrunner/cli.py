@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 
@@ -32,9 +32,11 @@ class Duration(click.ParamType):
     """``90``, ``90s``, ``45m``, ``2h`` → seconds."""
 
     name = "duration"
-    units = {"s": 1, "m": 60, "h": 3600}
+    units: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600}
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         if isinstance(value, int | float):
             return float(value)
         text = str(value).strip().lower()
@@ -68,7 +70,9 @@ def friendly_errors(fn: F) -> F:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted: state is saved; run `batchrunner resume` to carry on", err=True)
+            click.echo(
+                "interrupted: state is saved; run `batchrunner resume` to carry on", err=True
+            )
             sys.exit(ExitCode.INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
@@ -123,32 +127,89 @@ def _report(summary: Summary, as_json: bool) -> None:
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @ledger_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("outputs"),
-              show_default=True, help="Folder the videos are written to.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("outputs"),
+    show_default=True,
+    help="Folder the videos are written to.",
+)
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Endpoint id.")
-@click.option("--provider", type=click.Choice(sorted(PROVIDERS)), default="quickrouter",
-              show_default=True, help="API preset (origin and auth scheme).")
+@click.option(
+    "--provider",
+    type=click.Choice(sorted(PROVIDERS)),
+    default="quickrouter",
+    show_default=True,
+    help="API preset (origin and auth scheme).",
+)
 @click.option("--base-url", help="Override the API origin (http:// only for loopback).")
-@click.option("--auth-scheme", type=click.Choice(["bearer", "key"]), help="Override the auth scheme.")
-@click.option("--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
-              help="Most jobs in flight at the provider.")
-@click.option("--rps", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
-              help="Most API requests per second.")
-@click.option("--downloads", "download_concurrency", type=click.IntRange(1, 64), default=4,
-              show_default=True, help="Most downloads at once.")
-@click.option("--poll-min", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
-              help="Shortest pause between status checks of a job (seconds).")
-@click.option("--poll-max", type=click.FloatRange(min=0.01), default=15.0, show_default=True,
-              help="Longest pause between status checks of a job (seconds).")
-@click.option("--queue-timeout", type=DURATION, default="30m", show_default=True,
-              help="Cancel and fail a job waiting in the provider's queue longer than this.")
-@click.option("--run-timeout", type=DURATION, default="20m", show_default=True,
-              help="Cancel and fail a job running longer than this.")
-@click.option("--max-runtime", type=DURATION, default=None,
-              help="Stop the whole run cleanly after this long (exit 75); e.g. 45m, 2h.")
-@click.option("--simulate", is_flag=True, help="Run against the built-in simulator (no key, no cost).")
-@click.option("--resubmit-unknown", is_flag=True,
-              help="Submit again jobs whose earlier submit got no answer (may pay twice).")
+@click.option(
+    "--auth-scheme", type=click.Choice(["bearer", "key"]), help="Override the auth scheme."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    default=8,
+    show_default=True,
+    help="Most jobs in flight at the provider.",
+)
+@click.option(
+    "--rps",
+    type=click.FloatRange(min=0.01),
+    default=10.0,
+    show_default=True,
+    help="Most API requests per second.",
+)
+@click.option(
+    "--downloads",
+    "download_concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Most downloads at once.",
+)
+@click.option(
+    "--poll-min",
+    type=click.FloatRange(min=0.01),
+    default=0.5,
+    show_default=True,
+    help="Shortest pause between status checks of a job (seconds).",
+)
+@click.option(
+    "--poll-max",
+    type=click.FloatRange(min=0.01),
+    default=15.0,
+    show_default=True,
+    help="Longest pause between status checks of a job (seconds).",
+)
+@click.option(
+    "--queue-timeout",
+    type=DURATION,
+    default="30m",
+    show_default=True,
+    help="Cancel and fail a job waiting in the provider's queue longer than this.",
+)
+@click.option(
+    "--run-timeout",
+    type=DURATION,
+    default="20m",
+    show_default=True,
+    help="Cancel and fail a job running longer than this.",
+)
+@click.option(
+    "--max-runtime",
+    type=DURATION,
+    default=None,
+    help="Stop the whole run cleanly after this long (exit 75); e.g. 45m, 2h.",
+)
+@click.option(
+    "--simulate", is_flag=True, help="Run against the built-in simulator (no key, no cost)."
+)
+@click.option(
+    "--resubmit-unknown",
+    is_flag=True,
+    help="Submit again jobs whose earlier submit got no answer (may pay twice).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @friendly_errors
 def run(manifest: Path, as_json: bool, **options: Any) -> None:
@@ -230,13 +291,20 @@ def status(ledger: Path, as_json: bool) -> None:
     for job in info["attention"]:
         click.echo(f"  {job['state']:>9}  row {job['row']}  {job['job_id']}: {job['error']}")
     if info["attention_total"] > len(info["attention"]):
-        click.echo(f"  ... and {info['attention_total'] - len(info['attention'])} more (see export)")
+        click.echo(
+            f"  ... and {info['attention_total'] - len(info['attention'])} more (see export)"
+        )
 
 
 @cli.command(name="export")
 @ledger_option
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="File to write: .csv, .jsonl or .parquet.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write: .csv, .jsonl or .parquet.",
+)
 @friendly_errors
 def export_command(ledger: Path, output: Path) -> None:
     """Write every job (state, request id, file, sha256, cost, manifest columns) to a file.

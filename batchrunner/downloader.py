@@ -66,9 +66,7 @@ async def download(
         return Downloaded(dest, expected_size, _sha256_of(dest), fetched=False)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        return await call_with_retry(
-            policy, lambda: _fetch_once(client, url, dest, expected_size)
-        )
+        return await call_with_retry(policy, lambda: _fetch_once(client, url, dest, expected_size))
     except TransientError as exc:
         raise DownloadError(f"download of {_short(url)} did not complete: {exc}") from exc
     except OSError as exc:
@@ -92,7 +90,9 @@ async def _fetch_once(
             if response.status_code >= 500 or response.status_code == 429:
                 raise _Cut(f"the media server answered {response.status_code}")
             if response.status_code >= 400:
-                raise DownloadError(f"the media server answered {response.status_code} for {_short(url)}")
+                raise DownloadError(
+                    f"the media server answered {response.status_code} for {_short(url)}"
+                )
             resumed = response.status_code == 206 and _range_start(response) == offset
             total = _total_size(response, offset if resumed else 0)
             if expected_size is not None and total is not None and total != expected_size:

@@ -230,7 +230,9 @@ class Ledger:
         stored = self._hashes([job.job_id for job in jobs])
         stamp = now()
         fresh = [job for job in jobs if job.job_id not in stored]
-        changed = [j.job_id for j in jobs if j.job_id in stored and stored[j.job_id] != j.input_hash]
+        changed = [
+            j.job_id for j in jobs if j.job_id in stored and stored[j.job_id] != j.input_hash
+        ]
         with self.db.atomic():
             self.db.table("jobs").insert_all(
                 (
@@ -297,7 +299,9 @@ class Ledger:
         return found
 
     def has(self, job_id: str) -> bool:
-        return self.db.execute("select 1 from jobs where job_id = ?", [job_id]).fetchone() is not None
+        return (
+            self.db.execute("select 1 from jobs where job_id = ?", [job_id]).fetchone() is not None
+        )
 
     def get(self, job_id: str) -> Job:
         rows = list(self.db.table("jobs").rows_where("job_id = ?", [job_id]))

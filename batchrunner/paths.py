@@ -20,7 +20,7 @@ def check_output_name(name: str) -> str | None:
     if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or name[1:2] == ":":
         return "the output name must be relative to --out, not an absolute path"
     if _UNSAFE_CHARS.search(name):
-        return "the output name contains a character not allowed in file names (\\ : * ? \" < > |)"
+        return 'the output name contains a character not allowed in file names (\\ : * ? " < > |)'
     parts = name.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "the output name may not contain '..', '.' or empty folder names"

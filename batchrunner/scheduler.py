@@ -161,7 +161,9 @@ class Runner:
         self._observe.start(len(work) + len(downloads))
         workers = max(1, self.options.concurrency)
         job_send, job_receive = anyio.create_memory_object_stream[str](workers)
-        dl_send, dl_receive = anyio.create_memory_object_stream[str](self.options.download_concurrency)
+        dl_send, dl_receive = anyio.create_memory_object_stream[str](
+            self.options.download_concurrency
+        )
         async with anyio.create_task_group() as tg:
             self._scope = tg.cancel_scope
             for _ in range(self.options.download_concurrency):
@@ -313,18 +315,18 @@ class Runner:
         )
 
     async def _submit_shielded(self, job: Job, body: dict[str, Any]) -> Submitted:
-        """The POST and the recording of its answer are not interrupted by a stop, except
-        after ``stop_grace`` seconds; a submit cut off then is ambiguous."""
-        with anyio.CancelScope(shield=True):
-            with anyio.CancelScope() as grace:
-                if self.stopped is not None:
-                    grace.deadline = anyio.current_time() + self.options.stop_grace
-                self._submits.add(grace)
-                try:
-                    return await self.client.submit(job.endpoint, body, retry_throttled=False)
-                finally:
-                    self._submits.discard(grace)
-            raise AmbiguousSubmitError("the run stopped while this submit awaited its answer")
+        """A stop does not interrupt a POST under way (so its answer gets recorded: the
+        ledger write after it has no await), except after ``stop_grace`` seconds; a submit cut
+        off then is ambiguous."""
+        with anyio.CancelScope(shield=True), anyio.CancelScope() as grace:
+            if self.stopped is not None:
+                grace.deadline = anyio.current_time() + self.options.stop_grace
+            self._submits.add(grace)
+            try:
+                return await self.client.submit(job.endpoint, body, retry_throttled=False)
+            finally:
+                self._submits.discard(grace)
+        raise AmbiguousSubmitError("the run stopped while this submit awaited its answer")
 
     async def _until_completed(self, job: Job) -> Job:
         assert job.request_id is not None
@@ -348,9 +350,17 @@ class Runner:
 
     def _overdue(self, job: Job) -> str | None:
         if job.state is S.QUEUED:
-            waited, limit, what = _seconds_since(job.submitted_at), self.options.queue_timeout, "queued"
+            waited, limit, what = (
+                _seconds_since(job.submitted_at),
+                self.options.queue_timeout,
+                "queued",
+            )
         else:
-            waited, limit, what = _seconds_since(job.started_at), self.options.run_timeout, "running"
+            waited, limit, what = (
+                _seconds_since(job.started_at),
+                self.options.run_timeout,
+                "running",
+            )
         if waited <= limit:
             return None
         return f"{what} for {waited:.0f} s, longer than the {what} timeout of {limit:.0f} s"
@@ -465,4 +475,3 @@ def _seconds_since(stamp: str | None) -> float:
 
 def _file_ok(path: Path, size: int | None) -> bool:
     return path.is_file() and (size is None or path.stat().st_size == size)
-

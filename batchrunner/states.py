@@ -6,7 +6,7 @@
        ▲            │  │          │          │            │
        │            │  └─► unknown (answer lost: maybe a paid job exists)
        │            └────► failed ◄──────────┴────────────┘ (final error, result expired)
-       └──────────── failed / cancelled / unknown  (only when the user asks: retry, --resubmit-unknown)
+       └──────────── failed / cancelled / unknown  (only when the user asks: retry, cancel)
 
 ``completed`` means the result JSON is stored in the ledger (the provider drops it after about
 an hour); ``done`` means the video is on disk and verified.

@@ -28,5 +28,3 @@ def anyio_backend() -> str:
 def sim() -> Iterator[SimulatorServer]:
     with SimulatorServer(fast_config()) as server:
         yield server
-
-

@@ -628,6 +628,8 @@ async def test_result_of_a_cancelled_request_is_final_not_still_running() -> Non
         return httpx.Response(400, json=body, headers={"x-fal-request-id": "r"})
 
     api = ApiConfig(base_url=BASE, auth_scheme="bearer", token=TOKEN)
-    async with QueueClient(api, retry=RetryPolicy.fast(), transport=httpx.MockTransport(handler)) as c:
+    async with QueueClient(
+        api, retry=RetryPolicy.fast(), transport=httpx.MockTransport(handler)
+    ) as c:
         with pytest.raises(FinalError, match="cancelled"):
             await c.result("fal-ai/veo3/image-to-video", "r")

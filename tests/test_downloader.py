@@ -72,8 +72,9 @@ async def test_cut_download_resumes_with_range(tmp_path: Path) -> None:
     media = Media(cuts=1)
     dest = tmp_path / "clip.mp4"
     async with client(media) as c:
-        got = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY),
-                             retry=RetryPolicy.fast())
+        got = await download(
+            c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY), retry=RetryPolicy.fast()
+        )
     assert got.sha256 == SHA and dest.read_bytes() == BODY
     assert len(media.requests) == 2
     assert media.requests[1].headers["range"] == f"bytes={len(BODY) // 2}-"
@@ -83,8 +84,9 @@ async def test_cut_download_restarts_when_server_ignores_range(tmp_path: Path) -
     media = Media(cuts=1, ranges=False)
     dest = tmp_path / "clip.mp4"
     async with client(media) as c:
-        got = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY),
-                             retry=RetryPolicy.fast())
+        got = await download(
+            c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY), retry=RetryPolicy.fast()
+        )
     assert got.sha256 == SHA and dest.read_bytes() == BODY
 
 
@@ -102,8 +104,9 @@ async def test_persistent_cuts_fail_after_budget_but_keep_the_part(tmp_path: Pat
     dest = tmp_path / "clip.mp4"
     async with client(media) as c:
         with pytest.raises(DownloadError, match="did not complete"):
-            await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY),
-                           retry=RetryPolicy.fast())
+            await download(
+                c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY), retry=RetryPolicy.fast()
+            )
     assert not dest.exists()
     assert (tmp_path / "clip.mp4.part").exists()  # resume can continue from here later
     assert len(media.requests) == RetryPolicy.fast().attempts
@@ -136,5 +139,7 @@ async def test_http_error_is_final_not_retried(tmp_path: Path) -> None:
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(gone)) as c:
         with pytest.raises(DownloadError, match="404"):
-            await download(c, "https://cdn.test/a.mp4", tmp_path / "x.mp4", retry=RetryPolicy.fast())
+            await download(
+                c, "https://cdn.test/a.mp4", tmp_path / "x.mp4", retry=RetryPolicy.fast()
+            )
     assert len(seen) == 1

@@ -15,7 +15,9 @@ from batchrunner.states import JobState
 from tests.helpers import TOKEN, counters, fast_config, rows, settings_for, write_manifest
 
 
-def run(tmp_path: Path, faults: list[Fault], n: int = 3, **changes: object) -> tuple[batch.Summary, dict, list]:
+def run(
+    tmp_path: Path, faults: list[Fault], n: int = 3, **changes: object
+) -> tuple[batch.Summary, dict, list]:
     with SimulatorServer(fast_config(faults=faults)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(n))
         settings = settings_for(server, tmp_path, **changes)

@@ -124,9 +124,8 @@ def test_every_state_can_be_left_or_is_done() -> None:
 
 def test_second_lock_holder_is_refused_with_pid(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
-    with LedgerLock(path, "run"):
-        with pytest.raises(LedgerLockedError, match=r"pid \d+"):
-            LedgerLock(path, "resume").acquire()
+    with LedgerLock(path, "run"), pytest.raises(LedgerLockedError, match=r"pid \d+"):
+        LedgerLock(path, "resume").acquire()
     with LedgerLock(path, "resume"):  # released: free again
         pass
 

@@ -14,8 +14,19 @@ from batchrunner.paths import check_output_name, default_output_name, output_pat
 
 @pytest.mark.parametrize(
     "name",
-    ["../x.mp4", "a/../../x.mp4", "/etc/passwd", "C:\\x.mp4", "c:x.mp4", "a//b.mp4", "", " ",
-     "./x.mp4", "a\\..\\x.mp4", "x\x00.mp4"],
+    [
+        "../x.mp4",
+        "a/../../x.mp4",
+        "/etc/passwd",
+        "C:\\x.mp4",
+        "c:x.mp4",
+        "a//b.mp4",
+        "",
+        " ",
+        "./x.mp4",
+        "a\\..\\x.mp4",
+        "x\x00.mp4",
+    ],
 )
 def test_unsafe_names_are_refused(name: str, tmp_path: Path) -> None:
     assert check_output_name(name) is not None

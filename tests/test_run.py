@@ -123,9 +123,27 @@ def test_sigkill_mid_batch_then_resume_loses_and_rebuys_nothing(tmp_path: Path) 
         manifest = write_manifest(tmp_path / "m.csv", rows(n))
         ledger = tmp_path / "ledger.db"
         argv = [
-            sys.executable, "-m", "batchrunner", "run", str(manifest), "--ledger", str(ledger),
-            "--out", str(tmp_path / "out"), "--base-url", server.url, "--auth-scheme", "bearer",
-            "--concurrency", "6", "--rps", "200", "--poll-min", "0.02", "--poll-max", "0.2",
+            sys.executable,
+            "-m",
+            "batchrunner",
+            "run",
+            str(manifest),
+            "--ledger",
+            str(ledger),
+            "--out",
+            str(tmp_path / "out"),
+            "--base-url",
+            server.url,
+            "--auth-scheme",
+            "bearer",
+            "--concurrency",
+            "6",
+            "--rps",
+            "200",
+            "--poll-min",
+            "0.02",
+            "--poll-max",
+            "0.2",
         ]
         env = {**os.environ, "BATCHRUNNER_API_KEY": TOKEN}
         kills = 0
@@ -142,14 +160,17 @@ def test_sigkill_mid_batch_then_resume_loses_and_rebuys_nothing(tmp_path: Path) 
                 kills += 1
             proc.wait(timeout=10)
         log.close()
-        final = subprocess.run([*argv, "--resubmit-unknown"], env=env, capture_output=True, text=True, timeout=120)
+        final = subprocess.run(
+            [*argv, "--resubmit-unknown"], env=env, capture_output=True, text=True, timeout=120
+        )
         assert final.returncode == 0, final.stderr
         states = {j.job_id: j.state for j in jobs(ledger)}
         assert set(states.values()) == {JobState.DONE}
         unknown_ever = {
             row[0]
             for row in sqlite3.connect(ledger).execute(
-                "select distinct j.input from events e join jobs j using (job_id) where e.to_state = 'unknown'"
+                "select distinct j.input from events e join jobs j using (job_id) "
+                "where e.to_state = 'unknown'"
             )
         }
         prompts_unknown = {json.loads(text)["prompt"] for text in unknown_ever}
@@ -160,15 +181,27 @@ def test_sigkill_mid_batch_then_resume_loses_and_rebuys_nothing(tmp_path: Path) 
         assert not list((tmp_path / "out").glob("*.part"))
 
 
-def test_bad_manifest_exits_2_names_rows_and_sends_nothing(sim: SimulatorServer, tmp_path: Path) -> None:
+def test_bad_manifest_exits_2_names_rows_and_sends_nothing(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
     bad = rows(4)
     bad[1]["duration"] = "9s"
     bad[3]["generate_audio"] = "maybe"
     manifest = write_manifest(tmp_path / "m.csv", bad)
     result = CliRunner().invoke(
         cli,
-        ["run", str(manifest), "--ledger", str(tmp_path / "l.db"), "--out", str(tmp_path / "o"),
-         "--base-url", sim.url, "--auth-scheme", "bearer"],
+        [
+            "run",
+            str(manifest),
+            "--ledger",
+            str(tmp_path / "l.db"),
+            "--out",
+            str(tmp_path / "o"),
+            "--base-url",
+            sim.url,
+            "--auth-scheme",
+            "bearer",
+        ],
         env={"BATCHRUNNER_API_KEY": TOKEN},
     )
     assert result.exit_code == 2
@@ -189,8 +222,16 @@ def test_missing_key_exits_2_before_anything(sim: SimulatorServer, tmp_path: Pat
 
 @pytest.mark.slow
 def test_demo_runs_then_repeats_as_a_no_op(tmp_path: Path) -> None:
-    args = ["run", str(ROOT / "manifests" / "demo.csv"), "--simulate",
-            "--out", str(tmp_path / "outputs"), "--ledger", str(tmp_path / "demo.db"), "--json"]
+    args = [
+        "run",
+        str(ROOT / "manifests" / "demo.csv"),
+        "--simulate",
+        "--out",
+        str(tmp_path / "outputs"),
+        "--ledger",
+        str(tmp_path / "demo.db"),
+        "--json",
+    ]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
     assert len(list((tmp_path / "outputs").glob("*.mp4"))) == 10

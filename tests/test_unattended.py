@@ -28,9 +28,23 @@ from tests.helpers import TOKEN, counters, fast_config, rows, settings_for, writ
 
 def cli_args(server: SimulatorServer, tmp_path: Path, manifest: Path, *extra: str) -> list[str]:
     return [
-        "run", str(manifest), "--ledger", str(tmp_path / "ledger.db"), "--out", str(tmp_path / "out"),
-        "--base-url", server.url, "--auth-scheme", "bearer", "--rps", "200",
-        "--poll-min", "0.02", "--poll-max", "0.2", *extra,
+        "run",
+        str(manifest),
+        "--ledger",
+        str(tmp_path / "ledger.db"),
+        "--out",
+        str(tmp_path / "out"),
+        "--base-url",
+        server.url,
+        "--auth-scheme",
+        "bearer",
+        "--rps",
+        "200",
+        "--poll-min",
+        "0.02",
+        "--poll-max",
+        "0.2",
+        *extra,
     ]
 
 
@@ -39,7 +53,10 @@ def runner_process(args: list[str], tmp_path: Path) -> Iterator[subprocess.Popen
     env = {**os.environ, "BATCHRUNNER_API_KEY": TOKEN}
     with open(tmp_path / "runner.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "batchrunner", *args], env=env, stdout=subprocess.PIPE, stderr=log
+            [sys.executable, "-m", "batchrunner", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
         )
         try:
             yield proc
@@ -65,7 +82,9 @@ def states(ledger_path: Path) -> dict[str, JobState]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_stops_cleanly_and_the_next_run_carries_on(tmp_path: Path, sig: int, code: int) -> None:
+def test_signal_stops_cleanly_and_the_next_run_carries_on(
+    tmp_path: Path, sig: int, code: int
+) -> None:
     with SimulatorServer(fast_config(run_seconds=1.0)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(20))
         args = cli_args(server, tmp_path, manifest, "--concurrency", "4")
@@ -80,8 +99,11 @@ def test_signal_stops_cleanly_and_the_next_run_carries_on(tmp_path: Path, sig: i
         after = states(tmp_path / "ledger.db")
         assert JobState.SUBMITTING not in after.values()  # the in-flight submit was recorded
 
-        result = CliRunner().invoke(cli, ["resume", "--ledger", str(tmp_path / "ledger.db")],
-                                    env={"BATCHRUNNER_API_KEY": TOKEN})
+        result = CliRunner().invoke(
+            cli,
+            ["resume", "--ledger", str(tmp_path / "ledger.db")],
+            env={"BATCHRUNNER_API_KEY": TOKEN},
+        )
         assert result.exit_code == 0, result.output
         assert set(states(tmp_path / "ledger.db").values()) == {JobState.DONE}
         assert counters(server)["submits"] == 20  # nothing bought twice
@@ -92,22 +114,29 @@ def test_second_runner_exits_3_naming_the_holder_while_status_still_works(tmp_pa
         manifest = write_manifest(tmp_path / "m.csv", rows(4))
         with runner_process(cli_args(server, tmp_path, manifest), tmp_path) as proc:
             wait_for(lambda: counters(server)["submits"] >= 1)
-            second = CliRunner().invoke(cli, cli_args(server, tmp_path, manifest),
-                                        env={"BATCHRUNNER_API_KEY": TOKEN})
+            second = CliRunner().invoke(
+                cli, cli_args(server, tmp_path, manifest), env={"BATCHRUNNER_API_KEY": TOKEN}
+            )
             assert second.exit_code == 3
             assert f"pid {proc.pid}" in second.output
-            shown = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db"), "--json"])
+            shown = CliRunner().invoke(
+                cli, ["status", "--ledger", str(tmp_path / "ledger.db"), "--json"]
+            )
             assert shown.exit_code == 0
             assert json.loads(shown.output)["total"] == 4
             exported = CliRunner().invoke(
-                cli, ["export", "--ledger", str(tmp_path / "ledger.db"), "-o", str(tmp_path / "x.csv")]
+                cli,
+                ["export", "--ledger", str(tmp_path / "ledger.db"), "-o", str(tmp_path / "x.csv")],
             )
             assert exported.exit_code == 0
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         # the killed holder's lock is gone with it: the next run goes ahead
-        again = CliRunner().invoke(cli, [*cli_args(server, tmp_path, manifest), "--resubmit-unknown"],
-                                   env={"BATCHRUNNER_API_KEY": TOKEN})
+        again = CliRunner().invoke(
+            cli,
+            [*cli_args(server, tmp_path, manifest), "--resubmit-unknown"],
+            env={"BATCHRUNNER_API_KEY": TOKEN},
+        )
         assert again.exit_code == 0, again.output
 
 
@@ -116,12 +145,16 @@ def test_max_runtime_stops_with_75_and_a_later_run_finishes(tmp_path: Path) -> N
         manifest = write_manifest(tmp_path / "m.csv", rows(8))
         env = {"BATCHRUNNER_API_KEY": TOKEN}
         first = CliRunner().invoke(
-            cli, cli_args(server, tmp_path, manifest, "--concurrency", "2", "--max-runtime", "1s"), env=env
+            cli,
+            cli_args(server, tmp_path, manifest, "--concurrency", "2", "--max-runtime", "1s"),
+            env=env,
         )
         assert first.exit_code == 75, first.output
         assert "expire" in first.output
         assert set(states(tmp_path / "ledger.db").values()) != {JobState.DONE}
-        second = CliRunner().invoke(cli, cli_args(server, tmp_path, manifest, "--concurrency", "8"), env=env)
+        second = CliRunner().invoke(
+            cli, cli_args(server, tmp_path, manifest, "--concurrency", "8"), env=env
+        )
         assert second.exit_code == 0, second.output
         assert counters(server)["submits"] == 8
 
@@ -158,7 +191,9 @@ def test_throttling_reseller_is_driven_at_its_cap_without_a_429_storm(tmp_path: 
     assert 1 <= limit < 20
 
 
-def test_rerun_after_the_manifest_gained_rows_submits_only_the_new_ones(sim: SimulatorServer, tmp_path: Path) -> None:
+def test_rerun_after_the_manifest_gained_rows_submits_only_the_new_ones(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
     settings = settings_for(sim, tmp_path)
     manifest = write_manifest(tmp_path / "m.csv", rows(3))
     assert batch.run_manifest(manifest, settings, token=TOKEN).exit_code == 0
@@ -168,7 +203,9 @@ def test_rerun_after_the_manifest_gained_rows_submits_only_the_new_ones(sim: Sim
     assert counters(sim)["submits"] == 5
 
 
-def test_unwritable_output_keeps_results_and_resume_downloads(sim: SimulatorServer, tmp_path: Path) -> None:
+def test_unwritable_output_keeps_results_and_resume_downloads(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     settings = settings_for(sim, tmp_path, out=out)
     named = [{**row, "output": f"clips/x{i}.mp4"} for i, row in enumerate(rows(2))]
@@ -186,12 +223,24 @@ def test_unwritable_output_keeps_results_and_resume_downloads(sim: SimulatorServ
     assert (again.exit_code, again.submitted, again.downloaded) == (0, 0, 2)
 
 
-def test_unwritable_out_folder_is_refused_before_anything_is_sent(sim: SimulatorServer, tmp_path: Path) -> None:
+def test_unwritable_out_folder_is_refused_before_anything_is_sent(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     manifest = write_manifest(tmp_path / "m.csv", rows(2))
-    args = ["run", str(manifest), "--ledger", str(tmp_path / "l.db"), "--out", str(blocker / "out"),
-            "--base-url", sim.url, "--auth-scheme", "bearer"]
+    args = [
+        "run",
+        str(manifest),
+        "--ledger",
+        str(tmp_path / "l.db"),
+        "--out",
+        str(blocker / "out"),
+        "--base-url",
+        sim.url,
+        "--auth-scheme",
+        "bearer",
+    ]
     result = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
     assert result.exit_code == 2
     assert "cannot write to the output folder" in result.output
@@ -217,15 +266,21 @@ def test_cancel_all_cancels_in_flight_jobs_at_the_provider(tmp_path: Path) -> No
         manifest = write_manifest(tmp_path / "m.csv", rows(5))
         env = {"BATCHRUNNER_API_KEY": TOKEN}
         first = CliRunner().invoke(
-            cli, cli_args(server, tmp_path, manifest, "--concurrency", "3", "--max-runtime", "1s"), env=env
+            cli,
+            cli_args(server, tmp_path, manifest, "--concurrency", "3", "--max-runtime", "1s"),
+            env=env,
         )
         assert first.exit_code == 75, first.output
-        cancelled = CliRunner().invoke(cli, ["cancel", "--ledger", str(tmp_path / "ledger.db"), "--all"], env=env)
+        cancelled = CliRunner().invoke(
+            cli, ["cancel", "--ledger", str(tmp_path / "ledger.db"), "--all"], env=env
+        )
         assert cancelled.exit_code == 0, cancelled.output
         assert cancelled.output.count("cancelled at the provider (CANCELLATION_REQUESTED)") == 3
         assert cancelled.output.count("cancelled (was never running)") == 2
         assert counters(server)["requests"]["cancel"] == 3
         assert set(states(tmp_path / "ledger.db").values()) == {JobState.CANCELLED}
-        again = CliRunner().invoke(cli, ["resume", "--ledger", str(tmp_path / "ledger.db")], env=env)
+        again = CliRunner().invoke(
+            cli, ["resume", "--ledger", str(tmp_path / "ledger.db")], env=env
+        )
         assert again.exit_code == 1  # nothing left to do, and not every job is done
         assert counters(server)["submits"] == 3
