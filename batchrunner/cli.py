@@ -78,23 +78,35 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _setup_logging(verbose: int, log_file: str | None) -> None:
+def _setup_logging(verbose: int, log_file: str | None) -> list[logging.Handler]:
+    """Log batchrunner's own messages to stderr (and ``--log-file``); returns the handlers,
+    which the command closes when it ends."""
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(
-        level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("httpx", "httpcore", "uvicorn", "uvicorn.error"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logger = logging.getLogger("batchrunner")
+    logger.setLevel(level)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    return handlers
+
+
+def _close_logging(handlers: list[logging.Handler]) -> None:
+    logger = logging.getLogger("batchrunner")
+    for handler in handlers:
+        logger.removeHandler(handler)
+        handler.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="batchrunner")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for every request).")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Also write logs to this file.")
-def cli(verbose: int, log_file: str | None) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, log_file: str | None) -> None:
     """Turn a spreadsheet into finished videos through asynchronous queue APIs.
 
     \b
@@ -104,7 +116,8 @@ def cli(verbose: int, log_file: str | None) -> None:
         batchrunner run shots.csv --out videos --ledger shots.db
         batchrunner status --ledger shots.db
     """
-    _setup_logging(verbose, log_file)
+    handlers = _setup_logging(verbose, log_file)
+    ctx.call_on_close(lambda: _close_logging(handlers))
 
 
 ledger_option = click.option(

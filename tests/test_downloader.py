@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -143,3 +144,18 @@ async def test_http_error_is_final_not_retried(tmp_path: Path) -> None:
                 c, "https://cdn.test/a.mp4", tmp_path / "x.mp4", retry=RetryPolicy.fast()
             )
     assert len(seen) == 1
+
+
+async def test_a_full_disk_is_a_clear_download_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("batchrunner.downloader.os.fsync", full)
+    async with client(Media()) as c:
+        with pytest.raises(DownloadError, match="no space left on the device"):
+            await download(
+                c, "https://cdn.test/a.mp4", tmp_path / "clip.mp4", expected_size=len(BODY)
+            )
+    assert not (tmp_path / "clip.mp4").exists()

@@ -284,3 +284,20 @@ def test_cancel_all_cancels_in_flight_jobs_at_the_provider(tmp_path: Path) -> No
         )
         assert again.exit_code == 1  # nothing left to do, and not every job is done
         assert counters(server)["submits"] == 3
+
+
+def test_a_second_ctrl_c_leaves_at_once(tmp_path: Path) -> None:
+    with SimulatorServer(fast_config(run_seconds=30)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(6))
+        with runner_process(cli_args(server, tmp_path, manifest), tmp_path) as proc:
+            wait_for(lambda: counters(server)["submits"] >= 2)
+            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=5) == 130
+        # whatever the second signal cut short, the ledger is readable and a resume can go on
+        assert set(states(tmp_path / "ledger.db").values()) <= {
+            JobState.PENDING,
+            JobState.SUBMITTING,
+            JobState.QUEUED,
+            JobState.RUNNING,
+        }

@@ -1,0 +1,204 @@
+"""The command line: exit codes, one-line errors, exports, logs; against a live simulator."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from batchrunner.cli import cli
+from batchrunner.models import MAX_IMAGE_BYTES
+from batchrunner.report import Progress
+from batchrunner.simulator import SimulatorServer
+from tests.helpers import TOKEN, counters, fast_config, rows, write_manifest
+from tests.test_manifest import BAD, CORPUS
+
+ENV = {"BATCHRUNNER_API_KEY": TOKEN}
+
+
+@pytest.fixture(scope="module")
+def shared_sim() -> Iterator[SimulatorServer]:
+    with SimulatorServer(fast_config()) as server:
+        yield server
+
+
+def run_args(server: SimulatorServer, tmp_path: Path, manifest: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        str(manifest),
+        "--ledger",
+        str(tmp_path / "l.db"),
+        "--out",
+        str(tmp_path / "out"),
+        "--base-url",
+        server.url,
+        "--auth-scheme",
+        "bearer",
+        "--poll-min",
+        "0.02",
+        "--poll-max",
+        "0.2",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(("name", "row", "line", "column", "words"), CORPUS)
+def test_every_bad_manifest_exits_2_with_its_row_and_sends_nothing(
+    shared_sim: SimulatorServer,
+    tmp_path: Path,
+    name: str,
+    row: int | None,
+    line: int | None,
+    column: str | None,
+    words: str,
+) -> None:
+    shutil.copytree(BAD, tmp_path / "m", dirs_exist_ok=True)
+    with (tmp_path / "m" / "images" / "big.png").open("wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n")
+        handle.truncate(MAX_IMAGE_BYTES + 1)
+    before = counters(shared_sim)["submits"]
+    result = CliRunner().invoke(cli, run_args(shared_sim, tmp_path, tmp_path / "m" / name), env=ENV)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    if row is not None:
+        assert f"row {row}" in result.output
+    if line is not None:
+        assert f"line {line}" in result.output
+    assert words in result.output
+    assert counters(shared_sim)["submits"] == before
+    assert not (tmp_path / "l.db").exists()
+
+
+def test_export_has_the_contract_columns_then_the_manifest_columns(
+    shared_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    extra = [{**row, "notes": f"take {i}", "client": "acme"} for i, row in enumerate(rows(3))]
+    manifest = write_manifest(tmp_path / "m.csv", extra)
+    assert CliRunner().invoke(cli, run_args(shared_sim, tmp_path, manifest), env=ENV).exit_code == 0
+    contract = [
+        "job_id",
+        "row",
+        "state",
+        "request_id",
+        "output_path",
+        "sha256",
+        "error",
+        "cost_usd",
+    ]
+    for suffix in (".csv", ".jsonl", ".parquet"):
+        target = tmp_path / f"export{suffix}"
+        result = CliRunner().invoke(
+            cli, ["export", "--ledger", str(tmp_path / "l.db"), "-o", str(target)]
+        )
+        assert result.exit_code == 0, result.output
+        frame = {
+            ".csv": pd.read_csv,
+            ".jsonl": lambda p: pd.read_json(p, lines=True),
+            ".parquet": pd.read_parquet,
+        }[suffix](target)
+        assert list(frame.columns[: len(contract)]) == contract
+        assert {"prompt", "image_url", "duration", "notes", "client"} <= set(frame.columns)
+        assert list(frame["row"]) == [1, 2, 3]
+        assert set(frame["state"]) == {"done"}
+        assert list(frame["notes"]) == ["take 0", "take 1", "take 2"]
+        assert list(frame["cost_usd"]) == [1.6, 1.6, 1.6]  # 4 s with audio at $0.40/s
+        assert TOKEN not in target.read_bytes().decode("utf-8", "replace")
+    bad = CliRunner().invoke(
+        cli, ["export", "--ledger", str(tmp_path / "l.db"), "-o", str(tmp_path / "x.xls")]
+    )
+    assert bad.exit_code == 2 and ".csv, .jsonl, .parquet" in bad.output
+
+
+def test_an_unregistered_model_runs_unvalidated_with_one_warning(
+    shared_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    manifest = write_manifest(
+        tmp_path / "m.csv", [{"prompt": "a fox", "image_url": "x", "anything": "goes"}]
+    )
+    log = tmp_path / "run.log"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--log-file",
+            str(log),
+            *run_args(shared_sim, tmp_path, manifest, "--model", "acme/vidgen/v2"),
+        ],
+        env=ENV,
+    )
+    assert result.exit_code == 0, result.output
+    assert log.read_text().count("acme/vidgen/v2 is not in the registry") == 1
+    assert TOKEN not in log.read_text()
+    assert (
+        json.loads(
+            CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "l.db"), "--json"]).output
+        )["spend_usd"]
+        == 0
+    )  # no price known
+
+
+def test_status_shows_counts_spend_and_the_concurrency_limit(
+    shared_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(3, failing=(2,)))
+    result = CliRunner().invoke(
+        cli, run_args(shared_sim, tmp_path, manifest, "--concurrency", "2"), env=ENV
+    )
+    assert result.exit_code == 1
+    shown = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "l.db")])
+    assert "3 jobs (2 done, 1 failed)" in shown.output
+    assert "estimated spend: $4.80" in shown.output
+    assert "concurrency limit in force 2 of 2" in shown.output
+    assert "shot-002: " in shown.output and "content checker" in shown.output
+
+
+def test_validate_prints_rows_and_cost_and_exits_0(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["validate", str(Path(__file__).parent.parent / "manifests" / "demo.csv")]
+    )
+    assert result.exit_code == 0
+    assert "10 rows OK; estimated cost $22.00" in result.output
+
+
+def test_http_base_url_is_refused_for_a_remote_host(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(1))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(manifest),
+            "--ledger",
+            str(tmp_path / "l.db"),
+            "--base-url",
+            "http://example.com",
+        ],
+        env=ENV,
+    )
+    assert result.exit_code == 2
+    assert "only allowed for loopback" in result.output
+    assert TOKEN not in result.output
+
+
+def test_progress_bars_count_each_stage_when_enabled() -> None:
+    stream = io.StringIO()
+    progress = Progress(stream=stream, enabled=True)
+    progress.start(2)
+    for stage in ("submitted", "submitted", "completed", "downloaded"):
+        progress(stage)
+    progress.close()
+    text = stream.getvalue()
+    assert "submitted" in text and "2/2" in text and "1/2" in text
+
+
+def test_progress_is_silent_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    progress = Progress(stream=stream)
+    progress.start(5)
+    progress("submitted")
+    progress.close()
+    assert stream.getvalue() == ""
