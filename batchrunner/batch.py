@@ -12,7 +12,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,8 @@ class Settings:
 
     @classmethod
     def from_stored(cls, values: dict[str, Any], **overrides: Any) -> Settings:
-        values = {**values, **{k: v for k, v in overrides.items() if v is not None}}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values = {**cls().stored(), **values, **given}
         values["ledger"], values["out"] = Path(values["ledger"]), Path(values["out"])
         values["retry"] = (
             RetryPolicy(**values["retry"])
@@ -101,7 +102,7 @@ def plan(manifest: Manifest) -> list[NewJob]:
 def check_changed(manifest: Manifest, jobs: Sequence[NewJob], ledger: Ledger) -> None:
     """A row whose ``id`` is in the ledger with different content is an error (nothing sent)."""
     by_id = {job.job_id: job for job in jobs}
-    stored = ledger._hashes(list(by_id))
+    stored = ledger.input_hashes(list(by_id))
     rows = {row.job_id: row for row in manifest.rows}
     problems = [
         Problem(
@@ -149,7 +150,7 @@ def resume(
     observe: Observer | None = None,
     env: dict[str, str] | None = None,
     command: str = "resume",
-    prepare: Any = None,
+    prepare: Callable[[Ledger], None] | None = None,
     **overrides: Any,
 ) -> Summary:
     """Carry on with the settings of the ledger's last run (the key comes from the env)."""

@@ -119,7 +119,6 @@ class Job:
 class AddResult:
     added: int
     existing: int
-    changed: list[str]  # job ids already in the ledger with a different input
 
 
 class Ledger:
@@ -221,18 +220,12 @@ class Ledger:
     # ---------------------------------------------------------------- jobs
 
     def add_jobs(self, jobs: Iterable[NewJob]) -> AddResult:
-        """Insert jobs the ledger does not have; leave existing ones untouched.
-
-        Returns how many were added, how many were already there, and the ids whose stored
-        input differs from the new one (the caller decides whether that is an error).
-        """
+        """Insert jobs the ledger does not have; leave existing ones untouched (compare
+        :meth:`input_hashes` first to find edited rows)."""
         jobs = list(jobs)
-        stored = self._hashes([job.job_id for job in jobs])
+        stored = self.input_hashes([job.job_id for job in jobs])
         stamp = now()
         fresh = [job for job in jobs if job.job_id not in stored]
-        changed = [
-            j.job_id for j in jobs if j.job_id in stored and stored[j.job_id] != j.input_hash
-        ]
         with self.db.atomic():
             self.db.table("jobs").insert_all(
                 (
@@ -270,26 +263,10 @@ class Ledger:
                 ),
                 batch_size=500,
             )
-        return AddResult(added=len(fresh), existing=len(jobs) - len(fresh), changed=changed)
+        return AddResult(added=len(fresh), existing=len(jobs) - len(fresh))
 
-    def replace_input(self, job: NewJob) -> None:
-        """Give a not-yet-submitted job a new input (the user edited its row)."""
-        current = self.get(job.job_id)
-        if current.state not in (JobState.PENDING, JobState.FAILED, JobState.CANCELLED):
-            raise TransitionError(f"job {job.job_id} is {current.state}; its input is fixed")
-        self.transition(
-            job.job_id,
-            JobState.PENDING,
-            detail="input replaced from the edited manifest",
-            input=_dumps(job.input),
-            input_hash=job.input_hash,
-            files=_dumps(job.files),
-            output_name=job.output_name,
-            metadata=_dumps(job.metadata),
-            price_usd=job.price_usd,
-        )
-
-    def _hashes(self, job_ids: Sequence[str]) -> dict[str, str]:
+    def input_hashes(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """job id → stored input hash, for the ids the ledger has."""
         found: dict[str, str] = {}
         for start in range(0, len(job_ids), 500):
             chunk = job_ids[start : start + 500]

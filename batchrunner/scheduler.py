@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -90,7 +90,6 @@ class Tally:
     submitted: int = 0
     completed: int = 0
     downloaded: int = 0
-    skipped_foreign: list[str] = field(default_factory=list)
 
 
 class Observer(Protocol):
@@ -204,7 +203,6 @@ class Runner:
         ids = []
         for job in self.ledger.jobs([S.QUEUED, S.RUNNING]):
             if job.origin != self.origin:
-                self.tally.skipped_foreign.append(job.job_id)
                 logger.warning(
                     "job %s was submitted to %s, not %s: run with that provider to finish it",
                     job.job_id,

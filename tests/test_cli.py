@@ -202,3 +202,18 @@ def test_progress_is_silent_when_not_a_terminal() -> None:
     progress("submitted")
     progress.close()
     assert stream.getvalue() == ""
+
+
+def test_an_edited_row_with_the_same_id_is_refused_before_anything_is_sent(
+    shared_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    assert CliRunner().invoke(cli, run_args(shared_sim, tmp_path, manifest), env=ENV).exit_code == 0
+    edited = rows(3)
+    edited[1]["prompt"] = "a completely different shot"
+    write_manifest(manifest, edited)
+    before = counters(shared_sim)["submits"]
+    result = CliRunner().invoke(cli, run_args(shared_sim, tmp_path, manifest), env=ENV)
+    assert result.exit_code == 2
+    assert "row 2" in result.output and "'shot-002' is already in the ledger" in result.output
+    assert counters(shared_sim)["submits"] == before  # not even the new row 3

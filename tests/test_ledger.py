@@ -71,11 +71,16 @@ def test_missing_ledger_when_not_creating(tmp_path: Path) -> None:
     assert not (tmp_path / "nope.db").exists()
 
 
-def test_add_jobs_is_idempotent_and_reports_changed_inputs(tmp_path: Path) -> None:
+def test_add_jobs_is_idempotent_and_edits_are_detectable(tmp_path: Path) -> None:
     with Ledger.open(tmp_path / "l.db") as ledger:
         assert ledger.add_jobs([job("a"), job("b")]).added == 2
-        again = ledger.add_jobs([job("a"), job("b", prompt="edited"), job("c")])
-        assert (again.added, again.existing, again.changed) == (1, 2, ["b"])
+        edited = [job("a"), job("b", prompt="edited"), job("c")]
+        stored = ledger.input_hashes([j.job_id for j in edited])
+        assert [j.job_id for j in edited if stored.get(j.job_id, j.input_hash) != j.input_hash] == [
+            "b"
+        ]
+        again = ledger.add_jobs(edited)
+        assert (again.added, again.existing) == (1, 2)
         assert ledger.get("b").input == {"prompt": "a cat"}  # existing jobs untouched
 
 
