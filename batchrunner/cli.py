@@ -78,27 +78,28 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _setup_logging(verbose: int, log_file: str | None) -> list[logging.Handler]:
-    """Log batchrunner's own messages to stderr (and ``--log-file``); returns the handlers,
-    which the command closes when it ends."""
+def _setup_logging(verbose: int, log_file: str | None) -> Callable[[], None]:
+    """Log batchrunner's own messages to stderr (and ``--log-file``); returns the function
+    that undoes it when the command ends (so embedding callers and tests see no leftovers)."""
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger = logging.getLogger("batchrunner")
+    previous_level = logger.level
     logger.setLevel(level)
     for handler in handlers:
         handler.setFormatter(formatter)
         logger.addHandler(handler)
-    return handlers
 
+    def undo() -> None:
+        logger.setLevel(previous_level)
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
 
-def _close_logging(handlers: list[logging.Handler]) -> None:
-    logger = logging.getLogger("batchrunner")
-    for handler in handlers:
-        logger.removeHandler(handler)
-        handler.close()
+    return undo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,8 +117,7 @@ def cli(ctx: click.Context, verbose: int, log_file: str | None) -> None:
         batchrunner run shots.csv --out videos --ledger shots.db
         batchrunner status --ledger shots.db
     """
-    handlers = _setup_logging(verbose, log_file)
-    ctx.call_on_close(lambda: _close_logging(handlers))
+    ctx.call_on_close(_setup_logging(verbose, log_file))
 
 
 ledger_option = click.option(
