@@ -28,5 +28,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check batchrunner tests
 	$(BIN)/mypy
 
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.bench_throughput
+
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
