@@ -60,7 +60,8 @@ class Settings:
 
     def stored(self) -> dict[str, Any]:
         values = asdict(self)
-        values.pop("resubmit_unknown")  # a one-off decision, not a setting to resume with
+        for one_off in ("resubmit_unknown", "max_runtime"):  # decisions of one invocation
+            values.pop(one_off)
         values["ledger"], values["out"] = str(self.ledger), str(self.out)
         return values
 
@@ -175,6 +176,7 @@ def retry(
     *,
     failed: bool = True,
     unknown: bool = False,
+    max_runtime: float | None = None,
     token: str | None = None,
     observe: Observer | None = None,
     env: dict[str, str] | None = None,
@@ -187,7 +189,13 @@ def retry(
             ledger.transition(job.job_id, JobState.PENDING, detail="retry requested", error=None)
 
     return resume(
-        ledger_path, token=token, observe=observe, env=env, command="retry", prepare=requeue
+        ledger_path,
+        token=token,
+        observe=observe,
+        env=env,
+        command="retry",
+        prepare=requeue,
+        max_runtime=max_runtime,
     )
 
 
@@ -251,7 +259,7 @@ async def _stop_after(runner: Runner, seconds: float, stopped: list[ExitCode]) -
     await anyio.sleep(seconds)
     stopped.append(ExitCode.NOT_FINISHED)
     runner.stop(
-        f"--max-runtime of {seconds:.0f} s reached; jobs in flight stay in the ledger. "
+        f"--max-runtime of {seconds:g} s reached; jobs in flight stay in the ledger. "
         "Run again within the hour: results expire about an hour after completion"
     )
 

@@ -129,6 +129,14 @@ ledger_option = click.option(
 )
 
 
+max_runtime_option = click.option(
+    "--max-runtime",
+    type=DURATION,
+    default=None,
+    help="Stop the whole run cleanly after this long (exit 75); e.g. 45m, 2h.",
+)
+
+
 def _report(summary: Summary, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
@@ -210,12 +218,6 @@ def _report(summary: Summary, as_json: bool) -> None:
     help="Cancel and fail a job running longer than this.",
 )
 @click.option(
-    "--max-runtime",
-    type=DURATION,
-    default=None,
-    help="Stop the whole run cleanly after this long (exit 75); e.g. 45m, 2h.",
-)
-@click.option(
     "--simulate", is_flag=True, help="Run against the built-in simulator (no key, no cost)."
 )
 @click.option(
@@ -223,6 +225,7 @@ def _report(summary: Summary, as_json: bool) -> None:
     is_flag=True,
     help="Submit again jobs whose earlier submit got no answer (may pay twice).",
 )
+@max_runtime_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @friendly_errors
 def run(manifest: Path, as_json: bool, **options: Any) -> None:
@@ -247,25 +250,29 @@ def run(manifest: Path, as_json: bool, **options: Any) -> None:
 
 @cli.command()
 @ledger_option
+@max_runtime_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @friendly_errors
-def resume(ledger: Path, as_json: bool) -> None:
+def resume(ledger: Path, max_runtime: float | None, as_json: bool) -> None:
     """Carry on with the ledger's last run: poll, fetch and download what is unfinished.
 
     \b
     Example:
         batchrunner resume --ledger shots.db
     """
-    _report(batch.resume(ledger), as_json)
+    _report(batch.resume(ledger, max_runtime=max_runtime), as_json)
 
 
 @cli.command()
 @ledger_option
 @click.option("--failed/--no-failed", default=None, help="Send failed jobs again (default).")
 @click.option("--unknown", is_flag=True, help="Send jobs whose submit got no answer again.")
+@max_runtime_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @friendly_errors
-def retry(ledger: Path, failed: bool | None, unknown: bool, as_json: bool) -> None:
+def retry(
+    ledger: Path, failed: bool | None, unknown: bool, max_runtime: float | None, as_json: bool
+) -> None:
     """Submit failed (and, if asked, unknown) jobs again, then resume.
 
     \b
@@ -273,7 +280,7 @@ def retry(ledger: Path, failed: bool | None, unknown: bool, as_json: bool) -> No
         batchrunner retry --ledger shots.db --failed --unknown
     """
     failed = (not unknown) if failed is None else failed
-    _report(batch.retry(ledger, failed=failed, unknown=unknown), as_json)
+    _report(batch.retry(ledger, failed=failed, unknown=unknown, max_runtime=max_runtime), as_json)
 
 
 @cli.command()

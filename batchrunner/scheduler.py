@@ -144,7 +144,7 @@ class Runner:
         if self.stopped is not None:
             return
         self.stopped = reason
-        logger.warning("stopping: %s", reason)
+        logger.info("stopping: %s", reason)  # the summary tells the user
         deadline = anyio.current_time() + self.options.stop_grace
         for scope in self._submits:
             scope.deadline = min(scope.deadline, deadline)

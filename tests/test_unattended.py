@@ -152,8 +152,9 @@ def test_max_runtime_stops_with_75_and_a_later_run_finishes(tmp_path: Path) -> N
         assert first.exit_code == 75, first.output
         assert "expire" in first.output
         assert set(states(tmp_path / "ledger.db").values()) != {JobState.DONE}
+        # resume keeps the run's settings but not its --max-runtime (one invocation's choice)
         second = CliRunner().invoke(
-            cli, cli_args(server, tmp_path, manifest, "--concurrency", "8"), env=env
+            cli, ["resume", "--ledger", str(tmp_path / "ledger.db")], env=env
         )
         assert second.exit_code == 0, second.output
         assert counters(server)["submits"] == 8
