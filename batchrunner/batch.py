@@ -22,10 +22,12 @@ import anyio
 from batchrunner.client import QueueClient
 from batchrunner.downloader import media_client
 from batchrunner.errors import ExitCode, LedgerError, ManifestError, Problem, UsageError
+from batchrunner.expand import Expansion
 from batchrunner.ledger import Ledger, NewJob
 from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, load_manifest
 from batchrunner.models import DEFAULT_MODEL, get_model
+from batchrunner.plan import to_jobs
 from batchrunner.providers import ApiConfig, resolve_api
 from batchrunner.ratelimit import RateLimiter
 from batchrunner.report import Summary
@@ -54,6 +56,8 @@ class Settings:
     queue_timeout: float = 30 * 60
     run_timeout: float = 20 * 60
     max_runtime: float | None = None
+    budget: float | None = None
+    sheet: str | None = None
     resubmit_unknown: bool = False
     simulate: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -82,40 +86,25 @@ class Settings:
 # ---------------------------------------------------------------------- planning
 
 
-def plan(manifest: Manifest) -> list[NewJob]:
-    """The jobs a manifest becomes (one per row for now)."""
-    return [
-        NewJob(
-            job_id=row.job_id,
-            endpoint=manifest.endpoint_id,
-            input=row.payload,
-            row=row.row,
-            line=row.line,
-            files={name: asdict(f) for name, f in row.files.items()},
-            output_name=row.output,
-            metadata=row.metadata,
-            price_usd=row.cost_usd,
-        )
-        for row in manifest.rows
-    ]
+def changed_jobs(jobs: Sequence[NewJob], ledger: Ledger) -> list[NewJob]:
+    """Jobs whose id the ledger has, with different content (the user edited the row)."""
+    stored = ledger.input_hashes([job.job_id for job in jobs])
+    return [job for job in jobs if stored.get(job.job_id, job.input_hash) != job.input_hash]
 
 
 def check_changed(manifest: Manifest, jobs: Sequence[NewJob], ledger: Ledger) -> None:
     """A row whose ``id`` is in the ledger with different content is an error (nothing sent)."""
-    by_id = {job.job_id: job for job in jobs}
-    stored = ledger.input_hashes(list(by_id))
     rows = {row.job_id: row for row in manifest.rows}
     problems = [
         Problem(
-            f"job id {job_id!r} is already in the ledger with different content; give the "
-            "edited row a new id, or restore its previous values",
-            row=rows[job_id].row,
-            line=rows[job_id].line,
+            f"job id {job.job_id!r} is already in the ledger with different content; give the "
+            "edited row a new id, restore its previous values, or pass --replace-changed",
+            row=rows[job.job_id].row,
+            line=rows[job.job_id].line,
             column="id",
-            value=job_id,
+            value=job.job_id,
         )
-        for job_id, digest in stored.items()
-        if digest != by_id[job_id].input_hash
+        for job in changed_jobs(jobs, ledger)
     ]
     if problems:
         raise ManifestError(str(manifest.source), problems)
@@ -124,22 +113,42 @@ def check_changed(manifest: Manifest, jobs: Sequence[NewJob], ledger: Ledger) ->
 # ---------------------------------------------------------------------- commands
 
 
+def load(manifest_path: str | Path, settings: Settings, expansion: Expansion | None) -> Manifest:
+    """The manifest, validated and expanded; raises before anything is sent."""
+    manifest = load_manifest(
+        manifest_path, get_model(settings.model), sheet=settings.sheet, expansion=expansion
+    )
+    unpriced = [row for row in manifest.rows if row.cost_usd is None]
+    if settings.budget is not None and unpriced:
+        raise UsageError(
+            f"--budget needs a price for every job, and {settings.model} has none in the "
+            "registry; drop --budget or use a registered model"
+        )
+    return manifest
+
+
 def run_manifest(
     manifest_path: str | Path,
     settings: Settings,
     *,
+    expansion: Expansion | None = None,
+    replace_changed: bool = False,
     token: str | None = None,
     observe: Observer | None = None,
     env: dict[str, str] | None = None,
 ) -> Summary:
     """Validate ``manifest_path``, record its jobs in the ledger, and run every unfinished job."""
-    manifest = load_manifest(manifest_path, get_model(settings.model))
-    jobs = plan(manifest)
+    manifest = load(manifest_path, settings, expansion)
+    jobs = to_jobs(manifest)
     api = _api(settings, token, env)
     check_writable(settings.out)
     with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
-        check_changed(manifest, jobs, ledger)
+        if not replace_changed:
+            check_changed(manifest, jobs, ledger)
         ledger.start_run("run", manifest=str(manifest.source), **_run_info(settings, api))
+        if replace_changed:
+            for job in changed_jobs(jobs, ledger):
+                ledger.replace(job)
         ledger.add_jobs(jobs)
         return _execute(ledger, settings, api, observe)
 
@@ -220,6 +229,7 @@ def _execute(
                     poll_max=settings.poll_max,
                     queue_timeout=settings.queue_timeout,
                     run_timeout=settings.run_timeout,
+                    budget=settings.budget,
                 ),
                 observe=observe,
             )
@@ -234,12 +244,25 @@ def _execute(
             ledger,
             submitted=tally.submitted,
             downloaded=tally.downloaded,
-            stopped=(stopped[0], runner.stopped or "") if stopped else None,
+            stopped=(stopped[0], runner.stopped or "") if stopped else _budget_stop(runner, ledger),
         )
 
     summary = anyio.run(main)
     ledger.finish_run(summary.exit_code, summary.as_dict())
     return summary
+
+
+def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[ExitCode, str] | None:
+    """Exit 75 with the spend and what is left when --budget held jobs back."""
+    budget = runner.options.budget
+    if budget is None or not runner.out_of_budget:
+        return None
+    spent = ledger.spend()
+    waiting = ledger.counts().get(JobState.PENDING, 0)
+    return ExitCode.NOT_FINISHED, (
+        f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${budget - spent:,.2f} left; "
+        f"{waiting} jobs not submitted (raise --budget and run again to continue)"
+    )
 
 
 async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:

@@ -12,15 +12,19 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from batchrunner import batch, export
+from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
 from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
-from batchrunner.manifest import load_manifest
+from batchrunner.expand import MAX_TAKES, Expansion, check_fields, parse_matrix, parse_settings
 from batchrunner.models import DEFAULT_MODEL, get_model
+from batchrunner.plan import Plan, make_plan, write_bodies
 from batchrunner.providers import PROVIDERS
 from batchrunner.report import Progress, Summary
 from batchrunner.simulator import simulate
@@ -137,6 +141,93 @@ max_runtime_option = click.option(
 )
 
 
+budget_option = click.option(
+    "--budget",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Most USD this ledger may commit, counting earlier runs; stops submitting (exit 75).",
+)
+
+
+def manifest_options(fn: F) -> F:
+    """What shapes the jobs a manifest becomes: shared by run, plan and validate."""
+    options = [
+        click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Endpoint id."),
+        click.option("--sheet", help="Excel sheet to read (name or 0-based index); default first."),
+        click.option(
+            "--count",
+            type=click.IntRange(1, MAX_TAKES),
+            help="Takes of every row, each with its own seed (a count column overrides it).",
+        ),
+        click.option(
+            "--matrix",
+            multiple=True,
+            metavar="FIELD=V1,V2",
+            help="Every row for every value (repeat for a grid): --matrix aspect_ratio=16:9,9:16",
+        ),
+        click.option(
+            "--prompt-template",
+            help="Build each prompt from the row's columns: 'A {subject} in the style of {style}'.",
+        ),
+        click.option(
+            "--set",
+            "set_values",
+            multiple=True,
+            metavar="FIELD=VALUE",
+            help="Fill FIELD where its cell is empty (repeatable): --set duration=8s",
+        ),
+        click.option("--dedupe", is_flag=True, help="Keep identical rows (no id) once."),
+        click.option("--strict", is_flag=True, help="Unknown columns are errors, not warnings."),
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=f"Settings file (default: {CONFIG_NAME} beside the manifest, if present).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Expansion:
+    """Merge the config file into ``params`` (the command line wins) and build the expansion."""
+    config = load_config(find_config(manifest, params.pop("config_path")))
+    by_name = {p.name: p for p in ctx.command.params}
+    for name, value in config.items():
+        source = ctx.get_parameter_source(name)
+        if name in params and name not in TABLES and source in (ParameterSource.DEFAULT, None):
+            params[name] = by_name[name].type_cast_value(ctx, value)
+    fields = get_model(params["model"]).fields
+    matrix = dict(
+        parse_matrix([_as_item(k, v) for k, v in config.get("matrix", {}).items()], fields)
+    )
+    matrix.update(parse_matrix(params.pop("matrix"), fields))
+    defaults = dict(config.get("defaults", {}))
+    check_fields(defaults, fields, "[defaults]")
+    defaults.update(parse_settings(params.pop("set_values"), fields))
+    return Expansion(
+        defaults=defaults,
+        matrix=tuple(matrix.items()),
+        prompt_template=params.pop("prompt_template"),
+        count=params.pop("count"),
+        dedupe=params.pop("dedupe"),
+        strict=params.pop("strict"),
+    )
+
+
+def _as_item(field: str, values: list[Any]) -> str:
+    return f"{field}={','.join(str(v) for v in values)}"
+
+
+def _print_plan(plan: Plan, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(asdict(plan), indent=2))
+    else:
+        for line in plan.lines():
+            click.echo(line)
+
+
 def _report(summary: Summary, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
@@ -155,7 +246,6 @@ def _report(summary: Summary, as_json: bool) -> None:
     show_default=True,
     help="Folder the videos are written to.",
 )
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Endpoint id.")
 @click.option(
     "--provider",
     type=click.Choice(sorted(PROVIDERS)),
@@ -226,9 +316,25 @@ def _report(summary: Summary, as_json: bool) -> None:
     help="Submit again jobs whose earlier submit got no answer (may pay twice).",
 )
 @max_runtime_option
+@budget_option
+@manifest_options
+@click.option(
+    "--replace-changed",
+    is_flag=True,
+    help="A row whose id is in the ledger with other content replaces that job.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan only: nothing sent or recorded.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.pass_context
 @friendly_errors
-def run(manifest: Path, as_json: bool, **options: Any) -> None:
+def run(
+    ctx: click.Context,
+    manifest: Path,
+    as_json: bool,
+    dry_run: bool,
+    replace_changed: bool,
+    **options: Any,
+) -> None:
     """Validate MANIFEST, then run every row to a verified video file.
 
     Safe to repeat: jobs already done are skipped, unfinished ones are picked up first.
@@ -236,31 +342,82 @@ def run(manifest: Path, as_json: bool, **options: Any) -> None:
 
     \b
     Example:
-        batchrunner run shots.csv --out videos --concurrency 4
+        batchrunner run shots.csv --out videos --concurrency 4 --budget 120
+        batchrunner run shots.csv --matrix aspect_ratio=16:9,9:16 --count 2 --dry-run
         batchrunner run manifests/demo.csv --simulate
     """
+    expansion = _expansion(ctx, manifest, options)
     settings = batch.Settings(**options)
+    if dry_run:
+        _print_plan(make_plan(batch.load(manifest, settings, expansion), settings.ledger), as_json)
+        return
     progress = Progress()
     try:
-        summary = batch.run_manifest(manifest, settings, observe=progress)
+        summary = batch.run_manifest(
+            manifest,
+            settings,
+            expansion=expansion,
+            replace_changed=replace_changed,
+            observe=progress,
+        )
     finally:
         progress.close()
     _report(summary, as_json)
 
 
+@cli.command(name="plan")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@ledger_option
+@manifest_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "-o",
+    "--output",
+    "bodies",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the exact request bodies, one JSON line per job.",
+)
+@click.pass_context
+@friendly_errors
+def plan_command(
+    ctx: click.Context,
+    manifest: Path,
+    ledger: Path,
+    as_json: bool,
+    bodies: Path | None,
+    **options: Any,
+) -> None:
+    """Show what MANIFEST becomes without sending anything: jobs, price, what is already done.
+
+    \b
+    Example:
+        batchrunner plan shots.csv --matrix resolution=720p,1080p --count 3
+        batchrunner plan shots.csv --json -o plan.jsonl
+    """
+    expansion = _expansion(ctx, manifest, options)
+    loaded = batch.load(
+        manifest, batch.Settings(model=options["model"], sheet=options["sheet"]), expansion
+    )
+    _print_plan(make_plan(loaded, ledger), as_json)
+    if bodies is not None:
+        count = write_bodies(loaded, bodies)
+        click.echo(f"wrote {count} request bodies to {bodies}", err=True)
+
+
 @cli.command()
 @ledger_option
 @max_runtime_option
+@budget_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @friendly_errors
-def resume(ledger: Path, max_runtime: float | None, as_json: bool) -> None:
+def resume(ledger: Path, max_runtime: float | None, budget: float | None, as_json: bool) -> None:
     """Carry on with the ledger's last run: poll, fetch and download what is unfinished.
 
     \b
     Example:
         batchrunner resume --ledger shots.db
     """
-    _report(batch.resume(ledger, max_runtime=max_runtime), as_json)
+    _report(batch.resume(ledger, max_runtime=max_runtime, budget=budget), as_json)
 
 
 @cli.command()
@@ -310,6 +467,11 @@ def status(ledger: Path, as_json: bool) -> None:
         )
     for job in info["attention"]:
         click.echo(f"  {job['state']:>9}  row {job['row']}  {job['job_id']}: {job['error']}")
+    if info["not_in_manifest_total"]:
+        click.echo(
+            f"{info['not_in_manifest_total']} jobs are no longer in the manifest (left alone): "
+            + ", ".join(job["job_id"] for job in info["not_in_manifest"])
+        )
     if info["attention_total"] > len(info["attention"]):
         click.echo(
             f"  ... and {info['attention_total'] - len(info['attention'])} more (see export)"
@@ -359,20 +521,25 @@ def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Endpoint id.")
+@manifest_options
+@click.pass_context
 @friendly_errors
-def validate(manifest: Path, model: str) -> None:
+def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
     """Check MANIFEST without sending anything; list every problem. Exit 0 when clean, 2 if not.
 
     \b
     Example:
-        batchrunner validate shots.xlsx
+        batchrunner validate shots.xlsx --sheet "Day 2"
+        batchrunner validate shots.csv --strict
     """
-    loaded = load_manifest(manifest, get_model(model))
+    expansion = _expansion(ctx, manifest, options)
+    settings = batch.Settings(model=options["model"], sheet=options["sheet"])
+    loaded = batch.load(manifest, settings, expansion)
     for warning in loaded.warnings:
         click.echo(f"{manifest}: warning: {warning}", err=True)
     cost = sum(row.cost_usd or 0 for row in loaded.rows)
-    click.echo(f"{manifest}: {len(loaded.rows)} rows OK; estimated cost ${cost:,.2f}")
+    jobs = f" -> {len(loaded.rows)} jobs" if len(loaded.rows) != loaded.records else ""
+    click.echo(f"{manifest}: {loaded.records} rows OK{jobs}; estimated cost ${cost:,.2f}")
 
 
 cli.add_command(simulate)

@@ -47,6 +47,10 @@ def status(ledger_path: str | Path, *, limit: int = 20) -> dict[str, Any]:
         ]
         in_flight = sum(counts.get(s.value, 0) for s in (JobState.QUEUED, JobState.RUNNING))
         last = ledger.last_run(("run", "resume", "retry"))
+        gone = [
+            {"job_id": j.job_id, "row": j.row, "state": j.state.value}
+            for j in ledger.not_in_last_manifest()
+        ]
         return {
             "ledger": str(ledger.path),
             "total": sum(counts.values()),
@@ -63,6 +67,8 @@ def status(ledger_path: str | Path, *, limit: int = 20) -> dict[str, Any]:
                 "concurrency": last["options"].get("concurrency"),
                 "concurrency_limit": last.get("concurrency_limit"),
             },
+            "not_in_manifest": gone[:limit],
+            "not_in_manifest_total": len(gone),
             "attention": attention[:limit],
             "attention_total": len(attention),
         }

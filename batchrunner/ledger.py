@@ -263,15 +263,87 @@ class Ledger:
                 ),
                 batch_size=500,
             )
+            if self.run_id is not None:
+                ids = [job.job_id for job in jobs]
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    marks = ", ".join("?" for _ in chunk)
+                    self.db.execute(
+                        f"update jobs set seen_run = ? where job_id in ({marks})",
+                        [self.run_id, *chunk],
+                    )
         return AddResult(added=len(fresh), existing=len(jobs) - len(fresh))
+
+    def replace(self, job: NewJob) -> None:
+        """Give an existing job id the edited row's input (``--replace-changed``).
+
+        A job not yet at the provider takes the new input in place. A done job is retired
+        under ``<id>@<n>`` (its record, file and cost are kept) and the id starts afresh. A job
+        in flight cannot be replaced: its paid result is still coming.
+        """
+        current = self.get(job.job_id)
+        fields: dict[str, Any] = {
+            "input": _dumps(job.input),
+            "input_hash": job.input_hash,
+            "files": _dumps(job.files),
+            "output_name": job.output_name,
+            "metadata": _dumps(job.metadata),
+            "price_usd": job.price_usd,
+            "row": job.row,
+            "line": job.line,
+            "variant": job.variant,
+        }
+        if current.state in (
+            JobState.PENDING,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.UNKNOWN,
+        ):
+            self.transition(
+                job.job_id, JobState.PENDING, detail="input replaced", error=None, **fields
+            )
+        elif current.state is JobState.DONE:
+            (retired,) = self.db.execute(
+                "select count(*) from jobs where job_id like ?", [f"{job.job_id}@%"]
+            ).fetchone()
+            archive = f"{job.job_id}@{retired + 1}"
+            with self.db.atomic():
+                self.db.execute(
+                    "update jobs set job_id = ? where job_id = ?", [archive, job.job_id]
+                )
+                self.db.execute(
+                    "update events set job_id = ? where job_id = ?", [archive, job.job_id]
+                )
+                self.db.table("events").insert(
+                    {
+                        "job_id": archive,
+                        "run_id": self.run_id,
+                        "at": now(),
+                        "from_state": "done",
+                        "to_state": "done",
+                        "detail": f"retired: {job.job_id} was replaced by an edited row",
+                    }
+                )
+        else:
+            raise TransitionError(
+                f"job {job.job_id} is {current.state} at the provider; let it finish "
+                "(batchrunner resume) before replacing it"
+            )
 
     def input_hashes(self, job_ids: Sequence[str]) -> dict[str, str]:
         """job id → stored input hash, for the ids the ledger has."""
+        return self._lookup("input_hash", job_ids)
+
+    def states(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """job id → state, for the ids the ledger has."""
+        return self._lookup("state", job_ids)
+
+    def _lookup(self, column: str, job_ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for start in range(0, len(job_ids), 500):
             chunk = job_ids[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
-            sql = f"select job_id, input_hash from jobs where job_id in ({marks})"
+            sql = f"select job_id, {column} from jobs where job_id in ({marks})"
             found.update(dict(self.db.execute(sql, chunk).fetchall()))
         return found
 
@@ -295,6 +367,16 @@ class Ledger:
             args = wanted
         for row in self.db.table("jobs").rows_where(where, args, order_by="row, variant, job_id"):
             yield Job.from_row(row)
+
+    def not_in_last_manifest(self) -> list[Job]:
+        """Jobs the latest `run`'s manifest no longer had (its row was removed); left alone."""
+        last = self.last_run(("run",))
+        if last is None:
+            return []
+        rows = self.db.table("jobs").rows_where(
+            "seen_run is null or seen_run < ?", [last["id"]], order_by="row, variant, job_id"
+        )
+        return [Job.from_row(row) for row in rows]
 
     def counts(self) -> dict[JobState, int]:
         rows = self.db.execute("select state, count(*) from jobs group by state").fetchall()

@@ -5,6 +5,7 @@ The pipeline, one stage per step::
     read      cells.read_table     CSV/TSV/JSONL/XLSX/Parquet -> column names + raw cells per row
     columns   _Columns             model fields, control columns (id, output), metadata (warned)
     coerce    coerce.coerce        each cell -> the type its model field declares (bool, int, ...)
+    expand    expand.variants      defaults, matrix, prompt template, takes (one row -> N jobs)
     files     images.ImageChecker  local image paths -> LocalFile (checked, hashed once)
     validate  ModelSpec.validate   defaults filled, values normalised; errors become Problems
     rows      ManifestRow          job id, output name, metadata, cost; then duplicate checks
@@ -30,7 +31,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from pydantic import ValidationError
 from batchrunner.cells import Record, read_table
 from batchrunner.coerce import OMIT, BadCell, FieldKind, coerce, control_text, field_kinds, plain
 from batchrunner.errors import ManifestError, Problem
+from batchrunner.expand import MAX_TAKES, Expansion, TemplateError, Variant, take_seed, variants
 from batchrunner.images import (
     ImageChecker,
     LocalFile,
@@ -51,7 +53,7 @@ from batchrunner.images import (
     resolve,
 )
 from batchrunner.models import ModelSpec
-from batchrunner.paths import check_output_name, with_extension
+from batchrunner.paths import check_output_name, safe_name, with_extension
 
 __all__ = [
     "LocalFile",
@@ -65,7 +67,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONTROL_COLUMNS = ("id", "output")
+CONTROL_COLUMNS = ("id", "output", "count")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -73,46 +75,75 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 class ManifestRow:
     row: int  # 1-based data row (the header is not a row)
     line: int | None  # 1-based line where the row starts (CSV/TSV/JSONL), None otherwise
-    job_id: str  # the id cell, else job_id_for(...)
+    job_id: str  # the id cell (+ ~variant), else job_id_for(...)
     payload: dict[str, Any]  # validated request body; a local-file field holds its absolute path
     files: dict[str, LocalFile]  # field name -> local file, for fields that named one
     output: str | None  # the output cell, checked, with the default extension added if missing
     metadata: dict[str, Any]  # every other column, as given (dates as ISO text)
     cost_usd: float | None  # spec.cost(payload)
+    variant: str = ""  # matrix values and take, e.g. "16:9~1080p~t2"; "" for a plain row
 
 
 @dataclass
 class Manifest:
     source: Path
     endpoint_id: str
-    rows: list[ManifestRow]
+    rows: list[ManifestRow]  # one per job, after expansion
     columns: list[str]
     warnings: list[Problem] = field(default_factory=list)
+    records: int = 0  # data rows in the file, before expansion
 
 
-def load_manifest(path: str | Path, spec: ModelSpec, *, sheet: str | int | None = None) -> Manifest:
-    """Read and check the manifest at ``path`` for ``spec``; raises ManifestError or UsageError."""
+def load_manifest(
+    path: str | Path,
+    spec: ModelSpec,
+    *,
+    sheet: str | int | None = None,
+    expansion: Expansion | None = None,
+) -> Manifest:
+    """Read, expand and check the manifest at ``path``; raises ManifestError or UsageError."""
+    expansion = expansion or Expansion()
     source = Path(path).expanduser()
     table = read_table(source, sheet=sheet)
-    columns = _Columns(table.columns, spec)
+    columns = _Columns(table.columns, spec, expansion)
     problems = [*table.problems, *(columns.problems if table.columns else [])]
-    builder = _RowBuilder(spec, columns, source.resolve().parent)
-    built = [builder.build(record) for record in table.records]
-    problems += [p for b in built for p in b.problems]
-    problems += _duplicates(built)
+    builder = _RowBuilder(spec, columns, source.resolve().parent, expansion)
+    built = [b for record in table.records for b in builder.build(record)]
+    problems += _unique(p for b in built for p in b.problems)
+    duplicates, dropped = _duplicates(built, dedupe=expansion.dedupe)
+    problems += duplicates
     problems.sort(key=lambda p: p.row or 0)
     if any(p.severity == "error" for p in problems):
         raise ManifestError(str(path), problems)
-    rows = [b.row for b in built if b.row is not None]
-    logger.debug("manifest %s: %d rows, %d warnings", source, len(rows), len(problems))
-    return Manifest(source, spec.endpoint_id, rows, table.columns, warnings=problems)
+    rows = [b.row for b in built if b.row is not None and id(b) not in dropped]
+    logger.debug("manifest %s: %d jobs, %d warnings", source, len(rows), len(problems))
+    return Manifest(
+        source, spec.endpoint_id, rows, table.columns, warnings=problems, records=len(table.records)
+    )
 
 
-def job_id_for(endpoint_id: str, payload: dict[str, Any], files: dict[str, LocalFile]) -> str:
-    """``j`` + 16 hex of sha256 over the canonical request (local files by their sha256)."""
+def _unique(problems: Iterable[Problem]) -> list[Problem]:
+    """The variants of one row share its mistakes: report each once."""
+    seen: dict[tuple[Any, ...], Problem] = {}
+    for p in problems:
+        seen.setdefault((p.row, p.column, p.message, repr(p.value), p.severity), p)
+    return list(seen.values())
+
+
+def job_id_for(
+    endpoint_id: str,
+    payload: dict[str, Any],
+    files: dict[str, LocalFile],
+    take: int | None = None,
+) -> str:
+    """``j`` + 16 hex of sha256 over the canonical request (local files by their sha256) and,
+    for a row with several takes, the take number."""
     body = {**payload, **{name: f"sha256:{file.sha256}" for name, file in files.items()}}
+    request: dict[str, Any] = {"endpoint": endpoint_id, "input": body}
+    if take is not None:
+        request["take"] = take
     text = json.dumps(
-        {"endpoint": endpoint_id, "input": body},
+        request,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -127,7 +158,7 @@ def job_id_for(endpoint_id: str, payload: dict[str, Any], files: dict[str, Local
 class _Columns:
     """Which column feeds what: model fields, control columns, metadata (one warning each)."""
 
-    def __init__(self, names: list[str], spec: ModelSpec):
+    def __init__(self, names: list[str], spec: ModelSpec, expansion: Expansion):
         self.problems: list[Problem] = []
         model = spec.input_model
         if model is None:  # not in the registry: everything but control columns is sent as read
@@ -136,10 +167,13 @@ class _Columns:
             self.missing: set[str] = set()
             return
         declared = {n: f for n, f in field_kinds(model).items() if n not in CONTROL_COLUMNS}
-        self.fields = {n: f for n, f in declared.items() if n in names}
+        provided = expansion.provided()
+        self.fields = {n: f for n, f in declared.items() if n in names or n in provided}
         self.metadata = [n for n in names if n not in declared and n not in CONTROL_COLUMNS]
         absent = [n for n in [*declared, *CONTROL_COLUMNS] if n not in names]
-        self.missing = {n for n, f in declared.items() if f.required and n not in names}
+        self.missing = {
+            n for n, f in declared.items() if f.required and n not in names and n not in provided
+        }
         found = ", ".join(repr(n) for n in names) or "none"
         for name in sorted(self.missing, key=list(declared).index):
             guess = _did_you_mean(name, self.metadata)
@@ -152,7 +186,10 @@ class _Columns:
             hint = f"; did you mean {guess!r}?" if guess else ""
             hint = f"; it looks like a second {twin!r} column" if twin else hint
             message = f"unknown column, kept as metadata and not sent to the model{hint}"
-            self.problems.append(Problem(message, column=name, severity="warning"))
+            severity = "error" if expansion.strict else "warning"
+            if expansion.strict:
+                message = f"unknown column (--strict){hint}"
+            self.problems.append(Problem(message, column=name, severity=severity))
 
 
 def _normalized(name: str) -> str:
@@ -188,21 +225,50 @@ class _Built:
 
 
 class _RowBuilder:
-    def __init__(self, spec: ModelSpec, columns: _Columns, base_dir: Path):
+    def __init__(self, spec: ModelSpec, columns: _Columns, base_dir: Path, expansion: Expansion):
         self.spec = spec
         self.columns = columns
         self.base_dir = base_dir
+        self.expansion = expansion
         self.images = ImageChecker()
         self._checked: dict[str, LocalFile | str] = {}
 
-    def build(self, record: Record) -> _Built:
+    def build(self, record: Record) -> list[_Built]:
+        """One entry per job the row expands to (or one carrying the row's problems)."""
+        takes = self._takes(record)
+        if isinstance(takes, Problem):
+            return [_Built(record, problems=[takes])]
+        try:
+            return [self._variant(record, v) for v in variants(record.cells, takes, self.expansion)]
+        except TemplateError as exc:
+            column = exc.column if exc.column in record.cells else "prompt"
+            value = plain(record.cells.get(column))
+            return [
+                _Built(record, problems=[Problem(str(exc), record.row, record.line, column, value)])
+            ]
+
+    def _takes(self, record: Record) -> int | Problem:
+        cell = record.cells.get("count")
+        default = self.expansion.count or 1
+        try:
+            takes = coerce(cell, FieldKind("count", "int"))
+        except BadCell as exc:
+            return Problem(str(exc), record.row, record.line, "count", plain(cell))
+        if takes is OMIT:
+            return default
+        if not 1 <= takes <= MAX_TAKES:
+            message = f"must be between 1 and {MAX_TAKES} takes"
+            return Problem(message, record.row, record.line, "count", plain(cell))
+        return int(takes)
+
+    def _variant(self, record: Record, variant: Variant) -> _Built:
         built = _Built(record)
+        cells = variant.cells
 
         def problem(message: str, column: str | None) -> None:
-            value = plain(record.cells.get(column)) if column else None
+            value = plain(cells.get(column)) if column else None
             built.problems.append(Problem(message, record.row, record.line, column, value))
 
-        cells = record.cells
         try:
             built.user_id = control_text(cells.get("id"))
             if built.user_id and _CONTROL_CHARS.search(built.user_id):
@@ -215,7 +281,7 @@ class _RowBuilder:
             if reason:
                 problem(reason, "output")
             elif output is not None:
-                built.output = with_extension(output, self.spec.default_extension)
+                built.output = _variant_output(output, variant.label, self.spec.default_extension)
         except BadCell as exc:
             problem(str(exc), "output")
 
@@ -231,6 +297,9 @@ class _RowBuilder:
             if value is not OMIT:
                 values[name] = value
         files = self._files(values, skip, problem)
+        if variant.takes > 1 and "seed" in self.spec.fields and "seed" not in skip:
+            basis = json.dumps({**values, "seed": None}, sort_keys=True, default=str)
+            values["seed"] = take_seed(values.get("seed"), basis, variant.take)
         try:
             payload = self.spec.validate(values)
         except ValidationError as exc:
@@ -248,15 +317,21 @@ class _RowBuilder:
         if built.problems:
             return built
         payload.update({name: file.path for name, file in files.items()})
+        if built.user_id:
+            job_id = f"{built.user_id}~{variant.label}" if variant.label else built.user_id
+        else:
+            take = variant.take if variant.takes > 1 else None
+            job_id = job_id_for(self.spec.endpoint_id, payload, files, take)
         built.row = ManifestRow(
             row=record.row,
             line=record.line,
-            job_id=built.user_id or job_id_for(self.spec.endpoint_id, payload, files),
+            job_id=job_id,
             payload=payload,
             files=files,
             output=built.output,
             metadata={name: plain(cells.get(name)) for name in self.columns.metadata},
             cost_usd=self.spec.cost(payload),
+            variant=variant.label,
         )
         return built
 
@@ -288,9 +363,23 @@ class _RowBuilder:
         return files
 
 
-def _duplicates(built: list[_Built]) -> list[Problem]:
-    """Duplicate ids, outputs and identical requests, each naming both rows."""
+def _variant_output(name: str, label: str, extension: str) -> str:
+    """``clip.mp4`` for the variant ``16:9~t2`` becomes ``clip~16_9~t2.mp4``."""
+    name = with_extension(name, extension)
+    if not label:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}~{safe_name(label)}{dot}{suffix}"
+
+
+def _duplicates(built: list[_Built], *, dedupe: bool) -> tuple[list[Problem], set[int]]:
+    """Duplicate ids, outputs and identical requests, each naming both rows.
+
+    With ``dedupe``, a request identical to an earlier one (both without an id) is dropped
+    with a warning instead; the ids (``id()``) of dropped entries are returned.
+    """
     problems: list[Problem] = []
+    dropped: set[int] = set()
     by_output: dict[str, _Built] = {}
     by_id: dict[str, _Built] = {}
     for b in built:
@@ -304,23 +393,27 @@ def _duplicates(built: list[_Built]) -> list[Problem]:
                 )
                 cell = record.cells.get("output")
                 problems.append(Problem(message, record.row, record.line, "output", cell))
-        job_id = b.user_id or (b.row.job_id if b.row else None)
+        job_id = b.row.job_id if b.row else b.user_id  # per variant: "shot-01~16:9~t2"
         if job_id is None:
             continue
         first = by_id.setdefault(job_id, b)
-        if first is b:
+        if first is b or first.record is record:  # the variants of one row never clash
             continue
         other = first.record.row
         if b.user_id and first.user_id:
-            message = f"the id {job_id!r} is also used by row {other}; each id must be unique"
+            message = f"the id {b.user_id!r} is also used by row {other}; each id must be unique"
             problems.append(Problem(message, record.row, record.line, "id", b.user_id))
+        elif not b.user_id and not first.user_id and dedupe:
+            dropped.add(id(b))
+            message = f"row {record.row} is identical to row {other}; kept once (--dedupe)"
+            problems.append(Problem(message, record.row, record.line, severity="warning"))
         elif not b.user_id and not first.user_id:
             message = (
                 f"row {record.row} is identical to row {other}; "
-                "give each an id column value if you really want both"
+                "give each an id column value if you really want both, or use --dedupe"
             )
             problems.append(Problem(message, record.row, record.line))
         else:
             message = f"the id {job_id!r} is also the computed id of row {other}; choose another"
             problems.append(Problem(message, record.row, record.line, "id", b.user_id))
-    return problems
+    return problems, dropped

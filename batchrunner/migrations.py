@@ -102,6 +102,12 @@ def m002_runs_concurrency_limit(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("concurrency_limit", int)
 
 
+@MIGRATIONS(name="m003_jobs_seen_run")
+def m003_jobs_seen_run(db: sqlite_utils.Database) -> None:
+    """The last `run` whose manifest had the job: `status` lists jobs whose row disappeared."""
+    db.table("jobs").add_column("seen_run", int)
+
+
 KNOWN = {m.name for m in MIGRATIONS._migrations}
 
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f<>:\"|?*\\]")
-_NOT_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+_NOT_FILENAME = re.compile(r"[^A-Za-z0-9._~-]+")
 
 
 def check_output_name(name: str) -> str | None:
@@ -43,9 +43,14 @@ def output_path(out_dir: Path, name: str) -> Path:
     return path
 
 
+def safe_name(text: str) -> str:
+    """``text`` reduced to characters safe in any file name (``16:9`` → ``16_9``)."""
+    return _NOT_FILENAME.sub("_", text).strip("._") or "job"
+
+
 def default_output_name(job_id: str, row: int | None, extension: str = ".mp4") -> str:
     """``0007-<job id>.mp4``: sorts like the manifest and stays unique."""
-    safe_id = _NOT_FILENAME.sub("_", job_id).strip("._") or "job"
+    safe_id = safe_name(job_id)
     stem = f"{row:04d}-{safe_id}" if row is not None else safe_id
     return stem + extension
 

@@ -58,6 +58,7 @@ class RunOptions:
     queue_timeout: float = 30 * 60  # a job IN_QUEUE longer than this is cancelled and failed
     run_timeout: float = 20 * 60  # a job IN_PROGRESS longer than this is cancelled and failed
     stop_grace: float = 3.0  # on stop, how long a submit already under way may take to answer
+    budget: float | None = None  # USD: no submit may take the ledger's spend past this
 
 
 class PollClock:
@@ -135,6 +136,7 @@ class Runner:
         self.tally = Tally()
         self._observe: Observer = observe or _Nobody()
         self.stopped: str | None = None  # why the run was stopped early, if it was
+        self.out_of_budget = False  # set when the next submit would have passed --budget
         self._scope: anyio.CancelScope | None = None
         self._submits: set[anyio.CancelScope] = set()
 
@@ -259,6 +261,8 @@ class Runner:
             body = materialize(job.input, {k: LocalFile(**v) for k, v in job.files.items()})
         except UsageError as exc:
             return self._fail(job, S.PENDING, f"input file problem: {exc}")
+        if not self._affordable(job):
+            return job
         job = self.ledger.transition(
             job.job_id,
             S.SUBMITTING,
@@ -311,6 +315,25 @@ class Runner:
             queue_position=answer.queue_position,
             submitted_at=now(),
         )
+
+    def _affordable(self, job: Job) -> bool:
+        """Whether submitting ``job`` keeps the ledger's spend within ``--budget``.
+
+        Called right before the submit intent is committed, with no ``await`` in between, so
+        the check and the reservation (``cost_usd`` set with the intent) cannot interleave with
+        another worker's: the cap holds at any concurrency. Once a job does not fit, no further
+        job is submitted in this run (in-flight ones finish).
+        """
+        budget = self.options.budget
+        if budget is None:
+            return True
+        if not self.out_of_budget:
+            spent = self.ledger.spend()
+            if spent + (job.price_usd or 0.0) <= budget + 1e-9:
+                return True
+            self.out_of_budget = True
+            logger.info("budget reached: $%.2f spent of $%.2f", spent, budget)
+        return False
 
     async def _submit_shielded(self, job: Job, body: dict[str, Any]) -> Submitted:
         """A stop does not interrupt a POST under way (so its answer gets recorded: the

@@ -42,7 +42,8 @@ S = JobState
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # PENDING -> FAILED: the job cannot be sent at all (its local input file changed).
-    S.PENDING: frozenset({S.SUBMITTING, S.FAILED, S.CANCELLED}),
+    # PENDING -> PENDING: its input was replaced by an edited row (--replace-changed).
+    S.PENDING: frozenset({S.PENDING, S.SUBMITTING, S.FAILED, S.CANCELLED}),
     # SUBMITTING -> PENDING: the request provably never left (connect error after retries).
     S.SUBMITTING: frozenset({S.QUEUED, S.UNKNOWN, S.FAILED, S.PENDING, S.CANCELLED}),
     S.QUEUED: frozenset({S.QUEUED, S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED}),

@@ -30,10 +30,14 @@ def test_blank_file_gets_schema_wal_and_migration_record(tmp_path: Path) -> None
         applied = ledger.db.execute(
             "select name from _sqlite_migrations where migration_set = ?", [MIGRATION_SET]
         ).fetchall()
-        assert applied == [("m001_initial",), ("m002_runs_concurrency_limit",)]
+        assert applied == [
+            ("m001_initial",),
+            ("m002_runs_concurrency_limit",),
+            ("m003_jobs_seen_run",),
+        ]
     # opening again applies nothing new and keeps data
     with Ledger.open(tmp_path / "l.db") as ledger:
-        assert ledger.db.execute("select count(*) from _sqlite_migrations").fetchone() == (2,)
+        assert ledger.db.execute("select count(*) from _sqlite_migrations").fetchone() == (3,)
 
 
 def test_refuses_a_sqlite_file_that_is_not_a_ledger(tmp_path: Path) -> None:

@@ -1,0 +1,97 @@
+"""``batchrunner.toml``: a batch's settings beside its manifest, so the cron line stays short.
+
+Looked for beside the manifest unless ``--config`` names one. Options given on the command line
+win over the file; the file wins over built-in defaults. Example::
+
+    model = "fal-ai/veo3/image-to-video"
+    provider = "quickrouter"
+    concurrency = 4
+    budget = 150          # USD
+    out = "videos"
+    ledger = "shots.db"
+    count = 2
+    prompt_template = "A {subject} at golden hour, {style}"
+
+    [defaults]            # fill empty cells, like --set
+    duration = "8s"
+    generate_audio = false
+
+    [matrix]              # like --matrix aspect_ratio=16:9,9:16
+    aspect_ratio = ["16:9", "9:16"]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from batchrunner.errors import UsageError
+
+CONFIG_NAME = "batchrunner.toml"
+
+# key in the file -> the run option it sets (tables are handled separately)
+KEYS = {
+    "model": "model",
+    "provider": "provider",
+    "base_url": "base_url",
+    "auth_scheme": "auth_scheme",
+    "concurrency": "concurrency",
+    "rps": "rps",
+    "downloads": "download_concurrency",
+    "budget": "budget",
+    "out": "out",
+    "ledger": "ledger",
+    "queue_timeout": "queue_timeout",
+    "run_timeout": "run_timeout",
+    "max_runtime": "max_runtime",
+    "poll_min": "poll_min",
+    "poll_max": "poll_max",
+    "sheet": "sheet",
+    "count": "count",
+    "prompt_template": "prompt_template",
+    "dedupe": "dedupe",
+    "strict": "strict",
+}
+TABLES = ("defaults", "matrix")
+
+
+def find_config(manifest: Path, explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise UsageError(f"no config file at {explicit}")
+        return explicit
+    beside = manifest.expanduser().resolve().parent / CONFIG_NAME
+    return beside if beside.is_file() else None
+
+
+def load_config(path: Path | None) -> dict[str, Any]:
+    """The file's settings as option names; relative paths resolved against the file."""
+    if path is None:
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from exc
+    settings: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name in TABLES:
+            if not isinstance(value, dict):
+                raise UsageError(f"{path}: [{name}] must be a table of field = value")
+            settings[name] = value
+        elif name in KEYS:
+            settings[KEYS[name]] = value
+        else:
+            allowed = ", ".join([*KEYS, *(f"[{t}]" for t in TABLES)])
+            raise UsageError(f"{path}: unknown setting {key!r}; allowed: {allowed}")
+    for name in ("out", "ledger"):
+        if name in settings:
+            settings[name] = path.parent / Path(str(settings[name])).expanduser()
+    matrix = settings.get("matrix", {})
+    for field, values in matrix.items():
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"{path}: [matrix] {field} must be a list of values")
+    return settings

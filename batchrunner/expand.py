@@ -1,0 +1,172 @@
+"""Row expansion: how one spreadsheet row becomes the jobs the user meant.
+
+Applied to a row's raw cells, before coercion and validation, so every problem still names the
+row it came from::
+
+    cells ── defaults (--set, [defaults])  fill empty cells only
+          ── matrix   (--matrix F=a,b)     one variant per combination; overrides the cell
+          ── template (--prompt-template, or {column} inside the prompt cell)
+          ── takes    (count column, --count) N takes of each variant, distinct seeds
+
+A variant's label names its matrix values and take (``16:9~1080p~t2``); it is recorded in the
+ledger beside the row, is part of the job id when a row has an ``id`` (``shot-01~16:9~t2``), and
+of the file name when a row has an ``output``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchrunner.errors import UsageError
+
+MAX_TAKES = 100
+# {column} is a placeholder; {{ and }} are literal braces; any other brace is left alone.
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_ .\-]*)\}")
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """What the user asked for besides the rows themselves (CLI options, ``batchrunner.toml``)."""
+
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    matrix: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    prompt_template: str | None = None
+    count: int | None = None
+    dedupe: bool = False
+    strict: bool = False
+
+    @property
+    def combinations(self) -> list[dict[str, str]]:
+        names = [name for name, _ in self.matrix]
+        return [dict(zip(names, values, strict=True)) for values in self.product()]
+
+    def product(self) -> Iterator[tuple[str, ...]]:
+        return itertools.product(*(values for _, values in self.matrix))
+
+    def provided(self) -> set[str]:
+        """Fields that need no column of their own: filled by defaults, matrix or template."""
+        given = set(self.defaults) | {name for name, _ in self.matrix}
+        return given | ({"prompt"} if self.prompt_template else set())
+
+
+@dataclass(frozen=True)
+class Variant:
+    cells: dict[str, Any]
+    label: str  # "" for the single plain variant of a row
+    take: int
+    takes: int
+
+
+class TemplateError(Exception):
+    """A placeholder that names no column, or a column empty in this row."""
+
+    def __init__(self, message: str, column: str | None):
+        super().__init__(message)
+        self.column = column
+
+
+def parse_matrix(
+    items: tuple[str, ...] | list[str], fields: tuple[str, ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``["aspect_ratio=16:9,9:16", ...]`` → ``(("aspect_ratio", ("16:9", "9:16")), ...)``."""
+    parsed: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        name = name.strip()
+        choices = tuple(v.strip() for v in values.split(",") if v.strip())
+        if not sep or not name or not choices:
+            raise UsageError(f"--matrix {item!r}: write FIELD=value1,value2")
+        check_field(name, fields, "--matrix")
+        if name in parsed:
+            raise UsageError(f"--matrix names {name!r} twice; list all its values in one")
+        parsed[name] = choices
+    return tuple(parsed.items())
+
+
+def parse_settings(items: tuple[str, ...] | list[str], fields: tuple[str, ...]) -> dict[str, str]:
+    """``["duration=8s", ...]`` → ``{"duration": "8s"}`` for ``--set``."""
+    values: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise UsageError(f"--set {item!r}: write FIELD=VALUE")
+        check_field(name, fields, "--set")
+        values[name] = value
+    return values
+
+
+def check_fields(names: Iterable[str], fields: tuple[str, ...], option: str) -> None:
+    for name in names:
+        check_field(name, fields, option)
+
+
+def check_field(name: str, fields: tuple[str, ...], option: str) -> None:
+    if fields and name not in fields:
+        raise UsageError(
+            f"{option}: {name!r} is not a field of the model; fields: {', '.join(fields)}"
+        )
+
+
+def variants(cells: Mapping[str, Any], takes: int, expansion: Expansion) -> Iterator[Variant]:
+    """Every variant of one row; raises TemplateError for a placeholder it cannot fill."""
+    filled = dict(cells)
+    for name, value in expansion.defaults.items():
+        if _empty(filled.get(name)):
+            filled[name] = value
+    template = expansion.prompt_template
+    for combo in expansion.combinations:
+        variant_cells = {**filled, **combo}
+        text = template if template is not None else variant_cells.get("prompt")
+        if isinstance(text, str):
+            variant_cells["prompt"] = render(text, variant_cells)
+        parts = list(combo.values())
+        for take in range(1, takes + 1):
+            label_parts = [*parts, f"t{take}"] if takes > 1 else parts
+            yield Variant(variant_cells, "~".join(label_parts), take, takes)
+
+
+def render(template: str, cells: Mapping[str, Any]) -> str:
+    """Fill ``{column}`` placeholders from ``cells``; ``{{``/``}}`` are literal braces."""
+
+    def fill(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name = match.group(1)
+        if name not in cells:
+            raise TemplateError(
+                f"the prompt template uses {{{name}}}, but there is no {name!r} column",
+                column=name,
+            )
+        value = cells[name]
+        if _empty(value):
+            raise TemplateError(
+                f"the prompt template uses {{{name}}}, which is empty in this row", column=name
+            )
+        return _text(value)
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+def take_seed(row_seed: int | None, basis: str, take: int) -> int:
+    """A distinct, reproducible seed per take: the row's seed + take - 1, else from the job."""
+    if row_seed is not None:
+        return row_seed + take - 1
+    digest = hashlib.sha256(f"{basis}#take{take}".encode()).hexdigest()
+    return int(digest[:8], 16) % 2**31
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value != value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

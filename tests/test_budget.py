@@ -1,0 +1,186 @@
+"""Money: the budget cap under heavy concurrency, plans and dry runs that send nothing, edits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from batchrunner import batch
+from batchrunner.cli import cli
+from batchrunner.ledger import Ledger
+from batchrunner.simulator import SimulatorServer
+from tests.helpers import TOKEN, counters, fast_config, rows, settings_for, write_manifest
+
+ENV = {"BATCHRUNNER_API_KEY": TOKEN}
+PRICE = 1.60  # rows() are 4 s with audio: 4 x $0.40
+
+
+def test_budget_is_never_exceeded_under_concurrency_50(tmp_path: Path) -> None:
+    cap = 20.0  # room for 12 jobs ($19.20), not 13
+    with SimulatorServer(fast_config(run_seconds=0.3)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(40))
+        settings = settings_for(server, tmp_path, concurrency=50, budget=cap)
+        summary = batch.run_manifest(manifest, settings, token=TOKEN)
+        seen = counters(server)
+        assert summary.exit_code == 75
+        assert seen["submits"] == 12
+        assert summary.spend_usd <= cap
+        assert summary.counts == {"done": 12, "pending": 28}
+        assert "budget $20.00 reached: $19.20 committed, $0.80 left; 28 jobs not submitted" in (
+            summary.stopped or ""
+        )
+        with Ledger.open(settings.ledger, create=False) as ledger:
+            costs = [j.cost_usd for j in ledger.jobs() if j.cost_usd]
+        assert costs == [PRICE] * 12  # spend recorded per job
+
+        # the same budget again: everything already committed counts, nothing more is sent
+        again = batch.run_manifest(manifest, settings, token=TOKEN)
+        assert (again.exit_code, again.submitted) == (75, 0)
+
+        # raising the budget on resume finishes the batch
+        done = batch.resume(settings.ledger, token=TOKEN, budget=100.0)
+        assert (done.exit_code, done.submitted) == (0, 28)
+        assert counters(server)["submits"] == 40
+
+
+def test_budget_through_the_cli_reports_spend_and_remainder(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(5))
+    args = [
+        "run",
+        str(manifest),
+        "--ledger",
+        str(tmp_path / "l.db"),
+        "--out",
+        str(tmp_path / "o"),
+        "--base-url",
+        sim.url,
+        "--auth-scheme",
+        "bearer",
+        "--poll-min",
+        "0.02",
+        "--budget",
+        "5",
+    ]
+    result = CliRunner().invoke(cli, args, env=ENV)
+    assert result.exit_code == 75
+    assert (
+        "budget $5.00 reached: $4.80 committed, $0.20 left; 2 jobs not submitted" in result.output
+    )
+    status = json.loads(
+        CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "l.db"), "--json"]).output
+    )
+    assert status["spend_usd"] == 4.8
+
+
+def test_budget_needs_prices(sim: SimulatorServer, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", [{"prompt": "x"}])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(manifest),
+            "--ledger",
+            str(tmp_path / "l.db"),
+            "--base-url",
+            sim.url,
+            "--model",
+            "acme/other/v1",
+            "--budget",
+            "10",
+        ],
+        env=ENV,
+    )
+    assert result.exit_code == 2 and "needs a price" in result.output
+    assert counters(sim)["submits"] == 0
+
+
+def test_plan_and_dry_run_send_nothing_and_write_no_ledger(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    ledger = tmp_path / "l.db"
+    shown = CliRunner().invoke(
+        cli,
+        [
+            "plan",
+            str(manifest),
+            "--ledger",
+            str(ledger),
+            "--count",
+            "2",
+            "--json",
+            "-o",
+            str(tmp_path / "plan.jsonl"),
+        ],
+    )
+    assert shown.exit_code == 0, shown.output
+    plan = json.loads(shown.stdout)
+    assert (plan["rows"], plan["jobs"], plan["cost_usd"]) == (3, 6, 9.6)
+    bodies = [json.loads(line) for line in (tmp_path / "plan.jsonl").read_text().splitlines()]
+    assert [b["job_id"] for b in bodies] == [f"shot-00{i}~t{t}" for i in (1, 2, 3) for t in (1, 2)]
+    assert all(b["input"]["duration"] == "4s" and "seed" in b["input"] for b in bodies)
+    dry = CliRunner().invoke(
+        cli,
+        ["run", str(manifest), "--ledger", str(ledger), "--base-url", sim.url, "--dry-run"],
+        env=ENV,
+    )
+    assert dry.exit_code == 0 and "3 rows -> 3 jobs" in dry.output
+    assert counters(sim)["requests"].get("submit", 0) == 0
+    assert not ledger.exists()
+
+
+def test_plan_skips_what_the_ledger_already_has(sim: SimulatorServer, tmp_path: Path) -> None:
+    settings = settings_for(sim, tmp_path)
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    batch.run_manifest(manifest, settings, token=TOKEN)
+    write_manifest(manifest, rows(5))
+    shown = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", str(settings.ledger)])
+    assert "already in the ledger: 2 done; skipped by run" in shown.output
+    assert "to submit: 3 jobs, $4.80; spent so far in the ledger: $3.20" in shown.output
+
+
+def test_replace_changed_and_rows_that_disappeared(sim: SimulatorServer, tmp_path: Path) -> None:
+    settings = settings_for(sim, tmp_path)
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    assert batch.run_manifest(manifest, settings, token=TOKEN).exit_code == 0
+    edited = rows(3)
+    edited[0]["prompt"] = "a new take on shot one"
+    del edited[2]  # row 3 disappears
+    write_manifest(manifest, edited)
+    summary = batch.run_manifest(manifest, settings, token=TOKEN, replace_changed=True)
+    assert (summary.exit_code, summary.submitted) == (0, 1)
+    with Ledger.open(settings.ledger, create=False) as ledger:
+        assert ledger.get("shot-001").input["prompt"] == "a new take on shot one"
+        assert ledger.get("shot-001@1").state.value == "done"  # the paid original is kept
+    shown = CliRunner().invoke(cli, ["status", "--ledger", str(settings.ledger)])
+    assert "jobs are no longer in the manifest (left alone): " in shown.output
+    assert "shot-003" in shown.output
+
+
+def test_config_file_beside_the_manifest_applies_and_the_command_line_wins(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    manifest = write_manifest(
+        tmp_path / "m.csv", [{k: v for k, v in r.items() if k != "duration"} for r in rows(2)]
+    )
+    (tmp_path / "batchrunner.toml").write_text(
+        'count = 2\nledger = "shots.db"\n[defaults]\nduration = "6s"\n'
+        '[matrix]\naspect_ratio = ["16:9", "9:16"]\n'
+    )
+    shown = CliRunner().invoke(cli, ["plan", str(manifest), "--json"])
+    assert shown.exit_code == 0, shown.output
+    plan = json.loads(shown.stdout)
+    assert plan["jobs"] == 2 * 2 * 2
+    assert plan["cost_usd"] == pytest.approx(8 * 6 * 0.4)
+    overridden = json.loads(
+        CliRunner().invoke(cli, ["plan", str(manifest), "--json", "--count", "1"]).stdout
+    )
+    assert overridden["jobs"] == 4
+    (tmp_path / "batchrunner.toml").write_text("colour = 'red'\n")
+    bad = CliRunner().invoke(cli, ["plan", str(manifest)])
+    assert bad.exit_code == 2 and "unknown setting 'colour'" in bad.output

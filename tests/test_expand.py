@@ -1,0 +1,243 @@
+"""Row expansion, templates, defaults, identity, plans: a manifest becomes what was meant."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchrunner.errors import ManifestError
+from batchrunner.expand import Expansion
+from batchrunner.manifest import Manifest, load_manifest
+from batchrunner.models import get_model
+from batchrunner.plan import make_plan
+from tests.helpers import IMAGE, write_manifest
+
+SPEC = get_model("fal-ai/veo3/image-to-video")
+
+
+def load(path: Path, **expansion: Any) -> Manifest:
+    return load_manifest(path, SPEC, expansion=Expansion(**expansion))
+
+
+def problems(path: Path, **expansion: Any) -> list[str]:
+    with pytest.raises(ManifestError) as caught:
+        load(path, **expansion)
+    return [str(p) for p in caught.value.problems if p.severity == "error"]
+
+
+def manifest(tmp_path: Path, rows: list[dict[str, Any]]) -> Path:
+    return write_manifest(tmp_path / "m.csv", [{"image_url": IMAGE, **row} for row in rows])
+
+
+def test_count_gives_takes_with_distinct_reproducible_seeds(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"prompt": "a fox"}, {"prompt": "a hen", "seed": "100"}])
+    first = load(path, count=3)
+    assert len(first.rows) == 6
+    fox = [r.payload["seed"] for r in first.rows if r.row == 1]
+    assert len(set(fox)) == 3  # takes differ
+    assert [r.payload["seed"] for r in first.rows if r.row == 2] == [100, 101, 102]
+    again = load(path, count=3)
+    assert [(r.job_id, r.payload) for r in again.rows] == [
+        (r.job_id, r.payload) for r in first.rows
+    ]
+    assert [r.variant for r in first.rows[:3]] == ["t1", "t2", "t3"]
+
+
+def test_a_count_column_overrides_the_option_per_row(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"prompt": "a", "count": "2"}, {"prompt": "b", "count": ""}])
+    assert [r.row for r in load(path, count=3).rows] == [1, 1, 2, 2, 2]
+    bad = manifest(tmp_path, [{"prompt": "a", "count": "0"}, {"prompt": "b", "count": "two"}])
+    assert problems(bad) == [
+        "row 1, line 2, column 'count': must be between 1 and 100 takes (got '0')",
+        "row 2, line 3, column 'count': must be a whole number (got 'two')",
+    ]
+
+
+def test_matrix_is_every_row_times_every_combination(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"id": "fox", "prompt": "a fox"}, {"id": "hen", "prompt": "a hen"}])
+    matrix = (("aspect_ratio", ("16:9", "9:16")), ("resolution", ("720p", "1080p")))
+    loaded = load(path, matrix=matrix)
+    assert len(loaded.rows) == 8
+    fox = {r.job_id: (r.payload["aspect_ratio"], r.payload["resolution"]) for r in loaded.rows[:4]}
+    assert fox == {
+        "fox~16:9~720p": ("16:9", "720p"),
+        "fox~16:9~1080p": ("16:9", "1080p"),
+        "fox~9:16~720p": ("9:16", "720p"),
+        "fox~9:16~1080p": ("9:16", "1080p"),
+    }
+
+
+def test_matrix_values_are_validated_against_the_model(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"prompt": "a"}, {"prompt": "b"}])
+    found = problems(path, matrix=(("resolution", ("720p", "4k")),))
+    assert len(found) == 2  # once per row, not once per variant
+    assert "column 'resolution'" in found[0] and "'720p' or '1080p'" in found[0]
+
+
+def test_prompt_template_fills_from_columns(tmp_path: Path) -> None:
+    path = manifest(
+        tmp_path, [{"subject": "fox", "style": "ukiyo-e"}, {"subject": "hen", "style": "noir"}]
+    )
+    loaded = load(path, prompt_template="A {subject} in the style of {style}, {{no placeholder}}")
+    assert [r.payload["prompt"] for r in loaded.rows] == [
+        "A fox in the style of ukiyo-e, {no placeholder}",
+        "A hen in the style of noir, {no placeholder}",
+    ]
+    assert loaded.rows[0].metadata == {"subject": "fox", "style": "ukiyo-e"}
+
+
+def test_placeholders_inside_the_prompt_cell(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"prompt": "A {animal} at dawn", "animal": "heron"}])
+    assert load(path).rows[0].payload["prompt"] == "A heron at dawn"
+
+
+def test_a_template_naming_a_missing_or_empty_column_is_a_problem(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"subject": "fox", "style": ""}, {"subject": "hen", "style": "x"}])
+    found = problems(path, prompt_template="A {subject} by {artist} in {style}")
+    assert found[0].startswith("row 1, line 2, column 'prompt': the prompt template uses {artist}")
+    assert "no 'artist' column" in found[0]
+    empty = problems(path, prompt_template="A {subject} in {style}")
+    assert empty == [
+        "row 1, line 2, column 'style': the prompt template uses {style}, "
+        "which is empty in this row (got '')"
+    ]
+
+
+def test_count_matrix_and_template_combine(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"subject": "fox"}, {"subject": "hen"}, {"subject": "owl"}])
+    loaded = load(
+        path,
+        count=2,
+        matrix=(("aspect_ratio", ("16:9", "9:16")),),
+        prompt_template="A {subject}, framed {aspect_ratio}",
+    )
+    assert len(loaded.rows) == 3 * 2 * 2
+    assert {r.payload["prompt"] for r in loaded.rows if r.row == 2} == {
+        "A hen, framed 16:9",
+        "A hen, framed 9:16",
+    }
+    assert len({r.job_id for r in loaded.rows}) == 12
+    assert len({(r.row, r.payload["seed"]) for r in loaded.rows}) == 12
+
+
+def test_defaults_fill_only_empty_cells(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"prompt": "a", "duration": ""}, {"prompt": "b", "duration": "6s"}])
+    loaded = load(path, defaults={"duration": "4s", "generate_audio": "no"})
+    assert [r.payload["duration"] for r in loaded.rows] == ["4s", "6s"]
+    assert {r.payload["generate_audio"] for r in loaded.rows} == {False}
+    assert [r.cost_usd for r in loaded.rows] == [0.8, 1.2]
+
+
+def test_a_default_can_stand_in_for_a_required_column(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path / "m.csv", [{"prompt": "a"}, {"prompt": "b"}])
+    (missing,) = problems(path)
+    assert "no 'image_url' column" in missing
+    assert {r.payload["image_url"] for r in load(path, defaults={"image_url": IMAGE}).rows} == {
+        IMAGE
+    }
+
+
+def test_identical_rows_fail_or_are_kept_once_with_dedupe(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "a"}])
+    assert problems(path) == [
+        "row 3, line 4: row 3 is identical to row 1; give each an id column value if you "
+        "really want both, or use --dedupe"
+    ]
+    kept = load(path, dedupe=True)
+    assert [r.row for r in kept.rows] == [1, 2]
+    assert any("kept once (--dedupe)" in str(w) for w in kept.warnings)
+
+
+def test_strict_makes_unknown_columns_errors(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"prompt": "a", "aspect-ratio": "16:9"}])
+    assert any("did you mean 'aspect_ratio'" in str(w) for w in load(path).warnings)
+    (found,) = problems(path, strict=True)
+    assert "column 'aspect-ratio': unknown column (--strict); did you mean 'aspect_ratio'?" in found
+
+
+def test_outputs_of_variants_get_the_variant_in_their_name(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"prompt": "a", "output": "clips/fox.mp4"}])
+    loaded = load(path, matrix=(("aspect_ratio", ("16:9", "9:16")),))
+    assert [r.output for r in loaded.rows] == ["clips/fox~16_9.mp4", "clips/fox~9_16.mp4"]
+
+
+def test_plan_counts_prices_and_what_the_ledger_has(tmp_path: Path) -> None:
+    path = manifest(
+        tmp_path, [{"prompt": "a", "duration": "8s"}, {"prompt": "b", "generate_audio": "no"}]
+    )
+    plan = make_plan(load(path, matrix=(("resolution", ("720p", "1080p")),)))
+    assert (plan.rows, plan.jobs, plan.cost_usd) == (2, 4, 9.6)
+    groups = {
+        (g["generate_audio"], g["resolution"], g["jobs"], g["cost_usd"]) for g in plan.breakdown
+    }
+    assert groups == {
+        (True, "720p", 1, 3.2),
+        (True, "1080p", 1, 3.2),
+        (False, "720p", 1, 1.6),
+        (False, "1080p", 1, 1.6),
+    }
+    assert plan.to_submit == 4 and plan.in_ledger == {}
+
+
+# ---------------------------------------------------------------------- properties
+
+words = st.text(alphabet="abcdefghij klmnop", min_size=1, max_size=12).filter(str.strip)
+row_strategy = st.fixed_dictionaries(
+    {
+        "subject": words,
+        "duration": st.sampled_from(["4s", "6s", "8s"]),
+        "generate_audio": st.sampled_from(["yes", "no", "TRUE", "0"]),
+        "seed": st.one_of(st.just(""), st.integers(0, 10_000).map(str)),
+    }
+)
+matrix_strategy = st.lists(
+    st.sampled_from(
+        [("aspect_ratio", ("16:9", "9:16", "auto")), ("resolution", ("720p", "1080p"))]
+    ),
+    unique_by=lambda item: item[0],
+    max_size=2,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(row_strategy, min_size=1, max_size=8, unique_by=lambda r: r["subject"]),
+    count=st.integers(1, 3),
+    matrix=matrix_strategy,
+    shuffle_seed=st.integers(0, 2**16),
+)
+def test_expansion_invariants(
+    tmp_path: Path, rows: list[dict[str, str]], count: int, matrix: list[Any], shuffle_seed: int
+) -> None:
+    expansion: dict[str, Any] = {
+        "count": count,
+        "matrix": tuple(matrix),
+        "prompt_template": "A {subject} walking",
+    }
+    path = manifest(tmp_path, rows)
+    loaded = load(path, **expansion)
+    combos = 1
+    for _, values in matrix:
+        combos *= len(values)
+    # the plan's job count is the product the user asked for
+    plan = make_plan(loaded)
+    assert plan.jobs == len(loaded.rows) == len(rows) * count * combos
+    # the estimate is the sum of per-job prices
+    assert plan.cost_usd == pytest.approx(sum(SPEC.cost(r.payload) or 0 for r in loaded.rows))
+    # ids are unique
+    ids = [r.job_id for r in loaded.rows]
+    assert len(set(ids)) == len(ids)
+    # ... and stable when the spreadsheet's rows are shuffled
+    shuffled = rows[:]
+    random.Random(shuffle_seed).shuffle(shuffled)
+    reloaded = load(manifest(tmp_path, shuffled), **expansion)
+    by_content = {json.dumps(r.payload, sort_keys=True): r.job_id for r in loaded.rows}
+    assert {json.dumps(r.payload, sort_keys=True): r.job_id for r in reloaded.rows} == by_content
