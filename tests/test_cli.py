@@ -217,3 +217,17 @@ def test_an_edited_row_with_the_same_id_is_refused_before_anything_is_sent(
     assert result.exit_code == 2
     assert "row 2" in result.output and "'shot-002' is already in the ledger" in result.output
     assert counters(shared_sim)["submits"] == before  # not even the new row 3
+
+
+def test_validate_reads_the_named_excel_sheet(tmp_path: Path) -> None:
+    path = tmp_path / "book.xlsx"
+    with pd.ExcelWriter(path) as writer:
+        pd.DataFrame({"notes": ["not the shots"]}).to_excel(
+            writer, sheet_name="readme", index=False
+        )
+        pd.DataFrame(rows(3)).to_excel(writer, sheet_name="Day 2", index=False)
+    first = CliRunner().invoke(cli, ["validate", str(path)])
+    assert first.exit_code == 2 and "no 'prompt' column" in first.output
+    named = CliRunner().invoke(cli, ["validate", str(path), "--sheet", "Day 2"])
+    assert named.exit_code == 0, named.output
+    assert "3 rows OK; estimated cost $4.80" in named.output

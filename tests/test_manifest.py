@@ -9,6 +9,7 @@ import json
 import random
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,30 @@ def test_xlsx_sheet_by_name_or_index_and_numbers_as_floats(tmp_path: Path) -> No
         assert (row.payload["generate_audio"], row.payload["safety_tolerance"]) == (False, "2")
     with pytest.raises(UsageError, match="'shots'"):
         load(path, sheet="Sheet9")
+
+
+def test_xlsx_formulas_give_their_cached_values(tmp_path: Path) -> None:
+    """A spreadsheet app saves a formula with its last computed value; that value is the cell."""
+    path = tmp_path / "book.xlsx"
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["prompt", "image_url", "duration", "seed"])
+    sheet.append(["A calm lake", URL, "=2*3", "=40+2"])
+    workbook.save(path)
+    # openpyxl stores no computed values; add them as Excel/LibreOffice would (<v> after <f>)
+    with zipfile.ZipFile(path) as book:
+        parts = {name: book.read(name) for name in book.namelist()}
+    xml = parts["xl/worksheets/sheet1.xml"].decode()
+    xml = xml.replace("<f>2*3</f><v />", "<f>2*3</f><v>6</v>").replace(
+        "<f>40+2</f><v />", "<f>40+2</f><v>42</v>"
+    )
+    assert "<v>6</v>" in xml and "<v>42</v>" in xml
+    parts["xl/worksheets/sheet1.xml"] = xml.encode()
+    with zipfile.ZipFile(path, "w") as book:
+        for name, data in parts.items():
+            book.writestr(name, data)
+    (row,) = load(path).rows
+    assert (row.payload["duration"], row.payload["seed"]) == ("6s", 42)
 
 
 def test_unknown_format_and_missing_file_are_usage_errors(tmp_path: Path) -> None:

@@ -238,3 +238,10 @@ def test_demo_runs_then_repeats_as_a_no_op(tmp_path: Path) -> None:
     second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0, second.output
     assert json.loads(second.stdout.strip().splitlines()[-1])["submitted"] == 0
+    # the row with a local image: sent as a data: URI, stored as its path and sha256
+    with Ledger.open(tmp_path / "demo.db", create=False) as ledger:
+        (local,) = [j for j in ledger.jobs() if j.files]
+    image = ROOT / "manifests" / "images" / "lighthouse.png"
+    assert local.input["image_url"] == str(image)
+    assert local.files["image_url"]["sha256"] == sha256(image)
+    assert b";base64," not in (tmp_path / "demo.db").read_bytes()
