@@ -31,7 +31,6 @@ class AdaptiveLimit:
         self.value = 1.0
         self.slow_start = True
         self.slots = anyio.CapacityLimiter(1)
-        self.throttles = 0
         self._on_change = on_change
 
     @property
@@ -40,7 +39,6 @@ class AdaptiveLimit:
 
     def throttled(self, accepted_in_flight: int) -> None:
         """The provider answered 429 while ``accepted_in_flight`` of our jobs were queued there."""
-        self.throttles += 1
         self.slow_start = False
         floor = min(self.value - 1, float(accepted_in_flight))
         self._set(max(1.0, self.value / 2, floor))

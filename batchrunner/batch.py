@@ -33,7 +33,7 @@ from batchrunner.ratelimit import RateLimiter
 from batchrunner.report import Summary
 from batchrunner.retry import RetryPolicy
 from batchrunner.scheduler import Observer, Runner, RunOptions
-from batchrunner.states import JobState
+from batchrunner.states import AT_PROVIDER, JobState
 
 SIMULATOR_ORIGIN = "simulator"  # the origin recorded for jobs run with --simulate
 
@@ -366,7 +366,7 @@ def cancel(
             targets = [ledger.get(j) for j in job_ids]
         last = ledger.last_run(("run", "resume", "retry"))
         settings = Settings.from_stored(last["options"] if last else {}, ledger=path)
-        remote = [j for j in targets if j.state in (JobState.QUEUED, JobState.RUNNING)]
+        remote = [j for j in targets if j.state in AT_PROVIDER]
         api = _api(settings, token, env) if remote else None
         ledger.start_run("cancel", **_run_info(settings, api))
         outcome: dict[str, str] = {}

@@ -9,7 +9,7 @@ import pandas as pd
 
 from batchrunner.errors import UsageError
 from batchrunner.ledger import Ledger
-from batchrunner.states import JobState
+from batchrunner.states import AT_PROVIDER, JobState
 
 EXPORT_COLUMNS = [
     "job_id",
@@ -45,7 +45,7 @@ def status(ledger_path: str | Path, *, limit: int = 20) -> dict[str, Any]:
             {"job_id": j.job_id, "row": j.row, "state": j.state.value, "error": j.error}
             for j in ledger.jobs([JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED])
         ]
-        in_flight = sum(counts.get(s.value, 0) for s in (JobState.QUEUED, JobState.RUNNING))
+        in_flight = sum(counts.get(s.value, 0) for s in AT_PROVIDER)
         last = ledger.last_run(("run", "resume", "retry"))
         gone = [
             {"job_id": j.job_id, "row": j.row, "state": j.state.value}

@@ -42,7 +42,7 @@ from batchrunner.ledger import Job, Ledger, now
 from batchrunner.manifest import LocalFile, materialize
 from batchrunner.models import get_model
 from batchrunner.paths import default_output_name, output_path
-from batchrunner.states import JobState
+from batchrunner.states import AT_PROVIDER, JobState
 
 logger = logging.getLogger(__name__)
 S = JobState
@@ -89,7 +89,6 @@ class Tally:
     """What this run did (for the summary and tests); the ledger holds the states."""
 
     submitted: int = 0
-    completed: int = 0
     downloaded: int = 0
 
 
@@ -203,7 +202,7 @@ class Runner:
     def _work_list(self) -> list[str]:
         """In-flight jobs first (they hold money), then pending rows in manifest order."""
         ids = []
-        for job in self.ledger.jobs([S.QUEUED, S.RUNNING]):
+        for job in self.ledger.jobs(AT_PROVIDER):
             if job.origin != self.origin:
                 logger.warning(
                     "job %s was submitted to %s, not %s: run with that provider to finish it",
@@ -244,7 +243,7 @@ class Runner:
                     except RateLimitedError as throttle:
                         job, error = self.ledger.get(job.job_id), throttle
                         self.limit.throttled(self.at_provider)
-                if job.state in (S.QUEUED, S.RUNNING):
+                if job.state in AT_PROVIDER:
                     self.at_provider += 1
                     try:
                         job = await self._until_completed(job)
@@ -415,7 +414,6 @@ class Runner:
         if not isinstance(media, dict) or not media.get("url"):
             reason = status.error or f"the result has no {spec.output_field}.url"
             return self._fail(job, job.state, reason, result=result)
-        self.tally.completed += 1
         self._observe("completed")
         size = media.get("file_size")
         return self.ledger.transition(

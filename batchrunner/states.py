@@ -28,15 +28,6 @@ class JobState(enum.StrEnum):
     CANCELLED = "cancelled"
     UNKNOWN = "unknown"
 
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL
-
-    @property
-    def at_provider(self) -> bool:
-        """Submitted and not yet completed: counts against ``--concurrency``."""
-        return self in AT_PROVIDER
-
 
 S = JobState
 
@@ -57,10 +48,8 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.UNKNOWN: frozenset({S.PENDING, S.CANCELLED}),
 }
 
-FINAL = frozenset({S.DONE, S.FAILED, S.CANCELLED, S.UNKNOWN})
+# Submitted and not yet completed: these count against --concurrency and are polled.
 AT_PROVIDER = frozenset({S.QUEUED, S.RUNNING})
-# States a run works on, in the order it picks them up: in-flight work first, then new rows.
-UNFINISHED = (S.COMPLETED, S.RUNNING, S.QUEUED, S.SUBMITTING, S.PENDING)
 
 
 def can_move(old: JobState, new: JobState) -> bool:
