@@ -43,6 +43,15 @@ def settings_for(server: SimulatorServer, tmp_path: Path, **changes: Any) -> Set
     return Settings(**values)
 
 
+def run_args(server: SimulatorServer, tmp_path: Path, manifest: Path, *extra: str) -> list[str]:
+    """``batchrunner run`` against ``server``, ledger and videos in ``tmp_path``, fast polling."""
+    return [
+        "run", str(manifest), "--ledger", str(tmp_path / "ledger.db"),
+        "--out", str(tmp_path / "out"), "--base-url", server.url, "--auth-scheme", "bearer",
+        "--rps", "500", "--poll-min", "0.02", "--poll-max", "0.2", *extra,
+    ]  # fmt: skip
+
+
 def write_manifest(path: Path, rows: list[dict[str, Any]]) -> Path:
     columns: list[str] = []
     for row in rows:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from batchrunner.simulator import Fault, SimulatorServer
-from tests.helpers import TOKEN, counters, fast_config, rows, write_manifest
+from tests.helpers import TOKEN, counters, fast_config, rows, run_args, write_manifest
 
 JOBS = 80
 KILLS = 8
@@ -45,24 +45,7 @@ def test_random_sigkills_lose_nothing_and_rebuy_only_unknowns(tmp_path: Path) ->
             sys.executable,
             "-m",
             "batchrunner",
-            "run",
-            str(manifest),
-            "--ledger",
-            str(ledger),
-            "--out",
-            str(out),
-            "--base-url",
-            server.url,
-            "--auth-scheme",
-            "bearer",
-            "--concurrency",
-            "8",
-            "--rps",
-            "500",
-            "--poll-min",
-            "0.02",
-            "--poll-max",
-            "0.2",
+            *run_args(server, tmp_path, manifest, "--concurrency", "8"),
         ]
         env = {**os.environ, "BATCHRUNNER_API_KEY": TOKEN}
         kills = 0

@@ -16,7 +16,7 @@ from batchrunner.cli import cli
 from batchrunner.models import MAX_IMAGE_BYTES
 from batchrunner.report import Progress
 from batchrunner.simulator import SimulatorServer
-from tests.helpers import TOKEN, counters, fast_config, rows, write_manifest
+from tests.helpers import TOKEN, counters, fast_config, rows, run_args, write_manifest
 from tests.test_manifest import BAD, CORPUS
 
 ENV = {"BATCHRUNNER_API_KEY": TOKEN}
@@ -26,26 +26,6 @@ ENV = {"BATCHRUNNER_API_KEY": TOKEN}
 def shared_sim() -> Iterator[SimulatorServer]:
     with SimulatorServer(fast_config()) as server:
         yield server
-
-
-def run_args(server: SimulatorServer, tmp_path: Path, manifest: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        str(manifest),
-        "--ledger",
-        str(tmp_path / "l.db"),
-        "--out",
-        str(tmp_path / "out"),
-        "--base-url",
-        server.url,
-        "--auth-scheme",
-        "bearer",
-        "--poll-min",
-        "0.02",
-        "--poll-max",
-        "0.2",
-        *extra,
-    ]
 
 
 @pytest.mark.parametrize(("name", "row", "line", "column", "words"), CORPUS)
@@ -72,7 +52,7 @@ def test_every_bad_manifest_exits_2_with_its_row_and_sends_nothing(
         assert f"line {line}" in result.output
     assert words in result.output
     assert counters(shared_sim)["submits"] == before
-    assert not (tmp_path / "l.db").exists()
+    assert not (tmp_path / "ledger.db").exists()
 
 
 def test_export_has_the_contract_columns_then_the_manifest_columns(
@@ -94,7 +74,7 @@ def test_export_has_the_contract_columns_then_the_manifest_columns(
     for suffix in (".csv", ".jsonl", ".parquet"):
         target = tmp_path / f"export{suffix}"
         result = CliRunner().invoke(
-            cli, ["export", "--ledger", str(tmp_path / "l.db"), "-o", str(target)]
+            cli, ["export", "--ledger", str(tmp_path / "ledger.db"), "-o", str(target)]
         )
         assert result.exit_code == 0, result.output
         frame = {
@@ -110,7 +90,7 @@ def test_export_has_the_contract_columns_then_the_manifest_columns(
         assert list(frame["cost_usd"]) == [1.6, 1.6, 1.6]  # 4 s with audio at $0.40/s
         assert TOKEN not in target.read_bytes().decode("utf-8", "replace")
     bad = CliRunner().invoke(
-        cli, ["export", "--ledger", str(tmp_path / "l.db"), "-o", str(tmp_path / "x.xls")]
+        cli, ["export", "--ledger", str(tmp_path / "ledger.db"), "-o", str(tmp_path / "x.xls")]
     )
     assert bad.exit_code == 2 and ".csv, .jsonl, .parquet" in bad.output
 
@@ -136,7 +116,9 @@ def test_an_unregistered_model_runs_unvalidated_with_one_warning(
     assert TOKEN not in log.read_text()
     assert (
         json.loads(
-            CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "l.db"), "--json"]).output
+            CliRunner()
+            .invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db"), "--json"])
+            .output
         )["spend_usd"]
         == 0
     )  # no price known
@@ -150,7 +132,7 @@ def test_status_shows_counts_spend_and_the_concurrency_limit(
         cli, run_args(shared_sim, tmp_path, manifest, "--concurrency", "2"), env=ENV
     )
     assert result.exit_code == 1
-    shown = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "l.db")])
+    shown = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db")])
     assert "3 jobs (2 done, 1 failed)" in shown.output
     assert "estimated spend: $4.80" in shown.output
     assert "concurrency limit in force 2 of 2" in shown.output
@@ -173,7 +155,7 @@ def test_http_base_url_is_refused_for_a_remote_host(tmp_path: Path) -> None:
             "run",
             str(manifest),
             "--ledger",
-            str(tmp_path / "l.db"),
+            str(tmp_path / "ledger.db"),
             "--base-url",
             "http://example.com",
         ],

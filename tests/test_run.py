@@ -22,7 +22,7 @@ from batchrunner.cli import cli
 from batchrunner.ledger import Ledger
 from batchrunner.simulator import Fault, SimulatorServer
 from batchrunner.states import JobState
-from tests.helpers import TOKEN, counters, fast_config, rows, settings_for, write_manifest
+from tests.helpers import TOKEN, counters, fast_config, rows, run_args, settings_for, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,24 +126,7 @@ def test_sigkill_mid_batch_then_resume_loses_and_rebuys_nothing(tmp_path: Path) 
             sys.executable,
             "-m",
             "batchrunner",
-            "run",
-            str(manifest),
-            "--ledger",
-            str(ledger),
-            "--out",
-            str(tmp_path / "out"),
-            "--base-url",
-            server.url,
-            "--auth-scheme",
-            "bearer",
-            "--concurrency",
-            "6",
-            "--rps",
-            "200",
-            "--poll-min",
-            "0.02",
-            "--poll-max",
-            "0.2",
+            *run_args(server, tmp_path, manifest, "--concurrency", "6"),
         ]
         env = {**os.environ, "BATCHRUNNER_API_KEY": TOKEN}
         kills = 0

@@ -23,29 +23,15 @@ from batchrunner.ledger import Ledger
 from batchrunner.retry import RetryPolicy
 from batchrunner.simulator import SimulatorServer
 from batchrunner.states import JobState
-from tests.helpers import TOKEN, counters, fast_config, rows, settings_for, write_manifest
-
-
-def cli_args(server: SimulatorServer, tmp_path: Path, manifest: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        str(manifest),
-        "--ledger",
-        str(tmp_path / "ledger.db"),
-        "--out",
-        str(tmp_path / "out"),
-        "--base-url",
-        server.url,
-        "--auth-scheme",
-        "bearer",
-        "--rps",
-        "200",
-        "--poll-min",
-        "0.02",
-        "--poll-max",
-        "0.2",
-        *extra,
-    ]
+from tests.helpers import (
+    TOKEN,
+    counters,
+    fast_config,
+    rows,
+    run_args,
+    settings_for,
+    write_manifest,
+)
 
 
 @contextmanager
@@ -87,7 +73,7 @@ def test_signal_stops_cleanly_and_the_next_run_carries_on(
 ) -> None:
     with SimulatorServer(fast_config(run_seconds=1.0)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(20))
-        args = cli_args(server, tmp_path, manifest, "--concurrency", "4")
+        args = run_args(server, tmp_path, manifest, "--concurrency", "4")
         with runner_process(args, tmp_path) as proc:
             wait_for(lambda: counters(server)["submits"] >= 4)
             proc.send_signal(sig)
@@ -112,10 +98,10 @@ def test_signal_stops_cleanly_and_the_next_run_carries_on(
 def test_second_runner_exits_3_naming_the_holder_while_status_still_works(tmp_path: Path) -> None:
     with SimulatorServer(fast_config(run_seconds=2.0)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(4))
-        with runner_process(cli_args(server, tmp_path, manifest), tmp_path) as proc:
+        with runner_process(run_args(server, tmp_path, manifest), tmp_path) as proc:
             wait_for(lambda: counters(server)["submits"] >= 1)
             second = CliRunner().invoke(
-                cli, cli_args(server, tmp_path, manifest), env={"BATCHRUNNER_API_KEY": TOKEN}
+                cli, run_args(server, tmp_path, manifest), env={"BATCHRUNNER_API_KEY": TOKEN}
             )
             assert second.exit_code == 3
             assert f"pid {proc.pid}" in second.output
@@ -134,7 +120,7 @@ def test_second_runner_exits_3_naming_the_holder_while_status_still_works(tmp_pa
         # the killed holder's lock is gone with it: the next run goes ahead
         again = CliRunner().invoke(
             cli,
-            [*cli_args(server, tmp_path, manifest), "--resubmit-unknown"],
+            [*run_args(server, tmp_path, manifest), "--resubmit-unknown"],
             env={"BATCHRUNNER_API_KEY": TOKEN},
         )
         assert again.exit_code == 0, again.output
@@ -146,7 +132,7 @@ def test_max_runtime_stops_with_75_and_a_later_run_finishes(tmp_path: Path) -> N
         env = {"BATCHRUNNER_API_KEY": TOKEN}
         first = CliRunner().invoke(
             cli,
-            cli_args(server, tmp_path, manifest, "--concurrency", "2", "--max-runtime", "1s"),
+            run_args(server, tmp_path, manifest, "--concurrency", "2", "--max-runtime", "1s"),
             env=env,
         )
         assert first.exit_code == 75, first.output
@@ -268,7 +254,7 @@ def test_cancel_all_cancels_in_flight_jobs_at_the_provider(tmp_path: Path) -> No
         env = {"BATCHRUNNER_API_KEY": TOKEN}
         first = CliRunner().invoke(
             cli,
-            cli_args(server, tmp_path, manifest, "--concurrency", "3", "--max-runtime", "1s"),
+            run_args(server, tmp_path, manifest, "--concurrency", "3", "--max-runtime", "1s"),
             env=env,
         )
         assert first.exit_code == 75, first.output
@@ -290,7 +276,7 @@ def test_cancel_all_cancels_in_flight_jobs_at_the_provider(tmp_path: Path) -> No
 def test_a_second_ctrl_c_leaves_at_once(tmp_path: Path) -> None:
     with SimulatorServer(fast_config(run_seconds=30)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(6))
-        with runner_process(cli_args(server, tmp_path, manifest), tmp_path) as proc:
+        with runner_process(run_args(server, tmp_path, manifest), tmp_path) as proc:
             wait_for(lambda: counters(server)["submits"] >= 2)
             proc.send_signal(signal.SIGINT)
             proc.send_signal(signal.SIGINT)
