@@ -66,22 +66,12 @@ class NewJob:
         return _input_hash(self.endpoint, self.input, self.files)
 
 
-@dataclass(frozen=True)
-class Job:
-    """A job as stored; read-only (change it through :meth:`Ledger.transition`)."""
+@dataclass(frozen=True, kw_only=True)
+class Job(NewJob):
+    """A job as stored: the planned job plus what has happened to it. Read-only; change it
+    through :meth:`Ledger.transition`."""
 
-    job_id: str
-    endpoint: str
-    input: dict[str, Any]
-    input_hash: str
     state: JobState
-    row: int | None = None
-    line: int | None = None
-    variant: str = ""
-    files: dict[str, Any] = field(default_factory=dict)
-    output_name: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    price_usd: float | None = None
     cost_usd: float | None = None
     request_id: str | None = None
     origin: str | None = None
