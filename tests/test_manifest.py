@@ -593,7 +593,9 @@ def test_csv_round_trip_and_ids_unique_and_order_free(
             for row in ordered:
                 audio = chooser.choice(BOOL_SPELLINGS[row["generate_audio"]])
                 seed_cell = "" if row["seed"] is None else row["seed"]
-                writer.writerow([row["prompt"], URL, row["duration"], audio, row["aspect_ratio"],
+                # braces in a prompt cell are {column} placeholders; literal ones are doubled
+                prompt = row["prompt"].replace("{", "{{").replace("}", "}}")
+                writer.writerow([prompt, URL, row["duration"], audio, row["aspect_ratio"],
                                  seed_cell])  # fmt: skip
 
     unique = list({json.dumps(expected(r), sort_keys=True): r for r in rows}.values())
