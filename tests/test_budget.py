@@ -12,7 +12,7 @@ from batchrunner import batch
 from batchrunner.cli import cli
 from batchrunner.ledger import Ledger
 from batchrunner.simulator import SimulatorServer
-from tests.helpers import TOKEN, counters, fast_config, rows, settings_for, write_manifest
+from tests.helpers import TOKEN, counters, fast_config, rows, run_args, settings_for, write_manifest
 
 ENV = {"BATCHRUNNER_API_KEY": TOKEN}
 PRICE = 1.60  # rows() are 4 s with audio: 4 x $0.40
@@ -50,29 +50,16 @@ def test_budget_through_the_cli_reports_spend_and_remainder(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
     manifest = write_manifest(tmp_path / "m.csv", rows(5))
-    args = [
-        "run",
-        str(manifest),
-        "--ledger",
-        str(tmp_path / "l.db"),
-        "--out",
-        str(tmp_path / "o"),
-        "--base-url",
-        sim.url,
-        "--auth-scheme",
-        "bearer",
-        "--poll-min",
-        "0.02",
-        "--budget",
-        "5",
-    ]
+    args = run_args(sim, tmp_path, manifest, "--budget", "5")
     result = CliRunner().invoke(cli, args, env=ENV)
     assert result.exit_code == 75
     assert (
         "budget $5.00 reached: $4.80 committed, $0.20 left; 2 jobs not submitted" in result.output
     )
     status = json.loads(
-        CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "l.db"), "--json"]).output
+        CliRunner()
+        .invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db"), "--json"])
+        .output
     )
     assert status["spend_usd"] == 4.8
 

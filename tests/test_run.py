@@ -173,18 +173,7 @@ def test_bad_manifest_exits_2_names_rows_and_sends_nothing(
     manifest = write_manifest(tmp_path / "m.csv", bad)
     result = CliRunner().invoke(
         cli,
-        [
-            "run",
-            str(manifest),
-            "--ledger",
-            str(tmp_path / "l.db"),
-            "--out",
-            str(tmp_path / "o"),
-            "--base-url",
-            sim.url,
-            "--auth-scheme",
-            "bearer",
-        ],
+        run_args(sim, tmp_path, manifest),
         env={"BATCHRUNNER_API_KEY": TOKEN},
     )
     assert result.exit_code == 2
@@ -192,7 +181,7 @@ def test_bad_manifest_exits_2_names_rows_and_sends_nothing(
     assert "row 4" in result.output and "generate_audio" in result.output
     assert "Traceback" not in result.output
     assert counters(sim)["submits"] == 0
-    assert not (tmp_path / "l.db").exists()
+    assert not (tmp_path / "ledger.db").exists()
 
 
 def test_missing_key_exits_2_before_anything(sim: SimulatorServer, tmp_path: Path) -> None:
