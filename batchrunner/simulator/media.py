@@ -1,8 +1,10 @@
 """The video files the simulator serves: a real MP4, unique and deterministic per request.
 
-Each file is ``sample.mp4`` (2 s, h264 + aac) followed by one top-level MP4 ``free`` box —
-4-byte big-endian size, ``b"free"``, then the request id and padding derived from it — so every
-job's file differs, is the same on every run, is about ``media_bytes`` long, and still plays.
+Each file is the clip for the job's :class:`~.clips.MediaShape` (aspect ratio, duration, audio
+or not; see :mod:`.clips`) followed by one top-level MP4 ``free`` box — 4-byte big-endian size,
+``b"free"``, then the request id and padding derived from it — so every job's file differs, is
+the same on every run, is about ``media_bytes`` long (never shorter than the clip), and still
+plays as the clip.
 """
 
 from __future__ import annotations
@@ -11,35 +13,49 @@ import functools
 import hashlib
 import re
 import struct
-from importlib import resources
+
+from .clips import MediaShape, clip_bytes
 
 _MARK = b"batchrunner-simulator request "
+DEFAULT_SHAPE = MediaShape()
 
 
-@functools.cache
 def sample_mp4() -> bytes:
-    return resources.files("batchrunner.simulator").joinpath("sample.mp4").read_bytes()
+    """The clip of a job submitted without a shape (2 s, 16:9, with audio)."""
+    return clip_bytes(DEFAULT_SHAPE)
+
+
+def video_bytes(request_id: str, size: int, shape: MediaShape | None = None) -> bytes:
+    """The MP4 served for ``request_id``: ``size`` bytes, or the smallest valid file if larger.
+
+    ``shape`` None means :data:`DEFAULT_SHAPE`.
+    """
+    return _video_bytes(request_id, size, shape or DEFAULT_SHAPE)
 
 
 @functools.lru_cache(maxsize=64)
-def video_bytes(request_id: str, size: int) -> bytes:
-    """The MP4 served for ``request_id``: ``size`` bytes, or the smallest valid file if larger."""
-    sample = sample_mp4()
+def _video_bytes(request_id: str, size: int, shape: MediaShape) -> bytes:
+    clip = clip_bytes(shape)
     head = _MARK + request_id.encode() + b"\n"
-    pad = max(0, size - len(sample) - 8 - len(head))
+    pad = max(0, size - len(clip) - 8 - len(head))
     payload = head + hashlib.shake_256(request_id.encode()).digest(pad)
-    return sample + struct.pack(">I", 8 + len(payload)) + b"free" + payload
+    return clip + struct.pack(">I", 8 + len(payload)) + b"free" + payload
 
 
-def video_size(request_id: str, size: int) -> int:
-    """``len(video_bytes(request_id, size))`` without building the file."""
+def video_size(request_id: str, size: int, shape: MediaShape | None = None) -> int:
+    """``len(video_bytes(request_id, size, shape))`` without building the file."""
     head = len(_MARK) + len(request_id.encode()) + 1
-    return max(size, len(sample_mp4()) + 8 + head)
+    return max(size, len(clip_bytes(shape or DEFAULT_SHAPE)) + 8 + head)
 
 
-@functools.cache
-def video_sha256(request_id: str, size: int) -> str:
-    return hashlib.sha256(video_bytes(request_id, size)).hexdigest()
+def video_sha256(request_id: str, size: int, shape: MediaShape | None = None) -> str:
+    """sha256 (hex) of :func:`video_bytes` — the ``ETag`` and the counters' ``media_sha256``."""
+    return _video_sha256(request_id, size, shape or DEFAULT_SHAPE)
+
+
+@functools.lru_cache(maxsize=4096)
+def _video_sha256(request_id: str, size: int, shape: MediaShape) -> str:
+    return hashlib.sha256(_video_bytes(request_id, size, shape)).hexdigest()
 
 
 class RangeNotSatisfiable(Exception):

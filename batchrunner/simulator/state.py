@@ -2,7 +2,8 @@
 
 Every method takes the one :class:`threading.Lock`, so the routes (on the server's event loop)
 and :meth:`Simulator.counters` (from a test thread) see exact, consistent numbers. Nothing awaits
-while holding the lock.
+while holding the lock, and video files (whose first use encodes a clip) are sized and hashed
+after releasing it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from .clips import MediaShape
 from .config import Fault, SimulatorConfig
 from .media import video_sha256, video_size
 from .store import JobStore
@@ -46,6 +48,7 @@ class JobView:
     error_type: str | None
     result_expired: bool  # result_ttl has passed: the result answers 404
     media_size: int | None  # file size when it succeeded
+    media_shape: MediaShape  # what its video looks like
 
 
 class Simulator:
@@ -158,11 +161,18 @@ class Simulator:
     # -- jobs --------------------------------------------------------------------------------
 
     def submit(
-        self, endpoint_id: str, body: dict[str, Any], *, start_timeout: float | None = None
+        self,
+        endpoint_id: str,
+        body: dict[str, Any],
+        *,
+        start_timeout: float | None = None,
+        shape: MediaShape | None = None,
     ) -> tuple[Job, int] | None:
         """Create a job, or None when the ``max_in_flight`` throttle says 429 (counted).
 
-        Returns the job and its queue position at submit time.
+        ``shape`` is what the job's video will look like (None: the default
+        :class:`MediaShape`, a 2 s 16:9 clip with audio). Returns the job and its queue position
+        at submit time.
         """
         with self.lock:
             now = self._advance()
@@ -189,6 +199,7 @@ class Simulator:
                 run_seconds=max(0.0, run_seconds),
                 policy_violation=isinstance(prompt, str) and self.config.policy_marker in prompt,
                 deadline=None if start_timeout is None else now + start_timeout,
+                shape=shape or MediaShape(),
             )
             position = self.world.waiting_ahead()
             self.world.add(job, now)
@@ -204,7 +215,7 @@ class Simulator:
             job = self.world.get(request_id, now)
             if job is None:
                 return None
-            return JobView(
+            view = JobView(
                 request_id=job.request_id,
                 owner_app=job.owner_app,
                 status=job.status,
@@ -225,10 +236,13 @@ class Simulator:
                 ),
                 error_type=job.error_type,
                 result_expired=self.world.result_expired(job, now),
-                media_size=(
-                    video_size(job.request_id, self.config.media_bytes) if job.succeeded else None
-                ),
+                media_size=None,
+                media_shape=job.shape,
             )
+            size = self.config.media_bytes if job.succeeded else None
+        if size is None:
+            return view
+        return replace(view, media_size=video_size(view.request_id, size, view.media_shape))
 
     def cancel(self, request_id: str) -> str:
         """``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED`` or ``NOT_FOUND``.
@@ -249,10 +263,20 @@ class Simulator:
 
     def media_job(self, request_id: str) -> bool:
         """Whether ``request_id`` has a video to serve (media outlives ``result_ttl``)."""
+        return self.media_shape(request_id) is not None
+
+    def media_shape(self, request_id: str) -> MediaShape | None:
+        """The shape of ``request_id``'s video; None when it has none to serve."""
         with self.lock:
             self._advance()
             job = self.world.jobs.get(request_id)
-            return job is not None and job.succeeded
+            return job.shape if job is not None and job.succeeded else None
+
+    def request(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The endpoint and input body ``request_id`` was submitted with (for billing)."""
+        with self.lock:
+            job = self.world.jobs.get(request_id)
+            return None if job is None else (job.endpoint_id, dict(job.body))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -261,7 +285,8 @@ class Simulator:
         with self.lock:
             now = self._advance()
             size = self.config.media_bytes
-            return {
+            shapes = {job.request_id: job.shape for job in self.world if job.succeeded}
+            seen: dict[str, Any] = {
                 "submits": self.submits,
                 "submitted_bodies": dict(self.submitted_bodies),
                 "requests": dict(self.requests),
@@ -281,13 +306,15 @@ class Simulator:
                         "prompt": job.prompt,
                         "error_type": job.error_type,
                         "expired": self.world.result_expired(job, now),
-                        "media_sha256": (
-                            video_sha256(job.request_id, size) if job.succeeded else None
-                        ),
+                        "media_shape": asdict(job.shape),
+                        "media_sha256": None,
                     }
                     for job in self.world
                 },
             }
+        for request_id, shape in shapes.items():
+            seen["jobs"][request_id]["media_sha256"] = video_sha256(request_id, size, shape)
+        return seen
 
     # -- persistence -------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 Times are stored on the wall clock (epoch seconds) and converted from/to the monotonic clock of
 the running process on the way in and out. The replay cursor is stored too, so the queue keeps
 moving across a restart as if the simulator had been up all along: a job that was due to finish
-while it was down is ``COMPLETED`` when asked about after the restart.
+while it was down is ``COMPLETED`` when asked about after the restart. Each job's
+:class:`~.clips.MediaShape` is stored with it, so a restarted simulator serves the same bytes; a
+file from before shapes were stored loads with the default shape.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
 
+from .clips import MediaShape
 from .world import Job
 
 SCHEMA_VERSION = 1
 _TIME_FIELDS = ("submitted_at", "ready_at", "deadline", "started_at", "ended_at")
 _JOB_FIELDS = {f.name for f in fields(Job)}
+_SHAPE_FIELDS = {f.name for f in fields(MediaShape)}
 
 
 class JobStore:
@@ -48,6 +52,11 @@ class JobStore:
             for name in _TIME_FIELDS:
                 if record.get(name) is not None:
                     record[name] = to_monotonic(record[name])
+            shape = record.pop("shape", None)
+            if isinstance(shape, dict):
+                record["shape"] = MediaShape(
+                    **{k: v for k, v in shape.items() if k in _SHAPE_FIELDS}
+                )
             jobs.append(Job(**{k: v for k, v in record.items() if k in _JOB_FIELDS}))
         row = self._db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()
         cursor = to_monotonic(float(row[0])) if row else None

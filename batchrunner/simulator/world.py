@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from .clips import MediaShape
+
 IN_QUEUE = "IN_QUEUE"
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
@@ -47,6 +49,7 @@ class Job:
     started_at: float | None = None
     ended_at: float | None = None
     error_type: str | None = None
+    shape: MediaShape = field(default_factory=MediaShape)  # its video (decided at submit)
 
     @property
     def status(self) -> str:
