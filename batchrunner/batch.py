@@ -26,7 +26,7 @@ from batchrunner.expand import Expansion
 from batchrunner.ledger import Ledger, NewJob
 from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, load_manifest
-from batchrunner.models import DEFAULT_MODEL, get_model
+from batchrunner.models import DEFAULT_MODEL, ModelSpec, get_model, lookup
 from batchrunner.plan import to_jobs
 from batchrunner.providers import ApiConfig, resolve_api
 from batchrunner.ratelimit import RateLimiter
@@ -45,6 +45,8 @@ class Settings:
     ledger: Path = Path("batchrunner.db")
     out: Path = Path("outputs")
     model: str = DEFAULT_MODEL
+    allow_unregistered: bool = False  # run a model the registry does not know, unvalidated
+    price_per_job: float | None = None  # the price of such a model's jobs, for --budget
     provider: str = "quickrouter"
     base_url: str | None = None
     auth_scheme: str | None = None
@@ -116,15 +118,24 @@ def check_changed(manifest: Manifest, jobs: Sequence[NewJob], ledger: Ledger) ->
 def load(manifest_path: str | Path, settings: Settings, expansion: Expansion | None) -> Manifest:
     """The manifest, validated and expanded; raises before anything is sent."""
     manifest = load_manifest(
-        manifest_path, get_model(settings.model), sheet=settings.sheet, expansion=expansion
+        manifest_path, model_of(settings), sheet=settings.sheet, expansion=expansion
     )
     unpriced = [row for row in manifest.rows if row.cost_usd is None]
     if settings.budget is not None and unpriced:
         raise UsageError(
-            f"--budget needs a price for every job, and {settings.model} has none in the "
-            "registry; drop --budget or use a registered model"
+            f"--budget needs a price for every job, and {settings.model} is not in the "
+            "registry; add --price-per-job USD, or register it with `batchrunner models add`"
         )
     return manifest
+
+
+def model_of(settings: Settings) -> ModelSpec:
+    """The registry's spec for ``settings.model``; an unknown id is an error unless allowed."""
+    return get_model(
+        settings.model,
+        allow_unregistered=settings.allow_unregistered,
+        price_per_job=settings.price_per_job,
+    )
 
 
 def run_manifest(
@@ -298,7 +309,14 @@ async def _provider(settings: Settings, api: ApiConfig | None) -> Any:
     from batchrunner.simulator import SimulatorConfig, SimulatorServer
 
     state = settings.ledger.with_name(settings.ledger.name + ".simulator")
-    config = SimulatorConfig(queue_seconds=0.3, run_seconds=1.5, jitter=0.3, state_path=str(state))
+    extra = () if lookup(settings.model) else (settings.model,)  # --allow-unregistered
+    config = SimulatorConfig(
+        queue_seconds=0.3,
+        run_seconds=1.5,
+        jitter=0.3,
+        state_path=str(state),
+        extra_endpoints=extra,
+    )
     with SimulatorServer(config) as server:
         simulated = ApiConfig(
             base_url=server.url, auth_scheme="bearer", token="simulator", provider="simulator"

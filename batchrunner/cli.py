@@ -20,11 +20,12 @@ import click
 from click.core import ParameterSource
 
 from batchrunner import batch, export
+from batchrunner import models as registry
 from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
 from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
 from batchrunner.expand import MAX_TAKES, Expansion, check_fields, parse_matrix, parse_settings
 from batchrunner.models import DEFAULT_MODEL, get_model
-from batchrunner.plan import Plan, make_plan, write_bodies
+from batchrunner.plan import Plan, make_plan, money, write_bodies
 from batchrunner.providers import PROVIDERS
 from batchrunner.report import Progress, Summary
 from batchrunner.simulator import simulate
@@ -152,7 +153,23 @@ budget_option = click.option(
 def manifest_options(fn: F) -> F:
     """What shapes the jobs a manifest becomes: shared by run, plan and validate."""
     options = [
-        click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Endpoint id."),
+        click.option(
+            "--model",
+            default=DEFAULT_MODEL,
+            show_default=True,
+            help="Endpoint id (`batchrunner models list` shows them).",
+        ),
+        click.option(
+            "--allow-unregistered",
+            is_flag=True,
+            help="Run a model the registry does not know: its input is sent unvalidated.",
+        ),
+        click.option(
+            "--price-per-job",
+            type=click.FloatRange(min=0),
+            metavar="USD",
+            help="With --allow-unregistered: what each job costs (needed by --budget).",
+        ),
         click.option("--sheet", help="Excel sheet to read (name or 0-based index); default first."),
         click.option(
             "--count",
@@ -198,7 +215,11 @@ def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Ex
         source = ctx.get_parameter_source(name)
         if name in params and name not in TABLES and source in (ParameterSource.DEFAULT, None):
             params[name] = by_name[name].type_cast_value(ctx, value)
-    fields = get_model(params["model"]).fields
+    fields = get_model(
+        params["model"],
+        allow_unregistered=params["allow_unregistered"],
+        price_per_job=params["price_per_job"],
+    ).fields
     matrix = dict(
         parse_matrix([_as_item(k, v) for k, v in config.get("matrix", {}).items()], fields)
     )
@@ -214,6 +235,12 @@ def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Ex
         dedupe=params.pop("dedupe"),
         strict=params.pop("strict"),
     )
+
+
+def _model_settings(options: dict[str, Any]) -> batch.Settings:
+    """The settings plan and validate need: which model, how to read the manifest."""
+    names = ("model", "allow_unregistered", "price_per_job", "sheet")
+    return batch.Settings(**{name: options[name] for name in names})
 
 
 def _as_item(field: str, values: list[Any]) -> str:
@@ -395,9 +422,7 @@ def plan_command(
         batchrunner plan shots.csv --json -o plan.jsonl
     """
     expansion = _expansion(ctx, manifest, options)
-    loaded = batch.load(
-        manifest, batch.Settings(model=options["model"], sheet=options["sheet"]), expansion
-    )
+    loaded = batch.load(manifest, _model_settings(options), expansion)
     _print_plan(make_plan(loaded, ledger), as_json)
     if bodies is not None:
         count = write_bodies(loaded, bodies)
@@ -457,7 +482,14 @@ def status(ledger: Path, as_json: bool) -> None:
         return
     counts = ", ".join(f"{n} {state}" for state, n in info["counts"].items()) or "no jobs"
     click.echo(f"{info['ledger']}: {info['total']} jobs ({counts})")
-    click.echo(f"estimated spend: ${info['spend_usd']:,.2f}; in flight: {info['in_flight']}")
+    billed = (
+        f"; billed ${info['billed_usd']:,.2f} ({info['billed_jobs']} jobs reported)"
+        if info["billed_jobs"]
+        else ""
+    )
+    click.echo(
+        f"estimated spend: ${info['spend_usd']:,.2f}{billed}; in flight: {info['in_flight']}"
+    )
     last = info["last_run"]
     if last:
         state = "running" if last["finished_at"] is None else f"exit {last['exit_code']}"
@@ -533,8 +565,7 @@ def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
         batchrunner validate shots.csv --strict
     """
     expansion = _expansion(ctx, manifest, options)
-    settings = batch.Settings(model=options["model"], sheet=options["sheet"])
-    loaded = batch.load(manifest, settings, expansion)
+    loaded = batch.load(manifest, _model_settings(options), expansion)
     for warning in loaded.warnings:
         click.echo(f"{manifest}: warning: {warning}", err=True)
     cost = sum(row.cost_usd or 0 for row in loaded.rows)
@@ -543,6 +574,137 @@ def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
 
 
 cli.add_command(simulate)
+
+
+# ---------------------------------------------------------------------- models
+
+
+@cli.group()
+def models() -> None:
+    """The model registry: the endpoints batchrunner validates and prices.
+
+    Shipped models are built in; `models add` writes your own to the folder in
+    $BATCHRUNNER_MODELS_DIR (default ~/.config/batchrunner/models), which wins over them.
+
+    \b
+    Example:
+        batchrunner models list
+        batchrunner models show fal-ai/veo3.1/image-to-video
+        batchrunner models add openapi.json --price "0.50/video"
+    """
+
+
+def _model_summary(spec: registry.ModelSpec) -> dict[str, Any]:
+    example = spec.cost(spec.complete({}))
+    return {
+        "endpoint_id": spec.endpoint_id,
+        "title": spec.title,
+        "price": spec.price.describe() if spec.price else None,
+        "price_confirmed": spec.price.confirmed if spec.price else None,
+        "price_with_defaults_usd": example,
+        "origin": spec.origin,
+    }
+
+
+@models.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly_errors
+def models_list(as_json: bool) -> None:
+    """List every registered endpoint with its price rule.
+
+    \b
+    Example:
+        batchrunner models list --json
+    """
+    summaries = [_model_summary(spec) for _, spec in sorted(registry.registry().items())]
+    if as_json:
+        click.echo(json.dumps(summaries, indent=2))
+        return
+    width = max(len(s["endpoint_id"]) for s in summaries)
+    for s in summaries:
+        flag = "" if s["price_confirmed"] else "  [price unconfirmed]"
+        origin = "" if s["origin"] == "shipped" else f"  (from {s['origin']})"
+        example = s["price_with_defaults_usd"]
+        cost = "" if example is None else f"{money(example):>7} with defaults  "
+        click.echo(f"{s['endpoint_id']:<{width}}  {cost}{s['price']}{flag}{origin}")
+    click.echo(f"{len(summaries)} models; your own go in {registry.user_dir()}", err=True)
+
+
+@models.command(name="show")
+@click.argument("endpoint_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly_errors
+def models_show(endpoint_id: str, as_json: bool) -> None:
+    """Show a model's fields (types, defaults, choices, limits) and its price rule.
+
+    \b
+    Example:
+        batchrunner models show fal-ai/veo3.1/reference-to-video
+    """
+    spec = registry.get_model(endpoint_id)
+    fields = registry.describe_fields(spec)
+    if as_json:
+        price = spec.price.to_json() if spec.price else None
+        info = {**_model_summary(spec), "output_field": spec.output_field, "fields": fields}
+        click.echo(json.dumps({**info, "price_rule": price, "source": spec.source}, indent=2))
+        return
+    click.echo(f"{spec.endpoint_id}  ({spec.title}; {spec.origin})")
+    click.echo(f"source: {spec.source}")
+    for note in spec.notes:
+        click.echo(f"note: {note}")
+    for f in fields:
+        parts = [f["kind"], "required" if f["required"] else ""]
+        if f["default"] is not None:
+            parts.append(f"default {f['default']!r}")
+        if f["choices"]:
+            parts.append("one of " + ", ".join(f["choices"]))
+        parts += [f"{k} {v}" for k, v in f["limits"].items()]
+        click.echo(f"  {f['name']:<24} " + "; ".join(p for p in parts if p))
+    click.echo(f"output: result.{spec.output_field}.url")
+    if spec.price is None:
+        click.echo("price: unknown")
+        return
+    click.echo(f"price: {spec.price.describe()}")
+    if not spec.price.confirmed:
+        click.echo(f"price unconfirmed: {spec.price.note or 'not on fal.ai'}")
+    elif spec.price.note:
+        click.echo(f"price note: {spec.price.note}")
+    if spec.price.source:
+        click.echo(f"price source: {spec.price.source}")
+
+
+@models.command(name="add")
+@click.argument("document", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--price", required=True, metavar="RULE", help="The price rule (see README).")
+@click.option("--replace", is_flag=True, help="Overwrite a model you added before.")
+@friendly_errors
+def models_add(document: Path, price: str, replace: bool) -> None:
+    """Import an endpoint from fal's OpenAPI document (openapi.json?endpoint_id=...).
+
+    \b
+    Example:
+        batchrunner models add luma-ray-2.json --price "0.50/video if resolution=540p; 1.00/video"
+        batchrunner models add kling.json --price "0.35 + 0.07/s over 5s"
+    """
+    spec, path = registry.add_model(document, price, replace=replace)
+    click.echo(f"added {spec.endpoint_id} ({len(spec.fields)} fields) to {path}")
+    click.echo(f"price: {spec.price.describe() if spec.price else 'unknown'}")
+
+
+@models.command(name="price")
+@click.argument("endpoint_id")
+@click.argument("rule")
+@friendly_errors
+def models_price(endpoint_id: str, rule: str) -> None:
+    """Give a model another price rule (e.g. one fal's page now confirms).
+
+    \b
+    Example:
+        batchrunner models price fal-ai/veo3.1/fast "0.35/s if resolution=4k; 0.10/s"
+    """
+    spec, path = registry.set_price(endpoint_id, rule)
+    click.echo(f"{spec.endpoint_id}: price {spec.price.describe() if spec.price else '?'}")
+    click.echo(f"written to {path}", err=True)
 
 
 def main() -> None:

@@ -121,6 +121,23 @@ class Submitted:
 
 
 @dataclass(frozen=True)
+class Result:
+    """A finished job's output, and what the provider said it billed for it."""
+
+    output: dict[str, Any]
+    billable_units: float | None  # the ``x-fal-billable-units`` header, when sent
+
+
+def billable_units(response: httpx.Response) -> float | None:
+    raw = response.headers.get("x-fal-billable-units")
+    try:
+        units = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return units if units is not None and math.isfinite(units) and units >= 0 else None
+
+
+@dataclass(frozen=True)
 class QueueStatus:
     """One status poll. A failed request is ``COMPLETED`` with ``error`` set (no FAILED)."""
 
@@ -611,12 +628,14 @@ class QueueClient:
 
         return await self._call("status", "GET", str(target), parse)
 
-    async def result(
-        self, endpoint_id: str, request_id: str, *, url: str | None = None
-    ) -> dict[str, Any]:
+    async def result(self, endpoint_id: str, request_id: str, *, url: str | None = None) -> Result:
         """The model's output. A failed job raises the failure (e.g. 422 → FinalError)."""
         target = self._target(url, endpoint_id, request_id, None)
-        return await self._call("result", "GET", target, _json_object)
+
+        def parse(response: httpx.Response) -> Result:
+            return Result(_json_object(response), billable_units(response))
+
+        return await self._call("result", "GET", target, parse)
 
     async def cancel(self, endpoint_id: str, request_id: str, *, url: str | None = None) -> str:
         """``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED`` or ``NOT_FOUND``."""

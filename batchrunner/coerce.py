@@ -1,6 +1,6 @@
 """Coerce a manifest cell to the type its model field declares.
 
-The kinds come from the pydantic annotations of the model (:func:`field_kinds`), so a new
+The kinds come from the model's JSON Schema (:func:`batchrunner.schema.field_kinds`), so a new
 registry entry needs no code here:
 
 ============  ===================================================================================
@@ -9,9 +9,11 @@ kind          accepted cells
 ``bool``      real bools; TRUE/FALSE, yes/no, y/n, 1/0, on/off (any case); 1.0/0.0
 ``int``       42, "42", 42.0, "42.0", "1e3" → 42 / 1000; not "42.5", not "abc", not a bool
 ``float``     any finite number or numeric text
-``choice``    a ``Literal`` of strings: stripped, matched case-insensitively ("Auto" → "auto");
-              numbers as text without a spurious ".0" (8.0 → "8"; the model adds "s"/"p")
+``choice``    a string enum: stripped, matched case-insensitively ("Auto" → "auto"); a number
+              matches the one choice it starts (8 or "8.0" → "8s", 1080 → "1080p")
 ``text``      stripped (except :data:`VERBATIM_FIELDS`); numbers as text, 8.0 → "8"
+``list``      a list of text: a JSON list (``["a.png", "b.png"]``) or items separated by
+              :data:`LIST_SEPARATOR` or line breaks (``a.png | b.png``); a JSONL list as is
 ``any``       passed through as read (unions, nested types, unregistered models)
 ============  ===================================================================================
 
@@ -22,54 +24,30 @@ default applies. An Excel error value (``#DIV/0!``) is never a value.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
-import types
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import Any, Literal, Union, get_args, get_origin
-
-from pydantic import BaseModel
+from typing import Any
 
 from batchrunner.cells import CellError
 
 VERBATIM_FIELDS = frozenset({"prompt"})  # free text kept exactly as typed (not stripped)
+LIST_SEPARATOR = "|"
 _TRUE = frozenset({"true", "yes", "y", "1", "on", "1.0"})
 _FALSE = frozenset({"false", "no", "n", "0", "off", "0.0"})
 _BOOL_RULE = "must be TRUE or FALSE (yes/no, y/n, 1/0 and on/off work too)"
 _WHOLE_DECIMAL = re.compile(r"([0-9]+)\.0*")
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 @dataclass(frozen=True)
 class FieldKind:
     name: str
-    kind: str  # "bool", "int", "float", "choice", "text" or "any"
+    kind: str  # "bool", "int", "float", "choice", "text", "list" or "any"
     choices: tuple[str, ...] = ()
     required: bool = False
-
-
-def _kind_of(name: str, annotation: Any, required: bool) -> FieldKind:
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        return _kind_of(name, args[0], required) if len(args) == 1 else FieldKind(name, "any")
-    if origin is Literal:
-        values = get_args(annotation)
-        if all(isinstance(v, str) for v in values):
-            return FieldKind(name, "choice", tuple(values), required)
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            return FieldKind(name, "int", (), required)
-        return FieldKind(name, "any", (), required)
-    kinds = {bool: "bool", int: "int", float: "float", str: "text"}
-    return FieldKind(name, kinds.get(annotation, "any"), (), required)
-
-
-def field_kinds(model: type[BaseModel]) -> dict[str, FieldKind]:
-    """Each field of ``model`` with the kind of cell it takes."""
-    return {
-        name: _kind_of(name, info.annotation, info.is_required())
-        for name, info in model.model_fields.items()
-    }
 
 
 OMIT = object()  # an empty cell: leave the field out so the model's default applies
@@ -133,13 +111,47 @@ def coerce(value: Any, spec: FieldKind) -> Any:
         whole = _WHOLE_DECIMAL.fullmatch(text)  # "8.0" as typed in a CSV
         text = whole.group(1) if whole else text
         lowered = {c.lower(): c for c in spec.choices}
-        return lowered.get(text.lower(), text)
+        if text.lower() in lowered:
+            return lowered[text.lower()]
+        if _NUMBER.fullmatch(text):  # 8 -> "8s", 1080 -> "1080p", when exactly one fits
+            unit = re.compile(re.escape(text) + r"\s*[A-Za-z]+")
+            fits = [c for c in spec.choices if unit.fullmatch(c)]
+            if len(fits) == 1:
+                return fits[0]
+        return text
+    if kind == "list":
+        return _list(value)
     if kind == "text":
         text = _number_text(value)
         if isinstance(text, str) and spec.name not in VERBATIM_FIELDS:
             return text.strip()
         return text
     return value
+
+
+def _list(value: Any) -> Any:
+    """A list cell: a JSON list, or items split on ``|`` and line breaks; items stripped."""
+    if isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        text = str(_number_text(value)).strip()
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except ValueError:
+                raise BadCell(
+                    'starts with \'[\' but is not a JSON list; write ["a.png", "b.png"] or '
+                    f"separate the items with {LIST_SEPARATOR!r}"
+                ) from None
+            if not isinstance(items, list):
+                raise BadCell("must be a list")
+        else:
+            items = re.split(r"[|\r\n]", text)
+    cleaned = [_number_text(i).strip() if isinstance(i, str) else i for i in items]
+    cleaned = [i for i in cleaned if not is_empty(i)]
+    if not cleaned:
+        return OMIT
+    return cleaned
 
 
 def control_text(value: Any) -> str | None:

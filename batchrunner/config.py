@@ -33,6 +33,8 @@ CONFIG_NAME = "batchrunner.toml"
 # key in the file -> the run option it sets (tables are handled separately)
 KEYS = {
     "model": "model",
+    "allow_unregistered": "allow_unregistered",
+    "price_per_job": "price_per_job",
     "provider": "provider",
     "base_url": "base_url",
     "auth_scheme": "auth_scheme",

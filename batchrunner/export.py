@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ EXPORT_COLUMNS = [
     "error",
     "cost_usd",
     "price_usd",
+    "billed_usd",
+    "billable_units",
     "bytes",
     "video_url",
     "submits",
@@ -46,6 +49,7 @@ def status(ledger_path: str | Path, *, limit: int = 20) -> dict[str, Any]:
             for j in ledger.jobs([JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED])
         ]
         in_flight = sum(counts.get(s.value, 0) for s in AT_PROVIDER)
+        billed, billed_jobs = ledger.billed()
         last = ledger.last_run(("run", "resume", "retry"))
         gone = [
             {"job_id": j.job_id, "row": j.row, "state": j.state.value}
@@ -57,6 +61,8 @@ def status(ledger_path: str | Path, *, limit: int = 20) -> dict[str, Any]:
             "counts": counts,
             "in_flight": in_flight,
             "spend_usd": ledger.spend(),
+            "billed_usd": billed,
+            "billed_jobs": billed_jobs,
             "last_run": None
             if last is None
             else {
@@ -88,13 +94,15 @@ def rows(ledger: Ledger) -> list[dict[str, Any]]:
             "error": job.error,
             "cost_usd": job.cost_usd,
             "price_usd": job.price_usd,
+            "billed_usd": job.billed_usd,
+            "billable_units": job.billable_units,
             "bytes": job.bytes,
             "video_url": job.video_url,
             "submits": job.submits,
             "submitted_at": job.submitted_at,
             "completed_at": job.completed_at,
         }
-        manifest_columns = {**job.input, **{k: f["path"] for k, f in job.files.items()}}
+        manifest_columns = dict(job.input)  # local files as their paths
         if job.output_name:
             manifest_columns["output"] = job.output_name
         manifest_columns.update(job.metadata)
@@ -119,6 +127,9 @@ def export(ledger_path: str | Path, destination: str | Path) -> int:
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         suffix = destination.suffix.lower()
+        lists = [c for c in extra if frame[c].map(lambda v: isinstance(v, list)).any()]
+        if suffix != ".jsonl":  # a list cell as JSON text, as a manifest may give it
+            frame[lists] = frame[lists].map(lambda v: json.dumps(v) if isinstance(v, list) else v)
         if suffix == ".csv":
             frame.to_csv(destination, index=False)
         elif suffix == ".jsonl":

@@ -1,9 +1,13 @@
-"""Local image files named in a manifest, and how they are sent.
+"""Local files named in a manifest (images, and audio or video where a model takes them), and
+how they are sent.
 
-A cell of a file field (``spec.file_fields``, e.g. ``image_url``) that is not an http(s) URL or
-a ``data:`` URI names a local file, relative to the manifest's folder. At load time the file is
-checked (exists, at most :data:`~batchrunner.models.MAX_IMAGE_BYTES`, a PNG/JPEG/WEBP/GIF by its
-first bytes) and fingerprinted once per (path, mtime, size); the job keeps its absolute path.
+A cell of a file field (``spec.file_fields``, e.g. ``image_url``, or one item of a list field
+such as ``image_urls``) that is not an http(s) URL or a ``data:`` URI names a local file,
+relative to the manifest's folder. At load time the file is checked (exists, at most the field's
+limit, :data:`~batchrunner.models.MAX_IMAGE_BYTES` unless the schema says otherwise, and of the
+right type by its first bytes: PNG/JPEG/WEBP/GIF for images, MP3/WAV for ``audio`` fields,
+MP4/MOV for ``video`` fields) and fingerprinted once per (path, mtime, size); the job keeps its
+absolute path. A file's key is its field (``image_url``) or, in a list, ``image_urls[1]``.
 At submit time :func:`materialize` reads it again into a ``data:`` URI, refusing a file that
 changed or vanished since the manifest was checked, so what is sent is what was planned.
 """
@@ -34,7 +38,7 @@ class LocalFile:
 
 
 def sniff_mime(head: bytes) -> str | None:
-    """The image type from a file's first 12 bytes, or None when it is none we accept."""
+    """The file type from its first 12 bytes, or None when it is none we accept."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
     if head.startswith(b"\xff\xd8\xff"):
@@ -43,14 +47,52 @@ def sniff_mime(head: bytes) -> str | None:
         return "image/webp"
     if head.startswith((b"GIF87a", b"GIF89a")):
         return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head.startswith(b"ID3") or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "audio/mpeg"
+    if head[4:8] == b"ftyp":
+        return "video/quicktime" if head[8:10] == b"qt" else "video/mp4"
     return None
+
+
+KINDS = {  # what a file field takes, by the word in its name
+    "audio": ("audio/", "an MP3 or WAV audio file"),
+    "video": ("video/", "an MP4 or MOV video"),
+    "image": ("image/", "a PNG, JPEG, WEBP or GIF image"),
+}
+
+
+def kind_of_field(name: str) -> str:
+    return next((kind for kind in ("audio", "video") if kind in name), "image")
+
+
+def file_key(name: str, index: int | None) -> str:
+    """``image_url`` for a single file, ``image_urls[1]`` for the second item of a list."""
+    return name if index is None else f"{name}[{index}]"
+
+
+_KEY = re.compile(r"^(.+)\[([0-9]+)\]$")
+
+
+def place(body: dict[str, Any], key: str, value: Any) -> None:
+    """Set what ``key`` (see :func:`file_key`) names in ``body`` (a list is copied, not changed)."""
+    match = _KEY.match(key)
+    if match is None:
+        body[key] = value
+        return
+    name, index = match.group(1), int(match.group(2))
+    items = list(body[name])
+    items[index] = value
+    body[name] = items
 
 
 def megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MB"
 
 
-LIMIT_TEXT = f"at most {MAX_IMAGE_BYTES // (1024 * 1024)} MB is allowed"
+def limit_text(max_bytes: int) -> str:
+    return f"at most {max_bytes / (1024 * 1024):g} MB is allowed"
 
 
 def is_local(cell: str) -> bool:
@@ -64,7 +106,7 @@ def normalize_url(cell: str) -> str:
     return cell[: match.end()].lower() + cell[match.end() :] if match else cell
 
 
-def data_uri_problem(uri: str) -> str | None:
+def data_uri_problem(uri: str, max_bytes: int = MAX_IMAGE_BYTES) -> str | None:
     """Why a ``data:`` URI cannot be sent (malformed, or more than the size limit), or None."""
     head, comma, data = uri.partition(",")
     if not comma:
@@ -74,8 +116,8 @@ def data_uri_problem(uri: str) -> str | None:
         size = len(data) * 3 // 4 - (len(data) - len(data.rstrip("=")))
     else:
         size = len(unquote_to_bytes(data))
-    if size > MAX_IMAGE_BYTES:
-        return f"the data: URI holds {megabytes(size)}; {LIMIT_TEXT}"
+    if size > max_bytes:
+        return f"the data: URI holds {megabytes(size)}; {limit_text(max_bytes)}"
     return None
 
 
@@ -85,12 +127,14 @@ def resolve(cell: str, base_dir: Path) -> Path:
 
 
 class ImageChecker:
-    """Checks local images for one manifest load; each (path, mtime, size) is read once."""
+    """Checks local files for one manifest load; each (path, mtime, size) is read once."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, int, int], LocalFile | str] = {}
+        self._seen: dict[tuple[str, int, int, int, str], LocalFile | str] = {}
 
-    def check(self, path: Path) -> LocalFile | str:
+    def check(
+        self, path: Path, max_bytes: int = MAX_IMAGE_BYTES, kind: str = "image"
+    ) -> LocalFile | str:
         """The file's :class:`LocalFile`, or why it cannot be used (one readable sentence)."""
         try:
             stat = path.stat()
@@ -100,20 +144,21 @@ class ImageChecker:
             return f"cannot read {path}: {exc.strerror}"
         if not path.is_file():
             return f"{path} is a folder, not an image file"
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        key = (str(path), stat.st_mtime_ns, stat.st_size, max_bytes, kind)
         if key not in self._seen:
-            self._seen[key] = self._inspect(path, stat.st_size)
+            self._seen[key] = self._inspect(path, stat.st_size, max_bytes, kind)
         return self._seen[key]
 
     @staticmethod
-    def _inspect(path: Path, size: int) -> LocalFile | str:
-        if size > MAX_IMAGE_BYTES:
-            return f"the image {path} is {megabytes(size)}; {LIMIT_TEXT}"
+    def _inspect(path: Path, size: int, max_bytes: int, kind: str) -> LocalFile | str:
+        prefix, described = KINDS[kind]
+        if size > max_bytes:
+            return f"the {kind} {path} is {megabytes(size)}; {limit_text(max_bytes)}"
         try:
             with path.open("rb") as handle:
                 mime = sniff_mime(handle.read(12))
-                if mime is None:
-                    return f"{path} is not a PNG, JPEG, WEBP or GIF image (checked by its content)"
+                if mime is None or not mime.startswith(prefix):
+                    return f"{path} is not {described} (checked by its content)"
                 handle.seek(0)
                 digest = hashlib.file_digest(handle, "sha256").hexdigest()
         except OSError as exc:
@@ -131,8 +176,6 @@ def data_uri(file: LocalFile) -> str:
         ) from None
     except OSError as exc:
         raise UsageError(f"cannot read the image {file.path}: {exc.strerror}") from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise UsageError(f"the image {file.path} is now {megabytes(len(data))}; {LIMIT_TEXT}")
     if hashlib.sha256(data).hexdigest() != file.sha256:
         raise UsageError(
             f"the image {file.path} changed since the manifest was checked; "
@@ -144,6 +187,6 @@ def data_uri(file: LocalFile) -> str:
 def materialize(payload: dict[str, Any], files: dict[str, LocalFile]) -> dict[str, Any]:
     """A copy of ``payload`` with local-file fields replaced by data: URIs: what is POSTed."""
     body = dict(payload)
-    for name, file in files.items():
-        body[name] = data_uri(file)
+    for key, file in files.items():
+        place(body, key, data_uri(file))
     return body

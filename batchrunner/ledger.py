@@ -32,6 +32,7 @@ from typing import Any
 import sqlite_utils
 
 from batchrunner.errors import LedgerError, TransitionError
+from batchrunner.images import place
 from batchrunner.migrations import MIGRATIONS, check_compatible
 from batchrunner.states import JobState, can_move
 
@@ -86,6 +87,8 @@ class Job(NewJob):
     bytes: int | None = None
     sha256: str | None = None
     error: str | None = None
+    billable_units: float | None = None  # x-fal-billable-units of the result, when sent
+    billed_usd: float | None = None  # those units priced by the model's rule
     submits: int = 0
     created_at: str | None = None
     submitted_at: str | None = None
@@ -377,6 +380,13 @@ class Ledger:
         (total,) = self.db.execute("select coalesce(sum(cost_usd), 0) from jobs").fetchone()
         return round(float(total), 4)
 
+    def billed(self) -> tuple[float, int]:
+        """What the provider reported billing (USD), and for how many jobs it did."""
+        total, jobs = self.db.execute(
+            "select coalesce(sum(billed_usd), 0), count(billed_usd) from jobs"
+        ).fetchone()
+        return round(float(total), 4), int(jobs)
+
     def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
         where, args = (None, []) if job_id is None else ("job_id = ?", [job_id])
         return [dict(r) for r in self.db.table("events").rows_where(where, args, order_by="id")]
@@ -432,6 +442,8 @@ def _dumps(value: Any) -> str:
 
 
 def _input_hash(endpoint: str, payload: Mapping[str, Any], files: Mapping[str, Any]) -> str:
-    body = {**payload, **{k: f"sha256:{f['sha256']}" for k, f in files.items()}}
+    body = dict(payload)
+    for key, file in files.items():
+        place(body, key, f"sha256:{file['sha256']}")
     text = _dumps({"endpoint": endpoint, "input": body})
     return hashlib.sha256(text.encode()).hexdigest()

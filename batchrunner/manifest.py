@@ -7,7 +7,7 @@ The pipeline, one stage per step::
     coerce    coerce.coerce        each cell -> the type its model field declares (bool, int, ...)
     expand    expand.variants      defaults, matrix, prompt template, takes (one row -> N jobs)
     files     images.ImageChecker  local image paths -> LocalFile (checked, hashed once)
-    validate  ModelSpec.validate   defaults filled, values normalised; errors become Problems
+    validate  ModelSpec.problems   schema defaults filled, JSON Schema checks; errors -> Problems
     rows      ManifestRow          job id, output name, metadata, cost; then duplicate checks
 
 Nothing is sent anywhere: :func:`load_manifest` either returns a :class:`Manifest` or raises
@@ -18,10 +18,12 @@ Row numbers: the header is the first non-blank record and row N is the Nth recor
 Blank rows are skipped but keep their number, so data row N is spreadsheet row N+1 when the
 header is on row 1. In JSONL (no header) row N is the Nth non-blank line.
 
-Coercion follows the pydantic annotations of the model's fields, so a new registry entry needs
-no code here: empty cells are left out (the model's default applies); bools accept TRUE/FALSE,
-yes/no, y/n, 1/0, on/off; whole numbers accept ``42``, ``"42.0"``; choices (``Literal``) are
-stripped and matched case-insensitively, ``8.0`` reads as ``"8"``; ``prompt`` is kept verbatim.
+Coercion follows the model's JSON Schema, so a new registry entry needs no code here: empty
+cells are left out (the model's default applies); bools accept TRUE/FALSE, yes/no, y/n, 1/0,
+on/off; whole numbers accept ``42``, ``"42.0"``; choices (string enums) are stripped and matched
+case-insensitively, ``8`` reads as ``"8s"``; lists are a JSON list or items separated by ``|``;
+``prompt`` is kept verbatim. A column that is a near miss of a field (case, ``-`` for ``_``, a
+typo) is an error naming the field; a column like no field is metadata, with a warning.
 """
 
 from __future__ import annotations
@@ -36,10 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from batchrunner.cells import Record, read_table
-from batchrunner.coerce import OMIT, BadCell, FieldKind, coerce, control_text, field_kinds, plain
+from batchrunner.coerce import OMIT, BadCell, FieldKind, coerce, control_text, plain
 from batchrunner.errors import ManifestError, Problem
 from batchrunner.expand import MAX_TAKES, Expansion, TemplateError, Variant, take_seed, variants
 from batchrunner.images import (
@@ -47,9 +47,12 @@ from batchrunner.images import (
     LocalFile,
     data_uri,
     data_uri_problem,
+    file_key,
     is_local,
+    kind_of_field,
     materialize,
     normalize_url,
+    place,
     resolve,
 )
 from batchrunner.models import ModelSpec
@@ -87,11 +90,15 @@ class ManifestRow:
 @dataclass
 class Manifest:
     source: Path
-    endpoint_id: str
+    spec: ModelSpec
     rows: list[ManifestRow]  # one per job, after expansion
     columns: list[str]
     warnings: list[Problem] = field(default_factory=list)
     records: int = 0  # data rows in the file, before expansion
+
+    @property
+    def endpoint_id(self) -> str:
+        return self.spec.endpoint_id
 
 
 def load_manifest(
@@ -118,7 +125,7 @@ def load_manifest(
     rows = [b.row for b in built if b.row is not None and id(b) not in dropped]
     logger.debug("manifest %s: %d jobs, %d warnings", source, len(rows), len(problems))
     return Manifest(
-        source, spec.endpoint_id, rows, table.columns, warnings=problems, records=len(table.records)
+        source, spec, rows, table.columns, warnings=problems, records=len(table.records)
     )
 
 
@@ -138,7 +145,9 @@ def job_id_for(
 ) -> str:
     """``j`` + 16 hex of sha256 over the canonical request (local files by their sha256) and,
     for a row with several takes, the take number."""
-    body = {**payload, **{name: f"sha256:{file.sha256}" for name, file in files.items()}}
+    body = dict(payload)
+    for key, file in files.items():
+        place(body, key, f"sha256:{file.sha256}")
     request: dict[str, Any] = {"endpoint": endpoint_id, "input": body}
     if take is not None:
         request["take"] = take
@@ -156,17 +165,20 @@ def job_id_for(
 
 
 class _Columns:
-    """Which column feeds what: model fields, control columns, metadata (one warning each)."""
+    """Which column feeds what: model fields, control columns, metadata (one warning each).
+
+    A column that nearly names a field (``Resolution``, ``aspect-ratio``, ``genrate_audio``) is
+    an error: run would otherwise buy a clip with that field's default, not what was meant.
+    """
 
     def __init__(self, names: list[str], spec: ModelSpec, expansion: Expansion):
         self.problems: list[Problem] = []
-        model = spec.input_model
-        if model is None:  # not in the registry: everything but control columns is sent as read
+        if not spec.known:  # not in the registry: everything but control columns is sent as read
             self.fields = {n: FieldKind(n, "any") for n in names if n not in CONTROL_COLUMNS}
             self.metadata: list[str] = []
             self.missing: set[str] = set()
             return
-        declared = {n: f for n, f in field_kinds(model).items() if n not in CONTROL_COLUMNS}
+        declared = {n: f for n, f in spec.kinds.items() if n not in CONTROL_COLUMNS}
         provided = expansion.provided()
         self.fields = {n: f for n, f in declared.items() if n in names or n in provided}
         self.metadata = [n for n in names if n not in declared and n not in CONTROL_COLUMNS]
@@ -175,21 +187,66 @@ class _Columns:
             n for n, f in declared.items() if f.required and n not in names and n not in provided
         }
         found = ", ".join(repr(n) for n in names) or "none"
+        hinted: set[str] = set()  # columns already named by a missing column's hint
         for name in sorted(self.missing, key=list(declared).index):
             guess = _did_you_mean(name, self.metadata)
+            hinted.add(guess or "")
             hint = f" (did you mean {guess!r}?)" if guess else ""
             message = f"the manifest has no {name!r} column, which is required{hint}"
             self.problems.append(Problem(f"{message}; columns found: {found}", column=name))
-        same = {_normalized(n): n for n in [*declared, *CONTROL_COLUMNS] if n not in absent}
+        present = [n for n in [*declared, *CONTROL_COLUMNS] if n not in absent]
         for name in self.metadata:
-            twin, guess = same.get(_normalized(name)), _did_you_mean(name, absent)
+            if name in hinted:
+                continue
+            twin, near = _near_miss(name, present), _near_miss(name, absent)
+            if twin or near:
+                hint = (
+                    f"it looks like a second {twin!r} column" if twin else f"did you mean {near!r}?"
+                )
+                message = (
+                    f"{hint} Rename the column to {near or twin!r}"
+                    + (" or remove one of the two" if twin else "")
+                    + ", or rename it to something unlike a field to keep it as metadata"
+                )
+                self.problems.append(Problem(message, column=name))
+                continue
+            guess = _did_you_mean(name, absent)
             hint = f"; did you mean {guess!r}?" if guess else ""
-            hint = f"; it looks like a second {twin!r} column" if twin else hint
             message = f"unknown column, kept as metadata and not sent to the model{hint}"
             severity = "error" if expansion.strict else "warning"
             if expansion.strict:
                 message = f"unknown column (--strict){hint}"
             self.problems.append(Problem(message, column=name, severity=severity))
+
+
+def _near_miss(name: str, candidates: list[str]) -> str | None:
+    """The candidate ``name`` nearly is: the same but for case, separators or a small typo."""
+    key = _normalized(name)
+    for candidate in candidates:
+        other = _normalized(candidate)
+        if key == other:
+            return candidate
+        if min(len(key), len(other)) >= 4 and _distance(key, other) <= (
+            1 if len(other) <= 6 else 2
+        ):
+            return candidate
+    return None
+
+
+def _distance(a: str, b: str) -> int:
+    """Edit distance (insert, delete, substitute, swap two neighbours)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            cost = 0 if ca == cb else 1
+            best = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                best = min(best, previous2[j - 2] + 1)
+            current.append(best)
+        previous2, previous = previous, current
+    return previous[-1]
 
 
 def _normalized(name: str) -> str:
@@ -231,7 +288,7 @@ class _RowBuilder:
         self.base_dir = base_dir
         self.expansion = expansion
         self.images = ImageChecker()
-        self._checked: dict[str, LocalFile | str] = {}
+        self._checked: dict[tuple[str, int, str], LocalFile | str] = {}
 
     def build(self, record: Record) -> list[_Built]:
         """One entry per job the row expands to (or one carrying the row's problems)."""
@@ -300,23 +357,17 @@ class _RowBuilder:
         if variant.takes > 1 and "seed" in self.spec.fields and "seed" not in skip:
             basis = json.dumps({**values, "seed": None}, sort_keys=True, default=str)
             values["seed"] = take_seed(values.get("seed"), basis, variant.take)
-        try:
-            payload = self.spec.validate(values)
-        except ValidationError as exc:
-            for error in exc.errors(include_url=False):
-                column = str(error["loc"][0]) if error["loc"] else None
-                if error["type"] == "missing":
-                    if column not in skip:
-                        problem("is required but the cell is empty", column)
-                    continue
-                message = error["msg"].removeprefix("Value error, ")
-                if error["type"] == "string_too_long" and isinstance(error["input"], str):
-                    message += f" (this one has {len(error['input'])})"
-                problem(message, column)
+        payload = self.spec.complete(values)
+        errors = self.spec.problems(payload)
+        for error in errors:
+            if error.kind != "missing":
+                problem(error.message, error.field)
+            elif error.field not in skip:  # else: reported once, as a missing column
+                problem("is required but the cell is empty", error.field)
+        if built.problems or errors:
             return built  # no row; its problems (or the missing column's) are reported
-        if built.problems:
-            return built
-        payload.update({name: file.path for name, file in files.items()})
+        for key, file in files.items():
+            place(payload, key, file.path)
         if built.user_id:
             job_id = f"{built.user_id}~{variant.label}" if variant.label else built.user_id
         else:
@@ -338,29 +389,53 @@ class _RowBuilder:
     def _files(
         self, values: dict[str, Any], skip: set[str], problem: Callable[[str, str], None]
     ) -> dict[str, LocalFile]:
-        """Check the file fields; local files are swapped for a placeholder data: URI."""
+        """Check the file fields (each item of a list field); a local file is swapped for a
+        placeholder ``data:`` URI until the row is valid, then for its absolute path."""
         files: dict[str, LocalFile] = {}
         for name in self.spec.file_fields:
             cell = values.get(name)
-            if not isinstance(cell, str):
-                continue
-            if not is_local(cell):
-                values[name] = cell = normalize_url(cell)
-                reason = data_uri_problem(cell) if cell.startswith("data:") else None
-            else:
-                checked = self._checked.get(cell)
-                if checked is None:  # a cell seen before in this load is not even stat-ed again
-                    checked = self._checked[cell] = self.images.check(resolve(cell, self.base_dir))
-                if isinstance(checked, LocalFile):
-                    files[name] = checked
-                    values[name] = f"data:{checked.mime};base64,"
+            items = cell if isinstance(cell, list) else [cell]
+            if not items or not all(isinstance(item, str) for item in items):
+                continue  # absent, or not text: the schema says what is wrong
+            sent: list[str] = []
+            for index, item in enumerate(items):
+                key = file_key(name, index if isinstance(cell, list) else None)
+                try:
+                    checked = self._file(name, item)
+                except BadCell as exc:
+                    where = f"item {index + 1}: " if isinstance(cell, list) else ""
+                    problem(f"{where}{exc}", name)
+                    skip.add(name)
                     continue
-                reason = checked
-            if reason:
-                problem(reason, name)
-                skip.add(name)
-                del values[name]
+                if isinstance(checked, LocalFile):
+                    files[key] = checked
+                    checked = f"data:{checked.mime};base64,"
+                sent.append(checked)
+            if name in skip:
+                values.pop(name, None)
+            else:
+                values[name] = sent if isinstance(cell, list) else sent[0]
         return files
+
+    def _file(self, name: str, cell: str) -> LocalFile | str:
+        """The checked local file, or the URL to send; raises BadCell saying what is wrong."""
+        limit = self.spec.max_file_bytes(name)
+        if not is_local(cell):
+            url = normalize_url(cell)
+            reason = data_uri_problem(url, limit) if url.startswith("data:") else None
+            if not url.startswith(("http://", "https://", "data:")):
+                reason = "must be an http(s) URL, a data: URI or a local file"
+            if reason:
+                raise BadCell(reason)
+            return url
+        kind = kind_of_field(name)
+        checked = self._checked.get((cell, limit, kind))
+        if checked is None:  # a cell seen before in this load is not even stat-ed again
+            checked = self.images.check(resolve(cell, self.base_dir), limit, kind)
+            self._checked[(cell, limit, kind)] = checked
+        if isinstance(checked, str):
+            raise BadCell(checked)
+        return checked
 
 
 def _variant_output(name: str, label: str, extension: str) -> str:

@@ -108,6 +108,13 @@ def m003_jobs_seen_run(db: sqlite_utils.Database) -> None:
     db.table("jobs").add_column("seen_run", int)
 
 
+@MIGRATIONS(name="m004_jobs_billing")
+def m004_jobs_billing(db: sqlite_utils.Database) -> None:
+    """What the provider billed: ``x-fal-billable-units`` and those units priced in USD."""
+    db.table("jobs").add_column("billable_units", float)
+    db.table("jobs").add_column("billed_usd", float)
+
+
 KNOWN = {m.name for m in MIGRATIONS._migrations}
 
 

@@ -1,162 +1,288 @@
-"""The model registry: input schemas and prices, as data.
+"""The model registry: every endpoint batchrunner can validate and price, as data files.
 
-A :class:`ModelSpec` names an endpoint, the pydantic model its input must satisfy, how a job's
-price follows from its input, and which output field holds the file to download. Adding an
-endpoint (say ``fal-ai/veo3.1/image-to-video``) is one more entry in :data:`REGISTRY`, not a new
-code path. An endpoint that is not registered still runs: its fields pass through unvalidated
-and it has no price (:func:`get_model` logs one warning).
+Each endpoint is one JSON file: the JSON Schema of its input as fal publishes it, the price rule
+(:mod:`batchrunner.pricing`), and the output field that holds the file::
+
+    {"endpoint_id": "fal-ai/veo3.1/image-to-video",
+     "title": "...", "source": "...", "notes": ["..."],
+     "input": {"type": "object", "properties": {...}, "required": [...]},
+     "output": {"field": "video", "audio": "generate_audio"},
+     "price": {"per": "second", "rates": [...], "confirmed": true}}
+
+Shipped files live in ``batchrunner/catalog/``; the user's own (``batchrunner models add``) in
+:func:`user_dir` (``$BATCHRUNNER_MODELS_DIR``, else ``~/.config/batchrunner/models``) and take
+precedence. Nothing here has code per model: validation, coercion, defaults, enums, limits,
+hints and prices all follow from the file.
 """
 
 from __future__ import annotations
 
-import logging
+import difflib
+import functools
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from batchrunner import schema
+from batchrunner.coerce import FieldKind
+from batchrunner.errors import UsageError
+from batchrunner.pricing import PriceRule, PriceRuleError, flat, seconds_of
 
-logger = logging.getLogger(__name__)
-
-MAX_IMAGE_BYTES = 8 * 1024 * 1024  # the provider's limit for an input image (also data: URIs)
-
-
-def _suffixed(value: Any, suffix: str) -> Any:
-    """Let a spreadsheet say ``8`` or ``8.0`` where the API wants ``"8s"``."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int):
-        return f"{value}{suffix}"
-    if isinstance(value, str) and value.strip().isdigit():
-        return f"{value.strip()}{suffix}"
-    return value.strip() if isinstance(value, str) else value
+MAX_IMAGE_BYTES = 8 * 1024 * 1024  # fal's limit for an input file unless the schema says more
+DEFAULT_MODEL = "fal-ai/veo3/image-to-video"
+MODELS_DIR_ENV = "BATCHRUNNER_MODELS_DIR"
+FALLBACK_SECONDS = 5.0  # a clip's length when the model has no duration field
 
 
-class Veo3ImageToVideoInput(BaseModel):
-    """Input of ``fal-ai/veo3/image-to-video`` (see PROTOCOL.md)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    prompt: str = Field(min_length=1, max_length=20000)
-    image_url: str
-    aspect_ratio: Literal["auto", "16:9", "9:16"] = "auto"
-    duration: Literal["4s", "6s", "8s"] = "8s"
-    resolution: Literal["720p", "1080p"] = "720p"
-    generate_audio: bool = True
-    auto_fix: bool = False
-    negative_prompt: str | None = None
-    seed: int | None = None
-    safety_tolerance: Literal["1", "2", "3", "4", "5", "6"] = "4"
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the prompt is empty")
-        return value
-
-    @field_validator("image_url")
-    @classmethod
-    def _image_url_scheme(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://", "data:")):
-            raise ValueError("must be an http(s) URL, a data: URI or a local image file")
-        return value
-
-    @field_validator("duration", mode="before")
-    @classmethod
-    def _duration_seconds(cls, value: Any) -> Any:
-        return _suffixed(value, "s")
-
-    @field_validator("resolution", mode="before")
-    @classmethod
-    def _resolution_p(cls, value: Any) -> Any:
-        return _suffixed(value, "p")
-
-    @field_validator("safety_tolerance", mode="before")
-    @classmethod
-    def _tolerance_text(cls, value: Any) -> Any:
-        return _suffixed(value, "")
+class UnknownModelError(UsageError):
+    """An endpoint id that is not in the registry (exit 2, with "did you mean")."""
 
 
-@dataclass(frozen=True)
-class PerSecondPrice:
-    """Price = seconds of video × a rate chosen by one boolean field (audio on or off)."""
-
-    duration_field: str
-    rate_field: str
-    rate_if_true: float
-    rate_if_false: float
-
-    def __call__(self, payload: Mapping[str, Any]) -> float:
-        seconds = float(str(payload[self.duration_field]).rstrip("s"))
-        rate = self.rate_if_true if payload[self.rate_field] else self.rate_if_false
-        return round(seconds * rate, 4)
+class ModelFileError(UsageError):
+    """A registry file that cannot be used; the message names the file and the fault."""
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     endpoint_id: str
-    input_model: type[BaseModel] | None  # None: not registered, input passes through
-    price: PerSecondPrice | None = None
-    price_fields: tuple[str, ...] = ()  # the fields a plan breaks the estimate down by
-    file_fields: tuple[str, ...] = ()  # input fields that may name a local file (sent as data:)
+    input_schema: Mapping[str, Any] | None  # None: not registered, the input passes through
+    price: PriceRule | None = None
     output_field: str = "video"  # result[output_field] = {"url", "file_size", ...}
+    audio: str | bool = False  # the field that switches audio on, or whether there always is
+    title: str = ""
+    source: str = ""
+    notes: tuple[str, ...] = ()
+    origin: str = "shipped"  # "shipped", the user file's path, or "unregistered"
     default_extension: str = ".mp4"
-    aliases: tuple[str, ...] = field(default=())
+    kinds: dict[str, FieldKind] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.input_schema is not None and not self.kinds:
+            self.kinds.update(schema.field_kinds(self.input_schema))
 
     @property
     def known(self) -> bool:
-        return self.input_model is not None
+        return self.input_schema is not None
 
     @property
     def fields(self) -> tuple[str, ...]:
-        return tuple(self.input_model.model_fields) if self.input_model else ()
+        return tuple(self.kinds)
 
-    def validate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """The full request body for ``payload``: defaults filled, values normalised.
+    @property
+    def file_fields(self) -> tuple[str, ...]:
+        return schema.file_fields(self.input_schema) if self.input_schema else ()
 
-        Raises :class:`pydantic.ValidationError`; the manifest loader turns it into problems.
-        """
-        if self.input_model is None:
-            return dict(payload)
-        return self.input_model.model_validate(dict(payload)).model_dump(exclude_none=True)
+    @property
+    def price_fields(self) -> tuple[str, ...]:
+        """The fields a plan breaks the estimate down by, in the model's field order."""
+        names = self.price.fields if self.price else ()
+        return tuple(
+            sorted(
+                names,
+                key=lambda n: (n not in self.kinds, self.fields.index(n) if n in self.kinds else 0),
+            )
+        )
+
+    def complete(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The request body: ``values`` with the schema's defaults filled in."""
+        return schema.complete(self.input_schema, values) if self.input_schema else dict(values)
+
+    def problems(self, body: Mapping[str, Any]) -> list[schema.InputProblem]:
+        return schema.problems(self.input_schema, body) if self.input_schema else []
 
     def cost(self, payload: Mapping[str, Any]) -> float | None:
-        return None if self.price is None else self.price(payload)
+        if self.price is None:
+            return None
+        try:
+            return self.price.cost(payload)
+        except ValueError:
+            return None
 
+    def max_file_bytes(self, name: str) -> int:
+        props = schema.properties(self.input_schema) if self.input_schema else {}
+        limit = (props.get(name, {}).get("x-fal") or {}).get("max_file_size")
+        return int(limit) if isinstance(limit, int) and limit > 0 else MAX_IMAGE_BYTES
 
-VEO3_PRICE = PerSecondPrice("duration", "generate_audio", rate_if_true=0.40, rate_if_false=0.20)
+    def media_shape(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """What the finished clip should be: aspect ratio, seconds, audio, resolution."""
+        body = self.complete(payload)
+        duration = self.price.seconds if self.price and self.price.per != "video" else "duration"
+        seconds = seconds_of(body.get(duration))
+        aspect = body.get("aspect_ratio")
+        audio = bool(body.get(self.audio)) if isinstance(self.audio, str) else self.audio
+        resolution = body.get("resolution")
+        return {
+            "aspect_ratio": aspect if isinstance(aspect, str) else "16:9",
+            "seconds": seconds if seconds else FALLBACK_SECONDS,
+            "audio": audio,
+            "resolution": resolution if isinstance(resolution, str) else None,
+        }
 
-REGISTRY: dict[str, ModelSpec] = {
-    spec.endpoint_id: spec
-    for spec in [
-        ModelSpec(
-            endpoint_id="fal-ai/veo3/image-to-video",
-            input_model=Veo3ImageToVideoInput,
-            price=VEO3_PRICE,
-            price_fields=("duration", "generate_audio", "resolution"),
-            file_fields=("image_url",),
-        ),
-    ]
-}
+    # ---------------------------------------------------------------- files
 
-DEFAULT_MODEL = "fal-ai/veo3/image-to-video"
-_warned: set[str] = set()
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "endpoint_id": self.endpoint_id,
+            "title": self.title,
+            "source": self.source,
+        }
+        if self.notes:
+            data["notes"] = list(self.notes)
+        data["input"] = self.input_schema
+        data["output"] = {"field": self.output_field, "audio": self.audio}
+        if self.price is not None:
+            data["price"] = self.price.to_json()
+        return data
 
-
-def get_model(endpoint_id: str) -> ModelSpec:
-    """The registered spec, or a pass-through spec (one warning per process) for others."""
-    if endpoint_id in REGISTRY:
-        return REGISTRY[endpoint_id]
-    if endpoint_id not in _warned:
-        _warned.add(endpoint_id)
-        logger.warning(
-            "model %s is not in the registry: inputs are sent unvalidated and it has no price",
-            endpoint_id,
+    @classmethod
+    def from_json(cls, data: Any, origin: str) -> ModelSpec:
+        """A spec from a registry file's content; raises ModelFileError naming ``origin``."""
+        if not isinstance(data, dict):
+            raise ModelFileError(f"{origin}: a model file is a JSON object")
+        endpoint = data.get("endpoint_id")
+        if not isinstance(endpoint, str) or "/" not in endpoint.strip("/"):
+            raise ModelFileError(f"{origin}: 'endpoint_id' must be like 'owner/app[/path]'")
+        input_schema = data.get("input")
+        if not isinstance(input_schema, dict) or not isinstance(
+            input_schema.get("properties"), dict
+        ):
+            raise ModelFileError(f"{origin}: 'input' must be a JSON Schema object with properties")
+        output = data.get("output") or {}
+        props = input_schema["properties"]
+        audio = output.get("audio", "generate_audio" if "generate_audio" in props else False)
+        if isinstance(audio, str) and audio not in props:
+            raise ModelFileError(f"{origin}: output.audio names {audio!r}, not an input field")
+        try:
+            price = (
+                PriceRule.from_json(data["price"], f"{origin}: price") if "price" in data else None
+            )
+        except PriceRuleError as exc:
+            raise ModelFileError(str(exc)) from None
+        if price is not None:
+            missing = [n for n in price.fields if n not in props]
+            if missing:
+                raise ModelFileError(
+                    f"{origin}: the price uses {', '.join(map(repr, missing))}, which the input "
+                    f"has no field for; fields: {', '.join(props)}"
+                )
+        return cls(
+            endpoint_id=endpoint.strip("/"),
+            input_schema=input_schema,
+            price=price,
+            output_field=str(output.get("field") or "video"),
+            audio=audio if isinstance(audio, str | bool) else False,
+            title=str(data.get("title") or ""),
+            source=str(data.get("source") or ""),
+            notes=tuple(str(n) for n in data.get("notes") or ()),
+            origin=origin,
         )
-    return ModelSpec(endpoint_id=endpoint_id, input_model=None)
+
+    @classmethod
+    def unregistered(cls, endpoint_id: str, price_per_job: float | None = None) -> ModelSpec:
+        price = None if price_per_job is None else flat(price_per_job, "--price-per-job")
+        return cls(endpoint_id=endpoint_id, input_schema=None, price=price, origin="unregistered")
+
+
+# ------------------------------------------------------------------------ the registry
+
+
+def user_dir() -> Path:
+    """Where ``models add`` writes: ``$BATCHRUNNER_MODELS_DIR``, else the user config folder."""
+    explicit = os.environ.get(MODELS_DIR_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "batchrunner" / "models"
+
+
+def file_name(endpoint_id: str) -> str:
+    return endpoint_id.strip("/").replace("/", "__") + ".json"
+
+
+@functools.cache
+def _shipped() -> dict[str, ModelSpec]:
+    specs: dict[str, ModelSpec] = {}
+    for entry in resources.files("batchrunner").joinpath("catalog").iterdir():
+        if entry.name.endswith(".json"):
+            spec = ModelSpec.from_json(json.loads(entry.read_text("utf-8")), "shipped")
+            specs[spec.endpoint_id] = spec
+    return specs
+
+
+def _user(folder: Path) -> dict[str, ModelSpec]:
+    try:
+        stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.json")))
+    except OSError:
+        return {}
+    return _read_user(folder, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_user(folder: Path, stamp: tuple[tuple[str, int], ...]) -> dict[str, ModelSpec]:
+    """The user's files, read again only when one is added, removed or changed."""
+    specs: dict[str, ModelSpec] = {}
+    for path in (folder / name for name, _ in stamp):
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"{path}: cannot read this model file: {exc}") from None
+        spec = ModelSpec.from_json(data, str(path))
+        specs[spec.endpoint_id] = spec
+    return specs
+
+
+def registry() -> dict[str, ModelSpec]:
+    """Every registered endpoint: the shipped catalogue, overridden by the user's files."""
+    return {**_shipped(), **_user(user_dir())}
+
+
+def lookup(endpoint_id: str) -> ModelSpec | None:
+    return registry().get(endpoint_id.strip("/"))
+
+
+def get_model(
+    endpoint_id: str, *, allow_unregistered: bool = False, price_per_job: float | None = None
+) -> ModelSpec:
+    """The registered spec; an unknown id is an error unless ``allow_unregistered``."""
+    spec = lookup(endpoint_id)
+    if spec is not None:
+        return spec
+    if allow_unregistered:
+        return ModelSpec.unregistered(endpoint_id.strip("/"), price_per_job)
+    raise UnknownModelError(unknown_model_message(endpoint_id))
+
+
+def unknown_model_message(endpoint_id: str) -> str:
+    known = list(registry())
+    close = difflib.get_close_matches(endpoint_id.strip("/"), known, n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return (
+        f"unknown model {endpoint_id!r}{hint} (`batchrunner models list` shows the "
+        f"{len(known)} known; `batchrunner models add` imports one; --allow-unregistered "
+        "sends it unvalidated)"
+    )
+
+
+def save_user_model(spec: ModelSpec, *, replace: bool = False) -> Path:
+    """Write ``spec`` into :func:`user_dir`; refuses to overwrite unless ``replace``."""
+    folder = user_dir()
+    path = folder / file_name(spec.endpoint_id)
+    if path.exists() and not replace:
+        raise UsageError(f"{path} exists; pass --replace to overwrite it")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(spec.to_json(), indent=2, ensure_ascii=False) + "\n", "utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {path}: {exc.strerror or exc} (set {MODELS_DIR_ENV} to another folder)"
+        ) from None
+    return path
 
 
 def split_endpoint(endpoint_id: str) -> tuple[str, str, str]:
@@ -168,3 +294,64 @@ def split_endpoint(endpoint_id: str) -> tuple[str, str, str]:
     if len(parts) < 2 or not all(parts):
         raise ValueError(f"not an endpoint id (owner/app[/path]): {endpoint_id!r}")
     return parts[0], parts[1], "/".join(parts[2:])
+
+
+# ------------------------------------------------------------------------ models add / price
+
+
+def add_model(document: str | Path, price: str, *, replace: bool = False) -> tuple[ModelSpec, Path]:
+    """Import fal's OpenAPI document for one endpoint, priced by ``price`` (a rule), into the
+    user's registry folder. Raises UsageError (one line) for a document or rule it cannot use."""
+    from batchrunner.openapi import read_document  # only `models add` reads OpenAPI
+
+    path = Path(document).expanduser()
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"{path} is not JSON: {exc}") from None
+    entry = read_document(doc)
+    entry["price"] = PriceRule.parse(price).to_json()
+    spec = ModelSpec.from_json(entry, str(path))
+    return spec, save_user_model(spec, replace=replace)
+
+
+def set_price(endpoint_id: str, price: str) -> tuple[ModelSpec, Path]:
+    """Give a registered endpoint another price rule (a user file overriding the shipped one)."""
+    spec = get_model(endpoint_id)
+    data = spec.to_json()
+    data["price"] = PriceRule.parse(price).to_json()
+    updated = ModelSpec.from_json(data, "--price")
+    return updated, save_user_model(updated, replace=True)
+
+
+def describe_fields(spec: ModelSpec) -> list[dict[str, Any]]:
+    """One entry per input field: name, kind, required, default, choices, limits, file."""
+    if spec.input_schema is None:
+        return []
+    props = schema.properties(spec.input_schema)
+    files = set(spec.file_fields)
+    rows = []
+    for name, kind in spec.kinds.items():
+        prop = props[name]
+        limits = {k: prop[k] for k in _LIMITS if k in prop}
+        if name in files:
+            limits["max_file_bytes"] = spec.max_file_bytes(name)
+        rows.append(
+            {
+                "name": name,
+                "kind": {"text": "file", "list": "file list"}.get(kind.kind, kind.kind)
+                if name in files
+                else kind.kind,
+                "required": kind.required,
+                "default": prop.get("default"),
+                "choices": list(kind.choices),
+                "limits": limits,
+                "description": str(prop.get("description") or ""),
+            }
+        )
+    return rows
+
+
+_LIMITS = ("minLength", "maxLength", "minimum", "maximum", "minItems", "maxItems")

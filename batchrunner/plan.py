@@ -16,7 +16,6 @@ from typing import Any
 from batchrunner.errors import UsageError
 from batchrunner.ledger import Ledger, NewJob
 from batchrunner.manifest import Manifest, materialize
-from batchrunner.models import get_model
 from batchrunner.states import JobState
 
 
@@ -52,6 +51,8 @@ class Plan:
     to_submit_cost_usd: float | None = None
     unpriced: int = 0
     spent_usd: float = 0.0  # already committed in the ledger, all jobs
+    price_confirmed: bool | None = None  # None: no price rule at all
+    price_note: str = ""
 
     def lines(self) -> list[str]:
         """The plan for people, one fact per line."""
@@ -60,6 +61,12 @@ class Plan:
             f"estimated cost: {money(self.cost_usd)}"
             + (f" ({self.unpriced} jobs have no price)" if self.unpriced else ""),
         ]
+        if self.price_confirmed is False:
+            out.append(
+                f"price unconfirmed: {self.price_note or 'fal.ai does not publish it'}; check "
+                f"https://fal.ai/models/{self.endpoint} before spending, or set it with "
+                "`batchrunner models price`"
+            )
         for group in self.breakdown:
             fields = ", ".join(
                 f"{k}={v}" for k, v in group.items() if k not in ("jobs", "cost_usd")
@@ -80,7 +87,7 @@ def money(value: float | None) -> str:
 
 
 def make_plan(manifest: Manifest, ledger_path: Path | None = None) -> Plan:
-    spec = get_model(manifest.endpoint_id)
+    spec = manifest.spec
     groups: Counter[tuple[Any, ...]] = Counter()
     group_cost: dict[tuple[Any, ...], float] = {}
     for row in manifest.rows:
@@ -112,6 +119,8 @@ def make_plan(manifest: Manifest, ledger_path: Path | None = None) -> Plan:
         else _money(sum(r.cost_usd or 0.0 for r in fresh)),
         unpriced=unpriced,
         spent_usd=spent,
+        price_confirmed=spec.price.confirmed if spec.price else None,
+        price_note=spec.price.note if spec.price else "",
     )
 
 

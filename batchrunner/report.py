@@ -20,6 +20,8 @@ class Summary:
     total: int
     counts: dict[str, int]
     spend_usd: float
+    billed_usd: float = 0.0  # what the provider reported billing (x-fal-billable-units)
+    billed_jobs: int = 0
     submitted: int = 0
     downloaded: int = 0
     exit_code: int = 0
@@ -43,7 +45,18 @@ class Summary:
         else:
             code = ExitCode.JOBS_NOT_DONE
         reason = stopped[1] if stopped else None
-        return cls(total, counts, ledger.spend(), submitted, downloaded, int(code), reason)
+        billed, billed_jobs = ledger.billed()
+        return cls(
+            total,
+            counts,
+            ledger.spend(),
+            billed,
+            billed_jobs,
+            submitted,
+            downloaded,
+            int(code),
+            reason,
+        )
 
     def line(self) -> str:
         order = [s.value for s in JobState]
@@ -53,6 +66,8 @@ class Summary:
             f"this run submitted {self.submitted}, downloaded {self.downloaded}; "
             f"estimated spend ${self.spend_usd:,.2f}"
         )
+        if self.billed_jobs:
+            line += f", billed ${self.billed_usd:,.2f} ({self.billed_jobs} jobs reported)"
         return line if self.stopped is None else f"stopped early: {self.stopped}\n{line}"
 
     def as_dict(self) -> dict[str, Any]:

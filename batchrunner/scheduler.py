@@ -397,7 +397,7 @@ class Runner:
     async def _fetch_result(self, job: Job, status: QueueStatus) -> Job:
         assert job.request_id is not None
         try:
-            result = await self.client.result(job.endpoint, job.request_id, url=job.response_url)
+            answer = await self.client.result(job.endpoint, job.request_id, url=job.response_url)
         except FinalError as exc:
             reason = str(exc)
             if status.error and status.error not in reason:
@@ -409,11 +409,16 @@ class Runner:
             return self._fail(job, job.state, reason)
         except TransientError as exc:
             return self._unreachable(job, exc)
-        spec = get_model(job.endpoint)
-        media = result.get(spec.output_field) if isinstance(result, dict) else None
+        spec = get_model(job.endpoint, allow_unregistered=True)
+        result, units = answer.output, answer.billable_units
+        billing: dict[str, Any] = {}
+        if units is not None:
+            billing["billable_units"] = units
+            billing["billed_usd"] = spec.price.billed(job.input, units) if spec.price else None
+        media = result.get(spec.output_field)
         if not isinstance(media, dict) or not media.get("url"):
             reason = status.error or f"the result has no {spec.output_field}.url"
-            return self._fail(job, job.state, reason, result=result)
+            return self._fail(job, job.state, reason, result=result, **billing)
         self._observe("completed")
         size = media.get("file_size")
         return self.ledger.transition(
@@ -421,6 +426,7 @@ class Runner:
             S.COMPLETED,
             detail="result stored",
             result=result,
+            **billing,
             video_url=media["url"],
             file_size=size if isinstance(size, int) else None,
             completed_at=now(),
@@ -451,7 +457,7 @@ class Runner:
 
     async def _download(self, job: Job) -> None:
         assert job.video_url is not None
-        spec = get_model(job.endpoint)
+        spec = get_model(job.endpoint, allow_unregistered=True)
         name = job.output_name or default_output_name(job.job_id, job.row, spec.default_extension)
         try:
             path = output_path(self.out_dir, name)

@@ -77,12 +77,14 @@ def test_budget_needs_prices(sim: SimulatorServer, tmp_path: Path) -> None:
             sim.url,
             "--model",
             "acme/other/v1",
+            "--allow-unregistered",
             "--budget",
             "10",
         ],
         env=ENV,
     )
     assert result.exit_code == 2 and "needs a price" in result.output
+    assert "--price-per-job" in result.output
     assert counters(sim)["submits"] == 0
 
 

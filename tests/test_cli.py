@@ -24,7 +24,7 @@ ENV = {"BATCHRUNNER_API_KEY": TOKEN}
 
 @pytest.fixture(scope="module")
 def shared_sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer(fast_config()) as server:
+    with SimulatorServer(fast_config(extra_endpoints=("acme/vidgen/v2",))) as server:
         yield server
 
 
@@ -95,33 +95,29 @@ def test_export_has_the_contract_columns_then_the_manifest_columns(
     assert bad.exit_code == 2 and ".csv, .jsonl, .parquet" in bad.output
 
 
-def test_an_unregistered_model_runs_unvalidated_with_one_warning(
+def test_an_unregistered_model_runs_only_when_allowed(
     shared_sim: SimulatorServer, tmp_path: Path
 ) -> None:
     manifest = write_manifest(
         tmp_path / "m.csv", [{"prompt": "a fox", "image_url": "x", "anything": "goes"}]
     )
+    before = counters(shared_sim)["submits"]
+    refused = CliRunner().invoke(
+        cli, run_args(shared_sim, tmp_path, manifest, "--model", "acme/vidgen/v2"), env=ENV
+    )
+    assert refused.exit_code == 2 and "unknown model 'acme/vidgen/v2'" in refused.output
+    assert "--allow-unregistered" in refused.output and "Traceback" not in refused.output
+    assert counters(shared_sim)["submits"] == before
     log = tmp_path / "run.log"
+    args = run_args(shared_sim, tmp_path, manifest, "--model", "acme/vidgen/v2")
     result = CliRunner().invoke(
-        cli,
-        [
-            "--log-file",
-            str(log),
-            *run_args(shared_sim, tmp_path, manifest, "--model", "acme/vidgen/v2"),
-        ],
-        env=ENV,
+        cli, ["--log-file", str(log), *args, "--allow-unregistered"], env=ENV
     )
     assert result.exit_code == 0, result.output
-    assert log.read_text().count("acme/vidgen/v2 is not in the registry") == 1
+    assert counters(shared_sim)["submits"] == before + 1
     assert TOKEN not in log.read_text()
-    assert (
-        json.loads(
-            CliRunner()
-            .invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db"), "--json"])
-            .output
-        )["spend_usd"]
-        == 0
-    )  # no price known
+    status = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db"), "--json"])
+    assert json.loads(status.output)["spend_usd"] == 0  # no price known
 
 
 def test_status_shows_counts_spend_and_the_concurrency_limit(

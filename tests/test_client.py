@@ -570,7 +570,10 @@ async def test_status_parsing_is_tolerant() -> None:
 @pytest.mark.anyio
 async def test_result_returns_the_output() -> None:
     output = {"video": {"url": "https://v3.fal.media/files/x.mp4", "file_size": 12}}
-    assert await run(Recorder(ok(output)).client(), "result") == output
+    plain = await run(Recorder(ok(output)).client(), "result")
+    assert (plain.output, plain.billable_units) == (output, None)
+    billed = await run(Recorder(ok(output, **{"x-fal-billable-units": "8"})).client(), "result")
+    assert (billed.output, billed.billable_units) == (output, 8.0)
 
 
 @pytest.mark.anyio

@@ -155,10 +155,10 @@ def test_identical_rows_fail_or_are_kept_once_with_dedupe(tmp_path: Path) -> Non
 
 
 def test_strict_makes_unknown_columns_errors(tmp_path: Path) -> None:
-    path = manifest(tmp_path, [{"prompt": "a", "aspect-ratio": "16:9"}])
+    path = manifest(tmp_path, [{"prompt": "a", "aspect": "16:9"}])
     assert any("did you mean 'aspect_ratio'" in str(w) for w in load(path).warnings)
     (found,) = problems(path, strict=True)
-    assert "column 'aspect-ratio': unknown column (--strict); did you mean 'aspect_ratio'?" in found
+    assert "column 'aspect': unknown column (--strict); did you mean 'aspect_ratio'?" in found
 
 
 def test_outputs_of_variants_get_the_variant_in_their_name(tmp_path: Path) -> None:
@@ -174,14 +174,9 @@ def test_plan_counts_prices_and_what_the_ledger_has(tmp_path: Path) -> None:
     plan = make_plan(load(path, matrix=(("resolution", ("720p", "1080p")),)))
     assert (plan.rows, plan.jobs, plan.cost_usd) == (2, 4, 9.6)
     groups = {
-        (g["generate_audio"], g["resolution"], g["jobs"], g["cost_usd"]) for g in plan.breakdown
+        (g["duration"], g["generate_audio"], g["jobs"], g["cost_usd"]) for g in plan.breakdown
     }
-    assert groups == {
-        (True, "720p", 1, 3.2),
-        (True, "1080p", 1, 3.2),
-        (False, "720p", 1, 1.6),
-        (False, "1080p", 1, 1.6),
-    }
+    assert groups == {("8s", True, 2, 6.4), ("8s", False, 2, 3.2)}  # what drives the price
     assert plan.to_submit == 4 and plan.in_ledger == {}
 
 

@@ -291,25 +291,34 @@ def test_empty_cells_take_the_model_defaults(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- columns
 
 
-def test_unknown_columns_become_metadata_with_one_warning_each(tmp_path: Path) -> None:
+def test_near_miss_columns_are_errors_naming_the_field(tmp_path: Path) -> None:
     rows = [
         {"Prompt": "p1", "prompt": "A calm lake", "image_url": URL, "aspect-ratio": "9:16",
-         "Resolution": "1080p", "notes": "n1"},
-        {"Prompt": "p2", "prompt": "A windy hill", "image_url": URL, "aspect-ratio": "16:9",
-         "Resolution": "720p", "notes": "n2"},
+         "Resolution": "1080p", "genrate_audio": "no", "notes": "n1"},
     ]  # fmt: skip
+    found = {p.column: p for p in errors_of(write_jsonl(tmp_path / "m.jsonl", rows))}
+    assert set(found) == {"Prompt", "aspect-ratio", "Resolution", "genrate_audio"}
+    assert all(p.severity == "error" and p.row is None for p in found.values())
+    assert "did you mean 'aspect_ratio'?" in found["aspect-ratio"].message
+    assert "did you mean 'resolution'?" in found["Resolution"].message
+    assert "did you mean 'generate_audio'?" in found["genrate_audio"].message
+    assert "a second 'prompt' column" in found["Prompt"].message
+
+
+def test_unknown_columns_become_metadata_with_one_warning_each(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "A calm lake", "image_url": URL, "aspect": "9:16", "notes": "n1"},
+        {"prompt": "A windy hill", "image_url": URL, "aspect": "16:9", "notes": "n2"},
+    ]
     manifest = load(write_jsonl(tmp_path / "m.jsonl", rows))
     hints = {w.column: w.message for w in manifest.warnings}
     assert all(w.severity == "warning" for w in manifest.warnings)
-    assert set(hints) == {"Prompt", "aspect-ratio", "Resolution", "notes"}
-    assert "did you mean 'aspect_ratio'?" in hints["aspect-ratio"]
-    assert "did you mean 'resolution'?" in hints["Resolution"]
+    assert set(hints) == {"aspect", "notes"}
+    assert "did you mean 'aspect_ratio'?" in hints["aspect"]
     assert "did you mean" not in hints["notes"]
-    assert "a second 'prompt' column" in hints["Prompt"]
     first = manifest.rows[0]
-    assert first.metadata == {"Prompt": "p1", "aspect-ratio": "9:16", "Resolution": "1080p",
-                              "notes": "n1"}  # fmt: skip
-    assert first.payload["aspect_ratio"] == "auto"  # a misspelt column is not sent
+    assert first.metadata == {"aspect": "9:16", "notes": "n1"}
+    assert first.payload["aspect_ratio"] == "auto"  # a column like no field is not sent
 
 
 def test_a_missing_required_column_is_one_problem_with_a_hint(tmp_path: Path) -> None:
@@ -321,7 +330,7 @@ def test_a_missing_required_column_is_one_problem_with_a_hint(tmp_path: Path) ->
 
 
 def test_an_unregistered_model_gets_every_column_unvalidated(tmp_path: Path) -> None:
-    spec = ModelSpec(endpoint_id="someone/new-model", input_model=None)
+    spec = ModelSpec.unregistered("someone/new-model")
     path = tmp_path / "m.csv"
     path.write_text("id,output,prompt,steps,extra\nr1,first,hello,30,\n,,hi,,x\n")
     first, second = load(path, spec).rows
@@ -414,9 +423,9 @@ def test_a_shared_image_is_hashed_once(tmp_path: Path, monkeypatch: pytest.Monke
     calls: list[Path] = []
     inspect = images.ImageChecker._inspect
 
-    def counting(path: Path, size: int) -> LocalFile | str:
+    def counting(path: Path, size: int, limit: int, kind: str) -> LocalFile | str:
         calls.append(path)
-        return inspect(path, size)
+        return inspect(path, size, limit, kind)
 
     monkeypatch.setattr(images.ImageChecker, "_inspect", staticmethod(counting))
     manifest = load(manifest_with_image(tmp_path, rows=25))

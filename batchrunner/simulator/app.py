@@ -23,15 +23,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..models import REGISTRY
+from ..models import ModelSpec, lookup
 from . import media
+from .clips import MediaShape
 from .config import SimulatorConfig
 from .responses import (
     DroppedResponse,
@@ -87,10 +87,26 @@ def _queue_route(route: str, handler: Handler) -> Callable[[Request], Awaitable[
     return endpoint
 
 
-def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
+# JSON Schema keyword -> the error type fal's (pydantic) validation reports
+_ERROR_TYPES = {
+    "enum": "literal_error",
+    "maxLength": "string_too_long",
+    "minLength": "string_too_short",
+    "maximum": "less_than_equal",
+    "minimum": "greater_than_equal",
+    "type": "type_error",
+}
+
+
+def _validation_detail(spec: ModelSpec, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The body's faults against the model's schema, in fal's 422 ``detail`` shape."""
     return [
-        {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
-        for error in exc.errors()
+        {
+            "loc": ["body", *(problem.path or ([problem.field] if problem.field else []))],
+            "msg": "Field required" if problem.kind == "missing" else problem.message,
+            "type": _ERROR_TYPES.get(problem.kind, problem.kind),
+        }
+        for problem in spec.problems(body)
     ]
 
 
@@ -106,13 +122,16 @@ async def _submit(request: Request, sim: Simulator) -> Response:
     if not isinstance(body, dict):
         detail = [{"loc": ["body"], "msg": "Input should be an object", "type": "dict_type"}]
         return app_json({"detail": detail}, 422)
-    spec = REGISTRY.get(endpoint_id)
-    if spec is not None and spec.input_model is not None:
-        try:
-            spec.input_model.model_validate(body)
-        except ValidationError as exc:
-            return app_json({"detail": _validation_detail(exc)}, 422)
-    accepted = sim.submit(endpoint_id, body, start_timeout=_start_timeout(request))
+    spec = lookup(endpoint_id)
+    if spec is None and endpoint_id not in sim.config.extra_endpoints:
+        return app_json({"detail": f"Application '{endpoint_id}' not found"}, 404)
+    shape = None
+    if spec is not None:
+        detail = _validation_detail(spec, body)
+        if detail:
+            return app_json({"detail": detail}, 422)
+        shape = MediaShape(**spec.media_shape(body))
+    accepted = sim.submit(endpoint_id, body, start_timeout=_start_timeout(request), shape=shape)
     if accepted is None:
         return app_json({"detail": "Too many requests"}, 429)
     job, position = accepted
@@ -233,7 +252,20 @@ async def _result(request: Request, sim: Simulator) -> Response:
         "file_name": f"{request_id}.mp4",
         "file_size": view.media_size,
     }
-    return app_json({"video": video}, 200, request_id=request_id)
+    return app_json({"video": video}, 200, request_id=request_id, headers=_billing(sim, request_id))
+
+
+def _billing(sim: Simulator, request_id: str) -> dict[str, str]:
+    """``x-fal-billable-units``: the job's units (seconds, videos, tokens) by its price rule."""
+    submitted = sim.request(request_id)
+    spec = lookup(submitted[0]) if submitted else None
+    if submitted is None or spec is None or spec.price is None:
+        return {}
+    try:
+        units = spec.price.units(spec.complete(submitted[1]))
+    except ValueError:
+        return {}
+    return {"x-fal-billable-units": f"{units:g}"}
 
 
 async def _cancel(request: Request, sim: Simulator) -> Response:
@@ -252,13 +284,14 @@ async def _media(request: Request) -> Response:
         return fault_response(fault)
     name: str = request.path_params["name"]
     request_id = name.removesuffix(".mp4")
-    if not name.endswith(".mp4") or not sim.media_job(request_id):
+    shape = sim.media_shape(request_id) if name.endswith(".mp4") else None
+    if shape is None:
         return app_json({"detail": "File not found"}, 404)
-    data = media.video_bytes(request_id, sim.config.media_bytes)
+    data = media.video_bytes(request_id, sim.config.media_bytes, shape)
     headers = {
         "content-type": "video/mp4",
         "accept-ranges": "bytes",
-        "etag": f'"{media.video_sha256(request_id, sim.config.media_bytes)}"',
+        "etag": f'"{media.video_sha256(request_id, sim.config.media_bytes, shape)}"',
         "x-fal-request-id": new_request_id(),
     }
     try:

@@ -142,6 +142,9 @@ class SimulatorConfig:
     seed: int = 0
     faults: list[Fault] = field(default_factory=list)
     state_path: str | None = None  # sqlite file that keeps jobs across restarts
+    # Endpoints served besides the registry's (accepted unvalidated, unpriced); any other
+    # endpoint id answers 404 like fal's unknown applications.
+    extra_endpoints: tuple[str, ...] = ()
     # Additions beyond the brief's minimum, both with the faithful default:
     errors_in_status: bool = True  # COMPLETED statuses of failed jobs carry error/error_type
     stream_ping_seconds: float = 15.0  # SSE keep-alive comment interval

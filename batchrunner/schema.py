@@ -1,0 +1,180 @@
+"""A model's input, driven by its JSON Schema: field kinds, defaults, and validation.
+
+The schema is the one fal publishes in its per-endpoint OpenAPI document (``$ref``s inlined,
+OpenAPI's ``nullable`` turned into JSON Schema, see :mod:`batchrunner.openapi`). From it come:
+
+* :func:`field_kinds`: what kind of cell each field takes (``bool``, ``int``, ``float``,
+  ``choice`` for a string enum, ``text``, ``list`` for an array of strings, ``any``), so the
+  manifest loader can coerce spreadsheet cells without a line of code per model;
+* :func:`complete`: the request body with the schema's defaults filled in (the job records
+  exactly what will be generated, and the price can be computed from it);
+* :func:`problems`: every way a body breaks the schema, each with its field and a sentence that
+  says what is allowed. Validation is `jsonschema <https://python-jsonschema.readthedocs.io>`_'s
+  (Draft 2020-12); the words are ours.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from batchrunner.coerce import FieldKind
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
+FILE_SUFFIXES = ("_url", "_urls")  # fal marks file inputs only by name (MODELS.md)
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """One thing wrong with a request body: which field, what, and the value at fault."""
+
+    field: str | None
+    message: str
+    kind: str  # "missing", "enum", "maxLength", "type", ... (the JSON Schema keyword)
+    value: Any = None
+    path: tuple[str | int, ...] = ()
+
+
+def properties(schema: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The schema's properties in fal's display order (``x-fal-order-properties``)."""
+    props: dict[str, dict[str, Any]] = dict(schema.get("properties") or {})
+    order = [n for n in schema.get("x-fal-order-properties") or [] if n in props]
+    return {name: props[name] for name in [*order, *(n for n in props if n not in order)]}
+
+
+def _concrete(prop: Mapping[str, Any]) -> dict[str, Any]:
+    """``anyOf: [X, null]`` → X (merged with the property's own keys); others unchanged."""
+    variants = prop.get("anyOf") or prop.get("oneOf")
+    if variants:
+        real = [v for v in variants if v.get("type") != "null"]
+        if len(real) == 1:
+            rest = {k: v for k, v in prop.items() if k not in ("anyOf", "oneOf")}
+            return _concrete({**rest, **real[0]})
+    types = prop.get("type")
+    if isinstance(types, list):
+        real_types = [t for t in types if t != "null"]
+        if len(real_types) == 1:
+            return {**prop, "type": real_types[0]}
+    return dict(prop)
+
+
+def kind_of(name: str, prop: Mapping[str, Any], required: bool) -> FieldKind:
+    prop = _concrete(prop)
+    kind = {"boolean": "bool", "integer": "int", "number": "float", "string": "text"}
+    enum = prop.get("enum")
+    if enum and all(isinstance(v, str) for v in enum):
+        return FieldKind(name, "choice", tuple(enum), required)
+    if prop.get("type") == "array":
+        items = _concrete(prop.get("items") or {})
+        return FieldKind(name, "list" if items.get("type") == "string" else "any", (), required)
+    return FieldKind(name, kind.get(str(prop.get("type")), "any"), (), required)
+
+
+def field_kinds(schema: Mapping[str, Any]) -> dict[str, FieldKind]:
+    """Each field with the kind of cell it takes, in display order."""
+    required = set(schema.get("required") or ())
+    return {name: kind_of(name, p, name in required) for name, p in properties(schema).items()}
+
+
+def file_fields(schema: Mapping[str, Any]) -> tuple[str, ...]:
+    """Fields that take a file: ``*_url`` strings and ``*_urls`` lists of strings."""
+    return tuple(
+        name
+        for name, kind in field_kinds(schema).items()
+        if name.endswith(FILE_SUFFIXES) and kind.kind in ("text", "list")
+    )
+
+
+def complete(schema: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every absent field that has a (non-null) default set to it."""
+    body = dict(values)
+    for name, prop in properties(schema).items():
+        if name not in body and prop.get("default") is not None:
+            body[name] = prop["default"]
+    return body
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(text: str) -> Validator:
+    from jsonschema import Draft202012Validator  # imported when a body is first checked
+
+    return Draft202012Validator(json.loads(text))
+
+
+def validator(schema: Mapping[str, Any]) -> Validator:
+    return _validator(json.dumps(schema, sort_keys=True))
+
+
+def problems(schema: Mapping[str, Any], body: Mapping[str, Any]) -> list[InputProblem]:
+    """Every way ``body`` breaks ``schema``, in field order; [] when it is valid."""
+    found: list[InputProblem] = []
+    for name in schema.get("required") or ():
+        if name not in body:
+            found.append(InputProblem(name, "is required", "missing"))
+    order = list(properties(schema))
+    errors = sorted(
+        (e for e in validator(schema).iter_errors(dict(body)) if e.validator != "required"),
+        key=lambda e: order.index(e.path[0]) if e.path and e.path[0] in order else len(order),
+    )
+    for error in errors:
+        path = tuple(error.path)
+        name = str(path[0]) if path else None
+        message = _message(str(error.validator), error.validator_value, error.instance)
+        if len(path) > 1 and isinstance(path[1], int):
+            message = f"item {path[1] + 1}: {message}"
+        found.append(
+            InputProblem(
+                name, message, str(error.validator), body.get(name) if name else None, path
+            )
+        )
+    return found
+
+
+_TYPES = {
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "TRUE or FALSE",
+    "string": "text",
+    "array": "a list",
+    "object": "an object",
+}
+
+
+def choices_text(values: list[Any] | tuple[Any, ...]) -> str:
+    """``['a', 'b', 'c']`` → ``"'a', 'b' or 'c'"``."""
+    shown = [repr(v) for v in values]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
+def _message(keyword: str, expected: Any, got: Any) -> str:
+    if keyword == "enum":
+        return f"must be {choices_text(expected)}"
+    if keyword == "maxLength":
+        return f"must be at most {expected} characters (this one has {len(got)})"
+    if keyword == "minLength":
+        return "must not be empty" if expected == 1 else f"must be at least {expected} characters"
+    if keyword == "maximum":
+        return f"must be at most {expected}"
+    if keyword == "minimum":
+        return f"must be at least {expected}"
+    if keyword == "exclusiveMaximum":
+        return f"must be less than {expected}"
+    if keyword == "exclusiveMinimum":
+        return f"must be more than {expected}"
+    if keyword == "maxItems":
+        return f"takes at most {expected} items (this one has {len(got)})"
+    if keyword == "minItems":
+        return f"needs at least {expected} items (this one has {len(got)})"
+    if keyword == "type":
+        wanted = expected if isinstance(expected, list) else [expected]
+        return "must be " + " or ".join(_TYPES.get(t, str(t)) for t in wanted if t != "null")
+    if keyword == "const":
+        return f"must be {expected!r}"
+    if keyword == "pattern":
+        return f"must match the pattern {expected}"
+    return f"is not allowed here ({keyword} {expected!r})"
