@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrunner import images
+from batchrunner.config import find_config, load_config
 from batchrunner.errors import ManifestError, Problem, UsageError
 from batchrunner.manifest import (
     LocalFile,
@@ -524,11 +525,31 @@ CORPUS = [
     ("bad_duration_number.jsonl", 1, 1, "duration", "'4s', '6s' or '8s'"),
     ("bool_seed.jsonl", 1, 1, "seed", "whole number"),
     ("error_cell.xlsx", 2, None, "duration", "#DIV/0!"),
-]
+    ("genrate_audio_column.csv", None, None, "genrate_audio", "did you mean 'generate_audio'?"),
+    # other input shapes: each folder's batchrunner.toml names its model
+    ("reference-to-video/list_item_missing.csv", 2, 3, "image_urls", "item 2: image file not"),
+    ("reference-to-video/list_bad_json.csv", 1, 2, "image_urls", "is not a JSON list"),
+    ("first-last-frame/missing_last_frame_column.csv", None, None, "last_frame_url",
+     "no 'last_frame_url' column, which is required (did you mean 'last_fram_url'?)"),
+    ("text-to-video/bad_resolution.csv", 2, 3, "resolution", "'720p', '1080p' or '4k'"),
+    ("text-to-video/near_miss_column.csv", None, None, "negative-prompt",
+     "did you mean 'negative_prompt'?"),
+]  # fmt: skip
+
+
+def corpus_model(path: Path) -> ModelSpec:
+    """The model a corpus file is for: its folder's batchrunner.toml, else Veo 3."""
+    config = load_config(find_config(path, None))
+    return get_model(config["model"]) if "model" in config else VEO3
 
 
 def test_the_corpus_is_complete() -> None:
-    assert sorted(p.name for p in BAD.iterdir() if p.is_file()) == sorted(c[0] for c in CORPUS)
+    found = [
+        p.relative_to(BAD).as_posix()
+        for p in BAD.rglob("*")
+        if p.is_file() and p.parent.name != "images" and p.name != "batchrunner.toml"
+    ]
+    assert sorted(found) == sorted(c[0] for c in CORPUS)
 
 
 @pytest.mark.parametrize(("name", "row", "line", "column", "words"), CORPUS)
@@ -539,7 +560,8 @@ def test_a_bad_manifest_names_row_line_and_column(
     with (tmp_path / "images" / "big.png").open("wb") as handle:  # generated, not committed
         handle.write(b"\x89PNG\r\n\x1a\n")
         handle.truncate(MAX_IMAGE_BYTES + 1)
-    (problem,) = errors_of(tmp_path / name)  # one mistake, one problem: no noise
+    path = tmp_path / name
+    (problem,) = errors_of(path, corpus_model(path))  # one mistake, one problem: no noise
     assert (problem.row, problem.line, problem.column) == (row, line, column)
     assert words in problem.message
     text = str(problem)
