@@ -624,10 +624,13 @@ def models_list(as_json: bool) -> None:
     for s in summaries:
         flag = "" if s["price_confirmed"] else "  [price unconfirmed]"
         origin = "" if s["origin"] == "shipped" else f"  (from {s['origin']})"
-        example = s["price_with_defaults_usd"]
-        cost = "" if example is None else f"{money(example):>7} with defaults  "
-        click.echo(f"{s['endpoint_id']:<{width}}  {cost}{s['price']}{flag}{origin}")
-    click.echo(f"{len(summaries)} models; your own go in {registry.user_dir()}", err=True)
+        cost = money(s["price_with_defaults_usd"])
+        click.echo(f"{s['endpoint_id']:<{width}}  {cost:>7}  {s['title']}{flag}{origin}")
+    click.echo(
+        f"{len(summaries)} models (price: one job with the model's defaults; "
+        f"`models show ID` for its rule); your own go in {registry.user_dir()}",
+        err=True,
+    )
 
 
 @models.command(name="show")
@@ -658,7 +661,10 @@ def models_show(endpoint_id: str, as_json: bool) -> None:
             parts.append(f"default {f['default']!r}")
         if f["choices"]:
             parts.append("one of " + ", ".join(f["choices"]))
-        parts += [f"{k} {v}" for k, v in f["limits"].items()]
+        parts += [
+            f"at most {v / 2**20:g} MB" if k == "max_file_bytes" else f"{k} {v}"
+            for k, v in f["limits"].items()
+        ]
         click.echo(f"  {f['name']:<24} " + "; ".join(p for p in parts if p))
     click.echo(f"output: result.{spec.output_field}.url")
     if spec.price is None:

@@ -138,6 +138,13 @@ def _parse_faults(
     default=None,
     help="Private key (PEM) for --ssl-certfile.",
 )
+@click.option(
+    "--endpoint",
+    "extra_endpoints",
+    multiple=True,
+    metavar="ID",
+    help="Also serve this endpoint id, unvalidated (others not in the registry answer 404).",
+)
 def simulate(
     host: str,
     port: int,
@@ -158,6 +165,7 @@ def simulate(
     state_path: str | None,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
+    extra_endpoints: tuple[str, ...],
 ) -> None:
     """Run a local fal-compatible queue to rehearse a batch without spending money.
 
@@ -192,6 +200,7 @@ def simulate(
             seed=seed,
             faults=faults,
             state_path=state_path,
+            extra_endpoints=extra_endpoints,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
