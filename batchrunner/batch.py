@@ -8,6 +8,7 @@ record the jobs → run → summarise. Nothing is sent before the whole manifest
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import tempfile
@@ -34,6 +35,8 @@ from batchrunner.report import Summary
 from batchrunner.retry import RetryPolicy
 from batchrunner.scheduler import Observer, Runner, RunOptions
 from batchrunner.states import AT_PROVIDER, JobState
+
+logger = logging.getLogger(__name__)
 
 SIMULATOR_ORIGIN = "simulator"  # the origin recorded for jobs run with --simulate
 
@@ -120,6 +123,9 @@ def load(manifest_path: str | Path, settings: Settings, expansion: Expansion | N
     manifest = load_manifest(
         manifest_path, model_of(settings), sheet=settings.sheet, expansion=expansion
     )
+    for warning in manifest.warnings:  # a column kept as metadata is routine; the rest is not
+        level = logging.INFO if warning.column else logging.WARNING
+        logger.log(level, "%s: %s", manifest.source, warning)
     unpriced = [row for row in manifest.rows if row.cost_usd is None]
     if settings.budget is not None and unpriced:
         raise UsageError(

@@ -423,6 +423,8 @@ def plan_command(
     """
     expansion = _expansion(ctx, manifest, options)
     loaded = batch.load(manifest, _model_settings(options), expansion)
+    for warning in loaded.warnings:
+        click.echo(f"{manifest}: warning: {warning}", err=True)
     _print_plan(make_plan(loaded, ledger), as_json)
     if bodies is not None:
         count = write_bodies(loaded, bodies)

@@ -139,6 +139,12 @@ def _parse_faults(
     help="Private key (PEM) for --ssl-certfile.",
 )
 @click.option(
+    "--balance",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Submits the account can pay for; then 403 'User is locked' until POST /_sim/top-up.",
+)
+@click.option(
     "--endpoint",
     "extra_endpoints",
     multiple=True,
@@ -165,6 +171,7 @@ def simulate(
     state_path: str | None,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
+    balance: int | None,
     extra_endpoints: tuple[str, ...],
 ) -> None:
     """Run a local fal-compatible queue to rehearse a batch without spending money.
@@ -201,6 +208,7 @@ def simulate(
             faults=faults,
             state_path=state_path,
             extra_endpoints=extra_endpoints,
+            balance=balance,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
