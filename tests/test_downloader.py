@@ -166,6 +166,29 @@ async def test_a_body_longer_than_the_results_file_size_is_refused(tmp_path: Pat
     assert not list(tmp_path.iterdir())  # the .part file is gone too
 
 
+async def test_a_206_for_a_range_not_asked_for_is_not_written_into_the_file(
+    tmp_path: Path,
+) -> None:
+    half = len(BODY) // 2
+    dest = tmp_path / "clip.mp4"
+    (tmp_path / "clip.mp4.part").write_bytes(BODY[:half])  # left by an earlier, cut try
+    seen: list[str | None] = []
+
+    def wrong_range_once(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("range"))
+        if len(seen) == 1:  # asked for bytes=51200-, answers from byte 1000
+            headers = {"content-range": f"bytes 1000-{len(BODY) - 1}/{len(BODY)}"}
+            return httpx.Response(206, headers=headers, stream=Body(BODY[1000:]))
+        return httpx.Response(200, stream=Body(BODY))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(wrong_range_once)) as c:
+        got = await download(
+            c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY), retry=RetryPolicy.fast()
+        )
+    assert (got.sha256, dest.read_bytes()) == (SHA, BODY)
+    assert seen == [f"bytes={half}-", None]  # started again from scratch
+
+
 async def test_persistent_cuts_fail_after_budget_but_keep_the_part(tmp_path: Path) -> None:
     media = Media(cuts=100)
     dest = tmp_path / "clip.mp4"
