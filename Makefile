@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast mutate lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not chaos"
+
+# Break each README guarantee in a scratch copy and check its tests notice (a tool, not CI).
+mutate: $(STAMP)
+	$(BIN)/python -m tests.mutate
 
 lint: $(STAMP)
 	$(BIN)/ruff check batchrunner tests
