@@ -490,20 +490,51 @@ def resume(ledger: Path, max_runtime: float | None, budget: float | None, as_jso
 @ledger_option
 @click.option("--failed/--no-failed", default=None, help="Send failed jobs again (default).")
 @click.option("--unknown", is_flag=True, help="Send jobs whose submit got no answer again.")
+@click.option("--cancelled", is_flag=True, help="Send cancelled jobs again.")
+@click.option("--expired", is_flag=True, help="Buy again jobs whose result expired unfetched.")
+@click.option(
+    "--downloads",
+    is_flag=True,
+    help="Fetch download_failed videos again (nothing is submitted or paid).",
+)
 @max_runtime_option
+@budget_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @friendly_errors
 def retry(
-    ledger: Path, failed: bool | None, unknown: bool, max_runtime: float | None, as_json: bool
+    ledger: Path,
+    failed: bool | None,
+    unknown: bool,
+    cancelled: bool,
+    expired: bool,
+    downloads: bool,
+    max_runtime: float | None,
+    budget: float | None,
+    as_json: bool,
 ) -> None:
-    """Submit failed (and, if asked, unknown) jobs again, then resume.
+    """Submit failed (and, if asked, unknown, cancelled or expired) jobs again, then resume.
+
+    New submits are priced against --budget like any other. Without options: failed jobs.
 
     \b
     Example:
         batchrunner retry --ledger shots.db --failed --unknown
+        batchrunner retry --ledger shots.db --cancelled --expired --budget 50
+        batchrunner retry --ledger shots.db --downloads
     """
-    failed = (not unknown) if failed is None else failed
-    _report(batch.retry(ledger, failed=failed, unknown=unknown, max_runtime=max_runtime), as_json)
+    others = unknown or cancelled or expired or downloads
+    failed = (not others) if failed is None else failed
+    summary = batch.retry(
+        ledger,
+        failed=failed,
+        unknown=unknown,
+        cancelled=cancelled,
+        expired=expired,
+        downloads=downloads,
+        max_runtime=max_runtime,
+        budget=budget,
+    )
+    _report(summary, as_json)
 
 
 @cli.command()
