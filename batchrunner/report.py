@@ -104,8 +104,6 @@ class Summary:
         return asdict(self)
 
 
-
-
 def _exit_reason(code: ExitCode, counts: dict[str, int]) -> str:
     if code == ExitCode.OK:
         return "all done"
@@ -132,7 +130,7 @@ def _next_command(code: ExitCode, counts: dict[str, int], path: str) -> str | No
         return None
     where = ledger_option(path)
     if code == ExitCode.RUN_STOPPED:
-        return "fix what the message above names, then run the same command again"
+        return None  # the stop line says what to fix and to run the same command again
     if code == ExitCode.JOBS_NOT_DONE:
         if counts.get(JobState.UNKNOWN):
             return (
