@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from batchrunner.cli import cli
 from batchrunner.simulator import SimulatorServer
@@ -101,3 +102,40 @@ def test_the_cron_line_is_loud_on_a_failing_night_and_quiet_on_a_good_one(
             folder / "nightly.log"
         ).read_text()
     assert len(list((good / "videos").glob("*.mp4"))) == 4
+
+
+def test_the_worked_example_prints_what_the_readme_shows_and_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spreadsheet is built from the README's own table; the plan output must match the
+    README's block line for line, and the run line (with --simulate) must buy exactly that."""
+    import openpyxl
+
+    section = README[README.index("## A worked example") :]
+    table = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("| ")
+    ][:4]
+    book = openpyxl.Workbook()
+    book.active.title = "Day 1"
+    sheet = book.create_sheet("Day 2")
+    for row in table:
+        sheet.append([None if c == "" else int(c) if c.isdigit() else c for c in row])
+    book.save(tmp_path / "shots.xlsx")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "fox.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    (tmp_path / "images" / "hen.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 64)
+    monkeypatch.chdir(tmp_path)
+    plan_line, run_line = [
+        line for line in command_lines() if "shots.xlsx" in line and "--count 2" in line
+    ]
+    shown = next(b for b in code_blocks(section) if b.startswith("shots.xlsx: "))
+    planned = CliRunner().invoke(cli, shlex.split(plan_line)[1:])
+    assert planned.exit_code == 0, planned.output
+    assert planned.stdout == shown
+    ran = CliRunner().invoke(cli, [*shlex.split(run_line)[1:], "--simulate", "--json"])
+    assert ran.exit_code == 0, ran.output
+    summary = json.loads(ran.stdout)
+    assert summary["counts"] == {"done": 12} and summary["spend_usd"] == 24.0
+    assert (tmp_path / "videos" / "0001-fox~16_9~t1.mp4").exists()
