@@ -25,7 +25,7 @@ from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
 from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
 from batchrunner.expand import MAX_TAKES, Expansion, check_fields, parse_matrix, parse_settings
 from batchrunner.models import DEFAULT_MODEL, get_model
-from batchrunner.plan import Plan, make_plan, money, write_bodies
+from batchrunner.planner import Plan, make_plan, money, write_bodies
 from batchrunner.providers import PROVIDERS
 from batchrunner.report import Progress, Summary
 from batchrunner.simulator import simulate
