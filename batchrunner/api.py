@@ -101,13 +101,11 @@ def results(ledger: str | Path) -> pd.DataFrame:
     with export.open_existing(ledger) as opened:
         records = export.rows(opened)
         jobs = {job.job_id: job for job in opened.jobs()}
-    extra = [
-        _identity(jobs[r["job_id"]].variant, r["job_id"], r)
-        | {"created_at": jobs[r["job_id"]].created_at, "done_at": jobs[r["job_id"]].done_at}
-        for r in records
-    ]
     frame = pd.DataFrame.from_records(
-        [{**ids, **record} for ids, record in zip(extra, records, strict=True)]
+        [
+            {**r, "created_at": jobs[r["job_id"]].created_at, "done_at": jobs[r["job_id"]].done_at}
+            for r in records
+        ]
     )
     if frame.empty:
         return frame
@@ -115,14 +113,6 @@ def results(ledger: str | Path) -> pd.DataFrame:
         if name in frame:
             frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
     return frame.convert_dtypes()
-
-
-def _identity(variant: str, job_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
-    """The user's id, the variant label, the take number and the seed, as their own columns."""
-    take = next((int(p[1:]) for p in variant.split("~") if p[:1] == "t" and p[1:].isdigit()), 1)
-    own = job_id.removesuffix(f"~{variant}") if variant else job_id
-    return {"job_id": job_id, "id": own, "variant": variant, "take": take,
-            "seed": record.get("seed")}  # fmt: skip
 
 
 def _options(

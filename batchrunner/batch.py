@@ -173,7 +173,9 @@ def run_manifest(
     with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
         if not replace_changed:
             check_changed(manifest, jobs, ledger)
-        ledger.start_run("run", manifest=str(manifest.source), **_run_info(settings, api))
+        info = _run_info(settings, api)
+        info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
+        ledger.start_run("run", manifest=str(manifest.source), **info)
         if replace_changed:
             for job in changed_jobs(jobs, ledger):
                 ledger.replace(job)

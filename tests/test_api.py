@@ -87,3 +87,35 @@ def test_the_readme_python_example_runs(
     assert printed[0] == "4 6.4"
     assert printed[1] == "0 {'done': 4}"
     assert (tmp_path / "videos").is_dir() and len(list((tmp_path / "videos").iterdir())) == 4
+
+
+def test_exports_are_fit_for_people_and_status_all_lists_every_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from batchrunner.cli import cli
+    from batchrunner.export import EXPORT_COLUMNS
+
+    monkeypatch.chdir(tmp_path)
+    shots = pd.DataFrame(
+        {"id": ["fox", "owl"], "notes": ["first", "second"], "prompt": ["a fox", "an owl"],
+         "duration": [4, 6], "scene": ["intro", "outro"]}
+    )  # fmt: skip
+    assert batchrunner.run(shots, model="fal-ai/veo3.1", simulate=True, count=2).exit_code == 0
+    for name in ("jobs.csv", "jobs.xlsx"):
+        written = CliRunner().invoke(cli, ["export", "-o", name])
+        assert written.exit_code == 0, written.output
+    csv = pd.read_csv("jobs.csv")
+    xlsx = pd.read_excel("jobs.xlsx")
+    assert list(csv.columns) == list(xlsx.columns)
+    assert list(csv.columns[:5]) == ["job_id", "id", "variant", "take", "seed"]
+    own = [c for c in csv.columns if c not in EXPORT_COLUMNS]
+    assert own[:4] == ["notes", "prompt", "duration", "scene"]  # the sheet's order first
+    assert csv["id"].tolist() == ["fox", "fox", "owl", "owl"]
+    assert csv["variant"].tolist() == ["t1", "t2", "t1", "t2"]
+    assert csv["take"].tolist() == [1, 2, 1, 2] and csv["seed"].nunique() == 4
+    assert xlsx["job_id"].tolist() == ["fox~t1", "fox~t2", "owl~t1", "owl~t2"]
+    listed = CliRunner().invoke(cli, ["status", "--all"])
+    assert listed.exit_code == 0 and listed.output.count("  done  row ") == 4
+    assert CliRunner().invoke(cli, ["status"]).output.count("  done  row ") == 0
