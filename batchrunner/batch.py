@@ -28,16 +28,15 @@ from batchrunner.errors import (
     KeyRefusedError,
     LedgerError,
     ManifestError,
-    Problem,
     RunError,
     UsageError,
 )
 from batchrunner.expand import Expansion
-from batchrunner.ledger import Ledger, NewJob
+from batchrunner.ledger import Ledger
 from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, load_manifest
 from batchrunner.models import DEFAULT_MODEL, ModelSpec, get_model, lookup
-from batchrunner.planner import to_jobs
+from batchrunner.planner import decide, refusals, to_jobs
 from batchrunner.providers import ApiConfig, resolve_api
 from batchrunner.ratelimit import RateLimiter
 from batchrunner.report import Summary
@@ -100,30 +99,6 @@ class Settings:
 # ---------------------------------------------------------------------- planning
 
 
-def changed_jobs(jobs: Sequence[NewJob], ledger: Ledger) -> list[NewJob]:
-    """Jobs whose id the ledger has, with different content (the user edited the row)."""
-    stored = ledger.input_hashes([job.job_id for job in jobs])
-    return [job for job in jobs if stored.get(job.job_id, job.input_hash) != job.input_hash]
-
-
-def check_changed(manifest: Manifest, jobs: Sequence[NewJob], ledger: Ledger) -> None:
-    """A row whose ``id`` is in the ledger with different content is an error (nothing sent)."""
-    rows = {row.job_id: row for row in manifest.rows}
-    problems = [
-        Problem(
-            f"job id {job.job_id!r} is already in the ledger with different content; give the "
-            "edited row a new id, restore its previous values, or pass --replace-changed",
-            row=rows[job.job_id].row,
-            line=rows[job.job_id].line,
-            column="id",
-            value=job.job_id,
-        )
-        for job in changed_jobs(jobs, ledger)
-    ]
-    if problems:
-        raise ManifestError(str(manifest.source), problems)
-
-
 # ---------------------------------------------------------------------- commands
 
 
@@ -171,13 +146,21 @@ def run_manifest(
     api = _api(settings, token, env)
     check_writable(settings.out)
     with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
-        if not replace_changed:
-            check_changed(manifest, jobs, ledger)
+        decisions = decide(
+            jobs,
+            ledger,
+            replace_changed=replace_changed,
+            resubmit_unknown=settings.resubmit_unknown,
+        )  # the planner `plan` prints: what it refuses, run refuses (nothing sent)
+        problems = refusals(decisions, manifest)
+        if problems:
+            raise ManifestError(str(manifest.source), problems)
         info = _run_info(settings, api)
         info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
         ledger.start_run("run", manifest=str(manifest.source), **info)
-        if replace_changed:
-            for job in changed_jobs(jobs, ledger):
+        replaced = {d.job_id for d in decisions if d.changed and d.action == "submit"}
+        for job in jobs:
+            if job.job_id in replaced:
                 ledger.replace(job)
         ledger.add_jobs(jobs)
         return _execute(ledger, settings, api, observe)

@@ -24,8 +24,9 @@ from batchrunner import models as registry
 from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
 from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
 from batchrunner.expand import MAX_TAKES, Expansion, check_fields, parse_matrix, parse_settings
+from batchrunner.manifest import Manifest
 from batchrunner.models import DEFAULT_MODEL, get_model
-from batchrunner.planner import Plan, make_plan, money, write_bodies
+from batchrunner.planner import Plan, make_plan, money, refusals, write_bodies
 from batchrunner.providers import PROVIDERS
 from batchrunner.report import Progress, Summary
 from batchrunner.simulator import simulate
@@ -415,7 +416,8 @@ def run(
     expansion = _expansion(ctx, manifest, options)
     settings = batch.Settings(**options)
     if dry_run:
-        _print_plan(make_plan(batch.load(manifest, settings, expansion), settings.ledger), as_json)
+        loaded = batch.load(manifest, settings, expansion)
+        _show_plan(loaded, settings, as_json, replace_changed=replace_changed)
         return
     progress = Progress()
     try:
@@ -436,6 +438,13 @@ def run(
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @ledger_option
 @manifest_options
+@budget_option
+@click.option(
+    "--replace-changed",
+    is_flag=True,
+    help="Plan as run --replace-changed would: edited rows replace their jobs.",
+)
+@click.option("--resubmit-unknown", is_flag=True, help="Plan as run --resubmit-unknown would.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "-o",
@@ -449,12 +458,13 @@ def run(
 def plan_command(
     ctx: click.Context,
     manifest: Path,
-    ledger: Path,
     as_json: bool,
     bodies: Path | None,
+    replace_changed: bool,
     **options: Any,
 ) -> None:
-    """Show what MANIFEST becomes without sending anything: jobs, price, what is already done.
+    """Show what MANIFEST becomes without sending anything: jobs, price, and per job what
+    `run` with the same options will do (the same planner decides both).
 
     \b
     Example:
@@ -462,13 +472,34 @@ def plan_command(
         batchrunner plan shots.csv --json -o plan.jsonl
     """
     expansion = _expansion(ctx, manifest, options)
-    loaded = batch.load(manifest, _model_settings(options), expansion)
+    settings = batch.Settings(
+        **_model_settings(options).__dict__
+        | {k: options[k] for k in ("ledger", "budget", "resubmit_unknown")}
+    )
+    loaded = batch.load(manifest, settings, expansion)
     for warning in loaded.warnings:
         click.echo(f"{manifest}: warning: {warning}", err=True)
-    _print_plan(make_plan(loaded, ledger), as_json)
     if bodies is not None:
         count = write_bodies(loaded, bodies)
         click.echo(f"wrote {count} request bodies to {bodies}", err=True)
+    _show_plan(loaded, settings, as_json, replace_changed=replace_changed)
+
+
+def _show_plan(
+    loaded: Manifest, settings: batch.Settings, as_json: bool, *, replace_changed: bool
+) -> None:
+    """Print the plan; edited rows run would refuse end it like run: exit 2, each named."""
+    plan = make_plan(
+        loaded,
+        settings.ledger,
+        replace_changed=replace_changed,
+        resubmit_unknown=settings.resubmit_unknown,
+        budget=settings.budget,
+    )
+    _print_plan(plan, as_json)
+    problems = refusals(plan.decisions, loaded)
+    if problems:
+        raise ManifestError(str(loaded.source), problems)
 
 
 @cli.command()

@@ -332,6 +332,15 @@ class Ledger:
                 "(batchrunner resume) before replacing it"
             )
 
+    def jobs_by_id(self, job_ids: Sequence[str]) -> list[Job]:
+        """The stored jobs among ``job_ids`` (any order; unknown ids are left out)."""
+        found: list[Job] = []
+        for start in range(0, len(job_ids), 500):
+            chunk = list(job_ids[start : start + 500])
+            where = "job_id in ({})".format(", ".join("?" for _ in chunk))
+            found += [Job.from_row(r) for r in self.db.table("jobs").rows_where(where, chunk)]
+        return found
+
     def input_hashes(self, job_ids: Sequence[str]) -> dict[str, str]:
         """job id → stored input hash, for the ids the ledger has."""
         return self._lookup("input_hash", job_ids)

@@ -7,16 +7,17 @@ the fields that drive price (``ModelSpec.price_fields``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchrunner.errors import UsageError
-from batchrunner.ledger import Ledger, NewJob
+from batchrunner.errors import Problem, UsageError
+from batchrunner.ledger import Job, Ledger, NewJob
 from batchrunner.manifest import Manifest, materialize
-from batchrunner.states import JobState
+from batchrunner.states import AT_PROVIDER, JobState
 
 
 def to_jobs(manifest: Manifest) -> list[NewJob]:
@@ -38,6 +39,132 @@ def to_jobs(manifest: Manifest) -> list[NewJob]:
     ]
 
 
+REPLACEABLE = (JobState.PENDING, JobState.FAILED, JobState.CANCELLED, JobState.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What ``run`` will do with one job, and why. ``action``: ``submit``, ``follow`` (at the
+    provider), ``download`` (result stored), ``skip`` (done, or left for ``retry``), ``held``
+    (over ``--budget``) or ``refuse`` (an edited row without ``--replace-changed``)."""
+
+    job_id: str
+    row: int | None
+    action: str
+    why: str
+    cost_usd: float | None = None
+    changed: tuple[str, ...] = ()  # the fields an edited row changed
+
+
+def decide(
+    jobs: list[NewJob],
+    ledger: Ledger | None,
+    *,
+    replace_changed: bool = False,
+    resubmit_unknown: bool = False,
+    budget: float | None = None,
+) -> list[Decision]:
+    """The one planner: ``plan`` prints these, ``run`` acts on them (via the ledger).
+
+    Decisions come in the order ``run`` submits: the manifest's jobs by row, then jobs the
+    ledger holds as pending that this manifest no longer names (run submits those too).
+    """
+    stored = (
+        {job.job_id: job for job in ledger.jobs_by_id([j.job_id for j in jobs])} if ledger else {}
+    )
+    decisions: list[Decision] = []
+    for job in jobs:
+        old = stored.get(job.job_id)
+        if old is None:
+            decisions.append(Decision(job.job_id, job.row, "submit", "new", job.price_usd))
+            continue
+        if old.input_hash != job.input_hash:
+            fields = _changed_fields(old, job)
+            what = f"edited ({', '.join(fields) or 'its files'})"
+            if not replace_changed:
+                why = f"{what}; pass --replace-changed to replace it"
+                decisions.append(Decision(job.job_id, job.row, "refuse", why, None, fields))
+            elif old.state in (*REPLACEABLE, JobState.DONE):
+                kept = "; the done video is kept as " if old.state is JobState.DONE else ""
+                why = f"{what}: replaced{kept + job.job_id + '@N' if kept else ''}"
+                decisions.append(
+                    Decision(job.job_id, job.row, "submit", why, job.price_usd, fields)
+                )
+            else:
+                why = f"{what}, but it is {old.state} at the provider; let it finish first"
+                decisions.append(Decision(job.job_id, job.row, "refuse", why, None, fields))
+            continue
+        decisions.append(_by_state(old, resubmit_unknown))
+    if ledger is not None:
+        named = {job.job_id for job in jobs}
+        for old in ledger.jobs([JobState.PENDING]):
+            if old.job_id not in named:
+                why = "pending in the ledger (not in this manifest)"
+                decisions.append(Decision(old.job_id, old.row, "submit", why, old.price_usd))
+    return _within_budget(decisions, ledger.spend() if ledger else 0.0, budget)
+
+
+def _by_state(old: Job, resubmit_unknown: bool) -> Decision:
+    state = old.state
+    if state is JobState.PENDING or (state is JobState.UNKNOWN and resubmit_unknown):
+        why = (
+            "pending in the ledger" if state is JobState.PENDING else "unknown: --resubmit-unknown"
+        )
+        return Decision(old.job_id, old.row, "submit", why, old.price_usd)
+    if state in AT_PROVIDER or state is JobState.SUBMITTING:
+        return Decision(old.job_id, old.row, "follow", f"{state} at the provider")
+    if state is JobState.COMPLETED:
+        return Decision(old.job_id, old.row, "download", "result stored; video to download")
+    if state is JobState.DONE:
+        return Decision(old.job_id, old.row, "skip", "done")
+    return Decision(old.job_id, old.row, "skip", f"{state}: left for `batchrunner retry`")
+
+
+def _within_budget(decisions: list[Decision], spent: float, budget: float | None) -> list[Decision]:
+    """Mark the submits that would pass ``budget``, in the order run reserves them."""
+    if budget is None:
+        return decisions
+    order = sorted(
+        (i for i, d in enumerate(decisions) if d.action == "submit"),
+        key=lambda i: (decisions[i].row or 0, i),
+    )
+    out = list(decisions)
+    full = False
+    for i in order:
+        price = out[i].cost_usd or 0.0
+        if not full and spent + price <= budget + 1e-9:
+            spent += price
+            continue
+        full = True  # like run: once one job does not fit, no further job is submitted
+        out[i] = dataclasses.replace(out[i], action="held", why=f"over --budget ({out[i].why})")
+    return out
+
+
+def _changed_fields(old: Job, new: NewJob) -> tuple[str, ...]:
+    names = sorted(set(old.input) | set(new.input))
+    fields = [n for n in names if old.input.get(n) != new.input.get(n)]
+    files = [k for k in set(old.files) | set(new.files) if old.files.get(k, {}).get("sha256")
+             != new.files.get(k, {}).get("sha256")]  # fmt: skip
+    return tuple(dict.fromkeys([*fields, *sorted(files)]))
+
+
+def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:
+    """The edited rows run would refuse, as manifest problems (exit 2, nothing sent)."""
+    rows = {row.job_id: row for row in manifest.rows}
+    return [
+        Problem(
+            f"job id {d.job_id!r} is already in the ledger with different content: {d.why}; "
+            "or give the edited row a new id, or restore its previous values",
+            row=rows[d.job_id].row,
+            line=rows[d.job_id].line,
+            column="id",
+            value=d.job_id,
+        )
+        for d in decisions
+        if d.action == "refuse"
+    ]
+
+
 @dataclass
 class Plan:
     source: str
@@ -53,6 +180,10 @@ class Plan:
     spent_usd: float = 0.0  # already committed in the ledger, all jobs
     price_confirmed: bool | None = None  # None: no price rule at all
     price_note: str = ""
+    actions: dict[str, int] = field(default_factory=dict)  # submit/follow/... -> jobs
+    held: int = 0  # submits --budget would hold back
+    refused: int = 0  # edited rows run would refuse (without --replace-changed)
+    decisions: list[Decision] = field(default_factory=list)  # per job, in run's order
 
     def lines(self) -> list[str]:
         """The plan for people, one fact per line."""
@@ -74,7 +205,18 @@ class Plan:
             out.append(f"  {group['jobs']:>5} x {fields or 'all'}: {money(group['cost_usd'])}")
         if self.in_ledger:
             states = ", ".join(f"{n} {s}" for s, n in sorted(self.in_ledger.items()))
-            out.append(f"already in the ledger: {states}; skipped by run")
+            out.append(f"already in the ledger: {states}")
+        others = {a: n for a, n in self.actions.items() if a not in ("submit", "held", "refuse")}
+        if others:
+            verbs = {"follow": "follow {} at the provider", "download": "download {}",
+                     "skip": "skip {} (done, or left for retry)"}  # fmt: skip
+            out.append(
+                "run will " + ", ".join(verbs[a].format(n) for a, n in sorted(others.items()))
+            )
+        if self.held:
+            out.append(f"held back by --budget: {self.held} jobs")
+        if self.refused:
+            out.append(f"refused (edited rows; see above): {self.refused} jobs")
         out.append(
             f"to submit: {self.to_submit} jobs, {money(self.to_submit_cost_usd)}"
             f"; spent so far in the ledger: {money(self.spent_usd)}"
@@ -86,7 +228,9 @@ def money(value: float | None) -> str:
     return "unknown" if value is None else f"${value:,.2f}"
 
 
-def make_plan(manifest: Manifest, ledger_path: Path | None = None) -> Plan:
+def make_plan(manifest: Manifest, ledger_path: Path | None = None, **choices: Any) -> Plan:
+    """The plan of ``manifest`` against the ledger at ``ledger_path``; ``choices`` are
+    :func:`decide`'s (``replace_changed``, ``resubmit_unknown``, ``budget``)."""
     spec = manifest.spec
     groups: Counter[tuple[Any, ...]] = Counter()
     group_cost: dict[tuple[Any, ...], float] = {}
@@ -103,8 +247,8 @@ def make_plan(manifest: Manifest, ledger_path: Path | None = None) -> Plan:
         for key, n in sorted(groups.items(), key=lambda item: -item[1])
     ]
     unpriced = sum(1 for row in manifest.rows if row.cost_usd is None)
-    states, spent = _ledger_states(ledger_path, [row.job_id for row in manifest.rows])
-    fresh = [row for row in manifest.rows if row.job_id not in states]
+    states, spent, decisions = _ledger_view(manifest, ledger_path, **choices)
+    submits = [d for d in decisions if d.action == "submit"]
     return Plan(
         source=str(manifest.source),
         endpoint=manifest.endpoint_id,
@@ -112,24 +256,33 @@ def make_plan(manifest: Manifest, ledger_path: Path | None = None) -> Plan:
         jobs=len(manifest.rows),
         cost_usd=None if unpriced else _money(sum(r.cost_usd or 0.0 for r in manifest.rows)),
         breakdown=breakdown if spec.price_fields else [],
-        in_ledger=dict(Counter(states.values())),
-        to_submit=len(fresh),
+        in_ledger=dict(Counter(states)),
+        to_submit=len(submits),
         to_submit_cost_usd=None
-        if any(r.cost_usd is None for r in fresh)
-        else _money(sum(r.cost_usd or 0.0 for r in fresh)),
+        if any(d.cost_usd is None for d in submits)
+        else _money(sum(d.cost_usd or 0.0 for d in submits)),
         unpriced=unpriced,
         spent_usd=spent,
         price_confirmed=spec.price.confirmed if spec.price else None,
         price_note=spec.price.note if spec.price else "",
+        actions=dict(Counter(d.action for d in decisions)),
+        held=sum(d.action == "held" for d in decisions),
+        refused=sum(d.action == "refuse" for d in decisions),
+        decisions=decisions,
     )
 
 
-def _ledger_states(path: Path | None, job_ids: list[str]) -> tuple[dict[str, str], float]:
+def _ledger_view(
+    manifest: Manifest, path: Path | None, **choices: Any
+) -> tuple[list[str], float, list[Decision]]:
+    """States of this manifest's jobs in the ledger, its spend, and the decisions."""
+    jobs = to_jobs(manifest)
     if path is None or not Path(path).exists():
-        return {}, 0.0
+        return [], 0.0, decide(jobs, None, **choices)
     with Ledger.open(path, create=False) as ledger:
-        states = {job_id: JobState(state).value for job_id, state in ledger.states(job_ids).items()}
-        return states, ledger.spend()
+        decisions = decide(jobs, ledger, **choices)
+        states = [job.state.value for job in ledger.jobs_by_id([j.job_id for j in jobs])]
+        return states, ledger.spend(), decisions
 
 
 def write_bodies(manifest: Manifest, destination: Path) -> int:

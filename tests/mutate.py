@@ -325,10 +325,7 @@ MUTATIONS: list[Mutation] = [
         "batchrunner/scheduler.py",
         "        if not wire.busy:\n",
         "        if False:  # MUTANT\n",
-        (
-            RUN_ERRORS
-            + "test_an_unreachable_api_stops_within_30_s_with_one_line_and_nothing_unknown",
-        ),
+        (RUN_ERRORS + "test_a_stop_while_submits_wait_to_retry_a_connection_leaves_them_pending",),
     ),
     # --- A download that can never succeed ends
     Mutation(

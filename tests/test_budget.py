@@ -199,7 +199,8 @@ def test_plan_skips_what_the_ledger_already_has(sim: SimulatorServer, tmp_path: 
     batch.run_manifest(manifest, settings, token=TOKEN)
     write_manifest(manifest, rows(5))
     shown = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", str(settings.ledger)])
-    assert "already in the ledger: 2 done; skipped by run" in shown.output
+    assert "already in the ledger: 2 done" in shown.output
+    assert "run will skip 2 (done, or left for retry)" in shown.output
     assert "to submit: 3 jobs, $4.80; spent so far in the ledger: $3.20" in shown.output
 
 

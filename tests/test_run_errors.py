@@ -145,3 +145,17 @@ def test_cancelled_and_expired_jobs_come_back_on_request(tmp_path: Path) -> None
         revived = invoke(["retry", "--ledger", str(tmp_path / "c.db"), "--cancelled"])
         assert revived.exit_code == 0, revived.output
         assert states(tmp_path / "c.db") == {"done": 2}
+
+
+def test_a_stop_while_submits_wait_to_retry_a_connection_leaves_them_pending(
+    tmp_path: Path,
+) -> None:
+    """--max-runtime stops the run well before the unreachable bound: the submits were only
+    waiting to retry a connection that never opened, so none is `unknown` or spent."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    args = ["run", str(manifest), "--ledger", str(tmp_path / "l.db"), "--out", str(tmp_path)]
+    result = invoke([*args, "--base-url", "http://127.0.0.1:9", "--max-runtime", "1s"])
+    assert result.exit_code == 75, result.output
+    assert states(tmp_path / "l.db") == {"pending": 3}
+    with Ledger.open(tmp_path / "l.db", create=False) as ledger:
+        assert ledger.spend() == 0

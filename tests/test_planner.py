@@ -1,0 +1,91 @@
+"""One planner: what `plan` says run will do is what run then does.
+
+A manifest meets a ledger that holds jobs in flight and pending ones, then gains edited and new
+rows; the ledger is named only in `batchrunner.toml`. `plan --json` is compared with what the
+following `run` actually submits, follows, holds back for --budget and refuses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from batchrunner.cli import cli
+from batchrunner.ledger import Ledger
+from batchrunner.simulator import SimulatorServer
+from tests.helpers import TOKEN, counters, fast_config, rows, write_manifest
+
+ENV = {"BATCHRUNNER_API_KEY": TOKEN}
+
+
+def submits(ledger: Path) -> dict[str, int]:
+    with Ledger.open(ledger, create=False) as opened:
+        return {job.job_id: job.submits for job in opened.jobs()}
+
+
+def states(ledger: Path) -> dict[str, str]:
+    with Ledger.open(ledger, create=False) as opened:
+        return {job.job_id: job.state.value for job in opened.jobs()}
+
+
+def by_action(plan: dict[str, Any]) -> dict[str, set[str]]:
+    actions: dict[str, set[str]] = {}
+    for decision in plan["decisions"]:
+        actions.setdefault(decision["action"], set()).add(decision["job_id"])
+    return actions
+
+
+def test_plan_predicts_exactly_what_run_submits_follows_holds_and_refuses(tmp_path: Path) -> None:
+    config = fast_config(run_seconds=60)
+    with SimulatorServer(config) as server:
+        (tmp_path / "batchrunner.toml").write_text(
+            f'ledger = "shots.db"\nout = "videos"\nbase_url = "{server.url}"\n'
+            'auth_scheme = "bearer"\npoll_min = 0.02\npoll_max = 0.2\nrps = 500\n'
+        )
+        ledger = tmp_path / "shots.db"
+        manifest = write_manifest(tmp_path / "shots.csv", rows(4))
+        first = CliRunner().invoke(
+            cli, ["run", str(manifest), "--concurrency", "2", "--max-runtime", "1s"], env=ENV
+        )
+        assert first.exit_code == 75, first.output
+        after_first = states(ledger)
+        assert [after_first[f"shot-00{i}"] for i in (3, 4)] == ["pending", "pending"]
+        assert {after_first["shot-001"], after_first["shot-002"]} <= {"queued", "running"}
+        config.run_seconds = 0.05  # the provider catches up
+
+        edited = rows(6)
+        edited[3]["prompt"] += ", in the rain"  # shot-004: pending, now edited
+        write_manifest(manifest, edited)
+
+        plain = CliRunner().invoke(cli, ["plan", str(manifest), "--json"])
+        assert plain.exit_code == 2  # like run: an edited row needs --replace-changed
+        assert by_action(json.loads(plain.stdout))["refuse"] == {"shot-004"}
+        assert "prompt" in plain.stderr and "--replace-changed" in plain.stderr
+        refused = CliRunner().invoke(cli, ["run", str(manifest)], env=ENV)
+        assert refused.exit_code == 2 and counters(server)["submits"] == 2
+
+        before = submits(ledger)
+        options = ["--replace-changed", "--budget", "8"]  # $3.20 spent; 3 more jobs of $1.60
+        shown = CliRunner().invoke(cli, ["plan", str(manifest), *options, "--json"])
+        assert shown.exit_code == 0, shown.output
+        plan = json.loads(shown.stdout)
+        predicted = by_action(plan)
+        assert predicted == {
+            "follow": {"shot-001", "shot-002"},
+            "submit": {"shot-003", "shot-004", "shot-005"},
+            "held": {"shot-006"},
+        }
+        assert plan["to_submit"] == 3 and plan["to_submit_cost_usd"] == 4.80
+        assert plan["spent_usd"] == 3.20  # read from the ledger the config file names
+
+        ran = CliRunner().invoke(cli, ["run", str(manifest), *options, "--json"], env=ENV)
+        assert ran.exit_code == 75, ran.output  # the budget held one back, as planned
+        after = submits(ledger)
+        sent = {job_id for job_id, n in after.items() if n > before.get(job_id, 0)}
+        assert sent == predicted["submit"]
+        final = states(ledger)
+        assert {j for j, s in final.items() if s == "pending"} == predicted["held"]
+        assert all(final[j] == "done" for j in predicted["follow"] | predicted["submit"])
