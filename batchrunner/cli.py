@@ -499,6 +499,12 @@ def status(ledger: Path, as_json: bool) -> None:
         )
     for job in info["attention"]:
         click.echo(f"  {job['state']:>9}  row {job['row']}  {job['job_id']}: {job['error']}")
+    for job in info["warnings"]:
+        click.echo(
+            f"  {'warning':>9}  row {job['row']}  {job['job_id']}: {'; '.join(job['warnings'])}"
+        )
+    if info["warnings_total"] > len(info["warnings"]):
+        click.echo(f"  ... and {info['warnings_total'] - len(info['warnings'])} more warnings")
     if info["not_in_manifest_total"]:
         click.echo(
             f"{info['not_in_manifest_total']} jobs are no longer in the manifest (left alone): "

@@ -138,6 +138,7 @@ class SimulatorConfig:
     media_origin: str | None = None  # origin of video URLs in results (default: the request's)
     result_ttl: float | None = None  # seconds after completion until the result answers 404
     policy_marker: str = "#policy"  # a prompt containing this fails with content_policy_violation
+    lie_marker: str = "#lie:"  # "#lie:duration" etc. in a prompt: a clip unlike the request
     media_bytes: int = 64 * 1024  # size of each served MP4 (padded with a trailing `free` box)
     seed: int = 0
     faults: list[Fault] = field(default_factory=list)
@@ -177,6 +178,8 @@ class SimulatorConfig:
             )
         if not self.policy_marker:
             raise ValueError("policy_marker must not be empty")
+        if not self.lie_marker:
+            raise ValueError("lie_marker must not be empty")
         for name in ("public_origin", "media_origin"):
             value = getattr(self, name)
             if value is not None:
