@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/batchrunner run manifests/demo.csv --simulate --out outputs --ledger outputs/batchrunner.db
+	$(BIN)/batchrunner run manifests/demo.csv --simulate --out outputs/videos --ledger outputs/batchrunner.db
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -13,7 +13,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from batchrunner.client import QueueClient
 from batchrunner.downloader import media_client
 from batchrunner.errors import ExitCode, LedgerError, ManifestError, Problem, UsageError
 from batchrunner.expand import Expansion
+from batchrunner.gallery import write_after_run
 from batchrunner.ledger import Ledger, NewJob
 from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, load_manifest
@@ -260,7 +261,8 @@ def _execute(
 
     summary = anyio.run(main)
     ledger.finish_run(summary.exit_code, summary.as_dict())
-    return summary
+    gallery = write_after_run(ledger, settings.out)
+    return replace(summary, gallery=str(gallery) if gallery else None)
 
 
 def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[ExitCode, str] | None:

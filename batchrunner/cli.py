@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import click
 from click.core import ParameterSource
 
-from batchrunner import batch, export
+from batchrunner import batch, export, gallery
 from batchrunner import models as registry
 from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
 from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
@@ -29,6 +29,7 @@ from batchrunner.plan import Plan, make_plan, money, write_bodies
 from batchrunner.providers import PROVIDERS
 from batchrunner.report import Progress, Summary
 from batchrunner.simulator import simulate
+from batchrunner.takes_cli import retry_ids, takes_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -451,16 +452,29 @@ def resume(ledger: Path, max_runtime: float | None, budget: float | None, as_jso
 @click.option("--unknown", is_flag=True, help="Send jobs whose submit got no answer again.")
 @max_runtime_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@takes_options
 @friendly_errors
 def retry(
-    ledger: Path, failed: bool | None, unknown: bool, max_runtime: float | None, as_json: bool
+    ledger: Path,
+    failed: bool | None,
+    unknown: bool,
+    max_runtime: float | None,
+    as_json: bool,
+    **by_ids: Any,
 ) -> None:
-    """Submit failed (and, if asked, unknown) jobs again, then resume.
+    """Submit failed (and, if asked, unknown) jobs again, then resume. With --ids, only the
+    jobs a file lists (the review gallery's CSV); with --new-take, a new take of each.
 
     \b
     Example:
         batchrunner retry --ledger shots.db --failed --unknown
+        batchrunner retry --ledger shots.db --ids selected.csv --new-take --budget 60
     """
+    if by_ids["ids_file"] is not None or by_ids["new_take"]:
+        summary = retry_ids(ledger, unknown=unknown, max_runtime=max_runtime, **by_ids)
+        if summary is not None:  # None: --dry-run
+            _report(summary, as_json)
+        return
     failed = (not unknown) if failed is None else failed
     _report(batch.retry(ledger, failed=failed, unknown=unknown, max_runtime=max_runtime), as_json)
 
@@ -535,6 +549,29 @@ def export_command(ledger: Path, output: Path) -> None:
     """
     count = export.export(ledger, output)
     click.echo(f"wrote {count} jobs to {output}", err=True)
+
+
+@cli.command(name="report")
+@ledger_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The page to write (default: report.html in the last run's --out folder).",
+)
+@friendly_errors
+def report_command(ledger: Path, output: Path | None) -> None:
+    """Write the review gallery: one static HTML page with a card per job (poster, prompt,
+    inputs, state, warnings, cost), filters, search, and a CSV of selected jobs for
+    `retry --ids FILE --new-take`. Every run writes it too.
+
+    \b
+    Example:
+        batchrunner report --ledger shots.db
+        batchrunner report --ledger shots.db -o review/day2.html
+    """
+    written = gallery.report(ledger, output)
+    click.echo(f"wrote {written}", err=True)
 
 
 @cli.command()

@@ -26,6 +26,7 @@ class Summary:
     downloaded: int = 0
     exit_code: int = 0
     stopped: str | None = None  # why the run stopped early, when it did
+    gallery: str | None = None  # the review page written at the end (batchrunner.gallery)
 
     @classmethod
     def from_ledger(
@@ -68,6 +69,8 @@ class Summary:
         )
         if self.billed_jobs:
             line += f", billed ${self.billed_usd:,.2f} ({self.billed_jobs} jobs reported)"
+        if self.gallery:
+            line += f"\nreview: {self.gallery}"
         return line if self.stopped is None else f"stopped early: {self.stopped}\n{line}"
 
     def as_dict(self) -> dict[str, Any]:
