@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +18,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/batchrunner run manifests/demo.csv --simulate --out outputs/videos --ledger outputs/batchrunner.db
 
-test: $(STAMP)
+# The gallery's browser test drives Debian's chromium (Playwright never downloads a browser);
+# installed here when missing (needs root, as in CI: about a minute on a fresh machine).
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+chromium: $(CHROMIUM)
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
@@ -28,8 +36,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check batchrunner tests
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m tests.bench.bench_throughput
+	$(BIN)/python -m tests.bench.bench_gallery
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
