@@ -152,9 +152,9 @@ def summary(ledger: Ledger, jobs: list[Job]) -> dict[str, Any]:
             "command in ('run', 'resume', 'retry')", order_by="id"
         )
     ]
-    first = runs[0]["started_at"] if runs else None
-    last = max((r["finished_at"] or r["started_at"] for r in runs), default=None)
-    elapsed = _seconds_between(first, last) if first and last else None
+    elapsed = sum(
+        _seconds_between(r["started_at"], r["finished_at"]) for r in runs if r["finished_at"]
+    )
     billed, billed_jobs = ledger.billed()
     return {
         "ledger": str(ledger.path),
@@ -165,7 +165,7 @@ def summary(ledger: Ledger, jobs: list[Job]) -> dict[str, Any]:
         "estimate": round(sum(job.price_usd or 0 for job in jobs), 4),
         "billed": billed,
         "billed_jobs": billed_jobs,
-        "elapsed": elapsed,
+        "elapsed": round(elapsed, 1),  # the runs' durations added up, not the idle time between
         "runs": len(runs),
         "models": sorted({job.endpoint for job in jobs}),
         "generated": now(),

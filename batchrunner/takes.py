@@ -115,6 +115,8 @@ def retry_ids(
 ) -> Summary:
     """Plan under the ledger's lock, hand the plan to ``announce``, record it, then run."""
 
+    preview(ledger_path, ids, new_take=new_take, unknown=unknown)  # refuse before a run starts
+
     def prepare(ledger: Ledger) -> None:
         planned = plan(ledger, ids, new_take=new_take, unknown=unknown)
         if announce is not None:
@@ -162,18 +164,21 @@ def _requeue(jobs: list[Job], unknown: bool) -> list[Job]:
 
 
 def _new_takes(ledger: Ledger, jobs: list[Job]) -> tuple[list[NewJob], list[str]]:
-    taken = {row[0] for row in ledger.db.execute("select job_id from jobs").fetchall()}
+    taken = [row[0] for row in ledger.db.execute("select job_id from jobs").fetchall()]
     seeds: dict[str, set[Any]] = {}
     for job_id, text in ledger.db.execute("select job_id, input from jobs").fetchall():
         base = _split(job_id)[0]
         seeds.setdefault(base, set()).add(json.loads(text).get("seed"))
+    top: dict[str, int] = {}  # base id -> highest take it has
+    for job_id in taken:
+        base, take = _split(job_id)
+        top[base] = max(top.get(base, 1), take)
     made: list[NewJob] = []
     no_seed: list[str] = []
     for job in jobs:
         base, _ = _split(job.job_id)
-        take = 1 + max((_split(other)[1] for other in taken if _split(other)[0] == base), default=1)
+        take = top[base] = top.get(base, 1) + 1
         new_id = f"{base}~t{take}"
-        taken.add(new_id)
         spec = get_model(job.endpoint, allow_unregistered=True)
         body = dict(job.input)
         if "seed" in spec.fields:
