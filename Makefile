@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test test-fast lint bench chromium clean
+.PHONY: install demo test test-fast mutate lint bench chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP) $(CHROMIUM)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not chaos"
+
+# Break each README guarantee in a scratch copy and check its tests notice (a tool, not CI).
+mutate: $(STAMP)
+	$(BIN)/python -m tests.mutate
 
 lint: $(STAMP)
 	$(BIN)/ruff check batchrunner tests

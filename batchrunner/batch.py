@@ -8,6 +8,7 @@ record the jobs → run → summarise. Nothing is sent before the whole manifest
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import tempfile
@@ -35,6 +36,8 @@ from batchrunner.report import Summary
 from batchrunner.retry import RetryPolicy
 from batchrunner.scheduler import Observer, Runner, RunOptions
 from batchrunner.states import AT_PROVIDER, JobState
+
+logger = logging.getLogger(__name__)
 
 SIMULATOR_ORIGIN = "simulator"  # the origin recorded for jobs run with --simulate
 
@@ -121,6 +124,9 @@ def load(manifest_path: str | Path, settings: Settings, expansion: Expansion | N
     manifest = load_manifest(
         manifest_path, model_of(settings), sheet=settings.sheet, expansion=expansion
     )
+    for warning in manifest.warnings:  # a column kept as metadata is routine; the rest is not
+        level = logging.INFO if warning.column else logging.WARNING
+        logger.log(level, "%s: %s", manifest.source, warning)
     unpriced = [row for row in manifest.rows if row.cost_usd is None]
     if settings.budget is not None and unpriced:
         raise UsageError(
@@ -400,17 +406,27 @@ def cancel(
                     assert job.request_id is not None
                     answer = await client.cancel(job.endpoint, job.request_id, url=job.cancel_url)
                     if answer == "ALREADY_COMPLETED":
-                        outcome[job.job_id] = "already completed: `resume` will fetch it"
+                        outcome[job.job_id] = "too late: it already completed; `resume` fetches it"
                         continue
                     ledger.transition(job.job_id, JobState.CANCELLED, detail=f"cancel: {answer}")
-                    outcome[job.job_id] = f"cancelled at the provider ({answer})"
+                    outcome[job.job_id] = (
+                        "unknown at the provider (404); marked cancelled in the ledger"
+                        if answer == "NOT_FOUND"
+                        else "cancelled at the provider"
+                    )
 
         if remote:
             anyio.run(main)
         for job in targets:
-            if job.state in (JobState.PENDING, JobState.UNKNOWN):
+            if job.state is JobState.PENDING:
                 ledger.transition(job.job_id, JobState.CANCELLED, detail="cancelled by the user")
-                outcome[job.job_id] = "cancelled (was never running)"
+                outcome[job.job_id] = "cancelled in the ledger (it was never sent)"
+            elif job.state is JobState.UNKNOWN:
+                ledger.transition(job.job_id, JobState.CANCELLED, detail="cancelled by the user")
+                outcome[job.job_id] = (
+                    "marked cancelled in the ledger; its submit got no answer, so a job may "
+                    "exist (and be billed) at the provider: check your dashboard"
+                )
             elif job.job_id not in outcome:
                 outcome[job.job_id] = f"left alone: it is {job.state}"
         ledger.finish_run(0, {"cancel": outcome})

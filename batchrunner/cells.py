@@ -295,7 +295,17 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> Table:
             for cells in worksheet.iter_rows():
                 yield [CellError(str(c.value)) if c.data_type == "e" else c.value for c in cells]
 
-        return _table_from_rows(values())
+        table = _table_from_rows(values())
+        if sheet is None and len(names) > 1:
+            others = ", ".join(repr(n) for n in names[1:])
+            table.problems.append(
+                Problem(
+                    f"the workbook has {len(names)} sheets; read the first, {names[0]!r} "
+                    f"(the others: {others}); choose one with --sheet",
+                    severity="warning",
+                )
+            )
+        return table
     finally:
         workbook.close()
 

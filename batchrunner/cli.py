@@ -84,17 +84,24 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _setup_logging(verbose: int, log_file: str | None) -> Callable[[], None]:
+def _setup_logging(
+    verbose: int, log_file: str | None, *, stderr: bool = True
+) -> Callable[[], None]:
     """Log batchrunner's own messages to stderr (and ``--log-file``); returns the function
-    that undoes it when the command ends (so embedding callers and tests see no leftovers)."""
+    that undoes it when the command ends (so embedding callers and tests see no leftovers).
+    ``stderr=False`` adds only the file and a lower level (the options after a subcommand)."""
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)] if stderr else []
     if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        try:
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as exc:
+            raise click.BadParameter(f"cannot write {log_file}: {exc.strerror}") from None
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger = logging.getLogger("batchrunner")
     previous_level = logger.level
-    logger.setLevel(level)
+    if stderr or verbose:
+        logger.setLevel(min(level, logger.level or logging.WARNING))
     for handler in handlers:
         handler.setFormatter(formatter)
         logger.addHandler(handler)
@@ -124,6 +131,33 @@ def cli(ctx: click.Context, verbose: int, log_file: str | None) -> None:
         batchrunner status --ledger shots.db
     """
     ctx.call_on_close(_setup_logging(verbose, log_file))
+
+
+def _command_logging(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """``-v`` and ``--log-file`` after the subcommand work as they do before it."""
+    verbose = value if param.name == "verbose" else 0
+    log_file = value if param.name == "log_file" else None
+    if verbose or log_file:
+        ctx.call_on_close(_setup_logging(verbose, log_file, stderr=False))
+
+
+def log_options(fn: F) -> F:
+    """Accept the logging options where users put them: `batchrunner run ... --log-file F`."""
+    fn = click.option(
+        "--log-file",
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        callback=_command_logging,
+        help="Also write logs to this file.",
+    )(fn)
+    return click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=_command_logging,
+        help="More log output (-vv for every request).",
+    )(fn)
 
 
 ledger_option = click.option(
@@ -257,14 +291,16 @@ def _print_plan(plan: Plan, as_json: bool) -> None:
 
 
 def _report(summary: Summary, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(summary.as_dict()))
-    else:
-        click.echo(summary.line(), err=True)
+    """Quiet on success, loud otherwise: whatever stdout carries (the line, or JSON with
+    --json), a run that is not all done also explains itself on stderr, so cron mails it."""
+    click.echo(json.dumps(summary.as_dict()) if as_json else summary.line())
+    if summary.exit_code != 0:
+        click.echo(summary.attention(), err=True)
     sys.exit(summary.exit_code)
 
 
 @cli.command()
+@log_options
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @ledger_option
 @click.option(
@@ -394,6 +430,7 @@ def run(
 
 
 @cli.command(name="plan")
+@log_options
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @ledger_option
 @manifest_options
@@ -424,6 +461,8 @@ def plan_command(
     """
     expansion = _expansion(ctx, manifest, options)
     loaded = batch.load(manifest, _model_settings(options), expansion)
+    for warning in loaded.warnings:
+        click.echo(f"{manifest}: warning: {warning}", err=True)
     _print_plan(make_plan(loaded, ledger), as_json)
     if bodies is not None:
         count = write_bodies(loaded, bodies)
@@ -431,6 +470,7 @@ def plan_command(
 
 
 @cli.command()
+@log_options
 @ledger_option
 @max_runtime_option
 @budget_option
@@ -447,6 +487,7 @@ def resume(ledger: Path, max_runtime: float | None, budget: float | None, as_jso
 
 
 @cli.command()
+@log_options
 @ledger_option
 @click.option("--failed/--no-failed", default=None, help="Send failed jobs again (default).")
 @click.option("--unknown", is_flag=True, help="Send jobs whose submit got no answer again.")
@@ -480,6 +521,7 @@ def retry(
 
 
 @cli.command()
+@log_options
 @ledger_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @friendly_errors
@@ -531,6 +573,7 @@ def status(ledger: Path, as_json: bool) -> None:
 
 
 @cli.command(name="export")
+@log_options
 @ledger_option
 @click.option(
     "-o",
@@ -575,6 +618,7 @@ def report_command(ledger: Path, output: Path | None) -> None:
 
 
 @cli.command()
+@log_options
 @ledger_option
 @click.argument("job_ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Cancel every unfinished job.")
@@ -595,6 +639,7 @@ def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
 
 
 @cli.command()
+@log_options
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @manifest_options
 @click.pass_context
@@ -667,10 +712,13 @@ def models_list(as_json: bool) -> None:
     for s in summaries:
         flag = "" if s["price_confirmed"] else "  [price unconfirmed]"
         origin = "" if s["origin"] == "shipped" else f"  (from {s['origin']})"
-        example = s["price_with_defaults_usd"]
-        cost = "" if example is None else f"{money(example):>7} with defaults  "
-        click.echo(f"{s['endpoint_id']:<{width}}  {cost}{s['price']}{flag}{origin}")
-    click.echo(f"{len(summaries)} models; your own go in {registry.user_dir()}", err=True)
+        cost = money(s["price_with_defaults_usd"])
+        click.echo(f"{s['endpoint_id']:<{width}}  {cost:>7}  {s['title']}{flag}{origin}")
+    click.echo(
+        f"{len(summaries)} models (price: one job with the model's defaults; "
+        f"`models show ID` for its rule); your own go in {registry.user_dir()}",
+        err=True,
+    )
 
 
 @models.command(name="show")
@@ -701,7 +749,10 @@ def models_show(endpoint_id: str, as_json: bool) -> None:
             parts.append(f"default {f['default']!r}")
         if f["choices"]:
             parts.append("one of " + ", ".join(f["choices"]))
-        parts += [f"{k} {v}" for k, v in f["limits"].items()]
+        parts += [
+            f"at most {v / 2**20:g} MB" if k == "max_file_bytes" else f"{k} {v}"
+            for k, v in f["limits"].items()
+        ]
         click.echo(f"  {f['name']:<24} " + "; ".join(p for p in parts if p))
     click.echo(f"output: result.{spec.output_field}.url")
     if spec.price is None:

@@ -94,6 +94,9 @@ async def _fetch_once(
                     f"the media server answered {response.status_code} for {_short(url)}"
                 )
             resumed = response.status_code == 206 and _range_start(response) == offset
+            if response.status_code == 206 and not resumed and _range_start(response) != 0:
+                part.unlink(missing_ok=True)  # a range we did not ask for is no prefix of ours
+                raise _Cut("the server answered a range we did not ask for; starting again")
             total = _total_size(response, offset if resumed else 0)
             if expected_size is not None and total is not None and total != expected_size:
                 raise DownloadError(

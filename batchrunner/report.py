@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from batchrunner.errors import ExitCode
-from batchrunner.ledger import Ledger
+from batchrunner.ledger import Ledger, now
 from batchrunner.states import JobState
+
+DEFAULT_LEDGER = "batchrunner.db"
+REASONS_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,12 @@ class Summary:
     downloaded: int = 0
     exit_code: int = 0
     stopped: str | None = None  # why the run stopped early, when it did
+    exit_reason: str = "all done"  # one phrase: what the exit code means this time
+    reasons: list[str] = field(default_factory=list)  # the first few distinct job errors
+    next_command: str | None = None  # what to type next, when something is left to do
+    ledger: str = DEFAULT_LEDGER
+    run_id: int | None = None
+    finished_at: str = ""
     gallery: str | None = None  # the review page written at the end (batchrunner.gallery)
 
     @classmethod
@@ -45,18 +56,30 @@ class Summary:
             code = ExitCode.OK
         else:
             code = ExitCode.JOBS_NOT_DONE
-        reason = stopped[1] if stopped else None
+        errors = Counter(
+            job.error for job in ledger.jobs(ATTENTION) if job.error
+        )  # most common first
         billed, billed_jobs = ledger.billed()
+        path = str(ledger.path)
         return cls(
-            total,
-            counts,
-            ledger.spend(),
-            billed,
-            billed_jobs,
-            submitted,
-            downloaded,
-            int(code),
-            reason,
+            total=total,
+            counts=counts,
+            spend_usd=ledger.spend(),
+            billed_usd=billed,
+            billed_jobs=billed_jobs,
+            submitted=submitted,
+            downloaded=downloaded,
+            exit_code=int(code),
+            stopped=stopped[1] if stopped else None,
+            exit_reason=_exit_reason(code, counts),
+            reasons=[
+                f"{n} x {error}" if n > 1 else error
+                for error, n in errors.most_common(REASONS_SHOWN)
+            ],
+            next_command=_next_command(code, counts, path),
+            ledger=path,
+            run_id=ledger.run_id,
+            finished_at=now(),
         )
 
     def line(self) -> str:
@@ -73,8 +96,54 @@ class Summary:
             line += f"\nreview: {self.gallery}"
         return line if self.stopped is None else f"stopped early: {self.stopped}\n{line}"
 
+    def attention(self) -> str:
+        """For stderr when the run is not all done: what happened, why, and what to type."""
+        lines = [self.line(), *(f"  {reason}" for reason in self.reasons)]
+        if self.next_command:
+            lines.append(f"next: {self.next_command}")
+        return "\n".join(lines)
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+ATTENTION = (JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED)
+
+
+def _exit_reason(code: ExitCode, counts: dict[str, int]) -> str:
+    if code == ExitCode.OK:
+        return "all done"
+    if code != ExitCode.JOBS_NOT_DONE:
+        return {
+            ExitCode.NOT_FINISHED: "stopped early (budget or --max-runtime)",
+            ExitCode.INTERRUPTED: "interrupted (SIGINT)",
+            ExitCode.TERMINATED: "stopped (SIGTERM)",
+        }.get(code, f"stopped ({code.name.lower()})")
+    waiting = [s for s in counts if s not in (JobState.DONE, *ATTENTION) and counts[s]]
+    needs = [s for s in ATTENTION if counts.get(s)]
+    return "jobs need attention: " + ", ".join(f"{counts[s]} {s}" for s in [*needs, *waiting])
+
+
+def ledger_option(path: str) -> str:
+    """`` --ledger PATH`` unless PATH is the default ledger in the current folder."""
+    return "" if path == DEFAULT_LEDGER else f" --ledger {shlex.quote(path)}"
+
+
+def _next_command(code: ExitCode, counts: dict[str, int], path: str) -> str | None:
+    if code == ExitCode.OK:
+        return None
+    where = ledger_option(path)
+    if code == ExitCode.JOBS_NOT_DONE:
+        if counts.get(JobState.UNKNOWN):
+            return (
+                f"check your provider's dashboard, then `batchrunner retry --unknown{where}` "
+                f"(or `batchrunner cancel{where} JOB_ID`)"
+            )
+        if counts.get(JobState.FAILED):
+            return f"`batchrunner status{where}` to see why, then `batchrunner retry{where}`"
+        if counts.get(JobState.CANCELLED):
+            return f"`batchrunner retry --cancelled{where}` to submit them again"
+    return f"`batchrunner resume{where}` (or the same run command) to carry on"
 
 
 class Progress:

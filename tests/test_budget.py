@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 from click.testing import CliRunner
 
 from batchrunner import batch
 from batchrunner.cli import cli
-from batchrunner.ledger import Ledger
+from batchrunner.ledger import Job, Ledger
 from batchrunner.simulator import SimulatorServer
+from batchrunner.states import JobState
+from tests import fake_queue
 from tests.helpers import TOKEN, counters, fast_config, rows, run_args, settings_for, write_manifest
 
 ENV = {"BATCHRUNNER_API_KEY": TOKEN}
@@ -44,6 +47,73 @@ def test_budget_is_never_exceeded_under_concurrency_50(tmp_path: Path) -> None:
         done = batch.resume(settings.ledger, token=TOKEN, budget=100.0)
         assert (done.exit_code, done.submitted) == (0, 28)
         assert counters(server)["submits"] == 40
+
+
+@pytest.mark.anyio
+async def test_budget_check_and_reservation_cannot_interleave(tmp_path: Path) -> None:
+    """Six workers reach the budget check at the same moment; the budget has room for three.
+
+    The test holds the six open slots until all six workers wait for one, then frees them
+    together. Each submit then waits until six are in flight, or until the budget refused a
+    job. Were the check and the reservation able to interleave, all six would pass the check
+    before any of them reserved its price.
+    """
+    workers, fits = 6, 3
+    budget = fits * PRICE + 0.5  # room for 3 jobs, not 4
+    in_flight, settled = 0, anyio.Event()
+
+    async def on_submit(job_id: str) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        if in_flight == workers:
+            settled.set()
+        await settled.wait()
+
+    queue = fake_queue.FakeQueue(on_submit)
+    with Ledger.open(tmp_path / "ledger.db") as ledger:
+        ledger.add_jobs(fake_queue.new_jobs(10))
+        async with fake_queue.media() as cdn, anyio.create_task_group() as tg:
+            run = fake_queue.runner(
+                ledger, queue, cdn, tmp_path / "out", concurrency=workers, budget=budget
+            )
+            for _ in range(workers - 1):
+                run.limit.succeeded()  # slow start is over: six slots
+            assert run.limit.current == workers
+            affordable = run._affordable
+
+            def watched(job: Job) -> bool:
+                fits_budget = affordable(job)
+                if not fits_budget:
+                    settled.set()
+                return fits_budget
+
+            run._affordable = watched  # type: ignore[method-assign]
+            held = [object() for _ in range(workers)]
+            for holder in held:
+                await run.limit.slots.acquire_on_behalf_of(holder)
+            tg.start_soon(run.run)
+            while run.limit.slots.statistics().tasks_waiting < workers:
+                await anyio.lowlevel.checkpoint()  # every worker is now queued for a slot
+            for holder in held:
+                run.limit.slots.release_on_behalf_of(holder)  # all six go at once
+        assert len(queue.submitted) == fits
+        assert ledger.spend() == pytest.approx(fits * PRICE)
+        assert ledger.counts() == {JobState.DONE: fits, JobState.PENDING: 10 - fits}
+        assert run.out_of_budget
+
+
+@pytest.mark.parametrize(("budget", "jobs"), [("3.20", 2), ("4.80", 3)])
+def test_a_budget_that_is_an_exact_multiple_of_the_price_buys_exactly_that_many(
+    sim: SimulatorServer, tmp_path: Path, budget: str, jobs: int
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(5))
+    result = CliRunner().invoke(cli, run_args(sim, tmp_path, manifest, "--budget", budget), env=ENV)
+    assert result.exit_code == 75, result.output
+    assert counters(sim)["submits"] == jobs
+    waiting = 5 - jobs
+    assert (
+        f"budget ${budget} reached: ${budget} committed, $0.00 left; {waiting} jobs not submitted"
+    ) in result.output
 
 
 def test_budget_through_the_cli_reports_spend_and_remainder(

@@ -100,6 +100,95 @@ async def test_size_mismatch_with_result_is_an_error_and_leaves_nothing(tmp_path
     assert not dest.exists()
 
 
+class Body(httpx.AsyncByteStream):
+    """A body that ends cleanly (no connection error) after ``data``; no Content-Length unless
+    the response's headers give one."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.data
+
+
+class EndsEarly:
+    """The first answer is a 200 whose body stops cleanly halfway; then Range requests work.
+
+    ``claimed`` is the Content-Length the first answer states (None: no Content-Length).
+    """
+
+    def __init__(self, claimed: int | None):
+        self.claimed = claimed
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if len(self.requests) == 1:
+            headers = {} if self.claimed is None else {"content-length": str(self.claimed)}
+            return httpx.Response(200, headers=headers, stream=Body(BODY[: len(BODY) // 2]))
+        start = int(request.headers["range"].removeprefix("bytes=").split("-")[0])
+        headers = {"content-range": f"bytes {start}-{len(BODY) - 1}/{len(BODY)}"}
+        return httpx.Response(206, headers=headers, stream=Body(BODY[start:]))
+
+
+async def test_a_200_that_ends_short_without_content_length_is_resumed_not_kept(
+    tmp_path: Path,
+) -> None:
+    media = EndsEarly(claimed=None)
+    dest = tmp_path / "clip.mp4"
+    async with httpx.AsyncClient(transport=httpx.MockTransport(media)) as c:
+        got = await download(
+            c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY), retry=RetryPolicy.fast()
+        )
+    assert (got.bytes, got.sha256) == (len(BODY), SHA)
+    assert dest.read_bytes() == BODY
+    assert media.requests[1].headers["range"] == f"bytes={len(BODY) // 2}-"
+
+
+async def test_a_body_shorter_than_its_content_length_is_resumed_not_kept(tmp_path: Path) -> None:
+    media = EndsEarly(claimed=len(BODY))  # the header promises it all; half arrives
+    dest = tmp_path / "clip.mp4"
+    async with httpx.AsyncClient(transport=httpx.MockTransport(media)) as c:
+        got = await download(c, "https://cdn.test/a.mp4", dest, retry=RetryPolicy.fast())
+    assert (got.bytes, got.sha256) == (len(BODY), SHA)  # no file_size: Content-Length decides
+    assert dest.read_bytes() == BODY
+
+
+async def test_a_body_longer_than_the_results_file_size_is_refused(tmp_path: Path) -> None:
+    def longer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Body(BODY))  # no Content-Length to check up front
+
+    dest = tmp_path / "clip.mp4"
+    async with httpx.AsyncClient(transport=httpx.MockTransport(longer)) as c:
+        with pytest.raises(DownloadError, match=f"got {len(BODY)} bytes, expected 1000"):
+            await download(c, "https://cdn.test/a.mp4", dest, expected_size=1000)
+    assert not dest.exists()
+    assert not list(tmp_path.iterdir())  # the .part file is gone too
+
+
+async def test_a_206_for_a_range_not_asked_for_is_not_written_into_the_file(
+    tmp_path: Path,
+) -> None:
+    half = len(BODY) // 2
+    dest = tmp_path / "clip.mp4"
+    (tmp_path / "clip.mp4.part").write_bytes(BODY[:half])  # left by an earlier, cut try
+    seen: list[str | None] = []
+
+    def wrong_range_once(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("range"))
+        if len(seen) == 1:  # asked for bytes=51200-, answers from byte 1000
+            headers = {"content-range": f"bytes 1000-{len(BODY) - 1}/{len(BODY)}"}
+            return httpx.Response(206, headers=headers, stream=Body(BODY[1000:]))
+        return httpx.Response(200, stream=Body(BODY))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(wrong_range_once)) as c:
+        got = await download(
+            c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY), retry=RetryPolicy.fast()
+        )
+    assert (got.sha256, dest.read_bytes()) == (SHA, BODY)
+    assert seen == [f"bytes={half}-", None]  # started again from scratch
+
+
 async def test_persistent_cuts_fail_after_budget_but_keep_the_part(tmp_path: Path) -> None:
     media = Media(cuts=100)
     dest = tmp_path / "clip.mp4"

@@ -651,3 +651,21 @@ def test_csv_round_trip_and_ids_unique_and_order_free(
         for s, r in zip(shuffled, reloaded, strict=True)
     }
     assert again == ids
+
+
+def test_a_workbook_with_several_sheets_uses_the_first_and_names_the_others(
+    tmp_path: Path,
+) -> None:
+    book = openpyxl.Workbook()
+    book.active.title = "Day 1"
+    book.active.append(["prompt", "image_url"])
+    book.active.append(["A calm lake", URL])
+    book.create_sheet("Day 2").append(["prompt"])
+    book.create_sheet("notes")
+    book.save(tmp_path / "m.xlsx")
+    loaded = load(tmp_path / "m.xlsx")
+    assert len(loaded.rows) == 1
+    (warning,) = [w for w in loaded.warnings if w.column is None]
+    assert "read the first, 'Day 1' (the others: 'Day 2', 'notes')" in warning.message
+    assert "--sheet" in warning.message and warning.severity == "warning"
+    assert not load(tmp_path / "m.xlsx", sheet="Day 1").warnings

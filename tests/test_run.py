@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from batchrunner import batch
 from batchrunner.cli import cli
+from batchrunner.client import QueueClient
 from batchrunner.ledger import Ledger
 from batchrunner.simulator import Fault, SimulatorServer
 from batchrunner.states import JobState
@@ -87,14 +88,40 @@ def test_token_never_reaches_foreign_or_media_origins(tmp_path: Path) -> None:
     assert TOKEN.encode() not in (tmp_path / "ledger.db").read_bytes()
 
 
+def test_a_foreign_origin_that_is_contacted_gets_no_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test above cannot see the auth guard: re-based URLs never reach the foreign host.
+    Here the returned status and result URLs are used as they come, so the foreign host is
+    contacted, over real sockets, and must still get no token."""
+    monkeypatch.setattr(QueueClient, "rebase", lambda self, url: url)
+    config = fast_config()
+    with SimulatorServer(config, ports=2) as server:
+        api, foreign = (url.split("://", 1)[1] for url in server.urls)
+        config.public_origin = server.urls[1]
+        manifest = write_manifest(tmp_path / "m.csv", rows(2))
+        summary = batch.run_manifest(manifest, settings_for(server, tmp_path), token=TOKEN)
+        hosts = counters(server)["by_host"]
+    assert hosts[api] == {"requests": 2, "authorized": 2}  # the two submits
+    assert hosts[foreign]["requests"] >= 2
+    assert hosts[foreign]["authorized"] == 0
+    # the foreign host wanted a key it was not given: the jobs fail, the key stays home
+    assert summary.counts == {"failed": 2}
+    for job in jobs(tmp_path / "ledger.db"):
+        assert "Missing Authorization header" in (job.error or "")
+
+
 def test_concurrency_caps_jobs_in_flight_at_the_server(tmp_path: Path) -> None:
     with SimulatorServer(fast_config(run_seconds=0.4)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(16))
         settings = settings_for(server, tmp_path, concurrency=4)
         summary = batch.run_manifest(manifest, settings, token=TOKEN)
         seen = counters(server)
+        with Ledger.open(settings.ledger, create=False) as ledger:
+            limit = ledger.last_run()["concurrency_limit"]  # type: ignore[index]
     assert summary.exit_code == 0
     assert seen["max_in_flight"] == 4  # used fully, never exceeded
+    assert limit == 4  # the limit in force (`status` shows it) opened to --concurrency, no more
 
 
 def test_ambiguous_submit_is_unknown_and_resent_only_on_request(tmp_path: Path) -> None:

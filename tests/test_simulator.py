@@ -970,3 +970,39 @@ def test_simulate_prints_its_address_and_stops_on_sigterm() -> None:
             process.communicate()
     assert process.returncode == 0, stderr
     assert stdout == "" and "Traceback" not in stderr
+
+
+# -- account and result faults (issue 8) ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_exhausted_balance_locks_submits_but_not_status_until_topped_up() -> None:
+    app, clock = make(queue_seconds=0, run_seconds=1, balance=1)
+    async with client_for(app) as client:
+        first = await submit(client)
+        locked = await client.post(f"/{ENDPOINT}", json=VALID_BODY)
+        clock.advance(2)
+        status = await client.get(f"/fal-ai/veo3/requests/{first['request_id']}/status")
+        result = await client.get(f"/fal-ai/veo3/requests/{first['request_id']}")
+        topped = await client.post("/_sim/top-up", json={"submits": 2})
+        second = await client.post(f"/{ENDPOINT}", json=VALID_BODY)
+    assert locked.status_code == 403
+    assert locked.json()["detail"].startswith("User is locked. Reason: Exhausted balance")
+    assert (status.status_code, result.status_code) == (200, 200)
+    assert topped.json() == {"balance": 2} and second.status_code == 200
+    seen = counters(app)
+    assert (seen["submits"], seen["locked_refusals"], seen["balance"]) == (2, 1, 1)
+
+
+@pytest.mark.anyio
+async def test_prompt_markers_give_a_file_url_or_a_wrong_size() -> None:
+    app, clock = make(queue_seconds=0, run_seconds=1)
+    async with client_for(app) as client:
+        local = await submit(client, {**VALID_BODY, "prompt": "a fox #file-url"})
+        lying = await submit(client, {**VALID_BODY, "prompt": "a fox #wrong-size"})
+        clock.advance(2)
+        local_video = (await client.get(f"/fal-ai/veo3/requests/{local['request_id']}")).json()
+        lying_video = (await client.get(f"/fal-ai/veo3/requests/{lying['request_id']}")).json()
+        served = await client.get(f"/media/{lying['request_id']}.mp4")
+    assert local_video["video"]["url"].startswith("file:///")
+    assert lying_video["video"]["file_size"] == len(served.content) + 1000

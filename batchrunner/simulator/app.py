@@ -40,7 +40,7 @@ from .responses import (
     new_request_id,
     quiet_intentional_drops,
 )
-from .state import JobView, Simulator
+from .state import AccountLocked, JobView, Simulator
 from .world import CANCELLED, COMPLETED, CONTENT_POLICY, IN_QUEUE, TIMED_OUT, error_message
 
 STREAM_POLL_SECONDS = 0.05  # how often an open status stream looks for a change
@@ -132,7 +132,10 @@ async def _submit(request: Request, sim: Simulator) -> Response:
             return app_json({"detail": detail}, 422)
         shape = MediaShape(**spec.media_shape(body))
     shape = lies.apply(shape or MediaShape(), body.get("prompt"), sim.config.lie_marker)
-    accepted = sim.submit(endpoint_id, body, start_timeout=_start_timeout(request), shape=shape)
+    try:
+        accepted = sim.submit(endpoint_id, body, start_timeout=_start_timeout(request), shape=shape)
+    except AccountLocked as locked:
+        return app_json({"detail": str(locked)}, 403)
     if accepted is None:
         return app_json({"detail": "Too many requests"}, 429)
     job, position = accepted
@@ -253,12 +256,18 @@ async def _result(request: Request, sim: Simulator) -> Response:
         "file_name": f"{request_id}.mp4",
         "file_size": view.media_size,
     }
-    return app_json({"video": video}, 200, request_id=request_id, headers=_billing(sim, request_id))
-
-
-def _billing(sim: Simulator, request_id: str) -> dict[str, str]:
-    """``x-fal-billable-units``: the job's units (seconds, videos, tokens) by its price rule."""
     submitted = sim.request(request_id)
+    prompt = str(submitted[1].get("prompt", "")) if submitted else ""
+    if sim.config.file_url_marker in prompt:  # a result no download can ever fetch
+        video["url"] = f"file:///tmp/{request_id}.mp4"
+    if sim.config.wrong_size_marker in prompt:  # a result that misstates the file's size
+        video["file_size"] = view.media_size + 1000
+    headers = _billing(submitted)
+    return app_json({"video": video}, 200, request_id=request_id, headers=headers)
+
+
+def _billing(submitted: tuple[str, dict[str, Any]] | None) -> dict[str, str]:
+    """``x-fal-billable-units``: the job's units (seconds, videos, tokens) by its price rule."""
     spec = lookup(submitted[0]) if submitted else None
     if submitted is None or spec is None or spec.price is None:
         return {}
@@ -313,6 +322,15 @@ async def _media(request: Request) -> Response:
     return Response(body, status_code=status_code, headers=headers, media_type="video/mp4")
 
 
+async def _top_up(request: Request) -> Response:
+    """``POST /_sim/top-up`` ``{"submits": N}``: the account can pay for N more submits."""
+    try:
+        submits = int((await request.json()).get("submits", 0))
+    except (ValueError, AttributeError, TypeError):
+        return app_json({"detail": 'send {"submits": N}'}, 422)
+    return JSONResponse({"balance": _sim(request).top_up(submits)})
+
+
 async def _counters(request: Request) -> Response:
     return JSONResponse(_sim(request).counters())
 
@@ -339,6 +357,7 @@ def create_app(
     requests = "/{owner}/{app}/requests/{request_id}"
     routes = [
         Route("/_sim/counters", _counters, methods=["GET"]),
+        Route("/_sim/top-up", _top_up, methods=["POST"]),
         Route("/media/{name}", _media, methods=["GET", "HEAD"]),
         Route(f"{requests}/status/stream", _queue_route("stream", _stream), methods=["GET"]),
         Route(f"{requests}/status", _queue_route("status", _status), methods=["GET"]),

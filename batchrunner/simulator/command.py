@@ -138,6 +138,19 @@ def _parse_faults(
     default=None,
     help="Private key (PEM) for --ssl-certfile.",
 )
+@click.option(
+    "--balance",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Submits the account can pay for; then 403 'User is locked' until POST /_sim/top-up.",
+)
+@click.option(
+    "--endpoint",
+    "extra_endpoints",
+    multiple=True,
+    metavar="ID",
+    help="Also serve this endpoint id, unvalidated (others not in the registry answer 404).",
+)
 def simulate(
     host: str,
     port: int,
@@ -158,6 +171,8 @@ def simulate(
     state_path: str | None,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
+    balance: int | None,
+    extra_endpoints: tuple[str, ...],
 ) -> None:
     """Run a local fal-compatible queue to rehearse a batch without spending money.
 
@@ -195,6 +210,8 @@ def simulate(
             seed=seed,
             faults=faults,
             state_path=state_path,
+            extra_endpoints=extra_endpoints,
+            balance=balance,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -139,6 +139,13 @@ class SimulatorConfig:
     result_ttl: float | None = None  # seconds after completion until the result answers 404
     policy_marker: str = "#policy"  # a prompt containing this fails with content_policy_violation
     lie_marker: str = "#lie:"  # "#lie:duration" etc. in a prompt: a clip unlike the request
+    # a prompt containing this completes with a result whose video URL is a local file:// path
+    file_url_marker: str = "#file-url"
+    # ... or whose file_size is not the size of the file served
+    wrong_size_marker: str = "#wrong-size"
+    # Submits the account can pay for; after that, submits answer 403 "User is locked" (status
+    # and result calls still answer) until POST /_sim/top-up adds more. None: unlimited.
+    balance: int | None = None
     media_bytes: int = 64 * 1024  # size of each served MP4 (padded with a trailing `free` box)
     seed: int = 0
     faults: list[Fault] = field(default_factory=list)

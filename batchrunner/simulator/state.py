@@ -35,6 +35,15 @@ def body_digest(body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+LOCKED_DETAIL = (
+    "User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing."
+)
+
+
+class AccountLocked(Exception):
+    """The account cannot pay for another submit (fal's 403 ``User is locked``)."""
+
+
 @dataclass(frozen=True)
 class JobView:
     """A consistent snapshot of one job, taken under the lock, for building a response."""
@@ -73,6 +82,8 @@ class Simulator:
         self._fault_injected: Counter[int] = Counter()
         self.submits = 0
         self.submitted_bodies: Counter[str] = Counter()
+        self.balance = config.balance  # submits the account can still pay for (None: any)
+        self.locked_refusals = 0
         self.requests: Counter[str] = Counter({route: 0 for route in ROUTES})
         self.rate_limited = 0
         self.faults: Counter[str] = Counter()
@@ -180,6 +191,11 @@ class Simulator:
             if limit is not None and self.world.in_flight >= limit:
                 self.rate_limited += 1
                 return None
+            if self.balance is not None:
+                if self.balance <= 0:
+                    self.locked_refusals += 1
+                    raise AccountLocked(LOCKED_DETAIL)
+                self.balance -= 1
             seq = self.world.next_seq
             jitter = random.Random(f"{self.config.seed}/jitter/{seq}")
             spread = self.config.jitter
@@ -272,6 +288,13 @@ class Simulator:
             job = self.world.jobs.get(request_id)
             return job.shape if job is not None and job.succeeded else None
 
+    def top_up(self, submits: int) -> int | None:
+        """Let the account pay for ``submits`` more submits; returns the new balance."""
+        with self.lock:
+            if self.balance is not None:
+                self.balance += submits
+            return self.balance
+
     def request(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
         """The endpoint and input body ``request_id`` was submitted with (for billing)."""
         with self.lock:
@@ -295,6 +318,8 @@ class Simulator:
                 "running": self.world.running,
                 "max_running": self.world.max_running,
                 "rate_limited": self.rate_limited,
+                "balance": self.balance,
+                "locked_refusals": self.locked_refusals,
                 "faults": dict(self.faults),
                 "by_host": {host: dict(seen) for host, seen in self.by_host.items()},
                 "auth_schemes": dict(self.auth_schemes),

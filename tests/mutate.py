@@ -1,0 +1,557 @@
+"""Break each README guarantee on purpose and check that its tests notice (``make mutate``).
+
+Each :class:`Mutation` is one small, named change that breaks one guarantee: an exact snippet of
+the source and what replaces it, and the tests that should then fail. For each one this tool
+copies the repository (without ``.venv``, ``.git`` and build output) to a scratch folder, applies
+the change there, and runs those tests with this interpreter. The copy is first on ``PYTHONPATH``
+and the working folder, so pytest *and* the ``python -m batchrunner`` processes that tests start
+import the mutated copy (checked before each run). The verdicts:
+
+* ``caught``   the tests failed (pytest exit 1), as they should;
+* ``SURVIVED`` the tests passed with the guarantee broken: a test is missing;
+* ``STALE``    the snippet is not in the source exactly once (the code moved on: update the
+  mutation), or the tests could not be collected (pytest exit 2-5: a renamed test?).
+
+First, the union of all listed tests runs once on an unmutated copy: a mutation only counts as
+caught when its tests pass without it. Exit status 0 only when every mutation is caught.
+
+    python -m tests.mutate              # everything, two at a time
+    python -m tests.mutate -k budget    # mutations whose name contains "budget"
+    python -m tests.mutate --list       # what would run
+
+This is a tool for developers, not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IGNORED = shutil.ignore_patterns(
+    ".venv", ".git", "outputs", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+    ".hypothesis", "*.db", "*.db-wal", "*.db-shm", "*.lock", "*.egg-info",
+)  # fmt: skip
+RUN_TIMEOUT = 900  # seconds for one mutation's tests; pytest's own per-test timeout is 120 s
+
+# Tests, by file, so the list below stays readable.
+BUDGET = "tests/test_budget.py::"
+CLIENT = "tests/test_client.py::"
+DOWNLOADER = "tests/test_downloader.py::"
+FAULTS = "tests/test_faults.py::"
+LEDGER = "tests/test_ledger.py::"
+RUN = "tests/test_run.py::"
+SCHEDULER = "tests/test_scheduler.py::"
+UNATTENDED = "tests/test_unattended.py::"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    guarantee: str  # the README bullet it breaks
+    file: str
+    original: str  # must occur exactly once in `file`
+    replacement: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS: list[Mutation] = [
+    # --- A kill loses nothing
+    Mutation(
+        "in-flight-jobs-not-polled-on-start",
+        "A kill loses nothing",
+        "batchrunner/scheduler.py",
+        "            if job.origin != self.origin:\n",
+        "            if True:  # MUTANT: every in-flight job is skipped\n",
+        (
+            UNATTENDED + "test_max_runtime_stops_with_75_and_a_later_run_finishes",
+            RUN + "test_sigkill_mid_batch_then_resume_loses_and_rebuys_nothing",
+        ),
+    ),
+    Mutation(
+        "submitting-left-unsettled-on-start",
+        "A kill loses nothing",
+        "batchrunner/scheduler.py",
+        "        for job in self.ledger.jobs([S.SUBMITTING]):\n",
+        "        for job in []:  # MUTANT: a cut-off submit stays `submitting` forever\n",
+        (UNATTENDED + "test_a_second_ctrl_c_leaves_at_once",),
+    ),
+    Mutation(
+        "download-not-resumed-with-range",
+        "A kill loses nothing",
+        "batchrunner/downloader.py",
+        '    headers = {"Range": f"bytes={offset}-"} if offset else {}\n',
+        "    headers: dict[str, str] = {}  # MUTANT: always from the start\n",
+        (DOWNLOADER + "test_cut_download_resumes_with_range",),
+    ),
+    # --- Nothing is bought twice without your say-so
+    Mutation(
+        "unknown-resubmitted-without-asking",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/scheduler.py",
+        "        if self.options.resubmit_unknown:\n",
+        "        if True:  # MUTANT\n",
+        (RUN + "test_ambiguous_submit_is_unknown_and_resent_only_on_request",),
+    ),
+    Mutation(
+        "lost-submit-answer-retried",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/client.py",
+        'idempotent=op != "submit"',
+        "idempotent=True",
+        (
+            FAULTS + "test_lost_submit_answer_becomes_unknown_and_is_not_resent",
+            RUN + "test_ambiguous_submit_is_unknown_and_resent_only_on_request",
+        ),
+    ),
+    # --- `unknown` happens only when a submit's answer was lost
+    Mutation(
+        "submit-intent-committed-after-the-post",
+        "`unknown` happens only when a submit's answer was lost",
+        "batchrunner/scheduler.py",
+        "        job = self.ledger.transition(\n"
+        "            job.job_id,\n"
+        "            S.SUBMITTING,\n"
+        "            expect=S.PENDING,\n"
+        '            detail="submit intent",\n'
+        "            submits=job.submits + 1,\n"
+        "            cost_usd=job.price_usd,  # reserved: from here on the job may be billed\n"
+        "            error=None,\n"
+        "        )\n"
+        "        try:\n"
+        "            answer = await self._submit_shielded(job, body)\n",
+        "        try:  # MUTANT: POST first, record the intent afterwards\n"
+        "            posted: Any = await self._submit_shielded(job, body)\n"
+        "        except Exception as exc:\n"
+        "            posted = exc\n"
+        "        job = self.ledger.transition(\n"
+        "            job.job_id,\n"
+        "            S.SUBMITTING,\n"
+        "            expect=S.PENDING,\n"
+        '            detail="submit intent",\n'
+        "            submits=job.submits + 1,\n"
+        "            cost_usd=job.price_usd,\n"
+        "            error=None,\n"
+        "        )\n"
+        "        try:\n"
+        "            if isinstance(posted, Exception):\n"
+        "                raise posted\n"
+        "            answer = posted\n",
+        (SCHEDULER + "test_the_submit_intent_and_its_price_are_committed_before_the_post",),
+    ),
+    Mutation(
+        "never-sent-submit-called-ambiguous",
+        "`unknown` happens only when a submit's answer was lost",
+        "batchrunner/client.py",
+        "    if isinstance(exc, NEVER_SENT):\n",
+        "    if False:  # MUTANT\n",
+        (CLIENT + "test_submit_is_retried_when_the_request_never_left",),
+    ),
+    # --- Results are stored the moment a job completes
+    Mutation(
+        "result-json-not-stored-at-completed",
+        "Results are stored the moment a job completes",
+        "batchrunner/scheduler.py",
+        '            detail="result stored",\n            result=result,\n',
+        '            detail="result stored",\n',
+        (
+            SCHEDULER + "test_the_result_is_stored_before_the_download_starts",
+            UNATTENDED + "test_unwritable_output_keeps_results_and_resume_downloads",
+        ),
+    ),
+    Mutation(
+        "failed-download-fails-the-job",
+        "Results are stored the moment a job completes",
+        "batchrunner/scheduler.py",
+        '                S.COMPLETED,\n                detail="download failed",\n',
+        '                S.FAILED,  # MUTANT\n                detail="download failed",\n',
+        (UNATTENDED + "test_unwritable_output_keeps_results_and_resume_downloads",),
+    ),
+    Mutation(
+        "completed-jobs-not-downloaded-on-start",
+        "Results are stored the moment a job completes",
+        "batchrunner/scheduler.py",
+        "        downloads = [j.job_id for j in self.ledger.jobs([S.COMPLETED])]\n",
+        "        downloads: list[str] = []  # MUTANT\n",
+        (UNATTENDED + "test_unwritable_output_keeps_results_and_resume_downloads",),
+    ),
+    # --- A video is renamed into place only when it is whole
+    Mutation(
+        "downloaded-size-not-checked",
+        "A video is renamed into place only when whole",
+        "batchrunner/downloader.py",
+        "    if want is not None and size < want:\n"
+        '        raise _Cut(f"got {size} of {want} bytes")\n'
+        "    if want is not None and size != want:\n"
+        "        part.unlink()\n"
+        '        raise DownloadError(f"got {size} bytes, expected {want}; the partial file was '
+        'removed")\n',
+        "    # MUTANT: the .part file is renamed unchecked\n",
+        (
+            DOWNLOADER + "test_a_200_that_ends_short_without_content_length_is_resumed_not_kept",
+            DOWNLOADER + "test_a_body_shorter_than_its_content_length_is_resumed_not_kept",
+            DOWNLOADER + "test_a_body_longer_than_the_results_file_size_is_refused",
+        ),
+    ),
+    Mutation(
+        "wrong-range-written-into-the-file",
+        "A video is renamed into place only when whole",
+        "batchrunner/downloader.py",
+        "if response.status_code == 206 and not resumed and _range_start(response) != 0:",
+        "if False:  # MUTANT",
+        (DOWNLOADER + "test_a_206_for_a_range_not_asked_for_is_not_written_into_the_file",),
+    ),
+    # --- Transient provider trouble is retried, within a budget
+    Mutation(
+        "retry-after-ignored",
+        "Transient provider trouble is retried, within a budget",
+        "batchrunner/retry.py",
+        "            wait = max(wait, min(error.retry_after, self.max_retry_after))\n",
+        "            pass  # MUTANT\n",
+        (FAULTS + "test_429_with_retry_after_waits_at_least_that_long",),
+    ),
+    Mutation(
+        "retry-budget-one-try-too-many",
+        "Transient provider trouble is retried, within a budget",
+        "batchrunner/retry.py",
+        "            if attempt >= policy.attempts:\n",
+        "            if attempt > policy.attempts:  # MUTANT\n",
+        (FAULTS + "test_unreadable_200_is_retried_then_fails_with_the_body",),
+    ),
+    Mutation(
+        "gateway-502-not-retried",
+        "Transient provider trouble is retried, within a budget",
+        "batchrunner/client.py",
+        "GATEWAY_CODES = (502, 503, 504)\n",
+        "GATEWAY_CODES = (503, 504)  # MUTANT\n",
+        (FAULTS + "test_ingress_errors_are_retried",),
+    ),
+    Mutation(
+        "dropped-poll-not-retried",
+        "Transient provider trouble is retried, within a budget",
+        "batchrunner/client.py",
+        '    return TransientError(f"the connection to the API failed ({what})")\n',
+        '    return FinalError(f"the connection to the API failed ({what})")  # MUTANT\n',
+        (FAULTS + "test_dropped_connections_on_polls_are_retried",),
+    ),
+    Mutation(
+        "final-422-retried",
+        "Transient provider trouble is retried, within a budget",
+        "batchrunner/client.py",
+        '        return FinalError(said(f"the API rejected the input ({code})"), status=code)\n',
+        '        return TransientError(said(f"rejected ({code})"), status=code)  # MUTANT\n',
+        (RUN + "test_24_rows_with_two_refused_prompts",),
+    ),
+    # --- Throttling lowers concurrency; --concurrency is the ceiling
+    Mutation(
+        "throttling-never-lowers-the-limit",
+        "Throttling lowers concurrency",
+        "batchrunner/adaptive.py",
+        "        self._set(max(1.0, self.value / 2, floor))\n",
+        "        self._set(self.value)  # MUTANT\n",
+        (UNATTENDED + "test_throttling_reseller_is_driven_at_its_cap_without_a_429_storm",),
+    ),
+    Mutation(
+        "concurrency-ceiling-x100",
+        "Throttling lowers concurrency",
+        "batchrunner/adaptive.py",
+        "        self.ceiling = max(1, ceiling)\n",
+        "        self.ceiling = max(1, ceiling) * 100  # MUTANT\n",
+        (
+            RUN + "test_concurrency_caps_jobs_in_flight_at_the_server",
+            SCHEDULER + "test_the_concurrency_limit_opens_one_slot_per_submit_up_to_the_ceiling",
+        ),
+    ),
+    # --- Stuck jobs are cancelled
+    Mutation(
+        "stuck-job-not-cancelled-at-the-provider",
+        "Stuck jobs are cancelled",
+        "batchrunner/scheduler.py",
+        "            answer = await self.client.cancel(job.endpoint, job.request_id, "
+        "url=job.cancel_url)\n",
+        '            answer = "not sent"  # MUTANT\n',
+        (UNATTENDED + "test_stuck_jobs_are_cancelled_at_the_provider_and_failed",),
+    ),
+    # --- Ctrl-C / SIGTERM stop cleanly
+    Mutation(
+        "stop-cuts-off-the-submit-under-way",
+        "Ctrl-C / SIGTERM stop cleanly",
+        "batchrunner/scheduler.py",
+        "        with anyio.CancelScope(shield=True), anyio.CancelScope() as grace:\n",
+        "        with anyio.CancelScope(), anyio.CancelScope() as grace:  # MUTANT\n",
+        (SCHEDULER + "test_a_stop_lets_the_submit_under_way_answer_and_records_it",),
+    ),
+    Mutation(
+        "second-ctrl-c-ignored",
+        "Ctrl-C / SIGTERM stop cleanly",
+        "batchrunner/batch.py",
+        "            if runner.stopped is not None:\n                os._exit(",
+        "            if False:  # MUTANT\n                os._exit(",
+        (UNATTENDED + "test_a_second_ctrl_c_leaves_at_once",),
+    ),
+    # --- One runner per ledger
+    Mutation(
+        "ledger-not-locked",
+        "One runner per ledger",
+        "batchrunner/lock.py",
+        "            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
+        "            pass  # MUTANT\n",
+        (UNATTENDED + "test_second_runner_exits_3_naming_the_holder_while_status_still_works",),
+    ),
+    # --- The budget is never exceeded
+    Mutation(
+        "budget-check-and-reservation-interleave",
+        "The budget is never exceeded",
+        "batchrunner/scheduler.py",
+        "        if not self._affordable(job):\n            return job\n",
+        "        if not self._affordable(job):\n            return job\n"
+        "        await anyio.sleep(0)  # MUTANT: other workers may check before we reserve\n",
+        (BUDGET + "test_budget_check_and_reservation_cannot_interleave",),
+    ),
+    Mutation(
+        "budget-strict-comparison",
+        "The budget is never exceeded",
+        "batchrunner/scheduler.py",
+        "<= budget + 1e-9",
+        "< budget",
+        (BUDGET + "test_a_budget_that_is_an_exact_multiple_of_the_price_buys_exactly_that_many",),
+    ),
+    Mutation(
+        "budget-without-float-tolerance",
+        "The budget is never exceeded",
+        "batchrunner/scheduler.py",
+        "<= budget + 1e-9",
+        "<= budget",
+        (BUDGET + "test_a_budget_that_is_an_exact_multiple_of_the_price_buys_exactly_that_many",),
+    ),
+    # --- The key goes only to the configured origin
+    Mutation(
+        "token-sent-to-any-origin",
+        "The key goes only to the configured API origin",
+        "batchrunner/client.py",
+        "        if _is_origin(request.url, self._api.origin):\n",
+        "        if True:  # MUTANT\n",
+        (RUN + "test_a_foreign_origin_that_is_contacted_gets_no_token",),
+    ),
+    Mutation(
+        "returned-urls-not-rebased",
+        "The key goes only to the configured API origin",
+        "batchrunner/client.py",
+        '    return origin + base.path.rstrip("/") + path_and_query\n',
+        "    return str(target)  # MUTANT\n",
+        (RUN + "test_token_never_reaches_foreign_or_media_origins",),
+    ),
+    Mutation(
+        "redirects-followed",
+        "The key goes only to the configured API origin",
+        "batchrunner/client.py",
+        "            follow_redirects=False,\n",
+        "            follow_redirects=True,  # MUTANT\n",
+        (CLIENT + "test_redirects_are_not_followed",),
+    ),
+    # --- A ledger that is not ours, newer, or corrupt is refused and left alone
+    Mutation(
+        "foreign-sqlite-file-taken-as-a-ledger",
+        "A foreign, newer or corrupt ledger is refused",
+        "batchrunner/migrations.py",
+        "    if not applied:\n",
+        "    if False:  # MUTANT\n",
+        (UNATTENDED + "test_unusable_ledger_exits_2_and_is_left_alone",),
+    ),
+    Mutation(
+        "newer-ledger-accepted",
+        "A foreign, newer or corrupt ledger is refused",
+        "batchrunner/migrations.py",
+        "    if newer:\n",
+        "    if False:  # MUTANT\n",
+        (LEDGER + "test_refuses_a_ledger_from_a_newer_version",),
+    ),
+]
+
+
+@dataclass
+class Outcome:
+    mutation: Mutation
+    verdict: str  # caught, SURVIVED, STALE, ERROR
+    seconds: float
+    detail: str = ""
+
+
+def problem(mutation: Mutation, root: Path = ROOT) -> str | None:
+    """Why ``mutation`` cannot be applied to the source under ``root``, or None."""
+    path = root / mutation.file
+    if not path.is_file():
+        return f"{mutation.file} does not exist"
+    found = path.read_text(encoding="utf-8").count(mutation.original)
+    if found != 1:
+        return f"the snippet occurs {found} times in {mutation.file} (expected exactly once)"
+    return None
+
+
+def scratch_copy(parent: Path) -> Path:
+    copy = parent / "repo"
+    shutil.copytree(ROOT, copy, ignore=IGNORED)
+    return copy
+
+
+def environment(copy: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(copy), *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("PYTHONSAFEPATH", None)
+    env["COLUMNS"] = "300"  # pytest's summary lines keep the assertion that failed
+    return env
+
+
+def check_imports_copy(copy: Path, env: dict[str, str]) -> None:
+    """Fail loudly if ``python -m batchrunner`` in the copy would import another tree."""
+    probe = "import batchrunner, sys; sys.stdout.write(batchrunner.__file__)"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], cwd=copy, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    if not Path(found).resolve().is_relative_to(copy.resolve()):
+        raise RuntimeError(f"the scratch copy imports batchrunner from {found}, not {copy}")
+
+
+def run_tests(copy: Path, tests: Sequence[str], *, fail_fast: bool = True) -> tuple[int, str]:
+    env = environment(copy)
+    check_imports_copy(copy, env)
+    command = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        f"--basetemp={copy.parent / 'tmp'}", *(["-x"] if fail_fast else []), *tests,
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(
+            command, cwd=copy, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT
+        )
+    except subprocess.TimeoutExpired as exc:
+        return -1, f"timed out after {RUN_TIMEOUT} s: {exc}"
+    return done.returncode, done.stdout + done.stderr
+
+
+def try_mutation(mutation: Mutation, keep: bool) -> Outcome:
+    started = time.monotonic()
+    parent = Path(tempfile.mkdtemp(prefix=f"batchrunner-mutate-{mutation.name}-"))
+    try:
+        copy = scratch_copy(parent)
+        why = problem(mutation, copy)
+        if why is not None:
+            return Outcome(mutation, "STALE", 0.0, why)
+        target = copy / mutation.file
+        text = target.read_text(encoding="utf-8")
+        target.write_text(text.replace(mutation.original, mutation.replacement), "utf-8")
+        code, output = run_tests(copy, mutation.tests)
+        seconds = time.monotonic() - started
+        if code == 1:
+            failed = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
+            return Outcome(mutation, "caught", seconds, failed[0] if failed else "")
+        if code == 0:
+            return Outcome(mutation, "SURVIVED", seconds, "every listed test passed")
+        if code in (2, 3, 4, 5):  # interrupted, internal error, usage error, nothing collected
+            return Outcome(mutation, "STALE", seconds, _tail(output))
+        return Outcome(mutation, "ERROR", seconds, _tail(output))
+    finally:
+        if not keep:
+            shutil.rmtree(parent, ignore_errors=True)
+
+
+def baseline(mutations: Sequence[Mutation]) -> tuple[bool, str]:
+    """Every listed test passes on an unmutated copy (else "caught" would mean nothing)."""
+    tests = sorted({test for m in mutations for test in m.tests})
+    parent = Path(tempfile.mkdtemp(prefix="batchrunner-mutate-baseline-"))
+    try:
+        code, output = run_tests(scratch_copy(parent), tests, fail_fast=False)
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+    return code == 0, _tail(output, 40)
+
+
+def _tail(text: str, lines: int = 8) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def table(outcomes: Sequence[Outcome], *, why: bool = False) -> str:
+    """One row per mutation, grouped by guarantee; its tests one per line."""
+    rows: list[tuple[str, str, str, str]] = []
+    guarantee = None
+    for o in outcomes:
+        if o.mutation.guarantee != guarantee:
+            guarantee = o.mutation.guarantee
+            rows.append((f"[{guarantee}]", "", "", ""))
+        tests = [t.split("::")[-1] for t in o.mutation.tests]
+        rows.append((o.mutation.name, o.verdict, f"{o.seconds:.0f}", tests[0]))
+        rows.extend(("", "", "", test) for test in tests[1:])
+        if why and o.detail:
+            rows.append(("", "", "", f"  -> {o.detail[:250]}"))
+    header = ("mutation", "result", "s", "tests")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+
+    def line(row: tuple[str, str, str, str]) -> str:
+        name, verdict, seconds, tests = row
+        cells = [name.ljust(widths[0]), verdict.ljust(widths[1]), seconds.rjust(widths[2])]
+        return " | ".join([*cells, tests]).rstrip()
+
+    rule = "-+-".join("-" * w for w in widths) + "-+-" + "-" * 5
+    return "\n".join([line(header), rule, *map(line, rows)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", dest="only", action="append", help="names containing this")
+    parser.add_argument("-j", "--jobs", type=int, default=2, help="mutations run at once (2)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    parser.add_argument("-v", "--why", action="store_true", help="show the failure that caught it")
+    args = parser.parse_args(argv)
+
+    chosen = [m for m in MUTATIONS if not args.only or any(k in m.name for k in args.only)]
+    if not chosen:
+        print("no mutation matches", file=sys.stderr)
+        return 2
+    if args.list:
+        for m in chosen:
+            print(f"{m.name}  [{m.guarantee}]  {m.file}\n    {' '.join(m.tests)}")
+        return 0
+
+    started = time.monotonic()
+    stale = [Outcome(m, "STALE", 0.0, why) for m in chosen if (why := problem(m)) is not None]
+    runnable = [m for m in chosen if all(o.mutation is not m for o in stale)]
+    if not args.no_baseline:
+        print("baseline: the listed tests on an unmutated copy ...", flush=True)
+        passed, output = baseline(runnable)
+        if not passed:
+            print(f"the tests fail without any mutation; fix that first:\n{output}")
+            return 2
+    outcomes = list(stale)
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(try_mutation, m, args.keep) for m in runnable]
+        for future in as_completed(futures):
+            outcome = future.result()
+            outcomes.append(outcome)
+            name, seconds = outcome.mutation.name, outcome.seconds
+            print(f"{outcome.verdict:8} {name} ({seconds:.0f} s)", flush=True)
+    outcomes.sort(key=lambda o: chosen.index(o.mutation))
+    print()
+    print(table(outcomes, why=args.why))
+    for o in outcomes:
+        if o.verdict != "caught":
+            print(f"\n{o.verdict}: {o.mutation.name} ({o.mutation.file})\n{o.detail}")
+    caught = sum(o.verdict == "caught" for o in outcomes)
+    print(
+        f"\n{caught} of {len(outcomes)} mutations caught in {time.monotonic() - started:.0f} s "
+        f"({args.jobs} at a time)"
+    )
+    return 0 if caught == len(outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
