@@ -22,7 +22,16 @@ import anyio
 
 from batchrunner.client import QueueClient
 from batchrunner.downloader import media_client
-from batchrunner.errors import ExitCode, LedgerError, ManifestError, Problem, UsageError
+from batchrunner.errors import (
+    AccountLockedError,
+    ExitCode,
+    KeyRefusedError,
+    LedgerError,
+    ManifestError,
+    Problem,
+    RunError,
+    UsageError,
+)
 from batchrunner.expand import Expansion
 from batchrunner.gallery import write_after_run
 from batchrunner.ledger import Ledger, NewJob
@@ -198,22 +207,37 @@ def resume(
         return _execute(ledger, settings, api, observe)
 
 
+RETRYABLE = (JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED, JobState.EXPIRED)
+
+
 def retry(
     ledger_path: str | Path,
     *,
     failed: bool = True,
     unknown: bool = False,
+    cancelled: bool = False,
+    expired: bool = False,
+    downloads: bool = False,
     max_runtime: float | None = None,
+    budget: float | None = None,
     token: str | None = None,
     observe: Observer | None = None,
     env: dict[str, str] | None = None,
 ) -> Summary:
-    """Send failed (and/or unknown) jobs again, then run like ``resume``."""
-    wanted = [s for s, yes in ((JobState.FAILED, failed), (JobState.UNKNOWN, unknown)) if yes]
+    """Send failed (and/or unknown, cancelled, expired) jobs again as new submits, priced
+    against the budget; ``downloads`` fetches ``download_failed`` videos again without
+    submitting anything. Then run like ``resume``."""
+    asked = (failed, unknown, cancelled, expired)
+    wanted = [state for state, yes in zip(RETRYABLE, asked, strict=True) if yes]
 
     def requeue(ledger: Ledger) -> None:
         for job in ledger.jobs(wanted):
             ledger.transition(job.job_id, JobState.PENDING, detail="retry requested", error=None)
+        if downloads:
+            for job in ledger.jobs([JobState.DOWNLOAD_FAILED]):
+                ledger.transition(
+                    job.job_id, JobState.COMPLETED, detail="download retry requested", error=None
+                )
 
     return resume(
         ledger_path,
@@ -223,6 +247,7 @@ def retry(
         command="retry",
         prepare=requeue,
         max_runtime=max_runtime,
+        budget=budget,
     )
 
 
@@ -258,17 +283,37 @@ def _execute(
                     watchers.start_soon(_stop_after, runner, settings.max_runtime, stopped)
                 tally = await runner.run()
                 watchers.cancel_scope.cancel()
+        why: tuple[ExitCode, str] | None
+        if runner.run_error is not None:
+            why = (ExitCode.RUN_STOPPED, _run_error_line(runner.run_error, api, ledger))
+        elif stopped:
+            why = (stopped[0], runner.stopped or "")
+        else:
+            why = _budget_stop(runner, ledger)
         return Summary.from_ledger(
-            ledger,
-            submitted=tally.submitted,
-            downloaded=tally.downloaded,
-            stopped=(stopped[0], runner.stopped or "") if stopped else _budget_stop(runner, ledger),
+            ledger, submitted=tally.submitted, downloaded=tally.downloaded, stopped=why
         )
 
     summary = anyio.run(main)
     ledger.finish_run(summary.exit_code, summary.as_dict())
     gallery = write_after_run(ledger, settings.out)
     return replace(summary, gallery=str(gallery) if gallery else None)
+
+
+def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> str:
+    """One line: what stopped the run and what to do, naming the origin and the key's source."""
+    origin = api.origin if api else "the simulator"
+    key = api.key_source if api else "the key"
+    waiting = ledger.counts().get(JobState.PENDING, 0)
+    then = f"then run the same command again ({waiting} jobs wait, nothing was lost)"
+    if isinstance(error, KeyRefusedError):
+        return f"the API refused the key for {origin} ({error}): check {key}, {then}"
+    if isinstance(error, AccountLockedError):
+        return (
+            f"the account at {origin} cannot pay for more jobs ({error}); jobs already "
+            f"submitted were followed; top up or unlock the account, {then}"
+        )
+    return f"cannot reach the API at {origin} ({error}): check --base-url and the network, {then}"
 
 
 def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[ExitCode, str] | None:

@@ -491,7 +491,15 @@ def resume(ledger: Path, max_runtime: float | None, budget: float | None, as_jso
 @ledger_option
 @click.option("--failed/--no-failed", default=None, help="Send failed jobs again (default).")
 @click.option("--unknown", is_flag=True, help="Send jobs whose submit got no answer again.")
+@click.option("--cancelled", is_flag=True, help="Send cancelled jobs again.")
+@click.option("--expired", is_flag=True, help="Buy again jobs whose result expired unfetched.")
+@click.option(
+    "--downloads",
+    is_flag=True,
+    help="Fetch download_failed videos again (nothing is submitted or paid).",
+)
 @max_runtime_option
+@budget_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @takes_options
 @friendly_errors
@@ -499,25 +507,47 @@ def retry(
     ledger: Path,
     failed: bool | None,
     unknown: bool,
+    cancelled: bool,
+    expired: bool,
+    downloads: bool,
     max_runtime: float | None,
+    budget: float | None,
     as_json: bool,
     **by_ids: Any,
 ) -> None:
-    """Submit failed (and, if asked, unknown) jobs again, then resume. With --ids, only the
-    jobs a file lists (the review gallery's CSV); with --new-take, a new take of each.
+    """Submit failed (and, if asked, unknown, cancelled or expired) jobs again, then resume.
+    With --ids, only the jobs a file lists (the review gallery's CSV); with --new-take, a new
+    take of each.
+
+    New submits are priced against --budget like any other. Without options: failed jobs.
 
     \b
     Example:
         batchrunner retry --ledger shots.db --failed --unknown
+        batchrunner retry --ledger shots.db --cancelled --expired --budget 50
+        batchrunner retry --ledger shots.db --downloads
         batchrunner retry --ledger shots.db --ids selected.csv --new-take --budget 60
     """
     if by_ids["ids_file"] is not None or by_ids["new_take"]:
-        summary = retry_ids(ledger, unknown=unknown, max_runtime=max_runtime, **by_ids)
+        summary = retry_ids(
+            ledger, unknown=unknown, max_runtime=max_runtime, budget=budget, **by_ids
+        )
         if summary is not None:  # None: --dry-run
             _report(summary, as_json)
         return
-    failed = (not unknown) if failed is None else failed
-    _report(batch.retry(ledger, failed=failed, unknown=unknown, max_runtime=max_runtime), as_json)
+    others = unknown or cancelled or expired or downloads
+    failed = (not others) if failed is None else failed
+    summary = batch.retry(
+        ledger,
+        failed=failed,
+        unknown=unknown,
+        cancelled=cancelled,
+        expired=expired,
+        downloads=downloads,
+        max_runtime=max_runtime,
+        budget=budget,
+    )
+    _report(summary, as_json)
 
 
 @cli.command()

@@ -26,7 +26,8 @@ answer                                  submit       status       result        
 202 on result (not finished)                                      Transient
 3xx (never followed)                    Final        Final        Final          Final
 400                                     Final        Final        Transient [1]  ALREADY_...
-401, 403 (key rejected)                 Final        Final        Final          Final
+401, 403 (key refused)                  KeyRefused   KeyRefused   KeyRefused     KeyRefused
+402, 403 "User is locked" (account)     Locked       Locked       Locked         Locked
 404                                     Final        Final [2]    Expired [3]    NOT_FOUND
 408, 409 (as fal's own client)          Transient    Transient    Transient      Transient
 422 (message = the ``detail``)          Final        Final        Final          Final
@@ -38,6 +39,8 @@ other 4xx                               Final        Final        Final         
 502/503/504 from the app, no detail     Transient    Transient    Transient      Transient
 500, other 5xx, no JSON detail          Ambiguous    Transient    Transient      Transient
 connect error/timeout, pool timeout     Transient    Transient    Transient      Transient
+... all of them for ``unreachable_after``  Unreachable  Unreachable  Unreachable    Unreachable
+TLS certificate verification failed     Unreachable  Unreachable  Unreachable    Unreachable
 read/write error or timeout, dropped    Ambiguous    Transient    Transient      Transient
 ======================================  ===========  ===========  =============  ===========
 
@@ -57,6 +60,11 @@ feeds the message. A status object whose ``status`` is unknown or missing is Tra
 again is harmless, failing the job could throw away a paid result. "dropped" covers
 ``RemoteProtocolError`` (the server closed the connection without an answer).
 
+KeyRefused, Locked and Unreachable are :class:`~batchrunner.errors.RunError` s: they are about
+the account or the network, not one job, so they are never retried and the scheduler stops the
+run rather than failing jobs. "Unreachable" is one clock per client, shared by every worker: the
+first request that could not even connect starts it, any answer from the API resets it.
+
 Each HTTP request logs one DEBUG line on ``batchrunner.client``: method, URL, status, elapsed.
 """
 
@@ -66,6 +74,7 @@ import email.utils
 import json
 import logging
 import math
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
@@ -78,12 +87,16 @@ import httpx
 
 from batchrunner import __version__
 from batchrunner.errors import (
+    AccountLockedError,
     AmbiguousSubmitError,
     FinalError,
+    KeyRefusedError,
     ProviderError,
     RateLimitedError,
     ResultExpiredError,
+    RunError,
     TransientError,
+    UnreachableError,
     UsageError,
 )
 from batchrunner.models import split_endpoint
@@ -105,6 +118,9 @@ SNIPPET_BYTES = 200
 REQUEST_ID_HEADER = "x-fal-request-id"
 TIMEOUT_TYPE_HEADER = "x-fal-request-timeout-type"
 GATEWAY_CODES = (502, 503, 504)
+# fal: "User is locked. Reason: Exhausted balance ..."; resellers word it their own way
+_LOCKED = re.compile(r"\blocked\b|balance|credit|top.?up|billing|payment|quota", re.IGNORECASE)
+UNREACHABLE_AFTER = 10.0  # seconds without any answer from the API before the run stops
 # The request never left this machine: retrying cannot duplicate anything.
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 
@@ -118,6 +134,13 @@ class Submitted:
     response_url: str
     cancel_url: str
     queue_position: int | None
+
+
+@dataclass
+class Wire:
+    """Whether a request is out on the wire and unanswered (see :meth:`QueueClient.submit`)."""
+
+    busy: bool = False
 
 
 @dataclass(frozen=True)
@@ -340,8 +363,12 @@ def classify(
         return RateLimitedError(
             f"the API is rate limiting requests (429){hint}", retry_after=retry_after
         )
+    if code == 402 or (code == 403 and _LOCKED.search(said())):
+        return AccountLockedError(
+            f"the account cannot start billable work ({code}{_suffix(said())})", status=code
+        )
     if code in (401, 403):
-        return FinalError(f"the API rejected the key ({code}){_suffix(said())}", status=code)
+        return KeyRefusedError(f"{code} {said() or 'key refused'}", status=code)
     if code in (408, 409):
         return TransientError(f"the API answered {code}{_suffix(said())}", status=code)
     if code == 404:
@@ -425,6 +452,8 @@ def classify_transport(
     what = type(exc).__name__ + (f": {_clean(str(exc), secrets, 200)}" if str(exc) else "")
     if isinstance(exc, httpx.UnsupportedProtocol):
         return FinalError(f"cannot send the request ({what})")
+    if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return UnreachableError(f"the API's TLS certificate does not verify ({what})")
     if isinstance(exc, NEVER_SENT):
         return TransientError(f"could not reach the API ({what})")
     if not idempotent:
@@ -498,6 +527,7 @@ class QueueClient:
         transport: httpx.AsyncBaseTransport | None = None,
         on_rate_limited: Callable[[], None] | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        unreachable_after: float = UNREACHABLE_AFTER,
     ) -> None:
         headers = {"User-Agent": f"batchrunner/{__version__}", "Accept": "application/json"}
         for name, value in (extra_headers or {}).items():
@@ -508,6 +538,8 @@ class QueueClient:
         self.retry = retry
         self.limiter = limiter or RateLimiter(None)
         self.on_rate_limited = on_rate_limited
+        self.unreachable_after = unreachable_after
+        self._unreachable_since: float | None = None  # first failed connect since any answer
         self._secrets = (api.token,)
         self._http = httpx.AsyncClient(
             auth=OriginAuth(api),
@@ -576,12 +608,19 @@ class QueueClient:
     # operations
 
     async def submit(
-        self, endpoint_id: str, payload: dict[str, Any], *, retry_throttled: bool = True
+        self,
+        endpoint_id: str,
+        payload: dict[str, Any],
+        *,
+        retry_throttled: bool = True,
+        wire: Wire | None = None,
     ) -> Submitted:
         """Queue a job. Raises :class:`AmbiguousSubmitError` when a job may exist anyway.
 
         ``retry_throttled=False`` raises a 429 at once (:class:`RateLimitedError`) so that a
-        scheduler can give its slot back and wait outside it.
+        scheduler can give its slot back and wait outside it. ``wire.busy`` is true exactly
+        while a POST is out and unanswered: a caller that cancels the submit can tell "maybe
+        sent" from "provably not sent".
         """
         url = self.submit_url(endpoint_id)
         try:
@@ -589,7 +628,13 @@ class QueueClient:
         except (TypeError, ValueError) as exc:
             raise FinalError(f"the input cannot be sent as JSON: {exc}") from None
         body = await self._call(
-            "submit", "POST", url, _json_object, content=content, retry_throttled=retry_throttled
+            "submit",
+            "POST",
+            url,
+            _json_object,
+            content=content,
+            retry_throttled=retry_throttled,
+            wire=wire,
         )
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not request_id.strip():
@@ -654,9 +699,10 @@ class QueueClient:
         content: bytes | None = None,
         accept: Collection[int] = (),
         retry_throttled: bool = True,
+        wire: Wire | None = None,
     ) -> T:
         async def attempt() -> T:
-            response = await self._send(op, method, url, content)
+            response = await self._send(op, method, url, content, wire or Wire())
             if response.status_code not in accept:
                 error = classify(response, op, secrets=self._secrets)
                 if error is not None:
@@ -680,10 +726,13 @@ class QueueClient:
         except _Throttled as wrapped:
             raise wrapped.error from None
 
-    async def _send(self, op: Op, method: str, url: str, content: bytes | None) -> httpx.Response:
+    async def _send(
+        self, op: Op, method: str, url: str, content: bytes | None, wire: Wire
+    ) -> httpx.Response:
         await self.limiter.acquire()
         headers = {"Content-Type": "application/json"} if content is not None else None
         started = time.monotonic()
+        wire.busy = True
         try:
             response = await self._http.request(method, url, content=content, headers=headers)
         except httpx.RequestError as exc:
@@ -691,11 +740,27 @@ class QueueClient:
                 "%s %s -> %s (%.3fs)", method, url, type(exc).__name__, time.monotonic() - started
             )
             error = classify_transport(exc, idempotent=op != "submit", secrets=self._secrets)
+            if isinstance(exc, NEVER_SENT):
+                wire.busy = False
+                error = self._still_reachable(error, started)
             raise error from exc
+        wire.busy = False
+        self._unreachable_since = None
         logger.debug(
             "%s %s -> %d (%.3fs)", method, url, response.status_code, time.monotonic() - started
         )
         return response
+
+    def _still_reachable(self, error: ProviderError, started: float) -> ProviderError:
+        """``error``, or an UnreachableError once nothing has connected for the bound."""
+        if isinstance(error, RunError):
+            return error
+        since = self._unreachable_since = self._unreachable_since or started
+        if time.monotonic() - since < self.unreachable_after:
+            return error
+        return UnreachableError(
+            f"no connection for {time.monotonic() - since:.0f} s ({error})", status=error.status
+        )
 
 
 class _Throttled(Exception):

@@ -48,6 +48,14 @@ class _Cut(TransientError):
     """The body ended early or the connection dropped: worth resuming."""
 
 
+class _Gone(TransientError):
+    """404/410: retried a few times (a CDN may lag behind), then the download fails for good."""
+
+
+class _SizeMismatch(DownloadError):
+    """The bytes served are not the size the result promised (not retried in place)."""
+
+
 async def download(
     client: httpx.AsyncClient,
     url: str,
@@ -62,11 +70,25 @@ async def download(
     file worth resuming is kept for the next try.
     """
     policy = retry or RetryPolicy(attempts=5, base_delay=0.5, max_delay=10.0)
+    if not url.lower().startswith(("https://", "http://")):
+        raise DownloadError(f"the video URL is not http(s): {_short(url)}", permanent=True)
     if expected_size is not None and dest.is_file() and dest.stat().st_size == expected_size:
         return Downloaded(dest, expected_size, _sha256_of(dest), fetched=False)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        return await call_with_retry(policy, lambda: _fetch_once(client, url, dest, expected_size))
+        try:
+            return await call_with_retry(
+                policy, lambda: _fetch_once(client, url, dest, expected_size)
+            )
+        except _SizeMismatch:  # once more from scratch: a CDN may have served a stale copy
+            part_path(dest).unlink(missing_ok=True)
+            return await call_with_retry(
+                policy, lambda: _fetch_once(client, url, dest, expected_size)
+            )
+    except _SizeMismatch as exc:
+        raise DownloadError(f"{exc}, again after a fresh download", permanent=True) from exc
+    except _Gone as exc:
+        raise DownloadError(f"{exc} for {_short(url)}", permanent=True) from exc
     except TransientError as exc:
         raise DownloadError(f"download of {_short(url)} did not complete: {exc}") from exc
     except OSError as exc:
@@ -89,9 +111,12 @@ async def _fetch_once(
                 raise _Cut("the server refused to resume; starting again")
             if response.status_code >= 500 or response.status_code == 429:
                 raise _Cut(f"the media server answered {response.status_code}")
+            if response.status_code in (404, 410):
+                raise _Gone(f"the media server answered {response.status_code}")
             if response.status_code >= 400:
                 raise DownloadError(
-                    f"the media server answered {response.status_code} for {_short(url)}"
+                    f"the media server answered {response.status_code} for {_short(url)}",
+                    permanent=True,
                 )
             resumed = response.status_code == 206 and _range_start(response) == offset
             if response.status_code == 206 and not resumed and _range_start(response) != 0:
@@ -99,7 +124,7 @@ async def _fetch_once(
                 raise _Cut("the server answered a range we did not ask for; starting again")
             total = _total_size(response, offset if resumed else 0)
             if expected_size is not None and total is not None and total != expected_size:
-                raise DownloadError(
+                raise _SizeMismatch(
                     f"the server offers {total} bytes but the result said {expected_size}"
                 )
             digest = hashlib.sha256()
@@ -122,7 +147,7 @@ async def _fetch_once(
         raise _Cut(f"got {size} of {want} bytes")
     if want is not None and size != want:
         part.unlink()
-        raise DownloadError(f"got {size} bytes, expected {want}; the partial file was removed")
+        raise _SizeMismatch(f"got {size} bytes, expected {want}; the partial file was removed")
     os.replace(part, dest)
     _fsync_dir(dest.parent)
     logger.debug("downloaded %s (%d bytes%s)", dest, size, ", resumed" if resumed else "")

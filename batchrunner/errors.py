@@ -10,15 +10,21 @@ The tree::
     ├── TransitionError              a job state change the state machine forbids     (bug)
     ├── ProviderError                raised by the queue client (``client.py``)
     │   ├── TransientError           retryable: 429, ingress 502/503/504, connect errors,
-    │   │   │                        a 200 whose body is not JSON
+    │   │   │                        a 200 whose body is not JSON          (a request error)
     │   │   └── RateLimitedError     429; carries ``retry_after`` seconds when the server said
-    │   ├── FinalError               not retryable: 401/403/404/422, content policy, an app
-    │   │   │                        error with a ``detail``; the job fails with ``detail``
-    │   │   └── ResultExpiredError   the result is gone (404 after completion)
+    │   ├── FinalError               not retryable: 404/422, content policy, an app error with
+    │   │   │                        a ``detail``; the job fails with ``detail`` (a job error)
+    │   │   └── ResultExpiredError   the result is gone (404 after completion): job ``expired``
+    │   ├── RunError                 trouble with the whole account or network: the run stops
+    │   │   │                        submitting, follows what is in flight, exits 69 (a run error)
+    │   │   ├── KeyRefusedError      401/403: the API refused the key (polls stop too)
+    │   │   ├── AccountLockedError   403 "User is locked" / 402: no billable calls until fixed
+    │   │   └── UnreachableError     no connection to the API for longer than a short bound,
+    │   │                            or its TLS certificate does not verify (polls stop too)
     │   └── AmbiguousSubmitError     a submit may have reached the server but no answer came
     │                                back; the job becomes ``unknown``, never resubmitted silently
-    └── DownloadError                a video could not be fetched or verified (retryable:
-                                     the result stays in the ledger, ``resume`` fetches again)
+    └── DownloadError                a video could not be fetched or verified: retried by the
+                                     next run, or, when ``permanent``, job ``download_failed``
 
 The CLI turns a :class:`BatchrunnerError` into one readable line and ``exit_code``.
 Messages never contain the API token (the client never puts it in one).
@@ -38,6 +44,7 @@ class ExitCode(enum.IntEnum):
     JOBS_NOT_DONE = 1  # the run finished but some jobs are failed, cancelled or unknown
     USAGE = 2  # bad usage, invalid manifest, unusable ledger; nothing submitted
     LOCKED = 3  # the ledger is in use by another run
+    RUN_STOPPED = 69  # the provider refused the key / the account is locked / API unreachable
     NOT_FINISHED = 75  # stopped early on purpose (budget, --max-runtime); run again later
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
@@ -134,9 +141,42 @@ class ResultExpiredError(FinalError):
     """The provider no longer holds the result (about an hour after completion)."""
 
 
+class RunError(ProviderError):
+    """No job can go on: the key, the account or the network. The run stops submitting.
+
+    ``follow_in_flight``: whether jobs already at the provider can still be polled and fetched
+    (a locked fal account still answers status and result calls).
+    """
+
+    follow_in_flight = False
+    exit_code = ExitCode.RUN_STOPPED
+
+
+class KeyRefusedError(RunError):
+    """The API answered 401/403 to the key itself."""
+
+
+class AccountLockedError(RunError):
+    """The account may not start billable work: locked, out of balance (403/402)."""
+
+    follow_in_flight = True
+
+
+class UnreachableError(RunError):
+    """The API could not be reached for longer than the bound (or TLS would not verify)."""
+
+
 class AmbiguousSubmitError(ProviderError):
     """The submit may have created a paid job, but its answer never arrived."""
 
 
 class DownloadError(BatchrunnerError):
-    """A video could not be downloaded or did not verify; the result stays for a later try."""
+    """A video could not be downloaded or did not verify; the result stays for a later try.
+
+    ``permanent``: trying again cannot help (not an http(s) URL, gone from the media host, a
+    size that disagrees again after a fresh download): the job ends ``download_failed``.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent

@@ -10,7 +10,7 @@ import pandas as pd
 
 from batchrunner.errors import UsageError
 from batchrunner.ledger import Job, Ledger
-from batchrunner.states import AT_PROVIDER, JobState
+from batchrunner.states import AT_PROVIDER, NEEDS_ATTENTION, JobState
 
 EXPORT_COLUMNS = [
     "job_id",
@@ -55,9 +55,7 @@ def status(ledger_path: str | Path, *, limit: int = 20) -> dict[str, Any]:
         counts = {s.value: n for s, n in ledger.counts().items()}
         attention = [
             {"job_id": j.job_id, "row": j.row, "state": j.state.value, "error": j.error}
-            for j in ledger.jobs(
-                [JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED, JobState.COMPLETED]
-            )
+            for j in ledger.jobs([*NEEDS_ATTENTION, JobState.COMPLETED])
             if j.state is not JobState.COMPLETED or j.error  # a completed one: download failed
         ]
         warned = [

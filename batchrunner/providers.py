@@ -127,6 +127,7 @@ class ApiConfig:
     auth_scheme: AuthScheme
     token: str = field(repr=False)
     provider: str = "quickrouter"
+    key_source: str = "the API key"  # where the key came from, to name in messages: FAL_KEY
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", normalise_base_url(self.base_url))
@@ -175,20 +176,25 @@ def resolve_api(
     if scheme not in AUTH_SCHEMES:
         raise UsageError(f"unknown auth scheme {auth_scheme!r}; use bearer or key")
 
-    key = _check_token(token, "given") if token is not None else _key_from_env(preset, env)
+    if token is not None:
+        key, source = _check_token(token, "given"), "the key given"
+    else:
+        key, source = _key_from_env(preset, env)
     return ApiConfig(
         base_url=base_url or preset.base_url,
         auth_scheme=cast(AuthScheme, scheme),
         token=key,
         provider=preset.name,
+        key_source=source,
     )
 
 
-def _key_from_env(preset: Provider, env: Mapping[str, str]) -> str:
+def _key_from_env(preset: Provider, env: Mapping[str, str]) -> tuple[str, str]:
+    """The key and the name of the variable it came from."""
     blank = [name for name in preset.key_env if name in env and not env[name].strip()]
     for name in preset.key_env:
         if env.get(name, "").strip():
-            return _check_token(env[name], f"in {name}")
+            return _check_token(env[name], f"in {name}"), name
     if blank:
         raise UsageError(f"the API key in {blank[0]} is empty")
     first, *others = preset.key_env

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from batchrunner.errors import ExitCode
 from batchrunner.ledger import Ledger, now
-from batchrunner.states import JobState
+from batchrunner.states import NEEDS_ATTENTION, JobState
 
 DEFAULT_LEDGER = "batchrunner.db"
 REASONS_SHOWN = 3
@@ -57,7 +57,7 @@ class Summary:
         else:
             code = ExitCode.JOBS_NOT_DONE
         errors = Counter(
-            job.error for job in ledger.jobs(ATTENTION) if job.error
+            job.error for job in ledger.jobs(NEEDS_ATTENTION) if job.error
         )  # most common first
         billed, billed_jobs = ledger.billed()
         path = str(ledger.path)
@@ -107,9 +107,6 @@ class Summary:
         return asdict(self)
 
 
-ATTENTION = (JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED)
-
-
 def _exit_reason(code: ExitCode, counts: dict[str, int]) -> str:
     if code == ExitCode.OK:
         return "all done"
@@ -118,9 +115,11 @@ def _exit_reason(code: ExitCode, counts: dict[str, int]) -> str:
             ExitCode.NOT_FINISHED: "stopped early (budget or --max-runtime)",
             ExitCode.INTERRUPTED: "interrupted (SIGINT)",
             ExitCode.TERMINATED: "stopped (SIGTERM)",
+            ExitCode.RUN_STOPPED: "stopped: the API refused the key, the account is locked, "
+            "or the API is unreachable",
         }.get(code, f"stopped ({code.name.lower()})")
-    waiting = [s for s in counts if s not in (JobState.DONE, *ATTENTION) and counts[s]]
-    needs = [s for s in ATTENTION if counts.get(s)]
+    waiting = [s for s in counts if s not in (JobState.DONE, *NEEDS_ATTENTION) and counts[s]]
+    needs = [s for s in NEEDS_ATTENTION if counts.get(s)]
     return "jobs need attention: " + ", ".join(f"{counts[s]} {s}" for s in [*needs, *waiting])
 
 
@@ -133,14 +132,20 @@ def _next_command(code: ExitCode, counts: dict[str, int], path: str) -> str | No
     if code == ExitCode.OK:
         return None
     where = ledger_option(path)
+    if code == ExitCode.RUN_STOPPED:
+        return "fix what the message above names, then run the same command again"
     if code == ExitCode.JOBS_NOT_DONE:
         if counts.get(JobState.UNKNOWN):
             return (
                 f"check your provider's dashboard, then `batchrunner retry --unknown{where}` "
                 f"(or `batchrunner cancel{where} JOB_ID`)"
             )
+        if counts.get(JobState.DOWNLOAD_FAILED):
+            return f"`batchrunner retry --downloads{where}` (fetches again; buys nothing)"
         if counts.get(JobState.FAILED):
             return f"`batchrunner status{where}` to see why, then `batchrunner retry{where}`"
+        if counts.get(JobState.EXPIRED):
+            return f"`batchrunner retry --expired{where}` to buy them again"
         if counts.get(JobState.CANCELLED):
             return f"`batchrunner retry --cancelled{where}` to submit them again"
     return f"`batchrunner resume{where}` (or the same run command) to carry on"

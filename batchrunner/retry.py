@@ -12,8 +12,11 @@ Waiting before try ``n + 1`` after try ``n`` failed:
 * a Retry-After is a **minimum**: the wait is ``max(backoff, min(retry_after, max_retry_after))``.
   A server asking for more than ``max_retry_after`` gets ``max_retry_after``.
 
-The loop is bounded: after ``attempts`` tries the last error is re-raised, its message extended
-with "(gave up after N tries)". Each scheduled retry logs one INFO line with the stable event
+The loop is bounded twice: after ``attempts`` tries, or when the next wait would end more than
+``total`` seconds after the first try began, the last error is re-raised, its message extended
+with "(gave up after N tries)". API calls and downloads share this one loop (stamina was weighed:
+it would replace these ~40 lines but not the Retry-After-as-a-minimum rule or the scheduler's
+throttle loop, and adds a dependency). Each scheduled retry logs one INFO line with the stable event
 name ``retry_scheduled`` on the ``batchrunner.retry`` logger.
 
 For tests, :meth:`RetryPolicy.fast` keeps the retry count but does not wait.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -45,6 +49,7 @@ class RetryPolicy:
     max_delay: float = 30.0  # cap of the exponential backoff
     max_retry_after: float = 300.0  # a server's Retry-After is honoured up to this
     jitter: bool = True  # equal jitter: uniform in [backoff / 2, backoff]
+    total: float = 300.0  # seconds: no retry is scheduled to start later than this after try 1
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -93,14 +98,15 @@ async def call_with_retry(
     before each wait. After ``policy.attempts`` tries the last error is re-raised.
     """
     attempt = 1
+    started = time.monotonic()
     while True:
         try:
             return await fn()
         except retry_on as error:
-            if attempt >= policy.attempts:
+            wait = policy.delay(attempt, error)
+            if attempt >= policy.attempts or time.monotonic() - started + wait > policy.total:
                 _mark_gave_up(error, attempt)
                 raise
-            wait = policy.delay(attempt, error)
             logger.info(
                 "retry_scheduled: %s; try %d of %d in %.2fs",
                 error,

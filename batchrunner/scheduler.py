@@ -28,13 +28,15 @@ import httpx
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchrunner.adaptive import AdaptiveLimit
-from batchrunner.client import QueueClient, QueueStatus, Submitted
+from batchrunner.client import QueueClient, QueueStatus, Submitted, Wire
 from batchrunner.downloader import download
 from batchrunner.errors import (
     AmbiguousSubmitError,
     DownloadError,
     FinalError,
     RateLimitedError,
+    ResultExpiredError,
+    RunError,
     TransientError,
     UsageError,
 )
@@ -137,6 +139,7 @@ class Runner:
         self._observe: Observer = observe or _Nobody()
         self.stopped: str | None = None  # why the run was stopped early, if it was
         self.out_of_budget = False  # set when the next submit would have passed --budget
+        self.run_error: RunError | None = None  # the key, the account or the network failed
         self._scope: anyio.CancelScope | None = None
         self._submits: set[anyio.CancelScope] = set()
 
@@ -152,6 +155,15 @@ class Runner:
             scope.deadline = min(scope.deadline, deadline)
         if self._scope is not None:
             self._scope.cancel()
+
+    def halt(self, error: RunError) -> None:
+        """A run error: no more submits. Jobs at the provider are still followed when it still
+        answers them (a locked account); otherwise the run stops like :meth:`stop`."""
+        if self.run_error is None:
+            self.run_error = error
+            logger.warning("run stopped submitting: %s", error)
+        if not error.follow_in_flight:
+            self.stop(str(error))
 
     # ------------------------------------------------------------------ the whole run
 
@@ -257,6 +269,8 @@ class Runner:
         return job
 
     async def _submit(self, job: Job) -> Job:
+        if self.run_error is not None:
+            return job  # stays pending for the run after the cause is fixed
         try:
             body = materialize(job.input, {k: LocalFile(**v) for k, v in job.files.items()})
         except UsageError as exc:
@@ -286,6 +300,11 @@ class Runner:
         except FinalError as exc:
             return self.ledger.transition(
                 job.job_id, S.FAILED, detail="submit rejected", error=str(exc), cost_usd=None
+            )
+        except RunError as exc:  # refused before any job was made: nothing spent
+            self.halt(exc)
+            return self.ledger.transition(
+                job.job_id, S.PENDING, detail="submit refused", error=None, cost_usd=None
             )
         except TransientError as exc:
             if not isinstance(exc, RateLimitedError):
@@ -338,15 +357,21 @@ class Runner:
     async def _submit_shielded(self, job: Job, body: dict[str, Any]) -> Submitted:
         """A stop does not interrupt a POST under way (so its answer gets recorded: the
         ledger write after it has no await), except after ``stop_grace`` seconds; a submit cut
-        off then is ambiguous."""
+        off then is ambiguous if its POST was out, and provably not sent if it was not (it
+        was waiting to retry a connection that never opened)."""
+        wire = Wire()
         with anyio.CancelScope(shield=True), anyio.CancelScope() as grace:
             if self.stopped is not None:
                 grace.deadline = anyio.current_time() + self.options.stop_grace
             self._submits.add(grace)
             try:
-                return await self.client.submit(job.endpoint, body, retry_throttled=False)
+                return await self.client.submit(
+                    job.endpoint, body, retry_throttled=False, wire=wire
+                )
             finally:
                 self._submits.discard(grace)
+        if not wire.busy:
+            raise TransientError("the run stopped before this submit was sent")
         raise AmbiguousSubmitError("the run stopped while this submit awaited its answer")
 
     async def _until_completed(self, job: Job) -> Job:
@@ -360,6 +385,9 @@ class Runner:
                 return self._fail(job, job.state, str(exc))
             except TransientError as exc:
                 return self._unreachable(job, exc)
+            except RunError as exc:
+                self.halt(exc)
+                return job  # still at the provider: the next run follows it
             if status.status == "IN_PROGRESS" and job.state is S.QUEUED:
                 job = self.ledger.transition(job.job_id, S.RUNNING, started_at=now())
             if status.status == "COMPLETED":
@@ -391,7 +419,7 @@ class Runner:
         assert job.request_id is not None
         try:
             answer = await self.client.cancel(job.endpoint, job.request_id, url=job.cancel_url)
-        except (FinalError, TransientError) as exc:
+        except (FinalError, TransientError, RunError) as exc:
             answer = f"cancel failed: {exc}"
         return self._fail(job, job.state, f"{reason}; cancelled at the provider ({answer})")
 
@@ -399,6 +427,18 @@ class Runner:
         assert job.request_id is not None
         try:
             answer = await self.client.result(job.endpoint, job.request_id, url=job.response_url)
+        except RunError as exc:
+            self.halt(exc)
+            return job  # completed at the provider: the next run fetches the result
+        except ResultExpiredError as exc:
+            logger.warning("job %s: %s", job.job_id, exc)
+            return self.ledger.transition(
+                job.job_id,
+                S.EXPIRED,
+                expect=job.state,
+                detail="result expired",
+                error=f"{exc}. It was probably billed; `batchrunner retry --expired` buys it again",
+            )
         except FinalError as exc:
             reason = str(exc)
             if status.error and status.error not in reason:
@@ -467,6 +507,15 @@ class Runner:
             checked = await check_download(job.endpoint, job.input, got.path, poster)
         except (DownloadError, ValueError) as exc:  # UnplayableError too: the file is removed
             logger.warning("job %s: %s", job.job_id, exc)
+            if isinstance(exc, DownloadError) and exc.permanent:
+                self.ledger.transition(
+                    job.job_id,
+                    S.DOWNLOAD_FAILED,
+                    detail="download failed for good",
+                    error=f"the video was paid for but cannot be downloaded: {exc} (the result "
+                    "is kept; `batchrunner retry --downloads` tries again without buying it again)",
+                )
+                return
             self.ledger.transition(
                 job.job_id,
                 S.COMPLETED,

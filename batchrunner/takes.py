@@ -148,11 +148,13 @@ def preview(ledger_path: str | Path, ids: Sequence[str], *, new_take: bool, unkn
 
 def _requeue(jobs: list[Job], unknown: bool) -> list[Job]:
     again = {JobState.FAILED, JobState.CANCELLED} | ({JobState.UNKNOWN} if unknown else set())
-    bought = [j.job_id for j in jobs if j.state in (JobState.DONE, JobState.COMPLETED)]
+    paid = (JobState.DONE, JobState.COMPLETED, JobState.DOWNLOAD_FAILED, JobState.EXPIRED)
+    bought = [j.job_id for j in jobs if j.state in paid]
     if bought:
         raise UsageError(
             f"already bought: {', '.join(bought)}; add --new-take to buy a new take of each "
-            "(a new job with a fresh seed), or leave them out of the file"
+            "(a new job with a fresh seed), or leave them out of the file (`retry --downloads` "
+            "fetches download_failed videos again, `retry --expired` buys expired ones again)"
         )
     stuck = [j.job_id for j in jobs if j.state is JobState.UNKNOWN and not unknown]
     if stuck:

@@ -1,4 +1,5 @@
-"""The ``retry --ids FILE [--new-take]`` options and what they print (see :mod:`.takes`).
+"""The ``retry --ids FILE [--new-take] [--dry-run]`` options and what they print (see
+:mod:`.takes`); ``retry``'s own ``--budget`` caps them too.
 
 Kept apart from :mod:`batchrunner.cli` so the review → re-roll loop is one small unit: the
 options, the plan printed before anything is bought, and the call into the library.
@@ -33,13 +34,6 @@ def takes_options(fn: F) -> F:
             is_flag=True,
             help="With --ids: buy a new take of each listed job (new id ~tN, fresh seed); "
             "the originals stay.",
-        ),
-        click.option(
-            "--budget",
-            type=click.FloatRange(min=0),
-            default=None,
-            help="Most USD this ledger may commit, counting earlier runs (default: the last "
-            "run's).",
         ),
         click.option(
             "--dry-run",

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from batchrunner.client import QueueStatus, Result, Submitted
+from batchrunner.client import QueueStatus, Result, Submitted, Wire
 from batchrunner.ledger import Ledger, NewJob
 from batchrunner.retry import RetryPolicy
 from batchrunner.scheduler import Runner, RunOptions
@@ -52,10 +52,17 @@ class FakeQueue:
         self.submitted: list[str] = []  # job ids (the prompt names them), in POST order
 
     async def submit(
-        self, endpoint_id: str, payload: dict[str, Any], *, retry_throttled: bool = True
+        self,
+        endpoint_id: str,
+        payload: dict[str, Any],
+        *,
+        retry_throttled: bool = True,
+        wire: Wire | None = None,
     ) -> Submitted:
         job_id = "job-{:02d}".format(int(payload["prompt"].split()[-1]))
         self.submitted.append(job_id)
+        if wire is not None:
+            wire.busy = True  # the POST is out
         if self.on_submit is not None:
             await self.on_submit(job_id)
         base = f"{ORIGIN}/fal-ai/veo3/requests/req-{job_id}"

@@ -22,8 +22,10 @@ from batchrunner.client import (
     rebase,
 )
 from batchrunner.errors import (
+    AccountLockedError,
     AmbiguousSubmitError,
     FinalError,
+    KeyRefusedError,
     ProviderError,
     RateLimitedError,
     ResultExpiredError,
@@ -33,6 +35,9 @@ from batchrunner.errors import (
 from batchrunner.providers import ApiConfig
 from batchrunner.retry import RetryPolicy
 
+LOCKED = (
+    "User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing."
+)
 TOKEN = "tok-SECRET-7d1f0e"
 BASE = "https://api.quickrouter.ai"
 ENDPOINT = "fal-ai/veo3/image-to-video"
@@ -51,7 +56,15 @@ SEED_ANSWER: dict[str, Any] = {  # the reseller's documented submit answer (shar
 NGINX_502 = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
 ATTEMPTS = 3
 
+LOCKED = (
+    "User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing."
+)
+
 Handler = Callable[[httpx.Request], httpx.Response]
+
+LOCKED = (
+    "User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing."
+)
 
 
 @pytest.fixture
@@ -349,8 +362,10 @@ CASES = [
         "timed out",
         1,
     ),
-    ("submit", ok({"detail": "Invalid token"}, 401), FinalError, "rejected the key (401)", 1),
-    ("status", ok({"detail": "Forbidden"}, 403), FinalError, "rejected the key (403)", 1),
+    ("submit", ok({"detail": "Invalid token"}, 401), KeyRefusedError, "401 Invalid token", 1),
+    ("status", ok({"detail": "Forbidden"}, 403), KeyRefusedError, "403 Forbidden", 1),
+    ("submit", ok({"detail": LOCKED}, 403), AccountLockedError, "Exhausted balance", 1),
+    ("result", ok({"detail": LOCKED}, 403), AccountLockedError, "User is locked", 1),
     (
         "status",
         ok({"detail": "Not Found"}, 404),
@@ -363,7 +378,7 @@ CASES = [
     ("result", ok({"detail": "Request is still in progress"}, 400), TransientError, "400", 3),
     ("submit", ok({"detail": "bad json"}, 400), FinalError, "bad json", 1),
     ("status", ok({"detail": "slow"}, 408), TransientError, "408", ATTEMPTS),
-    ("submit", ok({"detail": "Payment required"}, 402), FinalError, "Payment required", 1),
+    ("submit", ok({"detail": "Payment required"}, 402), AccountLockedError, "Payment required", 1),
     ("result", app_error(500, "model crashed"), FinalError, "model crashed", 1),
     ("submit", app_error(500, "model crashed"), FinalError, "model crashed", 1),
     ("status", raw(500, b"Internal Server Error"), TransientError, "Internal Server Error", 3),
@@ -412,8 +427,8 @@ async def test_422_detail_string_becomes_the_message() -> None:
 @pytest.mark.anyio
 async def test_a_token_echoed_by_the_server_is_scrubbed() -> None:
     answer = ok({"detail": f"invalid key Bearer {TOKEN}"}, 401)
-    error = await fails(Recorder(answer).client(), "status", FinalError)
-    assert str(error) == "the API rejected the key (401): invalid key Bearer ***"
+    error = await fails(Recorder(answer).client(), "status", KeyRefusedError)
+    assert str(error) == "401 invalid key Bearer ***"
     html = raw(200, f"<p>{TOKEN}</p>".encode())
     error = await fails(Recorder(html).client(), "status", TransientError)
     assert "***" in str(error)
@@ -610,7 +625,7 @@ async def test_one_debug_line_per_request_and_never_the_token(
     )
     async with rec.client() as client:
         await client.submit(ENDPOINT, {"prompt": "p"})
-        with pytest.raises(FinalError):
+        with pytest.raises(KeyRefusedError):
             await client.status(ENDPOINT, RID)
     lines = [r.getMessage() for r in caplog.records if r.name == "batchrunner.client"]
     assert lines[0].startswith(f"POST {BASE}/fal-ai/veo3/image-to-video -> 429 (")

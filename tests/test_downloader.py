@@ -220,19 +220,47 @@ async def test_unwritable_folder_is_a_clear_download_error(tmp_path: Path) -> No
             await download(c, "https://cdn.test/a.mp4", blocker / "clip.mp4")
 
 
-async def test_http_error_is_final_not_retried(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("status", "tries"), [(404, 3), (410, 3), (403, 1)])
+async def test_a_gone_or_refused_video_fails_for_good(
+    tmp_path: Path, status: int, tries: int
+) -> None:
+    """404/410 are retried (a CDN may lag behind), then permanent; other 4xx at once."""
     seen: list[httpx.Request] = []
 
     def gone(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(404)
+        return httpx.Response(status)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(gone)) as c:
-        with pytest.raises(DownloadError, match="404"):
+        with pytest.raises(DownloadError, match=str(status)) as info:
             await download(
-                c, "https://cdn.test/a.mp4", tmp_path / "x.mp4", retry=RetryPolicy.fast()
+                c, "https://cdn.test/a.mp4", tmp_path / "x.mp4", retry=RetryPolicy.fast(3)
             )
-    assert len(seen) == 1
+    assert len(seen) == tries and info.value.permanent
+
+
+async def test_a_url_that_is_not_http_fails_for_good_without_a_request(tmp_path: Path) -> None:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: 1 / 0)) as c:
+        with pytest.raises(DownloadError, match="not http") as info:
+            await download(c, "file:///etc/passwd", tmp_path / "x.mp4")
+    assert info.value.permanent and not (tmp_path / "x.mp4").exists()
+
+
+async def test_a_size_that_disagrees_twice_fails_for_good(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def short(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"x" * 100)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(short)) as c:
+        with pytest.raises(DownloadError, match="again after a fresh download") as info:
+            await download(
+                c, "https://cdn.test/a.mp4", tmp_path / "x.mp4", expected_size=50,
+                retry=RetryPolicy.fast(),
+            )  # fmt: skip
+    assert info.value.permanent and len(seen) == 2
+    assert not (tmp_path / "x.mp4").exists() and not list(tmp_path.glob("*.part"))
 
 
 async def test_a_full_disk_is_a_clear_download_error(

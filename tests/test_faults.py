@@ -90,7 +90,8 @@ def test_expired_result_fails_clearly_and_never_loops(tmp_path: Path) -> None:
         manifest = write_manifest(tmp_path / "m.csv", rows(2))
         summary = batch.run_manifest(manifest, settings_for(server, tmp_path), token=TOKEN)
         seen = counters(server)
-    assert summary.counts == {"failed": 2}
+    assert summary.counts == {"expired": 2} and summary.exit_code == 1
+    assert "retry --expired" in (summary.next_command or "")
     with Ledger.open(tmp_path / "ledger.db", create=False) as ledger:
         assert all("result expired" in (j.error or "") for j in ledger.jobs())
     assert seen["requests"]["result"] <= 2
