@@ -26,7 +26,7 @@ $(CHROMIUM):
 chromium: $(CHROMIUM)
 
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest
+	BATCHRUNNER_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not chaos"
@@ -42,7 +42,7 @@ lint: $(STAMP)
 
 bench: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m tests.bench.bench_throughput
-	$(BIN)/python -m tests.bench.bench_gallery
+	BATCHRUNNER_CHROMIUM=$(CHROMIUM) $(BIN)/python -m tests.bench.bench_gallery
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
