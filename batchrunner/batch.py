@@ -323,8 +323,9 @@ def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[ExitCode, str] | None:
         return None
     spent = ledger.spend()
     waiting = ledger.counts().get(JobState.PENDING, 0)
+    left = max(0.0, budget - spent)
     return ExitCode.NOT_FINISHED, (
-        f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${budget - spent:,.2f} left; "
+        f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${left:,.2f} left; "
         f"{waiting} jobs not submitted (raise --budget and run again to continue)"
     )
 

@@ -293,9 +293,12 @@ def _print_plan(plan: Plan, as_json: bool) -> None:
 def _report(summary: Summary, as_json: bool) -> None:
     """Quiet on success, loud otherwise: whatever stdout carries (the line, or JSON with
     --json), a run that is not all done also explains itself on stderr, so cron mails it."""
-    click.echo(json.dumps(summary.as_dict()) if as_json else summary.line())
+    if as_json:
+        click.echo(json.dumps(summary.as_dict()))
     if summary.exit_code != 0:
         click.echo(summary.attention(), err=True)
+    elif not as_json:
+        click.echo(summary.line())
     sys.exit(summary.exit_code)
 
 

@@ -133,7 +133,7 @@ def _next_command(code: ExitCode, counts: dict[str, int], path: str) -> str | No
         return None
     where = ledger_option(path)
     if code == ExitCode.RUN_STOPPED:
-        return "fix what the message above names, then run the same command again"
+        return None  # the stop line says what to fix and to run the same command again
     if code == ExitCode.JOBS_NOT_DONE:
         if counts.get(JobState.UNKNOWN):
             return (

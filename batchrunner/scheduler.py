@@ -161,7 +161,7 @@ class Runner:
         answers them (a locked account); otherwise the run stops like :meth:`stop`."""
         if self.run_error is None:
             self.run_error = error
-            logger.warning("run stopped submitting: %s", error)
+            logger.info("run stopped submitting: %s", error)  # the summary says it once
         if not error.follow_in_flight:
             self.stop(str(error))
 

@@ -52,6 +52,7 @@ LEDGER = "tests/test_ledger.py::"
 RUN = "tests/test_run.py::"
 SCHEDULER = "tests/test_scheduler.py::"
 UNATTENDED = "tests/test_unattended.py::"
+RUN_ERRORS = "tests/test_run_errors.py::"
 
 
 @dataclass(frozen=True)
@@ -152,8 +153,8 @@ MUTATIONS: list[Mutation] = [
         "never-sent-submit-called-ambiguous",
         "`unknown` happens only when a submit's answer was lost",
         "batchrunner/client.py",
-        "    if isinstance(exc, NEVER_SENT):\n",
-        "    if False:  # MUTANT\n",
+        "    if isinstance(exc, NEVER_SENT):\n        return TransientError(",
+        "    if False:  # MUTANT\n        return TransientError(",
         (CLIENT + "test_submit_is_retried_when_the_request_never_left",),
     ),
     # --- Results are stored the moment a job completes
@@ -193,7 +194,7 @@ MUTATIONS: list[Mutation] = [
         '        raise _Cut(f"got {size} of {want} bytes")\n'
         "    if want is not None and size != want:\n"
         "        part.unlink()\n"
-        '        raise DownloadError(f"got {size} bytes, expected {want}; the partial file was '
+        '        raise _SizeMismatch(f"got {size} bytes, expected {want}; the partial file was '
         'removed")\n',
         "    # MUTANT: the .part file is renamed unchecked\n",
         (
@@ -223,8 +224,8 @@ MUTATIONS: list[Mutation] = [
         "retry-budget-one-try-too-many",
         "Transient provider trouble is retried, within a budget",
         "batchrunner/retry.py",
-        "            if attempt >= policy.attempts:\n",
-        "            if attempt > policy.attempts:  # MUTANT\n",
+        "            if attempt >= policy.attempts or",
+        "            if attempt > policy.attempts or",
         (FAULTS + "test_unreadable_200_is_retried_then_fails_with_the_body",),
     ),
     Mutation(
@@ -297,6 +298,46 @@ MUTATIONS: list[Mutation] = [
         "            if runner.stopped is not None:\n                os._exit(",
         "            if False:  # MUTANT\n                os._exit(",
         (UNATTENDED + "test_a_second_ctrl_c_leaves_at_once",),
+    ),
+    # --- Account and network trouble stops the run, not the jobs
+    Mutation(
+        "refused-key-fails-every-job",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/client.py",
+        "        return KeyRefusedError(f\"{code} {said() or 'key refused'}\", status=code)\n",
+        '        return FinalError(f"{code} {said()}", status=code)  # MUTANT\n',
+        (
+            RUN_ERRORS
+            + "test_a_wrong_key_stops_the_run_and_the_same_command_finishes_after_the_fix",
+        ),
+    ),
+    Mutation(
+        "locked-account-stops-following-in-flight-jobs",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/errors.py",
+        "    follow_in_flight = True\n",
+        "    follow_in_flight = False  # MUTANT\n",
+        (RUN_ERRORS + "test_a_balance_that_runs_out_leaves_the_rest_pending_until_topped_up",),
+    ),
+    Mutation(
+        "stopped-unsent-submit-called-unknown",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/scheduler.py",
+        "        if not wire.busy:\n",
+        "        if False:  # MUTANT\n",
+        (
+            RUN_ERRORS
+            + "test_an_unreachable_api_stops_within_30_s_with_one_line_and_nothing_unknown",
+        ),
+    ),
+    # --- A download that can never succeed ends
+    Mutation(
+        "permanent-download-failure-retried-forever",
+        "A download that can never succeed ends",
+        "batchrunner/scheduler.py",
+        "            if isinstance(exc, DownloadError) and exc.permanent:\n",
+        "            if False:  # MUTANT\n",
+        (RUN_ERRORS + "test_broken_downloads_end_with_their_reason_and_do_not_stop_the_others",),
     ),
     # --- One runner per ledger
     Mutation(

@@ -1,0 +1,147 @@
+"""Errors at the level they belong to, end to end against the simulator over real sockets.
+
+Run errors (a refused key, a locked account, an unreachable API) stop the run with exit 69 and
+one line, leave unsent jobs pending, and the same command finishes the batch once the cause is
+fixed. Permanent download failures end; cancelled and expired jobs come back on request.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from batchrunner.cli import cli
+from batchrunner.ledger import Ledger
+from batchrunner.simulator import SimulatorServer
+from batchrunner.states import JobState
+from tests.helpers import TOKEN, counters, fast_config, rows, run_args, write_manifest
+
+RIGHT = {"BATCHRUNNER_API_KEY": TOKEN}
+
+
+def states(ledger: Path) -> Counter[str]:
+    with Ledger.open(ledger, create=False) as opened:
+        return Counter(job.state.value for job in opened.jobs())
+
+
+def invoke(args: list[str], env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(cli, args, env=env or RIGHT)
+
+
+def once_each(server: SimulatorServer) -> bool:
+    """No request body was ever submitted twice."""
+    return all(n == 1 for n in counters(server)["submitted_bodies"].values())
+
+
+def test_a_wrong_key_stops_the_run_and_the_same_command_finishes_after_the_fix(
+    tmp_path: Path,
+) -> None:
+    with SimulatorServer(fast_config()) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(40))
+        args = run_args(server, tmp_path, manifest, "--concurrency", "4")
+        wrong = invoke(args, {"QUICKROUTER_API_KEY": "not-the-key"})
+        assert wrong.exit_code == 69, wrong.output
+        assert counters(server)["auth_failures"] <= 4  # at most --concurrency refusals
+        stopped = [line for line in wrong.stderr.splitlines() if "refused the key" in line]
+        assert len(stopped) == 1 and "check QUICKROUTER_API_KEY" in stopped[0]
+        assert server.url in stopped[0] and "not-the-key" not in wrong.output
+        assert states(tmp_path / "ledger.db") == {"pending": 40}
+        fixed = invoke(args)
+        assert fixed.exit_code == 0, fixed.output
+        assert states(tmp_path / "ledger.db") == {"done": 40}
+        assert counters(server)["submits"] == 40 and once_each(server)
+
+
+def test_a_balance_that_runs_out_leaves_the_rest_pending_until_topped_up(
+    tmp_path: Path,
+) -> None:
+    with SimulatorServer(fast_config(balance=5)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(12))
+        args = run_args(server, tmp_path, manifest, "--concurrency", "3")
+        locked = invoke(args)
+        assert locked.exit_code == 69, locked.output
+        assert "cannot pay for more jobs" in locked.stderr and "User is locked" in locked.stderr
+        assert states(tmp_path / "ledger.db") == {"done": 5, "pending": 7}  # in flight followed
+        again = invoke(args)  # the lock outlasts nothing here: still locked, still nothing lost
+        assert again.exit_code == 69 and states(tmp_path / "ledger.db")["pending"] == 7
+        top_up = urllib.request.Request(
+            f"{server.url}/_sim/top-up", data=json.dumps({"submits": 10}).encode(), method="POST"
+        )
+        urllib.request.urlopen(top_up, timeout=10).close()
+        finished = invoke(args)
+        assert finished.exit_code == 0, finished.output
+        assert states(tmp_path / "ledger.db") == {"done": 12}
+        assert counters(server)["submits"] == 12 and once_each(server)
+
+
+def test_an_unreachable_api_stops_within_30_s_with_one_line_and_nothing_unknown(
+    tmp_path: Path,
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(10))
+    args = ["run", str(manifest), "--ledger", str(tmp_path / "l.db"), "--out", str(tmp_path)]
+    started = time.monotonic()
+    result = invoke([*args, "--base-url", "http://127.0.0.1:9", "--concurrency", "4", "--json"])
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 69, result.output
+    assert elapsed < 30
+    lines = [line for line in result.stderr.splitlines() if "cannot reach the API" in line]
+    assert len(lines) == 1 and "http://127.0.0.1:9" in lines[0] and "--base-url" in lines[0]
+    summary = json.loads(result.stdout)
+    assert summary["exit_code"] == 69 and summary["spend_usd"] == 0
+    assert states(tmp_path / "l.db") == {"pending": 10}  # never sent: not unknown, no spend
+
+
+def test_broken_downloads_end_with_their_reason_and_do_not_stop_the_others(
+    tmp_path: Path,
+) -> None:
+    with SimulatorServer(fast_config()) as server:
+        batch_rows = rows(6)
+        batch_rows[1]["prompt"] += " #file-url"
+        batch_rows[4]["prompt"] += " #wrong-size"
+        manifest = write_manifest(tmp_path / "m.csv", batch_rows)
+        result = invoke(run_args(server, tmp_path, manifest))
+        assert result.exit_code == 1, result.output
+        assert states(tmp_path / "ledger.db") == {"done": 4, "download_failed": 2}
+        with Ledger.open(tmp_path / "ledger.db", create=False) as ledger:
+            broken = {job.job_id: job for job in ledger.jobs([JobState.DOWNLOAD_FAILED])}
+        assert "not http(s)" in (broken["shot-002"].error or "")
+        assert "again after a fresh download" in (broken["shot-005"].error or "")
+        assert all("paid for" in (job.error or "") and job.result for job in broken.values())
+        assert "retry --downloads" in result.stderr
+        again = invoke(["retry", "--ledger", str(tmp_path / "ledger.db"), "--downloads"])
+        assert again.exit_code == 1  # still broken, and nothing bought again
+        assert counters(server)["submits"] == 6
+        assert states(tmp_path / "ledger.db") == {"done": 4, "download_failed": 2}
+
+
+def test_cancelled_and_expired_jobs_come_back_on_request(tmp_path: Path) -> None:
+    config = fast_config(result_ttl=0.0)
+    with SimulatorServer(config) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        ledger = tmp_path / "ledger.db"
+        first = invoke(run_args(server, tmp_path, manifest))
+        assert first.exit_code == 1 and states(ledger) == {"expired": 3}
+        assert "retry --expired" in first.stderr
+        config.result_ttl = None  # results are kept again
+        refused = invoke(["retry", "--ledger", str(ledger), "--expired", "--budget", "1"])
+        assert refused.exit_code == 75  # priced against --budget: $4.80 spent, $1.60 each
+        back = invoke(["retry", "--ledger", str(ledger), "--expired", "--budget", "20"])
+        assert back.exit_code == 0, back.output
+        assert states(ledger) == {"done": 3} and counters(server)["submits"] == 6
+
+        more = write_manifest(tmp_path / "more.csv", rows(2))
+        never = run_args(server, tmp_path, more, "--ledger", str(tmp_path / "c.db"))
+        held = invoke(never, {"BATCHRUNNER_API_KEY": "wrong"})
+        assert held.exit_code == 69
+        cancel = invoke(["cancel", "--ledger", str(tmp_path / "c.db"), "--all"])
+        assert cancel.output.count("it was never sent") == 2
+        assert states(tmp_path / "c.db") == {"cancelled": 2}
+        revived = invoke(["retry", "--ledger", str(tmp_path / "c.db"), "--cancelled"])
+        assert revived.exit_code == 0, revived.output
+        assert states(tmp_path / "c.db") == {"done": 2}
