@@ -38,7 +38,7 @@ from batchrunner.ledger import Ledger, NewJob
 from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, load_manifest
 from batchrunner.models import DEFAULT_MODEL, ModelSpec, get_model, lookup
-from batchrunner.plan import to_jobs
+from batchrunner.planner import to_jobs
 from batchrunner.providers import ApiConfig, resolve_api
 from batchrunner.ratelimit import RateLimiter
 from batchrunner.report import Summary
@@ -128,7 +128,9 @@ def check_changed(manifest: Manifest, jobs: Sequence[NewJob], ledger: Ledger) ->
 # ---------------------------------------------------------------------- commands
 
 
-def load(manifest_path: str | Path, settings: Settings, expansion: Expansion | None) -> Manifest:
+def load(
+    manifest_path: str | Path | Any, settings: Settings, expansion: Expansion | None
+) -> Manifest:
     """The manifest, validated and expanded; raises before anything is sent."""
     manifest = load_manifest(
         manifest_path, model_of(settings), sheet=settings.sheet, expansion=expansion
@@ -155,7 +157,7 @@ def model_of(settings: Settings) -> ModelSpec:
 
 
 def run_manifest(
-    manifest_path: str | Path,
+    manifest_path: str | Path | Any,
     settings: Settings,
     *,
     expansion: Expansion | None = None,
@@ -172,7 +174,9 @@ def run_manifest(
     with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
         if not replace_changed:
             check_changed(manifest, jobs, ledger)
-        ledger.start_run("run", manifest=str(manifest.source), **_run_info(settings, api))
+        info = _run_info(settings, api)
+        info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
+        ledger.start_run("run", manifest=str(manifest.source), **info)
         if replace_changed:
             for job in changed_jobs(jobs, ledger):
                 ledger.replace(job)

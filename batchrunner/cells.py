@@ -252,6 +252,49 @@ def _read_jsonl(text: str) -> Table:
     return Table(list(columns), records, problems)
 
 
+IN_MEMORY = "<rows>"  # the source name of a manifest given as rows rather than a file
+
+
+def read_records(rows: Any) -> Table:
+    """A table from rows in memory: a ``pandas.DataFrame`` or a sequence of dicts.
+
+    Rows are numbered from 1 in order, like a file's (blank rows keep their number); missing
+    values (None, NaN, NaT) are empty cells; numpy scalars become plain Python values.
+    """
+    if hasattr(rows, "to_dict") and hasattr(rows, "columns"):  # a DataFrame, without importing
+        frame = rows
+        columns = [_clean_name(c) for c in frame.columns]
+        dicts = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        items = [dict(zip(columns, d.values(), strict=True)) for d in dicts]
+    elif isinstance(rows, Sequence) and all(isinstance(r, dict) for r in rows):
+        items = [{_clean_name(k): v for k, v in r.items()} for r in rows]
+        columns = list(dict.fromkeys(c for item in items for c in item))
+    else:
+        raise UsageError(
+            "a manifest is a file path, a pandas.DataFrame or a list of dicts, "
+            f"not {type(rows).__name__}"
+        )
+    if len(set(columns)) != len(columns):
+        raise UsageError("the rows' column names repeat after trimming spaces")
+    records = [
+        Record(row, None, {k: _plain_scalar(v) for k, v in item.items()})
+        for row, item in enumerate(items, 1)
+        if not _blank(item.values())
+    ]
+    problems = [] if records else [Problem("the manifest has no rows")]
+    return Table(columns, records, problems)
+
+
+def _plain_scalar(value: Any) -> Any:
+    """numpy/pandas scalars as Python values (``numpy.int64(3)`` → ``3``)."""
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__.startswith("numpy"):
+        return item()
+    if type(value).__name__ == "Timestamp":
+        return value.to_pydatetime()
+    return value
+
+
 def _table_from_rows(rows: Iterator[Sequence[Any]]) -> Table:
     """Header + records from the rows of a sheet-like source (no line numbers)."""
     header: _Header | None = None

@@ -25,7 +25,7 @@ from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
 from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
 from batchrunner.expand import MAX_TAKES, Expansion, check_fields, parse_matrix, parse_settings
 from batchrunner.models import DEFAULT_MODEL, get_model
-from batchrunner.plan import Plan, make_plan, money, write_bodies
+from batchrunner.planner import Plan, make_plan, money, write_bodies
 from batchrunner.providers import PROVIDERS
 from batchrunner.report import Progress, Summary
 from batchrunner.simulator import simulate
@@ -556,16 +556,18 @@ def retry(
 @cli.command()
 @log_options
 @ledger_option
+@click.option("--all", "every", is_flag=True, help="List every job, not only those needing you.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @friendly_errors
-def status(ledger: Path, as_json: bool) -> None:
+def status(ledger: Path, every: bool, as_json: bool) -> None:
     """Show how many jobs are in each state, the spend, and jobs needing attention.
 
     \b
     Example:
         batchrunner status --ledger shots.db --json
+        batchrunner status --ledger shots.db --all
     """
-    info = export.status(ledger)
+    info = export.status(ledger, every=every)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -587,7 +589,8 @@ def status(ledger: Path, as_json: bool) -> None:
             f"{last['concurrency_limit']} of {last['concurrency']}"
         )
     for job in info["attention"]:
-        click.echo(f"  {job['state']:>9}  row {job['row']}  {job['job_id']}: {job['error']}")
+        reason = f": {job['error']}" if job["error"] else ""
+        click.echo(f"  {job['state']:>9}  row {job['row']}  {job['job_id']}{reason}")
     for job in info["warnings"]:
         click.echo(
             f"  {'warning':>9}  row {job['row']}  {job['job_id']}: {'; '.join(job['warnings'])}"
@@ -613,7 +616,7 @@ def status(ledger: Path, as_json: bool) -> None:
     "--output",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="File to write: .csv, .jsonl or .parquet.",
+    help="File to write: .csv, .jsonl, .parquet or .xlsx.",
 )
 @friendly_errors
 def export_command(ledger: Path, output: Path) -> None:

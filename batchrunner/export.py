@@ -14,6 +14,10 @@ from batchrunner.states import AT_PROVIDER, NEEDS_ATTENTION, JobState
 
 EXPORT_COLUMNS = [
     "job_id",
+    "id",
+    "variant",
+    "take",
+    "seed",
     "row",
     "state",
     "request_id",
@@ -39,7 +43,7 @@ EXPORT_COLUMNS = [
     "audio_codec",
     "poster",
 ]
-FORMATS = {".csv", ".jsonl", ".parquet"}
+FORMATS = {".csv", ".jsonl", ".parquet", ".xlsx"}
 
 
 def open_existing(path: str | Path) -> Ledger:
@@ -49,20 +53,23 @@ def open_existing(path: str | Path) -> Ledger:
     return Ledger.open(path, create=False)
 
 
-def status(ledger_path: str | Path, *, limit: int = 20) -> dict[str, Any]:
-    """Counts by state, spend, the last run, and the jobs that need the user's attention."""
+def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> dict[str, Any]:
+    """Counts by state, spend, the last run, and the jobs that need the user's attention
+    (``every``: every job, whatever its state)."""
     with open_existing(ledger_path) as ledger:
         counts = {s.value: n for s, n in ledger.counts().items()}
         attention = [
             {"job_id": j.job_id, "row": j.row, "state": j.state.value, "error": j.error}
-            for j in ledger.jobs([*NEEDS_ATTENTION, JobState.COMPLETED])
-            if j.state is not JobState.COMPLETED or j.error  # a completed one: download failed
+            for j in ledger.jobs(None if every else [*NEEDS_ATTENTION, JobState.COMPLETED])
+            if every or j.state is not JobState.COMPLETED or j.error  # completed: download failed
         ]
         warned = [
             {"job_id": j.job_id, "row": j.row, "warnings": j.warnings}
             for j in ledger.jobs([JobState.DONE])
             if j.warnings
         ]
+        if every:
+            limit = len(attention)
         in_flight = sum(counts.get(s.value, 0) for s in AT_PROVIDER)
         billed, billed_jobs = ledger.billed()
         last = ledger.last_run(("run", "resume", "retry"))
@@ -100,9 +107,10 @@ def status(ledger_path: str | Path, *, limit: int = 20) -> dict[str, Any]:
 def rows(ledger: Ledger) -> list[dict[str, Any]]:
     """One flat record per job: the fixed columns, then the manifest's own columns."""
     records = []
+    order = ledger.manifest_columns()
     for job in ledger.jobs():
         record: dict[str, Any] = {
-            "job_id": job.job_id,
+            **identity(job.job_id, job.variant, job.input.get("seed")),
             "row": job.row,
             "state": job.state.value,
             "request_id": job.request_id,
@@ -124,8 +132,11 @@ def rows(ledger: Ledger) -> list[dict[str, Any]]:
         if job.output_name:
             manifest_columns["output"] = job.output_name
         manifest_columns.update(job.metadata)
-        for key, value in manifest_columns.items():
-            record.setdefault(key, value)  # a manifest column never hides a ledger column
+        ranked = sorted(
+            manifest_columns, key=lambda c: order.index(c) if c in order else len(order)
+        )
+        for key in ranked:  # the manifest's own order, then fields it did not name
+            record.setdefault(key, manifest_columns[key])  # never hides a ledger column
         records.append(record)
     return records
 
@@ -145,8 +156,15 @@ def media_columns(job: Job) -> dict[str, Any]:
     }
 
 
+def identity(job_id: str, variant: str, seed: Any) -> dict[str, Any]:
+    """``job_id`` split for people: the row's id, the variant label, the take, the seed."""
+    take = next((int(p[1:]) for p in variant.split("~") if p[:1] == "t" and p[1:].isdigit()), 1)
+    own = job_id.removesuffix(f"~{variant}") if variant else job_id
+    return {"job_id": job_id, "id": own, "variant": variant, "take": take, "seed": seed}
+
+
 def export(ledger_path: str | Path, destination: str | Path) -> int:
-    """Write every job to ``destination`` (.csv, .jsonl or .parquet); returns the row count."""
+    """Write every job to ``destination`` (.csv, .jsonl, .parquet or .xlsx); returns the count."""
     destination = Path(destination)
     if destination.suffix.lower() not in FORMATS:
         raise UsageError(
@@ -165,6 +183,8 @@ def export(ledger_path: str | Path, destination: str | Path) -> int:
             frame[lists] = frame[lists].map(lambda v: json.dumps(v) if isinstance(v, list) else v)
         if suffix == ".csv":
             frame.to_csv(destination, index=False)
+        elif suffix == ".xlsx":
+            frame.to_excel(destination, index=False, sheet_name="jobs")
         elif suffix == ".jsonl":
             frame.to_json(destination, orient="records", lines=True, force_ascii=False)
         else:

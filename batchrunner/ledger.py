@@ -182,6 +182,15 @@ class Ledger:
 
     # ---------------------------------------------------------------- runs
 
+    def manifest_columns(self) -> list[str]:
+        """The column order of the last manifest a run read (exports follow it)."""
+        for row in self.db.query(
+            "select options from runs where command = 'run' order by id desc limit 1"
+        ):
+            columns = json.loads(row["options"] or "{}").get("manifest_columns")
+            return [str(c) for c in columns] if isinstance(columns, list) else []
+        return []
+
     def start_run(self, command: str, **info: Any) -> int:
         """Record a run (never its API key) and make it the one events are attributed to."""
         options = info.pop("options", {})

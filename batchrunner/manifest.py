@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchrunner.cells import Record, read_table
+from batchrunner.cells import IN_MEMORY, Record, read_records, read_table
 from batchrunner.coerce import OMIT, BadCell, FieldKind, coerce, control_text, plain
 from batchrunner.errors import ManifestError, Problem
 from batchrunner.expand import MAX_TAKES, Expansion, TemplateError, Variant, take_seed, variants
@@ -102,19 +102,26 @@ class Manifest:
 
 
 def load_manifest(
-    path: str | Path,
+    path: str | Path | Any,
     spec: ModelSpec,
     *,
     sheet: str | int | None = None,
     expansion: Expansion | None = None,
 ) -> Manifest:
-    """Read, expand and check the manifest at ``path``; raises ManifestError or UsageError."""
+    """Read, expand and check the manifest at ``path`` (or rows in memory: a DataFrame or a
+    list of dicts, whose relative file paths are read from the current folder); raises
+    ManifestError or UsageError."""
     expansion = expansion or Expansion()
-    source = Path(path).expanduser()
-    table = read_table(source, sheet=sheet)
+    if isinstance(path, str | Path):
+        source = Path(path).expanduser()
+        table = read_table(source, sheet=sheet)
+        folder = source.resolve().parent
+    else:
+        source, table, folder = Path(IN_MEMORY), read_records(path), Path.cwd()
+        path = IN_MEMORY
     columns = _Columns(table.columns, spec, expansion)
     problems = [*table.problems, *(columns.problems if table.columns else [])]
-    builder = _RowBuilder(spec, columns, source.resolve().parent, expansion)
+    builder = _RowBuilder(spec, columns, folder, expansion)
     built = [b for record in table.records for b in builder.build(record)]
     problems += _unique(p for b in built for p in b.problems)
     duplicates, dropped = _duplicates(built, dedupe=expansion.dedupe)

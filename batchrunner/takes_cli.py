@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from batchrunner import takes
-from batchrunner.plan import money
+from batchrunner.planner import money
 from batchrunner.report import Progress, Summary
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -63,6 +63,10 @@ def test_export_has_the_contract_columns_then_the_manifest_columns(
     assert CliRunner().invoke(cli, run_args(shared_sim, tmp_path, manifest), env=ENV).exit_code == 0
     contract = [
         "job_id",
+        "id",
+        "variant",
+        "take",
+        "seed",
         "row",
         "state",
         "request_id",
@@ -71,7 +75,7 @@ def test_export_has_the_contract_columns_then_the_manifest_columns(
         "error",
         "cost_usd",
     ]
-    for suffix in (".csv", ".jsonl", ".parquet"):
+    for suffix in (".csv", ".jsonl", ".parquet", ".xlsx"):
         target = tmp_path / f"export{suffix}"
         result = CliRunner().invoke(
             cli, ["export", "--ledger", str(tmp_path / "ledger.db"), "-o", str(target)]
@@ -81,6 +85,7 @@ def test_export_has_the_contract_columns_then_the_manifest_columns(
             ".csv": pd.read_csv,
             ".jsonl": lambda p: pd.read_json(p, lines=True),
             ".parquet": pd.read_parquet,
+            ".xlsx": pd.read_excel,
         }[suffix](target)
         assert list(frame.columns[: len(contract)]) == contract
         assert {"prompt", "image_url", "duration", "notes", "client"} <= set(frame.columns)
@@ -88,7 +93,9 @@ def test_export_has_the_contract_columns_then_the_manifest_columns(
         assert set(frame["state"]) == {"done"}
         assert list(frame["notes"]) == ["take 0", "take 1", "take 2"]
         assert list(frame["cost_usd"]) == [1.6, 1.6, 1.6]  # 4 s with audio at $0.40/s
-        assert TOKEN not in target.read_bytes().decode("utf-8", "replace")
+        assert list(frame["id"]) == ["shot-001", "shot-002", "shot-003"]
+        if suffix != ".xlsx":  # a zip: the token test reads the text formats
+            assert TOKEN not in target.read_bytes().decode("utf-8", "replace")
     bad = CliRunner().invoke(
         cli, ["export", "--ledger", str(tmp_path / "ledger.db"), "-o", str(tmp_path / "x.xls")]
     )

@@ -15,7 +15,7 @@ from batchrunner.errors import ManifestError
 from batchrunner.expand import Expansion
 from batchrunner.manifest import Manifest, load_manifest
 from batchrunner.models import get_model
-from batchrunner.plan import make_plan
+from batchrunner.planner import make_plan
 from tests.helpers import IMAGE, write_manifest
 
 SPEC = get_model("fal-ai/veo3/image-to-video")

@@ -19,7 +19,7 @@ from batchrunner.expand import Expansion
 from batchrunner.manifest import load_manifest
 from batchrunner.models import ModelSpec, get_model, registry
 from batchrunner.openapi import read_document
-from batchrunner.plan import make_plan
+from batchrunner.planner import make_plan
 from batchrunner.pricing import PriceRule, PriceRuleError
 from batchrunner.simulator import SimulatorServer
 from tests.helpers import IMAGE, TOKEN, counters, fast_config, run_args, write_manifest

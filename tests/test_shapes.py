@@ -22,7 +22,7 @@ from batchrunner.cli import cli
 from batchrunner.ledger import Ledger
 from batchrunner.manifest import job_id_for, load_manifest
 from batchrunner.models import get_model
-from batchrunner.plan import to_jobs
+from batchrunner.planner import to_jobs
 from batchrunner.simulator import SimulatorServer
 from batchrunner.simulator.state import body_digest
 from tests.helpers import IMAGE, TOKEN, counters, fast_config, run_args, write_manifest

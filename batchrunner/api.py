@@ -1,0 +1,154 @@
+"""The Python API: plan and run a manifest, read the results back as a DataFrame.
+
+::
+
+    import batchrunner, pandas as pd
+
+    shots = pd.DataFrame({"prompt": ["a red fox", "a barn owl"], "duration": [4, 8]})
+    print(batchrunner.plan(shots, model="fal-ai/veo3.1").cost_usd)      # 4.80
+    done = batchrunner.run(shots, model="fal-ai/veo3.1", simulate=True, ledger="shots.db")
+    frame = batchrunner.results("shots.db")   # typed columns: bool, Int64, datetimes
+
+A manifest is a file path (CSV, TSV, JSONL, XLSX, Parquet), a ``pandas.DataFrame`` or a list of
+dicts; rows are validated and reported exactly as for a file, with row numbers (a bad manifest
+raises :class:`~batchrunner.errors.ManifestError` with every problem). Options are the CLI's,
+by their Python names (``concurrency=4``, ``budget=40``, ``matrix={"aspect_ratio": ["16:9",
+"9:16"]}``, ``set={"duration": "4s"}``, ``count=2``, ``prompt_template=...``); a
+``batchrunner.toml`` beside a manifest file is read as the CLI reads it, the arguments win.
+
+Nothing here configures logging, prints or exits. ``run`` works from plain scripts and from a
+running event loop (a notebook): there it runs the batch on a worker thread and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batchrunner import batch
+from batchrunner.config import TABLES, find_config, load_config
+from batchrunner.errors import UsageError
+from batchrunner.expand import Expansion, check_fields, parse_matrix, parse_settings
+from batchrunner.planner import Plan, make_plan
+from batchrunner.report import Summary
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+EXPANSION_OPTIONS = ("set", "matrix", "prompt_template", "count", "dedupe", "strict")
+SETTINGS_OPTIONS = tuple(f.name for f in dataclasses.fields(batch.Settings))
+
+
+def plan(manifest: Any, *, config: str | Path | None = None, **options: Any) -> Plan:
+    """What ``manifest`` becomes (jobs, price, what the ledger already has); sends nothing."""
+    settings, expansion = _options(manifest, config, options)
+    loaded = batch.load(manifest, settings, expansion)
+    return make_plan(loaded, settings.ledger)
+
+
+def run(
+    manifest: Any,
+    *,
+    config: str | Path | None = None,
+    token: str | None = None,
+    replace_changed: bool = False,
+    **options: Any,
+) -> Summary:
+    """Validate ``manifest``, record its jobs in the ledger and run them to verified files.
+
+    Returns the run's :class:`~batchrunner.report.Summary` (counts, spend, exit code, reasons);
+    :func:`results` gives every job's outcome. The key comes from ``token`` or the environment,
+    as for the CLI; ``simulate=True`` runs against the built-in simulator.
+    """
+    settings, expansion = _options(manifest, config, options)
+
+    def go() -> Summary:
+        return batch.run_manifest(
+            manifest,
+            settings,
+            expansion=expansion,
+            replace_changed=replace_changed,
+            token=token,
+        )
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return go()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchrunner") as pool:
+        return pool.submit(go).result()  # a notebook's loop is busy: run beside it
+
+
+TIMESTAMPS = ("created_at", "submitted_at", "started_at", "completed_at", "done_at", "updated_at")
+
+
+def results(ledger: str | Path) -> pd.DataFrame:
+    """Every job in ``ledger`` as a DataFrame with typed columns.
+
+    The ledger's columns first (``job_id``, ``id``, ``variant``, ``take``, ``seed``, ``row``,
+    ``state``, ``output_path``, costs, times as UTC timestamps, ...), then the request's fields
+    and the manifest's own columns with the types they had: booleans as booleans, whole numbers
+    as integers (``Int64``, missing values allowed), text as text.
+    """
+    import pandas as pd
+
+    from batchrunner import export
+
+    with export.open_existing(ledger) as opened:
+        records = export.rows(opened)
+        jobs = {job.job_id: job for job in opened.jobs()}
+    frame = pd.DataFrame.from_records(
+        [
+            {**r, "created_at": jobs[r["job_id"]].created_at, "done_at": jobs[r["job_id"]].done_at}
+            for r in records
+        ]
+    )
+    if frame.empty:
+        return frame
+    for name in TIMESTAMPS:
+        if name in frame:
+            frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
+    return frame.convert_dtypes()
+
+
+def _options(
+    manifest: Any, config: str | Path | None, options: dict[str, Any]
+) -> tuple[batch.Settings, Expansion]:
+    """Settings and expansion from keyword options over the config file over the defaults."""
+    unknown = sorted(set(options) - set(SETTINGS_OPTIONS) - set(EXPANSION_OPTIONS))
+    if unknown:
+        allowed = ", ".join(sorted({*SETTINGS_OPTIONS, *EXPANSION_OPTIONS} - {"retry"}))
+        raise UsageError(f"unknown option {', '.join(unknown)}; options: {allowed}")
+    path = Path(manifest) if isinstance(manifest, str | Path) else Path.cwd() / "rows"
+    explicit = Path(config) if config is not None else None
+    from_file = load_config(find_config(path, explicit))
+    merged = {k: v for k, v in from_file.items() if k not in TABLES}
+    merged.update({k: v for k, v in options.items() if k not in ("set", "matrix")})
+    fields = batch.model_of(batch.Settings(**_only(merged, SETTINGS_OPTIONS))).fields
+    matrix = {**from_file.get("matrix", {}), **(options.get("matrix") or {})}
+    defaults = {**from_file.get("defaults", {}), **(options.get("set") or {})}
+    check_fields(defaults, fields, "set")
+    parsed_matrix = parse_matrix(
+        [f"{name}={','.join(str(v) for v in values)}" for name, values in matrix.items()], fields
+    )
+    settings = _only(merged, SETTINGS_OPTIONS)
+    for name in ("ledger", "out"):
+        if name in settings:
+            settings[name] = Path(settings[name])
+    expansion = Expansion(
+        defaults=parse_settings([f"{k}={v}" for k, v in defaults.items()], fields),
+        matrix=parsed_matrix,
+        prompt_template=merged.get("prompt_template"),
+        count=merged.get("count"),
+        dedupe=bool(merged.get("dedupe", False)),
+        strict=bool(merged.get("strict", False)),
+    )
+    return batch.Settings(**settings), expansion
+
+
+def _only(values: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k in names}

@@ -1,0 +1,121 @@
+"""The Python API: DataFrames and lists of dicts in, typed DataFrames out, no CLI involved."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import batchrunner
+from batchrunner.errors import ManifestError, UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_dataframe_runs_and_reads_back_with_the_right_dtypes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    shots = pd.DataFrame(
+        {
+            "prompt": ["a red fox", "a barn owl", "a speckled hen"],
+            "duration": [4, 8, 6],
+            "generate_audio": [True, False, True],
+            "seed": [7, None, 9],
+            "scene": ["intro", "middle", "outro"],
+            "take_count": [1, 2, 3],
+        }
+    )
+    summary = batchrunner.run(shots, model="fal-ai/veo3.1", simulate=True, count=2)
+    assert summary.exit_code == 0 and summary.counts == {"done": 6}
+    frame = batchrunner.results("batchrunner.db")
+    assert len(frame) == 6
+    assert frame["generate_audio"].dtype == "boolean"
+    assert frame["seed"].dtype == "Int64" and frame["take"].dtype == "Int64"
+    assert frame["row"].dtype == "Int64" and frame["take_count"].dtype == "Int64"
+    assert (
+        isinstance(frame["done_at"].dtype, pd.DatetimeTZDtype)
+        and str(frame["done_at"].dt.tz) == "UTC"
+    )
+    assert frame["scene"].tolist() == ["intro", "intro", "middle", "middle", "outro", "outro"]
+    assert sorted(frame["take"].tolist()) == [1, 1, 1, 2, 2, 2]
+    assert frame["seed"].notna().all()  # takes get distinct seeds, even without one given
+    assert frame.loc[frame["row"] == 1, "seed"].tolist() == [7, 8]
+    assert frame["duration"].tolist() == ["4s", "4s", "8s", "8s", "6s", "6s"]
+
+
+def test_a_list_of_dicts_is_checked_like_a_file_with_row_numbers() -> None:
+    rows = [
+        {"prompt": "a red fox", "resolution": "1080p"},
+        {"prompt": "a barn owl", "resolution": "8k"},
+    ]
+    with pytest.raises(ManifestError) as info:
+        batchrunner.plan(rows, model="fal-ai/veo3.1")
+    (problem,) = info.value.problems
+    assert (problem.row, problem.column) == (2, "resolution")
+    assert "'720p', '1080p' or '4k'" in problem.message
+    assert batchrunner.plan(rows[:1], model="fal-ai/veo3.1").cost_usd == 3.20
+    with pytest.raises(UsageError, match="unknown option concurency"):
+        batchrunner.plan(rows[:1], concurency=4)
+
+
+def test_run_works_inside_a_running_event_loop(tmp_path: Path) -> None:
+    async def notebook_cell() -> batchrunner.Summary:
+        return batchrunner.run(
+            [{"prompt": "a red fox"}],
+            model="fal-ai/veo3.1",
+            simulate=True,
+            ledger=tmp_path / "l.db",
+            out=tmp_path / "out",
+        )
+
+    assert asyncio.run(notebook_cell()).counts == {"done": 1}
+
+
+def test_the_readme_python_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Python API") :]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[:1]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "4 6.4"
+    assert printed[1] == "0 {'done': 4}"
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 4  # beside them: report.html
+
+
+def test_exports_are_fit_for_people_and_status_all_lists_every_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from batchrunner.cli import cli
+    from batchrunner.export import EXPORT_COLUMNS
+
+    monkeypatch.chdir(tmp_path)
+    shots = pd.DataFrame(
+        {"id": ["fox", "owl"], "notes": ["first", "second"], "prompt": ["a fox", "an owl"],
+         "duration": [4, 6], "scene": ["intro", "outro"]}
+    )  # fmt: skip
+    assert batchrunner.run(shots, model="fal-ai/veo3.1", simulate=True, count=2).exit_code == 0
+    for name in ("jobs.csv", "jobs.xlsx"):
+        written = CliRunner().invoke(cli, ["export", "-o", name])
+        assert written.exit_code == 0, written.output
+    csv = pd.read_csv("jobs.csv")
+    xlsx = pd.read_excel("jobs.xlsx")
+    assert list(csv.columns) == list(xlsx.columns)
+    assert list(csv.columns[:5]) == ["job_id", "id", "variant", "take", "seed"]
+    own = [c for c in csv.columns if c not in EXPORT_COLUMNS]
+    assert own[:4] == ["notes", "prompt", "duration", "scene"]  # the sheet's order first
+    assert csv["id"].tolist() == ["fox", "fox", "owl", "owl"]
+    assert csv["variant"].tolist() == ["t1", "t2", "t1", "t2"]
+    assert csv["take"].tolist() == [1, 2, 1, 2] and csv["seed"].nunique() == 4
+    assert xlsx["job_id"].tolist() == ["fox~t1", "fox~t2", "owl~t1", "owl~t2"]
+    listed = CliRunner().invoke(cli, ["status", "--all"])
+    assert listed.exit_code == 0 and listed.output.count("  done  row ") == 4
+    assert CliRunner().invoke(cli, ["status"]).output.count("  done  row ") == 0
