@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test test-fast mutate lint bench clean
+.PHONY: install demo test test-fast mutate lint bench chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +16,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/batchrunner run manifests/demo.csv --simulate --out outputs --ledger outputs/batchrunner.db
+	$(BIN)/batchrunner run manifests/demo.csv --simulate --out outputs/videos --ledger outputs/batchrunner.db
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+# The gallery's browser test drives Debian's chromium (Playwright never downloads a browser);
+# installed here when missing (needs root, as in CI: about a minute on a fresh machine).
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+chromium: $(CHROMIUM)
+
+test: $(STAMP) $(CHROMIUM)
+	BATCHRUNNER_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not chaos"
@@ -32,8 +40,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check batchrunner tests
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m tests.bench.bench_throughput
+	BATCHRUNNER_CHROMIUM=$(CHROMIUM) $(BIN)/python -m tests.bench.bench_gallery
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache

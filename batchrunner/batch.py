@@ -14,7 +14,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from batchrunner.errors import (
     UsageError,
 )
 from batchrunner.expand import Expansion
+from batchrunner.gallery import write_after_run
 from batchrunner.ledger import Ledger
 from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, load_manifest
@@ -282,7 +283,8 @@ def _execute(
 
     summary = anyio.run(main)
     ledger.finish_run(summary.exit_code, summary.as_dict())
-    return summary
+    gallery = write_after_run(ledger, settings.out)
+    return replace(summary, gallery=str(gallery) if gallery else None)
 
 
 def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> str:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import click
 from click.core import ParameterSource
 
-from batchrunner import batch, export
+from batchrunner import batch, export, gallery
 from batchrunner import models as registry
 from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
 from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
@@ -30,6 +30,7 @@ from batchrunner.planner import Plan, make_plan, money, refusals, write_bodies
 from batchrunner.providers import PROVIDERS
 from batchrunner.report import Progress, Summary
 from batchrunner.simulator import simulate
+from batchrunner.takes_cli import retry_ids, takes_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -534,6 +535,7 @@ def resume(ledger: Path, max_runtime: float | None, budget: float | None, as_jso
 @max_runtime_option
 @budget_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@takes_options
 @friendly_errors
 def retry(
     ledger: Path,
@@ -545,8 +547,11 @@ def retry(
     max_runtime: float | None,
     budget: float | None,
     as_json: bool,
+    **by_ids: Any,
 ) -> None:
     """Submit failed (and, if asked, unknown, cancelled or expired) jobs again, then resume.
+    With --ids, only the jobs a file lists (the review gallery's CSV); with --new-take, a new
+    take of each.
 
     New submits are priced against --budget like any other. Without options: failed jobs.
 
@@ -555,7 +560,15 @@ def retry(
         batchrunner retry --ledger shots.db --failed --unknown
         batchrunner retry --ledger shots.db --cancelled --expired --budget 50
         batchrunner retry --ledger shots.db --downloads
+        batchrunner retry --ledger shots.db --ids selected.csv --new-take --budget 60
     """
+    if by_ids["ids_file"] is not None or by_ids["new_take"]:
+        summary = retry_ids(
+            ledger, unknown=unknown, max_runtime=max_runtime, budget=budget, **by_ids
+        )
+        if summary is not None:  # None: --dry-run
+            _report(summary, as_json)
+        return
     others = unknown or cancelled or expired or downloads
     failed = (not others) if failed is None else failed
     summary = batch.retry(
@@ -609,6 +622,12 @@ def status(ledger: Path, every: bool, as_json: bool) -> None:
     for job in info["attention"]:
         reason = f": {job['error']}" if job["error"] else ""
         click.echo(f"  {job['state']:>9}  row {job['row']}  {job['job_id']}{reason}")
+    for job in info["warnings"]:
+        click.echo(
+            f"  {'warning':>9}  row {job['row']}  {job['job_id']}: {'; '.join(job['warnings'])}"
+        )
+    if info["warnings_total"] > len(info["warnings"]):
+        click.echo(f"  ... and {info['warnings_total'] - len(info['warnings'])} more warnings")
     if info["not_in_manifest_total"]:
         click.echo(
             f"{info['not_in_manifest_total']} jobs are no longer in the manifest (left alone): "
@@ -640,6 +659,29 @@ def export_command(ledger: Path, output: Path) -> None:
     """
     count = export.export(ledger, output)
     click.echo(f"wrote {count} jobs to {output}", err=True)
+
+
+@cli.command(name="report")
+@ledger_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The page to write (default: report.html in the last run's --out folder).",
+)
+@friendly_errors
+def report_command(ledger: Path, output: Path | None) -> None:
+    """Write the review gallery: one static HTML page with a card per job (poster, prompt,
+    inputs, state, warnings, cost), filters, search, and a CSV of selected jobs for
+    `retry --ids FILE --new-take`. Every run writes it too.
+
+    \b
+    Example:
+        batchrunner report --ledger shots.db
+        batchrunner report --ledger shots.db -o review/day2.html
+    """
+    written = gallery.report(ledger, output)
+    click.echo(f"wrote {written}", err=True)
 
 
 @cli.command()

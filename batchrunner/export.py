@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 
 from batchrunner.errors import UsageError
-from batchrunner.ledger import Ledger
-from batchrunner.states import AT_PROVIDER, NEEDS_ATTENTION
+from batchrunner.ledger import Job, Ledger
+from batchrunner.states import AT_PROVIDER, NEEDS_ATTENTION, JobState
 
 EXPORT_COLUMNS = [
     "job_id",
@@ -33,6 +33,15 @@ EXPORT_COLUMNS = [
     "submits",
     "submitted_at",
     "completed_at",
+    # what the file turned out to be (batchrunner.verify); warnings joined with "; "
+    "warnings",
+    "media_duration",
+    "media_width",
+    "media_height",
+    "media_audio",
+    "video_codec",
+    "audio_codec",
+    "poster",
 ]
 FORMATS = {".csv", ".jsonl", ".parquet", ".xlsx"}
 
@@ -51,7 +60,13 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
         counts = {s.value: n for s, n in ledger.counts().items()}
         attention = [
             {"job_id": j.job_id, "row": j.row, "state": j.state.value, "error": j.error}
-            for j in ledger.jobs(None if every else NEEDS_ATTENTION)
+            for j in ledger.jobs(None if every else [*NEEDS_ATTENTION, JobState.COMPLETED])
+            if every or j.state is not JobState.COMPLETED or j.error  # completed: download failed
+        ]
+        warned = [
+            {"job_id": j.job_id, "row": j.row, "warnings": j.warnings}
+            for j in ledger.jobs([JobState.DONE])
+            if j.warnings
         ]
         if every:
             limit = len(attention)
@@ -84,6 +99,8 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
             "not_in_manifest_total": len(gone),
             "attention": attention[:limit],
             "attention_total": len(attention),
+            "warnings": warned[:limit],  # done, but the file differs from the request
+            "warnings_total": len(warned),
         }
 
 
@@ -109,6 +126,7 @@ def rows(ledger: Ledger) -> list[dict[str, Any]]:
             "submits": job.submits,
             "submitted_at": job.submitted_at,
             "completed_at": job.completed_at,
+            **media_columns(job),
         }
         manifest_columns = dict(job.input)  # local files as their paths
         if job.output_name:
@@ -121,6 +139,21 @@ def rows(ledger: Ledger) -> list[dict[str, Any]]:
             record.setdefault(key, manifest_columns[key])  # never hides a ledger column
         records.append(record)
     return records
+
+
+def media_columns(job: Job) -> dict[str, Any]:
+    """The verified facts of a job's file as flat columns (None until it is downloaded)."""
+    media = job.media or {}
+    return {
+        "warnings": "; ".join(job.warnings) or None,
+        "media_duration": media.get("duration"),
+        "media_width": media.get("width"),
+        "media_height": media.get("height"),
+        "media_audio": media.get("audio"),
+        "video_codec": media.get("video_codec"),
+        "audio_codec": media.get("audio_codec"),
+        "poster": job.poster,
+    }
 
 
 def identity(job_id: str, variant: str, seed: Any) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Tables (created by the named migrations in :mod:`batchrunner.migrations`):
 
 ``jobs``
-    one row per job: its input, state, ``request_id``, stored result, file and cost.
+    one row per job: its input, state, ``request_id``, stored result, file and cost, and what
+    the file turned out to be (``media``, ``warnings``, ``poster``; see :mod:`batchrunner.verify`).
 ``runs``
     one row per ``run`` / ``resume`` / ``retry``: when, which settings (never the key), outcome.
 ``events``
@@ -18,6 +19,7 @@ and a ``busy_timeout``, so ``status`` and ``export`` can read while a run writes
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -38,8 +40,16 @@ from batchrunner.states import JobState, can_move
 
 BUSY_TIMEOUT_MS = 10_000
 
-# Columns holding JSON text, decoded on read.
-_JSON_COLUMNS = ("input", "files", "metadata", "result")
+# Columns holding JSON text, decoded on read (an empty one reads as this value).
+_JSON_DEFAULTS: dict[str, Any] = {
+    "input": {},
+    "files": {},
+    "metadata": {},
+    "result": None,
+    "media": None,
+    "warnings": [],
+}
+_JSON_COLUMNS = tuple(_JSON_DEFAULTS)
 
 
 def now() -> str:
@@ -61,6 +71,7 @@ class NewJob:
     output_name: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     price_usd: float | None = None
+    take_of: str | None = None  # the job this one is a new take of (``retry --new-take``)
 
     @property
     def input_hash(self) -> str:
@@ -96,13 +107,17 @@ class Job(NewJob):
     completed_at: str | None = None
     done_at: str | None = None
     updated_at: str | None = None
+    media: dict[str, Any] | None = None  # what the file is (see batchrunner.verify)
+    warnings: list[str] = field(default_factory=list)  # how it differs from the request
+    poster: str | None = None  # a JPEG frame of the video, beside the ledger
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
         values = dict(row)
         for name in _JSON_COLUMNS:
             text = values.get(name)
-            values[name] = json.loads(text) if text else ({} if name != "result" else None)
+            default = _JSON_DEFAULTS[name]
+            values[name] = json.loads(text) if text else copy.copy(default)
         values["state"] = JobState(values["state"])
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in values.items() if k in known})
@@ -243,6 +258,7 @@ class Ledger:
                         "output_name": job.output_name,
                         "metadata": _dumps(job.metadata),
                         "price_usd": job.price_usd,
+                        "take_of": job.take_of,
                         "state": JobState.PENDING.value,
                         "created_at": stamp,
                         "updated_at": stamp,
@@ -380,12 +396,15 @@ class Ledger:
             yield Job.from_row(row)
 
     def not_in_last_manifest(self) -> list[Job]:
-        """Jobs the latest `run`'s manifest no longer had (its row was removed); left alone."""
+        """Jobs the latest `run`'s manifest no longer had (its row was removed); left alone.
+        New takes (``retry --new-take``) never were in a manifest and are not listed."""
         last = self.last_run(("run",))
         if last is None:
             return []
         rows = self.db.table("jobs").rows_where(
-            "seen_run is null or seen_run < ?", [last["id"]], order_by="row, variant, job_id"
+            "(seen_run is null or seen_run < ?) and take_of is null",
+            [last["id"]],
+            order_by="row, variant, job_id",
         )
         return [Job.from_row(row) for row in rows]
 

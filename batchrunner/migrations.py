@@ -115,6 +115,18 @@ def m004_jobs_billing(db: sqlite_utils.Database) -> None:
     db.table("jobs").add_column("billed_usd", float)
 
 
+@MIGRATIONS(name="m005_jobs_media")
+def m005_jobs_media(db: sqlite_utils.Database) -> None:
+    """What the downloaded file turned out to be, checked against the request (PyAV):
+    ``media`` (JSON: container, codecs, duration, frame size, audio), ``warnings`` (JSON list of
+    mismatches; the job is still done), ``poster`` (a JPEG beside the ledger), and ``take_of``
+    (the job a re-roll, ``retry --new-take``, was made from)."""
+    db.table("jobs").add_column("media", str)
+    db.table("jobs").add_column("warnings", str)
+    db.table("jobs").add_column("poster", str)
+    db.table("jobs").add_column("take_of", str)
+
+
 KNOWN = {m.name for m in MIGRATIONS._migrations}
 
 

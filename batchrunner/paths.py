@@ -55,6 +55,21 @@ def default_output_name(job_id: str, row: int | None, extension: str = ".mp4") -
     return stem + extension
 
 
+def video_name(job_id: str, row: int | None, output: str | None, extension: str = ".mp4") -> str:
+    """Where a job's video goes under ``--out``: always with its row number in front.
+
+    ``0007-<job id>.mp4`` by default; the ``output`` cell's name keeps its folder and gets the
+    row too (``day2/lake.mp4`` of row 7 → ``day2/0007-lake.mp4``), so a folder of videos sorts
+    like the spreadsheet and each file says which row it came from.
+    """
+    if not output:
+        return default_output_name(job_id, row, extension)
+    if row is None:
+        return output
+    folder, slash, name = output.rpartition("/")
+    return f"{folder}{slash}{row:04d}-{name}"
+
+
 def with_extension(name: str, extension: str) -> str:
     """Add ``extension`` when the user's name has none (``clip1`` → ``clip1.mp4``)."""
     return name if PurePosixPath(name).suffix else name + extension

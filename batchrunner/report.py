@@ -37,6 +37,7 @@ class Summary:
     ledger: str = DEFAULT_LEDGER
     run_id: int | None = None
     finished_at: str = ""
+    gallery: str | None = None  # the review page written at the end (batchrunner.gallery)
 
     @classmethod
     def from_ledger(
@@ -91,6 +92,8 @@ class Summary:
         )
         if self.billed_jobs:
             line += f", billed ${self.billed_usd:,.2f} ({self.billed_jobs} jobs reported)"
+        if self.gallery:
+            line += f"\nreview: {self.gallery}"
         return line if self.stopped is None else f"stopped early: {self.stopped}\n{line}"
 
     def attention(self) -> str:

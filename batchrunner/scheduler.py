@@ -43,8 +43,9 @@ from batchrunner.errors import (
 from batchrunner.ledger import Job, Ledger, now
 from batchrunner.manifest import LocalFile, materialize
 from batchrunner.models import get_model
-from batchrunner.paths import default_output_name, output_path
+from batchrunner.paths import output_path, video_name
 from batchrunner.states import AT_PROVIDER, JobState
+from batchrunner.verify import check_download, poster_path
 
 logger = logging.getLogger(__name__)
 S = JobState
@@ -498,11 +499,13 @@ class Runner:
     async def _download(self, job: Job) -> None:
         assert job.video_url is not None
         spec = get_model(job.endpoint, allow_unregistered=True)
-        name = job.output_name or default_output_name(job.job_id, job.row, spec.default_extension)
+        name = video_name(job.job_id, job.row, job.output_name, spec.default_extension)
         try:
             path = output_path(self.out_dir, name)
             got = await download(self.media, job.video_url, path, expected_size=job.file_size)
-        except (DownloadError, ValueError) as exc:
+            poster = poster_path(self.ledger.path, job.job_id)
+            checked = await check_download(job.endpoint, job.input, got.path, poster)
+        except (DownloadError, ValueError) as exc:  # UnplayableError too: the file is removed
             logger.warning("job %s: %s", job.job_id, exc)
             if isinstance(exc, DownloadError) and exc.permanent:
                 self.ledger.transition(
@@ -531,7 +534,10 @@ class Runner:
             sha256=got.sha256,
             done_at=now(),
             error=None,
+            **checked.fields(),
         )
+        for warning in checked.warnings:
+            logger.warning("job %s: the video differs from the request: %s", job.job_id, warning)
 
 
 async def _feed(send: ObjectSendStream[str], items: list[str]) -> None:

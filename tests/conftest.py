@@ -31,3 +31,24 @@ def anyio_backend() -> str:
 def sim() -> Iterator[SimulatorServer]:
     with SimulatorServer(fast_config()) as server:
         yield server
+
+
+# Screenshots a test attaches with record_property("screenshot", path) are listed at the end of
+# the run (and in --junitxml), so CI output says where to look.
+_SCREENSHOTS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _SCREENSHOTS.extend(
+            (report.nodeid, str(value))
+            for name, value in report.user_properties
+            if name == "screenshot"
+        )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _SCREENSHOTS:
+        terminalreporter.section("screenshots")
+        for nodeid, path in _SCREENSHOTS:
+            terminalreporter.write_line(f"{nodeid}: {path}")

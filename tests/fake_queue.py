@@ -18,11 +18,13 @@ from batchrunner.client import QueueStatus, Result, Submitted, Wire
 from batchrunner.ledger import Ledger, NewJob
 from batchrunner.retry import RetryPolicy
 from batchrunner.scheduler import Runner, RunOptions
+from batchrunner.simulator.clips import MediaShape, clip_bytes
 
 ENDPOINT = "fal-ai/veo3/image-to-video"
 ORIGIN = "https://api.test"
 PRICE = 1.60  # 4 s with audio
-VIDEO = bytes(range(256)) * 64  # 16 KiB
+# a real clip of what new_jobs asks for (4 s, 16:9, audio): downloads are decoded and checked
+VIDEO = clip_bytes(MediaShape("16:9", 4.0, True, "720p"))
 
 
 def new_jobs(n: int) -> list[NewJob]:

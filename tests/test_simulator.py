@@ -157,7 +157,8 @@ async def test_a_job_goes_in_queue_in_progress_completed_with_exact_shapes() -> 
     job = counters(app)["jobs"][request_id]
     clip = clip_bytes(MediaShape(**job["media_shape"]))
     assert job["media_shape"] == {  # VALID_BODY: 4 s, no audio; defaults: aspect "auto", 720p
-        "aspect_ratio": "auto", "seconds": 4.0, "audio": False, "resolution": "720p"
+        "aspect_ratio": "auto", "seconds": 4.0, "audio": False, "resolution": "720p",
+        "playable": True,
     }  # fmt: skip
     assert file.content.startswith(clip)
     assert request_id.encode() in file.content[len(clip) :]

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..models import ModelSpec, lookup
-from . import media
+from . import lies, media
 from .clips import MediaShape
 from .config import SimulatorConfig
 from .responses import (
@@ -131,6 +131,7 @@ async def _submit(request: Request, sim: Simulator) -> Response:
         if detail:
             return app_json({"detail": detail}, 422)
         shape = MediaShape(**spec.media_shape(body))
+    shape = lies.apply(shape or MediaShape(), body.get("prompt"), sim.config.lie_marker)
     try:
         accepted = sim.submit(endpoint_id, body, start_timeout=_start_timeout(request), shape=shape)
     except AccountLocked as locked:

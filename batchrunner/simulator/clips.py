@@ -69,6 +69,7 @@ class MediaShape:
     seconds: float = 2.0
     audio: bool = True
     resolution: str | None = None
+    playable: bool = True  # False: the file served is not a video (see .lies)
 
 
 def _ratio(aspect_ratio: str) -> tuple[float, float]:

@@ -177,7 +177,10 @@ def simulate(
     """Run a local fal-compatible queue to rehearse a batch without spending money.
 
     Jobs wait, run and complete on a timer; videos are small real MP4 files served from
-    /media/. Counters of everything the simulator saw are at /_sim/counters.
+    /media/. Counters of everything the simulator saw are at /_sim/counters. A prompt with
+    #policy fails its job; one with #lie:duration, #lie:aspect, #lie:audio or #lie:notvideo
+    gets a clip unlike its request (half the seconds, the ratio turned, audio flipped, not a
+    video at all).
 
     \b
     Example:

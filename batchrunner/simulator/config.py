@@ -138,6 +138,7 @@ class SimulatorConfig:
     media_origin: str | None = None  # origin of video URLs in results (default: the request's)
     result_ttl: float | None = None  # seconds after completion until the result answers 404
     policy_marker: str = "#policy"  # a prompt containing this fails with content_policy_violation
+    lie_marker: str = "#lie:"  # "#lie:duration" etc. in a prompt: a clip unlike the request
     # a prompt containing this completes with a result whose video URL is a local file:// path
     file_url_marker: str = "#file-url"
     # ... or whose file_size is not the size of the file served
@@ -184,6 +185,8 @@ class SimulatorConfig:
             )
         if not self.policy_marker:
             raise ValueError("policy_marker must not be empty")
+        if not self.lie_marker:
+            raise ValueError("lie_marker must not be empty")
         for name in ("public_origin", "media_origin"):
             value = getattr(self, name)
             if value is not None:

@@ -17,6 +17,11 @@ import struct
 from .clips import MediaShape, clip_bytes
 
 _MARK = b"batchrunner-simulator request "
+# what an unplayable "video" is (MediaShape.playable False): a CDN's error page, sent with 200
+_NOT_A_VIDEO = (
+    b"<!DOCTYPE html><html><head><title>Access denied</title></head>"
+    b"<body><h1>Access denied</h1><p>This file is not available.</p></body></html>\n"
+)
 DEFAULT_SHAPE = MediaShape()
 
 
@@ -35,7 +40,7 @@ def video_bytes(request_id: str, size: int, shape: MediaShape | None = None) -> 
 
 @functools.lru_cache(maxsize=64)
 def _video_bytes(request_id: str, size: int, shape: MediaShape) -> bytes:
-    clip = clip_bytes(shape)
+    clip = _clip(shape)
     head = _MARK + request_id.encode() + b"\n"
     pad = max(0, size - len(clip) - 8 - len(head))
     payload = head + hashlib.shake_256(request_id.encode()).digest(pad)
@@ -45,7 +50,11 @@ def _video_bytes(request_id: str, size: int, shape: MediaShape) -> bytes:
 def video_size(request_id: str, size: int, shape: MediaShape | None = None) -> int:
     """``len(video_bytes(request_id, size, shape))`` without building the file."""
     head = len(_MARK) + len(request_id.encode()) + 1
-    return max(size, len(clip_bytes(shape or DEFAULT_SHAPE)) + 8 + head)
+    return max(size, len(_clip(shape or DEFAULT_SHAPE)) + 8 + head)
+
+
+def _clip(shape: MediaShape) -> bytes:
+    return clip_bytes(shape) if shape.playable else _NOT_A_VIDEO
 
 
 def video_sha256(request_id: str, size: int, shape: MediaShape | None = None) -> str:

@@ -1,0 +1,282 @@
+"""``report.html``: a static review gallery of a ledger — see what you bought, pick re-rolls.
+
+One self-contained page (inline CSS, JS and data; no network, no CDN) that opens from
+``file://`` or any static host. Videos, posters and thumbnails are *relative links* from the
+page's folder, so keep the output folder and the ledger's ``.media`` folder where they are
+(or host their common parent)::
+
+    ledger ──► cards (one per job: poster, prompt, inputs, ids, state, warnings, cost, media)
+           ──► header (counts by state, spend, elapsed, model)
+           ──► page template (gallery_page.html) + the cards as inline JSON ──► report.html
+
+The page renders cards in batches as you scroll (``IntersectionObserver``; images are
+``loading="lazy"``), so a 2,000-job ledger opens at once; it filters by state, warnings and
+any column that varies (matrix fields, metadata columns), searches prompts, sorts by row, cost
+or state, and downloads the selected cards as a CSV of job ids that
+``batchrunner retry --ids FILE --new-take`` turns into new takes (:mod:`batchrunner.takes`).
+
+Input images: a local file gets a small JPEG thumbnail in ``<ledger>.media/thumbs/`` (made once
+per image, by its sha256); an http(s) URL is shown as it is (only when online).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from batchrunner.errors import UsageError
+from batchrunner.ledger import Job, Ledger, now
+from batchrunner.models import lookup
+from batchrunner.states import JobState
+from batchrunner.verify import media_dir
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "report.html"
+THUMB_BOX = 160  # input-image thumbnails fit in this many pixels square
+MAX_FACET_VALUES = 60  # a column with more distinct values is searchable, not a filter
+_NOT_FACETS = {"prompt", "negative_prompt", "seed"}
+_TAKE = re.compile(r"(?:^|~)t(\d+)$")
+
+
+def report(ledger_path: str | Path, destination: str | Path | None = None) -> Path:
+    """Write the gallery of the ledger at ``ledger_path``; returns the file written.
+
+    ``destination`` defaults to ``report.html`` in the last run's output folder (else beside
+    the ledger). Reads only: safe while a run holds the ledger.
+    """
+    path = Path(ledger_path)
+    if not path.exists():
+        raise UsageError(f"no ledger at {path}")
+    with Ledger.open(path, create=False) as ledger:
+        target = Path(destination) if destination is not None else default_destination(ledger)
+        try:
+            return write_report(ledger, target)
+        except OSError as exc:
+            raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+
+def write_after_run(ledger: Ledger, out: Path) -> Path | None:
+    """The gallery a run leaves in its output folder; a failure to write it costs only the
+    page (logged), never the run's outcome."""
+    try:
+        return write_report(ledger, Path(out) / REPORT_NAME)
+    except Exception as exc:  # the run's results are in the ledger whatever happens here
+        logger.warning("could not write the review gallery in %s: %s", out, exc)
+        return None
+
+
+def default_destination(ledger: Ledger) -> Path:
+    last = ledger.last_run(("run", "resume", "retry"))
+    out = (last or {}).get("options", {}).get("out")
+    return Path(out) / REPORT_NAME if out else ledger.path.with_name(REPORT_NAME)
+
+
+def write_report(ledger: Ledger, destination: Path) -> Path:
+    """Render the page for ``ledger`` at ``destination`` (written whole, then renamed)."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    page = render(ledger, destination.parent)
+    part = destination.with_name(destination.name + ".part")
+    part.write_text(page, encoding="utf-8")
+    os.replace(part, destination)
+    logger.info("wrote the review gallery %s", destination)
+    return destination
+
+
+def render(ledger: Ledger, folder: Path) -> str:
+    """The page's HTML, with links relative to ``folder`` (where it will be written)."""
+    thumbs = _Thumbs(media_dir(ledger.path) / "thumbs", folder)
+    jobs = list(ledger.jobs())
+    cards = [card(job, folder, thumbs) for job in jobs]
+    data = {
+        "summary": summary(ledger, jobs),
+        "facets": facets(cards),
+        "cards": cards,
+        "retry": f"batchrunner retry --ledger {_shell(str(ledger.path))} --ids "
+        "selected.csv --new-take",
+    }
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    template = resources.files("batchrunner").joinpath("gallery_page.html").read_text("utf-8")
+    title = f"batchrunner — {ledger.path.name}"
+    return template.replace("{{TITLE}}", _html(title)).replace(
+        "{{DATA}}", text.replace("<", "\\u003c")
+    )
+
+
+def card(job: Job, folder: Path, thumbs: _Thumbs) -> dict[str, Any]:
+    """What one job's card shows (keys are short: 2,000 of them go into the page)."""
+    media = job.media or {}
+    video = job.output_path if job.state is JobState.DONE else None
+    values = {**_facet_values(job.input), **_facet_values(job.metadata)}
+    take = _TAKE.search(job.variant or "")
+    return {
+        "id": job.job_id,
+        "row": job.row,
+        "variant": job.variant,
+        "take": int(take.group(1)) if take else 1,
+        "take_of": job.take_of,
+        "seed": job.input.get("seed"),
+        "state": job.state.value,
+        "error": job.error,
+        "warnings": job.warnings,
+        "price": job.price_usd,
+        "cost": job.cost_usd,
+        "billed": job.billed_usd,
+        "video": _link(video, folder) if video else None,
+        "poster": _link(job.poster, folder) if job.poster else None,
+        "prompt": job.input.get("prompt") if isinstance(job.input.get("prompt"), str) else "",
+        "inputs": _inputs(job, folder, thumbs),
+        "values": values,
+        "media": {k: media.get(k) for k in ("duration", "width", "height", "audio")}
+        | {"codecs": "/".join(c for c in (media.get("video_codec"), media.get("audio_codec")) if c)}
+        if media
+        else None,
+    }
+
+
+def summary(ledger: Ledger, jobs: list[Job]) -> dict[str, Any]:
+    """The header: counts by state, money, elapsed time, models, when and from what."""
+    counts = Counter(job.state.value for job in jobs)
+    runs = [
+        dict(r)
+        for r in ledger.db.table("runs").rows_where(
+            "command in ('run', 'resume', 'retry')", order_by="id"
+        )
+    ]
+    elapsed = sum(
+        _seconds_between(r["started_at"], r["finished_at"]) for r in runs if r["finished_at"]
+    )
+    billed, billed_jobs = ledger.billed()
+    return {
+        "ledger": str(ledger.path),
+        "total": len(jobs),
+        "counts": {s.value: counts[s.value] for s in JobState if counts[s.value]},
+        "warned": sum(1 for job in jobs if job.warnings),
+        "spend": ledger.spend(),
+        "estimate": round(sum(job.price_usd or 0 for job in jobs), 4),
+        "billed": billed,
+        "billed_jobs": billed_jobs,
+        "elapsed": round(elapsed, 1),  # the runs' durations added up, not the idle time between
+        "runs": len(runs),
+        "models": sorted({job.endpoint for job in jobs}),
+        "generated": now(),
+    }
+
+
+def facets(cards: list[dict[str, Any]]) -> dict[str, list[list[Any]]]:
+    """Columns worth filtering by: those with 2..MAX_FACET_VALUES distinct values, each value
+    with its count, in first-seen order (manifest order)."""
+    seen: dict[str, Counter[str]] = {}
+    for one in cards:
+        for name, value in one["values"].items():
+            seen.setdefault(name, Counter())[value] += 1
+    return {
+        name: [[value, n] for value, n in counter.items()]
+        for name, counter in seen.items()
+        if 2 <= len(counter) <= MAX_FACET_VALUES
+    }
+
+
+def _facet_values(values: dict[str, Any]) -> dict[str, str]:
+    return {
+        name: _text(value)
+        for name, value in values.items()
+        if name not in _NOT_FACETS
+        and isinstance(value, str | int | float | bool)
+        and not (
+            isinstance(value, str) and (value.startswith(("data:", "/", "http")) or len(value) > 80)
+        )
+    }
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _inputs(job: Job, folder: Path, thumbs: _Thumbs) -> list[dict[str, str]]:
+    """Each input image: ``src`` (a thumbnail or the URL) and ``href`` (the original)."""
+    shown: list[dict[str, str]] = []
+    for key, file in job.files.items():
+        path = file.get("path")
+        if not path:
+            continue
+        src = thumbs.of(Path(path), str(file.get("sha256") or ""))
+        shown.append({"src": src or _link(path, folder), "href": _link(path, folder), "name": key})
+    spec = lookup(job.endpoint)
+    for name in spec.file_fields if spec else ():
+        value = job.input.get(name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item.startswith(("http://", "https://")):
+                shown.append({"src": item, "href": item, "name": name})
+    return shown
+
+
+class _Thumbs:
+    """Small JPEGs of local input images, made once per image (named by its sha256)."""
+
+    def __init__(self, folder: Path, page_folder: Path):
+        self.folder = folder
+        self.page_folder = page_folder
+        self.made: dict[str, str | None] = {}
+
+    def of(self, image: Path, sha256: str) -> str | None:
+        key = sha256[:20] or re.sub(r"[^A-Za-z0-9]", "_", str(image))[-40:]
+        if key not in self.made:
+            self.made[key] = self._make(image, self.folder / f"{key}.jpg")
+        return self.made[key]
+
+    def _make(self, image: Path, dest: Path) -> str | None:
+        if not dest.exists():
+            try:
+                from PIL import Image, ImageOps
+
+                with Image.open(image) as opened:
+                    small = ImageOps.exif_transpose(opened) or opened
+                    small.thumbnail((THUMB_BOX, THUMB_BOX))
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    part = dest.with_name(dest.name + ".part")
+                    small.convert("RGB").save(part, "JPEG", quality=80)
+                    os.replace(part, dest)
+            except (OSError, ValueError) as exc:  # gone, unreadable, not an image Pillow knows
+                logger.info("no thumbnail for %s: %s", image, exc)
+                return None
+        return _link(str(dest), self.page_folder)
+
+
+def _link(path: str, folder: Path) -> str:
+    """``path`` as a URL relative to ``folder`` (an absolute ``file:`` URI across drives)."""
+    try:
+        relative = os.path.relpath(path, folder)
+    except ValueError:
+        return Path(path).resolve().as_uri()
+    return quote(Path(relative).as_posix())
+
+
+def _seconds_between(first: str, last: str) -> float:
+    start, end = datetime.fromisoformat(first), datetime.fromisoformat(last)
+    return max(0.0, (end.astimezone(UTC) - start.astimezone(UTC)).total_seconds())
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _shell(text: str) -> str:
+    return (
+        text
+        if re.fullmatch(r"[A-Za-z0-9_./~:@%+=-]+", text)
+        else "'" + text.replace("'", "'\\''") + "'"
+    )

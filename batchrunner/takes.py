@@ -1,0 +1,237 @@
+"""Review → re-roll: retry the jobs a file lists, or buy new takes of them.
+
+The review gallery (:mod:`batchrunner.gallery`) downloads the cards you select as a CSV with a
+``job_id`` column; ``batchrunner retry --ids FILE`` reads it (or any file with one id per line):
+
+* ``--new-take``: each listed job gets a **new job** beside it — its id, variant and output name
+  with the next take number (``shot-01`` → ``shot-01~t2``, ``shot-01~16:9~t2`` →
+  ``shot-01~16:9~t3``, like :mod:`batchrunner.expand` labels takes), the same input with a fresh
+  seed distinct from its siblings' (when the model has a ``seed`` field), ``take_of`` naming the
+  original, priced by the registry. The originals stay as they are. The plan (each new take,
+  its seed and price, the total) is handed to ``announce`` before anything is recorded or sent,
+  and every submit is reserved against ``--budget`` like any other.
+* without it: the listed jobs that failed or were cancelled (and, with ``--unknown``, those whose
+  submit got no answer) are sent again; a done job is refused, so nothing already bought is
+  bought again unless ``--new-take`` says so.
+
+Either way the run then goes on like ``resume``; the next gallery shows new takes next to the
+originals (same row, the next variant).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchrunner import batch
+from batchrunner.errors import UsageError
+from batchrunner.expand import take_seed
+from batchrunner.ledger import Job, Ledger, NewJob
+from batchrunner.models import get_model
+from batchrunner.paths import safe_name
+from batchrunner.report import Summary
+from batchrunner.scheduler import Observer
+from batchrunner.states import JobState
+
+_TAKE = re.compile(r"^(?P<base>.*?)(?:~t(?P<take>\d+))?$", re.DOTALL)
+_LABEL_TAKE = re.compile(r"(?:^|~)t\d+$")
+_OUTPUT_TAKE = re.compile(r"~t\d+$")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``retry --ids`` is about to do, before anything is recorded or sent."""
+
+    new_takes: list[NewJob]  # --new-take: the jobs to add
+    requeue: list[Job]  # without it: the jobs to send again
+    pending: int  # jobs already pending in the ledger, which the run sends too
+    pending_usd: float
+    spent_usd: float  # committed in the ledger so far
+    no_seed: list[str]  # endpoints whose new takes repeat the same request (no seed field)
+
+    @property
+    def cost_usd(self) -> float:
+        jobs = [j.price_usd or 0.0 for j in self.new_takes] + [
+            j.price_usd or 0.0 for j in self.requeue
+        ]
+        return round(sum(jobs), 4)
+
+
+def read_ids(path: str | Path) -> list[str]:
+    """Job ids from ``path``: a CSV's ``job_id`` column, else the first cell of each line.
+    Blank lines and repeats are skipped; raises UsageError for an unreadable or empty file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the id file {path}: {exc}") from exc
+    rows = [row for row in csv.reader(text.splitlines()) if row and row[0].strip()]
+    column = 0
+    if rows and "job_id" in [cell.strip() for cell in rows[0]]:
+        column = [cell.strip() for cell in rows[0]].index("job_id")
+        rows = rows[1:]
+    ids = list(dict.fromkeys(row[column].strip() for row in rows if len(row) > column))
+    ids = [job_id for job_id in ids if job_id]
+    if not ids:
+        raise UsageError(f"{path} lists no job ids (a CSV with a job_id column, or one per line)")
+    return ids
+
+
+def plan(ledger: Ledger, ids: Sequence[str], *, new_take: bool, unknown: bool = False) -> Plan:
+    """Check ``ids`` against the ledger and plan what ``retry --ids`` would do (read-only)."""
+    missing = [job_id for job_id in ids if not ledger.has(job_id)]
+    if missing:
+        shown = ", ".join(missing[:10]) + (
+            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        )
+        raise UsageError(f"no such job in {ledger.path}: {shown}")
+    jobs = [ledger.get(job_id) for job_id in ids]
+    pending = list(ledger.jobs([JobState.PENDING]))
+    pending_usd = round(sum(j.price_usd or 0.0 for j in pending), 4)
+    if new_take:
+        takes, no_seed = _new_takes(ledger, jobs)
+        return Plan(takes, [], len(pending), pending_usd, ledger.spend(), no_seed)
+    return Plan([], _requeue(jobs, unknown), len(pending), pending_usd, ledger.spend(), [])
+
+
+def retry_ids(
+    ledger_path: str | Path,
+    ids: Sequence[str],
+    *,
+    new_take: bool,
+    unknown: bool = False,
+    budget: float | None = None,
+    max_runtime: float | None = None,
+    announce: Callable[[Plan], None] | None = None,
+    token: str | None = None,
+    observe: Observer | None = None,
+    env: dict[str, str] | None = None,
+) -> Summary:
+    """Plan under the ledger's lock, hand the plan to ``announce``, record it, then run."""
+
+    preview(ledger_path, ids, new_take=new_take, unknown=unknown)  # refuse before a run starts
+
+    def prepare(ledger: Ledger) -> None:
+        planned = plan(ledger, ids, new_take=new_take, unknown=unknown)
+        if announce is not None:
+            announce(planned)
+        ledger.add_jobs(planned.new_takes)
+        for job in planned.requeue:
+            ledger.transition(job.job_id, JobState.PENDING, detail="retry --ids", error=None)
+
+    return batch.resume(
+        ledger_path,
+        token=token,
+        observe=observe,
+        env=env,
+        command="retry",
+        prepare=prepare,
+        budget=budget,
+        max_runtime=max_runtime,
+    )
+
+
+def preview(ledger_path: str | Path, ids: Sequence[str], *, new_take: bool, unknown: bool) -> Plan:
+    """The plan without recording or sending anything (``--dry-run``)."""
+    path = Path(ledger_path)
+    if not path.exists():
+        raise UsageError(f"no ledger at {path}")
+    with Ledger.open(path, create=False) as ledger:
+        return plan(ledger, ids, new_take=new_take, unknown=unknown)
+
+
+def _requeue(jobs: list[Job], unknown: bool) -> list[Job]:
+    again = {JobState.FAILED, JobState.CANCELLED} | ({JobState.UNKNOWN} if unknown else set())
+    paid = (JobState.DONE, JobState.COMPLETED, JobState.DOWNLOAD_FAILED, JobState.EXPIRED)
+    bought = [j.job_id for j in jobs if j.state in paid]
+    if bought:
+        raise UsageError(
+            f"already bought: {', '.join(bought)}; add --new-take to buy a new take of each "
+            "(a new job with a fresh seed), or leave them out of the file (`retry --downloads` "
+            "fetches download_failed videos again, `retry --expired` buys expired ones again)"
+        )
+    stuck = [j.job_id for j in jobs if j.state is JobState.UNKNOWN and not unknown]
+    if stuck:
+        raise UsageError(
+            f"{', '.join(stuck)}: the submit got no answer, so the provider may have made (and "
+            "billed) it; check your dashboard, then add --unknown to send it again"
+        )
+    return [j for j in jobs if j.state in again]
+
+
+def _new_takes(ledger: Ledger, jobs: list[Job]) -> tuple[list[NewJob], list[str]]:
+    taken = [row[0] for row in ledger.db.execute("select job_id from jobs").fetchall()]
+    seeds: dict[str, set[Any]] = {}
+    for job_id, text in ledger.db.execute("select job_id, input from jobs").fetchall():
+        base = _split(job_id)[0]
+        seeds.setdefault(base, set()).add(json.loads(text).get("seed"))
+    top: dict[str, int] = {}  # base id -> highest take it has
+    for job_id in taken:
+        base, take = _split(job_id)
+        top[base] = max(top.get(base, 1), take)
+    made: list[NewJob] = []
+    no_seed: list[str] = []
+    for job in jobs:
+        base, _ = _split(job.job_id)
+        take = top[base] = top.get(base, 1) + 1
+        new_id = f"{base}~t{take}"
+        spec = get_model(job.endpoint, allow_unregistered=True)
+        body = dict(job.input)
+        if "seed" in spec.fields:
+            used = seeds.setdefault(base, set())
+            body["seed"] = _fresh_seed(base, body, take, used)
+            used.add(body["seed"])
+        elif job.endpoint not in no_seed:
+            no_seed.append(job.endpoint)
+        made.append(
+            NewJob(
+                job_id=new_id,
+                endpoint=job.endpoint,
+                input=body,
+                row=job.row,
+                line=job.line,
+                variant=_with_take(job.variant, take),
+                files=job.files,
+                output_name=_output_with_take(job.output_name, take),
+                metadata=job.metadata,
+                price_usd=spec.cost(body) if spec.known else job.price_usd,
+                take_of=job.job_id,
+            )
+        )
+    return made, no_seed
+
+
+def _split(job_id: str) -> tuple[str, int]:
+    """``shot-01~16:9~t3`` → ``("shot-01~16:9", 3)``; an id without a take is take 1."""
+    match = _TAKE.match(job_id)
+    assert match is not None  # the pattern matches any text
+    return match.group("base"), int(match.group("take") or 1)
+
+
+def _fresh_seed(base: str, body: dict[str, Any], take: int, used: set[Any]) -> int:
+    basis = json.dumps({**body, "seed": None, "job": base}, sort_keys=True, default=str)
+    for attempt in range(1000):
+        seed = take_seed(None, basis if not attempt else f"{basis}#{attempt}", take)
+        if seed not in used:
+            return seed
+    return int(hashlib.sha256(basis.encode()).hexdigest()[:8], 16) % 2**31  # pragma: no cover
+
+
+def _with_take(variant: str, take: int) -> str:
+    stem = _LABEL_TAKE.sub("", variant or "")
+    return f"{stem}~t{take}" if stem else f"t{take}"
+
+
+def _output_with_take(name: str | None, take: int) -> str | None:
+    if not name:
+        return None
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or "/" in suffix:
+        stem, dot, suffix = name, "", ""
+    return f"{_OUTPUT_TAKE.sub('', stem)}~{safe_name(f't{take}')}{dot}{suffix}"

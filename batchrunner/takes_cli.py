@@ -1,0 +1,114 @@
+"""The ``retry --ids FILE [--new-take] [--dry-run]`` options and what they print (see
+:mod:`.takes`); ``retry``'s own ``--budget`` caps them too.
+
+Kept apart from :mod:`batchrunner.cli` so the review → re-roll loop is one small unit: the
+options, the plan printed before anything is bought, and the call into the library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from batchrunner import takes
+from batchrunner.planner import money
+from batchrunner.report import Progress, Summary
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def takes_options(fn: F) -> F:
+    options = [
+        click.option(
+            "--ids",
+            "ids_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Only the jobs this file lists: a CSV with a job_id column (the review "
+            "gallery's download) or one id per line.",
+        ),
+        click.option(
+            "--new-take",
+            is_flag=True,
+            help="With --ids: buy a new take of each listed job (new id ~tN, fresh seed); "
+            "the originals stay.",
+        ),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="With --ids: print what would be submitted and its cost; send nothing.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def retry_ids(
+    ledger: Path,
+    *,
+    ids_file: Path | None,
+    new_take: bool,
+    unknown: bool,
+    budget: float | None,
+    dry_run: bool,
+    max_runtime: float | None,
+) -> Summary | None:
+    """Print the plan, then run it (None for ``--dry-run``, which sends nothing)."""
+    if ids_file is None:
+        raise click.UsageError("--new-take needs --ids FILE (the jobs to make new takes of)")
+    ids = takes.read_ids(ids_file)
+    if dry_run:
+        _announce(takes.preview(ledger, ids, new_take=new_take, unknown=unknown), budget)
+        click.echo("dry run: nothing was recorded or sent", err=True)
+        return None
+    progress = Progress()
+    try:
+        return takes.retry_ids(
+            ledger,
+            ids,
+            new_take=new_take,
+            unknown=unknown,
+            budget=budget,
+            max_runtime=max_runtime,
+            announce=lambda plan: _announce(plan, budget),
+            observe=progress,
+        )
+    finally:
+        progress.close()
+
+
+def _announce(plan: takes.Plan, budget: float | None) -> None:
+    """What is about to be bought, one line per job, then the total — on stderr."""
+    if plan.new_takes:
+        click.echo(f"new takes to submit: {len(plan.new_takes)}, {money(plan.cost_usd)}", err=True)
+        for job in plan.new_takes:
+            seed = job.input.get("seed")
+            click.echo(
+                f"  {job.job_id}  row {job.row}  new take of {job.take_of}"
+                + (f", seed {seed}" if seed is not None else "")
+                + f": {money(job.price_usd)}",
+                err=True,
+            )
+        for endpoint in plan.no_seed:
+            click.echo(
+                f"  note: {endpoint} has no seed field; its new takes repeat the same request "
+                "(the provider may still return a different video)",
+                err=True,
+            )
+    else:
+        click.echo(f"jobs to send again: {len(plan.requeue)}, {money(plan.cost_usd)}", err=True)
+        for job in plan.requeue:
+            click.echo(
+                f"  {job.job_id}  row {job.row}  ({job.state}): {money(job.price_usd)}", err=True
+            )
+    if plan.pending:
+        click.echo(
+            f"also pending in the ledger: {plan.pending} jobs, {money(plan.pending_usd)}", err=True
+        )
+    line = f"spent so far: {money(plan.spent_usd)}"
+    if budget is not None:
+        line += f"; --budget {money(budget)} leaves {money(max(0.0, budget - plan.spent_usd))}"
+    click.echo(line, err=True)

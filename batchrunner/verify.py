@@ -1,0 +1,256 @@
+"""Is the downloaded file the video that was bought? Checked with PyAV after each download.
+
+::
+
+    file ── decode every frame ──► facts: container, codecs, duration, frame size, audio
+         │  (fails: UnplayableError, a failed download; the file is removed, `resume` fetches it
+         │   again from the stored result)
+         ├─ compare with the request ──► warnings (the job is still done: the money is spent)
+         └─ one frame at a quarter of the clip ──► a small JPEG poster beside the ledger
+
+What is compared is only what the model's registry entry gives a meaning to
+(:meth:`ModelSpec.media_shape`): the seconds of its duration field (within
+:data:`DURATION_TOLERANCE`), an ``aspect_ratio`` like ``16:9`` (not ``auto``), a ``resolution``
+like ``720p``/``1080P``/``4k`` (the short side, in lines), and audio when the model has a field
+that switches it on (or always has it). A model outside the registry is not compared at all.
+
+The facts are stored on the job (``media``), the mismatches too (``warnings``), and the poster's
+path (``poster``); ``status``, ``export`` and the gallery (:mod:`batchrunner.gallery`) show them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from batchrunner.errors import DownloadError
+from batchrunner.models import get_model
+from batchrunner.paths import safe_name
+from batchrunner.pricing import seconds_of
+
+logger = logging.getLogger(__name__)
+
+DURATION_TOLERANCE = (0.5, 0.10)  # seconds, fraction: the larger of the two is allowed
+ASPECT_TOLERANCE = 0.02  # fraction of the ratio (1366×768 is 16:9)
+LINES_TOLERANCE = (8, 0.02)  # pixels, fraction of the short side
+POSTER_BOX = 320  # the poster fits in this many pixels square
+POSTER_AT = 0.25  # the poster is the frame at this fraction of the clip
+WEB_VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1"})
+MP4_FAMILY = "mp4"  # PyAV's format name for MP4/MOV is "mov,mp4,m4a,3gp,3g2,mj2"
+
+_RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
+_LINES = re.compile(r"^\s*(\d{3,4})\s*[pP]\s*$")
+_NAMED_LINES = {"4k": 2160, "uhd": 2160, "2k": 1440, "qhd": 1440, "fhd": 1080, "hd": 720}
+
+
+class UnplayableError(DownloadError):
+    """The downloaded file does not decode as a video: a failed download, fetched again."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the request asked for, where the model says what that means (None: not checked)."""
+
+    seconds: float | None = None
+    aspect_ratio: str | None = None  # as asked, e.g. "16:9"
+    resolution: str | None = None  # as asked, e.g. "1080p"
+    audio: bool | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return ratio_of(self.aspect_ratio)
+
+    @property
+    def lines(self) -> int | None:
+        return lines_of(self.resolution)
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What a file turned out to be: the job's ``media``, ``warnings`` and ``poster``."""
+
+    media: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    poster: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The ledger columns to set with the job's ``done`` transition."""
+        return {"media": self.media, "warnings": self.warnings, "poster": self.poster}
+
+
+def ratio_of(aspect_ratio: str | None) -> float | None:
+    """``"16:9"`` → 1.777…; None for ``auto`` or anything that is not ``W:H``."""
+    match = _RATIO.match(aspect_ratio or "")
+    if match is None:
+        return None
+    across, down = float(match.group(1)), float(match.group(2))
+    return across / down if across > 0 and down > 0 else None
+
+
+def lines_of(resolution: str | None) -> int | None:
+    """``"720p"`` → 720, ``"768P"`` → 768, ``"4k"`` → 2160; None for what has no line count."""
+    if not resolution:
+        return None
+    named = _NAMED_LINES.get(resolution.strip().lower())
+    if named is not None:
+        return named
+    match = _LINES.match(resolution)
+    return int(match.group(1)) if match else None
+
+
+def expected_of(endpoint: str, payload: Mapping[str, Any]) -> Expected:
+    """What a job's request asked of its clip, in the terms the registry defines."""
+    spec = get_model(endpoint, allow_unregistered=True)
+    if not spec.known:
+        return Expected()
+    body = spec.complete(payload)
+    shape = spec.media_shape(payload)
+    duration_field = spec.price.seconds if spec.price and spec.price.per != "video" else "duration"
+    seconds = seconds_of(body.get(duration_field))
+    aspect = body.get("aspect_ratio")
+    resolution = body.get("resolution")
+    has_audio_field = isinstance(spec.audio, str) and spec.audio in spec.fields
+    return Expected(
+        seconds=seconds or None,
+        aspect_ratio=aspect if isinstance(aspect, str) and ratio_of(aspect) else None,
+        resolution=resolution if isinstance(resolution, str) and lines_of(resolution) else None,
+        audio=bool(shape["audio"]) if has_audio_field or spec.audio is True else None,
+    )
+
+
+def media_dir(ledger_path: str | Path) -> Path:
+    """Where a ledger keeps posters and thumbnails: ``<ledger>.media/`` beside it (like its
+    ``.lock``), never among the videos."""
+    path = Path(ledger_path)
+    return path.with_name(path.name + ".media")
+
+
+def poster_path(ledger_path: str | Path, job_id: str) -> Path:
+    return media_dir(ledger_path) / "posters" / f"{safe_name(job_id)}.jpg"
+
+
+async def check_download(
+    endpoint: str, payload: Mapping[str, Any], path: Path, poster: Path | None
+) -> Inspection:
+    """:func:`inspect` in a worker thread (decoding is CPU work), with the job's expectations.
+
+    Raises :class:`UnplayableError` after removing ``path``, so the next run downloads again.
+    """
+    expected = expected_of(endpoint, payload)
+    try:
+        return await anyio.to_thread.run_sync(inspect, path, expected, poster)
+    except UnplayableError:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspection:
+    """Decode ``path`` completely, describe it, compare it with ``expected``, save a poster.
+
+    Raises :class:`UnplayableError` when it is not a video that decodes.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise UnplayableError(f"{path.name} has no video stream")
+            video = container.streams.video[0]
+            video.thread_type = "AUTO"
+            audio = container.streams.audio[0] if container.streams.audio else None
+            seconds = _container_seconds(container, video)
+            target = seconds * POSTER_AT if seconds else 0.0
+            frames, last_time, still = 0, 0.0, None
+            streams = [video] if audio is None else [video, audio]
+            for packet in container.demux(streams):
+                for frame in packet.decode():
+                    if not isinstance(frame, av.VideoFrame):
+                        continue
+                    frames += 1
+                    at = float(frame.time) if frame.time is not None else 0.0
+                    last_time = max(last_time, at)
+                    if still is None or at <= target:
+                        still = frame
+            if frames == 0 or still is None:
+                raise UnplayableError(f"{path.name} has a video stream but no frame decodes")
+            rate = float(video.average_rate) if video.average_rate else None
+            if not seconds:
+                seconds = last_time + (1 / rate if rate else 0.0)
+            media = {
+                "container": container.format.name,
+                "video_codec": video.codec_context.name,
+                "audio_codec": audio.codec_context.name if audio is not None else None,
+                "width": video.codec_context.width,
+                "height": video.codec_context.height,
+                "duration": round(seconds, 3),
+                "fps": round(rate, 3) if rate else None,
+                "frames": frames,
+                "audio": audio is not None,
+            }
+            saved = _save_poster(still, poster) if poster is not None else None
+    except av.error.FFmpegError as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise UnplayableError(f"{path.name} does not decode as a video ({reason})") from exc
+    return Inspection(media, compare(media, expected, path.suffix), saved)
+
+
+def compare(media: Mapping[str, Any], expected: Expected, suffix: str = ".mp4") -> list[str]:
+    """How the file differs from the request, one readable sentence per difference."""
+    problems: list[str] = []
+    width, height = int(media["width"]), int(media["height"])
+    if expected.seconds is not None:
+        slack = max(DURATION_TOLERANCE[0], DURATION_TOLERANCE[1] * expected.seconds)
+        if abs(media["duration"] - expected.seconds) > slack:
+            problems.append(f"duration {media['duration']:g} s, asked for {expected.seconds:g} s")
+    ratio = expected.ratio
+    if ratio is not None and height and abs(width / height - ratio) > ASPECT_TOLERANCE * ratio:
+        problems.append(f"frame {width}×{height} is not {expected.aspect_ratio} as asked")
+    lines = expected.lines
+    if lines is not None and width and height:
+        short = min(width, height)
+        if abs(short - lines) > max(LINES_TOLERANCE[0], LINES_TOLERANCE[1] * lines):
+            problems.append(
+                f"frame {width}×{height} has {short} lines, asked for {expected.resolution}"
+            )
+    if expected.audio is True and not media["audio"]:
+        problems.append("no audio track, audio was asked for")
+    if expected.audio is False and media["audio"]:
+        problems.append("has an audio track, none was asked for")
+    if suffix.lower() in (".mp4", ".mov") and MP4_FAMILY not in str(media["container"]):
+        problems.append(f"container is {media['container']}, not MP4")
+    if media["video_codec"] not in WEB_VIDEO_CODECS:
+        problems.append(f"video codec {media['video_codec']} may not play in a browser")
+    return problems
+
+
+def _container_seconds(container: Any, video: Any) -> float:
+    import av
+
+    if container.duration:
+        return float(container.duration / av.time_base)
+    if video.duration and video.time_base:
+        return float(video.duration * video.time_base)
+    return 0.0
+
+
+def _save_poster(frame: Any, dest: Path) -> str | None:
+    """A small JPEG of ``frame`` at ``dest`` (written whole, then renamed); None on a disk
+    problem, which costs the poster and nothing else."""
+    image = frame.to_image()
+    image.thumbnail((POSTER_BOX, POSTER_BOX))
+    part = dest.with_name(dest.name + ".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        image.convert("RGB").save(part, "JPEG", quality=80)
+        os.replace(part, dest)
+    except OSError as exc:
+        logger.warning("cannot save the poster %s: %s", dest, exc)
+        return None
+    return str(dest)

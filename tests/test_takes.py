@@ -1,0 +1,132 @@
+"""``retry --ids FILE [--new-take]``: which jobs, which new ids, seeds and prices, and refusals.
+
+Planning is read-only and needs no network; the end-to-end loop (gallery CSV → new takes bought
+once → shown beside the originals) is in ``test_gallery_browser.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from batchrunner.cli import cli
+from batchrunner.errors import UsageError
+from batchrunner.ledger import Ledger, NewJob
+from batchrunner.states import JobState
+from batchrunner.takes import plan, read_ids
+from tests.helpers import IMAGE
+
+VEO3 = "fal-ai/veo3/image-to-video"
+KLING = "fal-ai/kling-video/v2.5-turbo/pro/image-to-video"
+
+
+def job(job_id: str, *, variant: str = "", output: str | None = None, **body: object) -> NewJob:
+    payload = {
+        "prompt": "A fox at dusk",
+        "image_url": IMAGE,
+        "duration": "8s",
+        "generate_audio": True,
+        **body,
+    }
+    return NewJob(
+        job_id=job_id, endpoint=VEO3, input=payload, row=3, line=4, variant=variant,
+        output_name=output, metadata={"scene": "forest"}, price_usd=3.20,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    opened = Ledger.open(tmp_path / "l.db")
+    opened.add_jobs(
+        [
+            job("fox", output="fox.mp4"),
+            job("owl~16:9~t1", variant="16:9~t1", seed=7),
+            job("owl~16:9~t2", variant="16:9~t2", seed=8),
+            job("hen"),
+        ]
+    )
+    opened.transition("hen", JobState.FAILED, error="boom")
+    return opened
+
+
+def test_ids_come_from_the_gallery_csv_or_one_per_line(tmp_path: Path) -> None:
+    gallery = tmp_path / "selected.csv"
+    gallery.write_text(
+        'job_id,row,variant,state\r\nfox,3,,done\r\n"a,b",4,,failed\r\nfox,3,,done\r\n'
+    )
+    assert read_ids(gallery) == ["fox", "a,b"]
+    plain = tmp_path / "ids.txt"
+    plain.write_text("\ufefffox\n\n  owl~16:9~t2 \n")
+    assert read_ids(plain) == ["fox", "owl~16:9~t2"]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("job_id\n")
+    with pytest.raises(UsageError, match="lists no job ids"):
+        read_ids(empty)
+
+
+def test_a_new_take_is_a_new_job_beside_the_original(ledger: Ledger) -> None:
+    planned = plan(ledger, ["fox", "owl~16:9~t1", "owl~16:9~t2"], new_take=True)
+    takes = {t.job_id: t for t in planned.new_takes}
+    assert list(takes) == ["fox~t2", "owl~16:9~t3", "owl~16:9~t4"]
+    fox = takes["fox~t2"]
+    assert (fox.row, fox.variant, fox.output_name, fox.take_of) == (3, "t2", "fox~t2.mp4", "fox")
+    assert fox.metadata == {"scene": "forest"} and fox.price_usd == pytest.approx(3.20)
+    owl = takes["owl~16:9~t4"]
+    assert (owl.variant, owl.output_name, owl.take_of) == ("16:9~t4", None, "owl~16:9~t2")
+    seeds = [t.input["seed"] for t in planned.new_takes] + [7, 8]
+    assert len(set(seeds)) == len(seeds)  # fresh and distinct from every sibling's
+    assert {k: v for k, v in owl.input.items() if k != "seed"} == {
+        k: v for k, v in ledger.get("owl~16:9~t2").input.items() if k != "seed"
+    }
+    assert planned.cost_usd == pytest.approx(3 * 3.20) and planned.spent_usd == 0
+    assert not ledger.has("fox~t2")  # planning records nothing
+
+
+def test_nothing_bought_is_bought_again_without_new_take(ledger: Ledger) -> None:
+    ledger.transition("fox", JobState.SUBMITTING, cost_usd=3.20)
+    ledger.transition("fox", JobState.QUEUED)
+    ledger.transition("fox", JobState.COMPLETED)
+    ledger.transition("fox", JobState.DONE)
+    with pytest.raises(UsageError, match="already bought: fox; add --new-take"):
+        plan(ledger, ["fox", "hen"], new_take=False)
+    assert [j.job_id for j in plan(ledger, ["hen"], new_take=False).requeue] == ["hen"]
+    with pytest.raises(UsageError, match=r"no such job in .*: ghost"):
+        plan(ledger, ["hen", "ghost"], new_take=False)
+
+
+def test_the_cli_prints_what_it_would_buy_and_a_dry_run_records_nothing(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    ledger.start_run("run", options={"out": str(tmp_path / "out"), "simulate": True})
+    ledger.close()
+    ids = tmp_path / "ids.txt"
+    ids.write_text("fox\nhen\n")
+    args = ["retry", "--ledger", str(tmp_path / "l.db"), "--ids", str(ids), "--new-take"]
+    result = CliRunner().invoke(cli, [*args, "--dry-run", "--budget", "10"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "new takes to submit: 2, $6.40",
+        f"  fox~t2  row 3  new take of fox, seed {result.stderr.split('seed ')[1].split(':')[0]}"
+        ": $3.20",
+        f"  hen~t2  row 3  new take of hen, seed {result.stderr.split('seed ')[2].split(':')[0]}"
+        ": $3.20",
+        "also pending in the ledger: 3 jobs, $9.60",
+        "spent so far: $0.00; --budget $10.00 leaves $10.00",
+        "dry run: nothing was recorded or sent",
+    ]
+    with Ledger.open(tmp_path / "l.db", create=False) as reopened:
+        assert not reopened.has("fox~t2")
+    refused = CliRunner().invoke(cli, ["retry", "--ledger", str(tmp_path / "l.db"), "--new-take"])
+    assert refused.exit_code == 2 and "--new-take needs --ids FILE" in refused.output
+
+
+def test_a_model_without_a_seed_field_repeats_the_request_and_says_so(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.add_jobs(
+            [NewJob(job_id="k", endpoint=KLING, input={"prompt": "x", "image_url": IMAGE})]
+        )
+        planned = plan(ledger, ["k"], new_take=True)
+    (take,) = planned.new_takes
+    assert take.input == {"prompt": "x", "image_url": IMAGE} and planned.no_seed == [KLING]

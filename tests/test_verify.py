@@ -1,0 +1,166 @@
+"""Every download is decoded and compared with its request (PyAV).
+
+The simulator serves clips that lie on purpose (``#lie:KIND`` in a prompt): a wrong duration, a
+turned aspect ratio, missing audio, and a file that is not a video at all. The first three end
+``done`` with a warning (the file is kept: the money is spent); the last is a failed download,
+fetched again by ``resume``; nothing else about the run changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from batchrunner.cli import cli
+from batchrunner.ledger import Ledger
+from batchrunner.paths import video_name
+from batchrunner.simulator import SimulatorServer
+from batchrunner.simulator.clips import MediaShape, clip_bytes
+from batchrunner.verify import Expected, UnplayableError, expected_of, inspect, media_dir
+from tests.helpers import IMAGE, TOKEN, counters, fast_config, run_args, write_manifest
+
+ENV = {"BATCHRUNNER_API_KEY": TOKEN}
+VEO3 = "fal-ai/veo3/image-to-video"
+LIES = {
+    "honest": "",
+    "short": " #lie:duration",
+    "turned": " #lie:aspect",
+    "mute": " #lie:audio",
+    "broken": " #lie:notvideo",
+}
+
+
+def lying_rows() -> list[dict[str, str]]:
+    return [
+        {"id": job_id, "prompt": f"A harbour at dawn{lie}", "image_url": IMAGE,
+         "duration": "8s", "aspect_ratio": "16:9", "generate_audio": "true"}
+        for job_id, lie in LIES.items()
+    ]  # fmt: skip
+
+
+def test_a_clip_that_follows_the_request_has_no_warnings(tmp_path: Path) -> None:
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(clip_bytes(MediaShape("9:16", 4.0, False, "1080p")))
+    got = inspect(clip, Expected(4.0, "9:16", "1080p", False), tmp_path / "p.jpg")
+    assert got.warnings == []
+    assert got.media == {
+        "container": "mov,mp4,m4a,3gp,3g2,mj2", "video_codec": "h264", "audio_codec": None,
+        "width": 1080, "height": 1920, "duration": 4.0, "fps": 8.0, "frames": 32, "audio": False,
+    }  # fmt: skip
+    assert got.poster == str(tmp_path / "p.jpg")
+    assert (tmp_path / "p.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
+
+
+def test_every_difference_is_one_sentence(tmp_path: Path) -> None:
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(clip_bytes(MediaShape("9:16", 2.0, False, "720p")))
+    got = inspect(clip, Expected(8.0, "16:9", "1080p", True))
+    assert got.warnings == [
+        "duration 2 s, asked for 8 s",
+        "frame 720×1280 is not 16:9 as asked",
+        "frame 720×1280 has 720 lines, asked for 1080p",
+        "no audio track, audio was asked for",
+    ]
+    assert got.poster is None
+
+
+def test_a_file_that_is_not_a_video_is_unplayable(tmp_path: Path) -> None:
+    page = tmp_path / "c.mp4"
+    page.write_bytes(b"<html><body>Access denied</body></html>\n" * 50)
+    with pytest.raises(UnplayableError, match="does not decode"):
+        inspect(page, Expected())
+
+
+def test_only_what_the_model_defines_is_compared() -> None:
+    veo3 = expected_of(VEO3, {"prompt": "x", "image_url": IMAGE, "duration": "6s"})
+    assert veo3 == Expected(seconds=6.0, aspect_ratio=None, resolution="720p", audio=True)
+    wide = expected_of("fal-ai/veo3.1", {"prompt": "x", "aspect_ratio": "9:16"})
+    assert (wide.aspect_ratio, wide.ratio) == ("9:16", pytest.approx(9 / 16))
+    kling = expected_of("fal-ai/kling-video/v2.5-turbo/pro/image-to-video", {"prompt": "x"})
+    assert kling.audio is None  # the model has no audio switch: nothing to compare
+    assert expected_of("someone/else", {"duration": "8s"}) == Expected()  # not registered
+
+
+def test_names_always_carry_the_row_number() -> None:
+    assert video_name("shot-01", 7, None) == "0007-shot-01.mp4"
+    assert video_name("shot-01", 7, "lake.mp4") == "0007-lake.mp4"
+    assert video_name("shot-01", 12, "day2/lake~16_9.mp4") == "day2/0012-lake~16_9.mp4"
+
+
+@pytest.mark.slow
+def test_lying_clips_are_done_with_warnings_and_a_non_video_is_a_failed_download(
+    tmp_path: Path,
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", lying_rows())
+    ledger_path = tmp_path / "ledger.db"
+    with SimulatorServer(fast_config()) as server:
+        result = CliRunner().invoke(cli, run_args(server, tmp_path, manifest, "--json"), env=ENV)
+        assert result.exit_code == 1, result.output  # one job is not done
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        seen = counters(server)
+        with Ledger.open(ledger_path, create=False) as ledger:
+            jobs = {job.job_id: job for job in ledger.jobs()}
+
+        # nothing else changes: one submit per job, every job paid for, the same spend
+        assert seen["submits"] == 5
+        assert summary["counts"] == {"done": 4, "completed": 1}
+        assert summary["spend_usd"] == pytest.approx(5 * 3.20)
+        warnings = {job_id: job.warnings for job_id, job in jobs.items()}
+        assert warnings == {
+            "honest": [],
+            "short": ["duration 4 s, asked for 8 s"],
+            "turned": ["frame 720×1280 is not 16:9 as asked"],
+            "mute": ["no audio track, audio was asked for"],
+            "broken": [],
+        }
+        served = {job["prompt"]: job["media_sha256"] for job in seen["jobs"].values()}
+        for job_id, lie in LIES.items():
+            job = jobs[job_id]
+            if job_id == "broken":
+                continue
+            assert job.state == "done" and job.error is None
+            video = Path(job.output_path or "")
+            assert video.parent == (tmp_path / "out").resolve()
+            assert (
+                hashlib.sha256(video.read_bytes()).hexdigest() == served[f"A harbour at dawn{lie}"]
+            )
+            assert job.poster is not None and Path(job.poster).is_file()
+            assert Path(job.poster).parent == media_dir(ledger_path) / "posters"
+        assert jobs["short"].media is not None and jobs["short"].media["duration"] == 4.0
+        assert jobs["mute"].media is not None and jobs["mute"].media["audio"] is False
+
+        broken = jobs["broken"]
+        assert broken.state == "completed" and broken.output_path is None
+        assert broken.error == (
+            "download failed (the result is kept; `resume` retries): 0005-broken.mp4 does not "
+            "decode as a video (Invalid data found when processing input)"
+        )
+        assert not list((tmp_path / "out").glob("0005-*"))  # the bad file is not kept
+        names = [p.name for p in (tmp_path / "out").iterdir()]
+        assert [n for n in names if not n.endswith(".mp4")] == ["report.html"]  # no ledger data
+        assert len(names) == 5
+
+        # status and export show the warnings; the failed download needs attention
+        status = CliRunner().invoke(cli, ["status", "--ledger", str(ledger_path)])
+        assert "warning  row 2  short: duration 4 s, asked for 8 s" in status.output
+        assert "completed  row 5  broken: download failed" in status.output
+        export = tmp_path / "e.jsonl"
+        CliRunner().invoke(cli, ["export", "--ledger", str(ledger_path), "-o", str(export)])
+        exported = {r["job_id"]: r for r in map(json.loads, export.read_text().splitlines())}
+        assert exported["turned"]["warnings"] == "frame 720×1280 is not 16:9 as asked"
+        assert (exported["turned"]["media_width"], exported["turned"]["media_height"]) == (
+            720,
+            1280,
+        )
+        assert exported["honest"]["warnings"] is None
+        assert exported["honest"]["media_audio"] is True
+
+        # resume fetches the broken file again (no new purchase) and fails it again
+        again = CliRunner().invoke(cli, ["resume", "--ledger", str(ledger_path)], env=ENV)
+        assert again.exit_code == 1, again.output
+        assert counters(server)["submits"] == 5
+        assert counters(server)["requests"]["media"] == seen["requests"]["media"] + 1
