@@ -80,12 +80,8 @@ class ModelSpec:
     def price_fields(self) -> tuple[str, ...]:
         """The fields a plan breaks the estimate down by, in the model's field order."""
         names = self.price.fields if self.price else ()
-        return tuple(
-            sorted(
-                names,
-                key=lambda n: (n not in self.kinds, self.fields.index(n) if n in self.kinds else 0),
-            )
-        )
+        order = {name: i for i, name in enumerate(self.fields)}
+        return tuple(sorted(names, key=lambda name: order.get(name, len(order))))
 
     def complete(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The request body: ``values`` with the schema's defaults filled in."""
