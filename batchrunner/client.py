@@ -83,6 +83,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar, cast
 
+import anyio
 import httpx
 
 from batchrunner import __version__
@@ -721,7 +722,7 @@ class QueueClient:
 
         try:
             return await call_with_retry(
-                self.retry, attempt_once_if_throttled, retry_on=(TransientError,)
+                self.retry, attempt_once_if_throttled, retry_on=(TransientError,), sleep=self._pause
             )
         except _Throttled as wrapped:
             raise wrapped.error from None
@@ -750,6 +751,15 @@ class QueueClient:
             "%s %s -> %d (%.3fs)", method, url, response.status_code, time.monotonic() - started
         )
         return response
+
+    async def _pause(self, seconds: float) -> None:
+        """A retry's wait, cut short when the API may be declared unreachable before it ends:
+        the next try then comes right at the bound, so the run stops in about that long."""
+        since = self._unreachable_since
+        if since is not None:
+            left = since + self.unreachable_after - time.monotonic()
+            seconds = min(seconds, max(left, 0.0) + 0.05)
+        await anyio.sleep(seconds)
 
     def _still_reachable(self, error: ProviderError, started: float) -> ProviderError:
         """``error``, or an UnreachableError once nothing has connected for the bound."""
