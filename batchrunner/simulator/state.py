@@ -333,6 +333,10 @@ class Simulator:
                         "expired": self.world.result_expired(job, now),
                         "media_shape": asdict(job.shape),
                         "media_sha256": None,
+                        # the job's own time: queued + running (what an ideal client waits)
+                        "service_seconds": round(
+                            job.ready_at - job.submitted_at + job.run_seconds, 6
+                        ),
                     }
                     for job in self.world
                 },
