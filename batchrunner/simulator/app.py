@@ -233,7 +233,11 @@ async def _stream(request: Request, sim: Simulator) -> Response:
             if anyio.current_time() >= next_ping:
                 yield ": ping\n\n"
                 next_ping = anyio.current_time() + ping_every
-            await anyio.sleep(min(STREAM_POLL_SECONDS, ping_every))
+            wait = min(STREAM_POLL_SECONDS, ping_every)
+            change = sim.next_change(request_id)
+            if change is not None and change < wait:  # wake when it changes, like fal's push
+                wait = max(0.001, change + 0.001)
+            await anyio.sleep(wait)
 
     headers = {"cache-control": "no-cache", "x-fal-request-id": request_id}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
