@@ -153,8 +153,8 @@ MUTATIONS: list[Mutation] = [
         "never-sent-submit-called-ambiguous",
         "`unknown` happens only when a submit's answer was lost",
         "batchrunner/client.py",
-        "    if isinstance(exc, NEVER_SENT):\n",
-        "    if False:  # MUTANT\n",
+        "    if isinstance(exc, NEVER_SENT):\n        return TransientError(",
+        "    if False:  # MUTANT\n        return TransientError(",
         (CLIENT + "test_submit_is_retried_when_the_request_never_left",),
     ),
     # --- Results are stored the moment a job completes
@@ -194,7 +194,7 @@ MUTATIONS: list[Mutation] = [
         '        raise _Cut(f"got {size} of {want} bytes")\n'
         "    if want is not None and size != want:\n"
         "        part.unlink()\n"
-        '        raise DownloadError(f"got {size} bytes, expected {want}; the partial file was '
+        '        raise _SizeMismatch(f"got {size} bytes, expected {want}; the partial file was '
         'removed")\n',
         "    # MUTANT: the .part file is renamed unchecked\n",
         (
@@ -224,8 +224,8 @@ MUTATIONS: list[Mutation] = [
         "retry-budget-one-try-too-many",
         "Transient provider trouble is retried, within a budget",
         "batchrunner/retry.py",
-        "            if attempt >= policy.attempts:\n",
-        "            if attempt > policy.attempts:  # MUTANT\n",
+        "            if attempt >= policy.attempts or",
+        "            if attempt > policy.attempts or",  # MUTANT
         (FAULTS + "test_unreadable_200_is_retried_then_fails_with_the_body",),
     ),
     Mutation(
