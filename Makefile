@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m tests.bench.bench_throughput
+	$(BIN)/python -m tests.bench.side_by_side
 	BATCHRUNNER_CHROMIUM=$(CHROMIUM) $(BIN)/python -m tests.bench.bench_gallery
 
 clean:

@@ -4,8 +4,10 @@ The limit in force is an :class:`anyio.CapacityLimiter`'s ``total_tokens``, betw
 ceiling (``--concurrency``). Lowering it never interrupts a job already holding a slot; it only
 holds back new submits.
 
-* **Slow start.** The limit starts at 1 and grows by one per successful submit, so against a
-  provider that never throttles it reaches the ceiling after ``ceiling - 1`` submits.
+* **Slow start.** The limit starts at 1 and grows by two per successful submit. A job keeps
+  its slot until it completes, so each answered submit lets two more go out: the submits under
+  way double every round trip (1, 2, 4, 8, ...), and against a provider that never throttles
+  the limit reaches a ceiling of 50 in six round trips, not 49 submits one after another.
 * **Multiplicative decrease.** A 429 halves the limit, but not below the number of jobs the
   provider has demonstrably accepted (they are in flight right now, so it can hold that many),
   and always by at least one. A burst of 429s therefore settles on the provider's real cap
@@ -23,6 +25,8 @@ from collections.abc import Callable
 import anyio
 
 logger = logging.getLogger(__name__)
+
+SLOW_START_STEP = 2.0  # slots opened per successful submit until the first 429
 
 
 class AdaptiveLimit:
@@ -46,7 +50,7 @@ class AdaptiveLimit:
 
     def succeeded(self) -> None:
         """A submit went through."""
-        step = 1.0 if self.slow_start else 1.0 / self.value
+        step = SLOW_START_STEP if self.slow_start else 1.0 / self.value
         self._set(min(float(self.ceiling), self.value + step))
 
     def _set(self, value: float) -> None:

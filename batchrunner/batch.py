@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 
 from batchrunner.client import QueueClient
 from batchrunner.downloader import media_client
@@ -44,6 +45,7 @@ from batchrunner.report import Summary
 from batchrunner.retry import RetryPolicy
 from batchrunner.scheduler import Observer, Runner, RunOptions
 from batchrunner.states import AT_PROVIDER, JobState
+from batchrunner.streams import STREAM_STALL
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class Settings:
     base_url: str | None = None
     auth_scheme: str | None = None
     concurrency: int = 8
-    rps: float | None = 10.0
+    rps: float | None = None  # None: no fixed cap; the rate adapts to 429s
     download_concurrency: int = 4
     poll_min: float = 0.5
     poll_max: float = 15.0
@@ -74,6 +76,8 @@ class Settings:
     sheet: str | None = None
     resubmit_unknown: bool = False
     simulate: bool = False
+    streams: bool = True  # follow each job's status stream (False: poll only)
+    stream_stall: float = STREAM_STALL
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def stored(self) -> dict[str, Any]:
@@ -260,6 +264,8 @@ def _execute(
                     queue_timeout=settings.queue_timeout,
                     run_timeout=settings.run_timeout,
                     budget=settings.budget,
+                    streams=settings.streams,
+                    stream_stall=settings.stream_stall,
                 ),
                 observe=observe,
             )
@@ -343,8 +349,12 @@ async def _stop_after(runner: Runner, seconds: float, stopped: list[ExitCode]) -
 async def _provider(settings: Settings, api: ApiConfig | None) -> Any:
     """A queue client for the configured API, or for an in-process simulator."""
     limiter = RateLimiter(settings.rps)
+    # a job following its status stream holds a connection: one per job in flight, plus room
+    # for submits and results, all kept alive (a new TLS connection costs more than a request)
+    pool = settings.concurrency + 8
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     if api is not None:
-        async with QueueClient(api, retry=settings.retry, limiter=limiter) as client:
+        async with QueueClient(api, retry=settings.retry, limiter=limiter, limits=limits) as client:
             yield client, api.origin
         return
     from batchrunner.simulator import SimulatorConfig, SimulatorServer
@@ -362,7 +372,9 @@ async def _provider(settings: Settings, api: ApiConfig | None) -> Any:
         simulated = ApiConfig(
             base_url=server.url, auth_scheme="bearer", token="simulator", provider="simulator"
         )
-        async with QueueClient(simulated, retry=settings.retry, limiter=limiter) as client:
+        async with QueueClient(
+            simulated, retry=settings.retry, limiter=limiter, limits=limits
+        ) as client:
             yield client, SIMULATOR_ORIGIN
 
 

@@ -335,9 +335,22 @@ def _report(summary: Summary, as_json: bool) -> None:
 @click.option(
     "--rps",
     type=click.FloatRange(min=0.01),
-    default=10.0,
+    default=None,
+    help="Most API requests per second (default: no fixed cap; a 429 slows requests down).",
+)
+@click.option(
+    "--stream/--no-stream",
+    "streams",
+    default=True,
     show_default=True,
-    help="Most API requests per second.",
+    help="Follow each job's status stream (a 404 or a failing stream falls back to polling).",
+)
+@click.option(
+    "--stream-stall",
+    type=DURATION,
+    default="45s",
+    show_default=True,
+    help="Poll a job instead once its status stream has sent nothing for this long.",
 )
 @click.option(
     "--downloads",

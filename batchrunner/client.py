@@ -70,6 +70,7 @@ Each HTTP request logs one DEBUG line on ``batchrunner.client``: method, URL, st
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -77,7 +78,7 @@ import math
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Collection, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -96,6 +97,7 @@ from batchrunner.errors import (
     RateLimitedError,
     ResultExpiredError,
     RunError,
+    StreamNotOfferedError,
     TransientError,
     UnreachableError,
     UsageError,
@@ -104,6 +106,7 @@ from batchrunner.models import split_endpoint
 from batchrunner.providers import ApiConfig, origin_of
 from batchrunner.ratelimit import RateLimiter
 from batchrunner.retry import RetryPolicy, call_with_retry
+from batchrunner.streams import STREAM_STALL, BadEvent, sse_events
 
 logger = logging.getLogger("batchrunner.client")
 
@@ -515,7 +518,9 @@ class QueueClient:
     """Talks to one provider's queue API through one ``httpx.AsyncClient``.
 
     Every call retries transient failures per ``retry``, waits for ``limiter`` before each HTTP
-    request, and calls ``on_rate_limited()`` on every 429.
+    request, and calls ``on_rate_limited()`` on every 429 (and slows ``limiter`` down on a 429
+    to anything but a submit). ``limits`` sizes the connection pool: a job following its status
+    stream holds a connection, so a run needs about ``concurrency`` plus a few.
     """
 
     def __init__(
@@ -527,6 +532,7 @@ class QueueClient:
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         on_rate_limited: Callable[[], None] | None = None,
+        limits: httpx.Limits | None = None,
         extra_headers: Mapping[str, str] | None = None,
         unreachable_after: float = UNREACHABLE_AFTER,
     ) -> None:
@@ -548,7 +554,9 @@ class QueueClient:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
+            limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
+        self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
 
     def __repr__(self) -> str:
         return f"QueueClient(base_url={self.api.base_url!r}, provider={self.api.provider!r})"
@@ -683,6 +691,79 @@ class QueueClient:
 
         return await self._call("result", "GET", target, parse)
 
+    @contextlib.asynccontextmanager
+    async def status_stream(
+        self,
+        endpoint_id: str,
+        request_id: str,
+        *,
+        url: str | None = None,
+        logs: bool = True,
+        stall: float = STREAM_STALL,
+    ) -> AsyncIterator[AsyncIterator[QueueStatus | None]]:
+        """Open the request's status stream (``{status_url}/stream``); yields its events: a
+        :class:`QueueStatus` per change, ``None`` per keep-alive comment. Not retried: a caller
+        falls back to :meth:`status`.
+
+        Raises :class:`StreamNotOfferedError` for 404/405 or an answer that is not
+        ``text/event-stream``; otherwise what the same answer means for a status poll (a
+        refused key is a :class:`RunError`). While reading, a dropped connection, an event that
+        is not a status object, or ``stall`` seconds without a byte is a :class:`TransientError`.
+        """
+        target = httpx.URL(self._target(url, endpoint_id, request_id, "status"))
+        target = target.copy_with(path=target.path.rstrip("/") + "/stream", query=None)
+        target = target.copy_set_param("logs", "1" if logs else "0")
+        timeout = httpx.Timeout(self._timeout.connect, read=stall, write=stall, pool=stall)
+        request = self._http.build_request(
+            "GET", target, headers={"Accept": "text/event-stream"}, timeout=timeout
+        )
+        await self.limiter.acquire()
+        started = time.monotonic()
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.RequestError as exc:
+            logger.debug("GET %s -> %s", target, type(exc).__name__)
+            error = classify_transport(exc, idempotent=True, secrets=self._secrets)
+            if isinstance(exc, NEVER_SENT):
+                error = self._still_reachable(error, started)
+            raise error from exc
+        self._unreachable_since = None
+        logger.debug("GET %s -> %d (stream)", target, response.status_code)
+        try:
+            kind = response.headers.get("content-type", "")
+            if response.status_code in (404, 405) or (
+                response.status_code == 200 and not kind.startswith("text/event-stream")
+            ):
+                raise StreamNotOfferedError(
+                    f"no status stream here ({response.status_code} {kind or 'no content type'})",
+                    status=response.status_code,
+                )
+            if response.status_code != 200:
+                await response.aread()
+                error = classify(response, "status", secrets=self._secrets) or TransientError(
+                    f"the status stream answered {response.status_code}",
+                    status=response.status_code,
+                )
+                if isinstance(error, RateLimitedError):
+                    self._throttled("status")
+                raise error
+            yield self._stream_statuses(response, stall)
+        finally:
+            await response.aclose()
+
+    async def _stream_statuses(
+        self, response: httpx.Response, stall: float
+    ) -> AsyncIterator[QueueStatus | None]:
+        try:
+            async for event in sse_events(response.aiter_lines()):
+                yield None if event is None else parse_status(event)
+        except BadEvent as exc:
+            raise TransientError(str(exc)) from None
+        except httpx.ReadTimeout:
+            raise TransientError(f"the status stream sent nothing for {stall:g} s") from None
+        except httpx.RequestError as exc:
+            raise classify_transport(exc, idempotent=True, secrets=self._secrets) from exc
+
     async def cancel(self, endpoint_id: str, request_id: str, *, url: str | None = None) -> str:
         """``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED`` or ``NOT_FOUND``."""
         target = self._target(url, endpoint_id, request_id, "cancel")
@@ -707,8 +788,8 @@ class QueueClient:
             if response.status_code not in accept:
                 error = classify(response, op, secrets=self._secrets)
                 if error is not None:
-                    if isinstance(error, RateLimitedError) and self.on_rate_limited:
-                        self.on_rate_limited()
+                    if isinstance(error, RateLimitedError):
+                        self._throttled(op)
                     raise error
             return parse(response)
 
@@ -760,6 +841,14 @@ class QueueClient:
             left = since + self.unreachable_after - time.monotonic()
             seconds = min(seconds, max(left, 0.0) + 0.05)
         await anyio.sleep(seconds)
+
+    def _throttled(self, op: Op) -> None:
+        """A 429. On a submit it is about how many jobs the provider takes (the scheduler lowers
+        its concurrency); on anything else, about the request rate: the limiter slows down."""
+        if op != "submit":
+            self.limiter.throttled()
+        if self.on_rate_limited:
+            self.on_rate_limited()
 
     def _still_reachable(self, error: ProviderError, started: float) -> ProviderError:
         """``error``, or an UnreachableError once nothing has connected for the bound."""

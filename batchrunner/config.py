@@ -40,6 +40,8 @@ KEYS = {
     "auth_scheme": "auth_scheme",
     "concurrency": "concurrency",
     "rps": "rps",
+    "stream": "streams",
+    "stream_stall": "stream_stall",
     "downloads": "download_concurrency",
     "budget": "budget",
     "out": "out",

@@ -11,7 +11,9 @@ The tree::
     ├── ProviderError                raised by the queue client (``client.py``)
     │   ├── TransientError           retryable: 429, ingress 502/503/504, connect errors,
     │   │   │                        a 200 whose body is not JSON          (a request error)
-    │   │   └── RateLimitedError     429; carries ``retry_after`` seconds when the server said
+    │   │   ├── RateLimitedError     429; carries ``retry_after`` seconds when the server said
+    │   │   └── StreamNotOfferedError  the status stream answered 404/405 or not as events:
+    │   │                            the job is polled instead (``streams.py``)
     │   ├── FinalError               not retryable: 404/422, content policy, an app error with
     │   │   │                        a ``detail``; the job fails with ``detail`` (a job error)
     │   │   └── ResultExpiredError   the result is gone (404 after completion): job ``expired``
@@ -131,6 +133,10 @@ class RateLimitedError(TransientError):
     def __init__(self, message: str, *, retry_after: float | None = None):
         super().__init__(message, status=429)
         self.retry_after = retry_after
+
+
+class StreamNotOfferedError(TransientError):
+    """The status stream is not served here (404/405, or an answer that is not events)."""
 
 
 class FinalError(ProviderError):

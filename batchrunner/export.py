@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from batchrunner.errors import UsageError
 from batchrunner.ledger import Job, Ledger
 from batchrunner.states import AT_PROVIDER, NEEDS_ATTENTION, JobState
@@ -172,6 +170,8 @@ def export(ledger_path: str | Path, destination: str | Path) -> int:
         )
     with open_existing(ledger_path) as ledger:
         records = rows(ledger)
+    import pandas as pd  # only exports need it: `status` stays light
+
     frame = pd.DataFrame.from_records(records)
     extra = [c for c in frame.columns if c not in EXPORT_COLUMNS]
     frame = frame.reindex(columns=EXPORT_COLUMNS + extra)

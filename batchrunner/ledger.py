@@ -31,10 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from batchrunner.errors import LedgerError, TransitionError
 from batchrunner.images import place
+from batchrunner.lean_sqlite import sqlite_utils
 from batchrunner.migrations import MIGRATIONS, check_compatible
 from batchrunner.states import JobState, can_move
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
-
 from batchrunner.errors import LedgerError
+from batchrunner.lean_sqlite import Migrations, sqlite_utils
 
 MIGRATION_SET = "batchrunner"
 MIGRATIONS = Migrations(MIGRATION_SET)

@@ -10,7 +10,11 @@
   worker holds a slot of an :class:`anyio.CapacityLimiter` from just before its submit until
   the result is stored.
 * ``rps``: the most API requests per second overall (the queue client's rate limiter).
-* Status polling adapts to how long jobs have been taking (:class:`PollClock`).
+* Each job in flight follows its status stream (server-sent events) and its result is fetched
+  the moment ``COMPLETED`` arrives. A stream that fails, stalls or is not offered falls back to
+  status polling for that job, which adapts to how long jobs have been taking
+  (:class:`PollClock`); :class:`~batchrunner.streams.StreamMemory` remembers per origin whether
+  streams are worth opening at all.
 * The ledger is the only state: workers pass job ids, read the job, act, and record the
   outcome through :meth:`Ledger.transition` before doing anything that depends on it.
 """
@@ -18,6 +22,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +42,7 @@ from batchrunner.errors import (
     RateLimitedError,
     ResultExpiredError,
     RunError,
+    StreamNotOfferedError,
     TransientError,
     UsageError,
 )
@@ -45,6 +51,7 @@ from batchrunner.manifest import LocalFile, materialize
 from batchrunner.models import get_model
 from batchrunner.paths import output_path, video_name
 from batchrunner.states import AT_PROVIDER, JobState
+from batchrunner.streams import STREAM_STALL, StreamMemory
 from batchrunner.verify import check_download, poster_path
 
 logger = logging.getLogger(__name__)
@@ -62,6 +69,8 @@ class RunOptions:
     run_timeout: float = 20 * 60  # a job IN_PROGRESS longer than this is cancelled and failed
     stop_grace: float = 3.0  # on stop, how long a submit already under way may take to answer
     budget: float | None = None  # USD: no submit may take the ledger's spend past this
+    streams: bool = True  # follow each job's status stream (False: poll only)
+    stream_stall: float = STREAM_STALL  # seconds of silence after which a stream is given up
 
 
 class PollClock:
@@ -104,6 +113,12 @@ class Observer(Protocol):
     def __call__(self, stage: str) -> None: ...
 
 
+class StatusObserver(Observer, Protocol):
+    """An observer that also wants each status a job reports (queue position, logs)."""
+
+    def status(self, job_id: str, status: QueueStatus) -> None: ...
+
+
 class _Nobody:
     def start(self, total: int) -> None:
         pass
@@ -135,8 +150,10 @@ class Runner:
         self.limit = AdaptiveLimit(self.options.concurrency, on_change=ledger.record_limit)
         self.at_provider = 0  # our jobs the provider has accepted and not yet finished
         self.clock = PollClock(self.options.poll_min, self.options.poll_max)
+        self.streams = StreamMemory(enabled=self.options.streams)
         self.tally = Tally()
         self._observe: Observer = observe or _Nobody()
+        self._status_seen = getattr(self._observe, "status", None)
         self.stopped: str | None = None  # why the run was stopped early, if it was
         self.out_of_budget = False  # set when the next submit would have passed --budget
         self.run_error: RunError | None = None  # the key, the account or the network failed
@@ -375,10 +392,37 @@ class Runner:
         raise AmbiguousSubmitError("the run stopped while this submit awaited its answer")
 
     async def _until_completed(self, job: Job) -> Job:
+        """Follow the job until it completes (then fetch its result), fails or is overdue.
+
+        First by its status stream, when the origin is worth trying; if the stream fails,
+        stalls or is not offered, by polling: at once (the job may have completed meanwhile),
+        then at :class:`PollClock` intervals. Every state change goes through the ledger.
+        """
         assert job.request_id is not None
+        if self.stopped is not None:
+            return job  # a stop ends following jobs; the next run polls this one again
+        poll_now, verdict_pending = False, False
+        if self.streams.worth_trying(self.origin):
+            job, status, why = await self._watch_stream(job)
+            if status is not None:
+                self.streams.completed(self.origin)
+                self.clock.observe(_seconds_since(job.submitted_at))
+                return await self._fetch_result(job, status)
+            if job.state not in AT_PROVIDER or (self.run_error and not self._following()):
+                return job  # failed, halted, or the run is stopping
+            overdue = self._overdue(job)
+            if overdue:
+                return await self._give_up(job, overdue)
+            if why == "not offered":
+                verdict_pending = True  # a poll that answers proves the stream is the problem
+            elif why != "stopped":
+                self.streams.failed(self.origin, why)
+            poll_now = True
         while True:
-            age = _seconds_since(job.submitted_at)
-            await anyio.sleep(self.clock.interval(age))
+            if not poll_now:
+                await anyio.sleep(self.clock.interval(_seconds_since(job.submitted_at)))
+            poll_now = False
+            assert job.request_id is not None
             try:
                 status = await self.client.status(job.endpoint, job.request_id, url=job.status_url)
             except FinalError as exc:
@@ -388,14 +432,73 @@ class Runner:
             except RunError as exc:
                 self.halt(exc)
                 return job  # still at the provider: the next run follows it
-            if status.status == "IN_PROGRESS" and job.state is S.QUEUED:
-                job = self.ledger.transition(job.job_id, S.RUNNING, started_at=now())
+            if verdict_pending:
+                self.streams.not_offered(self.origin)
+                verdict_pending = False
+            job = self._saw(job, status)
             if status.status == "COMPLETED":
                 self.clock.observe(_seconds_since(job.submitted_at))
                 return await self._fetch_result(job, status)
             overdue = self._overdue(job)
             if overdue:
                 return await self._give_up(job, overdue)
+
+    def _following(self) -> bool:
+        return self.run_error is not None and self.run_error.follow_in_flight
+
+    def _saw(self, job: Job, status: QueueStatus) -> Job:
+        """Record what a status says about the job (it started running) and show it."""
+        if status.status == "IN_PROGRESS" and job.state is S.QUEUED:
+            job = self.ledger.transition(job.job_id, S.RUNNING, started_at=now())
+        if self._status_seen is not None:
+            self._status_seen(job.job_id, status)
+        return job
+
+    async def _watch_stream(self, job: Job) -> tuple[Job, QueueStatus | None, str]:
+        """Follow the job's status stream: ``(job, the COMPLETED status, "")``, or ``(job,
+        None, why)`` when the stream did not get that far — ``"not offered"``, ``"overdue"``
+        (the queue or run timeout passed while streaming), ``"stopped"`` (a run error), or
+        what went wrong with it. Transitions seen on the way are recorded as they arrive."""
+        assert job.request_id is not None
+        with anyio.move_on_after(self._until_overdue(job)) as timer:
+            try:
+                async with self.client.status_stream(
+                    job.endpoint,
+                    job.request_id,
+                    url=job.status_url,
+                    stall=self.options.stream_stall,
+                ) as events:
+                    first = anyio.current_time() + self.options.stream_stall
+                    async for status in events:
+                        if status is None:
+                            if anyio.current_time() > first:  # comments, but never a status
+                                return job, None, "the stream sent no status"
+                            continue
+                        first = math.inf
+                        was = job.state
+                        job = self._saw(job, status)
+                        if job.state is not was:  # running now: the run timeout applies
+                            timer.deadline = anyio.current_time() + self._until_overdue(job)
+                        if status.status == "COMPLETED":
+                            return job, status, ""
+                return job, None, "the stream ended before COMPLETED"
+            except StreamNotOfferedError:
+                return job, None, "not offered"
+            except (TransientError, FinalError) as exc:
+                logger.info("job %s: status stream failed (%s); polling", job.job_id, exc)
+                return job, None, str(exc)
+            except RunError as exc:
+                self.halt(exc)
+                return job, None, "stopped"
+        return job, None, "overdue"
+
+    def _until_overdue(self, job: Job) -> float:
+        """Seconds until :meth:`_overdue` would fire for the job as it is now (a moment after)."""
+        if job.state is S.QUEUED:
+            left = self.options.queue_timeout - _seconds_since(job.submitted_at)
+        else:
+            left = self.options.run_timeout - _seconds_since(job.started_at)
+        return max(0.0, left) + 0.01
 
     def _overdue(self, job: Job) -> str | None:
         if job.state is S.QUEUED:

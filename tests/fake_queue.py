@@ -8,7 +8,8 @@ runs while the POST is "on the wire", and may wait on events the test controls.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,17 @@ class FakeQueue:
         self, endpoint_id: str, request_id: str, *, url: str | None = None, logs: bool = True
     ) -> QueueStatus:
         return QueueStatus("COMPLETED", None, None, None, [], {"status": "COMPLETED"})
+
+    @contextlib.asynccontextmanager
+    async def status_stream(
+        self, endpoint_id: str, request_id: str, **_: Any
+    ) -> AsyncIterator[AsyncIterator[QueueStatus | None]]:
+        """The status stream: one event, COMPLETED (like :meth:`status`)."""
+
+        async def events() -> AsyncIterator[QueueStatus | None]:
+            yield await self.status(endpoint_id, request_id)
+
+        yield events()
 
     async def result(self, endpoint_id: str, request_id: str, *, url: str | None = None) -> Result:
         video = {"url": f"https://cdn.test/{request_id}.mp4", "file_size": len(VIDEO)}

@@ -51,6 +51,7 @@ FAULTS = "tests/test_faults.py::"
 LEDGER = "tests/test_ledger.py::"
 RUN = "tests/test_run.py::"
 SCHEDULER = "tests/test_scheduler.py::"
+STREAMS = "tests/test_streams.py::"
 UNATTENDED = "tests/test_unattended.py::"
 RUN_ERRORS = "tests/test_run_errors.py::"
 
@@ -225,7 +226,7 @@ MUTATIONS: list[Mutation] = [
         "Transient provider trouble is retried, within a budget",
         "batchrunner/retry.py",
         "            if attempt >= policy.attempts or",
-        "            if attempt > policy.attempts or",
+        "            if attempt > policy.attempts or",  # MUTANT
         (FAULTS + "test_unreadable_200_is_retried_then_fails_with_the_body",),
     ),
     Mutation(
@@ -269,8 +270,31 @@ MUTATIONS: list[Mutation] = [
         "        self.ceiling = max(1, ceiling) * 100  # MUTANT\n",
         (
             RUN + "test_concurrency_caps_jobs_in_flight_at_the_server",
-            SCHEDULER + "test_the_concurrency_limit_opens_one_slot_per_submit_up_to_the_ceiling",
+            SCHEDULER + "test_the_concurrency_limit_opens_two_slots_per_submit_up_to_the_ceiling",
         ),
+    ),
+    # --- A finished job is noticed at once, by stream or by polling
+    Mutation(
+        "completed-on-the-stream-ignored",
+        "A finished job is noticed at once, by stream or by polling",
+        "batchrunner/scheduler.py",
+        '                        if status.status == "COMPLETED":\n'
+        '                            return job, status, ""\n',
+        "                        pass  # MUTANT: wait for the stream to end, then poll\n",
+        (
+            STREAMS
+            + "test_a_finished_jobs_result_is_fetched_when_completed_arrives_four_requests_a_job",
+        ),
+    ),
+    Mutation(
+        "stream-not-offered-fails-the-job",
+        "A finished job is noticed at once, by stream or by polling",
+        "batchrunner/scheduler.py",
+        "            except StreamNotOfferedError:\n"
+        '                return job, None, "not offered"\n',
+        "            except StreamNotOfferedError:  # MUTANT: no fallback\n"
+        '                return self._fail(job, job.state, "no stream"), None, "stopped"\n',
+        (STREAMS + "test_streams_not_offered_fall_back_to_polling_and_the_origin_is_remembered",),
     ),
     # --- Stuck jobs are cancelled
     Mutation(

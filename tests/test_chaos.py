@@ -30,6 +30,9 @@ FAULTS = [
     Fault("result", "drop", probability=0.04),
     Fault("submit", "drop_after_accept", probability=0.03),
     Fault("media", "cut", probability=0.15),
+    Fault("stream", "drop_midway", probability=0.1),
+    Fault("stream", "silent", probability=0.05),
+    Fault("stream", "404", probability=0.03),
 ]
 
 
@@ -45,7 +48,7 @@ def test_random_sigkills_lose_nothing_and_rebuy_only_unknowns(tmp_path: Path) ->
             sys.executable,
             "-m",
             "batchrunner",
-            *run_args(server, tmp_path, manifest, "--concurrency", "8"),
+            *run_args(server, tmp_path, manifest, "--concurrency", "8", "--stream-stall", "1s"),
         ]
         env = {**os.environ, "BATCHRUNNER_API_KEY": TOKEN}
         kills = 0

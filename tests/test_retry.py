@@ -6,9 +6,12 @@ import math
 import time
 
 import anyio
+import httpx
 import pytest
 
+from batchrunner.client import QueueClient
 from batchrunner.errors import FinalError, RateLimitedError, TransientError, UsageError
+from batchrunner.providers import ApiConfig
 from batchrunner.ratelimit import RateLimiter
 from batchrunner.retry import RetryPolicy, call_with_retry
 
@@ -224,3 +227,53 @@ async def test_real_time_rate_is_respected() -> None:
 def test_nonsense_rates_are_refused(rps: float) -> None:
     with pytest.raises(UsageError):
         RateLimiter(rps)
+
+
+@pytest.mark.anyio
+async def test_a_429_halves_the_rate_actually_sent_and_it_recovers_to_no_cap() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    for _ in range(40):  # 40 requests within the last second
+        await limiter.acquire()
+        clock.now += 0.02
+    limiter.throttled()
+    limiter.throttled()  # a burst of 429s cuts once
+    assert limiter.rps == 20.0
+    await limiter.acquire()
+    await limiter.acquire()
+    assert clock.waits == [pytest.approx(1 / 20)]
+    clock.now += 20.0  # 20 s without a 429: 1.1 ** 20 > 4, so the cut is lifted
+    await limiter.acquire()
+    assert limiter.rps is None
+
+
+@pytest.mark.anyio
+async def test_a_cut_never_goes_above_the_users_cap_nor_below_one_per_second() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(5.0, clock=clock, sleep=clock.sleep)
+    limiter.throttled()  # nothing sent in the last second
+    assert limiter.rps == 1.0
+    clock.now += 60.0
+    await limiter.acquire()
+    assert limiter.rps == 5.0  # recovered to the ceiling, never past it
+
+
+@pytest.mark.anyio
+async def test_a_429_on_a_poll_slows_the_limiter_but_one_on_a_submit_does_not() -> None:
+    limiter = RateLimiter(None)
+    answers = iter([httpx.Response(429), httpx.Response(200, json={"status": "IN_QUEUE"})])
+    transport = httpx.MockTransport(lambda request: next(answers))
+    api = ApiConfig(base_url="https://api.test", auth_scheme="bearer", token="t", provider="x")
+    async with QueueClient(
+        api, retry=RetryPolicy.fast(), limiter=limiter, transport=transport
+    ) as client:
+        await client.status("fal-ai/veo3", "r1")
+    assert limiter.rps == pytest.approx(1.0, abs=0.01)  # one request sent in the last second
+    submits = RateLimiter(None)
+    transport = httpx.MockTransport(lambda request: httpx.Response(429))
+    async with QueueClient(
+        api, retry=RetryPolicy.fast(), limiter=submits, transport=transport
+    ) as client:
+        with pytest.raises(RateLimitedError):
+            await client.submit("fal-ai/veo3", {"prompt": "x"}, retry_throttled=False)
+    assert submits.rps is None  # the scheduler's concurrency limit handles those

@@ -86,15 +86,15 @@ async def test_the_result_is_stored_before_the_download_starts(tmp_path: Path) -
         assert job.result == {"video": {"url": url, "file_size": len(VIDEO)}}
 
 
-def test_the_concurrency_limit_opens_one_slot_per_submit_up_to_the_ceiling() -> None:
-    limit = AdaptiveLimit(4)
+def test_the_concurrency_limit_opens_two_slots_per_submit_up_to_the_ceiling() -> None:
+    limit = AdaptiveLimit(6)
     opened = []
     for _ in range(10):
         opened.append(limit.current)
         limit.succeeded()
-    assert opened == [1, 2, 3, 4, 4, 4, 4, 4, 4, 4]
+    assert opened == [1, 3, 5, 6, 6, 6, 6, 6, 6, 6]
     limit.throttled(accepted_in_flight=1)
-    assert limit.current == 2
+    assert limit.current == 3  # halved
     for _ in range(50):
         limit.succeeded()
-    assert (limit.current, limit.slots.total_tokens) == (4, 4)
+    assert (limit.current, limit.slots.total_tokens) == (6, 6)

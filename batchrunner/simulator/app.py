@@ -34,6 +34,7 @@ from . import lies, media
 from .clips import MediaShape
 from .config import SimulatorConfig
 from .responses import (
+    DropConnection,
     DroppedResponse,
     app_json,
     fault_response,
@@ -71,6 +72,11 @@ def _queue_route(route: str, handler: Handler) -> Callable[[Request], Awaitable[
         authorization = request.headers.get("authorization")
         sim.note_request(route, request.headers.get("host", ""), authorization)
         fault = sim.pick_fault(route)
+        if fault is not None and fault.kind in ("drop_midway", "silent"):  # the stream does it
+            request.state.fault = fault.kind
+            fault = None
+        if fault is not None and fault.kind == "404":  # as if the route were not served
+            return app_json({"detail": "Not Found"}, 404)
         if fault is not None and fault.kind != "drop_after_accept":
             await request.body()  # the whole request arrived: a drop is then ambiguous
             return fault_response(fault, request.path_params.get("request_id"))
@@ -207,6 +213,7 @@ async def _stream(request: Request, sim: Simulator) -> Response:
     if view is None:
         return app_json(NOT_FOUND, 404, request_id=request_id)
     origin = _api_origin(request)
+    fault = getattr(request.state, "fault", None)
 
     async def events() -> AsyncIterator[str]:
         last: dict[str, Any] | None = None
@@ -217,15 +224,21 @@ async def _stream(request: Request, sim: Simulator) -> Response:
             if view is None:
                 return
             payload = _status_payload(view, origin, sim.config.errors_in_status)
-            if payload != last:
+            if payload != last and fault == "drop_midway" and last is not None:
+                raise DropConnection("status stream dropped on purpose by the simulator")
+            if payload != last and fault != "silent":
                 yield f"data: {json.dumps(payload)}\n\n"
                 last = payload
-            if view.status == COMPLETED:
+            if view.status == COMPLETED and fault != "silent":
                 return
             if anyio.current_time() >= next_ping:
                 yield ": ping\n\n"
                 next_ping = anyio.current_time() + ping_every
-            await anyio.sleep(min(STREAM_POLL_SECONDS, ping_every))
+            wait = min(STREAM_POLL_SECONDS, ping_every)
+            change = sim.next_change(request_id)
+            if change is not None and change < wait:  # wake when it changes, like fal's push
+                wait = max(0.001, change + 0.001)
+            await anyio.sleep(wait)
 
     headers = {"cache-control": "no-cache", "x-fal-request-id": request_id}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

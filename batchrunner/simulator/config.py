@@ -12,11 +12,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, cast, get_args
 
-FaultRoute = Literal["submit", "status", "result", "cancel", "media", "any"]
+FaultRoute = Literal["submit", "status", "stream", "result", "cancel", "media", "any"]
 FaultKind = Literal[
     "429", "502", "503", "504", "500", "drop", "drop_after_accept", "html_200", "invalid_json",
-    "cut",
+    "cut", "404", "drop_midway", "silent",
 ]  # fmt: skip
+# Kinds only a status stream can suffer: 404 (the stream is not offered, as at a reseller
+# without it), drop_midway (the first event, then the connection drops), silent (keep-alive
+# comments only, never an event).
+STREAM_KINDS: tuple[str, ...] = ("404", "drop_midway", "silent")
 AuthScheme = Literal["bearer", "key", "any"]
 
 FAULT_ROUTES: tuple[str, ...] = get_args(FaultRoute)
@@ -29,9 +33,10 @@ class Fault:
     """One fault rule, checked on every request to its route before the request is handled.
 
     ``route="any"`` matches every queue route (submit, status and its stream, result, cancel) but
-    not media. Rules are checked in order; each rule counts every request on its route (for
-    ``after``), and the first rule that fires decides the answer. ``probability`` is drawn from
-    an RNG keyed by ``(seed, rule index, n-th matching request)``, so a config replays exactly.
+    not media; ``status`` matches the status stream too, ``stream`` only the stream. Rules are
+    checked in order; each rule counts every request on its route (for ``after``), and the first
+    rule that fires decides the answer. ``probability`` is drawn from an RNG keyed by
+    ``(seed, rule index, n-th matching request)``, so a config replays exactly.
     """
 
     route: FaultRoute
@@ -65,12 +70,14 @@ class Fault:
             raise ValueError("drop_after_accept only applies to the submit route")
         if self.kind == "cut" and self.route != "media":
             raise ValueError("cut only applies to the media route")
+        if self.kind in STREAM_KINDS and self.route != "stream":
+            raise ValueError(f"{self.kind} only applies to the stream route")
 
     def matches(self, route: str) -> bool:
         """Whether this rule looks at a request on ``route`` (``stream`` counts as ``status``)."""
-        if route == "stream":
-            route = "status"
-        return self.route == route or (self.route == "any" and route != "media")
+        if self.route == route or (self.route == "any" and route != "media"):
+            return True
+        return self.route == "status" and route == "stream"
 
     @classmethod
     def parse(cls, text: str) -> Fault:

@@ -88,6 +88,9 @@ class SimulatorServer:
         for index in range(self.ports):
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # accepted connections inherit it: without it, a response written in two parts
+            # (headers, body) waits for the client's delayed ACK, 40 ms a request
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 sock.bind((self.host, self.port if index == 0 else 0))
             except OSError:

@@ -260,6 +260,16 @@ class Simulator:
             return view
         return replace(view, media_size=video_size(view.request_id, size, view.media_shape))
 
+    def next_change(self, request_id: str) -> float | None:
+        """Seconds until the job's next scheduled change (it starts or ends), if one is known:
+        an open status stream wakes then, so it reports a change the moment it happens."""
+        with self.lock:
+            job = self.world.jobs.get(request_id)
+            if job is None or job.ended_at is not None:
+                return None
+            at = job.ready_at if job.started_at is None else job.started_at + job.run_seconds
+            return at - self.now()
+
     def cancel(self, request_id: str) -> str:
         """``CANCELLATION_REQUESTED``, ``ALREADY_COMPLETED`` or ``NOT_FOUND``.
 
@@ -333,6 +343,10 @@ class Simulator:
                         "expired": self.world.result_expired(job, now),
                         "media_shape": asdict(job.shape),
                         "media_sha256": None,
+                        # the job's own time: queued + running (what an ideal client waits)
+                        "service_seconds": round(
+                            job.ready_at - job.submitted_at + job.run_seconds, 6
+                        ),
                     }
                     for job in self.world
                 },

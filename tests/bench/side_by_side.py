@@ -1,0 +1,306 @@
+"""``make bench``: batchrunner and fal-client's own loop against the same simulator, side by side.
+
+A benchmark, not a test: it prints figures and asserts nothing about speed. Each scenario
+starts a fresh TLS simulator in its own process (a throwaway CA, like tests/test_fal_client.py)
+with the same seed, so both clients face the same job times:
+
+* 200 jobs at concurrency 50, each queued 0.125–0.375 s and running 1–3 s (``queue_seconds``
+  0.25, ``run_seconds`` 2, ``jitter`` 0.5);
+* **fal-client**: ``submit`` + ``handle.get()`` per job, 50 at a time (the loop a user writes);
+* **batchrunner**: ``batchrunner run --concurrency 50``, every other option at its default;
+* again with the simulator's status stream answering 404 (a reseller without it): batchrunner
+  then polls.
+
+For each: requests per job (every request the simulator saw, downloads included for batchrunner;
+fal-client's loop downloads nothing), client CPU per job (user + system of the client process),
+makespan / ideal (first submit to last result stored, over the best schedule of the
+simulator's own job times on 50 slots: the n-th submit gets the n-th time, each starting the
+moment a slot frees), and peak RSS. Medians of
+``BENCH_RUNS`` runs (default 3). Then the scale figures: ``--concurrency 200`` on 2,000
+near-instant jobs, a 100,000-row manifest (``plan``; ``run`` until its first submit), and a
+no-op re-run of a finished ledger.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import sqlite3
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from sim_helpers import ENDPOINT, VALID_BODY, make_tls  # noqa: E402
+
+from tests.helpers import rows, write_manifest  # noqa: E402
+
+KEY = "bench-key"
+JOBS, CONCURRENCY, SEED = 200, 50, 11
+TIMING = ["--queue-seconds", "0.25", "--run-seconds", "2", "--jitter", "0.5"]
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+NO_PROXY = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy")}
+
+FAL_LOOP = """
+import asyncio, json, sys, time
+import fal_client
+
+async def main():
+    client = fal_client.AsyncClient(key=KEY)
+    gate = asyncio.Semaphore(CONCURRENCY)
+    first, last = [], []
+
+    async def one(i):
+        async with gate:
+            first.append(time.time())
+            handle = await client.submit(ENDPOINT, arguments={**BODY, "prompt": f"shot {i}"})
+            await handle.get()
+            last.append(time.time())
+
+    await asyncio.gather(*(one(i) for i in range(JOBS)))
+    print(json.dumps({"first_submit": min(first), "last_result": max(last)}))
+
+asyncio.run(main())
+"""
+
+
+class Simulator:
+    """``batchrunner simulate`` in its own process (so it does not share the client's GIL)."""
+
+    def __init__(self, *args: str, tls: Any = None):
+        argv = [sys.executable, "-m", "batchrunner", "simulate", "--port", "0", *args]
+        if tls is not None:
+            argv += ["--ssl-certfile", str(tls.cert_pem), "--ssl-keyfile", str(tls.key_pem)]
+        self.context = ssl.create_default_context(cafile=str(tls.ca_pem)) if tls else None
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=NO_PROXY)
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().rsplit(" ", 1)[-1].strip()
+
+    def counters(self) -> dict[str, Any]:
+        with urllib.request.urlopen(
+            f"{self.url}/_sim/counters", timeout=30, context=self.context
+        ) as answer:
+            return json.loads(answer.read())
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def measured(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run ``argv``; its wall time, CPU seconds (user + system) and peak RSS (MB)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        return {
+            "wall": wall,
+            "cpu": usage.ru_utime + usage.ru_stime,
+            "rss_mb": usage.ru_maxrss / 1024,
+            "stdout": out.read(),
+            "stderr": err.read(),
+            "returncode": process.returncode,
+        }
+
+
+def ideal_makespan(seconds: list[float], slots: int, *, longest_first: bool = False) -> float:
+    """The makespan of the jobs' own times on ``slots`` with no overhead at all: each job starts
+    the moment a slot frees. The simulator gives the n-th submit the n-th time, whatever the
+    job, so in submit order this is the best any client can do (the ideal). Longest first
+    (``longest_first``) needs every time in advance: an offline bound no client can reach."""
+    ends = [0.0] * slots
+    for length in sorted(seconds, reverse=True) if longest_first else seconds:
+        heapq.heapreplace(ends, ends[0] + length)
+    return max(ends)
+
+
+def _stamp(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def fal_client_run(tls: Any, folder: Path, faults: list[str]) -> dict[str, float]:
+    sim = Simulator(*TIMING, "--seed", str(SEED), "--token", KEY, *faults, tls=tls)
+    try:
+        preamble = (
+            f"KEY, ENDPOINT, BODY = {KEY!r}, {ENDPOINT!r}, {VALID_BODY!r}\n"
+            f"JOBS, CONCURRENCY = {JOBS}, {CONCURRENCY}\n"
+        )
+        env = {
+            **NO_PROXY,
+            "FAL_QUEUE_RUN_HOST": sim.url.removeprefix("https://"),
+            "FAL_RUN_HOST": sim.url.removeprefix("https://"),
+            "FAL_KEY": KEY,
+            "FAL_HOME_DIR": str(folder / "fal-home"),
+            "SSL_CERT_FILE": str(tls.ca_pem),
+        }
+        script = preamble + textwrap.dedent(FAL_LOOP)
+        got = measured([sys.executable, "-c", script], env)
+        assert got["returncode"] == 0, got["stderr"][-2000:]
+        times = json.loads(got["stdout"].strip().splitlines()[-1])
+        seen = sim.counters()
+    finally:
+        sim.close()
+    return _figures(got, seen, times["last_result"] - times["first_submit"])
+
+
+def batchrunner_run(tls: Any, folder: Path, faults: list[str], *extra: str) -> dict[str, float]:
+    sim = Simulator(*TIMING, "--seed", str(SEED), "--token", KEY, *faults, tls=tls)
+    try:
+        work = Path(tempfile.mkdtemp(dir=folder))
+        manifest = write_manifest(work / "m.csv", rows(JOBS))
+        argv = [
+            sys.executable, "-m", "batchrunner", "run", str(manifest),
+            "--ledger", str(work / "l.db"), "--out", str(work / "out"),
+            "--base-url", sim.url, "--auth-scheme", "key", "--concurrency", str(CONCURRENCY),
+            *extra,
+        ]  # fmt: skip
+        env = {**NO_PROXY, "BATCHRUNNER_API_KEY": KEY, "SSL_CERT_FILE": str(tls.ca_pem)}
+        got = measured(argv, env)
+        assert got["returncode"] == 0, got["stderr"][-2000:]
+        seen = sim.counters()
+    finally:
+        sim.close()
+    db = sqlite3.connect(work / "l.db")
+    (first,) = db.execute("select min(at) from events where to_state = 'submitting'").fetchone()
+    (last,) = db.execute("select max(completed_at) from jobs").fetchone()
+    return _figures(got, seen, _stamp(last) - _stamp(first))
+
+
+def _figures(got: dict[str, Any], seen: dict[str, Any], makespan: float) -> dict[str, float]:
+    jobs = seen["jobs"].values()
+    times = [job["service_seconds"] for job in jobs]  # in submit order
+    ideal = ideal_makespan(times, CONCURRENCY)
+    return {
+        "ideal/offline": ideal / ideal_makespan(times, CONCURRENCY, longest_first=True),
+        "requests/job": sum(seen["requests"].values()) / JOBS,
+        "cpu ms/job": 1000 * got["cpu"] / JOBS,
+        "makespan/ideal": makespan / ideal,
+        "peak MB": got["rss_mb"],
+        "stream": seen["requests"]["stream"] / JOBS,
+        "status": seen["requests"]["status"] / JOBS,
+    }
+
+
+def median_of(runs: int, once: Callable[[], dict[str, float]]) -> dict[str, float]:
+    results = [once() for _ in range(runs)]
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
+
+
+def side_by_side(folder: Path) -> None:
+    tls = make_tls(folder)
+    print(
+        f"{JOBS} jobs, concurrency {CONCURRENCY}, queued 0.125-0.375 s, running 1-3 s, TLS; "
+        f"medians of {RUNS} runs"
+    )
+    header = f"{'':34} {'req/job':>8} {'CPU ms/job':>11} {'makespan/ideal':>15} {'peak MB':>8}"
+    for title, faults in (
+        ("stream offered", []),
+        ("stream not offered (404)", ["--fault", "stream:404"]),
+    ):
+        print(f"\n{title}\n{header}")
+        fal = median_of(RUNS, lambda f=faults: fal_client_run(tls, folder, f))  # type: ignore[misc]
+        ours = median_of(RUNS, lambda f=faults: batchrunner_run(tls, folder, f))  # type: ignore[misc]
+        for name, got in (
+            ("fal-client 1.0.3 submit + get()", fal),
+            ("batchrunner (defaults)", ours),
+        ):
+            print(
+                f"{name:34} {got['requests/job']:8.2f} {got['cpu ms/job']:11.1f} "
+                f"{got['makespan/ideal']:15.3f} {got['peak MB']:8.0f}"
+            )
+        ratio = {
+            k: ours[k] / fal[k] for k in ("requests/job", "cpu ms/job", "makespan/ideal", "peak MB")
+        }
+        print(
+            f"{'batchrunner / fal-client':34} {ratio['requests/job']:8.2f} "
+            f"{ratio['cpu ms/job']:11.2f} {ratio['makespan/ideal']:15.3f} {ratio['peak MB']:8.2f}"
+        )
+        print(
+            f"  batchrunner per job: {ours['stream']:.2f} stream, "
+            f"{ours['status']:.2f} status requests; the ideal is {ours['ideal/offline']:.3f} x "
+            "the offline bound (longest first, every time known in advance)"
+        )
+
+
+def scale(folder: Path) -> None:
+    print("\nscale (plain HTTP, simulator in its own process)")
+    sim = Simulator("--token", KEY, "--queue-seconds", "0", "--run-seconds", "0.01")
+    env = {**NO_PROXY, "BATCHRUNNER_API_KEY": KEY}
+    try:
+        n = 2000
+        manifest = write_manifest(folder / "scale.csv", rows(n))
+        base = ["--ledger", str(folder / "scale.db"), "--out", str(folder / "scale-out")]
+        argv = [
+            sys.executable, "-m", "batchrunner", "run", str(manifest), *base,
+            "--base-url", sim.url, "--auth-scheme", "bearer", "--concurrency", "200",
+        ]  # fmt: skip
+        got = measured(argv, env)
+        assert got["returncode"] == 0, got["stderr"][-2000:]
+        db = sqlite3.connect(folder / "scale.db")
+        (first,) = db.execute("select min(at) from events where to_state = 'submitting'").fetchone()
+        (last,) = db.execute("select max(done_at) from jobs").fetchone()
+        busy = _stamp(last) - _stamp(first)
+        print(
+            f"  {n} near-instant jobs at concurrency 200: {n / busy:.0f} jobs/s, "
+            f"{1000 * got['cpu'] / n:.1f} ms CPU per job (whole process), "
+            f"peak {got['rss_mb']:.0f} MB"
+        )
+        again = measured(argv, env)
+        print(f"  no-op re-run of the finished ledger: {again['wall']:.2f} s")
+    finally:
+        sim.close()
+
+    big = write_manifest(folder / "big.csv", rows(100_000))
+    plan = measured(
+        [sys.executable, "-m", "batchrunner", "plan", str(big), "--ledger", str(folder / "big.db")],
+        env,
+    )
+    print(f"  100,000-row manifest: plan {plan['wall']:.2f} s, peak {plan['rss_mb']:.0f} MB")
+    first_submit(folder, big, env)
+    helps = sorted(
+        measured([sys.executable, "-m", "batchrunner", "--help"], env)["wall"] for _ in range(5)
+    )
+    print(f"  batchrunner --help: {helps[2]:.2f} s (median of 5)")
+
+
+def first_submit(folder: Path, big: Path, env: dict[str, str]) -> None:
+    sim = Simulator("--token", KEY, "--queue-seconds", "5", "--run-seconds", "5")
+    try:
+        argv = [
+            sys.executable, "-m", "batchrunner", "run", str(big),
+            "--ledger", str(folder / "big-run.db"), "--out", str(folder / "big-out"),
+            "--base-url", sim.url, "--auth-scheme", "bearer",
+        ]  # fmt: skip
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        while sim.counters()["submits"] == 0 and process.poll() is None:
+            time.sleep(0.02)
+        print(f"  100,000-row manifest: first submit after {time.perf_counter() - started:.2f} s")
+        process.kill()
+        process.wait()
+    finally:
+        sim.close()
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        side_by_side(Path(tmp))
+        scale(Path(tmp))
