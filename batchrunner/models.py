@@ -72,9 +72,13 @@ class ModelSpec:
     def fields(self) -> tuple[str, ...]:
         return tuple(self.kinds)
 
-    @property
+    @functools.cached_property
     def file_fields(self) -> tuple[str, ...]:
         return schema.file_fields(self.input_schema) if self.input_schema else ()
+
+    @functools.cached_property
+    def checker(self) -> schema.Checker | None:
+        return schema.Checker(self.input_schema) if self.input_schema is not None else None
 
     @property
     def price_fields(self) -> tuple[str, ...]:
@@ -85,10 +89,10 @@ class ModelSpec:
 
     def complete(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The request body: ``values`` with the schema's defaults filled in."""
-        return schema.complete(self.input_schema, values) if self.input_schema else dict(values)
+        return self.checker.complete(values) if self.checker else dict(values)
 
     def problems(self, body: Mapping[str, Any]) -> list[schema.InputProblem]:
-        return schema.problems(self.input_schema, body) if self.input_schema else []
+        return self.checker.problems(body) if self.checker else []
 
     def cost(self, payload: Mapping[str, Any]) -> float | None:
         if self.price is None:
@@ -99,7 +103,7 @@ class ModelSpec:
             return None
 
     def max_file_bytes(self, name: str) -> int:
-        props = schema.properties(self.input_schema) if self.input_schema else {}
+        props = self.checker.props if self.checker else {}
         limit = (props.get(name, {}).get("x-fal") or {}).get("max_file_size")
         return int(limit) if isinstance(limit, int) and limit > 0 else MAX_IMAGE_BYTES
 

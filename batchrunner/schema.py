@@ -112,27 +112,94 @@ def validator(schema: Mapping[str, Any]) -> Validator:
 
 def problems(schema: Mapping[str, Any], body: Mapping[str, Any]) -> list[InputProblem]:
     """Every way ``body`` breaks ``schema``, in field order; [] when it is valid."""
-    found: list[InputProblem] = []
-    for name in schema.get("required") or ():
-        if name not in body:
-            found.append(InputProblem(name, "is required", "missing"))
-    order = list(properties(schema))
-    errors = sorted(
-        (e for e in validator(schema).iter_errors(dict(body)) if e.validator != "required"),
-        key=lambda e: order.index(e.path[0]) if e.path and e.path[0] in order else len(order),
-    )
-    for error in errors:
-        path = tuple(error.path)
-        name = str(path[0]) if path else None
-        message = _message(str(error.validator), error.validator_value, error.instance)
-        if len(path) > 1 and isinstance(path[1], int):
-            message = f"item {path[1] + 1}: {message}"
-        found.append(
-            InputProblem(
-                name, message, str(error.validator), body.get(name) if name else None, path
-            )
-        )
-    return found
+    return Checker(schema).problems(body)
+
+
+# A schema that is only properties and required fields can be checked field by field.
+_FIELD_BY_FIELD = {"type", "properties", "required", "title", "description", "examples"}
+_MEMO_LIMIT = 20_000
+_PLAIN_TEXT_KEYS = {"type", "minLength", "maxLength", "title", "description", "examples"}
+
+
+class Checker:
+    """Checks bodies against one schema, field by field where the schema allows it.
+
+    A batch repeats the same durations, resolutions and flags thousands of times and only the
+    prompt differs, so each field's verdict on a short value is remembered: a 100,000-row
+    manifest pays jsonschema once per distinct value, not once per cell.
+    """
+
+    def __init__(self, schema: Mapping[str, Any]):
+        self.schema = schema
+        self.props = properties(schema)
+        self.order = list(self.props)
+        self.required = tuple(schema.get("required") or ())
+        self.defaults = {
+            n: p["default"] for n, p in self.props.items() if p.get("default") is not None
+        }
+        keys = {k for k in schema if not k.startswith("x-")}
+        self.by_field = keys <= _FIELD_BY_FIELD and schema.get("type", "object") == "object"
+        self._memo: dict[tuple[str, type, Any], list[InputProblem]] = {}
+        self._plain_text = {  # string fields with nothing but length limits
+            name: (int(p.get("minLength", 0)), int(p.get("maxLength", 2**63)))
+            for name, p in self.props.items()
+            if p.get("type") == "string" and set(p) <= _PLAIN_TEXT_KEYS
+        }
+
+    def complete(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        body = dict(values)
+        for name, default in self.defaults.items():
+            body.setdefault(name, default)
+        return body
+
+    def problems(self, body: Mapping[str, Any]) -> list[InputProblem]:
+        found = [InputProblem(n, "is required", "missing") for n in self.required if n not in body]
+        if not self.by_field:
+            errors = [e for e in validator(self.schema).iter_errors(dict(body))]
+            rank = {name: i for i, name in enumerate(self.order)}
+            errors.sort(key=lambda e: rank.get(e.path[0], len(rank)) if e.path else len(rank))
+            return found + [
+                _problem(tuple(e.path), e, body) for e in errors if e.validator != "required"
+            ]
+        for name in self.order:
+            if name in body:
+                found += self._field(name, body[name])
+        return found
+
+    def _field(self, name: str, value: Any) -> list[InputProblem]:
+        if isinstance(value, str) and name in self._plain_text:
+            low, high = self._plain_text[name]  # a prompt: too many to remember, too simple to
+            if low <= len(value) <= high:  # need jsonschema when it is fine
+                return []
+        key = _memo_key(name, value)
+        if key is not None and key in self._memo:
+            return self._memo[key]
+        check = validator(self.props[name])
+        verdict = [_problem((name, *e.path), e, {name: value}) for e in check.iter_errors(value)]
+        if key is not None:
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[key] = verdict
+        return verdict
+
+
+def _memo_key(name: str, value: Any) -> tuple[str, type, Any] | None:
+    """A key for a short scalar or a small list; None for long text (prompts are unique:
+    remembering them would only cost memory)."""
+    if value is None or isinstance(value, bool | int | float):
+        return (name, type(value), value)
+    if isinstance(value, str):
+        return (name, str, value) if len(value) <= 256 else None
+    text = json.dumps(value, sort_keys=True, default=str)
+    return (name, list, text) if len(text) <= 256 else None
+
+
+def _problem(path: tuple[Any, ...], error: Any, body: Mapping[str, Any]) -> InputProblem:
+    name = str(path[0]) if path else None
+    message = _message(str(error.validator), error.validator_value, error.instance)
+    if len(path) > 1 and isinstance(path[1], int):
+        message = f"item {path[1] + 1}: {message}"
+    return InputProblem(name, message, str(error.validator), body.get(name) if name else None, path)
 
 
 _TYPES = {

@@ -417,3 +417,31 @@ def test_an_unregistered_model_with_a_budget_needs_a_price_per_job(tmp_path: Pat
     done = CliRunner().invoke(cli, [*base, "--budget", "5", "--price-per-job", "0.25"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output.strip().splitlines()[-1])["spend_usd"] == 0.25
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    endpoint=st.sampled_from(sorted(SHIPPED)),
+    data=st.data(),
+)
+def test_field_by_field_checking_finds_what_whole_body_jsonschema_finds(
+    endpoint: str, data: st.DataObject
+) -> None:
+    """The memoised, field-by-field checker (fast on 100,000 rows) agrees with jsonschema run
+    on the whole body, for good and bad values alike, twice in a row (memo hit)."""
+    from batchrunner.schema import Checker
+
+    spec = get_model(endpoint)
+    values = st.one_of(
+        st.none(), st.booleans(), st.integers(-5, 20), st.text(max_size=5),
+        st.sampled_from(["8s", "4k", "720p", "16:9", "auto", "x" * 20001]),
+        st.lists(st.text(max_size=3), max_size=3),
+    )  # fmt: skip
+    chosen = data.draw(st.lists(st.sampled_from(spec.fields), unique=True, max_size=6))
+    body = {name: data.draw(values) for name in chosen}
+    fast = Checker(spec.input_schema or {})
+    slow = Checker(spec.input_schema or {})
+    slow.by_field = False
+    expected = sorted((p.field or "", p.kind, p.message) for p in slow.problems(body))
+    for _ in range(2):
+        assert sorted((p.field or "", p.kind, p.message) for p in fast.problems(body)) == expected
