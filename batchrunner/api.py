@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,12 +34,13 @@ from batchrunner.errors import UsageError
 from batchrunner.expand import Expansion, check_fields, parse_matrix, parse_settings
 from batchrunner.planner import Plan, make_plan
 from batchrunner.report import Summary
+from batchrunner.settings import NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
 
 EXPANSION_OPTIONS = ("set", "matrix", "prompt_template", "count", "dedupe", "strict")
-SETTINGS_OPTIONS = tuple(f.name for f in dataclasses.fields(batch.Settings))
+SETTINGS_OPTIONS = NAMES
 
 
 def plan(manifest: Any, *, config: str | Path | None = None, **options: Any) -> Plan:
@@ -135,10 +135,7 @@ def _options(
     parsed_matrix = parse_matrix(
         [f"{name}={','.join(str(v) for v in values)}" for name, values in matrix.items()], fields
     )
-    settings = _only(merged, SETTINGS_OPTIONS)
-    for name in ("ledger", "out"):
-        if name in settings:
-            settings[name] = Path(settings[name])
+    settings = _only(merged, SETTINGS_OPTIONS)  # Settings types "45m" and paths itself
     expansion = Expansion(
         defaults=parse_settings([f"{k}={v}" for k, v in defaults.items()], fields),
         matrix=parsed_matrix,

@@ -14,7 +14,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,68 +37,18 @@ from batchrunner.gallery import write_after_run
 from batchrunner.ledger import Ledger
 from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, load_manifest
-from batchrunner.models import DEFAULT_MODEL, ModelSpec, get_model, lookup
+from batchrunner.models import ModelSpec, get_model, lookup
 from batchrunner.planner import decide, refusals, to_jobs
 from batchrunner.providers import ApiConfig, resolve_api
 from batchrunner.ratelimit import RateLimiter
 from batchrunner.report import Summary
-from batchrunner.retry import RetryPolicy
-from batchrunner.scheduler import Observer, Runner, RunOptions
+from batchrunner.scheduler import Observer, Runner
+from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
-from batchrunner.streams import STREAM_STALL
 
 logger = logging.getLogger(__name__)
 
 SIMULATOR_ORIGIN = "simulator"  # the origin recorded for jobs run with --simulate
-
-
-@dataclass
-class Settings:
-    """Everything a run needs besides the manifest and the key; stored per run (no key)."""
-
-    ledger: Path = Path("batchrunner.db")
-    out: Path = Path("outputs")
-    model: str = DEFAULT_MODEL
-    allow_unregistered: bool = False  # run a model the registry does not know, unvalidated
-    price_per_job: float | None = None  # the price of such a model's jobs, for --budget
-    provider: str = "quickrouter"
-    base_url: str | None = None
-    auth_scheme: str | None = None
-    concurrency: int = 8
-    rps: float | None = None  # None: no fixed cap; the rate adapts to 429s
-    download_concurrency: int = 4
-    poll_min: float = 0.5
-    poll_max: float = 15.0
-    queue_timeout: float = 30 * 60
-    run_timeout: float = 20 * 60
-    max_runtime: float | None = None
-    budget: float | None = None
-    sheet: str | None = None
-    resubmit_unknown: bool = False
-    simulate: bool = False
-    streams: bool = True  # follow each job's status stream (False: poll only)
-    stream_stall: float = STREAM_STALL
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-    def stored(self) -> dict[str, Any]:
-        values = asdict(self)
-        for one_off in ("resubmit_unknown", "max_runtime"):  # decisions of one invocation
-            values.pop(one_off)
-        values["ledger"], values["out"] = str(self.ledger), str(self.out)
-        return values
-
-    @classmethod
-    def from_stored(cls, values: dict[str, Any], **overrides: Any) -> Settings:
-        given = {k: v for k, v in overrides.items() if v is not None}
-        values = {**cls().stored(), **values, **given}
-        values["ledger"], values["out"] = Path(values["ledger"]), Path(values["out"])
-        values["retry"] = (
-            RetryPolicy(**values["retry"])
-            if isinstance(values.get("retry"), dict)
-            else RetryPolicy()
-        )
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 # ---------------------------------------------------------------------- planning
@@ -255,18 +205,7 @@ def _execute(
                 media,
                 settings.out,
                 origin=origin,
-                options=RunOptions(
-                    concurrency=settings.concurrency,
-                    download_concurrency=settings.download_concurrency,
-                    resubmit_unknown=settings.resubmit_unknown,
-                    poll_min=settings.poll_min,
-                    poll_max=settings.poll_max,
-                    queue_timeout=settings.queue_timeout,
-                    run_timeout=settings.run_timeout,
-                    budget=settings.budget,
-                    streams=settings.streams,
-                    stream_stall=settings.stream_stall,
-                ),
+                options=settings,
                 observe=observe,
             )
             ledger.record_limit(runner.limit.current)

@@ -14,20 +14,19 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
-from batchrunner import batch, export, gallery
+from batchrunner import batch, export, gallery, settings
 from batchrunner import models as registry
 from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
 from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
 from batchrunner.expand import MAX_TAKES, Expansion, check_fields, parse_matrix, parse_settings
 from batchrunner.manifest import Manifest
-from batchrunner.models import DEFAULT_MODEL, get_model
+from batchrunner.models import get_model
 from batchrunner.planner import Plan, make_plan, money, refusals, write_bodies
-from batchrunner.providers import PROVIDERS
 from batchrunner.report import Progress, Summary
 from batchrunner.simulator import simulate
 from batchrunner.takes_cli import retry_ids, takes_options
@@ -36,26 +35,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Duration(click.ParamType):
-    """``90``, ``90s``, ``45m``, ``2h`` → seconds."""
+    """``90``, ``90s``, ``45m``, ``2h`` → seconds (:func:`batchrunner.settings.seconds`)."""
 
     name = "duration"
-    units: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600}
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
-        if isinstance(value, int | float):
-            return float(value)
-        text = str(value).strip().lower()
-        factor = self.units.get(text[-1:], None)
-        number = text[:-1] if factor else text
         try:
-            seconds = float(number) * (factor or 1)
-        except ValueError:
-            self.fail(f"{value!r} is not a duration (like 90s, 45m, 2h)", param, ctx)
-        if seconds <= 0:
-            self.fail(f"{value!r} must be longer than zero", param, ctx)
-        return seconds
+            return settings.seconds(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 DURATION = Duration()
@@ -161,52 +151,69 @@ def log_options(fn: F) -> F:
     )(fn)
 
 
-ledger_option = click.option(
-    "--ledger",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("batchrunner.db"),
-    show_default=True,
-    help="The SQLite ledger recording every job; reuse it to resume.",
-)
+def _click_type(kind: str) -> Any:
+    """The click type an :class:`~batchrunner.settings.Option` kind names."""
+    name, _, rest = kind.partition(":")
+    if name == "path":
+        return click.Path(dir_okay=False, path_type=Path)
+    if name == "dir":
+        return click.Path(file_okay=False, path_type=Path)
+    if name == "choice":
+        return click.Choice(rest.split(","))
+    if name == "int":
+        low, high = rest.split(":")
+        return click.IntRange(int(low), int(high))
+    if name == "float":
+        return click.FloatRange(min=float(rest))
+    if name == "duration":
+        return DURATION
+    return None
 
 
-max_runtime_option = click.option(
-    "--max-runtime",
-    type=DURATION,
-    default=None,
-    help="Stop the whole run cleanly after this long (exit 75); e.g. 45m, 2h.",
-)
+# the settings `batchrunner run` takes on its command line (the manifest's options come apart)
+RUN_SETTINGS = (
+    "ledger", "out", "provider", "base_url", "auth_scheme", "concurrency", "rps", "streams",
+    "stream_stall", "download_concurrency", "poll_min", "poll_max", "queue_timeout",
+    "run_timeout", "simulate", "resubmit_unknown", "max_runtime", "budget",
+)  # fmt: skip
 
 
-budget_option = click.option(
-    "--budget",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Most USD this ledger may commit, counting earlier runs; stops submitting (exit 75).",
-)
+def settings_options(*names: str) -> Callable[[F], F]:
+    """The click options of these settings, built from their one declaration
+    (:mod:`batchrunner.settings`): flag, type, default and help."""
+    declared, defaults = settings.options(), settings.Settings()
+
+    def decorate(fn: F) -> F:
+        for name in reversed(names):
+            how, flag = declared[name], settings.flag_of(name)
+            assert flag is not None, f"{name} has no command-line flag"
+            default = getattr(defaults, name)
+            if how.kind == "flag":
+                toggle = "/" in flag  # --stream/--no-stream is a flag already
+                kind: dict[str, Any] = {"show_default": True} if toggle else {"is_flag": True}
+                fn = click.option(flag, name, default=default, help=how.help, **kind)(fn)
+                continue
+            fn = click.option(
+                flag,
+                name,
+                type=_click_type(how.kind),
+                default=how.shown if how.shown is not None else default,
+                show_default=default is not None,
+                help=how.help,
+            )(fn)
+        return fn
+
+    return decorate
+
+
+ledger_option = settings_options("ledger")
+max_runtime_option = settings_options("max_runtime")
+budget_option = settings_options("budget")
 
 
 def manifest_options(fn: F) -> F:
     """What shapes the jobs a manifest becomes: shared by run, plan and validate."""
     options = [
-        click.option(
-            "--model",
-            default=DEFAULT_MODEL,
-            show_default=True,
-            help="Endpoint id (`batchrunner models list` shows them).",
-        ),
-        click.option(
-            "--allow-unregistered",
-            is_flag=True,
-            help="Run a model the registry does not know: its input is sent unvalidated.",
-        ),
-        click.option(
-            "--price-per-job",
-            type=click.FloatRange(min=0),
-            metavar="USD",
-            help="With --allow-unregistered: what each job costs (needed by --budget).",
-        ),
-        click.option("--sheet", help="Excel sheet to read (name or 0-based index); default first."),
         click.option(
             "--count",
             type=click.IntRange(1, MAX_TAKES),
@@ -240,7 +247,7 @@ def manifest_options(fn: F) -> F:
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    return settings_options("model", "allow_unregistered", "price_per_job", "sheet")(fn)
 
 
 def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Expansion:
@@ -306,98 +313,7 @@ def _report(summary: Summary, as_json: bool) -> None:
 @cli.command()
 @log_options
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@ledger_option
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("outputs"),
-    show_default=True,
-    help="Folder the videos are written to.",
-)
-@click.option(
-    "--provider",
-    type=click.Choice(sorted(PROVIDERS)),
-    default="quickrouter",
-    show_default=True,
-    help="API preset (origin and auth scheme).",
-)
-@click.option("--base-url", help="Override the API origin (http:// only for loopback).")
-@click.option(
-    "--auth-scheme", type=click.Choice(["bearer", "key"]), help="Override the auth scheme."
-)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 1000),
-    default=8,
-    show_default=True,
-    help="Most jobs in flight at the provider.",
-)
-@click.option(
-    "--rps",
-    type=click.FloatRange(min=0.01),
-    default=None,
-    help="Most API requests per second (default: no fixed cap; a 429 slows requests down).",
-)
-@click.option(
-    "--stream/--no-stream",
-    "streams",
-    default=True,
-    show_default=True,
-    help="Follow each job's status stream (a 404 or a failing stream falls back to polling).",
-)
-@click.option(
-    "--stream-stall",
-    type=DURATION,
-    default="45s",
-    show_default=True,
-    help="Poll a job instead once its status stream has sent nothing for this long.",
-)
-@click.option(
-    "--downloads",
-    "download_concurrency",
-    type=click.IntRange(1, 64),
-    default=4,
-    show_default=True,
-    help="Most downloads at once.",
-)
-@click.option(
-    "--poll-min",
-    type=click.FloatRange(min=0.01),
-    default=0.5,
-    show_default=True,
-    help="Shortest pause between status checks of a job (seconds).",
-)
-@click.option(
-    "--poll-max",
-    type=click.FloatRange(min=0.01),
-    default=15.0,
-    show_default=True,
-    help="Longest pause between status checks of a job (seconds).",
-)
-@click.option(
-    "--queue-timeout",
-    type=DURATION,
-    default="30m",
-    show_default=True,
-    help="Cancel and fail a job waiting in the provider's queue longer than this.",
-)
-@click.option(
-    "--run-timeout",
-    type=DURATION,
-    default="20m",
-    show_default=True,
-    help="Cancel and fail a job running longer than this.",
-)
-@click.option(
-    "--simulate", is_flag=True, help="Run against the built-in simulator (no key, no cost)."
-)
-@click.option(
-    "--resubmit-unknown",
-    is_flag=True,
-    help="Submit again jobs whose earlier submit got no answer (may pay twice).",
-)
-@max_runtime_option
-@budget_option
+@settings_options(*RUN_SETTINGS)
 @manifest_options
 @click.option(
     "--replace-changed",

@@ -27,35 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from batchrunner.errors import UsageError
+from batchrunner.settings import NAMES, toml_key
 
 CONFIG_NAME = "batchrunner.toml"
 
-# key in the file -> the run option it sets (tables are handled separately)
-KEYS = {
-    "model": "model",
-    "allow_unregistered": "allow_unregistered",
-    "price_per_job": "price_per_job",
-    "provider": "provider",
-    "base_url": "base_url",
-    "auth_scheme": "auth_scheme",
-    "concurrency": "concurrency",
-    "rps": "rps",
-    "stream": "streams",
-    "stream_stall": "stream_stall",
-    "downloads": "download_concurrency",
-    "budget": "budget",
-    "out": "out",
-    "ledger": "ledger",
-    "queue_timeout": "queue_timeout",
-    "run_timeout": "run_timeout",
-    "max_runtime": "max_runtime",
-    "poll_min": "poll_min",
-    "poll_max": "poll_max",
-    "sheet": "sheet",
-    "count": "count",
-    "prompt_template": "prompt_template",
-    "dedupe": "dedupe",
-    "strict": "strict",
+# key in the file -> the option it sets: every setting that has a TOML key (declared once, in
+# batchrunner.settings), then the options that shape a manifest's jobs (tables apart)
+KEYS: dict[str, str] = {key: name for name in NAMES if (key := toml_key(name))} | {
+    name: name for name in ("count", "prompt_template", "dedupe", "strict")
 }
 TABLES = ("defaults", "matrix")
 

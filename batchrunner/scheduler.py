@@ -50,27 +50,13 @@ from batchrunner.ledger import Job, Ledger, now
 from batchrunner.manifest import LocalFile, materialize
 from batchrunner.models import get_model
 from batchrunner.paths import output_path, video_name
+from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
-from batchrunner.streams import STREAM_STALL, StreamMemory
+from batchrunner.streams import StreamMemory
 from batchrunner.verify import check_download, poster_path
 
 logger = logging.getLogger(__name__)
 S = JobState
-
-
-@dataclass
-class RunOptions:
-    concurrency: int = 8
-    download_concurrency: int = 4
-    resubmit_unknown: bool = False
-    poll_min: float = 0.5  # seconds between status checks, at the fastest
-    poll_max: float = 15.0  # ... and at the slowest
-    queue_timeout: float = 30 * 60  # a job IN_QUEUE longer than this is cancelled and failed
-    run_timeout: float = 20 * 60  # a job IN_PROGRESS longer than this is cancelled and failed
-    stop_grace: float = 3.0  # on stop, how long a submit already under way may take to answer
-    budget: float | None = None  # USD: no submit may take the ledger's spend past this
-    streams: bool = True  # follow each job's status stream (False: poll only)
-    stream_stall: float = STREAM_STALL  # seconds of silence after which a stream is given up
 
 
 class PollClock:
@@ -138,7 +124,7 @@ class Runner:
         out_dir: Path,
         *,
         origin: str,
-        options: RunOptions | None = None,
+        options: Settings | None = None,
         observe: Observer | None = None,
     ):
         self.ledger = ledger
@@ -146,7 +132,7 @@ class Runner:
         self.media = media
         self.out_dir = out_dir
         self.origin = origin  # recorded per job: in-flight jobs are only polled where submitted
-        self.options = options or RunOptions()
+        self.options = options or Settings()
         self.limit = AdaptiveLimit(self.options.concurrency, on_change=ledger.record_limit)
         self.at_provider = 0  # our jobs the provider has accepted and not yet finished
         self.clock = PollClock(self.options.poll_min, self.options.poll_max)

@@ -18,7 +18,8 @@ import httpx
 from batchrunner.client import QueueStatus, Result, Submitted, Wire
 from batchrunner.ledger import Ledger, NewJob
 from batchrunner.retry import RetryPolicy
-from batchrunner.scheduler import Runner, RunOptions
+from batchrunner.scheduler import Runner
+from batchrunner.settings import Settings
 from batchrunner.simulator.clips import MediaShape, clip_bytes
 
 ENDPOINT = "fal-ai/veo3/image-to-video"
@@ -119,7 +120,7 @@ def runner(
         media_client,
         out,
         origin=ORIGIN,
-        options=RunOptions(**values),
+        options=Settings(**values),
     )
 
 
