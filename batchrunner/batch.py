@@ -7,52 +7,33 @@ record the jobs → run → summarise. Nothing is sent before the whole manifest
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 
-from batchrunner.client import QueueClient
-from batchrunner.downloader import media_client
+from batchrunner.connect import api_config, connect, run_info
 from batchrunner.errors import (
-    AccountLockedError,
-    ExitCode,
-    KeyRefusedError,
     LedgerError,
     ManifestError,
-    RunError,
     UsageError,
 )
 from batchrunner.expand import Expansion
-from batchrunner.gallery import write_after_run
 from batchrunner.ledger import Ledger
 from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, load_manifest
-from batchrunner.models import ModelSpec, get_model, lookup
+from batchrunner.models import ModelSpec, get_model
 from batchrunner.planner import decide, refusals, to_jobs
-from batchrunner.providers import ApiConfig, resolve_api
-from batchrunner.ratelimit import RateLimiter
 from batchrunner.report import Summary
-from batchrunner.scheduler import Observer, Runner
+from batchrunner.runtime import execute
+from batchrunner.scheduler import Observer
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
 
 logger = logging.getLogger(__name__)
-
-SIMULATOR_ORIGIN = "simulator"  # the origin recorded for jobs run with --simulate
-
-
-# ---------------------------------------------------------------------- planning
-
 
 # ---------------------------------------------------------------------- commands
 
@@ -98,7 +79,7 @@ def run_manifest(
     """Validate ``manifest_path``, record its jobs in the ledger, and run every unfinished job."""
     manifest = load(manifest_path, settings, expansion)
     jobs = to_jobs(manifest)
-    api = _api(settings, token, env)
+    api = api_config(settings, token, env)
     check_writable(settings.out)
     with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
         decisions = decide(
@@ -110,7 +91,7 @@ def run_manifest(
         problems = refusals(decisions, manifest)
         if problems:
             raise ManifestError(str(manifest.source), problems)
-        info = _run_info(settings, api)
+        info = run_info(settings, api)
         info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
         ledger.start_run("run", manifest=str(manifest.source), **info)
         replaced = {d.job_id for d in decisions if d.changed and d.action == "submit"}
@@ -118,7 +99,7 @@ def run_manifest(
             if job.job_id in replaced:
                 ledger.replace(job)
         ledger.add_jobs(jobs)
-        return _execute(ledger, settings, api, observe)
+        return execute(ledger, settings, api, observe)
 
 
 def resume(
@@ -140,12 +121,12 @@ def resume(
         if last is None:
             raise LedgerError(f"{path} has no run to resume; use `batchrunner run MANIFEST`")
         settings = Settings.from_stored(last["options"], ledger=path, **overrides)
-        api = _api(settings, token, env)
+        api = api_config(settings, token, env)
         check_writable(settings.out)
-        ledger.start_run(command, manifest=last.get("manifest"), **_run_info(settings, api))
+        ledger.start_run(command, manifest=last.get("manifest"), **run_info(settings, api))
         if prepare is not None:
             prepare(ledger)
-        return _execute(ledger, settings, api, observe)
+        return execute(ledger, settings, api, observe)
 
 
 RETRYABLE = (JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED, JobState.EXPIRED)
@@ -192,152 +173,6 @@ def retry(
     )
 
 
-def _execute(
-    ledger: Ledger, settings: Settings, api: ApiConfig | None, observe: Observer | None
-) -> Summary:
-    stopped: list[ExitCode] = []  # filled by the watchers that stop a run early
-
-    async def main() -> Summary:
-        async with _provider(settings, api) as (client, origin), media_client() as media:
-            runner = Runner(
-                ledger,
-                client,
-                media,
-                settings.out,
-                origin=origin,
-                options=settings,
-                observe=observe,
-            )
-            ledger.record_limit(runner.limit.current)
-            async with anyio.create_task_group() as watchers:
-                watchers.start_soon(_stop_on_signals, runner, stopped)
-                if settings.max_runtime is not None:
-                    watchers.start_soon(_stop_after, runner, settings.max_runtime, stopped)
-                tally = await runner.run()
-                watchers.cancel_scope.cancel()
-        why: tuple[ExitCode, str] | None
-        if runner.run_error is not None:
-            why = (ExitCode.RUN_STOPPED, _run_error_line(runner.run_error, api, ledger))
-        elif stopped:
-            why = (stopped[0], runner.stopped or "")
-        else:
-            why = _budget_stop(runner, ledger)
-        return Summary.from_ledger(
-            ledger, submitted=tally.submitted, downloaded=tally.downloaded, stopped=why
-        )
-
-    summary = anyio.run(main)
-    ledger.finish_run(summary.exit_code, summary.as_dict())
-    gallery = write_after_run(ledger, settings.out)
-    return replace(summary, gallery=str(gallery) if gallery else None)
-
-
-def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> str:
-    """One line: what stopped the run and what to do, naming the origin and the key's source."""
-    origin = api.origin if api else "the simulator"
-    key = api.key_source if api else "the key"
-    waiting = ledger.counts().get(JobState.PENDING, 0)
-    then = f"then run the same command again ({waiting} jobs wait, nothing was lost)"
-    if isinstance(error, KeyRefusedError):
-        return f"the API refused the key for {origin} ({error}): check {key}, {then}"
-    if isinstance(error, AccountLockedError):
-        return (
-            f"the account at {origin} cannot pay for more jobs ({error}); jobs already "
-            f"submitted were followed; top up or unlock the account, {then}"
-        )
-    return f"cannot reach the API at {origin} ({error}): check --base-url and the network, {then}"
-
-
-def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[ExitCode, str] | None:
-    """Exit 75 with the spend and what is left when --budget held jobs back."""
-    budget = runner.options.budget
-    if budget is None or not runner.out_of_budget:
-        return None
-    spent = ledger.spend()
-    waiting = ledger.counts().get(JobState.PENDING, 0)
-    left = max(0.0, budget - spent)
-    return ExitCode.NOT_FINISHED, (
-        f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${left:,.2f} left; "
-        f"{waiting} jobs not submitted (raise --budget and run again to continue)"
-    )
-
-
-async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:
-    """First SIGINT/SIGTERM: stop cleanly (exit 130/143). Second: leave at once."""
-    if threading.current_thread() is not threading.main_thread():
-        return  # signals can only be received on the main thread; the embedding app decides
-    codes = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
-    with anyio.open_signal_receiver(*codes) as signals:
-        async for received in signals:
-            if runner.stopped is not None:
-                os._exit(codes[received])  # the ledger is committed; nothing to flush
-            stopped.append(codes[received])
-            runner.stop(f"{signal.Signals(received).name} received; state is saved")
-
-
-async def _stop_after(runner: Runner, seconds: float, stopped: list[ExitCode]) -> None:
-    await anyio.sleep(seconds)
-    stopped.append(ExitCode.NOT_FINISHED)
-    runner.stop(
-        f"--max-runtime of {seconds:g} s reached; jobs in flight stay in the ledger. "
-        "Run again within the hour: results expire about an hour after completion"
-    )
-
-
-@contextlib.asynccontextmanager
-async def _provider(settings: Settings, api: ApiConfig | None) -> Any:
-    """A queue client for the configured API, or for an in-process simulator."""
-    limiter = RateLimiter(settings.rps)
-    # a job following its status stream holds a connection: one per job in flight, plus room
-    # for submits and results, all kept alive (a new TLS connection costs more than a request)
-    pool = settings.concurrency + 8
-    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-    if api is not None:
-        async with QueueClient(api, retry=settings.retry, limiter=limiter, limits=limits) as client:
-            yield client, api.origin
-        return
-    from batchrunner.simulator import SimulatorConfig, SimulatorServer
-
-    state = settings.ledger.with_name(settings.ledger.name + ".simulator")
-    extra = () if lookup(settings.model) else (settings.model,)  # --allow-unregistered
-    config = SimulatorConfig(
-        queue_seconds=0.3,
-        run_seconds=1.5,
-        jitter=0.3,
-        state_path=str(state),
-        extra_endpoints=extra,
-    )
-    with SimulatorServer(config) as server:
-        simulated = ApiConfig(
-            base_url=server.url, auth_scheme="bearer", token="simulator", provider="simulator"
-        )
-        async with QueueClient(
-            simulated, retry=settings.retry, limiter=limiter, limits=limits
-        ) as client:
-            yield client, SIMULATOR_ORIGIN
-
-
-def _api(settings: Settings, token: str | None, env: dict[str, str] | None) -> ApiConfig | None:
-    if settings.simulate:
-        return None
-    return resolve_api(
-        settings.provider,
-        base_url=settings.base_url,
-        auth_scheme=settings.auth_scheme,
-        token=token,
-        env=os.environ if env is None else env,
-    )
-
-
-def _run_info(settings: Settings, api: ApiConfig | None) -> dict[str, Any]:
-    return {
-        "endpoint": settings.model,
-        "provider": "simulator" if api is None else api.provider,
-        "origin": SIMULATOR_ORIGIN if api is None else api.origin,
-        "options": settings.stored(),
-    }
-
-
 def check_writable(folder: Path) -> None:
     """Fail before anything is sent if videos could not be written to ``folder``."""
     try:
@@ -377,12 +212,12 @@ def cancel(
         last = ledger.last_run(("run", "resume", "retry"))
         settings = Settings.from_stored(last["options"] if last else {}, ledger=path)
         remote = [j for j in targets if j.state in AT_PROVIDER]
-        api = _api(settings, token, env) if remote else None
-        ledger.start_run("cancel", **_run_info(settings, api))
+        api = api_config(settings, token, env) if remote else None
+        ledger.start_run("cancel", **run_info(settings, api))
         outcome: dict[str, str] = {}
 
         async def main() -> None:
-            async with _provider(settings, api) as (client, origin):
+            async with connect(settings, api) as (client, origin):
                 for job in remote:
                     if job.origin != origin:
                         outcome[job.job_id] = f"skipped: submitted to {job.origin}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from batchrunner import batch, export, gallery, settings
+from batchrunner import batch, export, gallery, runtime, settings
 from batchrunner import models as registry
 from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
 from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
@@ -798,4 +799,5 @@ def models_price(endpoint_id: str, rule: str) -> None:
 
 
 def main() -> None:
+    runtime.leave_at_once = os._exit  # a second Ctrl-C leaves at once: the ledger is committed
     cli(prog_name="batchrunner")

@@ -139,3 +139,14 @@ def test_the_worked_example_prints_what_the_readme_shows_and_runs(
     summary = json.loads(ran.stdout)
     assert summary["counts"] == {"done": 12} and summary["spend_usd"] == 24.0
     assert (tmp_path / "videos" / "0001-fox~16_9~t1.mp4").exists()
+
+
+def test_the_module_map_lists_every_module() -> None:
+    section = README[README.index("The code reads as the pipeline it is") :]
+    named = set(re.findall(r"`(?:simulator/)?([a-z_]+\.py)`", section))
+    named |= set(re.findall(r"`([a-z_]+\.py)`", section[section.index("| simulator |") :]))
+    package = ROOT / "batchrunner"
+    modules = {p.name for p in package.glob("*.py")} | {
+        p.name for p in (package / "simulator").glob("*.py")
+    }
+    assert modules - {"__init__.py", "__main__.py"} <= named

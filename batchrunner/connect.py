@@ -1,0 +1,82 @@
+"""Where a run's requests go: the configured API, or an in-process simulator.
+
+:func:`api_config` resolves the API (origin, auth scheme, key) from the settings and the
+environment; :func:`connect` opens the queue client for it, or starts the built-in simulator
+for ``--simulate`` and points a client at that. :func:`run_info` is what the ledger records
+about where a run went (never the key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from batchrunner.client import QueueClient
+from batchrunner.models import lookup
+from batchrunner.providers import ApiConfig, resolve_api
+from batchrunner.ratelimit import RateLimiter
+from batchrunner.settings import Settings
+
+SIMULATOR_ORIGIN = "simulator"  # the origin recorded for jobs run with --simulate
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    settings: Settings, api: ApiConfig | None
+) -> AsyncIterator[tuple[QueueClient, str]]:
+    """A queue client for the configured API, or for an in-process simulator."""
+    limiter = RateLimiter(settings.rps)
+    # a job following its status stream holds a connection: one per job in flight, plus room
+    # for submits and results, all kept alive (a new TLS connection costs more than a request)
+    pool = settings.concurrency + 8
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+    if api is not None:
+        async with QueueClient(api, retry=settings.retry, limiter=limiter, limits=limits) as client:
+            yield client, api.origin
+        return
+    from batchrunner.simulator import SimulatorConfig, SimulatorServer
+
+    state = settings.ledger.with_name(settings.ledger.name + ".simulator")
+    extra = () if lookup(settings.model) else (settings.model,)  # --allow-unregistered
+    config = SimulatorConfig(
+        queue_seconds=0.3,
+        run_seconds=1.5,
+        jitter=0.3,
+        state_path=str(state),
+        extra_endpoints=extra,
+    )
+    with SimulatorServer(config) as server:
+        simulated = ApiConfig(
+            base_url=server.url, auth_scheme="bearer", token="simulator", provider="simulator"
+        )
+        async with QueueClient(
+            simulated, retry=settings.retry, limiter=limiter, limits=limits
+        ) as client:
+            yield client, SIMULATOR_ORIGIN
+
+
+def api_config(
+    settings: Settings, token: str | None, env: dict[str, str] | None
+) -> ApiConfig | None:
+    if settings.simulate:
+        return None
+    return resolve_api(
+        settings.provider,
+        base_url=settings.base_url,
+        auth_scheme=settings.auth_scheme,
+        token=token,
+        env=os.environ if env is None else env,
+    )
+
+
+def run_info(settings: Settings, api: ApiConfig | None) -> dict[str, Any]:
+    return {
+        "endpoint": settings.model,
+        "provider": "simulator" if api is None else api.provider,
+        "origin": SIMULATOR_ORIGIN if api is None else api.origin,
+        "options": settings.stored(),
+    }

@@ -1,0 +1,127 @@
+"""A run while it runs: the worker pool under its watchers, and why it stopped.
+
+:func:`execute` runs the ledger's unfinished jobs with a :class:`~batchrunner.scheduler.Runner`
+and the watchers that stop it early — SIGINT/SIGTERM, ``--max-runtime`` — then turns the outcome
+into a :class:`~batchrunner.report.Summary`. Every stop reason is decided here, in one place:
+a run error (exit 69), a signal (130/143), ``--max-runtime`` or ``--budget`` (75).
+
+Library code never ends the process: a second Ctrl-C calls :data:`leave_at_once` if the CLI set
+it (``os._exit``: the ledger is committed, nothing to flush), else raises KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+import anyio
+
+from batchrunner.connect import connect
+from batchrunner.downloader import media_client
+from batchrunner.errors import AccountLockedError, ExitCode, KeyRefusedError, RunError
+from batchrunner.gallery import write_after_run
+from batchrunner.ledger import Ledger
+from batchrunner.providers import ApiConfig
+from batchrunner.report import Summary
+from batchrunner.scheduler import Observer, Runner
+from batchrunner.settings import Settings
+from batchrunner.states import JobState
+
+leave_at_once: Callable[[int], object] | None = None  # set by the CLI to os._exit
+
+
+def execute(
+    ledger: Ledger, settings: Settings, api: ApiConfig | None, observe: Observer | None
+) -> Summary:
+    stopped: list[ExitCode] = []  # filled by the watchers that stop a run early
+
+    async def main() -> Summary:
+        async with connect(settings, api) as (client, origin), media_client() as media:
+            runner = Runner(
+                ledger,
+                client,
+                media,
+                settings.out,
+                origin=origin,
+                options=settings,
+                observe=observe,
+            )
+            ledger.record_limit(runner.limit.current)
+            async with anyio.create_task_group() as watchers:
+                watchers.start_soon(_stop_on_signals, runner, stopped)
+                if settings.max_runtime is not None:
+                    watchers.start_soon(_stop_after, runner, settings.max_runtime, stopped)
+                tally = await runner.run()
+                watchers.cancel_scope.cancel()
+        why: tuple[ExitCode, str] | None
+        if runner.run_error is not None:
+            why = (ExitCode.RUN_STOPPED, _run_error_line(runner.run_error, api, ledger))
+        elif stopped:
+            why = (stopped[0], runner.stopped or "")
+        else:
+            why = _budget_stop(runner, ledger)
+        return Summary.from_ledger(
+            ledger, submitted=tally.submitted, downloaded=tally.downloaded, stopped=why
+        )
+
+    summary = anyio.run(main)
+    ledger.finish_run(summary.exit_code, summary.as_dict())
+    gallery = write_after_run(ledger, settings.out)
+    return replace(summary, gallery=str(gallery) if gallery else None)
+
+
+def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> str:
+    """One line: what stopped the run and what to do, naming the origin and the key's source."""
+    origin = api.origin if api else "the simulator"
+    key = api.key_source if api else "the key"
+    waiting = ledger.counts().get(JobState.PENDING, 0)
+    then = f"then run the same command again ({waiting} jobs wait, nothing was lost)"
+    if isinstance(error, KeyRefusedError):
+        return f"the API refused the key for {origin} ({error}): check {key}, {then}"
+    if isinstance(error, AccountLockedError):
+        return (
+            f"the account at {origin} cannot pay for more jobs ({error}); jobs already "
+            f"submitted were followed; top up or unlock the account, {then}"
+        )
+    return f"cannot reach the API at {origin} ({error}): check --base-url and the network, {then}"
+
+
+def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[ExitCode, str] | None:
+    """Exit 75 with the spend and what is left when --budget held jobs back."""
+    budget = runner.options.budget
+    if budget is None or not runner.out_of_budget:
+        return None
+    spent = ledger.spend()
+    waiting = ledger.counts().get(JobState.PENDING, 0)
+    left = max(0.0, budget - spent)
+    return ExitCode.NOT_FINISHED, (
+        f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${left:,.2f} left; "
+        f"{waiting} jobs not submitted (raise --budget and run again to continue)"
+    )
+
+
+async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:
+    """First SIGINT/SIGTERM: stop cleanly (exit 130/143). Second: leave at once — through
+    :data:`leave_at_once` when the CLI set it, else by raising KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals can only be received on the main thread; the embedding app decides
+    codes = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
+    with anyio.open_signal_receiver(*codes) as signals:
+        async for received in signals:
+            if runner.stopped is not None:
+                if leave_at_once is not None:  # the CLI: the ledger is committed, leave now
+                    leave_at_once(codes[received])
+                raise KeyboardInterrupt  # a library caller's program decides
+            stopped.append(codes[received])
+            runner.stop(f"{signal.Signals(received).name} received; state is saved")
+
+
+async def _stop_after(runner: Runner, seconds: float, stopped: list[ExitCode]) -> None:
+    await anyio.sleep(seconds)
+    stopped.append(ExitCode.NOT_FINISHED)
+    runner.stop(
+        f"--max-runtime of {seconds:g} s reached; jobs in flight stay in the ledger. "
+        "Run again within the hour: results expire about an hour after completion"
+    )
