@@ -65,7 +65,7 @@ def is_empty(value: Any) -> bool:
     )
 
 
-def _number_text(value: Any) -> Any:
+def number_text(value: Any) -> Any:
     """``8.0`` → ``"8"``, ``7`` → ``"7"``, ``7.5`` → ``"7.5"``; other values unchanged."""
     if isinstance(value, bool):
         return value
@@ -84,7 +84,7 @@ def coerce(value: Any, spec: FieldKind) -> Any:
     if kind == "bool":
         if isinstance(value, bool):
             return value
-        text = str(_number_text(value)).strip().lower()
+        text = str(number_text(value)).strip().lower()
         if text in _TRUE or text in _FALSE:
             return text in _TRUE
         raise BadCell(_BOOL_RULE)
@@ -104,7 +104,7 @@ def coerce(value: Any, spec: FieldKind) -> Any:
             return int(number)
         raise BadCell("must be a whole number" if kind == "int" else "must be a number")
     if kind == "choice":
-        text = _number_text(value)
+        text = number_text(value)
         if not isinstance(text, str):
             return text
         text = text.strip()
@@ -122,7 +122,7 @@ def coerce(value: Any, spec: FieldKind) -> Any:
     if kind == "list":
         return _list(value)
     if kind == "text":
-        text = _number_text(value)
+        text = number_text(value)
         if isinstance(text, str) and spec.name not in VERBATIM_FIELDS:
             return text.strip()
         return text
@@ -134,7 +134,7 @@ def _list(value: Any) -> Any:
     if isinstance(value, list | tuple):
         items = list(value)
     else:
-        text = str(_number_text(value)).strip()
+        text = str(number_text(value)).strip()
         if text.startswith("["):
             try:
                 items = json.loads(text)
@@ -147,7 +147,7 @@ def _list(value: Any) -> Any:
                 raise BadCell("must be a list")
         else:
             items = re.split(r"[|\r\n]", text)
-    cleaned = [_number_text(i).strip() if isinstance(i, str) else i for i in items]
+    cleaned = [number_text(i).strip() if isinstance(i, str) else i for i in items]
     cleaned = [i for i in cleaned if not is_empty(i)]
     if not cleaned:
         return OMIT
@@ -160,7 +160,7 @@ def control_text(value: Any) -> str | None:
         raise BadCell(f"the cell shows the Excel error {value}; fix the formula or type a value")
     if is_empty(value):
         return None
-    return str(_number_text(value)).strip()
+    return str(number_text(value)).strip()
 
 
 def plain(value: Any) -> Any:

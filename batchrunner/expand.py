@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrunner.coerce import is_empty, number_text
 from batchrunner.errors import UsageError
 
 MAX_TAKES = 100
@@ -117,7 +118,7 @@ def variants(cells: Mapping[str, Any], takes: int, expansion: Expansion) -> Iter
     """Every variant of one row; raises TemplateError for a placeholder it cannot fill."""
     filled = dict(cells)
     for name, value in expansion.defaults.items():
-        if _empty(filled.get(name)):
+        if is_empty(filled.get(name)):
             filled[name] = value
     template = expansion.prompt_template
     for combo in expansion.combinations:
@@ -145,11 +146,11 @@ def render(template: str, cells: Mapping[str, Any]) -> str:
                 column=name,
             )
         value = cells[name]
-        if _empty(value):
+        if is_empty(value):
             raise TemplateError(
                 f"the prompt template uses {{{name}}}, which is empty in this row", column=name
             )
-        return _text(value)
+        return str(number_text(value))
 
     return _PLACEHOLDER.sub(fill, template)
 
@@ -160,13 +161,3 @@ def take_seed(row_seed: int | None, basis: str, take: int) -> int:
         return row_seed + take - 1
     digest = hashlib.sha256(f"{basis}#take{take}".encode()).hexdigest()
     return int(digest[:8], 16) % 2**31
-
-
-def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or value != value
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
