@@ -20,7 +20,6 @@ and a ``busy_timeout``, so ``status`` and ``export`` can read while a run writes
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import socket
@@ -31,8 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from batchrunner import identity
 from batchrunner.errors import LedgerError, TransitionError
-from batchrunner.images import place
 from batchrunner.lean_sqlite import sqlite_utils
 from batchrunner.migrations import MIGRATIONS, check_compatible
 from batchrunner.states import JobState, can_move
@@ -478,8 +477,4 @@ def _dumps(value: Any) -> str:
 
 
 def _input_hash(endpoint: str, payload: Mapping[str, Any], files: Mapping[str, Any]) -> str:
-    body = dict(payload)
-    for key, file in files.items():
-        place(body, key, f"sha256:{file['sha256']}")
-    text = _dumps({"endpoint": endpoint, "input": body})
-    return hashlib.sha256(text.encode()).hexdigest()
+    return identity.input_hash(endpoint, payload, {k: f["sha256"] for k, f in files.items()})

@@ -29,7 +29,6 @@ typo) is an error naming the field; a column like no field is metadata, with a w
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 import re
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchrunner import identity
 from batchrunner.cells import IN_MEMORY, Record, read_records, read_table
 from batchrunner.coerce import OMIT, BadCell, FieldKind, coerce, control_text, plain
 from batchrunner.errors import ManifestError, Problem
@@ -151,21 +151,8 @@ def job_id_for(
     take: int | None = None,
 ) -> str:
     """``j`` + 16 hex of sha256 over the canonical request (local files by their sha256) and,
-    for a row with several takes, the take number."""
-    body = dict(payload)
-    for key, file in files.items():
-        place(body, key, f"sha256:{file.sha256}")
-    request: dict[str, Any] = {"endpoint": endpoint_id, "input": body}
-    if take is not None:
-        request["take"] = take
-    text = json.dumps(
-        request,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=str,
-    )
-    return "j" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    for a row with several takes, the take number (:mod:`batchrunner.identity`)."""
+    return identity.job_id(endpoint_id, payload, {k: f.sha256 for k, f in files.items()}, take)
 
 
 # -- columns ------------------------------------------------------------------------------------
