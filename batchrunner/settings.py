@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchrunner.errors import UsageError
 from batchrunner.models import DEFAULT_MODEL
 from batchrunner.providers import PROVIDERS
 from batchrunner.retry import RetryPolicy
@@ -132,13 +133,25 @@ class Settings:
     ONE_OFF = ("resubmit_unknown", "max_runtime")  # decisions of one invocation, not stored
 
     def __post_init__(self) -> None:
-        """Values from a TOML file or a Python caller: ``"30m"`` as seconds, paths as Paths."""
+        """Values from a TOML file or a Python caller are typed and checked as the command line
+        checks them: ``"30m"`` as seconds, paths as Paths, ranges and choices enforced."""
         for name, how in options().items():
             value = getattr(self, name)
-            if how.kind == "duration" and value is not None:
+            if value is None:
+                continue
+            kind, _, rest = how.kind.partition(":")
+            if kind == "duration":
                 setattr(self, name, seconds(value))
-            elif how.kind in ("path", "dir") and isinstance(value, str):
+            elif kind in ("path", "dir") and isinstance(value, str):
                 setattr(self, name, Path(value))
+            elif kind == "choice" and value not in rest.split(","):
+                raise UsageError(f"{name} must be one of {rest.replace(',', ', ')}, got {value!r}")
+            elif kind in ("int", "float"):
+                low, _, high = rest.partition(":")
+                number = value if isinstance(value, int | float) and value is not True else None
+                if number is None or number < float(low) or (high and number > float(high)):
+                    span = f"between {low} and {high}" if high else f"at least {low}"
+                    raise UsageError(f"{name} must be a number {span}, got {value!r}")
 
     def stored(self) -> dict[str, Any]:
         values = asdict(self)

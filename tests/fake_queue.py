@@ -112,7 +112,7 @@ def runner(
     out: Path,
     **options: Any,
 ) -> Runner:
-    values: dict[str, Any] = {"poll_min": 0.0, "poll_max": 0.0}
+    values: dict[str, Any] = {"poll_min": 0.01, "poll_max": 0.01}  # the fastest a run may poll
     values.update(options)
     return Runner(
         ledger,

@@ -76,3 +76,21 @@ def test_stored_settings_round_trip_and_toml_values_are_typed(tmp_path: Path) ->
     assert again.stored() == made.stored()
     with pytest.raises(ValueError, match="not a duration"):
         Settings(run_timeout="soon")
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"concurrency": 0}, "concurrency must be a number between 1 and 1000"),
+        ({"downloads": 65}, "download_concurrency must be a number between 1 and 64"),
+        ({"budget": -1}, "budget must be a number at least 0"),
+        ({"provider": "acme"}, "provider must be one of fal, quickrouter"),
+        ({"rps": "fast"}, "rps must be a number at least 0.01"),
+    ],
+)
+def test_a_python_caller_gets_the_command_lines_checks(values: dict, words: str) -> None:
+    from batchrunner.errors import UsageError
+
+    name = {"downloads": "download_concurrency"}
+    with pytest.raises(UsageError, match=words):
+        Settings(**{name.get(k, k): v for k, v in values.items()})
