@@ -318,9 +318,9 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "second-ctrl-c-ignored",
         "Ctrl-C / SIGTERM stop cleanly",
-        "batchrunner/batch.py",
-        "            if runner.stopped is not None:\n                os._exit(",
-        "            if False:  # MUTANT\n                os._exit(",
+        "batchrunner/runtime.py",
+        "            if runner.stopped is not None:\n                if leave_at_once",
+        "            if False:  # MUTANT\n                if leave_at_once",
         (UNATTENDED + "test_a_second_ctrl_c_leaves_at_once",),
     ),
     # --- Account and network trouble stops the run, not the jobs
@@ -359,6 +359,17 @@ MUTATIONS: list[Mutation] = [
         "            if isinstance(exc, DownloadError) and exc.permanent:\n",
         "            if False:  # MUTANT\n",
         (RUN_ERRORS + "test_broken_downloads_end_with_their_reason_and_do_not_stop_the_others",),
+    ),
+    # --- plan predicts run
+    Mutation(
+        "plan-skips-pending-jobs",
+        "`plan` predicts `run`",
+        "batchrunner/planner.py",
+        "    if state is JobState.PENDING or (state is JobState.UNKNOWN and resubmit_unknown):\n",
+        "    if False:  # MUTANT\n",
+        (
+            "tests/test_planner.py::test_plan_predicts_exactly_what_run_submits_follows_holds_and_refuses",
+        ),
     ),
     # --- One runner per ledger
     Mutation(
