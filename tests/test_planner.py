@@ -89,3 +89,18 @@ def test_plan_predicts_exactly_what_run_submits_follows_holds_and_refuses(tmp_pa
         final = states(ledger)
         assert {j for j, s in final.items() if s == "pending"} == predicted["held"]
         assert all(final[j] == "done" for j in predicted["follow"] | predicted["submit"])
+
+        # the job the budget stop left pending: plan and run agree once the budget is raised
+        before = submits(ledger)
+        again = json.loads(
+            CliRunner().invoke(cli, ["plan", str(manifest), "--budget", "20", "--json"]).stdout
+        )
+        assert by_action(again) == {"submit": {"shot-006"}, "skip": set(predicted["follow"]
+                                    | predicted["submit"])}  # fmt: skip
+        assert {d["why"] for d in again["decisions"] if d["action"] == "submit"} == {
+            "pending in the ledger"
+        }
+        last = CliRunner().invoke(cli, ["run", str(manifest), "--budget", "20"], env=ENV)
+        assert last.exit_code == 0, last.output
+        after = submits(ledger)
+        assert {j for j, n in after.items() if n > before.get(j, 0)} == {"shot-006"}
