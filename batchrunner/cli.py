@@ -367,15 +367,13 @@ def run(
 @cli.command(name="plan")
 @log_options
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@ledger_option
+@settings_options("ledger", "budget", "resubmit_unknown")
 @manifest_options
-@budget_option
 @click.option(
     "--replace-changed",
     is_flag=True,
     help="Plan as run --replace-changed would: edited rows replace their jobs.",
 )
-@click.option("--resubmit-unknown", is_flag=True, help="Plan as run --resubmit-unknown would.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "-o",
