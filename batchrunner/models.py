@@ -22,7 +22,7 @@ import functools
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,11 +58,11 @@ class ModelSpec:
     notes: tuple[str, ...] = ()
     origin: str = "shipped"  # "shipped", the user file's path, or "unregistered"
     default_extension: str = ".mp4"
-    kinds: dict[str, FieldKind] = field(default_factory=dict, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if self.input_schema is not None and not self.kinds:
-            self.kinds.update(schema.field_kinds(self.input_schema))
+    @functools.cached_property
+    def kinds(self) -> dict[str, FieldKind]:
+        """Each input field with the kind of cell it takes (none for an unregistered model)."""
+        return schema.field_kinds(self.input_schema) if self.input_schema is not None else {}
 
     @property
     def known(self) -> bool:

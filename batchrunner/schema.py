@@ -6,11 +6,10 @@ OpenAPI's ``nullable`` turned into JSON Schema, see :mod:`batchrunner.openapi`).
 * :func:`field_kinds`: what kind of cell each field takes (``bool``, ``int``, ``float``,
   ``choice`` for a string enum, ``text``, ``list`` for an array of strings, ``any``), so the
   manifest loader can coerce spreadsheet cells without a line of code per model;
-* :func:`complete`: the request body with the schema's defaults filled in (the job records
-  exactly what will be generated, and the price can be computed from it);
-* :func:`problems`: every way a body breaks the schema, each with its field and a sentence that
-  says what is allowed. Validation is `jsonschema <https://python-jsonschema.readthedocs.io>`_'s
-  (Draft 2020-12); the words are ours.
+* :class:`Checker`: the request body with the schema's defaults filled in (the job records
+  exactly what will be generated, and the price can be computed from it), and every way a body
+  breaks the schema, each with its field and a sentence that says what is allowed. Validation is
+  `jsonschema <https://python-jsonschema.readthedocs.io>`_'s (Draft 2020-12); the words are ours.
 """
 
 from __future__ import annotations
@@ -90,15 +89,6 @@ def file_fields(schema: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
-def complete(schema: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` with every absent field that has a (non-null) default set to it."""
-    body = dict(values)
-    for name, prop in properties(schema).items():
-        if name not in body and prop.get("default") is not None:
-            body[name] = prop["default"]
-    return body
-
-
 @functools.lru_cache(maxsize=256)
 def _validator(text: str) -> Validator:
     from jsonschema import Draft202012Validator  # imported when a body is first checked
@@ -108,11 +98,6 @@ def _validator(text: str) -> Validator:
 
 def validator(schema: Mapping[str, Any]) -> Validator:
     return _validator(json.dumps(schema, sort_keys=True))
-
-
-def problems(schema: Mapping[str, Any], body: Mapping[str, Any]) -> list[InputProblem]:
-    """Every way ``body`` breaks ``schema``, in field order; [] when it is valid."""
-    return Checker(schema).problems(body)
 
 
 # A schema that is only properties and required fields can be checked field by field.
