@@ -9,6 +9,7 @@ fetched again by ``resume``; nothing else about the run changes.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -73,6 +74,31 @@ def test_a_file_that_is_not_a_video_is_unplayable(tmp_path: Path) -> None:
     page.write_bytes(b"<html><body>Access denied</body></html>\n" * 50)
     with pytest.raises(UnplayableError, match="does not decode"):
         inspect(page, Expected())
+
+
+def faststart(clip: bytes, dest: Path) -> bytes:
+    """``clip`` remuxed with its index first (as CDNs serve MP4s), so a cut file still opens."""
+    import av
+
+    with (
+        av.open(io.BytesIO(clip)) as source,
+        av.open(str(dest), "w", format="mp4", options={"movflags": "faststart"}) as out,
+    ):
+        streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return dest.read_bytes()
+
+
+def test_a_clip_cut_short_is_unplayable_though_its_index_opens(tmp_path: Path) -> None:
+    whole = faststart(clip_bytes(MediaShape("16:9", 4.0, True, "720p")), tmp_path / "whole.mp4")
+    assert inspect(tmp_path / "whole.mp4", Expected(4.0)).media["frames"] == 32
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[: len(whole) * 9 // 10])
+    with pytest.raises(UnplayableError, match=r"ends after \d+ of 32 frames"):
+        inspect(cut, Expected(4.0))
 
 
 def test_only_what_the_model_defines_is_compared() -> None:
