@@ -458,18 +458,18 @@ class Ledger:
             if not can_move(old, new):
                 raise TransitionError(f"job {job_id}: {old} → {new} is not an allowed transition")
             fields = {**fields, "state": new.value, "updated_at": stamp}
-            self.db.table("jobs").update(job_id, fields)
-            self.db.table("events").insert(
-                {
-                    "job_id": job_id,
-                    "run_id": self.run_id,
-                    "at": stamp,
-                    "from_state": old.value,
-                    "to_state": new.value,
-                    "detail": detail,
-                }
+            assignments = ", ".join(f"[{name}] = ?" for name in fields)
+            cursor = self.db.execute(
+                f"update jobs set {assignments} where job_id = ? returning *",
+                [*fields.values(), job_id],
             )
-        return self.get(job_id)
+            stored = dict(zip([c[0] for c in cursor.description], cursor.fetchone(), strict=True))
+            self.db.execute(
+                "insert into events (job_id, run_id, at, from_state, to_state, detail)"
+                " values (?, ?, ?, ?, ?, ?)",
+                [job_id, self.run_id, stamp, old.value, new.value, detail],
+            )
+        return Job.from_row(stored)
 
 
 def _dumps(value: Any) -> str:

@@ -263,7 +263,7 @@ def _save_poster(frame: Any, dest: Path) -> str | None:
     becomes an image: converting the full frame first costs several times more."""
     scale = min(1.0, POSTER_BOX / max(frame.width, frame.height, 1))
     width, height = (max(2, round(side * scale) // 2 * 2) for side in (frame.width, frame.height))
-    image = frame.to_image(width=width, height=height)
+    image = frame.to_image(width=width, height=height, interpolation="AREA")
     part = dest.with_name(dest.name + ".part")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
