@@ -15,22 +15,28 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
-from batchrunner import batch, export, gallery, runtime, settings
+from batchrunner import errors, settings
 from batchrunner import models as registry
 from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
 from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
 from batchrunner.expand import MAX_TAKES, Expansion, check_fields, parse_matrix, parse_settings
-from batchrunner.manifest import Manifest
 from batchrunner.models import get_model
-from batchrunner.planner import Plan, make_plan, money, refusals, write_bodies
-from batchrunner.report import Progress, Summary
+from batchrunner.settings import Settings
 from batchrunner.simulator import simulate
 from batchrunner.takes_cli import retry_ids, takes_options
+
+# What runs a command (HTTP, the ledger, pandas, PyAV) is imported by the command that needs
+# it, inside its function: `batchrunner --help` and a mistyped option load only click and the
+# option declarations.
+if TYPE_CHECKING:
+    from batchrunner.manifest import Manifest
+    from batchrunner.planner import Plan
+    from batchrunner.report import Summary
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -281,10 +287,10 @@ def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Ex
     )
 
 
-def _model_settings(options: dict[str, Any]) -> batch.Settings:
+def _model_settings(options: dict[str, Any]) -> Settings:
     """The settings plan and validate need: which model, how to read the manifest."""
     names = ("model", "allow_unregistered", "price_per_job", "sheet")
-    return batch.Settings(**{name: options[name] for name in names})
+    return Settings(**{name: options[name] for name in names})
 
 
 def _as_item(field: str, values: list[Any]) -> str:
@@ -344,8 +350,11 @@ def run(
         batchrunner run shots.csv --matrix aspect_ratio=16:9,9:16 --count 2 --dry-run
         batchrunner run manifests/demo.csv --simulate
     """
+    from batchrunner import batch
+    from batchrunner.report import Progress
+
     expansion = _expansion(ctx, manifest, options)
-    settings = batch.Settings(**options)
+    settings = Settings(**options)
     if dry_run:
         loaded = batch.load(manifest, settings, expansion)
         _show_plan(loaded, settings, as_json, replace_changed=replace_changed)
@@ -400,8 +409,11 @@ def plan_command(
         batchrunner plan shots.csv --matrix resolution=720p,1080p --count 3
         batchrunner plan shots.csv --json -o plan.jsonl
     """
+    from batchrunner import batch
+    from batchrunner.planner import write_bodies
+
     expansion = _expansion(ctx, manifest, options)
-    settings = batch.Settings(
+    settings = Settings(
         **_model_settings(options).__dict__
         | {k: options[k] for k in ("ledger", "budget", "resubmit_unknown")}
     )
@@ -415,9 +427,11 @@ def plan_command(
 
 
 def _show_plan(
-    loaded: Manifest, settings: batch.Settings, as_json: bool, *, replace_changed: bool
+    loaded: Manifest, settings: Settings, as_json: bool, *, replace_changed: bool
 ) -> None:
     """Print the plan; edited rows run would refuse end it like run: exit 2, each named."""
+    from batchrunner.planner import make_plan, refusals
+
     plan = make_plan(
         loaded,
         settings.ledger,
@@ -445,6 +459,8 @@ def resume(ledger: Path, max_runtime: float | None, budget: float | None, as_jso
     Example:
         batchrunner resume --ledger shots.db
     """
+    from batchrunner import batch
+
     _report(batch.resume(ledger, max_runtime=max_runtime, budget=budget), as_json)
 
 
@@ -490,6 +506,8 @@ def retry(
         batchrunner retry --ledger shots.db --downloads
         batchrunner retry --ledger shots.db --ids selected.csv --new-take --budget 60
     """
+    from batchrunner import batch
+
     if by_ids["ids_file"] is not None or by_ids["new_take"]:
         summary = retry_ids(
             ledger, unknown=unknown, max_runtime=max_runtime, budget=budget, **by_ids
@@ -526,6 +544,8 @@ def status(ledger: Path, every: bool, as_json: bool) -> None:
         batchrunner status --ledger shots.db --json
         batchrunner status --ledger shots.db --all
     """
+    from batchrunner import export
+
     info = export.status(ledger, every=every)
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -585,6 +605,8 @@ def export_command(ledger: Path, output: Path) -> None:
     Example:
         batchrunner export --ledger shots.db -o results.csv
     """
+    from batchrunner import export
+
     count = export.export(ledger, output)
     click.echo(f"wrote {count} jobs to {output}", err=True)
 
@@ -608,6 +630,8 @@ def report_command(ledger: Path, output: Path | None) -> None:
         batchrunner report --ledger shots.db
         batchrunner report --ledger shots.db -o review/day2.html
     """
+    from batchrunner import gallery
+
     written = gallery.report(ledger, output)
     click.echo(f"wrote {written}", err=True)
 
@@ -626,6 +650,8 @@ def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
         batchrunner cancel --ledger shots.db shot-03 shot-07
         batchrunner cancel --ledger shots.db --all
     """
+    from batchrunner import batch
+
     if bool(job_ids) == everything:
         raise click.UsageError("name the jobs to cancel, or pass --all")
     outcome = batch.cancel(ledger, None if everything else list(job_ids))
@@ -647,6 +673,8 @@ def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
         batchrunner validate shots.xlsx --sheet "Day 2"
         batchrunner validate shots.csv --strict
     """
+    from batchrunner import batch
+
     expansion = _expansion(ctx, manifest, options)
     loaded = batch.load(manifest, _model_settings(options), expansion)
     for warning in loaded.warnings:
@@ -699,6 +727,8 @@ def models_list(as_json: bool) -> None:
     Example:
         batchrunner models list --json
     """
+    from batchrunner.planner import money
+
     summaries = [_model_summary(spec) for _, spec in sorted(registry.registry().items())]
     if as_json:
         click.echo(json.dumps(summaries, indent=2))
@@ -797,5 +827,5 @@ def models_price(endpoint_id: str, rule: str) -> None:
 
 
 def main() -> None:
-    runtime.leave_at_once = os._exit  # a second Ctrl-C leaves at once: the ledger is committed
+    errors.leave_at_once = os._exit  # a second Ctrl-C leaves at once: the ledger is committed
     cli(prog_name="batchrunner")

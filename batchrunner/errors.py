@@ -35,7 +35,7 @@ Messages never contain the API token (the client never puts it in one).
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -50,6 +50,12 @@ class ExitCode(enum.IntEnum):
     NOT_FINISHED = 75  # stopped early on purpose (budget, --max-runtime); run again later
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
+
+
+# How a second Ctrl-C leaves a run that is stopping (:mod:`batchrunner.runtime`): the CLI sets
+# ``os._exit`` (the ledger is committed, nothing to flush); a library caller keeps None and
+# gets KeyboardInterrupt. Here rather than in runtime so the CLI sets it without loading a run.
+leave_at_once: Callable[[int], object] | None = None
 
 
 class BatchrunnerError(Exception):

@@ -21,11 +21,12 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, cast
-
-import httpx
+from typing import TYPE_CHECKING, Literal, cast
 
 from batchrunner.errors import UsageError
+
+if TYPE_CHECKING:
+    import httpx
 
 AuthScheme = Literal["bearer", "key"]
 AUTH_SCHEMES: tuple[AuthScheme, ...] = ("bearer", "key")
@@ -60,6 +61,8 @@ def origin_of(url: str | httpx.URL) -> str:
     The one definition of "same origin" in batchrunner: the queue client's auth guard compares
     these strings. IPv6 hosts are bracketed. Raises ``ValueError`` for a relative URL.
     """
+    import httpx  # not at the top: `batchrunner --help` and `validate` never need it
+
     parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
     scheme, host = parsed.scheme.lower(), parsed.host.lower()
     if not scheme or not host:
@@ -87,6 +90,8 @@ def normalise_base_url(base_url: str) -> str:
 
     Raises :class:`UsageError` (one line) for anything the token must not be sent to.
     """
+    import httpx
+
     text = base_url.strip()
     try:
         url = httpx.URL(text)

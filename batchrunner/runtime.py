@@ -5,19 +5,20 @@ and the watchers that stop it early — SIGINT/SIGTERM, ``--max-runtime`` — th
 into a :class:`~batchrunner.report.Summary`. Every stop reason is decided here, in one place:
 a run error (exit 69), a signal (130/143), ``--max-runtime`` or ``--budget`` (75).
 
-Library code never ends the process: a second Ctrl-C calls :data:`leave_at_once` if the CLI set
-it (``os._exit``: the ledger is committed, nothing to flush), else raises KeyboardInterrupt.
+Library code never ends the process: a second Ctrl-C calls :data:`batchrunner.errors.leave_at_once`
+if the CLI set it (``os._exit``: the ledger is committed, nothing to flush), else raises
+KeyboardInterrupt.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
 from dataclasses import replace
 
 import anyio
 
+from batchrunner import errors
 from batchrunner.connect import connect
 from batchrunner.downloader import media_client
 from batchrunner.errors import AccountLockedError, ExitCode, KeyRefusedError, RunError
@@ -28,8 +29,6 @@ from batchrunner.report import Summary
 from batchrunner.scheduler import Observer, Runner
 from batchrunner.settings import Settings
 from batchrunner.states import JobState
-
-leave_at_once: Callable[[int], object] | None = None  # set by the CLI to os._exit
 
 
 def execute(
@@ -104,15 +103,16 @@ def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[ExitCode, str] | None:
 
 async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:
     """First SIGINT/SIGTERM: stop cleanly (exit 130/143). Second: leave at once — through
-    :data:`leave_at_once` when the CLI set it, else by raising KeyboardInterrupt."""
+    :data:`batchrunner.errors.leave_at_once` when the CLI set it, else by raising
+    KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
         return  # signals can only be received on the main thread; the embedding app decides
     codes = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
     with anyio.open_signal_receiver(*codes) as signals:
         async for received in signals:
             if runner.stopped is not None:
-                if leave_at_once is not None:  # the CLI: the ledger is committed, leave now
-                    leave_at_once(codes[received])
+                if errors.leave_at_once is not None:  # the CLI: the ledger is committed
+                    errors.leave_at_once(codes[received])
                 raise KeyboardInterrupt  # a library caller's program decides
             stopped.append(codes[received])
             runner.stop(f"{signal.Signals(received).name} received; state is saved")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from batchrunner import takes
-from batchrunner.planner import money
-from batchrunner.report import Progress, Summary
+if TYPE_CHECKING:  # the library loads when a command runs, not for `batchrunner --help`
+    from batchrunner import takes
+    from batchrunner.report import Summary
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,6 +57,9 @@ def retry_ids(
     max_runtime: float | None,
 ) -> Summary | None:
     """Print the plan, then run it (None for ``--dry-run``, which sends nothing)."""
+    from batchrunner import takes
+    from batchrunner.report import Progress
+
     if ids_file is None:
         raise click.UsageError("--new-take needs --ids FILE (the jobs to make new takes of)")
     ids = takes.read_ids(ids_file)
@@ -82,6 +85,8 @@ def retry_ids(
 
 def _announce(plan: takes.Plan, budget: float | None) -> None:
     """What is about to be bought, one line per job, then the total — on stderr."""
+    from batchrunner.planner import money
+
     if plan.new_takes:
         click.echo(f"new takes to submit: {len(plan.new_takes)}, {money(plan.cost_usd)}", err=True)
         for job in plan.new_takes:

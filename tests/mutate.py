@@ -319,8 +319,8 @@ MUTATIONS: list[Mutation] = [
         "second-ctrl-c-ignored",
         "Ctrl-C / SIGTERM stop cleanly",
         "batchrunner/runtime.py",
-        "            if runner.stopped is not None:\n                if leave_at_once",
-        "            if False:  # MUTANT\n                if leave_at_once",
+        "            if runner.stopped is not None:\n                if errors.leave_at_once",
+        "            if False:  # MUTANT\n                if errors.leave_at_once",
         (UNATTENDED + "test_a_second_ctrl_c_leaves_at_once",),
     ),
     # --- Account and network trouble stops the run, not the jobs

@@ -19,9 +19,27 @@ Modules: :mod:`.config` (what to simulate), :mod:`.world` (jobs over time), :mod
 
 from __future__ import annotations
 
-from .app import create_app
+from typing import TYPE_CHECKING, Any
+
 from .command import simulate
 from .config import Fault, SimulatorConfig
-from .server import SimulatorServer
 
 __all__ = ["Fault", "SimulatorConfig", "SimulatorServer", "create_app", "simulate"]
+
+if TYPE_CHECKING:
+    from .app import create_app
+    from .server import SimulatorServer
+
+
+def __getattr__(name: str) -> Any:
+    """The server and its app (starlette, uvicorn) load on first use: ``batchrunner --help``
+    lists ``simulate`` without importing them."""
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    if name == "SimulatorServer":
+        from .server import SimulatorServer
+
+        return SimulatorServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,6 @@ from types import FrameType
 import click
 
 from .config import FAULT_SYNTAX, Fault, SimulatorConfig
-from .server import SimulatorServer
 
 
 def _parse_faults(
@@ -222,6 +221,8 @@ def simulate(
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop_requested.append(signum)
+
+    from .server import SimulatorServer  # uvicorn and starlette: only when the command runs
 
     server = SimulatorServer(
         config, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile
