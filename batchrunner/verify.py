@@ -169,7 +169,10 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
             if not container.streams.video:
                 raise UnplayableError(f"{path.name} has no video stream")
             video = container.streams.video[0]
+            video.codec_context.thread_count = 1  # no decoder threads: a clip is small work
             audio = container.streams.audio[0] if container.streams.audio else None
+            if audio is not None and audio.codec_context is not None:
+                audio.codec_context.thread_count = 1
             if audio is not None and audio.codec_context is None:
                 raise UnplayableError(f"{path.name} has an audio stream no decoder reads")
             seconds = _container_seconds(container, video)
@@ -263,7 +266,7 @@ def _save_poster(frame: Any, dest: Path) -> str | None:
     becomes an image: converting the full frame first costs several times more."""
     scale = min(1.0, POSTER_BOX / max(frame.width, frame.height, 1))
     width, height = (max(2, round(side * scale) // 2 * 2) for side in (frame.width, frame.height))
-    image = frame.to_image(width=width, height=height, interpolation="AREA")
+    image = frame.to_image(width=width, height=height, interpolation="AREA", threads=1)
     part = dest.with_name(dest.name + ".part")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
