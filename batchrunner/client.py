@@ -533,6 +533,7 @@ class QueueClient:
         transport: httpx.AsyncBaseTransport | None = None,
         on_rate_limited: Callable[[], None] | None = None,
         limits: httpx.Limits | None = None,
+        stream_limits: httpx.Limits | None = None,
         extra_headers: Mapping[str, str] | None = None,
         unreachable_after: float = UNREACHABLE_AFTER,
     ) -> None:
@@ -548,14 +549,23 @@ class QueueClient:
         self.unreachable_after = unreachable_after
         self._unreachable_since: float | None = None  # first failed connect since any answer
         self._secrets = (api.token,)
-        self._http = httpx.AsyncClient(
-            auth=OriginAuth(api),
-            headers=headers,
-            timeout=timeout,
-            transport=transport,
-            follow_redirects=False,
-            limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        )
+
+        def pool(limits: httpx.Limits) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                auth=OriginAuth(api),
+                headers=headers,
+                timeout=timeout,
+                transport=transport,
+                follow_redirects=False,
+                limits=limits,
+            )
+
+        # Two pools: a status stream holds its connection for the whole job, and httpcore scans
+        # every connection of a pool for every request it places; the short requests (submit,
+        # status, result, cancel) keep a small pool of their own instead of one of hundreds.
+        limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self._http = pool(limits)
+        self._streams = pool(stream_limits or limits)
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
 
     def __repr__(self) -> str:
@@ -574,6 +584,7 @@ class QueueClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._streams.aclose()
 
     # URLs
 
@@ -714,13 +725,13 @@ class QueueClient:
         target = target.copy_with(path=target.path.rstrip("/") + "/stream", query=None)
         target = target.copy_set_param("logs", "1" if logs else "0")
         timeout = httpx.Timeout(self._timeout.connect, read=stall, write=stall, pool=stall)
-        request = self._http.build_request(
+        request = self._streams.build_request(
             "GET", target, headers={"Accept": "text/event-stream"}, timeout=timeout
         )
         await self.limiter.acquire()
         started = time.monotonic()
         try:
-            response = await self._http.send(request, stream=True)
+            response = await self._streams.send(request, stream=True)
         except httpx.RequestError as exc:
             logger.debug("GET %s -> %s", target, type(exc).__name__)
             error = classify_transport(exc, idempotent=True, secrets=self._secrets)

@@ -21,7 +21,8 @@ from batchrunner.providers import ApiConfig, resolve_api
 from batchrunner.ratelimit import RateLimiter
 from batchrunner.settings import Settings
 
-SIMULATOR_ORIGIN = "simulator"  # the origin recorded for jobs run with --simulate
+SIMULATOR_ORIGIN = "simulator"
+SHORT_REQUEST_CONNECTIONS = 16  # the origin recorded for jobs run with --simulate
 
 
 @contextlib.asynccontextmanager
@@ -30,12 +31,17 @@ async def connect(
 ) -> AsyncIterator[tuple[QueueClient, str]]:
     """A queue client for the configured API, or for an in-process simulator."""
     limiter = RateLimiter(settings.rps)
-    # a job following its status stream holds a connection: one per job in flight, plus room
-    # for submits and results, all kept alive (a new TLS connection costs more than a request)
-    pool = settings.concurrency + 8
-    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+    # a job following its status stream holds a connection: one per job in flight; the short
+    # requests share a few. All are kept alive (a new TLS connection costs more than a request).
+    short = min(settings.concurrency, SHORT_REQUEST_CONNECTIONS)
+    limits = httpx.Limits(max_connections=short, max_keepalive_connections=short)
+    streams = httpx.Limits(
+        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+    )
     if api is not None:
-        async with QueueClient(api, retry=settings.retry, limiter=limiter, limits=limits) as client:
+        async with QueueClient(
+            api, retry=settings.retry, limiter=limiter, limits=limits, stream_limits=streams
+        ) as client:
             yield client, api.origin
         return
     from batchrunner.simulator import SimulatorConfig, SimulatorServer
@@ -54,7 +60,7 @@ async def connect(
             base_url=server.url, auth_scheme="bearer", token="simulator", provider="simulator"
         )
         async with QueueClient(
-            simulated, retry=settings.retry, limiter=limiter, limits=limits
+            simulated, retry=settings.retry, limiter=limiter, limits=limits, stream_limits=streams
         ) as client:
             yield client, SIMULATOR_ORIGIN
 
