@@ -71,6 +71,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CONTROL_COLUMNS = ("id", "output", "count")
+_COUNT = FieldKind("count", "int")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -302,7 +303,7 @@ class _RowBuilder:
         cell = record.cells.get("count")
         default = self.expansion.count or 1
         try:
-            takes = coerce(cell, FieldKind("count", "int"))
+            takes = coerce(cell, _COUNT)
         except BadCell as exc:
             return Problem(str(exc), record.row, record.line, "count", plain(cell))
         if takes is OMIT:
@@ -413,16 +414,17 @@ class _RowBuilder:
 
     def _file(self, name: str, cell: str) -> LocalFile | str:
         """The checked local file, or the URL to send; raises BadCell saying what is wrong."""
-        limit = self.spec.max_file_bytes(name)
         if not is_local(cell):
             url = normalize_url(cell)
-            reason = data_uri_problem(url, limit) if url.startswith("data:") else None
-            if not url.startswith(("http://", "https://", "data:")):
-                reason = "must be an http(s) URL, a data: URI or a local file"
+            if url.startswith(("http://", "https://")):
+                return url
+            if not url.startswith("data:"):
+                raise BadCell("must be an http(s) URL, a data: URI or a local file")
+            reason = data_uri_problem(url, self.spec.max_file_bytes(name))
             if reason:
                 raise BadCell(reason)
             return url
-        kind = kind_of_field(name)
+        limit, kind = self.spec.max_file_bytes(name), kind_of_field(name)
         checked = self._checked.get((cell, limit, kind))
         if checked is None:  # a cell seen before in this load is not even stat-ed again
             checked = self.images.check(resolve(cell, self.base_dir), limit, kind)
