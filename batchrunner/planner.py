@@ -16,7 +16,7 @@ from typing import Any
 
 from batchrunner.errors import Problem, UsageError
 from batchrunner.ledger import Job, Ledger, NewJob
-from batchrunner.manifest import Manifest, materialize
+from batchrunner.manifest import Manifest, gc_paused, materialize
 from batchrunner.states import AT_PROVIDER, JobState
 
 
@@ -231,6 +231,11 @@ def money(value: float | None) -> str:
 def make_plan(manifest: Manifest, ledger_path: Path | None = None, **choices: Any) -> Plan:
     """The plan of ``manifest`` against the ledger at ``ledger_path``; ``choices`` are
     :func:`decide`'s (``replace_changed``, ``resubmit_unknown``, ``budget``)."""
+    with gc_paused():
+        return _plan(manifest, ledger_path, **choices)
+
+
+def _plan(manifest: Manifest, ledger_path: Path | None, **choices: Any) -> Plan:
     spec = manifest.spec
     groups: Counter[tuple[Any, ...]] = Counter()
     group_cost: dict[tuple[Any, ...], float] = {}
