@@ -173,7 +173,7 @@ class Runner:
     async def run(self) -> Tally:
         self.recover()
         work = self._work_list()
-        downloads = [j.job_id for j in self.ledger.jobs([S.COMPLETED])]
+        downloads = self.ledger.job_ids([S.COMPLETED])
         self._observe.start(len(work) + len(downloads))
         workers = max(1, self.options.concurrency)
         job_send, job_receive = anyio.create_memory_object_stream[str](workers)
@@ -228,7 +228,7 @@ class Runner:
                 )
                 continue
             ids.append(job.job_id)
-        ids.extend(job.job_id for job in self.ledger.jobs([S.PENDING]))
+        ids.extend(self.ledger.job_ids([S.PENDING]))
         return ids
 
     # ------------------------------------------------------------------ job workers
