@@ -22,7 +22,7 @@ from batchrunner.errors import (
     UsageError,
 )
 from batchrunner.expand import Expansion
-from batchrunner.ledger import Ledger
+from batchrunner.ledger import Ledger, Recording
 from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
@@ -83,8 +83,9 @@ def run_manifest(
     check_writable(settings.out)
     with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
         with gc_paused():
-            _record(ledger, manifest, settings, api, replace_changed=replace_changed)
-        return execute(ledger, settings, api, observe)
+            recording = _record(ledger, manifest, settings, api, replace_changed=replace_changed)
+        del manifest  # the ledger has it now (or will, as the run goes)
+        return execute(ledger, settings, api, observe, recording)
 
 
 def _record(
@@ -94,8 +95,9 @@ def _record(
     api: ApiConfig | None,
     *,
     replace_changed: bool,
-) -> None:
-    """Start the run and record the manifest's jobs, or refuse its edited rows (nothing sent)."""
+) -> Recording:
+    """Start the run and record the manifest's jobs, or refuse its edited rows (nothing sent).
+    The jobs the ledger does not have yet are written as the run starts (the recording)."""
     jobs = to_jobs(manifest)
     decisions = decide(
         jobs,
@@ -113,7 +115,7 @@ def _record(
     for job in jobs:
         if job.job_id in replaced:
             ledger.replace(job)
-    ledger.add_jobs(jobs)
+    return Recording(ledger, ledger.mark_seen(jobs))
 
 
 def resume(
