@@ -117,10 +117,8 @@ def check_field(name: str, fields: tuple[str, ...], option: str) -> None:
 
 def variants(cells: Mapping[str, Any], takes: int, expansion: Expansion) -> Iterator[Variant]:
     """Every variant of one row; raises TemplateError for a placeholder it cannot fill."""
-    filled = dict(cells)
-    for name, value in expansion.defaults.items():
-        if is_empty(filled.get(name)):
-            filled[name] = value
+    defaults = {n: v for n, v in expansion.defaults.items() if is_empty(cells.get(n))}
+    filled = {**cells, **defaults} if defaults else cells  # each variant copies it anyway
     template = expansion.prompt_template
     for combo in expansion.combinations:
         variant_cells = {**filled, **combo}

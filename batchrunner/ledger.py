@@ -500,8 +500,9 @@ class Recording:
 
     def __init__(self, ledger: Ledger, jobs: Sequence[NewJob]):
         self.ledger = ledger
-        self.jobs = sorted(jobs, key=lambda job: order_key(job.row, job.variant, job.job_id))
-        self.keys = [order_key(job.row, job.variant, job.job_id) for job in self.jobs]
+        keyed = sorted((order_key(job.row, job.variant, job.job_id), job) for job in jobs)
+        self.keys = [key for key, _ in keyed]  # unique: they end with the job id
+        self.jobs = [job for _, job in keyed]
         self.count = 0  # jobs committed so far
         self._more = anyio.Event()
 

@@ -414,6 +414,8 @@ class _RowBuilder:
         files: dict[str, LocalFile] = {}
         for name in self.spec.file_fields:
             cell = values.get(name)
+            if isinstance(cell, str) and cell.startswith(("http://", "https://")):
+                continue  # a URL is sent as it is (the most common cell by far)
             items = cell if isinstance(cell, list) else [cell]
             if not items or not all(isinstance(item, str) for item in items):
                 continue  # absent, or not text: the schema says what is wrong

@@ -240,7 +240,7 @@ def _plan(manifest: Manifest, ledger_path: Path | None, **choices: Any) -> Plan:
     groups: Counter[tuple[Any, ...]] = Counter()
     group_cost: dict[tuple[Any, ...], float] = {}
     for row in manifest.rows:
-        key = tuple(row.payload.get(name) for name in spec.price_fields)
+        key = tuple(map(row.payload.get, spec.price_fields))
         groups[key] += 1
         group_cost[key] = group_cost.get(key, 0.0) + (row.cost_usd or 0.0)
     breakdown = [

@@ -147,12 +147,13 @@ class Checker:
             return found + [
                 _problem(tuple(e.path), e, body) for e in errors if e.validator != "required"
             ]
+        defaults, checked = self.defaults, self._checked_defaults
         for name in self.order:
             if name not in body:
                 continue
             value = body[name]
-            if value is self.defaults.get(name, _ABSENT):  # filled in by complete()
-                found += self._checked_defaults[name]
+            if value is defaults.get(name, _ABSENT):  # filled in by complete()
+                found += checked[name]
             else:
                 found += self._field(name, value)
         return found
