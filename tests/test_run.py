@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from click.testing import CliRunner
 
@@ -216,7 +217,7 @@ def test_bad_manifest_exits_2_names_rows_and_sends_nothing(
     assert not (tmp_path / "ledger.db").exists()
 
 
-def test_a_run_submits_while_its_jobs_are_still_being_recorded_and_keeps_every_guarantee(
+def test_a_run_submits_while_its_jobs_are_still_being_recorded(
     sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The manifest's jobs are written a chunk at a time while the first ones are submitted:
@@ -224,6 +225,13 @@ def test_a_run_submits_while_its_jobs_are_still_being_recorded_and_keeps_every_g
     is committed pending before its submit intent, and jobs go out in the ledger's manifest
     order, new rows merged with pending ones an earlier run left (the order `plan` shows)."""
     monkeypatch.setattr(Recording, "CHUNK", 1)
+    write = Recording.write
+
+    async def late(recording: Recording) -> None:  # the run must wait for each commit
+        await anyio.sleep(0.2)
+        await write(recording)
+
+    monkeypatch.setattr(Recording, "write", late)
     settings = settings_for(sim, tmp_path, concurrency=1)
     earlier = rows(4)  # recorded at rows 1-4, left pending by a budget of $0
     first = write_manifest(tmp_path / "a.csv", earlier)
