@@ -150,7 +150,8 @@ def _changed_fields(old: Job, new: NewJob) -> tuple[str, ...]:
 
 def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:
     """The edited rows run would refuse, as manifest problems (exit 2, nothing sent)."""
-    rows = {row.job_id: row for row in manifest.rows}
+    refused = [d for d in decisions if d.action == "refuse"]
+    rows = {row.job_id: row for row in manifest.rows} if refused else {}
     return [
         Problem(
             f"job id {d.job_id!r} is already in the ledger with different content: {d.why}; "
@@ -160,8 +161,7 @@ def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:
             column="id",
             value=d.job_id,
         )
-        for d in decisions
-        if d.action == "refuse"
+        for d in refused
     ]
 
 
