@@ -22,11 +22,12 @@ from batchrunner.errors import (
     UsageError,
 )
 from batchrunner.expand import Expansion
-from batchrunner.ledger import Ledger
+from batchrunner.ledger import Ledger, Recording
 from batchrunner.lock import LedgerLock
-from batchrunner.manifest import Manifest, load_manifest
+from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
 from batchrunner.planner import decide, refusals, to_jobs
+from batchrunner.providers import ApiConfig
 from batchrunner.report import Summary
 from batchrunner.runtime import execute
 from batchrunner.scheduler import Observer
@@ -78,28 +79,43 @@ def run_manifest(
 ) -> Summary:
     """Validate ``manifest_path``, record its jobs in the ledger, and run every unfinished job."""
     manifest = load(manifest_path, settings, expansion)
-    jobs = to_jobs(manifest)
     api = api_config(settings, token, env)
     check_writable(settings.out)
     with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
-        decisions = decide(
-            jobs,
-            ledger,
-            replace_changed=replace_changed,
-            resubmit_unknown=settings.resubmit_unknown,
-        )  # the planner `plan` prints: what it refuses, run refuses (nothing sent)
-        problems = refusals(decisions, manifest)
-        if problems:
-            raise ManifestError(str(manifest.source), problems)
-        info = run_info(settings, api)
-        info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
-        ledger.start_run("run", manifest=str(manifest.source), **info)
-        replaced = {d.job_id for d in decisions if d.changed and d.action == "submit"}
-        for job in jobs:
-            if job.job_id in replaced:
-                ledger.replace(job)
-        ledger.add_jobs(jobs)
-        return execute(ledger, settings, api, observe)
+        with gc_paused():
+            recording = _record(ledger, manifest, settings, api, replace_changed=replace_changed)
+        del manifest  # the ledger has it now (or will, as the run goes)
+        return execute(ledger, settings, api, observe, recording)
+
+
+def _record(
+    ledger: Ledger,
+    manifest: Manifest,
+    settings: Settings,
+    api: ApiConfig | None,
+    *,
+    replace_changed: bool,
+) -> Recording:
+    """Start the run and record the manifest's jobs, or refuse its edited rows (nothing sent).
+    The jobs the ledger does not have yet are written as the run starts (the recording)."""
+    jobs = to_jobs(manifest)
+    decisions = decide(
+        jobs,
+        ledger,
+        replace_changed=replace_changed,
+        resubmit_unknown=settings.resubmit_unknown,
+    )  # the planner `plan` prints: what it refuses, run refuses (nothing sent)
+    problems = refusals(decisions, manifest)
+    if problems:
+        raise ManifestError(str(manifest.source), problems)
+    info = run_info(settings, api)
+    info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
+    ledger.start_run("run", manifest=str(manifest.source), **info)
+    replaced = {d.job_id for d in decisions if d.changed and d.action == "submit"}
+    for job in jobs:
+        if job.job_id in replaced:
+            ledger.replace(job)
+    return Recording(ledger, ledger.mark_seen(jobs))
 
 
 def resume(

@@ -157,8 +157,12 @@ class _Header:
             self.keep.append((index, name))
         self._unnamed = {i for i, v in enumerate(raw) if not _clean_name(v)}
         self._used_unnamed: set[int] = set()
+        # every column named, once: a row's cells are its values in order
+        self._plain = not self._unnamed and len(self.keep) == len(self.names)
 
     def record(self, row: int, line: int | None, values: Sequence[Any]) -> Record:
+        if self._plain and len(values) >= len(self.names):
+            return Record(row, line, dict(zip(self.names, values, strict=False)))  # extras: blank
         cells = {}
         for index, name in self.keep:
             value = values[index] if index < len(values) else None
@@ -198,11 +202,11 @@ def _read_delimited(text: str, delimiter: str) -> Table:
                     header = _Header(values)
                 continue
             row += 1
-            if _blank(values):
+            if not "".join(values).strip():  # blank (the cells of a CSV are all text)
                 continue
             width = len(header.names)
             extra = values[width:]
-            if not _blank(extra):
+            if extra and not _blank(extra):
                 message = (
                     f"this row has {len(values)} cells but the header names {width} columns "
                     "(a stray comma, or a cell with a comma that needs quotes?)"

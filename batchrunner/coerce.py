@@ -24,6 +24,7 @@ default applies. An Excel error value (``#DIV/0!``) is never a value.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import re
@@ -48,6 +49,11 @@ class FieldKind:
     kind: str  # "bool", "int", "float", "choice", "text", "list" or "any"
     choices: tuple[str, ...] = ()
     required: bool = False
+
+    @functools.cached_property
+    def by_lower(self) -> dict[str, str]:
+        """Each choice by its lower case (choices match case-insensitively)."""
+        return {c.lower(): c for c in self.choices}
 
 
 OMIT = object()  # an empty cell: leave the field out so the model's default applies
@@ -110,9 +116,9 @@ def coerce(value: Any, spec: FieldKind) -> Any:
         text = text.strip()
         whole = _WHOLE_DECIMAL.fullmatch(text)  # "8.0" as typed in a CSV
         text = whole.group(1) if whole else text
-        lowered = {c.lower(): c for c in spec.choices}
-        if text.lower() in lowered:
-            return lowered[text.lower()]
+        choice = spec.by_lower.get(text.lower())
+        if choice is not None:
+            return choice
         if _NUMBER.fullmatch(text):  # 8 -> "8s", 1080 -> "1080p", when exactly one fits
             unit = re.compile(re.escape(text) + r"\s*[A-Za-z]+")
             fits = [c for c in spec.choices if unit.fullmatch(c)]

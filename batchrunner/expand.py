@@ -15,6 +15,7 @@ of the file name when a row has an ``output``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import re
@@ -41,7 +42,7 @@ class Expansion:
     dedupe: bool = False
     strict: bool = False
 
-    @property
+    @functools.cached_property
     def combinations(self) -> list[dict[str, str]]:
         names = [name for name, _ in self.matrix]
         return [dict(zip(names, values, strict=True)) for values in self.product()]
@@ -116,10 +117,8 @@ def check_field(name: str, fields: tuple[str, ...], option: str) -> None:
 
 def variants(cells: Mapping[str, Any], takes: int, expansion: Expansion) -> Iterator[Variant]:
     """Every variant of one row; raises TemplateError for a placeholder it cannot fill."""
-    filled = dict(cells)
-    for name, value in expansion.defaults.items():
-        if is_empty(filled.get(name)):
-            filled[name] = value
+    defaults = {n: v for n, v in expansion.defaults.items() if is_empty(cells.get(n))}
+    filled = {**cells, **defaults} if defaults else cells  # each variant copies it anyway
     template = expansion.prompt_template
     for combo in expansion.combinations:
         variant_cells = {**filled, **combo}
@@ -134,6 +133,8 @@ def variants(cells: Mapping[str, Any], takes: int, expansion: Expansion) -> Iter
 
 def render(template: str, cells: Mapping[str, Any]) -> str:
     """Fill ``{column}`` placeholders from ``cells``; ``{{``/``}}`` are literal braces."""
+    if "{" not in template and "}" not in template:
+        return template  # nothing to fill (most prompts)
 
     def fill(match: re.Match[str]) -> str:
         token = match.group(0)

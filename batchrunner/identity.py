@@ -47,6 +47,14 @@ def input_hash(endpoint: str, payload: Mapping[str, Any], shas: Mapping[str, str
 
 
 def _dumps(value: Any, *, ascii_only: bool = True) -> str:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only, default=str
+    return _ENCODERS[ascii_only].encode(value)
+
+
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=..., default=str), each
+# built once rather than per call (json.dumps makes a new encoder whenever options are given)
+_ENCODERS = {
+    ascii_only: json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only, default=str
     )
+    for ascii_only in (True, False)
+}

@@ -80,7 +80,7 @@ class ModelSpec:
     def checker(self) -> schema.Checker | None:
         return schema.Checker(self.input_schema) if self.input_schema is not None else None
 
-    @property
+    @functools.cached_property
     def price_fields(self) -> tuple[str, ...]:
         """The fields a plan breaks the estimate down by, in the model's field order."""
         names = self.price.fields if self.price else ()

@@ -16,7 +16,7 @@ from typing import Any
 
 from batchrunner.errors import Problem, UsageError
 from batchrunner.ledger import Job, Ledger, NewJob
-from batchrunner.manifest import Manifest, materialize
+from batchrunner.manifest import Manifest, gc_paused, materialize
 from batchrunner.states import AT_PROVIDER, JobState
 
 
@@ -150,7 +150,8 @@ def _changed_fields(old: Job, new: NewJob) -> tuple[str, ...]:
 
 def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:
     """The edited rows run would refuse, as manifest problems (exit 2, nothing sent)."""
-    rows = {row.job_id: row for row in manifest.rows}
+    refused = [d for d in decisions if d.action == "refuse"]
+    rows = {row.job_id: row for row in manifest.rows} if refused else {}
     return [
         Problem(
             f"job id {d.job_id!r} is already in the ledger with different content: {d.why}; "
@@ -160,8 +161,7 @@ def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:
             column="id",
             value=d.job_id,
         )
-        for d in decisions
-        if d.action == "refuse"
+        for d in refused
     ]
 
 
@@ -231,11 +231,16 @@ def money(value: float | None) -> str:
 def make_plan(manifest: Manifest, ledger_path: Path | None = None, **choices: Any) -> Plan:
     """The plan of ``manifest`` against the ledger at ``ledger_path``; ``choices`` are
     :func:`decide`'s (``replace_changed``, ``resubmit_unknown``, ``budget``)."""
+    with gc_paused():
+        return _plan(manifest, ledger_path, **choices)
+
+
+def _plan(manifest: Manifest, ledger_path: Path | None, **choices: Any) -> Plan:
     spec = manifest.spec
     groups: Counter[tuple[Any, ...]] = Counter()
     group_cost: dict[tuple[Any, ...], float] = {}
     for row in manifest.rows:
-        key = tuple(row.payload.get(name) for name in spec.price_fields)
+        key = tuple(map(row.payload.get, spec.price_fields))
         groups[key] += 1
         group_cost[key] = group_cost.get(key, 0.0) + (row.cost_usd or 0.0)
     breakdown = [

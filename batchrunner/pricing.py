@@ -35,6 +35,7 @@ video tokens) and priced with the same rule (:meth:`PriceRule.billed`).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -73,8 +74,11 @@ def seconds_of(value: Any) -> float | None:
         return None
     if isinstance(value, int | float):
         return float(value)
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*s?\s*", str(value), re.IGNORECASE)
+    match = _SECONDS.fullmatch(str(value))
     return float(match.group(1)) if match else None
+
+
+_SECONDS = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*s?\s*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -130,8 +134,25 @@ class PriceRule:
         return width * height * self.fps * seconds / 1024
 
     def cost(self, payload: Mapping[str, Any]) -> float:
-        """The price of one job, in USD, rounded to 1/100 of a cent."""
-        return self.billed(payload, self.units(payload))
+        """The price of one job, in USD, rounded to 1/100 of a cent.
+
+        It follows from the price fields alone, and a batch repeats a handful of their
+        combinations: each combination (values and their types: ``True`` is not ``1``) is
+        priced once."""
+        values = tuple(map(payload.get, self.fields))
+        key = (values, tuple(map(type, values)))
+        try:
+            return self._costs[key]
+        except KeyError:
+            cost = self._costs[key] = self.billed(payload, self.units(payload))
+            return cost
+        except TypeError:  # an unhashable value (a list): priced every time
+            return self.billed(payload, self.units(payload))
+
+    @functools.cached_property
+    def _costs(self) -> dict[tuple[Any, ...], float]:
+        """Prices by combination of the price fields' values (see :meth:`cost`)."""
+        return {}
 
     def billed(self, payload: Mapping[str, Any], units: float) -> float:
         """What ``units`` of this job's kind cost (the rate follows the job's own input)."""
@@ -151,7 +172,7 @@ class PriceRule:
             raise ValueError(f"the price has no frame size for {self.frame_field}={key!r}")
         return sizes[key]
 
-    @property
+    @functools.cached_property
     def fields(self) -> tuple[str, ...]:
         """The request fields the price depends on (a plan's breakdown)."""
         names: list[str] = []

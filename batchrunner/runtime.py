@@ -23,7 +23,7 @@ from batchrunner.connect import connect
 from batchrunner.downloader import media_client
 from batchrunner.errors import AccountLockedError, ExitCode, KeyRefusedError, RunError
 from batchrunner.gallery import write_after_run
-from batchrunner.ledger import Ledger
+from batchrunner.ledger import Ledger, Recording
 from batchrunner.providers import ApiConfig
 from batchrunner.report import Summary
 from batchrunner.scheduler import Observer, Runner
@@ -32,7 +32,11 @@ from batchrunner.states import JobState
 
 
 def execute(
-    ledger: Ledger, settings: Settings, api: ApiConfig | None, observe: Observer | None
+    ledger: Ledger,
+    settings: Settings,
+    api: ApiConfig | None,
+    observe: Observer | None,
+    recording: Recording | None = None,
 ) -> Summary:
     stopped: list[ExitCode] = []  # filled by the watchers that stop a run early
 
@@ -52,7 +56,7 @@ def execute(
                 watchers.start_soon(_stop_on_signals, runner, stopped)
                 if settings.max_runtime is not None:
                     watchers.start_soon(_stop_after, runner, settings.max_runtime, stopped)
-                tally = await runner.run()
+                tally = await runner.run(recording)
                 watchers.cancel_scope.cancel()
         why: tuple[ExitCode, str] | None
         if runner.run_error is not None:

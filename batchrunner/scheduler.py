@@ -21,8 +21,10 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +48,7 @@ from batchrunner.errors import (
     TransientError,
     UsageError,
 )
-from batchrunner.ledger import Job, Ledger, now
+from batchrunner.ledger import Job, Ledger, OrderKey, Recording, now
 from batchrunner.manifest import LocalFile, materialize
 from batchrunner.models import get_model
 from batchrunner.paths import output_path, video_name
@@ -170,11 +172,13 @@ class Runner:
 
     # ------------------------------------------------------------------ the whole run
 
-    async def run(self) -> Tally:
+    async def run(self, recording: Recording | None = None) -> Tally:
+        """Run every unfinished job, and those ``recording`` writes meanwhile."""
         self.recover()
-        work = self._work_list()
-        downloads = [j.job_id for j in self.ledger.jobs([S.COMPLETED])]
-        self._observe.start(len(work) + len(downloads))
+        in_flight, pending = self._work_list()
+        recorded = recording.keys if recording else []
+        downloads = self.ledger.job_ids([S.COMPLETED])
+        self._observe.start(len(in_flight) + len(pending) + len(recorded) + len(downloads))
         workers = max(1, self.options.concurrency)
         job_send, job_receive = anyio.create_memory_object_stream[str](workers)
         dl_send, dl_receive = anyio.create_memory_object_stream[str](
@@ -188,8 +192,10 @@ class Runner:
                 tg.start_soon(self._job_worker, job_receive.clone(), dl_send.clone())
             job_receive.close()
             dl_receive.close()
-            tg.start_soon(_feed, dl_send, downloads)
-            tg.start_soon(_feed, job_send, work)
+            tg.start_soon(_feed, dl_send, _each(downloads))
+            if recording is not None:
+                tg.start_soon(recording.write)
+            tg.start_soon(_feed, job_send, _work(in_flight, pending, recording))
         return self.tally
 
     def recover(self) -> None:
@@ -215,7 +221,7 @@ class Runner:
                     job.job_id, S.COMPLETED, detail="the video file is missing; fetching again"
                 )
 
-    def _work_list(self) -> list[str]:
+    def _work_list(self) -> tuple[list[str], list[OrderKey]]:
         """In-flight jobs first (they hold money), then pending rows in manifest order."""
         ids = []
         for job in self.ledger.jobs(AT_PROVIDER):
@@ -228,8 +234,7 @@ class Runner:
                 )
                 continue
             ids.append(job.job_id)
-        ids.extend(job.job_id for job in self.ledger.jobs([S.PENDING]))
-        return ids
+        return ids, self.ledger.job_keys([S.PENDING])
 
     # ------------------------------------------------------------------ job workers
 
@@ -629,10 +634,30 @@ class Runner:
             logger.warning("job %s: the video differs from the request: %s", job.job_id, warning)
 
 
-async def _feed(send: ObjectSendStream[str], items: list[str]) -> None:
+async def _feed(send: ObjectSendStream[str], items: AsyncIterator[str]) -> None:
     async with send:
-        for item in items:
+        async for item in items:
             await send.send(item)
+
+
+async def _each(items: list[str]) -> AsyncIterator[str]:
+    for item in items:
+        yield item
+
+
+async def _work(
+    in_flight: list[str], pending: list[OrderKey], recording: Recording | None
+) -> AsyncIterator[str]:
+    """The jobs to run: in flight first, then pending ones in manifest order, counting those
+    ``recording`` writes, each only once it is committed."""
+    for job_id in in_flight:
+        yield job_id
+    recorded = recording.keys if recording else []
+    stored = ((key, -1) for key in pending)
+    for key, index in heapq.merge(stored, ((key, i) for i, key in enumerate(recorded))):
+        if recording is not None and index >= 0:
+            await recording.written(index)
+        yield key[-1]
 
 
 def _seconds_since(stamp: str | None) -> float:

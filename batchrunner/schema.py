@@ -103,6 +103,7 @@ def validator(schema: Mapping[str, Any]) -> Validator:
 # A schema that is only properties and required fields can be checked field by field.
 _FIELD_BY_FIELD = {"type", "properties", "required", "title", "description", "examples"}
 _MEMO_LIMIT = 20_000
+_ABSENT = object()
 _PLAIN_TEXT_KEYS = {"type", "minLength", "maxLength", "title", "description", "examples"}
 
 
@@ -146,10 +147,21 @@ class Checker:
             return found + [
                 _problem(tuple(e.path), e, body) for e in errors if e.validator != "required"
             ]
+        defaults, checked = self.defaults, self._checked_defaults
         for name in self.order:
-            if name in body:
-                found += self._field(name, body[name])
+            if name not in body:
+                continue
+            value = body[name]
+            if value is defaults.get(name, _ABSENT):  # filled in by complete()
+                found += checked[name]
+            else:
+                found += self._field(name, value)
         return found
+
+    @functools.cached_property
+    def _checked_defaults(self) -> dict[str, list[InputProblem]]:
+        """Each default's verdict: most fields of most bodies are their default."""
+        return {name: self._field(name, value) for name, value in self.defaults.items()}
 
     def _field(self, name: str, value: Any) -> list[InputProblem]:
         if isinstance(value, str) and name in self._plain_text:
@@ -157,8 +169,9 @@ class Checker:
             if low <= len(value) <= high:  # need jsonschema when it is fine
                 return []
         key = _memo_key(name, value)
-        if key is not None and key in self._memo:
-            return self._memo[key]
+        remembered = self._memo.get(key) if key is not None else None
+        if remembered is not None:
+            return remembered
         check = validator(self.props[name])
         verdict = [_problem((name, *e.path), e, {name: value}) for e in check.iter_errors(value)]
         if key is not None:
@@ -171,6 +184,8 @@ class Checker:
 def _memo_key(name: str, value: Any) -> tuple[str, type, Any] | None:
     """A key for a short scalar or a small list; None for long text (prompts are unique:
     remembering them would only cost memory)."""
+    if type(value) is str:  # the most common: a choice such as "8s" or "720p"
+        return (name, str, value) if len(value) <= 256 else None
     if value is None or isinstance(value, bool | int | float):
         return (name, type(value), value)
     if isinstance(value, str):

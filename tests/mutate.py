@@ -69,6 +69,14 @@ class Mutation:
 MUTATIONS: list[Mutation] = [
     # --- A kill loses nothing
     Mutation(
+        "recorded-job-sent-before-its-commit",
+        "A kill loses nothing",
+        "batchrunner/scheduler.py",
+        "            await recording.written(index)\n",
+        "            pass  # MUTANT: sent before its chunk of the manifest is committed\n",
+        (RUN + "test_a_run_submits_while_its_jobs_are_still_being_recorded",),
+    ),
+    Mutation(
         "in-flight-jobs-not-polled-on-start",
         "A kill loses nothing",
         "batchrunner/scheduler.py",
@@ -182,7 +190,7 @@ MUTATIONS: list[Mutation] = [
         "completed-jobs-not-downloaded-on-start",
         "Results are stored the moment a job completes",
         "batchrunner/scheduler.py",
-        "        downloads = [j.job_id for j in self.ledger.jobs([S.COMPLETED])]\n",
+        "        downloads = self.ledger.job_ids([S.COMPLETED])\n",
         "        downloads: list[str] = []  # MUTANT\n",
         (UNATTENDED + "test_unwritable_output_keeps_results_and_resume_downloads",),
     ),

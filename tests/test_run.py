@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,13 +15,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from click.testing import CliRunner
 
 from batchrunner import batch
 from batchrunner.cli import cli
 from batchrunner.client import QueueClient
-from batchrunner.ledger import Ledger
+from batchrunner.errors import ManifestError
+from batchrunner.ledger import Ledger, Recording
 from batchrunner.simulator import Fault, SimulatorServer
 from batchrunner.states import JobState
 from tests.helpers import TOKEN, counters, fast_config, rows, run_args, settings_for, write_manifest
@@ -212,6 +215,54 @@ def test_bad_manifest_exits_2_names_rows_and_sends_nothing(
     assert "Traceback" not in result.output
     assert counters(sim)["submits"] == 0
     assert not (tmp_path / "ledger.db").exists()
+
+
+def test_a_run_submits_while_its_jobs_are_still_being_recorded(
+    sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest's jobs are written a chunk at a time while the first ones are submitted:
+    a bad row still refuses the whole manifest before anything is recorded or sent, each job
+    is committed pending before its submit intent, and jobs go out in the ledger's manifest
+    order, new rows merged with pending ones an earlier run left (the order `plan` shows)."""
+    monkeypatch.setattr(Recording, "CHUNK", 1)
+    write = Recording.write
+
+    async def late(recording: Recording) -> None:  # the run must wait for each commit
+        await anyio.sleep(0.2)
+        await write(recording)
+
+    monkeypatch.setattr(Recording, "write", late)
+    settings = settings_for(sim, tmp_path, concurrency=1)
+    earlier = rows(4)  # recorded at rows 1-4, left pending by a budget of $0
+    first = write_manifest(tmp_path / "a.csv", earlier)
+    held = batch.run_manifest(first, dataclasses.replace(settings, budget=0.0), token=TOKEN)
+    assert held.counts == {"pending": 4}
+    new = rows(40)[4:]  # shot-005 ... shot-040
+    mixed = [row for pair in zip(new, earlier, strict=False) for row in pair] + new[4:]
+    bad = [*mixed[:-1], {**mixed[-1], "duration": "9s"}]
+    with pytest.raises(ManifestError):
+        batch.run_manifest(write_manifest(tmp_path / "bad.csv", bad), settings, token=TOKEN)
+    assert counters(sim)["submits"] == 0
+    assert len(jobs(settings.ledger)) == 4
+
+    summary = batch.run_manifest(write_manifest(tmp_path / "b.csv", mixed), settings, token=TOKEN)
+
+    assert summary.counts == {"done": 40}
+    in_manifest_order = [job.job_id for job in jobs(settings.ledger)]
+    events = (
+        sqlite3.connect(settings.ledger)
+        .execute(
+            "select job_id, to_state from events where to_state in ('pending', 'submitting') "
+            "and from_state is null or to_state = 'submitting' order by id"
+        )
+        .fetchall()
+    )
+    submits = [job_id for job_id, state in events if state == "submitting"]
+    assert submits == in_manifest_order
+    added = [job_id for job_id, state in events if state == "pending"]
+    assert events.index((submits[0], "submitting")) < events.index((added[-1], "pending"))
+    for job_id in added:
+        assert events.index((job_id, "pending")) < events.index((job_id, "submitting"))
 
 
 def test_missing_key_exits_2_before_anything(sim: SimulatorServer, tmp_path: Path) -> None:
