@@ -469,9 +469,7 @@ class Ledger:
             )
             stored = dict(zip([c[0] for c in cursor.description], cursor.fetchone(), strict=True))
             self.db.execute(
-                "insert into events (job_id, run_id, at, from_state, to_state, detail)"
-                " values (?, ?, ?, ?, ?, ?)",
-                [job_id, self.run_id, stamp, old.value, new.value, detail],
+                _INSERT_EVENT, [job_id, self.run_id, stamp, old.value, new.value, detail]
             )
         return Job.from_row(stored)
 
