@@ -11,7 +11,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -28,11 +28,12 @@ from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
 from batchrunner.planner import decide, refusals, to_jobs
 from batchrunner.providers import ApiConfig
-from batchrunner.report import Summary
-from batchrunner.runtime import execute
-from batchrunner.scheduler import Observer
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
+
+if TYPE_CHECKING:  # the run machinery loads when a run starts: `plan` and `validate` skip it
+    from batchrunner.report import Summary
+    from batchrunner.scheduler import Observer
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def run_manifest(
     env: dict[str, str] | None = None,
 ) -> Summary:
     """Validate ``manifest_path``, record its jobs in the ledger, and run every unfinished job."""
+    from batchrunner.runtime import execute
+
     manifest = load(manifest_path, settings, expansion)
     api = api_config(settings, token, env)
     check_writable(settings.out)
@@ -129,6 +132,8 @@ def resume(
     **overrides: Any,
 ) -> Summary:
     """Carry on with the settings of the ledger's last run (the key comes from the env)."""
+    from batchrunner.runtime import execute
+
     path = Path(ledger_path)
     if not path.exists():
         raise UsageError(f"no ledger at {path}")

@@ -11,15 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from batchrunner.client import QueueClient
 from batchrunner.models import lookup
 from batchrunner.providers import ApiConfig, resolve_api
 from batchrunner.ratelimit import RateLimiter
 from batchrunner.settings import Settings
+
+if TYPE_CHECKING:
+    from batchrunner.client import QueueClient
 
 SIMULATOR_ORIGIN = "simulator"
 SHORT_REQUEST_CONNECTIONS = 16  # the origin recorded for jobs run with --simulate
@@ -30,6 +30,10 @@ async def connect(
     settings: Settings, api: ApiConfig | None
 ) -> AsyncIterator[tuple[QueueClient, str]]:
     """A queue client for the configured API, or for an in-process simulator."""
+    import httpx
+
+    from batchrunner.client import QueueClient
+
     limiter = RateLimiter(settings.rps)
     # a job following its status stream holds a connection: one per job in flight; the short
     # requests share a few. All are kept alive (a new TLS connection costs more than a request).

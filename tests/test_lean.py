@@ -40,24 +40,45 @@ def test_help_status_and_validate_do_not_import_pandas(tmp_path: Path, command: 
     assert code == 0 and heavy == "-"
 
 
-HELP_PROBE = """
+LOADED_PROBE = """
 import sys
 from batchrunner.cli import cli
+watched, argv = sys.argv[1].split(","), sys.argv[2:]
 try:
-    cli(sys.argv[1:], prog_name="batchrunner")
+    cli(argv, prog_name="batchrunner")
 except SystemExit as done:
     code = done.code
-loaded = ("httpx", "sqlite_utils", "sqlite3", "starlette", "uvicorn", "av", "pandas")
-print(code, ",".join(m for m in loaded if m in sys.modules) or "-", file=sys.stderr)
+print(code, ",".join(m for m in watched if m in sys.modules) or "-", file=sys.stderr)
 """
+
+
+def loaded_by(watched: tuple[str, ...], *command: str) -> tuple[int, str]:
+    """The exit code of ``batchrunner COMMAND`` run in-process, and which ``watched`` modules
+    it imported ("-": none)."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED_PROBE, ",".join(watched), *command],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    code, loaded = done.stderr.split()
+    return int(code), loaded
 
 
 @pytest.mark.parametrize("command", [["--help"], ["run", "--help"], ["simulate", "--help"]])
 def test_help_loads_only_click_and_the_option_declarations(command: list[str]) -> None:
     """No HTTP stack, ledger, simulator server or media library for a help page: what runs a
     command is imported by the command."""
-    done = subprocess.run(
-        [sys.executable, "-c", HELP_PROBE, *command], capture_output=True, text=True, check=True
-    )
-    code, loaded = done.stderr.split()
-    assert (int(code), loaded) == (0, "-")
+    heavy = ("httpx", "sqlite_utils", "sqlite3", "starlette", "uvicorn", "av", "pandas")
+    assert loaded_by(heavy, *command) == (0, "-")
+
+
+@pytest.mark.parametrize("command", ["plan", "validate"])
+def test_plan_and_validate_load_no_http_stack_or_run_machinery(
+    tmp_path: Path, command: str
+) -> None:
+    """What only a run needs (httpx, the scheduler, the media check) stays unloaded."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    extra = ["--ledger", str(tmp_path / "l.db")] if command == "plan" else []
+    heavy = ("httpx", "batchrunner.scheduler", "batchrunner.verify", "starlette", "av", "pandas")
+    assert loaded_by(heavy, command, str(manifest), *extra) == (0, "-")
