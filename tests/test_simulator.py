@@ -1006,3 +1006,29 @@ async def test_prompt_markers_give_a_file_url_or_a_wrong_size() -> None:
         served = await client.get(f"/media/{lying['request_id']}.mp4")
     assert local_video["video"]["url"].startswith("file:///")
     assert lying_video["video"]["file_size"] == len(served.content) + 1000
+
+
+@pytest.mark.anyio
+async def test_a_client_that_leaves_mid_submit_creates_no_job_and_no_traceback() -> None:
+    """A client killed while its body is on the way (Ctrl-C, a laptop closing): the simulator
+    answers nobody, makes no job, and raises nothing into the server's log."""
+    app, _ = make()
+    scope = {
+        "type": "http", "method": "POST", "path": f"/{ENDPOINT}", "raw_path": ENDPOINT.encode(),
+        "query_string": b"", "root_path": "", "scheme": "http", "server": ("127.0.0.1", 80),
+        "headers": [(b"host", b"127.0.0.1"), (b"authorization", b"Key test-key"),
+                    (b"content-type", b"application/json")],
+        "http_version": "1.1", "client": ("127.0.0.1", 5000),
+    }  # fmt: skip
+    pieces = iter([{"type": "http.request", "body": b'{"prompt": ', "more_body": True}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(pieces, {"type": "http.disconnect"})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    assert counters(app)["submits"] == 0
+    assert counters(app)["jobs"] == {}

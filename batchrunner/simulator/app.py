@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -68,6 +68,12 @@ def _queue_route(route: str, handler: Handler) -> Callable[[Request], Awaitable[
     """Count the request, inject a fault if one fires, check auth, then run ``handler``."""
 
     async def endpoint(request: Request) -> Response:
+        try:
+            return await answer(request)
+        except ClientDisconnect:  # the client left before its request arrived: no job, no one
+            return Response(status_code=499)  # to answer (nginx's "client closed request")
+
+    async def answer(request: Request) -> Response:
         sim = _sim(request)
         authorization = request.headers.get("authorization")
         sim.note_request(route, request.headers.get("host", ""), authorization)
