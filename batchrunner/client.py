@@ -515,12 +515,13 @@ def _parse_cancel(response: httpx.Response) -> str:
 
 
 class QueueClient:
-    """Talks to one provider's queue API through one ``httpx.AsyncClient``.
+    """Talks to one provider's queue API through two ``httpx.AsyncClient`` pools.
 
     Every call retries transient failures per ``retry``, waits for ``limiter`` before each HTTP
     request, and calls ``on_rate_limited()`` on every 429 (and slows ``limiter`` down on a 429
-    to anything but a submit). ``limits`` sizes the connection pool: a job following its status
-    stream holds a connection, so a run needs about ``concurrency`` plus a few.
+    to anything but a submit). ``limits`` sizes the pool of the short requests
+    (submit, status, result, cancel); ``stream_limits`` (default: the same) the status streams'
+    own, where a job holds a connection for its whole life: a run needs about ``concurrency``.
     """
 
     def __init__(

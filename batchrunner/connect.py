@@ -21,8 +21,8 @@ from batchrunner.settings import Settings
 if TYPE_CHECKING:
     from batchrunner.client import QueueClient
 
-SIMULATOR_ORIGIN = "simulator"
-SHORT_REQUEST_CONNECTIONS = 16  # the origin recorded for jobs run with --simulate
+SIMULATOR_ORIGIN = "simulator"  # the origin recorded for jobs run with --simulate
+SHORT_REQUEST_CONNECTIONS = 16  # most kept-alive connections for submits, results and polls
 
 
 @contextlib.asynccontextmanager
