@@ -171,12 +171,12 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
             video = container.streams.video[0]
             video.codec_context.thread_count = 1  # no decoder threads: a clip is small work
             audio = container.streams.audio[0] if container.streams.audio else None
-            if audio is not None and audio.codec_context is not None:
+            if audio is not None:
+                if audio.codec_context is None:
+                    raise UnplayableError(f"{path.name} has an audio stream no decoder reads")
                 audio.codec_context.thread_count = 1
-            if audio is not None and audio.codec_context is None:
-                raise UnplayableError(f"{path.name} has an audio stream no decoder reads")
             seconds = _container_seconds(container, video)
-            frames, last_time, keyframes, heard = 0, 0.0, [], audio is None
+            frames, last_time, keyframes, heard = 0, 0.0, [], False
             for packet in container.demux([video] if audio is None else [video, audio]):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
@@ -189,6 +189,8 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
                 if packet.is_keyframe:
                     keyframes.extend(video.codec_context.decode(packet))
             keyframes.extend(video.codec_context.decode(None))  # what the decoder held back
+            if audio is not None and not heard:
+                heard = bool(audio.codec_context.decode(None))
             if not keyframes:
                 raise UnplayableError(f"{path.name} has a video stream but no frame decodes")
             if video.frames and frames < video.frames:
@@ -205,7 +207,7 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
                 "duration": round(seconds, 3),
                 "fps": round(rate, 3) if rate else None,
                 "frames": frames,
-                "audio": audio is not None,
+                "audio": heard,  # an audio stream none of whose packets decodes is silence
             }
             still = _still(keyframes, seconds * POSTER_AT)
             saved = _save_poster(still, poster) if poster is not None else None
