@@ -15,10 +15,10 @@ For each: requests per job (every request the simulator saw, downloads included 
 fal-client's loop downloads nothing), client CPU per job (user + system of the client process),
 makespan / ideal (first submit to last result stored, over the best schedule of the
 simulator's own job times on 50 slots: the n-th submit gets the n-th time, each starting the
-moment a slot frees), and peak RSS. Medians of
-``BENCH_RUNS`` runs (default 3). Then the scale figures: ``--concurrency 200`` on 2,000
-near-instant jobs, a 100,000-row manifest (``plan``; ``run`` until its first submit), and a
-no-op re-run of a finished ledger.
+moment a slot frees), and peak RSS. Medians of ``BENCH_RUNS`` runs (default 3). Then the
+scale figures, medians too: ``--concurrency 200`` on 2,000 near-instant jobs (and the media
+check's share of its CPU), a no-op re-run of the finished ledger, a 100,000-row manifest
+(``plan``; ``run`` until its first submit), and ``--help``.
 """
 
 from __future__ import annotations
@@ -239,45 +239,72 @@ def side_by_side(folder: Path) -> None:
 
 
 def scale(folder: Path) -> None:
-    print("\nscale (plain HTTP, simulator in its own process)")
-    sim = Simulator("--token", KEY, "--queue-seconds", "0", "--run-seconds", "0.01")
+    print(f"\nscale (plain HTTP, simulator in its own process); medians of {RUNS} runs")
     env = {**NO_PROXY, "BATCHRUNNER_API_KEY": KEY}
+    n = 2000
+    manifest = write_manifest(folder / "scale.csv", rows(n))
+    runs = [concurrency_200(Path(tempfile.mkdtemp(dir=folder)), manifest, env) for _ in range(RUNS)]
+    got = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    print(
+        f"  {n} near-instant jobs at concurrency 200: {got['jobs/s']:.0f} jobs/s, "
+        f"{got['cpu ms/job']:.1f} ms CPU per job (whole process), peak {got['peak MB']:.0f} MB; "
+        f"of which the media check {got['media ms/clip']:.1f} ms a clip"
+    )
+    print(f"  no-op re-run of the finished ledger: {got['no-op s']:.2f} s")
+
+    big = write_manifest(folder / "big.csv", rows(100_000))
+    plans = [
+        measured(
+            [
+                sys.executable,
+                "-m",
+                "batchrunner",
+                "plan",
+                str(big),
+                "--ledger",
+                str(folder / "b.db"),
+            ],
+            env,
+        )
+        for _ in range(RUNS)
+    ]
+    wall = statistics.median(plan["wall"] for plan in plans)
+    peak = statistics.median(plan["rss_mb"] for plan in plans)
+    print(f"  100,000-row manifest: plan {wall:.2f} s, peak {peak:.0f} MB")
+    firsts = [first_submit(Path(tempfile.mkdtemp(dir=folder)), big, env) for _ in range(RUNS)]
+    print(f"  100,000-row manifest: first submit after {statistics.median(firsts):.2f} s")
+    helps = [
+        measured([sys.executable, "-m", "batchrunner", "--help"], env)["wall"] for _ in range(5)
+    ]
+    print(f"  batchrunner --help: {statistics.median(helps):.2f} s (median of 5)")
+
+
+def concurrency_200(work: Path, manifest: Path, env: dict[str, str]) -> dict[str, float]:
+    """One run of ``manifest`` at ``--concurrency 200`` against near-instant jobs, then the
+    same command again on the finished ledger."""
+    sim = Simulator("--token", KEY, "--queue-seconds", "0", "--run-seconds", "0.01")
     try:
-        n = 2000
-        manifest = write_manifest(folder / "scale.csv", rows(n))
-        base = ["--ledger", str(folder / "scale.db"), "--out", str(folder / "scale-out")]
         argv = [
-            sys.executable, "-m", "batchrunner", "run", str(manifest), *base,
+            sys.executable, "-m", "batchrunner", "run", str(manifest),
+            "--ledger", str(work / "scale.db"), "--out", str(work / "scale-out"),
             "--base-url", sim.url, "--auth-scheme", "bearer", "--concurrency", "200",
         ]  # fmt: skip
         got = measured(argv, env)
         assert got["returncode"] == 0, got["stderr"][-2000:]
-        db = sqlite3.connect(folder / "scale.db")
-        (first,) = db.execute("select min(at) from events where to_state = 'submitting'").fetchone()
-        (last,) = db.execute("select max(done_at) from jobs").fetchone()
-        busy = _stamp(last) - _stamp(first)
-        print(
-            f"  {n} near-instant jobs at concurrency 200: {n / busy:.0f} jobs/s, "
-            f"{1000 * got['cpu'] / n:.1f} ms CPU per job (whole process), "
-            f"peak {got['rss_mb']:.0f} MB; of which the media check "
-            f"{media_check_ms(folder / 'scale-out'):.1f} ms a clip"
-        )
         again = measured(argv, env)
-        print(f"  no-op re-run of the finished ledger: {again['wall']:.2f} s")
     finally:
         sim.close()
-
-    big = write_manifest(folder / "big.csv", rows(100_000))
-    plan = measured(
-        [sys.executable, "-m", "batchrunner", "plan", str(big), "--ledger", str(folder / "big.db")],
-        env,
-    )
-    print(f"  100,000-row manifest: plan {plan['wall']:.2f} s, peak {plan['rss_mb']:.0f} MB")
-    first_submit(folder, big, env)
-    helps = sorted(
-        measured([sys.executable, "-m", "batchrunner", "--help"], env)["wall"] for _ in range(5)
-    )
-    print(f"  batchrunner --help: {helps[2]:.2f} s (median of 5)")
+    db = sqlite3.connect(work / "scale.db")
+    (first,) = db.execute("select min(at) from events where to_state = 'submitting'").fetchone()
+    (last, jobs) = db.execute("select max(done_at), count(*) from jobs").fetchone()
+    db.close()
+    return {
+        "jobs/s": jobs / (_stamp(last) - _stamp(first)),
+        "cpu ms/job": 1000 * got["cpu"] / jobs,
+        "peak MB": got["rss_mb"],
+        "media ms/clip": media_check_ms(work / "scale-out"),
+        "no-op s": again["wall"],
+    }
 
 
 def media_check_ms(videos: Path, clips: int = 200) -> float:
@@ -294,7 +321,9 @@ def media_check_ms(videos: Path, clips: int = 200) -> float:
         return 1000 * (time.process_time() - started) / len(files)
 
 
-def first_submit(folder: Path, big: Path, env: dict[str, str]) -> None:
+def first_submit(folder: Path, big: Path, env: dict[str, str]) -> float:
+    """Seconds from starting ``batchrunner run`` on ``big`` until the simulator has a submit
+    (seen by asking its counters every 20 ms)."""
     sim = Simulator("--token", KEY, "--queue-seconds", "5", "--run-seconds", "5")
     try:
         argv = [
@@ -308,11 +337,12 @@ def first_submit(folder: Path, big: Path, env: dict[str, str]) -> None:
         )
         while sim.counters()["submits"] == 0 and process.poll() is None:
             time.sleep(0.02)
-        print(f"  100,000-row manifest: first submit after {time.perf_counter() - started:.2f} s")
+        seconds = time.perf_counter() - started
         process.kill()
         process.wait()
     finally:
         sim.close()
+    return seconds
 
 
 if __name__ == "__main__":
