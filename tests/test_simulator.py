@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -1032,3 +1033,28 @@ async def test_a_client_that_leaves_mid_submit_creates_no_job_and_no_traceback()
     await app(scope, receive, send)
     assert counters(app)["submits"] == 0
     assert counters(app)["jobs"] == {}
+
+
+def test_simulate_options_are_the_config_fields_with_their_defaults() -> None:
+    """Each option is declared once, on its SimulatorConfig field: the command's defaults make
+    the default config, and values given reach the fields of the same name."""
+    declared = {spec.name for spec in fields(SimulatorConfig) if "option" in spec.metadata}
+    server = {"host", "port", "ssl_certfile", "ssl_keyfile"}
+
+    def config_of(*argv: str) -> SimulatorConfig:
+        params = simulate.make_context("simulate", list(argv)).params
+        assert set(params) == declared | server
+        return SimulatorConfig(**{k: v for k, v in params.items() if k in declared})
+
+    assert config_of() == SimulatorConfig()
+    given = config_of(
+        "--queue-seconds", "0", "--auth-scheme", "key", "--fault", "submit:429:times=1",
+        "--endpoint", "acme/x", "--balance", "3",
+    )  # fmt: skip
+    assert given == SimulatorConfig(
+        queue_seconds=0,
+        auth_scheme="key",
+        faults=[Fault.parse("submit:429:times=1")],
+        extra_endpoints=("acme/x",),
+        balance=3,
+    )

@@ -1,7 +1,8 @@
 """What a simulator does: its timing, its limits and the faults it injects.
 
-:class:`SimulatorConfig` is plain data (the ``batchrunner simulate`` options map onto it one to
-one); :class:`Fault` is one fault rule, written on the command line as
+:class:`SimulatorConfig` is plain data, and the one declaration of ``batchrunner simulate``'s
+options: a field with :func:`option` metadata is an option of that name, default and help
+(:mod:`.command` builds them). :class:`Fault` is one fault rule, written on the command line as
 ``route:kind[:probability][:times=N][:after=N][:retry_after=S]``, for example
 ``submit:429:0.2:retry_after=1`` or ``media:cut:times=1``.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
+
+import click
 
 FaultRoute = Literal["submit", "status", "stream", "result", "cancel", "media", "any"]
 FaultKind = Literal[
@@ -130,20 +133,110 @@ class Fault:
         return text
 
 
+def option(
+    help: str,
+    type: Any = None,
+    *,
+    flag: str | None = None,
+    metavar: str | None = None,
+    multiple: bool = False,
+) -> dict[str, Any]:
+    """Field metadata: the field is also the ``batchrunner simulate`` option ``flag`` (default:
+    ``--field-name``), with the field's default and this help and click type."""
+    return {"option": {"help": help, "type": type, "flag": flag, "metavar": metavar,
+                       "multiple": multiple}}  # fmt: skip
+
+
+class FaultRule(click.ParamType):
+    """A ``--fault`` value: :meth:`Fault.parse`, its error a usage error naming the option."""
+
+    name = "rule"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Fault):
+            return value
+        try:
+            return Fault.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SECONDS = click.FloatRange(min=0)
+
+
 @dataclass
 class SimulatorConfig:
     """Everything a simulator instance does differently from the defaults."""
 
-    token: str | None = None  # if set, Authorization must carry exactly this token
-    auth_scheme: AuthScheme = "any"  # "Bearer <t>" / "Key <t>" / either
-    queue_seconds: float = 0.2  # time a job spends IN_QUEUE (when capacity allows it to start)
-    run_seconds: float = 1.0  # time IN_PROGRESS
-    jitter: float = 0.0  # ± fraction applied to both, from the seeded RNG
-    capacity: int | None = None  # most jobs IN_PROGRESS at once; the rest wait IN_QUEUE
-    max_in_flight: int | None = None  # reseller throttle: submit → 429 at this many unfinished jobs
-    public_origin: str | None = None  # origin of returned *_url fields (default: the request's)
-    media_origin: str | None = None  # origin of video URLs in results (default: the request's)
-    result_ttl: float | None = None  # seconds after completion until the result answers 404
+    token: str | None = field(
+        default=None,
+        metadata=option("The only API token accepted (default: any non-empty token)."),
+    )
+    auth_scheme: AuthScheme = field(
+        default="any",
+        metadata=option(
+            "Authorization scheme accepted: 'Bearer <token>', 'Key <token>' or either.",
+            click.Choice(get_args(AuthScheme)),
+        ),
+    )
+    queue_seconds: float = field(
+        default=0.2, metadata=option("Time a job waits IN_QUEUE before it can start.", SECONDS)
+    )
+    run_seconds: float = field(
+        default=1.0, metadata=option("Time a job runs IN_PROGRESS.", SECONDS)
+    )
+    jitter: float = field(
+        default=0.0,
+        metadata=option(
+            "Random ± fraction applied to queue and run times (seeded).",
+            click.FloatRange(min=0, max=1),
+        ),
+    )
+    capacity: int | None = field(
+        default=None,
+        metadata=option(
+            "Most jobs IN_PROGRESS at once; the rest wait IN_QUEUE (fal's behaviour).",
+            click.IntRange(min=1),
+        ),
+    )
+    max_in_flight: int | None = field(
+        default=None,
+        metadata=option(
+            "Answer 429 to a submit while this many jobs are unfinished (a reseller's throttle).",
+            click.IntRange(min=1),
+        ),
+    )
+    public_origin: str | None = field(
+        default=None,
+        metadata=option(
+            "Origin written into returned *_url fields, e.g. https://queue.fal.run "
+            "(default: the origin the request came to)."
+        ),
+    )
+    media_origin: str | None = field(
+        default=None,
+        metadata=option(
+            "Origin of the video URLs in results (default: the origin the request came to)."
+        ),
+    )
+    result_ttl: float | None = field(
+        default=None,
+        metadata=option(
+            "Seconds after completion after which the result answers 404 "
+            "(fal keeps results about an hour).",
+            SECONDS,
+        ),
+    )
+    # Seconds after completion until status, stream and cancel answer 404 too (the request is
+    # forgotten). None: never — fal keeps request records ~30 days, longer than results.
+    status_ttl: float | None = field(
+        default=None,
+        metadata=option(
+            "Seconds after completion after which status and cancel answer 404 too "
+            "(default: never; fal keeps request records for weeks).",
+            SECONDS,
+        ),
+    )
     policy_marker: str = "#policy"  # a prompt containing this fails with content_policy_violation
     lie_marker: str = "#lie:"  # "#lie:duration" etc. in a prompt: a clip unlike the request
     # a prompt containing this completes with a result whose video URL is a local file:// path
@@ -152,20 +245,52 @@ class SimulatorConfig:
     wrong_size_marker: str = "#wrong-size"
     # Submits the account can pay for; after that, submits answer 403 "User is locked" (status
     # and result calls still answer) until POST /_sim/top-up adds more. None: unlimited.
-    balance: int | None = None
-    media_bytes: int = 64 * 1024  # size of each served MP4 (padded with a trailing `free` box)
-    seed: int = 0
-    faults: list[Fault] = field(default_factory=list)
-    state_path: str | None = None  # sqlite file that keeps jobs across restarts
+    balance: int | None = field(
+        default=None,
+        metadata=option(
+            "Submits the account can pay for; then 403 'User is locked' until POST /_sim/top-up.",
+            click.IntRange(min=0),
+        ),
+    )
+    # size of each served MP4 (padded with a trailing `free` box)
+    media_bytes: int = field(
+        default=64 * 1024,
+        metadata=option("Size of each served MP4 file.", click.IntRange(min=0)),
+    )
+    seed: int = field(default=0, metadata=option("Seed for jitter and fault draws.", int))
+    faults: list[Fault] = field(
+        default_factory=list,
+        metadata=option(
+            f"Inject a fault, {FAULT_SYNTAX}; routes submit, status, stream, result, cancel, "
+            "media, any; kinds 429, 500, 502, 503, 504, drop, drop_after_accept, html_200, "
+            "invalid_json, cut; on stream: 404, drop_midway, silent. Repeatable.",
+            FaultRule(),
+            flag="--fault",
+            metavar="RULE",
+            multiple=True,
+        ),
+    )
+    state_path: str | None = field(
+        default=None,
+        metadata=option(
+            "Keep jobs in this sqlite file, so a restarted simulator still knows them.",
+            click.Path(dir_okay=False),
+        ),
+    )
     # Endpoints served besides the registry's (accepted unvalidated, unpriced); any other
     # endpoint id answers 404 like fal's unknown applications.
-    extra_endpoints: tuple[str, ...] = ()
+    extra_endpoints: tuple[str, ...] = field(
+        default=(),
+        metadata=option(
+            "Also serve this endpoint id, unvalidated (others not in the registry answer 404).",
+            flag="--endpoint",
+            metavar="ID",
+            multiple=True,
+        ),
+    )
     # Additions beyond the brief's minimum, both with the faithful default:
     errors_in_status: bool = True  # COMPLETED statuses of failed jobs carry error/error_type
     stream_ping_seconds: float = 15.0  # SSE keep-alive comment interval
-    # Seconds after completion until status, stream and cancel answer 404 too (the request is
-    # forgotten). None: never — fal keeps request records ~30 days, longer than results.
-    status_ttl: float | None = None
 
     def __post_init__(self) -> None:
         if self.auth_scheme not in get_args(AuthScheme):
