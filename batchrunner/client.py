@@ -107,6 +107,7 @@ from batchrunner.providers import ApiConfig, origin_of
 from batchrunner.ratelimit import RateLimiter
 from batchrunner.retry import RetryPolicy, call_with_retry
 from batchrunner.streams import STREAM_STALL, BadEvent, sse_events
+from batchrunner.transport import AiohttpTransport
 
 logger = logging.getLogger("batchrunner.client")
 
@@ -556,14 +557,13 @@ class QueueClient:
                 auth=OriginAuth(api),
                 headers=headers,
                 timeout=timeout,
-                transport=transport,
+                transport=transport or AiohttpTransport(limits),
                 follow_redirects=False,
-                limits=limits,
             )
 
-        # Two pools: a status stream holds its connection for the whole job, and httpcore scans
-        # every connection of a pool for every request it places; the short requests (submit,
-        # status, result, cancel) keep a small pool of their own instead of one of hundreds.
+        # Two pools: a status stream holds its connection for the whole job, so the short
+        # requests (submit, status, result, cancel) keep a few of their own that streams can
+        # never all take.
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
         self._http = pool(limits)
         self._streams = pool(stream_limits or limits)

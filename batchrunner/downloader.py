@@ -25,6 +25,7 @@ import httpx
 from batchrunner.errors import DownloadError, TransientError
 from batchrunner.paths import part_path
 from batchrunner.retry import RetryPolicy, call_with_retry
+from batchrunner.transport import AiohttpTransport
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,11 @@ class Downloaded:
 
 def media_client(timeout: float = 60.0) -> httpx.AsyncClient:
     """The client for media: no auth headers, redirects followed (CDNs redirect)."""
-    return httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=10.0),
+        follow_redirects=True,
+        transport=AiohttpTransport(),
+    )
 
 
 class _Cut(TransientError):

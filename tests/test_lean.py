@@ -69,7 +69,7 @@ def loaded_by(watched: tuple[str, ...], *command: str) -> tuple[int, str]:
 def test_help_loads_only_click_and_the_option_declarations(command: list[str]) -> None:
     """No HTTP stack, ledger, simulator server or media library for a help page: what runs a
     command is imported by the command."""
-    heavy = ("httpx", "sqlite_utils", "sqlite3", "starlette", "uvicorn", "av", "pandas")
+    heavy = ("httpx", "aiohttp", "sqlite_utils", "sqlite3", "starlette", "uvicorn", "av", "pandas")
     assert loaded_by(heavy, *command) == (0, "-")
 
 
@@ -80,5 +80,6 @@ def test_plan_and_validate_load_no_http_stack_or_run_machinery(
     """What only a run needs (httpx, the scheduler, the media check) stays unloaded."""
     manifest = write_manifest(tmp_path / "m.csv", rows(3))
     extra = ["--ledger", str(tmp_path / "l.db")] if command == "plan" else []
-    heavy = ("httpx", "batchrunner.scheduler", "batchrunner.verify", "starlette", "av", "pandas")
+    heavy = ("httpx", "aiohttp", "batchrunner.scheduler", "batchrunner.verify", "starlette", "av")
+    heavy += ("pandas",)
     assert loaded_by(heavy, command, str(manifest), *extra) == (0, "-")
