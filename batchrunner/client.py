@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import math
@@ -184,6 +185,12 @@ class QueueStatus:
 # --- URLs and the auth guard -------------------------------------------------------------------
 
 
+# what a URL on the configured origin may hold to be kept as its text is, unparsed: nothing a
+# parser would rewrite (no fragment, space, dot segment, stray '%' or non-ASCII)
+_PLAIN_PATH = re.compile(r"(?:[-A-Za-z0-9_~!$&'()*+,;=:@/?]|\.(?<!/\.)|%[0-9A-Fa-f]{2})*")
+_origin = functools.lru_cache(maxsize=16)(origin_of)
+
+
 def rebase(url: str, base_url: str) -> str:
     """``url`` moved onto ``base_url``'s origin, path and query kept, fragment dropped.
 
@@ -191,6 +198,13 @@ def rebase(url: str, base_url: str) -> str:
     path prefix in front of its path (like the URLs the client builds). A relative URL is taken
     as a path on the configured origin. Raises ``ValueError`` for text that is not a URL.
     """
+    origin = _origin(base_url)
+    if url.startswith(origin + "/") and _PLAIN_PATH.fullmatch(url, len(origin)):
+        return url  # what parsing it would give, at a fraction of the cost (3 URLs a submit)
+    return _rebase_parsed(url, base_url)
+
+
+def _rebase_parsed(url: str, base_url: str) -> str:
     try:
         target = httpx.URL(url.strip())
     except httpx.InvalidURL as exc:

@@ -17,6 +17,7 @@ kept out of ``repr``/``str``; nothing in this module puts it in a message.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -142,7 +143,7 @@ class ApiConfig:
         object.__setattr__(self, "auth_scheme", scheme)
         object.__setattr__(self, "token", _check_token(self.token, "in the configuration"))
 
-    @property
+    @functools.cached_property
     def origin(self) -> str:
         """``scheme://host[:port]``: the only origin that ever receives the token."""
         return origin_of(self.base_url)

@@ -50,7 +50,7 @@ from batchrunner.errors import (
 )
 from batchrunner.ledger import Job, Ledger, OrderKey, Recording, now
 from batchrunner.manifest import LocalFile, materialize
-from batchrunner.models import get_model
+from batchrunner.models import ModelSpec, get_model
 from batchrunner.paths import output_path, video_name
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
@@ -135,6 +135,7 @@ class Runner:
         self.out_dir = out_dir
         self.origin = origin  # recorded per job: in-flight jobs are only polled where submitted
         self.options = options or Settings()
+        self._specs: dict[str, ModelSpec] = {}
         self.limit = AdaptiveLimit(self.options.concurrency, on_change=ledger.record_limit)
         self.at_provider = 0  # our jobs the provider has accepted and not yet finished
         self.clock = PollClock(self.options.poll_min, self.options.poll_max)
@@ -544,7 +545,7 @@ class Runner:
             return self._fail(job, job.state, reason)
         except TransientError as exc:
             return self._unreachable(job, exc)
-        spec = get_model(job.endpoint, allow_unregistered=True)
+        spec = self._spec(job.endpoint)
         result, units = answer.output, answer.billable_units
         billing: dict[str, Any] = {}
         if units is not None:
@@ -585,6 +586,14 @@ class Runner:
 
     # ------------------------------------------------------------------ downloads
 
+    def _spec(self, endpoint: str) -> ModelSpec:
+        """The endpoint's registry entry, looked up once a run (a lookup scans the user's model
+        folder)."""
+        spec = self._specs.get(endpoint)
+        if spec is None:
+            spec = self._specs[endpoint] = get_model(endpoint, allow_unregistered=True)
+        return spec
+
     async def _download_worker(self, downloads: ObjectReceiveStream[str]) -> None:
         async with downloads:
             async for job_id in downloads:
@@ -592,13 +601,13 @@ class Runner:
 
     async def _download(self, job: Job) -> None:
         assert job.video_url is not None
-        spec = get_model(job.endpoint, allow_unregistered=True)
+        spec = self._spec(job.endpoint)
         name = video_name(job.job_id, job.row, job.output_name, spec.default_extension)
         try:
             path = output_path(self.out_dir, name)
             got = await download(self.media, job.video_url, path, expected_size=job.file_size)
             poster = poster_path(self.ledger.path, job.job_id)
-            checked = await check_download(job.endpoint, job.input, got.path, poster)
+            checked = await check_download(spec, job.input, got.path, poster)
         except (DownloadError, ValueError) as exc:  # UnplayableError too: the file is removed
             logger.warning("job %s: %s", job.job_id, exc)
             if isinstance(exc, DownloadError) and exc.permanent:

@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 
 from batchrunner.errors import DownloadError
-from batchrunner.models import get_model
+from batchrunner.models import ModelSpec
 from batchrunner.paths import safe_name
 from batchrunner.pricing import seconds_of
 
@@ -107,9 +107,8 @@ def lines_of(resolution: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def expected_of(endpoint: str, payload: Mapping[str, Any]) -> Expected:
+def expected_of(spec: ModelSpec, payload: Mapping[str, Any]) -> Expected:
     """What a job's request asked of its clip, in the terms the registry defines."""
-    spec = get_model(endpoint, allow_unregistered=True)
     if not spec.known:
         return Expected()
     body = spec.complete(payload)
@@ -139,13 +138,13 @@ def poster_path(ledger_path: str | Path, job_id: str) -> Path:
 
 
 async def check_download(
-    endpoint: str, payload: Mapping[str, Any], path: Path, poster: Path | None
+    spec: ModelSpec, payload: Mapping[str, Any], path: Path, poster: Path | None
 ) -> Inspection:
     """:func:`inspect` in a worker thread (decoding is CPU work), with the job's expectations.
 
     Raises :class:`UnplayableError` after removing ``path``, so the next run downloads again.
     """
-    expected = expected_of(endpoint, payload)
+    expected = expected_of(spec, payload)
     try:
         return await anyio.to_thread.run_sync(inspect, path, expected, poster)
     except UnplayableError:

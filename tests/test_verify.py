@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from batchrunner.cli import cli
 from batchrunner.ledger import Ledger
+from batchrunner.models import get_model
 from batchrunner.paths import video_name
 from batchrunner.simulator import SimulatorServer
 from batchrunner.simulator.clips import MediaShape, clip_bytes
@@ -101,14 +102,18 @@ def test_a_clip_cut_short_is_unplayable_though_its_index_opens(tmp_path: Path) -
         inspect(cut, Expected(4.0))
 
 
+def expected(endpoint: str, payload: dict[str, str]) -> Expected:
+    return expected_of(get_model(endpoint, allow_unregistered=True), payload)
+
+
 def test_only_what_the_model_defines_is_compared() -> None:
-    veo3 = expected_of(VEO3, {"prompt": "x", "image_url": IMAGE, "duration": "6s"})
+    veo3 = expected(VEO3, {"prompt": "x", "image_url": IMAGE, "duration": "6s"})
     assert veo3 == Expected(seconds=6.0, aspect_ratio=None, resolution="720p", audio=True)
-    wide = expected_of("fal-ai/veo3.1", {"prompt": "x", "aspect_ratio": "9:16"})
+    wide = expected("fal-ai/veo3.1", {"prompt": "x", "aspect_ratio": "9:16"})
     assert (wide.aspect_ratio, wide.ratio) == ("9:16", pytest.approx(9 / 16))
-    kling = expected_of("fal-ai/kling-video/v2.5-turbo/pro/image-to-video", {"prompt": "x"})
+    kling = expected("fal-ai/kling-video/v2.5-turbo/pro/image-to-video", {"prompt": "x"})
     assert kling.audio is None  # the model has no audio switch: nothing to compare
-    assert expected_of("someone/else", {"duration": "8s"}) == Expected()  # not registered
+    assert expected("someone/else", {"duration": "8s"}) == Expected()  # not registered
 
 
 def test_names_always_carry_the_row_number() -> None:
