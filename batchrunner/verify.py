@@ -175,7 +175,7 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
                     raise UnplayableError(f"{path.name} has an audio stream no decoder reads")
                 audio.codec_context.thread_count = 1
             seconds = _container_seconds(container, video)
-            frames, last_time, keyframes, heard = 0, 0.0, [], False
+            frames, last_pts, keyframes, heard = 0, 0, [], False
             for packet in container.demux([video] if audio is None else [video, audio]):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
@@ -183,8 +183,8 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
                     heard = heard or bool(packet.decode())
                     continue
                 frames += 1
-                if packet.pts is not None and packet.time_base is not None:
-                    last_time = max(last_time, float(packet.pts * packet.time_base))
+                if packet.pts is not None and packet.pts > last_pts:
+                    last_pts = packet.pts
                 if packet.is_keyframe:
                     keyframes.extend(video.codec_context.decode(packet))
             keyframes.extend(video.codec_context.decode(None))  # what the decoder held back
@@ -196,6 +196,7 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
                 raise UnplayableError(f"{path.name} ends after {frames} of {video.frames} frames")
             rate = float(video.average_rate) if video.average_rate else None
             if not seconds:
+                last_time = float(last_pts * video.time_base) if video.time_base else 0.0
                 seconds = last_time + (1 / rate if rate else 0.0)
             media = {
                 "container": container.format.name,
