@@ -79,7 +79,7 @@ import math
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Collection, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -226,7 +226,7 @@ def _is_origin(url: httpx.URL, origin: str) -> bool:
         return False
 
 
-class OriginAuth(httpx.Auth):
+class OriginAuth:
     """Adds ``Authorization`` to requests for the configured origin, and to no other."""
 
     def __init__(self, api: ApiConfig) -> None:
@@ -235,12 +235,12 @@ class OriginAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"OriginAuth(origin={self._api.origin!r})"
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def __call__(self, request: httpx.Request) -> httpx.Request:
         if _is_origin(request.url, self._api.origin):
             request.headers["Authorization"] = self._api.authorization
         else:
             request.headers.pop("Authorization", None)
-        yield request
+        return request
 
 
 # --- reading answers -----------------------------------------------------------------------------
@@ -530,13 +530,17 @@ def _parse_cancel(response: httpx.Response) -> str:
 
 
 class QueueClient:
-    """Talks to one provider's queue API through two ``httpx.AsyncClient`` pools.
+    """Talks to one provider's queue API through two connection pools (httpx transports).
 
     Every call retries transient failures per ``retry``, waits for ``limiter`` before each HTTP
     request, and calls ``on_rate_limited()`` on every 429 (and slows ``limiter`` down on a 429
     to anything but a submit). ``limits`` sizes the pool of the short requests
     (submit, status, result, cancel); ``stream_limits`` (default: the same) the status streams'
     own, where a job holds a connection for its whole life: a run needs about ``concurrency``.
+
+    Requests go straight to the transports, not through ``httpx.AsyncClient``: none of what it
+    adds is wanted (redirects, cookies, auth flows), and it cost as much CPU as the pool below.
+    Every request is built by :meth:`_request`, which puts the token on it (:class:`OriginAuth`).
     """
 
     def __init__(
@@ -558,6 +562,8 @@ class QueueClient:
             if name.lower() == "authorization":
                 raise UsageError("extra headers must not set Authorization")
             headers[name] = value
+        self._headers = headers
+        self._authorize = OriginAuth(api)
         self.api = api
         self.retry = retry
         self.limiter = limiter or RateLimiter(None)
@@ -566,21 +572,12 @@ class QueueClient:
         self._unreachable_since: float | None = None  # first failed connect since any answer
         self._secrets = (api.token,)
 
-        def pool(limits: httpx.Limits) -> httpx.AsyncClient:
-            return httpx.AsyncClient(
-                auth=OriginAuth(api),
-                headers=headers,
-                timeout=timeout,
-                transport=transport or AiohttpTransport(limits),
-                follow_redirects=False,
-            )
-
         # Two pools: a status stream holds its connection for the whole job, so the short
         # requests (submit, status, result, cancel) keep a few of their own that streams can
         # never all take.
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        self._http = pool(limits)
-        self._streams = pool(stream_limits or limits)
+        self._http = transport or AiohttpTransport(limits)
+        self._streams = transport or AiohttpTransport(stream_limits or limits)
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
 
     def __repr__(self) -> str:
@@ -599,7 +596,8 @@ class QueueClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-        await self._streams.aclose()
+        if self._streams is not self._http:
+            await self._streams.aclose()
 
     # URLs
 
@@ -740,13 +738,13 @@ class QueueClient:
         target = target.copy_with(path=target.path.rstrip("/") + "/stream", query=None)
         target = target.copy_set_param("logs", "1" if logs else "0")
         timeout = httpx.Timeout(self._timeout.connect, read=stall, write=stall, pool=stall)
-        request = self._streams.build_request(
+        request = self._request(
             "GET", target, headers={"Accept": "text/event-stream"}, timeout=timeout
         )
         await self.limiter.acquire()
         started = time.monotonic()
         try:
-            response = await self._streams.send(request, stream=True)
+            response = await self._exchange(self._streams, request, stream=True)
         except httpx.RequestError as exc:
             logger.debug("GET %s -> %s", target, type(exc).__name__)
             error = classify_transport(exc, idempotent=True, secrets=self._secrets)
@@ -834,15 +832,50 @@ class QueueClient:
         except _Throttled as wrapped:
             raise wrapped.error from None
 
+    def _request(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Request:
+        """A request with the client's headers, the token where it belongs, and a timeout."""
+        request = httpx.Request(
+            method,
+            url,
+            headers={**self._headers, **(headers or {})},
+            content=content,
+            extensions={"timeout": (timeout or self._timeout).as_dict()},
+        )
+        return self._authorize(request)
+
+    @staticmethod
+    async def _exchange(
+        transport: httpx.AsyncBaseTransport, request: httpx.Request, *, stream: bool = False
+    ) -> httpx.Response:
+        """Send ``request``; the answer is read and its connection released unless ``stream``
+        (then the caller closes it). A 3xx is returned like any answer: never followed."""
+        response = await transport.handle_async_request(request)
+        response.request = request
+        if not stream:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
+
     async def _send(
         self, op: Op, method: str, url: str, content: bytes | None, wire: Wire
     ) -> httpx.Response:
         await self.limiter.acquire()
         headers = {"Content-Type": "application/json"} if content is not None else None
+        request = self._request(method, url, content=content, headers=headers)
         started = time.monotonic()
         wire.busy = True
         try:
-            response = await self._http.request(method, url, content=content, headers=headers)
+            response = await self._exchange(self._http, request)
         except httpx.RequestError as exc:
             logger.debug(
                 "%s %s -> %s (%.3fs)", method, url, type(exc).__name__, time.monotonic() - started

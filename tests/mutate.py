@@ -52,6 +52,7 @@ LEDGER = "tests/test_ledger.py::"
 RUN = "tests/test_run.py::"
 SCHEDULER = "tests/test_scheduler.py::"
 STREAMS = "tests/test_streams.py::"
+TRANSPORT = "tests/test_transport.py::"
 UNATTENDED = "tests/test_unattended.py::"
 RUN_ERRORS = "tests/test_run_errors.py::"
 
@@ -434,10 +435,10 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "redirects-followed",
         "The key goes only to the configured API origin",
-        "batchrunner/client.py",
-        "            follow_redirects=False,\n",
-        "            follow_redirects=True,  # MUTANT\n",
-        (CLIENT + "test_redirects_are_not_followed",),
+        "batchrunner/transport.py",
+        "                allow_redirects=False,\n",
+        "                allow_redirects=True,  # MUTANT\n",
+        (TRANSPORT + "test_a_redirect_is_answered_not_followed",),
     ),
     # --- A ledger that is not ours, newer, or corrupt is refused and left alone
     Mutation(

@@ -114,6 +114,24 @@ async def test_answers_come_back_whole_on_a_few_kept_alive_connections() -> None
     assert not any(b"cookie" in request.lower() for request in server.requests)
 
 
+async def test_a_redirect_is_answered_not_followed() -> None:
+    async with serving(keep_answering) as elsewhere:
+
+        async def redirect(server: Server, reader: Reader, writer: Writer) -> None:
+            await server.read_request(reader)
+            writer.write(answer(b"", f"location: {elsewhere.url}/steal", status="307 Temporary"))
+            await writer.drain()
+
+        transport = AiohttpTransport()
+        async with serving(redirect) as server:
+            request = httpx.Request("GET", f"{server.url}/requests/1")
+            response = await transport.handle_async_request(request)
+            await response.aread()
+            await transport.aclose()
+    assert response.status_code == 307
+    assert elsewhere.requests == []
+
+
 async def test_a_refused_connection_was_never_sent() -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
