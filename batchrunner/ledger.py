@@ -375,10 +375,10 @@ class Ledger:
         )
 
     def get(self, job_id: str) -> Job:
-        rows = list(self.db.table("jobs").rows_where("job_id = ?", [job_id]))
-        if not rows:
+        found = _one(self.db.execute("select * from jobs where job_id = ?", [job_id]))
+        if found is None:
             raise KeyError(job_id)
-        return Job.from_row(rows[0])
+        return Job.from_row(found)
 
     def jobs(self, states: Iterable[JobState] | None = None) -> Iterator[Job]:
         """Jobs in manifest order (row, then variant), optionally only in ``states``."""
@@ -467,11 +467,20 @@ class Ledger:
                 f"update jobs set {assignments} where job_id = ? returning *",
                 [*fields.values(), job_id],
             )
-            stored = dict(zip([c[0] for c in cursor.description], cursor.fetchone(), strict=True))
+            stored = _one(cursor)
+            assert stored is not None  # the job was just read in this transaction
             self.db.execute(
                 _INSERT_EVENT, [job_id, self.run_id, stamp, old.value, new.value, detail]
             )
         return Job.from_row(stored)
+
+
+def _one(cursor: sqlite3.Cursor) -> dict[str, Any] | None:
+    """The cursor's next row as a dict, or None."""
+    found = cursor.fetchone()
+    if found is None:
+        return None
+    return dict(zip([c[0] for c in cursor.description], found, strict=True))
 
 
 _MANIFEST_ORDER = "row, variant, job_id"
