@@ -3,8 +3,9 @@
 httpcore places every request by scanning every connection of its pool (an expiry check with a
 ``getpeername`` and a ``poll`` each) and every waiting request; at a few hundred jobs in flight
 that bookkeeping was most of a run's CPU. aiohttp keeps idle connections per host in a stack and
-parses HTTP in C: measured on this machine, 1.3 ms of client CPU per request through httpcore
-against 0.25 ms through this transport (``make bench`` has the whole-run figures).
+parses HTTP in C. Measured on this machine (16 connections, 16 requests at a time to a local
+server): 1.3 ms of client CPU per request through httpcore, 0.2 ms through this transport
+(``make bench`` has the whole-run figures).
 
 What the rest of batchrunner relies on is kept exactly:
 
