@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
@@ -69,9 +68,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests through one ``aiohttp.ClientSession`` (made on first use, inside
     the running event loop) with at most ``limits.max_connections`` connections."""
 
-    def __init__(self, limits: httpx.Limits | None = None, *, verify: ssl.SSLContext | None = None):
+    def __init__(self, limits: httpx.Limits | None = None) -> None:
         self._limits = limits or httpx.Limits(max_connections=100)
-        self._ssl = verify or httpx.create_ssl_context()
+        self._ssl = httpx.create_ssl_context()  # certifi's roots, or SSL_CERT_FILE's
         self._proxies = urllib.request.getproxies_environment()
         self._session: aiohttp.ClientSession | None = None
 
