@@ -1,7 +1,8 @@
 """The queue client: submit, status, result and cancel over fal's queue protocol.
 
-One :class:`QueueClient` owns one ``httpx.AsyncClient``. This module is the one home of three
-things the rest of batchrunner relies on:
+One :class:`QueueClient` owns two connection pools (:mod:`batchrunner.transport`) and builds
+every request itself. This module is the one home of three things the rest of batchrunner
+relies on:
 
 **Where the token goes.** :class:`OriginAuth` adds ``Authorization`` only to requests whose
 origin (scheme, host, port) is the configured one, and strips it from any other. Redirects are
@@ -185,9 +186,9 @@ class QueueStatus:
 # --- URLs and the auth guard -------------------------------------------------------------------
 
 
-# what a URL on the configured origin may hold to be kept as its text is, unparsed: nothing a
-# parser would rewrite (no fragment, space, dot segment, stray '%' or non-ASCII)
-_PLAIN_PATH = re.compile(r"(?:[-A-Za-z0-9_~!$&'()*+,;=:@/?]|\.(?<!/\.)|%[0-9A-Fa-f]{2})*")
+# what may follow the configured origin in a URL kept as its text is, unparsed: nothing a parser
+# would rewrite (no fragment, space, dot segment, stray '%' or non-ASCII)
+_KEPT_AS_WRITTEN = re.compile(r"(?:[-A-Za-z0-9_~!$&'()*+,;=:@/?]|\.(?<!/\.)|%[0-9A-Fa-f]{2})*")
 _origin = functools.lru_cache(maxsize=16)(origin_of)
 
 
@@ -199,7 +200,7 @@ def rebase(url: str, base_url: str) -> str:
     as a path on the configured origin. Raises ``ValueError`` for text that is not a URL.
     """
     origin = _origin(base_url)
-    if url.startswith(origin + "/") and _PLAIN_PATH.fullmatch(url, len(origin)):
+    if url.startswith(origin + "/") and _KEPT_AS_WRITTEN.fullmatch(url, len(origin)):
         return url  # what parsing it would give, at a fraction of the cost (3 URLs a submit)
     return _rebase_parsed(url, base_url)
 

@@ -18,10 +18,10 @@ What the rest of batchrunner relies on is kept exactly:
   request went out included, to ``ConnectTimeout``, which would resubmit a job that may exist.)
 - **Timeouts** are httpx's: ``connect`` per connection attempt, ``pool`` for waiting for a
   connection, ``read`` between two reads of the answer (how a silent status stream is noticed).
-- **Nothing is added to a request**: no cookies, no ``.netrc`` credentials, no redirects; the
-  headers are the ones httpx built. Proxies come from the environment (``HTTPS_PROXY``,
-  ``NO_PROXY``...) as httpx takes them, and certificates from httpx's SSL context
-  (``SSL_CERT_FILE`` honoured).
+- **Nothing is added to a request** but aiohttp's ``Accept-Encoding`` (httpx decodes the
+  answer): no cookies, no ``.netrc`` credentials, and no redirect is followed. Proxies come
+  from the environment (``HTTPS_PROXY``, ``NO_PROXY``...) as httpx takes them, and
+  certificates from httpx's SSL context (``SSL_CERT_FILE`` honoured).
 """
 
 from __future__ import annotations
