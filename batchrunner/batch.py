@@ -26,7 +26,7 @@ from batchrunner.ledger import Ledger, Recording
 from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
-from batchrunner.planner import decide, refusals, to_jobs
+from batchrunner.planner import decide, refusals, to_job
 from batchrunner.providers import ApiConfig
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
@@ -101,9 +101,8 @@ def _record(
 ) -> Recording:
     """Start the run and record the manifest's jobs, or refuse its edited rows (nothing sent).
     The jobs the ledger does not have yet are written as the run starts (the recording)."""
-    jobs = to_jobs(manifest)
     decisions = decide(
-        jobs,
+        manifest,
         ledger,
         replace_changed=replace_changed,
         resubmit_unknown=settings.resubmit_unknown,
@@ -115,10 +114,13 @@ def _record(
     info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
     ledger.start_run("run", manifest=str(manifest.source), **info)
     replaced = {d.job_id for d in decisions if d.changed and d.action == "submit"}
-    for job in jobs:
-        if job.job_id in replaced:
-            ledger.replace(job)
-    return Recording(ledger, ledger.mark_seen(jobs))
+    endpoint = manifest.endpoint_id
+    for row in manifest.rows:
+        if row.job_id in replaced:
+            ledger.replace(to_job(row, endpoint))
+    known = ledger.mark_seen([row.job_id for row in manifest.rows])
+    fresh = [row for row in manifest.rows if row.job_id not in known]
+    return Recording(ledger, fresh, lambda row: to_job(row, endpoint))
 
 
 def resume(

@@ -24,11 +24,11 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 
@@ -241,15 +241,16 @@ class Ledger:
         :meth:`input_hashes` first to find edited rows). One transaction."""
         jobs = list(jobs)
         with self.db.atomic():
-            fresh = self.mark_seen(jobs)
+            known = self.mark_seen([job.job_id for job in jobs])
+            fresh = [job for job in jobs if job.job_id not in known]
             self.insert(fresh)
         return AddResult(added=len(fresh), existing=len(jobs) - len(fresh))
 
-    def mark_seen(self, jobs: Sequence[NewJob]) -> list[NewJob]:
-        """Record that this run's manifest has ``jobs`` (``status`` lists the jobs whose row
-        was removed): those the ledger has are marked; the others are returned, to
+    def mark_seen(self, job_ids: Sequence[str]) -> set[str]:
+        """Record that this run's manifest has ``job_ids`` (``status`` lists the jobs whose row
+        was removed): those the ledger has are marked and returned; the others are new, to
         :meth:`insert`."""
-        stored = list(self.input_hashes([job.job_id for job in jobs]))
+        stored = list(self.input_hashes(job_ids))
         if self.run_id is not None:
             for start in range(0, len(stored), 500):
                 chunk = stored[start : start + 500]
@@ -258,8 +259,7 @@ class Ledger:
                     f"update jobs set seen_run = ? where job_id in ({marks})",
                     [self.run_id, *chunk],
                 )
-        known = set(stored)
-        return [job for job in jobs if job.job_id not in known]
+        return set(stored)
 
     def insert(self, jobs: Sequence[NewJob]) -> None:
         """Record new jobs as pending, seen by this run, in one transaction with one statement
@@ -493,38 +493,56 @@ def order_key(row: int | None, variant: str | None, job_id: str) -> OrderKey:
     return (row is not None, row or 0, variant is not None, variant or "", job_id)
 
 
-class Recording:
+class _InManifest(Protocol):
+    """What :class:`Recording` needs of a planned job to put it in manifest order."""
+
+    @property
+    def row(self) -> int | None: ...
+    @property
+    def variant(self) -> str: ...
+    @property
+    def job_id(self) -> str: ...
+
+
+Planned = TypeVar("Planned", bound=_InManifest)
+
+
+class Recording(Generic[Planned]):
     """New jobs written to the ledger a chunk at a time, in manifest order, while the run
     submits the ones already written: a 100,000-row manifest starts within a second of being
     validated instead of after all of it is recorded.
 
     Each chunk is committed (pending) before any of its jobs can be sent
     (:meth:`written`); the whole manifest was validated before the first chunk. A stop does
-    not cut the writing short: a later ``resume`` finds every job of the manifest.
+    not cut the writing short: a later ``resume`` finds every job of the manifest. The
+    planned jobs become :class:`NewJob` (``to_job``) a chunk at a time too, as they are written.
     """
 
     CHUNK = 1_000  # jobs per transaction: about 15 ms, so the workers are never held up long
 
-    def __init__(self, ledger: Ledger, jobs: Sequence[NewJob]):
+    def __init__(
+        self, ledger: Ledger, planned: Sequence[Planned], to_job: Callable[[Planned], NewJob]
+    ):
         self.ledger = ledger
-        keyed = sorted((order_key(job.row, job.variant, job.job_id), job) for job in jobs)
+        keyed = sorted((order_key(p.row, p.variant, p.job_id), p) for p in planned)
         self.keys = [key for key, _ in keyed]  # unique: they end with the job id
-        self.jobs = [job for _, job in keyed]
+        self.planned = [p for _, p in keyed]
+        self.to_job = to_job
         self.count = 0  # jobs committed so far
         self._more = anyio.Event()
 
     async def write(self) -> None:
         with anyio.CancelScope(shield=True):
-            while self.count < len(self.jobs):
-                chunk = self.jobs[self.count : self.count + self.CHUNK]
-                self.ledger.insert(chunk)
+            while self.count < len(self.planned):
+                chunk = self.planned[self.count : self.count + self.CHUNK]
+                self.ledger.insert([self.to_job(p) for p in chunk])
                 self.count += len(chunk)
                 self._more.set()
                 self._more = anyio.Event()
                 await anyio.sleep(0)  # the workers submit what is written meanwhile
 
     async def written(self, index: int) -> None:
-        """Return once ``self.jobs[index]`` is committed."""
+        """Return once the job of ``self.keys[index]`` is committed."""
         while self.count <= index:
             await self._more.wait()
 

@@ -16,27 +16,29 @@ from typing import Any
 
 from batchrunner.errors import Problem, UsageError
 from batchrunner.ledger import Job, Ledger, NewJob
-from batchrunner.manifest import Manifest, gc_paused, materialize
+from batchrunner.manifest import Manifest, ManifestRow, gc_paused, materialize
 from batchrunner.states import AT_PROVIDER, JobState
+
+
+def to_job(row: ManifestRow, endpoint: str) -> NewJob:
+    """The ledger's view of one planned job."""
+    return NewJob(
+        job_id=row.job_id,
+        endpoint=endpoint,
+        input=row.payload,
+        row=row.row,
+        line=row.line,
+        variant=row.variant,
+        files={name: asdict(f) for name, f in row.files.items()},
+        output_name=row.output,
+        metadata=row.metadata,
+        price_usd=row.cost_usd,
+    )
 
 
 def to_jobs(manifest: Manifest) -> list[NewJob]:
     """The ledger's view of each planned job."""
-    return [
-        NewJob(
-            job_id=row.job_id,
-            endpoint=manifest.endpoint_id,
-            input=row.payload,
-            row=row.row,
-            line=row.line,
-            variant=row.variant,
-            files={name: asdict(f) for name, f in row.files.items()},
-            output_name=row.output,
-            metadata=row.metadata,
-            price_usd=row.cost_usd,
-        )
-        for row in manifest.rows
-    ]
+    return [to_job(row, manifest.endpoint_id) for row in manifest.rows]
 
 
 REPLACEABLE = (JobState.PENDING, JobState.FAILED, JobState.CANCELLED, JobState.UNKNOWN)
@@ -57,7 +59,7 @@ class Decision:
 
 
 def decide(
-    jobs: list[NewJob],
+    manifest: Manifest,
     ledger: Ledger | None,
     *,
     replace_changed: bool = False,
@@ -67,17 +69,20 @@ def decide(
     """The one planner: ``plan`` prints these, ``run`` acts on them (via the ledger).
 
     Decisions come in the order ``run`` submits: the manifest's jobs by row, then jobs the
-    ledger holds as pending that this manifest no longer names (run submits those too).
+    ledger holds as pending that this manifest no longer names (run submits those too). Only
+    a job the ledger has is turned into its ledger view (:func:`to_job`), to compare.
     """
+    rows = manifest.rows
     stored = (
-        {job.job_id: job for job in ledger.jobs_by_id([j.job_id for j in jobs])} if ledger else {}
+        {job.job_id: job for job in ledger.jobs_by_id([r.job_id for r in rows])} if ledger else {}
     )
     decisions: list[Decision] = []
-    for job in jobs:
-        old = stored.get(job.job_id)
+    for row in rows:
+        old = stored.get(row.job_id)
         if old is None:
-            decisions.append(Decision(job.job_id, job.row, "submit", "new", job.price_usd))
+            decisions.append(Decision(row.job_id, row.row, "submit", "new", row.cost_usd))
             continue
+        job = to_job(row, manifest.endpoint_id)
         if old.input_hash != job.input_hash:
             fields = _changed_fields(old, job)
             what = f"edited ({', '.join(fields) or 'its files'})"
@@ -96,7 +101,7 @@ def decide(
             continue
         decisions.append(_by_state(old, resubmit_unknown))
     if ledger is not None:
-        named = {job.job_id for job in jobs}
+        named = {row.job_id for row in rows}
         for old in ledger.jobs([JobState.PENDING]):
             if old.job_id not in named:
                 why = "pending in the ledger (not in this manifest)"
@@ -281,13 +286,12 @@ def _ledger_view(
     manifest: Manifest, path: Path | None, **choices: Any
 ) -> tuple[list[str], float, list[Decision]]:
     """States of this manifest's jobs in the ledger, its spend, and the decisions."""
-    jobs = to_jobs(manifest)
     if path is None or not Path(path).exists():
-        return [], 0.0, decide(jobs, None, **choices)
+        return [], 0.0, decide(manifest, None, **choices)
     with Ledger.open(path, create=False) as ledger:
-        decisions = decide(jobs, ledger, **choices)
-        states = [job.state.value for job in ledger.jobs_by_id([j.job_id for j in jobs])]
-        return states, ledger.spend(), decisions
+        decisions = decide(manifest, ledger, **choices)
+        states = ledger.states([row.job_id for row in manifest.rows])
+        return list(states.values()), ledger.spend(), decisions
 
 
 def write_bodies(manifest: Manifest, destination: Path) -> int:
