@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -104,7 +105,48 @@ def validator(schema: Mapping[str, Any]) -> Validator:
 _FIELD_BY_FIELD = {"type", "properties", "required", "title", "description", "examples"}
 _MEMO_LIMIT = 20_000
 _ABSENT = object()
-_PLAIN_TEXT_KEYS = {"type", "minLength", "maxLength", "title", "description", "examples"}
+
+
+@dataclass(frozen=True)
+class _Plain:
+    """A property of one plain type with at most a string enum and limits, like most of fal's.
+
+    A value that plainly meets it needs no jsonschema (nor its import, a tenth of a second);
+    any other value goes to jsonschema, which says what is wrong (or that it is fine after all).
+    """
+
+    types: tuple[type, ...]  # exact Python types: True is not an integer, as in JSON Schema
+    enum: frozenset[str] | None
+    low: float  # minLength for text, minimum for numbers
+    high: float  # maxLength, maximum
+
+    @classmethod
+    def of(cls, prop: Mapping[str, Any]) -> _Plain | None:
+        kind = prop.get("type")
+        types = _PLAIN_TYPES.get(kind) if isinstance(kind, str) else None
+        if types is None:
+            return None
+        text = kind == "string"
+        low_key, high_key = ("minLength", "maxLength") if text else ("minimum", "maximum")
+        allowed = {"type", low_key, high_key, *_ANNOTATIONS, *(["enum"] if text else [])}
+        if any(key not in allowed and not key.startswith("x-") for key in prop):
+            return None
+        enum = prop.get("enum")
+        if enum is not None and not all(isinstance(v, str) for v in enum):
+            return None
+        low, high = prop.get(low_key, -math.inf), prop.get(high_key, math.inf)
+        if type(low) not in (int, float) or type(high) not in (int, float):
+            return None
+        return cls(types, frozenset(enum) if enum is not None else None, low, high)
+
+    def fits(self, value: Any) -> bool:
+        if type(value) not in self.types or (self.enum is not None and value not in self.enum):
+            return False
+        return bool(self.low <= (len(value) if type(value) is str else value) <= self.high)
+
+
+_PLAIN_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,)}
+_ANNOTATIONS = {"title", "description", "examples", "default"}  # jsonschema checks none of them
 
 
 class Checker:
@@ -112,7 +154,9 @@ class Checker:
 
     A batch repeats the same durations, resolutions and flags thousands of times and only the
     prompt differs, so each field's verdict on a short value is remembered: a 100,000-row
-    manifest pays jsonschema once per distinct value, not once per cell.
+    manifest pays jsonschema once per distinct value, not once per cell. A value that plainly
+    fits a plain property (:class:`_Plain`: a prompt within its length, a choice among its
+    enum, a flag) is not even shown to jsonschema.
     """
 
     def __init__(self, schema: Mapping[str, Any]):
@@ -126,11 +170,7 @@ class Checker:
         keys = {k for k in schema if not k.startswith("x-")}
         self.by_field = keys <= _FIELD_BY_FIELD and schema.get("type", "object") == "object"
         self._memo: dict[tuple[str, type, Any], list[InputProblem]] = {}
-        self._plain_text = {  # string fields with nothing but length limits
-            name: (int(p.get("minLength", 0)), int(p.get("maxLength", 2**63)))
-            for name, p in self.props.items()
-            if p.get("type") == "string" and set(p) <= _PLAIN_TEXT_KEYS
-        }
+        self._plain = {name: plain for name, p in self.props.items() if (plain := _Plain.of(p))}
 
     def complete(self, values: Mapping[str, Any]) -> dict[str, Any]:
         body = dict(values)
@@ -164,10 +204,9 @@ class Checker:
         return {name: self._field(name, value) for name, value in self.defaults.items()}
 
     def _field(self, name: str, value: Any) -> list[InputProblem]:
-        if isinstance(value, str) and name in self._plain_text:
-            low, high = self._plain_text[name]  # a prompt: too many to remember, too simple to
-            if low <= len(value) <= high:  # need jsonschema when it is fine
-                return []
+        plain = self._plain.get(name)
+        if plain is not None and plain.fits(value):
+            return []  # a prompt: too many to remember, too simple to need jsonschema
         key = _memo_key(name, value)
         remembered = self._memo.get(key) if key is not None else None
         if remembered is not None:

@@ -83,3 +83,10 @@ def test_plan_and_validate_load_no_http_stack_or_run_machinery(
     http = ("httpx", "aiohttp", "starlette")
     run = ("batchrunner.scheduler", "batchrunner.verify", "av", "pandas")
     assert loaded_by(http + run, command, str(manifest), *extra) == (0, "-")
+
+
+def test_a_manifest_whose_values_plainly_fit_is_checked_without_jsonschema(tmp_path: Path) -> None:
+    """Choices among their enum, prompts within their length and flags need no jsonschema (a
+    tenth of a second to import); only a value that does not plainly fit is shown to it."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    assert loaded_by(("jsonschema",), "plan", str(manifest)) == (0, "-")

@@ -433,7 +433,7 @@ def test_field_by_field_checking_finds_what_whole_body_jsonschema_finds(
 
     spec = get_model(endpoint)
     values = st.one_of(
-        st.none(), st.booleans(), st.integers(-5, 20), st.text(max_size=5),
+        st.none(), st.booleans(), st.integers(-5, 20), st.floats(-2, 25), st.text(max_size=5),
         st.sampled_from(["8s", "4k", "720p", "16:9", "auto", "x" * 20001]),
         st.lists(st.text(max_size=3), max_size=3),
     )  # fmt: skip
