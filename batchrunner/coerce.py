@@ -135,6 +135,40 @@ def coerce(value: Any, spec: FieldKind) -> Any:
     return value
 
 
+class Coercer:
+    """:func:`coerce` for one field, remembering what each short text cell became.
+
+    A column repeats a few values (durations, resolutions, flags, one image URL) thousands of
+    times: each is coerced once. Lists (a new one per cell) and verbatim text (nothing to
+    coerce, and prompts are unique) are coerced every time.
+    """
+
+    def __init__(self, spec: FieldKind):
+        self.spec = spec
+        self._remember = spec.kind != "list" and spec.name not in VERBATIM_FIELDS
+        self._seen: dict[str, tuple[Any, str | None]] = {}  # cell -> (value, or why not)
+
+    def __call__(self, value: Any) -> Any:
+        if not self._remember or type(value) is not str or len(value) > _REMEMBERED_LENGTH:
+            return coerce(value, self.spec)
+        outcome = self._seen.get(value)
+        if outcome is None:
+            try:
+                outcome = (coerce(value, self.spec), None)
+            except BadCell as exc:
+                outcome = (None, str(exc))
+            if len(self._seen) < _REMEMBERED_CELLS:
+                self._seen[value] = outcome
+        coerced, error = outcome
+        if error is not None:
+            raise BadCell(error)
+        return coerced
+
+
+_REMEMBERED_LENGTH = 256  # longer text is rarely repeated
+_REMEMBERED_CELLS = 20_000  # per field
+
+
 def _list(value: Any) -> Any:
     """A list cell: a JSON list, or items split on ``|`` and line breaks; items stripped."""
     if isinstance(value, list | tuple):

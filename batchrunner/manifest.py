@@ -41,7 +41,7 @@ from typing import Any
 
 from batchrunner import identity
 from batchrunner.cells import IN_MEMORY, Record, read_records, read_table
-from batchrunner.coerce import OMIT, BadCell, FieldKind, coerce, control_text, plain
+from batchrunner.coerce import OMIT, BadCell, Coercer, FieldKind, coerce, control_text, plain
 from batchrunner.errors import ManifestError, Problem
 from batchrunner.expand import MAX_TAKES, Expansion, TemplateError, Variant, take_seed, variants
 from batchrunner.images import (
@@ -309,6 +309,7 @@ class _RowBuilder:
         self.expansion = expansion
         self.images = ImageChecker()
         self._checked: dict[tuple[str, int, str], LocalFile | str] = {}
+        self._coercers = {name: Coercer(kind) for name, kind in columns.fields.items()}
 
     def build(self, record: Record) -> list[_Built]:
         """One entry per job the row expands to (or one carrying the row's problems)."""
@@ -327,6 +328,8 @@ class _RowBuilder:
     def _takes(self, record: Record) -> int | Problem:
         cell = record.cells.get("count")
         default = self.expansion.count or 1
+        if cell is None:  # no count column (the usual)
+            return default
         try:
             takes = coerce(cell, _COUNT)
         except BadCell as exc:
@@ -364,9 +367,9 @@ class _RowBuilder:
 
         values: dict[str, Any] = {}
         skip = set(self.columns.missing)  # fields whose "required" error is already reported
-        for name, spec_field in self.columns.fields.items():
+        for name, coerce_cell in self._coercers.items():
             try:
-                value = coerce(cells.get(name), spec_field)
+                value = coerce_cell(cells.get(name))
             except BadCell as exc:
                 problem(str(exc), name)
                 skip.add(name)

@@ -669,3 +669,34 @@ def test_a_workbook_with_several_sheets_uses_the_first_and_names_the_others(
     assert "read the first, 'Day 1' (the others: 'Day 2', 'notes')" in warning.message
     assert "--sheet" in warning.message and warning.severity == "warning"
     assert not load(tmp_path / "m.xlsx", sheet="Day 1").warnings
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kind=st.sampled_from(["bool", "int", "float", "choice", "text", "list", "any"]),
+    cells=st.lists(
+        st.sampled_from(
+            ["", " 8 ", "8.0", "8s", "yes", "No", "1e3", "abc", "a|b", "[1]", "x" * 300]
+        ),
+        max_size=8,
+    ),
+)
+def test_a_remembered_cell_becomes_what_it_became_the_first_time(
+    kind: str, cells: list[str]
+) -> None:
+    """The loader coerces a repeated cell once per column: the value, or the reason it is
+    refused, is the same as coercing it afresh."""
+    from batchrunner.coerce import OMIT, BadCell, Coercer, FieldKind, coerce
+
+    spec = FieldKind("duration", kind, ("4s", "8s"))
+    remembering = Coercer(spec)
+
+    def outcome(convert: Any, cell: str) -> Any:
+        try:
+            value = convert(cell)
+        except BadCell as exc:
+            return ("refused", str(exc))
+        return "omitted" if value is OMIT else value
+
+    for cell in [*cells, *cells]:
+        assert outcome(remembering, cell) == outcome(lambda c: coerce(c, spec), cell)
