@@ -50,6 +50,11 @@ class Expansion:
     def product(self) -> Iterator[tuple[str, ...]]:
         return itertools.product(*(values for _, values in self.matrix))
 
+    @functools.cached_property
+    def plain(self) -> bool:
+        """Nothing to add to a row: no defaults, matrix or prompt template."""
+        return not self.defaults and not self.matrix and self.prompt_template is None
+
     def provided(self) -> set[str]:
         """Fields that need no column of their own: filled by defaults, matrix or template."""
         given = set(self.defaults) | {name for name, _ in self.matrix}
@@ -115,8 +120,18 @@ def check_field(name: str, fields: tuple[str, ...], option: str) -> None:
         )
 
 
-def variants(cells: Mapping[str, Any], takes: int, expansion: Expansion) -> Iterator[Variant]:
+def variants(cells: Mapping[str, Any], takes: int, expansion: Expansion) -> list[Variant]:
     """Every variant of one row; raises TemplateError for a placeholder it cannot fill."""
+    if takes == 1 and expansion.plain:  # the row as it is (most manifests)
+        variant_cells = dict(cells)
+        prompt = variant_cells.get("prompt")
+        if isinstance(prompt, str):
+            variant_cells["prompt"] = render(prompt, variant_cells)
+        return [Variant(variant_cells, "", 1, 1)]
+    return list(_variants(cells, takes, expansion))
+
+
+def _variants(cells: Mapping[str, Any], takes: int, expansion: Expansion) -> Iterator[Variant]:
     defaults = {n: v for n, v in expansion.defaults.items() if is_empty(cells.get(n))}
     filled = {**cells, **defaults} if defaults else cells  # each variant copies it anyway
     template = expansion.prompt_template
