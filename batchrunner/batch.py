@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from batchrunner.connect import api_config, connect, run_info
 from batchrunner.errors import (
     LedgerError,
@@ -258,7 +256,9 @@ def cancel(
                     )
 
         if remote:
-            anyio.run(main)
+            from batchrunner.runtime import run_loop
+
+            run_loop(main)
         for job in targets:
             if job.state is JobState.PENDING:
                 ledger.transition(job.job_id, JobState.CANCELLED, detail="cancelled by the user")

@@ -119,3 +119,20 @@ def test_exports_are_fit_for_people_and_status_all_lists_every_job(
     listed = CliRunner().invoke(cli, ["status", "--all"])
     assert listed.exit_code == 0 and listed.output.count("  done  row ") == 4
     assert CliRunner().invoke(cli, ["status"]).output.count("  done  row ") == 0
+
+
+def test_a_run_goes_on_uvloop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's event loop is uvloop's (a dependency): its sockets and scheduling are C."""
+    from batchrunner.scheduler import Runner
+
+    monkeypatch.chdir(tmp_path)
+    loops: list[str] = []
+    run = Runner.run
+
+    async def noting_the_loop(self: Runner, *args: object) -> object:
+        loops.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+        return await run(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Runner, "run", noting_the_loop)
+    summary = batchrunner.run([{"prompt": "a red fox"}], model="fal-ai/veo3.1", simulate=True)
+    assert summary.exit_code == 0 and loops == ["uvloop"]
