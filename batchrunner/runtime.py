@@ -23,7 +23,7 @@ import anyio
 
 from batchrunner import errors
 from batchrunner.connect import connect
-from batchrunner.downloader import media_client
+from batchrunner.downloader import MediaClient
 from batchrunner.errors import AccountLockedError, ExitCode, KeyRefusedError, RunError
 from batchrunner.gallery import write_after_run
 from batchrunner.ledger import Ledger, Recording
@@ -52,7 +52,7 @@ def execute(
     stopped: list[ExitCode] = []  # filled by the watchers that stop a run early
 
     async def main() -> Summary:
-        async with connect(settings, api) as (client, origin), media_client() as media:
+        async with connect(settings, api) as (client, origin), MediaClient() as media:
             runner = Runner(
                 ledger,
                 client,

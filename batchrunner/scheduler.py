@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-import httpx
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchrunner.adaptive import AdaptiveLimit
 from batchrunner.client import QueueClient, QueueStatus, Submitted, Wire
-from batchrunner.downloader import download
+from batchrunner.downloader import MediaClient, download
 from batchrunner.errors import (
     AmbiguousSubmitError,
     DownloadError,
@@ -122,7 +121,7 @@ class Runner:
         self,
         ledger: Ledger,
         client: QueueClient,
-        media: httpx.AsyncClient,
+        media: MediaClient,
         out_dir: Path,
         *,
         origin: str,

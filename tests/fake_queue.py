@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from batchrunner.client import QueueStatus, Result, Submitted, Wire
+from batchrunner.downloader import MediaClient
 from batchrunner.ledger import Ledger, NewJob
 from batchrunner.retry import RetryPolicy
 from batchrunner.scheduler import Runner
@@ -94,7 +95,7 @@ class FakeQueue:
         return "CANCELLATION_REQUESTED"
 
 
-def media(handler: Callable[[httpx.Request], None] | None = None) -> httpx.AsyncClient:
+def media(handler: Callable[[httpx.Request], None] | None = None) -> MediaClient:
     """A media host serving :data:`VIDEO`; ``handler`` sees each request first."""
 
     def serve(request: httpx.Request) -> httpx.Response:
@@ -102,13 +103,13 @@ def media(handler: Callable[[httpx.Request], None] | None = None) -> httpx.Async
             handler(request)
         return httpx.Response(200, content=VIDEO, headers={"content-type": "video/mp4"})
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(serve))
+    return MediaClient(httpx.MockTransport(serve))
 
 
 def runner(
     ledger: Ledger,
     queue: FakeQueue,
-    media_client: httpx.AsyncClient,
+    media_client: MediaClient,
     out: Path,
     **options: Any,
 ) -> Runner:

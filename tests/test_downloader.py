@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchrunner.downloader import download
+from batchrunner.downloader import MediaClient, download
 from batchrunner.errors import DownloadError
 from batchrunner.retry import RetryPolicy
 
@@ -54,8 +54,8 @@ class Media:
         return httpx.Response(status, headers=headers, content=data)
 
 
-def client(media: Media) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(media))
+def client(media: Media) -> MediaClient:
+    return MediaClient(httpx.MockTransport(media))
 
 
 async def test_downloads_verifies_and_renames_atomically(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ async def test_a_200_that_ends_short_without_content_length_is_resumed_not_kept(
 ) -> None:
     media = EndsEarly(claimed=None)
     dest = tmp_path / "clip.mp4"
-    async with httpx.AsyncClient(transport=httpx.MockTransport(media)) as c:
+    async with MediaClient(httpx.MockTransport(media)) as c:
         got = await download(
             c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY), retry=RetryPolicy.fast()
         )
@@ -148,7 +148,7 @@ async def test_a_200_that_ends_short_without_content_length_is_resumed_not_kept(
 async def test_a_body_shorter_than_its_content_length_is_resumed_not_kept(tmp_path: Path) -> None:
     media = EndsEarly(claimed=len(BODY))  # the header promises it all; half arrives
     dest = tmp_path / "clip.mp4"
-    async with httpx.AsyncClient(transport=httpx.MockTransport(media)) as c:
+    async with MediaClient(httpx.MockTransport(media)) as c:
         got = await download(c, "https://cdn.test/a.mp4", dest, retry=RetryPolicy.fast())
     assert (got.bytes, got.sha256) == (len(BODY), SHA)  # no file_size: Content-Length decides
     assert dest.read_bytes() == BODY
@@ -159,7 +159,7 @@ async def test_a_body_longer_than_the_results_file_size_is_refused(tmp_path: Pat
         return httpx.Response(200, stream=Body(BODY))  # no Content-Length to check up front
 
     dest = tmp_path / "clip.mp4"
-    async with httpx.AsyncClient(transport=httpx.MockTransport(longer)) as c:
+    async with MediaClient(httpx.MockTransport(longer)) as c:
         with pytest.raises(DownloadError, match=f"got {len(BODY)} bytes, expected 1000"):
             await download(c, "https://cdn.test/a.mp4", dest, expected_size=1000)
     assert not dest.exists()
@@ -181,7 +181,7 @@ async def test_a_206_for_a_range_not_asked_for_is_not_written_into_the_file(
             return httpx.Response(206, headers=headers, stream=Body(BODY[1000:]))
         return httpx.Response(200, stream=Body(BODY))
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(wrong_range_once)) as c:
+    async with MediaClient(httpx.MockTransport(wrong_range_once)) as c:
         got = await download(
             c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY), retry=RetryPolicy.fast()
         )
@@ -231,7 +231,7 @@ async def test_a_gone_or_refused_video_fails_for_good(
         seen.append(request)
         return httpx.Response(status)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(gone)) as c:
+    async with MediaClient(httpx.MockTransport(gone)) as c:
         with pytest.raises(DownloadError, match=str(status)) as info:
             await download(
                 c, "https://cdn.test/a.mp4", tmp_path / "x.mp4", retry=RetryPolicy.fast(3)
@@ -240,7 +240,7 @@ async def test_a_gone_or_refused_video_fails_for_good(
 
 
 async def test_a_url_that_is_not_http_fails_for_good_without_a_request(tmp_path: Path) -> None:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: 1 / 0)) as c:
+    async with MediaClient(httpx.MockTransport(lambda r: 1 / 0)) as c:
         with pytest.raises(DownloadError, match="not http") as info:
             await download(c, "file:///etc/passwd", tmp_path / "x.mp4")
     assert info.value.permanent and not (tmp_path / "x.mp4").exists()
@@ -253,7 +253,7 @@ async def test_a_size_that_disagrees_twice_fails_for_good(tmp_path: Path) -> Non
         seen.append(request)
         return httpx.Response(200, content=b"x" * 100)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(short)) as c:
+    async with MediaClient(httpx.MockTransport(short)) as c:
         with pytest.raises(DownloadError, match="again after a fresh download") as info:
             await download(
                 c, "https://cdn.test/a.mp4", tmp_path / "x.mp4", expected_size=50,
@@ -276,3 +276,45 @@ async def test_a_full_disk_is_a_clear_download_error(
                 c, "https://cdn.test/a.mp4", tmp_path / "clip.mp4", expected_size=len(BODY)
             )
     assert not (tmp_path / "clip.mp4").exists()
+
+
+async def test_a_cdn_redirect_is_followed_to_the_video(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def cdn(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        if request.url.host == "api.test":
+            return httpx.Response(302, headers={"location": "https://cdn.test/v/a.mp4?sig=1"})
+        if request.url.path == "/v/a.mp4":
+            return httpx.Response(307, headers={"location": "/final/a.mp4"})
+        return httpx.Response(200, content=BODY)
+
+    async with MediaClient(httpx.MockTransport(cdn)) as c:
+        got = await download(c, "https://api.test/a.mp4", tmp_path / "a.mp4")
+    assert seen == [
+        "https://api.test/a.mp4",
+        "https://cdn.test/v/a.mp4?sig=1",
+        "https://cdn.test/final/a.mp4",
+    ]
+    assert (got.bytes, got.sha256) == (len(BODY), SHA)
+
+
+@pytest.mark.parametrize(
+    ("location", "reason"),
+    [("file:///etc/passwd", "is not http"), ("https://cdn.test/loop.mp4", "redirects")],
+)
+async def test_a_redirect_away_from_http_or_in_a_loop_fails_for_good(
+    tmp_path: Path, location: str, reason: str
+) -> None:
+    asked: list[httpx.Request] = []
+
+    def cdn(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(301, headers={"location": location})
+
+    async with MediaClient(httpx.MockTransport(cdn)) as c:
+        with pytest.raises(DownloadError, match=reason) as info:
+            await download(c, "https://cdn.test/a.mp4", tmp_path / "a.mp4")
+    assert info.value.permanent
+    assert len(asked) == (1 if "file" in location else MediaClient.MAX_REDIRECTS + 1)
+    assert not list(tmp_path.iterdir())
