@@ -735,9 +735,9 @@ class QueueClient:
         refused key is a :class:`RunError`). While reading, a dropped connection, an event that
         is not a status object, or ``stall`` seconds without a byte is a :class:`TransientError`.
         """
-        target = httpx.URL(self._target(url, endpoint_id, request_id, "status"))
-        target = target.copy_with(path=target.path.rstrip("/") + "/stream", query=None)
-        target = target.copy_set_param("logs", "1" if logs else "0")
+        status = self._target(url, endpoint_id, request_id, "status")
+        path = status.partition("#")[0].partition("?")[0].rstrip("/")
+        target = f"{path}/stream?logs={int(logs)}"  # the status URL's own query is not wanted
         timeout = httpx.Timeout(self._timeout.connect, read=stall, write=stall, pool=stall)
         request = self._request(
             "GET", target, headers={"Accept": "text/event-stream"}, timeout=timeout
@@ -780,7 +780,7 @@ class QueueClient:
         self, response: httpx.Response, stall: float
     ) -> AsyncIterator[QueueStatus | None]:
         try:
-            async for event in sse_events(response.aiter_lines()):
+            async for event in sse_events(response.aiter_bytes()):
                 yield None if event is None else parse_status(event)
         except BadEvent as exc:
             raise TransientError(str(exc)) from None

@@ -5,7 +5,7 @@ status object per change, a ``: ping`` comment about every 15 s, closed after ``
 (PROTOCOL.md). Following it costs one request per job and tells the runner the moment a job is
 done; polling costs one request per look and notices completion up to a poll interval late.
 
-* :func:`sse_events` turns the lines of such a response into status objects (``dict``) and
+* :func:`sse_events` turns the bytes of such a response into status objects (``dict``) and
   ``None`` for each keep-alive comment, so a reader can tell "alive" from "stalled".
 * :class:`StreamMemory` is what a run has learnt per API origin: whether streams are served
   there at all, and whether they keep failing. Per job the rule is simple — one stream; if it
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,24 +55,38 @@ def parse_event(data: str) -> dict[str, Any]:
     return body
 
 
-async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any] | None]:
-    """Server-sent events from ``lines``: each event's ``data`` as a JSON object, and ``None``
-    for each comment line (a keep-alive). ``event:``, ``id:`` and ``retry:`` are ignored."""
-    data: list[str] = []
-    async for line in lines:
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any] | None]:
+    """Server-sent events from a response's bytes: each event's ``data`` as a JSON object, and
+    ``None`` for each comment line (a keep-alive). ``event:``, ``id:`` and ``retry:`` are
+    ignored. Lines end with CR LF, LF or CR (a CR at the end of a chunk waits for the next, in
+    case an LF follows) and are UTF-8, as the standard fixes: no charset to look up."""
+    data: list[str] = []  # the data lines of the event being read
+    rest = b""
+    async for chunk in chunks:
+        lines = (rest + chunk).splitlines(keepends=True)
+        rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        for event in _read(lines, data):
+            yield event
+    for event in _read([rest] if rest else [], data):
+        yield event
+    if data:  # the last event, without its blank line
+        yield parse_event("\n".join(data))
+
+
+def _read(lines: list[bytes], data: list[str]) -> Iterator[dict[str, Any] | None]:
+    """The events and comments ``lines`` complete; ``data`` collects an unfinished event."""
+    for raw in lines:
+        line = raw.rstrip(b"\r\n").decode(errors="replace")
         if not line:
             if data:
                 yield parse_event("\n".join(data))
-                data = []
-            continue
-        if line.startswith(":"):
+                data.clear()
+        elif line.startswith(":"):
             yield None
-            continue
-        name, _, value = line.partition(":")
-        if name == "data":
-            data.append(value.removeprefix(" "))
-    if data:  # the last event, without its blank line
-        yield parse_event("\n".join(data))
+        else:
+            name, _, value = line.partition(":")
+            if name == "data":
+                data.append(value.removeprefix(" "))
 
 
 @dataclass

@@ -6,12 +6,16 @@ against the simulator over real sockets, with its stream faults (404, dropped mi
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from batchrunner import batch
 from batchrunner.client import QueueClient
@@ -20,11 +24,58 @@ from batchrunner.ledger import Ledger
 from batchrunner.providers import ApiConfig
 from batchrunner.retry import RetryPolicy
 from batchrunner.simulator import Fault, SimulatorServer
-from batchrunner.streams import FAILURES_BEFORE_POLLING, StreamMemory
+from batchrunner.streams import FAILURES_BEFORE_POLLING, BadEvent, StreamMemory, sse_events
 from tests.helpers import TOKEN, counters, fast_config, rows, settings_for, write_manifest
 
 ENDPOINT = "fal-ai/veo3/image-to-video"
 API = ApiConfig(base_url="https://api.test", auth_scheme="bearer", token="tok", provider="test")
+
+
+# ---------------------------------------------------------------------- reading events
+
+STREAM = (
+    b": ping\r"
+    b'data: {"status": "IN_QUEUE", "queue_position": 2}\n\n'
+    b'event: update\r\ndata: {"status":\r\ndata:"IN_PROGRESS"}\r\n\r\n'
+    b": caf\xc3\xa9 \xff\n"
+    b'id: 7\ndata: {"status": "COMPLETED"}'
+)
+
+
+async def events_of(chunks: list[bytes]) -> list[Any]:
+    async def each() -> Any:
+        for chunk in chunks:
+            yield chunk
+
+    return [event async for event in sse_events(each())]
+
+
+EVENTS = [
+    None,
+    {"status": "IN_QUEUE", "queue_position": 2},
+    {"status": "IN_PROGRESS"},
+    None,
+    {"status": "COMPLETED"},  # the last event, without its blank line
+]
+
+
+def test_events_are_the_same_wherever_the_bytes_are_cut() -> None:
+    """CR LF, LF and CR all end lines, also when a CR LF is cut between two chunks; a blank
+    line ends an event, comments are keep-alives, bytes that are not UTF-8 are replaced."""
+    for cut in range(len(STREAM) + 1):
+        assert anyio.run(events_of, [STREAM[:cut], STREAM[cut:]]) == EVENTS, cut
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12))
+def test_events_are_the_same_in_any_number_of_chunks(cuts: list[int]) -> None:
+    edges = [0, *sorted(cuts), len(STREAM)]
+    chunks = [STREAM[a:b] for a, b in itertools.pairwise(edges)]
+    assert anyio.run(events_of, chunks) == EVENTS
+
+
+def test_an_event_that_is_not_a_json_object_is_bad() -> None:
+    with pytest.raises(BadEvent, match="not a JSON object"):
+        anyio.run(events_of, [b"data: [1, 2]\n\n"])
 
 
 # ---------------------------------------------------------------------- the client's stream
@@ -57,6 +108,24 @@ async def test_the_stream_yields_statuses_and_keep_alives_from_the_status_url() 
     assert events == [None, ("IN_QUEUE", 3), ("IN_PROGRESS", None), ("COMPLETED", None)]
     assert str(seen[0].url) == "https://api.test/fal-ai/veo3/requests/req-1/status/stream?logs=1"
     assert seen[0].headers["authorization"] == "Bearer tok"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "https://api.test/fal-ai/veo3/requests/req-1/status",
+        "https://api.test/fal-ai/veo3/requests/req-1/status/?logs=0&x=1#part",
+        "https://elsewhere.example/fal-ai/veo3/requests/req-1/status?logs=0",
+    ],
+)
+async def test_the_stream_is_the_stored_status_url_on_the_api_origin(stored: str) -> None:
+    seen: list[httpx.Request] = []
+    answer = httpx.Response(200, content=b"", headers={"content-type": "text/event-stream"})
+    client = client_answering(answer, seen)
+    async with client, client.status_stream(ENDPOINT, "req-1", url=stored, logs=False) as events:
+        assert [e async for e in events] == []
+    assert str(seen[0].url) == "https://api.test/fal-ai/veo3/requests/req-1/status/stream?logs=0"
 
 
 @pytest.mark.anyio
