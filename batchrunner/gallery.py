@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from batchrunner.errors import UsageError
 from batchrunner.ledger import Job, Ledger, now
-from batchrunner.models import lookup
+from batchrunner.models import ModelSpec, lookup
 from batchrunner.states import JobState
 from batchrunner.verify import media_dir
 
@@ -96,7 +96,8 @@ def render(ledger: Ledger, folder: Path) -> str:
     """The page's HTML, with links relative to ``folder`` (where it will be written)."""
     thumbs = _Thumbs(media_dir(ledger.path) / "thumbs", folder)
     jobs = list(ledger.jobs())
-    cards = [card(job, folder, thumbs) for job in jobs]
+    specs = {endpoint: lookup(endpoint) for endpoint in {job.endpoint for job in jobs}}
+    cards = [card(job, folder, thumbs, specs[job.endpoint]) for job in jobs]
     data = {
         "summary": summary(ledger, jobs),
         "facets": facets(cards),
@@ -112,7 +113,7 @@ def render(ledger: Ledger, folder: Path) -> str:
     )
 
 
-def card(job: Job, folder: Path, thumbs: _Thumbs) -> dict[str, Any]:
+def card(job: Job, folder: Path, thumbs: _Thumbs, spec: ModelSpec | None) -> dict[str, Any]:
     """What one job's card shows (keys are short: 2,000 of them go into the page)."""
     media = job.media or {}
     video = job.output_path if job.state is JobState.DONE else None
@@ -134,7 +135,7 @@ def card(job: Job, folder: Path, thumbs: _Thumbs) -> dict[str, Any]:
         "video": _link(video, folder) if video else None,
         "poster": _link(job.poster, folder) if job.poster else None,
         "prompt": job.input.get("prompt") if isinstance(job.input.get("prompt"), str) else "",
-        "inputs": _inputs(job, folder, thumbs),
+        "inputs": _inputs(job, folder, thumbs, spec),
         "values": values,
         "media": {k: media.get(k) for k in ("duration", "width", "height", "audio")}
         | {"codecs": "/".join(c for c in (media.get("video_codec"), media.get("audio_codec")) if c)}
@@ -206,7 +207,9 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _inputs(job: Job, folder: Path, thumbs: _Thumbs) -> list[dict[str, str]]:
+def _inputs(
+    job: Job, folder: Path, thumbs: _Thumbs, spec: ModelSpec | None
+) -> list[dict[str, str]]:
     """Each input image: ``src`` (a thumbnail or the URL) and ``href`` (the original)."""
     shown: list[dict[str, str]] = []
     for key, file in job.files.items():
@@ -215,7 +218,6 @@ def _inputs(job: Job, folder: Path, thumbs: _Thumbs) -> list[dict[str, str]]:
             continue
         src = thumbs.of(Path(path), str(file.get("sha256") or ""))
         shown.append({"src": src or _link(path, folder), "href": _link(path, folder), "name": key})
-    spec = lookup(job.endpoint)
     for name in spec.file_fields if spec else ():
         value = job.input.get(name)
         for item in value if isinstance(value, list) else [value]:
