@@ -46,6 +46,10 @@ POSTER_BOX = 320  # the poster fits in this many pixels square
 POSTER_AT = 0.25  # the poster is the frame at this fraction of the clip
 WEB_VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1"})
 MP4_FAMILY = "mp4"  # PyAV's format name for MP4/MOV is "mov,mp4,m4a,3gp,3g2,mj2"
+# No decoder while the file is opened: FFmpeg would open one per stream and decode a frame of
+# each (the keyframe of a 1080p clip: ~10 ms) to learn the pixel and sample formats, which no
+# check needs; inspect() decodes what it checks with decoders of its own.
+_OPEN_OPTIONS = {"codec_whitelist": "none"}
 
 _RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 _LINES = re.compile(r"^\s*(\d{3,4})\s*[pP]\s*$")
@@ -164,7 +168,7 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), options=_OPEN_OPTIONS) as container:
             if not container.streams.video:
                 raise UnplayableError(f"{path.name} has no video stream")
             video = container.streams.video[0]
