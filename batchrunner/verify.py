@@ -2,8 +2,9 @@
 
 ::
 
-    file ── demux every packet, decode every keyframe ──► facts: container, codecs,
-         │                                                 duration, frame size, audio
+    file ── decode every keyframe, and audio until it sounds ──► facts: container, codecs,
+         │  count the frames: MP4 from its index          duration, frame size, audio
+         │  (a cut file: a sample past the end), others by demuxing every video packet
          │  (fails: UnplayableError, a failed download; the file is removed, `resume` fetches it
          │   again from the stored result)
          ├─ compare with the request ──► warnings (the job is still done: the money is spent)
@@ -22,6 +23,7 @@ path (``poster``); ``status``, ``export`` and the gallery (:mod:`batchrunner.gal
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
@@ -159,13 +161,16 @@ async def check_download(
 def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspection:
     """Read ``path`` through, describe it, compare it with ``expected``, save a poster.
 
-    Every packet is demuxed and counted (a cut file ends early or fails to demux); every
-    keyframe is decoded (each group of pictures starts with one, and the rest of the group
-    depends on it). Decoding every frame would check little more at ten times the CPU.
+    Every keyframe is decoded (each group of pictures starts with one, and the rest of the group
+    depends on it), and so is audio until one packet gives sound. A cut file is caught by its
+    index (MP4: a track's last sample ends past the end of the file) or, for other containers,
+    by demuxing every video packet and counting them. Decoding every frame would check little
+    more at ten times the CPU.
 
     Raises :class:`UnplayableError` when it is not a video that decodes.
     """
     import av
+    from av.stream import Discard
 
     try:
         with av.open(str(path), options=_OPEN_OPTIONS) as container:
@@ -178,13 +183,22 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
                 if audio.codec_context is None:
                     raise UnplayableError(f"{path.name} has an audio stream no decoder reads")
                 audio.codec_context.thread_count = 1
+            tracks = [video] if audio is None else [video, audio]
+            for stream in container.streams:
+                if stream not in tracks:
+                    stream.discard = Discard.all
             seconds = _container_seconds(container, video)
+            indexed = _indexed_frames(container, tracks, path.name)
+            if indexed is not None:
+                video.discard = Discard.nonkey  # the demuxer skips the rest without reading it
             frames, last_pts, keyframes, heard = 0, 0, [], False
-            for packet in container.demux([video] if audio is None else [video, audio]):
+            for packet in container.demux(tracks):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
                 if packet.stream is not video:
-                    heard = heard or bool(packet.decode())
+                    if not heard and packet.decode():
+                        heard = True
+                        packet.stream.discard = Discard.all  # the rest is not even read
                     continue
                 frames += 1
                 if packet.pts is not None and packet.pts > last_pts:
@@ -196,7 +210,9 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
                 heard = bool(audio.codec_context.decode(None))
             if not keyframes:
                 raise UnplayableError(f"{path.name} has a video stream but no frame decodes")
-            if video.frames and frames < video.frames:
+            if indexed is not None:
+                frames = indexed
+            elif video.frames and frames < video.frames:
                 raise UnplayableError(f"{path.name} ends after {frames} of {video.frames} frames")
             rate = float(video.average_rate) if video.average_rate else None
             if not seconds:
@@ -219,6 +235,26 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
         reason = getattr(exc, "strerror", None) or exc
         raise UnplayableError(f"{path.name} does not decode as a video ({reason})") from exc
     return Inspection(media, compare(media, expected, path.suffix), saved)
+
+
+def _indexed_frames(container: Any, tracks: list[Any], name: str) -> int | None:
+    """MP4: the video's frame count from the index, once every track's last sample is found
+    whole in the file (muxers write a track's samples in order, so a cut reaches its last one
+    first). None when the index does not list every sample (other containers, fragmented MP4):
+    the caller demuxes every packet and counts them instead."""
+    if MP4_FAMILY not in container.format.name:
+        return None
+    if any(not track.frames or len(track.index_entries) != track.frames for track in tracks):
+        return None
+    size = container.size
+    for track in tracks:
+        entries = track.index_entries
+        last = entries[-1]
+        if last.pos + last.size > size:
+            whole = bisect.bisect_right(entries, size, key=lambda entry: entry.pos + entry.size)
+            what = "frames" if track is tracks[0] else f"{track.type} packets"
+            raise UnplayableError(f"{name} ends after {whole} of {track.frames} {what}")
+    return int(tracks[0].frames)
 
 
 def compare(media: Mapping[str, Any], expected: Expected, suffix: str = ".mp4") -> list[str]:

@@ -102,6 +102,73 @@ def test_a_clip_cut_short_is_unplayable_though_its_index_opens(tmp_path: Path) -
         inspect(cut, Expected(4.0))
 
 
+@pytest.mark.parametrize("keep", [0.5, -1], ids=["half", "all-but-the-last-byte"])
+def test_a_clip_cut_anywhere_in_its_data_is_unplayable(tmp_path: Path, keep: float) -> None:
+    whole = faststart(clip_bytes(MediaShape("16:9", 4.0, True, "720p")), tmp_path / "whole.mp4")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[: int(len(whole) * keep) if keep > 0 else int(keep)])
+    with pytest.raises(UnplayableError, match=r"ends after \d+ of \d+ (frames|audio packets)"):
+        inspect(cut, Expected(4.0))
+
+
+def remux(clip: bytes, dest: Path, **options: str) -> None:
+    """``clip``'s packets in another container (``dest``'s suffix says which)."""
+    import av
+
+    with av.open(io.BytesIO(clip)) as source, av.open(str(dest), "w", options=options) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+
+
+def webm(dest: Path, frames: int, audio: bool) -> None:
+    """A small VP9 (and Opus) WebM at 8 fps: a container without an MP4 index."""
+    import av
+
+    with av.open(str(dest), "w", format="webm") as out:
+        video = out.add_stream("libvpx-vp9", rate=8, options={"deadline": "realtime"})
+        assert isinstance(video, av.VideoStream)
+        video.width, video.height, video.pix_fmt = 320, 180, "yuv420p"
+        sound = out.add_stream("libopus", rate=48_000, layout="mono") if audio else None
+        for index in range(frames):
+            picture = av.VideoFrame(320, 180, "yuv420p")
+            for plane, value in zip(picture.planes, (index * 8, 128, 128), strict=True):
+                plane.update(bytes([value]) * plane.buffer_size)
+            picture.pts = index
+            out.mux(video.encode(picture))
+        out.mux(video.encode())
+        if sound is not None:
+            for index in range(frames * 48_000 // 8 // 960):
+                silence = av.AudioFrame(format="s16", layout="mono", samples=960)
+                silence.planes[0].update(bytes(silence.planes[0].buffer_size))
+                silence.sample_rate, silence.pts = 48_000, index * 960
+                out.mux(sound.encode(silence))
+            out.mux(sound.encode())
+
+
+def test_a_webm_is_demuxed_through_and_counted(tmp_path: Path) -> None:
+    clip = tmp_path / "c.webm"
+    webm(clip, frames=16, audio=True)
+    got = inspect(clip, Expected(2.0, "16:9", "180p", True), tmp_path / "p.jpg")
+    assert got.warnings == []
+    assert got.media == {
+        "container": "matroska,webm", "video_codec": "vp9", "audio_codec": "opus",
+        "width": 320, "height": 180, "duration": 2.008, "fps": 8.0, "frames": 16, "audio": True,
+    }  # fmt: skip
+    assert (tmp_path / "p.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+def test_a_fragmented_mp4_is_demuxed_through_and_counted(tmp_path: Path) -> None:
+    clip = tmp_path / "c.mp4"  # its index lists no samples: each fragment has its own
+    fragments = {"movflags": "frag_keyframe+empty_moov"}
+    remux(clip_bytes(MediaShape("16:9", 4.0, True, "720p")), clip, **fragments)
+    got = inspect(clip, Expected(4.0, "16:9", "720p", True))
+    assert got.warnings == []
+    assert (got.media["frames"], got.media["audio"], got.media["duration"]) == (32, True, 4.021)
+
+
 def expected(endpoint: str, payload: dict[str, str]) -> Expected:
     return expected_of(get_model(endpoint, allow_unregistered=True), payload)
 
