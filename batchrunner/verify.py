@@ -306,15 +306,20 @@ def _still(keyframes: list[Any], at: float) -> Any:
 
 def _save_poster(frame: Any, dest: Path) -> str | None:
     """A small JPEG of ``frame`` at ``dest`` (written whole, then renamed); None on a disk
-    problem, which costs the poster and nothing else. FFmpeg scales the frame down before it
-    becomes an image: converting the full frame first costs several times more. The JPEG is
-    made in memory and written in one call (PIL writing to the file costs twice as much)."""
+    problem, which costs the poster and nothing else.
+
+    FFmpeg shrinks the frame (an area average) in its own YUV 4:2:0 and only then turns the
+    small picture into RGB: shrinking into RGB costs twice as much, and the JPEG keeps colour at
+    half resolution either way. The JPEG is made in memory and written in one call (PIL writing
+    to the file costs twice as much)."""
     from PIL import Image
 
     scale = min(1.0, POSTER_BOX / max(frame.width, frame.height, 1))
     width, height = (max(2, round(side * scale) // 2 * 2) for side in (frame.width, frame.height))
-    small = _scaler().reformat(frame, width, height, "rgb24", interpolation="AREA", threads=1)
-    plane = small.planes[0]
+    shrink, paint = _scalers()
+    small = shrink.reformat(frame, width, height, "yuv420p", interpolation="AREA", threads=1)
+    rgb = paint.reformat(small, format="rgb24", interpolation="BILINEAR", threads=1)
+    plane = rgb.planes[0]
     image = Image.frombuffer("RGB", (width, height), plane, "raw", "RGB", plane.line_size, 1)
     jpeg = io.BytesIO()
     image.save(jpeg, "JPEG", quality=80)
@@ -332,12 +337,13 @@ def _save_poster(frame: Any, dest: Path) -> str | None:
 _per_thread = threading.local()
 
 
-def _scaler() -> Any:
-    """This thread's FFmpeg scaler: it keeps its set-up (filters, ~0.1 ms) while the sizes and
-    formats repeat, as they do from clip to clip. Not shared: a scaler is not thread-safe."""
-    scaler = getattr(_per_thread, "scaler", None)
-    if scaler is None:
+def _scalers() -> tuple[Any, Any]:
+    """This thread's two FFmpeg scalers (shrink, then to RGB): each keeps its set-up (filter
+    tables, ~0.1 ms) while sizes and formats repeat, as they do from clip to clip. Not shared
+    between threads: a scaler is not thread-safe."""
+    scalers = getattr(_per_thread, "scalers", None)
+    if scalers is None:
         from av.video.reformatter import VideoReformatter
 
-        scaler = _per_thread.scaler = VideoReformatter()
-    return scaler
+        scalers = _per_thread.scalers = (VideoReformatter(), VideoReformatter())
+    return scalers
