@@ -169,6 +169,51 @@ def test_a_fragmented_mp4_is_demuxed_through_and_counted(tmp_path: Path) -> None
     assert (got.media["frames"], got.media["audio"], got.media["duration"]) == (32, True, 4.021)
 
 
+def grey_clip(dest: Path, luma: int, frames: int) -> None:
+    """An H.264 MP4 of a flat picture at ``luma``; the codec set-up (SPS, PPS) does not
+    depend on the picture, so two of these share their decoder."""
+    import av
+
+    with av.open(str(dest), "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=8, options={"preset": "ultrafast"})
+        assert isinstance(video, av.VideoStream)
+        video.width, video.height, video.pix_fmt = 320, 180, "yuv420p"
+        for index in range(frames):
+            picture = av.VideoFrame(320, 180, "yuv420p")
+            for plane, value in zip(picture.planes, (luma, 128, 128), strict=True):
+                plane.update(bytes([value]) * plane.buffer_size)
+            picture.pts = index
+            out.mux(video.encode(picture))
+        out.mux(video.encode())
+
+
+def test_a_kept_decoder_shows_each_clip_its_own_picture(tmp_path: Path) -> None:
+    from PIL import Image, ImageStat
+
+    from batchrunner import verify
+
+    def kept() -> list[object]:  # the idle decoders for these clips' set-up
+        return [decoder for key, decoder in verify._DECODERS._idle if key[4:] == (320, 180)]
+
+    dark, bright = tmp_path / "dark.mp4", tmp_path / "bright.mp4"
+    grey_clip(dark, luma=40, frames=16)
+    grey_clip(bright, luma=200, frames=8)
+    seen, lent = {}, []
+    for clip in (dark, bright, dark):
+        got = inspect(clip, Expected(), tmp_path / f"{clip.stem}.jpg")
+        poster = Image.open(tmp_path / f"{clip.stem}.jpg").convert("L")
+        seen[clip.stem] = (got.media["frames"], round(ImageStat.Stat(poster).mean[0]))
+        lent.append(kept())
+    assert seen == {"dark": (16, 27), "bright": (8, 214)}  # 40 and 200 in video range
+    assert len(lent[0]) == 1 and lent == [lent[0]] * 3  # one decoder read all three
+
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart(bright.read_bytes(), tmp_path / "whole.mp4")[:-1])
+    with pytest.raises(UnplayableError, match="ends after 7 of 8 frames"):
+        inspect(cut, Expected())
+    assert kept() == []  # a decoder lent to a file that failed is not kept
+
+
 def expected(endpoint: str, payload: dict[str, str]) -> Expected:
     return expected_of(get_model(endpoint, allow_unregistered=True), payload)
 
