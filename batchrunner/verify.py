@@ -385,9 +385,9 @@ def _save_poster(frame: Any, dest: Path) -> str | None:
     width, height = (max(2, round(side * scale) // 2 * 2) for side in (frame.width, frame.height))
     shrink, paint = _scalers()
     small = shrink.reformat(frame, width, height, "yuv420p", interpolation="AREA", threads=1)
-    rgb = paint.reformat(small, format="rgb24", interpolation="BILINEAR", threads=1)
-    plane = rgb.planes[0]
-    image = Image.frombuffer("RGB", (width, height), plane, "raw", "RGB", plane.line_size, 1)
+    rgb = paint.reformat(small, format="rgba", interpolation="BILINEAR", threads=1)
+    plane = rgb.planes[0]  # 4 bytes a pixel, as PIL keeps RGB: it reads the frame in place
+    image = Image.frombuffer("RGBX", (width, height), plane, "raw", "RGBX", plane.line_size, 1)
     jpeg = io.BytesIO()
     image.save(jpeg, "JPEG", quality=80)
     part = dest.with_name(dest.name + ".part")
