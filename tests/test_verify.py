@@ -160,6 +160,14 @@ def test_a_webm_is_demuxed_through_and_counted(tmp_path: Path) -> None:
     assert (tmp_path / "p.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
 
 
+def test_a_webm_named_mp4_is_probed_and_read(tmp_path: Path) -> None:
+    clip = tmp_path / "c.mp4"  # opened as an MP4 first, as its name says, then probed
+    webm(clip, frames=16, audio=False)
+    got = inspect(clip, Expected(2.0))
+    assert got.warnings == ["container is matroska,webm, not MP4"]
+    assert (got.media["video_codec"], got.media["frames"]) == ("vp9", 16)
+
+
 def test_a_fragmented_mp4_is_demuxed_through_and_counted(tmp_path: Path) -> None:
     clip = tmp_path / "c.mp4"  # its index lists no samples: each fragment has its own
     fragments = {"movflags": "frag_keyframe+empty_moov"}
