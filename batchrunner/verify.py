@@ -194,8 +194,11 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
                     stream.discard = Discard.all
             seconds = _container_seconds(container, video)
             indexed = _indexed_frames(container, tracks, path.name)
-            if indexed is not None:
-                video.discard = Discard.nonkey  # the demuxer skips the rest without reading it
+            if indexed is not None and not video.codec_context.has_b_frames:
+                # the demuxer skips the frames between keyframes without reading them; not
+                # when frames are reordered (B-frames): the MP4 demuxer then loses track of
+                # the composition offsets and gives the keyframes it returns wrong times
+                video.discard = Discard.nonkey
             frames, last_pts, keyframes, heard = 0, 0, [], False
             for packet in container.demux(tracks):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
@@ -234,7 +237,7 @@ def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspe
                 "frames": frames,
                 "audio": heard,  # an audio stream none of whose packets decodes is silence
             }
-            still = _still(keyframes, seconds * POSTER_AT)
+            still = _still(keyframes, seconds * POSTER_AT, video.time_base)
             saved = _save_poster(still, poster) if poster is not None else None
     except av.error.FFmpegError as exc:
         reason = getattr(exc, "strerror", None) or exc
@@ -381,9 +384,13 @@ def _container_seconds(container: Any, video: Any) -> float:
     return 0.0
 
 
-def _still(keyframes: list[Any], at: float) -> Any:
-    """The last keyframe at or before ``at`` seconds (the first when none is)."""
-    before = [frame for frame in keyframes if frame.time is not None and frame.time <= at]
+def _still(keyframes: list[Any], at: float, time_base: Any) -> Any:
+    """The last keyframe at or before ``at`` seconds (the first when none is). The time is the
+    frame's pts in the stream's time base: frames the decoder gives back only when flushed
+    (it holds a few back when a clip has B-frames) carry no time base of their own."""
+    if not time_base:
+        return keyframes[0]
+    before = [frame for frame in keyframes if frame.pts is not None and frame.pts * time_base <= at]
     return before[-1] if before else keyframes[0]
 
 

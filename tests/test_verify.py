@@ -196,16 +196,20 @@ def grey_clip(dest: Path, luma: int, frames: int) -> None:
 
 
 def test_a_kept_decoder_shows_each_clip_its_own_picture(tmp_path: Path) -> None:
+    import av
     from PIL import Image, ImageStat
 
     from batchrunner import verify
 
-    def kept() -> list[object]:  # the idle decoders for these clips' set-up
-        return [decoder for key, decoder in verify._DECODERS._idle if key[4:] == (320, 180)]
-
     dark, bright = tmp_path / "dark.mp4", tmp_path / "bright.mp4"
     grey_clip(dark, luma=40, frames=16)
     grey_clip(bright, luma=200, frames=8)
+    with av.open(str(dark)) as opened:
+        theirs = verify._decoder_key(opened.streams.video[0])
+
+    def kept() -> list[object]:  # the idle decoders for these clips' set-up
+        return [decoder for key, decoder in verify._DECODERS._idle if key == theirs]
+
     seen, lent = {}, []
     for clip in (dark, bright, dark):
         got = inspect(clip, Expected(), tmp_path / f"{clip.stem}.jpg")
@@ -220,6 +224,31 @@ def test_a_kept_decoder_shows_each_clip_its_own_picture(tmp_path: Path) -> None:
     with pytest.raises(UnplayableError, match="ends after 7 of 8 frames"):
         inspect(cut, Expected())
     assert kept() == []  # a decoder lent to a file that failed is not kept
+
+
+def test_the_poster_is_the_keyframe_at_a_quarter_though_the_decoder_held_it_back(
+    tmp_path: Path,
+) -> None:
+    import av
+    from PIL import Image, ImageStat
+
+    clip = tmp_path / "c.mp4"  # 2 s at 8 fps, dark then bright from frame 4 (0.5 s), a keyframe
+    with av.open(str(clip), "w", format="mp4") as out:
+        x264 = {"preset": "veryfast", "forced-idr": "1", "x264-params": "bframes=2:scenecut=0"}
+        video = out.add_stream("libx264", rate=8, options=x264)  # B-frames: a decoder delay
+        assert isinstance(video, av.VideoStream)
+        video.width, video.height, video.pix_fmt = 320, 180, "yuv420p"
+        for index in range(16):
+            picture, luma = av.VideoFrame(320, 180, "yuv420p"), 40 if index < 4 else 200
+            for plane, value in zip(picture.planes, (luma, 128, 128), strict=True):
+                plane.update(bytes([value]) * plane.buffer_size)
+            picture.pts = index
+            if index == 4:
+                picture.pict_type = av.video.frame.PictureType.I
+            out.mux(video.encode(picture))
+        out.mux(video.encode())
+    inspect(clip, Expected(), tmp_path / "p.jpg")
+    assert ImageStat.Stat(Image.open(tmp_path / "p.jpg").convert("L")).mean[0] > 200
 
 
 def expected(endpoint: str, payload: dict[str, str]) -> Expected:
