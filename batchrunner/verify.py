@@ -58,6 +58,10 @@ MP4_FAMILY = "mp4"  # PyAV's format name for MP4/MOV is "mov,mp4,m4a,3gp,3g2,mj2
 _OPEN_OPTIONS = {"codec_whitelist": "none"}
 MP4_SUFFIXES = frozenset({".mp4", ".mov", ".m4v"})
 MP4_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"  # the name FFmpeg reports, so facts read the same
+# Keyframes are decoded without the deblocking filter, a third of an H.264 keyframe's decoding
+# (1080p: ~10 → ~7 ms): every slice is still parsed and reconstructed, so what does not decode
+# still fails, and the poster, shrunk six times over, differs by less than a level in 255.
+_VIDEO_DECODER_OPTIONS = {"skip_loop_filter": "all"}
 
 _RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 _LINES = re.compile(r"^\s*(\d{3,4})\s*[pP]\s*$")
@@ -290,6 +294,8 @@ class _DecoderPool:
             if decoder is None:
                 decoder = stream.codec_context
                 decoder.thread_count = 1  # no decoder threads: a clip is small work
+                if stream.type == "video":
+                    decoder.options = _VIDEO_DECODER_OPTIONS
             else:
                 decoder.flush_buffers()
             if key is not None:
