@@ -421,8 +421,11 @@ def _save_poster(frame: Any, dest: Path) -> str | None:
     image.save(jpeg, "JPEG", quality=80)
     part = dest.with_name(dest.name + ".part")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part.write_bytes(jpeg.getbuffer())
+        try:
+            part.write_bytes(jpeg.getbuffer())
+        except FileNotFoundError:  # the first poster beside this ledger
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            part.write_bytes(jpeg.getbuffer())
         os.replace(part, dest)
     except OSError as exc:
         logger.warning("cannot save the poster %s: %s", dest, exc)

@@ -70,6 +70,19 @@ def test_every_difference_is_one_sentence(tmp_path: Path) -> None:
     assert got.poster is None
 
 
+def test_the_poster_folder_is_made_and_a_disk_problem_costs_only_the_poster(
+    tmp_path: Path,
+) -> None:
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(clip_bytes(MediaShape("16:9", 2.0, False, "720p")))
+    nested = tmp_path / "ledger.media" / "posters" / "p.jpg"
+    assert inspect(clip, Expected(), nested).poster == str(nested)
+    assert nested.read_bytes()[:3] == b"\xff\xd8\xff"
+    (tmp_path / "taken").write_text("a file where the folder would be")
+    got = inspect(clip, Expected(), tmp_path / "taken" / "p.jpg")
+    assert (got.poster, got.media["frames"]) == (None, 16)
+
+
 def test_a_file_that_is_not_a_video_is_unplayable(tmp_path: Path) -> None:
     page = tmp_path / "c.mp4"
     page.write_bytes(b"<html><body>Access denied</body></html>\n" * 50)
