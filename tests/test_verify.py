@@ -70,6 +70,19 @@ def test_every_difference_is_one_sentence(tmp_path: Path) -> None:
     assert got.poster is None
 
 
+def test_the_poster_folder_is_made_and_a_disk_problem_costs_only_the_poster(
+    tmp_path: Path,
+) -> None:
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(clip_bytes(MediaShape("16:9", 2.0, False, "720p")))
+    nested = tmp_path / "ledger.media" / "posters" / "p.jpg"
+    assert inspect(clip, Expected(), nested).poster == str(nested)
+    assert nested.read_bytes()[:3] == b"\xff\xd8\xff"
+    (tmp_path / "taken").write_text("a file where the folder would be")
+    got = inspect(clip, Expected(), tmp_path / "taken" / "p.jpg")
+    assert (got.poster, got.media["frames"]) == (None, 16)
+
+
 def test_a_file_that_is_not_a_video_is_unplayable(tmp_path: Path) -> None:
     page = tmp_path / "c.mp4"
     page.write_bytes(b"<html><body>Access denied</body></html>\n" * 50)
@@ -100,6 +113,155 @@ def test_a_clip_cut_short_is_unplayable_though_its_index_opens(tmp_path: Path) -
     cut.write_bytes(whole[: len(whole) * 9 // 10])
     with pytest.raises(UnplayableError, match=r"ends after \d+ of 32 frames"):
         inspect(cut, Expected(4.0))
+
+
+@pytest.mark.parametrize("keep", [0.5, -1], ids=["half", "all-but-the-last-byte"])
+def test_a_clip_cut_anywhere_in_its_data_is_unplayable(tmp_path: Path, keep: float) -> None:
+    whole = faststart(clip_bytes(MediaShape("16:9", 4.0, True, "720p")), tmp_path / "whole.mp4")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[: int(len(whole) * keep) if keep > 0 else int(keep)])
+    with pytest.raises(UnplayableError, match=r"ends after \d+ of \d+ (frames|audio packets)"):
+        inspect(cut, Expected(4.0))
+
+
+def remux(clip: bytes, dest: Path, **options: str) -> None:
+    """``clip``'s packets in another container (``dest``'s suffix says which)."""
+    import av
+
+    with av.open(io.BytesIO(clip)) as source, av.open(str(dest), "w", options=options) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+
+
+def webm(dest: Path, frames: int, audio: bool) -> None:
+    """A small VP9 (and Opus) WebM at 8 fps: a container without an MP4 index."""
+    import av
+
+    with av.open(str(dest), "w", format="webm") as out:
+        video = out.add_stream("libvpx-vp9", rate=8, options={"deadline": "realtime"})
+        assert isinstance(video, av.VideoStream)
+        video.width, video.height, video.pix_fmt = 320, 180, "yuv420p"
+        sound = out.add_stream("libopus", rate=48_000, layout="mono") if audio else None
+        for index in range(frames):
+            picture = av.VideoFrame(320, 180, "yuv420p")
+            for plane, value in zip(picture.planes, (index * 8, 128, 128), strict=True):
+                plane.update(bytes([value]) * plane.buffer_size)
+            picture.pts = index
+            out.mux(video.encode(picture))
+        out.mux(video.encode())
+        if sound is not None:
+            for index in range(frames * 48_000 // 8 // 960):
+                silence = av.AudioFrame(format="s16", layout="mono", samples=960)
+                silence.planes[0].update(bytes(silence.planes[0].buffer_size))
+                silence.sample_rate, silence.pts = 48_000, index * 960
+                out.mux(sound.encode(silence))
+            out.mux(sound.encode())
+
+
+def test_a_webm_is_demuxed_through_and_counted(tmp_path: Path) -> None:
+    clip = tmp_path / "c.webm"
+    webm(clip, frames=16, audio=True)
+    got = inspect(clip, Expected(2.0, "16:9", "180p", True), tmp_path / "p.jpg")
+    assert got.warnings == []
+    assert got.media == {
+        "container": "matroska,webm", "video_codec": "vp9", "audio_codec": "opus",
+        "width": 320, "height": 180, "duration": 2.008, "fps": 8.0, "frames": 16, "audio": True,
+    }  # fmt: skip
+    assert (tmp_path / "p.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+def test_a_webm_named_mp4_is_probed_and_read(tmp_path: Path) -> None:
+    clip = tmp_path / "c.mp4"  # opened as an MP4 first, as its name says, then probed
+    webm(clip, frames=16, audio=False)
+    got = inspect(clip, Expected(2.0))
+    assert got.warnings == ["container is matroska,webm, not MP4"]
+    assert (got.media["video_codec"], got.media["frames"]) == ("vp9", 16)
+
+
+def test_a_fragmented_mp4_is_demuxed_through_and_counted(tmp_path: Path) -> None:
+    clip = tmp_path / "c.mp4"  # its index lists no samples: each fragment has its own
+    fragments = {"movflags": "frag_keyframe+empty_moov"}
+    remux(clip_bytes(MediaShape("16:9", 4.0, True, "720p")), clip, **fragments)
+    got = inspect(clip, Expected(4.0, "16:9", "720p", True))
+    assert got.warnings == []
+    assert (got.media["frames"], got.media["audio"], got.media["duration"]) == (32, True, 4.021)
+
+
+def grey_clip(dest: Path, luma: int, frames: int) -> None:
+    """An H.264 MP4 of a flat picture at ``luma``; the codec set-up (SPS, PPS) does not
+    depend on the picture, so two of these share their decoder."""
+    import av
+
+    with av.open(str(dest), "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=8, options={"preset": "ultrafast"})
+        assert isinstance(video, av.VideoStream)
+        video.width, video.height, video.pix_fmt = 320, 180, "yuv420p"
+        for index in range(frames):
+            picture = av.VideoFrame(320, 180, "yuv420p")
+            for plane, value in zip(picture.planes, (luma, 128, 128), strict=True):
+                plane.update(bytes([value]) * plane.buffer_size)
+            picture.pts = index
+            out.mux(video.encode(picture))
+        out.mux(video.encode())
+
+
+def test_a_kept_decoder_shows_each_clip_its_own_picture(tmp_path: Path) -> None:
+    import av
+    from PIL import Image, ImageStat
+
+    from batchrunner import verify
+
+    dark, bright = tmp_path / "dark.mp4", tmp_path / "bright.mp4"
+    grey_clip(dark, luma=40, frames=16)
+    grey_clip(bright, luma=200, frames=8)
+    with av.open(str(dark)) as opened:
+        theirs = verify._decoder_key(opened.streams.video[0])
+
+    def kept() -> list[object]:  # the idle decoders for these clips' set-up
+        return [decoder for key, decoder in verify._DECODERS._idle if key == theirs]
+
+    seen, lent = {}, []
+    for clip in (dark, bright, dark):
+        got = inspect(clip, Expected(), tmp_path / f"{clip.stem}.jpg")
+        poster = Image.open(tmp_path / f"{clip.stem}.jpg").convert("L")
+        seen[clip.stem] = (got.media["frames"], round(ImageStat.Stat(poster).mean[0]))
+        lent.append(kept())
+    assert seen == {"dark": (16, 27), "bright": (8, 214)}  # 40 and 200 in video range
+    assert len(lent[0]) == 1 and lent == [lent[0]] * 3  # one decoder read all three
+
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart(bright.read_bytes(), tmp_path / "whole.mp4")[:-1])
+    with pytest.raises(UnplayableError, match="ends after 7 of 8 frames"):
+        inspect(cut, Expected())
+    assert kept() == []  # a decoder lent to a file that failed is not kept
+
+
+def test_the_poster_is_the_keyframe_at_a_quarter_though_the_decoder_held_it_back(
+    tmp_path: Path,
+) -> None:
+    import av
+    from PIL import Image, ImageStat
+
+    clip = tmp_path / "c.mp4"  # 2 s at 8 fps, dark then bright from frame 4 (0.5 s), a keyframe
+    with av.open(str(clip), "w", format="mp4") as out:
+        x264 = {"preset": "veryfast", "forced-idr": "1", "x264-params": "bframes=2:scenecut=0"}
+        video = out.add_stream("libx264", rate=8, options=x264)  # B-frames: a decoder delay
+        assert isinstance(video, av.VideoStream)
+        video.width, video.height, video.pix_fmt = 320, 180, "yuv420p"
+        for index in range(16):
+            picture, luma = av.VideoFrame(320, 180, "yuv420p"), 40 if index < 4 else 200
+            for plane, value in zip(picture.planes, (luma, 128, 128), strict=True):
+                plane.update(bytes([value]) * plane.buffer_size)
+            picture.pts = index
+            if index == 4:
+                picture.pict_type = av.video.frame.PictureType.I
+            out.mux(video.encode(picture))
+        out.mux(video.encode())
+    inspect(clip, Expected(), tmp_path / "p.jpg")
+    assert ImageStat.Stat(Image.open(tmp_path / "p.jpg").convert("L")).mean[0] > 200
 
 
 def expected(endpoint: str, payload: dict[str, str]) -> Expected:
