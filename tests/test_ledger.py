@@ -118,6 +118,43 @@ def test_forbidden_transition_changes_nothing(tmp_path: Path) -> None:
         assert len(ledger.events("a")) == 1
 
 
+def test_transition_of_an_unknown_job_is_refused(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        with pytest.raises(TransitionError, match="no job 'nope' in the ledger"):
+            ledger.transition("nope", S.SUBMITTING)
+        assert ledger.events() == []
+        ledger.add_jobs([job()])  # the refused move left no transaction open
+        assert ledger.transition("a", S.SUBMITTING).state is S.SUBMITTING
+
+
+def test_every_move_is_made_or_refused_as_the_state_machine_says(tmp_path: Path) -> None:
+    """From each state to each state: the job moves and logs it, or nothing changes and the
+    error names the move; a wrong ``expect`` is named first."""
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.add_jobs([job()])
+        for old in JobState:
+            for new in JobState:
+                ledger.db.execute("update jobs set state = ? where job_id = 'a'", [old.value])
+                logged = len(ledger.events("a"))
+                if can_move(old, new):
+                    moved = ledger.transition("a", new, expect=(s for s in [old]), error="x")
+                    assert (moved.state, moved.error) == (new, "x") == (ledger.get("a").state, "x")
+                    last = ledger.events("a")[-1]
+                    assert (last["from_state"], last["to_state"]) == (old.value, new.value)
+                    assert len(ledger.events("a")) == logged + 1
+                    ledger.db.execute("update jobs set error = null where job_id = 'a'")
+                    continue
+                with pytest.raises(TransitionError) as refused:
+                    ledger.transition("a", new, error="x")
+                assert str(refused.value) == f"job a: {old} → {new} is not an allowed transition"
+                others = [s for s in JobState if s is not old]
+                with pytest.raises(TransitionError) as refused:
+                    ledger.transition("a", new, expect=others, error="x")
+                assert str(refused.value) == f"job a is {old}, expected {sorted(others)}"
+                assert (ledger.get("a").state, ledger.get("a").error) == (old, None)
+                assert len(ledger.events("a")) == logged
+
+
 @given(st.lists(st.sampled_from(list(JobState)), max_size=12))
 def test_state_machine_walks_match_the_table(path: list[JobState]) -> None:
     """Any walk is accepted exactly when each step is in TRANSITIONS."""
