@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import sqlite_utils
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrunner.errors import LedgerError, LedgerLockedError, TransitionError
@@ -153,6 +154,29 @@ def test_every_move_is_made_or_refused_as_the_state_machine_says(tmp_path: Path)
                 assert str(refused.value) == f"job a is {old}, expected {sorted(others)}"
                 assert (ledger.get("a").state, ledger.get("a").error) == (old, None)
                 assert len(ledger.events("a")) == logged
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=30)  # a ledger each: opening one is most of the time
+@given(value=st.dictionaries(st.text(), _JSON, max_size=4), spaced=st.booleans())
+def test_json_columns_read_back_as_json_loads_reads_them(
+    tmp_path_factory: pytest.TempPathFactory, value: dict[str, object], spaced: bool
+) -> None:
+    """Whatever JSON a column holds (ours, or another tool's with spaces) reads as json.loads
+    reads it, and each job gets its own copy of an empty value."""
+    text = json.dumps(value, indent=1 if spaced else None)
+    with Ledger.open(tmp_path_factory.mktemp("l") / "l.db") as ledger:
+        ledger.add_jobs([job("a"), job("b")])
+        ledger.transition("a", S.SUBMITTING, metadata=f" {text} " if spaced else text)
+        assert ledger.get("a").metadata == json.loads(text)
+        first, second = ledger.get("b"), ledger.get("b")
+        assert first.files == {} and first.files is not second.files
 
 
 @given(st.lists(st.sampled_from(list(JobState)), max_size=12))
