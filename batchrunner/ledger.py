@@ -477,7 +477,8 @@ class Ledger:
         """Move ``job_id`` to ``new``, set ``fields``, log the event, commit, return the job.
 
         ``expect`` names the state(s) the caller believes the job is in; a mismatch raises
-        :class:`TransitionError`, as does a move the state machine forbids.
+        :class:`TransitionError`, as does a move the state machine forbids, and a call inside
+        an open transaction (``db.atomic()``), which could not commit before returning.
         """
         for name in _JSON_COLUMNS:
             if name in fields and not isinstance(fields[name], str | None):
@@ -487,6 +488,11 @@ class Ledger:
         allowed = _expected(expect)
         check, sources = _move_check(new, allowed)
         conn = self.db.conn
+        if conn.in_transaction:
+            raise TransitionError(
+                f"job {job_id}: a transition commits, so it cannot be made inside another "
+                "transaction (it would be committed, or rolled back, with that one)"
+            )
         # The connection itself, not sqlite-utils' atomic(): one transaction of four statements,
         # the write lock taken at BEGIN so that what is checked is what is written.
         conn.execute("begin immediate")

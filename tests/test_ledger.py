@@ -128,6 +128,19 @@ def test_transition_of_an_unknown_job_is_refused(tmp_path: Path) -> None:
         assert ledger.transition("a", S.SUBMITTING).state is S.SUBMITTING
 
 
+def test_a_transition_inside_another_transaction_is_refused(tmp_path: Path) -> None:
+    """It could not be committed before returning; the open transaction is left as it was."""
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.add_jobs([job()])
+        with ledger.db.atomic():
+            ledger.db.execute("update jobs set error = 'kept' where job_id = 'a'")
+            with pytest.raises(TransitionError, match="inside another transaction"):
+                ledger.transition("a", S.SUBMITTING)
+        stored = ledger.get("a")
+        assert (stored.state, stored.error) == (S.PENDING, "kept")
+        assert len(ledger.events("a")) == 1
+
+
 def test_every_move_is_made_or_refused_as_the_state_machine_says(tmp_path: Path) -> None:
     """From each state to each state: the job moves and logs it, or nothing changes and the
     error names the move; a wrong ``expect`` is named first."""
@@ -163,7 +176,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(max_examples=30)  # a ledger each: opening one is most of the time
+@settings(max_examples=30, deadline=None)  # a ledger each: opening one is most of the time
 @given(value=st.dictionaries(st.text(), _JSON, max_size=4), spaced=st.booleans())
 def test_json_columns_read_back_as_json_loads_reads_them(
     tmp_path_factory: pytest.TempPathFactory, value: dict[str, object], spaced: bool
