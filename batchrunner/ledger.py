@@ -129,9 +129,9 @@ class Job(NewJob):
         """The job of a ``jobs`` row selected as :data:`JOB_SELECT` (its columns in field order).
 
         Every field is set from its column (JSON decoded, state made a :class:`JobState`), so
-        the dataclass's ``__init__``, which would only check and set each of the 40 fields
-        again, is skipped: a third of the time of reading a job. Job has no ``__post_init__``;
-        one added later must be called here too.
+        the frozen dataclass's ``__init__``, which would only set each of the 40 fields again
+        one ``object.__setattr__`` at a time, is skipped: it was more than half of reading a
+        job. Job has no ``__post_init__``; one added later must be called here too.
         """
         found = dict(zip(JOB_COLUMNS, values, strict=True))
         for name, empty in _JSON_EMPTY.items():
