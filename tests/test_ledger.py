@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrunner.errors import LedgerError, LedgerLockedError, TransitionError
-from batchrunner.ledger import Ledger, NewJob
+from batchrunner.ledger import Job, Ledger, NewJob
 from batchrunner.lock import LedgerLock
 from batchrunner.migrations import MIGRATION_SET
 from batchrunner.states import TRANSITIONS, JobState, can_move
@@ -105,6 +106,17 @@ def test_transition_commits_state_fields_and_event(tmp_path: Path) -> None:
         assert other.spend() == 1.6
         moves = [(e["from_state"], e["to_state"]) for e in other.events("a")]
         assert moves == [(None, "pending"), ("pending", "submitting"), ("submitting", "queued")]
+
+
+def test_a_job_read_is_the_frozen_dataclass_its_fields_make(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.add_jobs([job(metadata={"note": "x"})])
+        stored = ledger.transition("a", S.SUBMITTING, submits=1, cost_usd=1.6)
+        assert stored == ledger.get("a") == dataclasses.replace(stored)
+        assert stored == Job.from_row(next(ledger.db.table("jobs").rows))
+        assert (stored.metadata, stored.warnings, stored.result) == ({"note": "x"}, [], None)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            stored.state = S.DONE  # type: ignore[misc]
 
 
 def test_forbidden_transition_changes_nothing(tmp_path: Path) -> None:
