@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import sqlite_utils
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrunner.errors import LedgerError, LedgerLockedError, TransitionError
-from batchrunner.ledger import Ledger, NewJob
+from batchrunner.ledger import Job, Ledger, NewJob
 from batchrunner.lock import LedgerLock
 from batchrunner.migrations import MIGRATION_SET
 from batchrunner.states import TRANSITIONS, JobState, can_move
@@ -106,6 +108,17 @@ def test_transition_commits_state_fields_and_event(tmp_path: Path) -> None:
         assert moves == [(None, "pending"), ("pending", "submitting"), ("submitting", "queued")]
 
 
+def test_a_job_read_is_the_frozen_dataclass_its_fields_make(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.add_jobs([job(metadata={"note": "x"})])
+        stored = ledger.transition("a", S.SUBMITTING, submits=1, cost_usd=1.6)
+        assert stored == ledger.get("a") == dataclasses.replace(stored)
+        assert stored == Job.from_row(next(ledger.db.table("jobs").rows))
+        assert (stored.metadata, stored.warnings, stored.result) == ({"note": "x"}, [], None)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            stored.state = S.DONE  # type: ignore[misc]
+
+
 def test_forbidden_transition_changes_nothing(tmp_path: Path) -> None:
     with Ledger.open(tmp_path / "l.db") as ledger:
         ledger.add_jobs([job()])
@@ -116,6 +129,79 @@ def test_forbidden_transition_changes_nothing(tmp_path: Path) -> None:
         stored = ledger.get("a")
         assert (stored.state, stored.sha256) == (S.PENDING, None)
         assert len(ledger.events("a")) == 1
+
+
+def test_transition_of_an_unknown_job_is_refused(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        with pytest.raises(TransitionError, match="no job 'nope' in the ledger"):
+            ledger.transition("nope", S.SUBMITTING)
+        assert ledger.events() == []
+        ledger.add_jobs([job()])  # the refused move left no transaction open
+        assert ledger.transition("a", S.SUBMITTING).state is S.SUBMITTING
+
+
+def test_a_transition_inside_another_transaction_is_refused(tmp_path: Path) -> None:
+    """It could not be committed before returning; the open transaction is left as it was."""
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.add_jobs([job()])
+        with ledger.db.atomic():
+            ledger.db.execute("update jobs set error = 'kept' where job_id = 'a'")
+            with pytest.raises(TransitionError, match="inside another transaction"):
+                ledger.transition("a", S.SUBMITTING)
+        stored = ledger.get("a")
+        assert (stored.state, stored.error) == (S.PENDING, "kept")
+        assert len(ledger.events("a")) == 1
+
+
+def test_every_move_is_made_or_refused_as_the_state_machine_says(tmp_path: Path) -> None:
+    """From each state to each state: the job moves and logs it, or nothing changes and the
+    error names the move; a wrong ``expect`` is named first."""
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.add_jobs([job()])
+        for old in JobState:
+            for new in JobState:
+                ledger.db.execute("update jobs set state = ? where job_id = 'a'", [old.value])
+                logged = len(ledger.events("a"))
+                if can_move(old, new):
+                    moved = ledger.transition("a", new, expect=(s for s in [old]), error="x")
+                    assert (moved.state, moved.error) == (new, "x") == (ledger.get("a").state, "x")
+                    last = ledger.events("a")[-1]
+                    assert (last["from_state"], last["to_state"]) == (old.value, new.value)
+                    assert len(ledger.events("a")) == logged + 1
+                    ledger.db.execute("update jobs set error = null where job_id = 'a'")
+                    continue
+                with pytest.raises(TransitionError) as refused:
+                    ledger.transition("a", new, error="x")
+                assert str(refused.value) == f"job a: {old} → {new} is not an allowed transition"
+                others = [s for s in JobState if s is not old]
+                with pytest.raises(TransitionError) as refused:
+                    ledger.transition("a", new, expect=others, error="x")
+                assert str(refused.value) == f"job a is {old}, expected {sorted(others)}"
+                assert (ledger.get("a").state, ledger.get("a").error) == (old, None)
+                assert len(ledger.events("a")) == logged
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=30, deadline=None)  # a ledger each: opening one is most of the time
+@given(value=st.dictionaries(st.text(), _JSON, max_size=4), spaced=st.booleans())
+def test_json_columns_read_back_as_json_loads_reads_them(
+    tmp_path_factory: pytest.TempPathFactory, value: dict[str, object], spaced: bool
+) -> None:
+    """Whatever JSON a column holds (ours, or another tool's with spaces) reads as json.loads
+    reads it, and each job gets its own copy of an empty value."""
+    text = json.dumps(value, indent=1 if spaced else None)
+    with Ledger.open(tmp_path_factory.mktemp("l") / "l.db") as ledger:
+        ledger.add_jobs([job("a"), job("b")])
+        ledger.transition("a", S.SUBMITTING, metadata=f" {text} " if spaced else text)
+        assert ledger.get("a").metadata == json.loads(text)
+        first, second = ledger.get("b"), ledger.get("b")
+        assert first.files == {} and first.files is not second.files
 
 
 @given(st.lists(st.sampled_from(list(JobState)), max_size=12))
