@@ -16,7 +16,8 @@
   (:class:`PollClock`); :class:`~batchrunner.streams.StreamMemory` remembers per origin whether
   streams are worth opening at all.
 * The ledger is the only state: workers pass job ids, read the job, act, and record the
-  outcome through :meth:`Ledger.transition` before doing anything that depends on it.
+  outcome through :meth:`Ledger.transition` before doing anything that depends on it (a job
+  whose result was just stored goes to the downloaders as that transition returned it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -58,6 +59,7 @@ from batchrunner.verify import check_download, poster_path
 
 logger = logging.getLogger(__name__)
 S = JobState
+Item = TypeVar("Item")
 
 
 class PollClock:
@@ -181,7 +183,7 @@ class Runner:
         self._observe.start(len(in_flight) + len(pending) + len(recorded) + len(downloads))
         workers = max(1, self.options.concurrency)
         job_send, job_receive = anyio.create_memory_object_stream[str](workers)
-        dl_send, dl_receive = anyio.create_memory_object_stream[str](
+        dl_send, dl_receive = anyio.create_memory_object_stream[Job](
             self.options.download_concurrency
         )
         async with anyio.create_task_group() as tg:
@@ -192,7 +194,7 @@ class Runner:
                 tg.start_soon(self._job_worker, job_receive.clone(), dl_send.clone())
             job_receive.close()
             dl_receive.close()
-            tg.start_soon(_feed, dl_send, _each(downloads))
+            tg.start_soon(_feed, dl_send, self._stored(downloads))
             if recording is not None:
                 tg.start_soon(recording.write)
             tg.start_soon(_feed, job_send, _work(in_flight, pending, recording))
@@ -239,13 +241,13 @@ class Runner:
     # ------------------------------------------------------------------ job workers
 
     async def _job_worker(
-        self, jobs: ObjectReceiveStream[str], downloads: ObjectSendStream[str]
+        self, jobs: ObjectReceiveStream[str], downloads: ObjectSendStream[Job]
     ) -> None:
         async with jobs, downloads:
             async for job_id in jobs:
                 job = await self._through_provider(self.ledger.get(job_id))
                 if job.state is S.COMPLETED:
-                    await downloads.send(job_id)
+                    await downloads.send(job)  # as its result was just stored
 
     async def _through_provider(self, job: Job) -> Job:
         """Submit (if pending) and see the job to completion, holding a slot meanwhile.
@@ -593,10 +595,15 @@ class Runner:
             spec = self._specs[endpoint] = get_model(endpoint, allow_unregistered=True)
         return spec
 
-    async def _download_worker(self, downloads: ObjectReceiveStream[str]) -> None:
+    async def _download_worker(self, downloads: ObjectReceiveStream[Job]) -> None:
         async with downloads:
-            async for job_id in downloads:
-                await self._download(self.ledger.get(job_id))
+            async for job in downloads:
+                await self._download(job)
+
+    async def _stored(self, job_ids: list[str]) -> AsyncIterator[Job]:
+        """The jobs of ``job_ids``, each read when it is its turn."""
+        for job_id in job_ids:
+            yield self.ledger.get(job_id)
 
     async def _download(self, job: Job) -> None:
         assert job.video_url is not None
@@ -642,15 +649,10 @@ class Runner:
             logger.warning("job %s: the video differs from the request: %s", job.job_id, warning)
 
 
-async def _feed(send: ObjectSendStream[str], items: AsyncIterator[str]) -> None:
+async def _feed(send: ObjectSendStream[Item], items: AsyncIterator[Item]) -> None:
     async with send:
         async for item in items:
             await send.send(item)
-
-
-async def _each(items: list[str]) -> AsyncIterator[str]:
-    for item in items:
-        yield item
 
 
 async def _work(
