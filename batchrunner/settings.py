@@ -91,7 +91,7 @@ class Settings:
         4, "Most downloads at once.", flag="--downloads", toml="downloads", kind="int:1:64"
     )
     poll_min: float = option(
-        0.5, "Shortest pause between status checks of a job (seconds).", kind="float:0.01"
+        0.25, "Shortest pause between status checks of a job (seconds).", kind="float:0.01"
     )
     poll_max: float = option(
         15.0, "Longest pause between status checks of a job (seconds).", kind="float:0.01"
