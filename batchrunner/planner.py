@@ -80,7 +80,7 @@ def decide(
     for row in rows:
         old = stored.get(row.job_id)
         if old is None:
-            decisions.append(Decision(row.job_id, row.row, "submit", "new", row.cost_usd))
+            decisions.append(_new_job(row))
             continue
         job = to_job(row, manifest.endpoint_id)
         if old.input_hash != job.input_hash:
@@ -107,6 +107,25 @@ def decide(
                 why = "pending in the ledger (not in this manifest)"
                 decisions.append(Decision(old.job_id, old.row, "submit", why, old.price_usd))
     return _within_budget(decisions, ledger.spend() if ledger else 0.0, budget)
+
+
+def _new_job(row: ManifestRow) -> Decision:
+    """``Decision(row.job_id, row.row, "submit", "new", row.cost_usd)``, without the frozen
+    dataclass's ``object.__setattr__`` per field (100,000 new jobs: a tenth of a second)."""
+    made = object.__new__(Decision)
+    object.__setattr__(
+        made,
+        "__dict__",
+        {
+            "job_id": row.job_id,
+            "row": row.row,
+            "action": "submit",
+            "why": "new",
+            "cost_usd": row.cost_usd,
+            "changed": (),
+        },
+    )
+    return made
 
 
 def _by_state(old: Job, resubmit_unknown: bool) -> Decision:
