@@ -22,8 +22,6 @@ from batchrunner.errors import (
     UsageError,
 )
 from batchrunner.expand import Expansion
-from batchrunner.ledger import Ledger, Recording
-from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
 from batchrunner.planner import decide, refusals, to_job
@@ -32,6 +30,7 @@ from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
 
 if TYPE_CHECKING:  # the run machinery loads when a run starts: `plan` and `validate` skip it
+    from batchrunner.ledger import Ledger, Recording
     from batchrunner.report import Summary
     from batchrunner.scheduler import Observer
 
@@ -79,6 +78,8 @@ def run_manifest(
     env: dict[str, str] | None = None,
 ) -> Summary:
     """Validate ``manifest_path``, record its jobs in the ledger, and run every unfinished job."""
+    from batchrunner.ledger import Ledger
+    from batchrunner.lock import LedgerLock
     from batchrunner.runtime import execute
 
     manifest = load(manifest_path, settings, expansion)
@@ -101,6 +102,8 @@ def _record(
 ) -> Recording:
     """Start the run and record the manifest's jobs, or refuse its edited rows (nothing sent).
     The jobs the ledger does not have yet are written as the run starts (the recording)."""
+    from batchrunner.ledger import Recording
+
     decisions = decide(
         manifest,
         ledger,
@@ -134,6 +137,8 @@ def resume(
     **overrides: Any,
 ) -> Summary:
     """Carry on with the settings of the ledger's last run (the key comes from the env)."""
+    from batchrunner.ledger import Ledger
+    from batchrunner.lock import LedgerLock
     from batchrunner.runtime import execute
 
     path = Path(ledger_path)
@@ -220,6 +225,9 @@ def cancel(
     Jobs at the provider get a cancel request; pending and unknown ones are cancelled in the
     ledger only. Completed and done jobs are left alone (their video is already paid for).
     """
+    from batchrunner.ledger import Ledger
+    from batchrunner.lock import LedgerLock
+
     path = Path(ledger_path)
     if not path.exists():
         raise UsageError(f"no ledger at {path}")

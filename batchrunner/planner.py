@@ -12,16 +12,20 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import Problem, UsageError
-from batchrunner.ledger import Job, Ledger, NewJob
 from batchrunner.manifest import Manifest, ManifestRow, gc_paused, materialize
 from batchrunner.states import AT_PROVIDER, JobState
+
+if TYPE_CHECKING:  # the ledger (and SQLite) loads only where there is one: `plan` may not
+    from batchrunner.ledger import Job, Ledger, NewJob
 
 
 def to_job(row: ManifestRow, endpoint: str) -> NewJob:
     """The ledger's view of one planned job."""
+    from batchrunner.ledger import NewJob
+
     return NewJob(
         job_id=row.job_id,
         endpoint=endpoint,
@@ -307,6 +311,8 @@ def _ledger_view(
     """States of this manifest's jobs in the ledger, its spend, and the decisions."""
     if path is None or not Path(path).exists():
         return [], 0.0, decide(manifest, None, **choices)
+    from batchrunner.ledger import Ledger
+
     with Ledger.open(path, create=False) as ledger:
         decisions = decide(manifest, ledger, **choices)
         states = ledger.states([row.job_id for row in manifest.rows])
