@@ -109,6 +109,7 @@ def _record(
         ledger,
         replace_changed=replace_changed,
         resubmit_unknown=settings.resubmit_unknown,
+        new_jobs=False,  # recorded below as they are
     )  # the planner `plan` prints: what it refuses, run refuses (nothing sent)
     problems = refusals(decisions, manifest)
     if problems:
@@ -118,10 +119,12 @@ def _record(
     ledger.start_run("run", manifest=str(manifest.source), **info)
     replaced = {d.job_id for d in decisions if d.changed and d.action == "submit"}
     endpoint = manifest.endpoint_id
-    for row in manifest.rows:
+    for row in manifest.rows if replaced else ():
         if row.job_id in replaced:
             ledger.replace(to_job(row, endpoint))
-    known = ledger.mark_seen([row.job_id for row in manifest.rows])
+    known = (  # a new ledger has none of them: nothing to look up or mark
+        ledger.mark_seen([row.job_id for row in manifest.rows]) if ledger.counts() else set()
+    )
     fresh = [row for row in manifest.rows if row.job_id not in known]
     return Recording(ledger, fresh, lambda row: to_job(row, endpoint))
 

@@ -69,14 +69,19 @@ def decide(
     replace_changed: bool = False,
     resubmit_unknown: bool = False,
     budget: float | None = None,
+    new_jobs: bool = True,
 ) -> list[Decision]:
     """The one planner: ``plan`` prints these, ``run`` acts on them (via the ledger).
 
     Decisions come in the order ``run`` submits: the manifest's jobs by row, then jobs the
     ledger holds as pending that this manifest no longer names (run submits those too). Only
     a job the ledger has is turned into its ledger view (:func:`to_job`), to compare.
+    ``new_jobs=False`` leaves out the jobs the ledger does not have, each a "submit: new"
+    (run records those as they are, and a fresh manifest is all of them).
     """
     rows = manifest.rows
+    if ledger is not None and not ledger.counts():
+        ledger = None  # a new ledger: nothing to look up in it
     stored = (
         {job.job_id: job for job in ledger.jobs_by_id([r.job_id for r in rows])} if ledger else {}
     )
@@ -84,7 +89,8 @@ def decide(
     for row in rows:
         old = stored.get(row.job_id)
         if old is None:
-            decisions.append(_new_job(row))
+            if new_jobs:
+                decisions.append(_new_job(row))
             continue
         job = to_job(row, manifest.endpoint_id)
         if old.input_hash != job.input_hash:
@@ -105,9 +111,8 @@ def decide(
             continue
         decisions.append(_by_state(old, resubmit_unknown))
     if ledger is not None:
-        named = {row.job_id for row in rows}
         for old in ledger.jobs([JobState.PENDING]):
-            if old.job_id not in named:
+            if old.job_id not in stored:  # the ledger's jobs this manifest names are stored
                 why = "pending in the ledger (not in this manifest)"
                 decisions.append(Decision(old.job_id, old.row, "submit", why, old.price_usd))
     return _within_budget(decisions, ledger.spend() if ledger else 0.0, budget)
