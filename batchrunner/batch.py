@@ -24,7 +24,7 @@ from batchrunner.errors import (
 from batchrunner.expand import Expansion
 from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
-from batchrunner.planner import decide, refusals, to_job
+from batchrunner.planner import decide, job_maker, refusals
 from batchrunner.providers import ApiConfig
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
@@ -118,15 +118,15 @@ def _record(
     info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
     ledger.start_run("run", manifest=str(manifest.source), **info)
     replaced = {d.job_id for d in decisions if d.changed and d.action == "submit"}
-    endpoint = manifest.endpoint_id
+    to_job = job_maker(manifest.endpoint_id)
     for row in manifest.rows if replaced else ():
         if row.job_id in replaced:
-            ledger.replace(to_job(row, endpoint))
+            ledger.replace(to_job(row))
     known = (  # a new ledger has none of them: nothing to look up or mark
         ledger.mark_seen([row.job_id for row in manifest.rows]) if ledger.counts() else set()
     )
     fresh = [row for row in manifest.rows if row.job_id not in known]
-    return Recording(ledger, fresh, lambda row: to_job(row, endpoint))
+    return Recording(ledger, fresh, to_job)
 
 
 def resume(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,25 +25,33 @@ if TYPE_CHECKING:  # the ledger (and SQLite) loads only where there is one: `pla
 
 def to_job(row: ManifestRow, endpoint: str) -> NewJob:
     """The ledger's view of one planned job."""
-    from batchrunner.ledger import NewJob
-
-    return NewJob(
-        job_id=row.job_id,
-        endpoint=endpoint,
-        input=row.payload,
-        row=row.row,
-        line=row.line,
-        variant=row.variant,
-        files={name: asdict(f) for name, f in row.files.items()},
-        output_name=row.output,
-        metadata=row.metadata,
-        price_usd=row.cost_usd,
-    )
+    return job_maker(endpoint)(row)
 
 
 def to_jobs(manifest: Manifest) -> list[NewJob]:
     """The ledger's view of each planned job."""
-    return [to_job(row, manifest.endpoint_id) for row in manifest.rows]
+    return list(map(job_maker(manifest.endpoint_id), manifest.rows))
+
+
+def job_maker(endpoint: str) -> Callable[[ManifestRow], NewJob]:
+    """:func:`to_job` for many rows of ``endpoint``: the ledger is imported once, not per row."""
+    from batchrunner.ledger import NewJob
+
+    def to_job(row: ManifestRow) -> NewJob:
+        return NewJob(
+            job_id=row.job_id,
+            endpoint=endpoint,
+            input=row.payload,
+            row=row.row,
+            line=row.line,
+            variant=row.variant,
+            files={name: asdict(f) for name, f in row.files.items()},
+            output_name=row.output,
+            metadata=row.metadata,
+            price_usd=row.cost_usd,
+        )
+
+    return to_job
 
 
 REPLACEABLE = (JobState.PENDING, JobState.FAILED, JobState.CANCELLED, JobState.UNKNOWN)
@@ -86,13 +95,14 @@ def decide(
         {job.job_id: job for job in ledger.jobs_by_id([r.job_id for r in rows])} if ledger else {}
     )
     decisions: list[Decision] = []
+    to_job = job_maker(manifest.endpoint_id) if stored else _unreachable
     for row in rows:
         old = stored.get(row.job_id)
         if old is None:
             if new_jobs:
                 decisions.append(_new_job(row))
             continue
-        job = to_job(row, manifest.endpoint_id)
+        job = to_job(row)
         if old.input_hash != job.input_hash:
             fields = _changed_fields(old, job)
             what = f"edited ({', '.join(fields) or 'its files'})"
@@ -116,6 +126,10 @@ def decide(
                 why = "pending in the ledger (not in this manifest)"
                 decisions.append(Decision(old.job_id, old.row, "submit", why, old.price_usd))
     return _within_budget(decisions, ledger.spend() if ledger else 0.0, budget)
+
+
+def _unreachable(row: ManifestRow) -> NewJob:
+    raise AssertionError("only a job the ledger has is turned into its ledger view")
 
 
 def _new_job(row: ManifestRow) -> Decision:
