@@ -53,7 +53,7 @@ class CellError:
         return self.code
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: that is an object.__setattr__ per field, per row
 class Record:
     row: int  # 1-based data row (see the module docstring)
     line: int | None  # 1-based line where the record starts; None for XLSX/Parquet
