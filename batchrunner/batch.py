@@ -20,16 +20,15 @@ from batchrunner.errors import (
     UsageError,
 )
 from batchrunner.expand import Expansion
-from batchrunner.ledger import Ledger, Recording
-from batchrunner.lock import LedgerLock
 from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
-from batchrunner.planner import decide, refusals, to_job
+from batchrunner.planner import decide, job_maker, refusals
 from batchrunner.providers import ApiConfig
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
 
 if TYPE_CHECKING:  # the run machinery loads when a run starts: `plan` and `validate` skip it
+    from batchrunner.ledger import Ledger, Recording
     from batchrunner.report import Summary
     from batchrunner.scheduler import Observer
 
@@ -77,6 +76,8 @@ def run_manifest(
     env: dict[str, str] | None = None,
 ) -> Summary:
     """Validate ``manifest_path``, record its jobs in the ledger, and run every unfinished job."""
+    from batchrunner.ledger import Ledger
+    from batchrunner.lock import LedgerLock
     from batchrunner.runtime import execute
 
     manifest = load(manifest_path, settings, expansion)
@@ -99,11 +100,14 @@ def _record(
 ) -> Recording:
     """Start the run and record the manifest's jobs, or refuse its edited rows (nothing sent).
     The jobs the ledger does not have yet are written as the run starts (the recording)."""
+    from batchrunner.ledger import Recording
+
     decisions = decide(
         manifest,
         ledger,
         replace_changed=replace_changed,
         resubmit_unknown=settings.resubmit_unknown,
+        new_jobs=False,  # recorded below as they are
     )  # the planner `plan` prints: what it refuses, run refuses (nothing sent)
     problems = refusals(decisions, manifest)
     if problems:
@@ -112,13 +116,15 @@ def _record(
     info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
     ledger.start_run("run", manifest=str(manifest.source), **info)
     replaced = {d.job_id for d in decisions if d.changed and d.action == "submit"}
-    endpoint = manifest.endpoint_id
-    for row in manifest.rows:
+    to_job = job_maker(manifest.endpoint_id)
+    for row in manifest.rows if replaced else ():
         if row.job_id in replaced:
-            ledger.replace(to_job(row, endpoint))
-    known = ledger.mark_seen([row.job_id for row in manifest.rows])
+            ledger.replace(to_job(row))
+    known = (  # a new ledger has none of them: nothing to look up or mark
+        ledger.mark_seen([row.job_id for row in manifest.rows]) if ledger.counts() else set()
+    )
     fresh = [row for row in manifest.rows if row.job_id not in known]
-    return Recording(ledger, fresh, lambda row: to_job(row, endpoint))
+    return Recording(ledger, fresh, to_job)
 
 
 def resume(
@@ -132,6 +138,8 @@ def resume(
     **overrides: Any,
 ) -> Summary:
     """Carry on with the settings of the ledger's last run (the key comes from the env)."""
+    from batchrunner.ledger import Ledger
+    from batchrunner.lock import LedgerLock
     from batchrunner.runtime import execute
 
     path = Path(ledger_path)
@@ -218,6 +226,9 @@ def cancel(
     Jobs at the provider get a cancel request; pending and unknown ones are cancelled in the
     ledger only. Completed and done jobs are left alone (their video is already paid for).
     """
+    from batchrunner.ledger import Ledger
+    from batchrunner.lock import LedgerLock
+
     path = Path(ledger_path)
     if not path.exists():
         raise UsageError(f"no ledger at {path}")

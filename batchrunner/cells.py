@@ -53,7 +53,7 @@ class CellError:
         return self.code
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: that is an object.__setattr__ per field, per row
 class Record:
     row: int  # 1-based data row (see the module docstring)
     line: int | None  # 1-based line where the record starts; None for XLSX/Parquet
@@ -118,8 +118,18 @@ def _decode(data: bytes, kind: str) -> tuple[str | None, Problem | None]:
 
 def _sniff_delimiter(text: str) -> str:
     """``,`` unless the header uses ``;`` and no ``,`` (Excel's CSV in many European locales)."""
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    first = _first_line(text.lstrip())  # blank lines are whitespace: the header's line
     return ";" if ";" in first and "," not in first else ","
+
+
+def _first_line(text: str) -> str:
+    """``text.splitlines()[0]`` without splitting all of a large file."""
+    size = 4096
+    while True:
+        lines = text[:size].splitlines()
+        if len(lines) > 1 or size >= len(text):
+            return lines[0] if lines else ""
+        size *= 16
 
 
 def _blank(values: Iterable[Any]) -> bool:
@@ -158,10 +168,10 @@ class _Header:
         self._unnamed = {i for i, v in enumerate(raw) if not _clean_name(v)}
         self._used_unnamed: set[int] = set()
         # every column named, once: a row's cells are its values in order
-        self._plain = not self._unnamed and len(self.keep) == len(self.names)
+        self.plain = not self._unnamed and len(self.keep) == len(self.names)
 
     def record(self, row: int, line: int | None, values: Sequence[Any]) -> Record:
-        if self._plain and len(values) >= len(self.names):
+        if self.plain and len(values) >= len(self.names):
             return Record(row, line, dict(zip(self.names, values, strict=False)))  # extras: blank
         cells = {}
         for index, name in self.keep:
@@ -190,6 +200,53 @@ class _Header:
 def _read_delimited(text: str, delimiter: str) -> Table:
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        parsed = list(reader)
+    except csv.Error:  # read again record by record, to say where
+        parsed = None
+    if parsed is None or reader.line_num != len(parsed):  # or a quoted line break somewhere
+        return _read_records(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    return _full_rows(parsed) or _read_records(_OneLineEach(parsed))
+
+
+def _full_rows(parsed: list[list[str]]) -> Table | None:
+    """The table in one pass when every record is one line, every column is named and every
+    row is full (no blank or ragged row); None otherwise."""
+    first = next((k for k, values in enumerate(parsed) if not _blank(values)), None)
+    if first is None:
+        return None
+    header = _Header(parsed[first])
+    names, width = header.names, len(header.names)
+    body = parsed[first + 1 :]
+    if not header.plain or any(
+        len(values) != width or (not values[0].strip() and not "".join(values).strip())
+        for values in body
+    ):
+        return None
+    return header.finish(
+        [
+            Record(row, first + 1 + row, dict(zip(names, values, strict=True)))
+            for row, values in enumerate(body, 1)
+        ]
+    )
+
+
+class _OneLineEach:
+    """Records already read, record k on line k + 1: a ``csv.reader`` for :func:`_read_records`."""
+
+    def __init__(self, records: list[list[str]]):
+        self.records = records
+        self.line_num = 0
+
+    def __iter__(self) -> Iterator[list[str]]:
+        for number, values in enumerate(self.records, 1):
+            self.line_num = number
+            yield values
+
+
+def _read_records(reader: Any) -> Table:
+    """The table from a ``csv.reader``, record by record: blank rows skipped (they keep their
+    number), a ragged row one problem, an unreadable record where it starts."""
     header: _Header | None = None
     records: list[Record] = []
     problems: list[Problem] = []

@@ -57,6 +57,7 @@ class FieldKind:
 
 
 OMIT = object()  # an empty cell: leave the field out so the model's default applies
+BAD = object()  # a cell that cannot be coerced (Coercer.column); BadCell says why
 
 
 class BadCell(Exception):
@@ -163,6 +164,29 @@ class Coercer:
         if error is not None:
             raise BadCell(error)
         return coerced
+
+    def column(self, cells: list[Any]) -> list[Any]:
+        """Each cell of a column coerced, :data:`BAD` for one that cannot be (call the coercer
+        on it for the reason). Text cells are handled inline and each distinct short cell is
+        coerced once: a column costs a pass over a list, not a call per cell."""
+        one = self._or_bad
+        if self.spec.kind == "text":  # prompts, URLs: unique per row, nothing to look up
+            if self.spec.name in VERBATIM_FIELDS:
+                return [
+                    (OMIT if not c or c.isspace() else c) if type(c) is str else one(c)
+                    for c in cells
+                ]
+            return [(c.strip() or OMIT) if type(c) is str else one(c) for c in cells]
+        if not self._remember:
+            return [one(c) for c in cells]
+        distinct = {c: one(c) for c in {c for c in cells if type(c) is str}}
+        return [distinct[c] if type(c) is str else one(c) for c in cells]
+
+    def _or_bad(self, cell: Any) -> Any:
+        try:
+            return self(cell)
+        except BadCell:
+            return BAD
 
 
 _REMEMBERED_LENGTH = 256  # longer text is rarely repeated

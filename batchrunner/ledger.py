@@ -613,14 +613,18 @@ class Recording(Generic[Planned]):
         self._more = anyio.Event()
 
     async def write(self) -> None:
+        size = max(1, self.CHUNK // 16)  # the first submits need a few turns of the loop
         with anyio.CancelScope(shield=True):
             while self.count < len(self.planned):
-                chunk = self.planned[self.count : self.count + self.CHUNK]
+                chunk = self.planned[self.count : self.count + size]
                 self.ledger.insert([self.to_job(p) for p in chunk])
                 self.count += len(chunk)
                 self._more.set()
                 self._more = anyio.Event()
-                await anyio.sleep(0)  # the workers submit what is written meanwhile
+                # a moment (not a bare yield) for the workers to carry their submits through
+                # the several turns of the loop a request takes, before the next chunk holds it
+                await anyio.sleep(0.002)
+                size = min(2 * size, self.CHUNK)
 
     async def written(self, index: int) -> None:
         """Return once the job of ``self.keys[index]`` is committed."""

@@ -21,7 +21,7 @@ import difflib
 import functools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -101,6 +101,26 @@ class ModelSpec:
             return self.price.cost(payload)
         except ValueError:
             return None
+
+    def costs(self, columns: Mapping[str, Sequence[Any]], rows: int) -> list[float | None]:
+        """:meth:`cost` of each of ``rows`` bodies, given the values of their price fields
+        (``columns``: field → one value per body; a field it leaves out is absent from
+        every body). Each distinct combination is priced once."""
+        if self.price is None:
+            return [None] * rows
+        fields = self.price.fields
+        if not fields:
+            return [self.cost({})] * rows
+        given = [columns.get(name) or [None] * rows for name in fields]
+        # with the values' types, as the rule's own memo: True and 1 may cost differently
+        keys = list(zip(*given, *(map(type, column) for column in given), strict=True))
+        try:
+            priced = dict.fromkeys(keys)
+        except TypeError:  # an unhashable value (a list): each body priced on its own
+            return [self.cost(dict(zip(fields, key, strict=False))) for key in keys]
+        for key in priced:
+            priced[key] = self.cost(dict(zip(fields, key, strict=False)))
+        return [priced[key] for key in keys]
 
     def max_file_bytes(self, name: str) -> int:
         props = self.checker.props if self.checker else {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -144,6 +144,15 @@ class _Plain:
             return False
         return bool(self.low <= (len(value) if type(value) is str else value) <= self.high)
 
+    def fits_each(self, values: Sequence[Any]) -> list[bool]:
+        """:meth:`fits` for each value, in one pass."""
+        types, enum, low, high = self.types, self.enum, self.low, self.high
+        if types != (str,):
+            return [type(v) in types and low <= v <= high for v in values]
+        if enum is None:
+            return [type(v) is str and low <= len(v) <= high for v in values]
+        return [type(v) is str and v in enum and low <= len(v) <= high for v in values]
+
 
 _PLAIN_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,)}
 _ANNOTATIONS = {"title", "description", "examples", "default"}  # jsonschema checks none of them
@@ -197,6 +206,42 @@ class Checker:
             else:
                 found += self._field(name, value)
         return found
+
+    def broken_rows(
+        self, columns: Mapping[str, Sequence[Any]], rows: int, absent: object
+    ) -> set[int]:
+        """The rows whose bodies would have a problem, checked a column at a time.
+
+        ``columns`` holds, per field, one value per row (``absent`` where the row leaves the
+        field out, so its default applies); each body is :meth:`complete` of its row. Only for
+        a schema checked field by field (:attr:`by_field`): :meth:`problems` of a broken row
+        says what is wrong with it."""
+        assert self.by_field
+        broken: set[int] = set()
+        for name in self.required:
+            column = columns.get(name)
+            if name in self.defaults:
+                continue  # complete() fills it in
+            if column is None:
+                return set(range(rows))
+            broken.update(i for i, value in enumerate(column) if value is absent)
+        for name in self.order:
+            column = columns.get(name)
+            bad_default = name in self.defaults and bool(self._checked_defaults[name])
+            if column is None:
+                if bad_default:
+                    return set(range(rows))
+                continue
+            if bad_default:
+                broken.update(i for i, value in enumerate(column) if value is absent)
+            plain = self._plain.get(name)
+            fits = plain.fits_each(column) if plain else [False] * len(column)
+            broken.update(
+                i
+                for i in [i for i, fine in enumerate(fits) if not fine]
+                if column[i] is not absent and self._field(name, column[i])
+            )
+        return broken
 
     @functools.cached_property
     def _checked_defaults(self) -> dict[str, list[InputProblem]]:

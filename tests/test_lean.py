@@ -77,11 +77,12 @@ def test_help_loads_only_click_and_the_option_declarations(command: list[str]) -
 def test_plan_and_validate_load_no_http_stack_or_run_machinery(
     tmp_path: Path, command: str
 ) -> None:
-    """What only a run needs (httpx, the scheduler, the media check) stays unloaded."""
+    """What only a run needs (httpx, the scheduler, the media check) stays unloaded, and so
+    does the ledger's SQLite layer while there is no ledger to read."""
     manifest = write_manifest(tmp_path / "m.csv", rows(3))
     extra = ["--ledger", str(tmp_path / "l.db")] if command == "plan" else []
     http = ("httpx", "aiohttp", "starlette")
-    run = ("batchrunner.scheduler", "batchrunner.verify", "av", "pandas")
+    run = ("batchrunner.scheduler", "batchrunner.verify", "av", "pandas", "sqlite_utils")
     assert loaded_by(http + run, command, str(manifest), *extra) == (0, "-")
 
 

@@ -686,7 +686,7 @@ def test_a_remembered_cell_becomes_what_it_became_the_first_time(
 ) -> None:
     """The loader coerces a repeated cell once per column: the value, or the reason it is
     refused, is the same as coercing it afresh."""
-    from batchrunner.coerce import OMIT, BadCell, Coercer, FieldKind, coerce
+    from batchrunner.coerce import BAD, OMIT, BadCell, Coercer, FieldKind, coerce
 
     spec = FieldKind("duration", kind, ("4s", "8s"))
     remembering = Coercer(spec)
@@ -700,3 +700,97 @@ def test_a_remembered_cell_becomes_what_it_became_the_first_time(
 
     for cell in [*cells, *cells]:
         assert outcome(remembering, cell) == outcome(lambda c: coerce(c, spec), cell)
+    column = remembering.column([*cells, *cells])
+    for cell, value in zip([*cells, *cells], column, strict=True):
+        fresh = outcome(lambda c: coerce(c, spec), cell)
+        assert ("refused" if value is BAD else "omitted" if value is OMIT else value) == (
+            "refused" if isinstance(fresh, tuple) else fresh
+        )
+
+
+# Cells a manifest row may hold: fine ones (blank, spaced, a template, a local file, ...) and,
+# per column, some that are not (the random manifests below have a few of those).
+FINE_CELLS = {
+    "id": ["", "shot-1", "shot-2", " shot-3 ", "7"],
+    "prompt": ["A calm lake", "A calm lake", "  spaced  ", "{notes} at dawn", "{{x}}"],
+    "image_url": [URL, f" {URL} ", "lighthouse.png"],
+    "duration": ["", "4s", "8", "8.0"],
+    "generate_audio": ["", "TRUE", "no"],
+    "seed": ["", "3", "-1"],
+    "output": ["", "clip", "Clip.mp4", "day2/clip"],
+    "notes": ["", "some note"],
+}
+BAD_CELLS = {
+    "id": ["a\tb"],
+    "prompt": ["", "x" * 20001],
+    "image_url": ["ftp://example.com/a.png", "missing.png", ""],
+    "duration": ["5s", "abc"],
+    "generate_audio": ["maybe"],
+    "seed": ["4.5"],
+    "output": ["../up"],
+    "notes": [],
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    picks=st.lists(
+        st.fixed_dictionaries({k: st.sampled_from(v) for k, v in FINE_CELLS.items()}),
+        min_size=1,
+        max_size=8,
+    ),
+    columns=st.sets(st.sampled_from(sorted(FINE_CELLS))),
+    spoiled=st.lists(st.tuples(st.integers(0, 7), st.sampled_from(sorted(BAD_CELLS))), max_size=2),
+    choice=st.randoms(use_true_random=False),
+    dedupe=st.booleans(),
+)
+def test_building_a_column_at_a_time_changes_nothing(
+    picks: list[dict[str, str]],
+    columns: set[str],
+    spoiled: list[tuple[int, str]],
+    choice: random.Random,
+    dedupe: bool,
+) -> None:
+    """Rows that are plainly valid are built a column at a time, the others one by one: the
+    jobs, warnings and errors are exactly those of building every row one by one."""
+    from batchrunner.expand import Expansion
+    from batchrunner.manifest import _RowBuilder
+
+    for index, column in spoiled:
+        if BAD_CELLS[column]:
+            picks[index % len(picks)][column] = choice.choice(BAD_CELLS[column])
+    names = [n for n in FINE_CELLS if n in {*columns, "prompt", "image_url"}]  # the required
+
+    def outcome() -> Any:
+        try:
+            loaded = load(folder / "m.csv", expansion=Expansion(dedupe=dedupe))
+        except ManifestError as exc:
+            return [str(exc), exc.problems]
+        return [loaded.rows, [list(row.payload) for row in loaded.rows], loaded.warnings]
+
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        shutil.copy(LIGHTHOUSE, folder / "lighthouse.png")
+        with (folder / "m.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(names)
+            writer.writerows([pick[n] for n in names] for pick in picks)
+        fast = outcome()
+        original = _RowBuilder.plain_rows
+        _RowBuilder.plain_rows = lambda self, records: None  # type: ignore[method-assign]
+        try:
+            slow = outcome()
+        finally:
+            _RowBuilder.plain_rows = original  # type: ignore[method-assign]
+    assert fast == slow
+
+
+def test_rows_made_in_bulk_are_the_dataclasses_they_stand_for() -> None:
+    from batchrunner.manifest import ManifestRow, _manifest_row
+    from batchrunner.planner import Decision, _new_job
+
+    made = _manifest_row(3, 4, "shot-3", {"prompt": "p"}, "clip.mp4", {"notes": "n"}, 0.5)
+    row = ManifestRow(3, 4, "shot-3", {"prompt": "p"}, {}, "clip.mp4", {"notes": "n"}, 0.5, "")
+    assert made == row and vars(made) == vars(row)
+    assert _new_job(row) == Decision("shot-3", 3, "submit", "new", 0.5)
+    assert vars(_new_job(row)) == vars(Decision("shot-3", 3, "submit", "new", 0.5))
