@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
@@ -70,7 +72,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, limits: httpx.Limits | None = None) -> None:
         self._limits = limits or httpx.Limits(max_connections=100)
-        self._ssl = httpx.create_ssl_context()  # certifi's roots, or SSL_CERT_FILE's
         self._proxies = urllib.request.getproxies_environment()
         self._session: aiohttp.ClientSession | None = None
 
@@ -79,7 +80,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self._limits.max_connections or 0,
                 keepalive_timeout=self._limits.keepalive_expiry or 5.0,
-                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -88,6 +88,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
+
+    @functools.cached_property
+    def _tls(self) -> ssl.SSLContext:
+        """httpx's SSL context (certifi's roots, or SSL_CERT_FILE's), made when the first
+        https request needs it: loading the roots is a fair part of a plain-http run's start."""
+        return httpx.create_ssl_context()
 
     def _proxy(self, url: httpx.URL) -> str | None:
         proxy = self._proxies.get(url.scheme)
@@ -110,6 +116,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=content or None,
                 allow_redirects=False,
                 proxy=self._proxy(request.url),
+                ssl=self._tls if request.url.scheme == "https" else True,
                 timeout=aiohttp.ClientTimeout(
                     connect=timeout.get("pool"),
                     sock_connect=timeout.get("connect"),

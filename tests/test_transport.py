@@ -267,6 +267,20 @@ async def test_an_untrusted_certificate_means_unreachable_and_ssl_cert_file_is_t
         assert (await http.get(f"{server.url}/requests/1")).json() == {"ok": True}
 
 
+async def test_plain_http_loads_no_certificates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SSL context (certifi's roots, a fair part of a start) is made for https only."""
+    made: list[ssl.SSLContext] = []
+
+    def context() -> ssl.SSLContext:
+        made.append(ssl.create_default_context())
+        return made[-1]
+
+    monkeypatch.setattr(httpx, "create_ssl_context", context)
+    async with serving(keep_answering) as server, client() as http:
+        assert (await http.get(f"{server.url}/requests/1")).json() == {"ok": True}
+    assert made == []
+
+
 async def test_proxies_come_from_the_environment_and_no_proxy_is_honoured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

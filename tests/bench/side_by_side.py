@@ -51,7 +51,13 @@ KEY = "bench-key"
 JOBS, CONCURRENCY, SEED = 200, 50, 11
 TIMING = ["--queue-seconds", "0.25", "--run-seconds", "2", "--jitter", "0.5"]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
-NO_PROXY = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy")}
+# The children's environment: no proxy, and bytecode cached as an installed tool has it (an
+# environment with PYTHONDONTWRITEBYTECODE=1 would make every start compile batchrunner anew).
+NO_PROXY = {
+    k: v
+    for k, v in os.environ.items()
+    if k.lower() not in ("http_proxy", "https_proxy") and k != "PYTHONDONTWRITEBYTECODE"
+}
 
 FAL_LOOP = """
 import asyncio, json, sys, time
