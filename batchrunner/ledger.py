@@ -35,6 +35,7 @@ import anyio
 
 from batchrunner import identity
 from batchrunner.errors import LedgerError, TransitionError
+from batchrunner.frozen import assemble
 from batchrunner.lean_sqlite import sqlite_utils
 from batchrunner.migrations import MIGRATIONS, check_compatible
 from batchrunner.states import JobState, can_move
@@ -126,21 +127,18 @@ class Job(NewJob):
 
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> Job:
-        """The job of a ``jobs`` row selected as :data:`JOB_SELECT` (its columns in field order).
+        r"""The job of a ``jobs`` row selected as :data:`JOB_SELECT` (its columns in field order).
 
-        Every field is set from its column (JSON decoded, state made a :class:`JobState`), so
-        the frozen dataclass's ``__init__``, which would only set each of the 40 fields again
-        one ``object.__setattr__`` at a time, is skipped: it was more than half of reading a
-        job. Job has no ``__post_init__``; one added later must be called here too.
+        Every field is set from its column (JSON decoded, state made a :class:`JobState`) and
+        the job made by :func:`~batchrunner.frozen.assemble`: the frozen dataclass's
+        ``__init__``, setting each of the 40 fields again, was more than half of reading a job.
         """
         found = dict(zip(JOB_COLUMNS, values, strict=True))
         for name, empty in _JSON_EMPTY.items():
             text = found[name]
             found[name] = _loads(text) if text else empty()
         found["state"] = _STATES[found["state"]]
-        job = object.__new__(cls)
-        job.__dict__.update(found)
-        return job
+        return assemble(cls, found)
 
 
 # Every field of a Job is a column of ``jobs``; reads select exactly these, in this order.

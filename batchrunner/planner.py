@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import Problem, UsageError
+from batchrunner.frozen import assemble
 from batchrunner.manifest import Manifest, ManifestRow, gc_paused, materialize
 from batchrunner.states import AT_PROVIDER, JobState
 
@@ -133,12 +134,10 @@ def _unreachable(row: ManifestRow) -> NewJob:
 
 
 def _new_job(row: ManifestRow) -> Decision:
-    """``Decision(row.job_id, row.row, "submit", "new", row.cost_usd)``, without the frozen
-    dataclass's ``object.__setattr__`` per field (100,000 new jobs: a tenth of a second)."""
-    made = object.__new__(Decision)
-    object.__setattr__(
-        made,
-        "__dict__",
+    """``Decision(row.job_id, row.row, "submit", "new", row.cost_usd)``,
+    made by :func:`~batchrunner.frozen.assemble` (100,000 new jobs: a tenth of a second less)."""
+    return assemble(
+        Decision,
         {
             "job_id": row.job_id,
             "row": row.row,
@@ -148,7 +147,6 @@ def _new_job(row: ManifestRow) -> Decision:
             "changed": (),
         },
     )
-    return made
 
 
 def _by_state(old: Job, resubmit_unknown: bool) -> Decision:
