@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -29,14 +29,19 @@ def run(
 
 
 def test_429_with_retry_after_waits_at_least_that_long(tmp_path: Path) -> None:
-    started = time.monotonic()
     honours_retry_after = RetryPolicy(base_delay=0.01, max_delay=0.05, jitter=False)
-    summary, seen, _ = run(
+    summary, seen, (job,) = run(
         tmp_path, [Fault("submit", "429", times=1, retry_after=1.0)], n=1, retry=honours_retry_after
     )
     assert summary.exit_code == 0
     assert seen["rate_limited"] == 1 and seen["submits"] == 1
-    assert time.monotonic() - started >= 1.0
+    with Ledger.open(tmp_path / "ledger.db", create=False) as ledger:
+        moves = [(e["to_state"], e["at"]) for e in ledger.events(job.job_id)]
+    states = [state for state, _ in moves]
+    assert states[:5] == ["pending", "submitting", "pending", "submitting", "queued"]
+    (_, refused), (_, again) = moves[2], moves[3]  # the 429, then the submit after the wait
+    waited = datetime.fromisoformat(again) - datetime.fromisoformat(refused)
+    assert waited.total_seconds() >= 0.999  # the ledger's stamps are to the millisecond
 
 
 def test_429_without_retry_after_backs_off_and_succeeds(tmp_path: Path) -> None:
