@@ -81,7 +81,7 @@ class MediaClient:
             if response.is_redirect and location:
                 await response.aclose()
                 url = str(request.url.join(location))
-                if not url.lower().startswith(("https://", "http://")):
+                if not _is_http(url):
                     raise DownloadError(
                         f"redirected to a URL that is not http(s): {_short(url)}", permanent=True
                     )
@@ -120,7 +120,7 @@ async def download(
     file worth resuming is kept for the next try.
     """
     policy = retry or RetryPolicy(attempts=5, base_delay=0.5, max_delay=10.0)
-    if not url.lower().startswith(("https://", "http://")):
+    if not _is_http(url):
         raise DownloadError(f"the video URL is not http(s): {_short(url)}", permanent=True)
     if expected_size is not None and dest.is_file() and dest.stat().st_size == expected_size:
         return Downloaded(dest, expected_size, _sha256_of(dest), fetched=False)
@@ -250,6 +250,11 @@ def _disk_reason(exc: OSError, dest: Path) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write to {dest.parent}: {exc.strerror}"
     return f"cannot write {dest}: {exc.strerror or exc}"
+
+
+def _is_http(url: str) -> bool:
+    """Media is fetched over http(s) only, whatever a result or a redirect names."""
+    return url.lower().startswith(("https://", "http://"))
 
 
 def _short(url: str) -> str:
