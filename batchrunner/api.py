@@ -28,10 +28,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchrunner import batch
+from batchrunner import batch, expand
 from batchrunner.config import TABLES, find_config, load_config
 from batchrunner.errors import UsageError
-from batchrunner.expand import Expansion, check_fields, parse_matrix, parse_settings
+from batchrunner.expand import Expansion, check_fields
 from batchrunner.planner import Plan, make_plan
 from batchrunner.report import Summary
 from batchrunner.settings import NAMES
@@ -128,23 +128,24 @@ def _options(
     from_file = load_config(find_config(path, explicit))
     merged = {k: v for k, v in from_file.items() if k not in TABLES}
     merged.update({k: v for k, v in options.items() if k not in ("set", "matrix")})
-    fields = batch.model_of(batch.Settings(**_only(merged, SETTINGS_OPTIONS))).fields
-    matrix = {**from_file.get("matrix", {}), **(options.get("matrix") or {})}
-    defaults = {**from_file.get("defaults", {}), **(options.get("set") or {})}
-    check_fields(defaults, fields, "set")
-    parsed_matrix = parse_matrix(
-        [f"{name}={','.join(str(v) for v in values)}" for name, values in matrix.items()], fields
-    )
-    settings = _only(merged, SETTINGS_OPTIONS)  # Settings types "45m" and paths itself
-    expansion = Expansion(
-        defaults=parse_settings([f"{k}={v}" for k, v in defaults.items()], fields),
-        matrix=parsed_matrix,
+    settings = batch.Settings(**_only(merged, SETTINGS_OPTIONS))  # typing "45m", paths...
+    fields = batch.model_of(settings).fields
+    given = {"set": options.get("set") or {}, "matrix": options.get("matrix") or {}}
+    for name, values in given.items():
+        if not isinstance(values, Mapping):
+            raise UsageError(f"{name} takes a dict of field: value, not {values!r}")
+        check_fields(values, fields, name)
+    expansion = expand.build(
+        fields,
+        from_file,
+        defaults=given["set"],
+        matrix=given["matrix"],
         prompt_template=merged.get("prompt_template"),
         count=merged.get("count"),
         dedupe=bool(merged.get("dedupe", False)),
         strict=bool(merged.get("strict", False)),
     )
-    return batch.Settings(**settings), expansion
+    return settings, expansion
 
 
 def _only(values: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from batchrunner import errors, settings
+from batchrunner import errors, expand, settings
 from batchrunner import models as registry
 from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
 from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
-from batchrunner.expand import MAX_TAKES, Expansion, check_fields, parse_matrix, parse_settings
+from batchrunner.expand import MAX_TAKES, Expansion, parse_matrix, parse_settings
 from batchrunner.models import get_model
 from batchrunner.settings import Settings
 from batchrunner.simulator import simulate
@@ -270,16 +270,11 @@ def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Ex
         allow_unregistered=params["allow_unregistered"],
         price_per_job=params["price_per_job"],
     ).fields
-    matrix = dict(
-        parse_matrix([_as_item(k, v) for k, v in config.get("matrix", {}).items()], fields)
-    )
-    matrix.update(parse_matrix(params.pop("matrix"), fields))
-    defaults = dict(config.get("defaults", {}))
-    check_fields(defaults, fields, "[defaults]")
-    defaults.update(parse_settings(params.pop("set_values"), fields))
-    return Expansion(
-        defaults=defaults,
-        matrix=tuple(matrix.items()),
+    return expand.build(
+        fields,
+        config,
+        defaults=parse_settings(params.pop("set_values"), fields),
+        matrix=dict(parse_matrix(params.pop("matrix"), fields)),
         prompt_template=params.pop("prompt_template"),
         count=params.pop("count"),
         dedupe=params.pop("dedupe"),
@@ -291,10 +286,6 @@ def _model_settings(options: dict[str, Any]) -> Settings:
     """The settings plan and validate need: which model, how to read the manifest."""
     names = ("model", "allow_unregistered", "price_per_job", "sheet")
     return Settings(**{name: options[name] for name in names})
-
-
-def _as_item(field: str, values: list[Any]) -> str:
-    return f"{field}={','.join(str(v) for v in values)}"
 
 
 def _print_plan(plan: Plan, as_json: bool) -> None:

@@ -95,6 +95,47 @@ def parse_matrix(
     return tuple(parsed.items())
 
 
+def build(
+    fields: tuple[str, ...],
+    config: Mapping[str, Any],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    matrix: Mapping[str, Any] | None = None,
+    prompt_template: str | None = None,
+    count: int | None = None,
+    dedupe: bool = False,
+    strict: bool = False,
+) -> Expansion:
+    """The expansion asked for: the config file's ``[defaults]`` and ``[matrix]`` tables, with
+    ``defaults`` and ``matrix`` over them field by field (the command line's ``--set`` and
+    ``--matrix``, or the Python API's ``set=`` and ``matrix=``, already checked by the caller).
+
+    Values keep their types (``generate_audio = false`` stays a boolean, for the manifest's
+    coercion to read like a cell); a matrix value given as a list is one value each, commas and
+    all, and one given as text is split at its commas, as ``--matrix`` is."""
+    check_fields(config.get("defaults", {}), fields, "[defaults]")
+    check_fields(config.get("matrix", {}), fields, "[matrix]")
+    choices = {**config.get("matrix", {}), **(matrix or {})}
+    return Expansion(
+        defaults={**config.get("defaults", {}), **(defaults or {})},
+        matrix=tuple((name, _choices(name, values)) for name, values in choices.items()),
+        prompt_template=prompt_template,
+        count=count,
+        dedupe=dedupe,
+        strict=strict,
+    )
+
+
+def _choices(name: str, values: Any) -> tuple[str, ...]:
+    items = values.split(",") if isinstance(values, str) else values
+    if not isinstance(items, list | tuple):
+        raise UsageError(f"matrix {name}: give a list of values, not {values!r}")
+    found = tuple(text for item in items if (text := str(item).strip()))
+    if not found:
+        raise UsageError(f"matrix {name}: give at least one value")
+    return found
+
+
 def parse_settings(items: tuple[str, ...] | list[str], fields: tuple[str, ...]) -> dict[str, str]:
     """``["duration=8s", ...]`` → ``{"duration": "8s"}`` for ``--set``."""
     values: dict[str, str] = {}

@@ -236,3 +236,57 @@ def test_expansion_invariants(
     reloaded = load(manifest(tmp_path, shuffled), **expansion)
     by_content = {json.dumps(r.payload, sort_keys=True): r.job_id for r in loaded.rows}
     assert {json.dumps(r.payload, sort_keys=True): r.job_id for r in reloaded.rows} == by_content
+
+
+def test_the_config_file_means_the_same_to_the_command_line_and_to_python(
+    tmp_path: Path,
+) -> None:
+    """One reading of ``batchrunner.toml``: its tables keep their values' types and a matrix
+    value may hold a comma (it is one value, not two), for ``batchrunner plan`` and for
+    ``batchrunner.plan`` alike, and an option given to either wins field by field."""
+    from click.testing import CliRunner
+
+    import batchrunner
+    from batchrunner.cli import cli
+
+    path = manifest(tmp_path, [{"prompt": "a fox"}, {"prompt": "a hen", "generate_audio": "true"}])
+    (tmp_path / "batchrunner.toml").write_text(
+        'model = "fal-ai/veo3/image-to-video"\n'
+        '[defaults]\ngenerate_audio = false\nduration = "8s"\n'
+        '[matrix]\nprompt = ["a fox, at dawn", "a fox at dusk"]\naspect_ratio = ["16:9"]\n'
+    )
+    answer = CliRunner().invoke(cli, ["plan", str(path), "--json", "--set", "duration=4s"])
+    assert answer.exit_code == 0, answer.output
+    from_cli = json.loads(answer.output)
+    from_python = batchrunner.plan(path, set={"duration": "4s"})
+    assert from_cli["jobs"] == from_python.jobs == 4  # 2 rows x 2 prompts, not 3
+    assert [d["job_id"] for d in from_cli["decisions"]] == [d.job_id for d in from_python.decisions]
+    assert from_cli["cost_usd"] == from_python.cost_usd  # 4 s everywhere, audio only on row 2
+
+    again = CliRunner().invoke(cli, ["plan", str(path), "--json", "--matrix", "prompt=a fox,a hen"])
+    assert (
+        json.loads(again.output)["jobs"]
+        == batchrunner.plan(path, matrix={"prompt": ["a fox", "a hen"]}).jobs
+        == 4
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"matrix": {"prompt": []}}, "matrix prompt: give at least one value"),
+        ({"matrix": {"prompt": 4}}, "matrix prompt: give a list of values"),
+        ({"matrix": ["prompt=a,b"]}, "matrix takes a dict of field: value"),
+        ({"set": {"colour": "red"}}, "set: 'colour' is not a field of the model"),
+    ],
+)
+def test_python_expansion_options_are_checked(
+    tmp_path: Path, options: dict[str, Any], words: str
+) -> None:
+    import batchrunner
+    from batchrunner.errors import UsageError
+
+    with pytest.raises(UsageError, match=words):
+        batchrunner.plan(manifest(tmp_path, [{"prompt": "a fox"}]), **options)
+    split = batchrunner.plan(manifest(tmp_path, [{"prompt": "a fox"}]), matrix={"prompt": "a,b"})
+    assert split.jobs == 2  # text is split at its commas, as --matrix is
