@@ -10,7 +10,8 @@ Tables (created by the named migrations in :mod:`batchrunner.migrations`):
 ``events``
     append-only audit: every state change of every job, with the run that made it.
 
-Every state change goes through :meth:`Ledger.transition`, which checks the move against
+Every state change goes through :meth:`Ledger.transitions` (:meth:`Ledger.transition` for one,
+:class:`GroupCommit` for a run's many tasks at once), which checks each move against
 :mod:`batchrunner.states`, writes the job and its event in one transaction and commits before
 returning, so the caller can act on it (``submitting`` is committed *before* the POST; the
 ``request_id`` right after the answer). The file is opened in WAL mode with ``synchronous=FULL``
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from batchrunner import identity
 from batchrunner.errors import LedgerError, TransitionError
@@ -139,6 +141,18 @@ class Job(NewJob):
             found[name] = _loads(text) if text else empty()
         found["state"] = _STATES[found["state"]]
         return assemble(cls, found)
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A transition asked of :meth:`Ledger.transitions`: the arguments of
+    :meth:`Ledger.transition`."""
+
+    job_id: str
+    new: JobState
+    detail: str | None = None
+    expect: JobState | Iterable[JobState] | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Every field of a Job is a column of ``jobs``; reads select exactly these, in this order.
@@ -478,35 +492,53 @@ class Ledger:
         :class:`TransitionError`, as does a move the state machine forbids, and a call inside
         an open transaction (``db.atomic()``), which could not commit before returning.
         """
-        for name in _JSON_COLUMNS:
-            if name in fields and not isinstance(fields[name], str | None):
-                fields[name] = _dumps(fields[name])
-        stamp = now()
-        values = {**fields, "state": new.value, "updated_at": stamp}
-        allowed = _expected(expect)
-        check, sources = _move_check(new, allowed)
+        (outcome,) = self.transitions([Move(job_id, new, detail, expect, fields)])
+        if isinstance(outcome, TransitionError):
+            raise outcome
+        return outcome
+
+    def transitions(self, moves: Sequence[Move]) -> list[Job | TransitionError]:
+        """Make every move of ``moves`` in one transaction and one durable commit: each checked
+        and written as :meth:`transition` does, in order. A refused move writes nothing and
+        comes back as its :class:`TransitionError`, the others are made; any other error rolls
+        them all back and is raised. :class:`GroupCommit` gathers the moves of many tasks."""
         conn = self.db.conn
         if conn.in_transaction:
             raise TransitionError(
-                f"job {job_id}: a transition commits, so it cannot be made inside another "
-                "transaction (it would be committed, or rolled back, with that one)"
+                "a transition commits, so it cannot be made inside another transaction "
+                "(it would be committed, or rolled back, with that one)"
             )
-        # The connection itself, not sqlite-utils' atomic(): one transaction of four statements,
-        # the write lock taken at BEGIN so that what is checked is what is written.
+        # The connection itself, not sqlite-utils' atomic(): the write lock is taken at BEGIN,
+        # so what is checked is what is written.
         conn.execute("begin immediate")
         try:
-            # The event is written only if the job is in a state it may move from: its
-            # from_state is the job's state as read by this same statement.
-            logged = conn.execute(check, [self.run_id, stamp, new.value, detail, job_id, *sources])
-            if not logged.rowcount:
-                raise self._refusal(job_id, new, allowed)
-            found = conn.execute(_update_job(tuple(values)), [*values.values(), job_id]).fetchone()
+            outcomes = [self._apply(conn, move) for move in moves]
             conn.execute("commit")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("rollback")
             raise
-        return Job.from_values(found)
+        return outcomes
+
+    def _apply(self, conn: sqlite3.Connection, move: Move) -> Job | TransitionError:
+        """One move inside :meth:`transitions`' transaction: two statements."""
+        fields = dict(move.fields)
+        for name in _JSON_COLUMNS:
+            if name in fields and not isinstance(fields[name], str | None):
+                fields[name] = _dumps(fields[name])
+        stamp = now()
+        values = {**fields, "state": move.new.value, "updated_at": stamp}
+        allowed = _expected(move.expect)
+        check, sources = _move_check(move.new, allowed)
+        # The event is written only if the job is in a state it may move from: its from_state
+        # is the job's state as read by this same statement.
+        logged = conn.execute(
+            check, [self.run_id, stamp, move.new.value, move.detail, move.job_id, *sources]
+        )
+        if not logged.rowcount:
+            return self._refusal(move.job_id, move.new, allowed)
+        found = conn.execute(_update_job(tuple(values)), [*values.values(), move.job_id])
+        return Job.from_values(found.fetchone())
 
     def _refusal(
         self, job_id: str, new: JobState, allowed: frozenset[JobState] | None
@@ -581,6 +613,78 @@ class _InManifest(Protocol):
     def variant(self) -> str: ...
     @property
     def job_id(self) -> str: ...
+
+
+class GroupCommit:
+    """Transitions of a run's many tasks, committed together: one transaction and one
+    ``fdatasync`` for every transition asked in the same turn of the event loop, and each
+    caller still returns only once its own is durable (``committed before acting``).
+
+    The first caller of a turn leads: it lets the loop's other ready tasks run once (they
+    join its batch), then makes the batch with :meth:`Ledger.transitions`; the others wait
+    for that. Neither wait can be cancelled, as a plain :meth:`Ledger.transition` cannot be
+    interrupted: a result or a request id that arrived is always recorded. At concurrency
+    200 a turn gathers several transitions, so most of a job's five commits share their
+    ``fdatasync`` with other jobs' (and the loop no longer stops for each).
+
+    Not for a move that must be committed before the caller's next statement (the submit
+    intent, which reserves the budget): :meth:`Ledger.transition` is for those.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._gathering: _Batch | None = None
+        self.batches = 0  # commits made, for tests and figures
+        self.moves = 0
+
+    async def transition(
+        self,
+        job_id: str,
+        new: JobState,
+        *,
+        detail: str | None = None,
+        expect: JobState | Iterable[JobState] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """:meth:`Ledger.transition`, committed with the other moves of this turn."""
+        batch = self._gathering
+        lead = batch is None
+        if batch is None:
+            batch = self._gathering = _Batch()
+        index = len(batch.moves)
+        batch.moves.append(Move(job_id, new, detail, expect, fields))
+        if lead:
+            joined = -1
+            while joined != len(batch.moves):  # while others join, let the loop turn again
+                joined = len(batch.moves)
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+            self._gathering = None
+            try:
+                batch.outcomes = self.ledger.transitions(batch.moves)
+            except BaseException as exc:
+                batch.error = exc
+                raise
+            finally:
+                self.batches += 1
+                self.moves += len(batch.moves)
+                batch.done.set()
+        else:
+            with anyio.CancelScope(shield=True):
+                await batch.done.wait()
+            if batch.error is not None:
+                raise batch.error  # what a plain transition of this move would have raised
+        outcome = batch.outcomes[index]
+        if isinstance(outcome, TransitionError):
+            raise outcome
+        return outcome
+
+
+@dataclass
+class _Batch:
+    moves: list[Move] = field(default_factory=list)
+    outcomes: list[Job | TransitionError] = field(default_factory=list)
+    error: BaseException | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
 
 
 Planned = TypeVar("Planned", bound=_InManifest)

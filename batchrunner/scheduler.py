@@ -17,7 +17,10 @@
   streams are worth opening at all.
 * The ledger is the only state: workers pass job ids, read the job, act, and record the
   outcome through :meth:`Ledger.transition` before doing anything that depends on it (a job
-  whose result was just stored goes to the downloaders as that transition returned it).
+  whose result was just stored goes to the downloaders as that transition returned it). The
+  moves of the hot path (request id, running, result, done) go through a
+  :class:`~batchrunner.ledger.GroupCommit`: the jobs moving in the same turn of the loop share
+  one commit, and each worker still waits for it.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from batchrunner.errors import (
     TransientError,
     UsageError,
 )
-from batchrunner.ledger import Job, Ledger, OrderKey, Recording, now
+from batchrunner.ledger import GroupCommit, Job, Ledger, OrderKey, Recording, now
 from batchrunner.manifest import LocalFile, materialize
 from batchrunner.models import ModelSpec, get_model
 from batchrunner.paths import output_path, video_name
@@ -131,6 +134,7 @@ class Runner:
         observe: Observer | None = None,
     ):
         self.ledger = ledger
+        self.commits = GroupCommit(ledger)  # the hot path's transitions share their commits
         self.client = client
         self.media = media
         self.out_dir = out_dir
@@ -332,7 +336,7 @@ class Runner:
         self.tally.submitted += 1
         self.limit.succeeded()
         self._observe("submitted")
-        return self.ledger.transition(
+        return await self.commits.transition(
             job.job_id,
             S.QUEUED,
             detail=f"request {answer.request_id}",
@@ -366,9 +370,9 @@ class Runner:
 
     async def _submit_shielded(self, job: Job, body: dict[str, Any]) -> Submitted:
         """A stop does not interrupt a POST under way (so its answer gets recorded: the
-        ledger write after it has no await), except after ``stop_grace`` seconds; a submit cut
-        off then is ambiguous if its POST was out, and provably not sent if it was not (it
-        was waiting to retry a connection that never opened)."""
+        ledger write after it cannot be cancelled either), except after ``stop_grace``
+        seconds; a submit cut off then is ambiguous if its POST was out, and provably not sent
+        if it was not (it was waiting to retry a connection that never opened)."""
         wire = Wire()
         with anyio.CancelScope(shield=True), anyio.CancelScope() as grace:
             if self.stopped is not None:
@@ -428,7 +432,7 @@ class Runner:
             if verdict_pending:
                 self.streams.not_offered(self.origin)
                 verdict_pending = False
-            job = self._saw(job, status)
+            job = await self._saw(job, status)
             if status.status == "COMPLETED":
                 self.clock.observe(_seconds_since(job.submitted_at))
                 return await self._fetch_result(job, status)
@@ -439,10 +443,10 @@ class Runner:
     def _following(self) -> bool:
         return self.run_error is not None and self.run_error.follow_in_flight
 
-    def _saw(self, job: Job, status: QueueStatus) -> Job:
+    async def _saw(self, job: Job, status: QueueStatus) -> Job:
         """Record what a status says about the job (it started running) and show it."""
         if status.status == "IN_PROGRESS" and job.state is S.QUEUED:
-            job = self.ledger.transition(job.job_id, S.RUNNING, started_at=now())
+            job = await self.commits.transition(job.job_id, S.RUNNING, started_at=now())
         if self._status_seen is not None:
             self._status_seen(job.job_id, status)
         return job
@@ -469,7 +473,7 @@ class Runner:
                             continue
                         first = math.inf
                         was = job.state
-                        job = self._saw(job, status)
+                        job = await self._saw(job, status)
                         if job.state is not was:  # running now: the run timeout applies
                             timer.deadline = anyio.current_time() + self._until_overdue(job)
                         if status.status == "COMPLETED":
@@ -558,7 +562,7 @@ class Runner:
             return self._fail(job, job.state, reason, result=result, **billing)
         self._observe("completed")
         size = media.get("file_size")
-        return self.ledger.transition(
+        return await self.commits.transition(
             job.job_id,
             S.COMPLETED,
             detail="result stored",
@@ -634,7 +638,7 @@ class Runner:
             return
         self.tally.downloaded += 1
         self._observe("downloaded")
-        self.ledger.transition(
+        await self.commits.transition(
             job.job_id,
             S.DONE,
             detail="video verified" if got.fetched else "verified file already present",

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import sqlite3
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
 import sqlite_utils
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrunner.errors import LedgerError, LedgerLockedError, TransitionError
-from batchrunner.ledger import Job, Ledger, NewJob
+from batchrunner.ledger import GroupCommit, Job, Ledger, NewJob
 from batchrunner.lock import LedgerLock
 from batchrunner.migrations import MIGRATION_SET
 from batchrunner.states import TRANSITIONS, JobState, can_move
@@ -151,6 +155,89 @@ def test_a_transition_inside_another_transaction_is_refused(tmp_path: Path) -> N
         stored = ledger.get("a")
         assert (stored.state, stored.error) == (S.PENDING, "kept")
         assert len(ledger.events("a")) == 1
+
+
+def _submitted(ledger: Ledger, n: int) -> list[str]:
+    ids = [f"j{i:02d}" for i in range(n)]
+    ledger.add_jobs([job(i, prompt=i) for i in ids])
+    for job_id in ids:
+        ledger.transition(job_id, S.SUBMITTING)
+    return ids
+
+
+def test_a_group_commit_makes_many_tasks_moves_in_one_commit_each_durable_on_return(
+    tmp_path: Path,
+) -> None:
+    """Forty tasks moving at once share one transaction; a refused move fails its own caller
+    only; and every caller that returns finds its move committed (read from another
+    connection, as another process would)."""
+    path = tmp_path / "l.db"
+    with Ledger.open(path) as ledger:
+        ledger.start_run("run")
+        ids = _submitted(ledger, 40)
+        commits = GroupCommit(ledger)
+        seen: dict[str, str] = {}
+        refused: list[str] = []
+        reader = sqlite3.connect(path)
+
+        async def move(job_id: str) -> None:
+            new = S.DONE if job_id == "j07" else S.QUEUED  # submitting -> done is not allowed
+            try:
+                await commits.transition(job_id, new, request_id=f"r-{job_id}")
+            except TransitionError as exc:
+                refused.append(str(exc))
+                return
+            (seen[job_id],) = reader.execute(
+                "select state from jobs where job_id = ?", [job_id]
+            ).fetchone()
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tg:
+                for job_id in ids:
+                    tg.start_soon(move, job_id)
+
+        anyio.run(main)
+        assert (commits.batches, commits.moves) == (1, 40)
+        assert refused == ["job j07: submitting → done is not an allowed transition"]
+        assert seen == {job_id: "queued" for job_id in ids if job_id != "j07"}
+        assert ledger.get("j07").state is S.SUBMITTING
+        assert len(ledger.events("j07")) == 2
+
+
+def test_a_group_commit_is_not_cut_short_by_a_stop_and_a_failed_commit_fails_every_caller(
+    tmp_path: Path,
+) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.start_run("run")
+        ids = _submitted(ledger, 10)
+        commits = GroupCommit(ledger)
+        errors: list[BaseException] = []
+
+        async def move(job_id: str, **fields: object) -> None:
+            try:
+                await commits.transition(job_id, S.QUEUED, **fields)
+            except sqlite3.OperationalError as exc:
+                errors.append(exc)
+
+        async def stopped_at_once() -> None:
+            async with anyio.create_task_group() as tg:
+                for job_id in ids[:5]:
+                    tg.start_soon(move, job_id)
+                await anyio.lowlevel.checkpoint()  # they are all waiting for the commit now
+                tg.cancel_scope.cancel()
+
+        anyio.run(stopped_at_once)
+        assert [ledger.get(i).state for i in ids[:5]] == [S.QUEUED] * 5  # recorded all the same
+
+        async def one_bad_move() -> None:
+            async with anyio.create_task_group() as tg:
+                for job_id in ids[6:]:
+                    tg.start_soon(move, job_id)
+                tg.start_soon(functools.partial(move, ids[5], no_such_column=1))
+
+        anyio.run(one_bad_move)
+        assert len(errors) == 5 and all("no_such_column" in str(e) for e in errors)
+        assert [ledger.get(i).state for i in ids[5:]] == [S.SUBMITTING] * 5  # rolled back
 
 
 def test_every_move_is_made_or_refused_as_the_state_machine_says(tmp_path: Path) -> None:
