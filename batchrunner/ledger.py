@@ -627,8 +627,8 @@ class GroupCommit:
     200 a turn gathers several transitions, so most of a job's five commits share their
     ``fdatasync`` with other jobs' (and the loop no longer stops for each).
 
-    Not for a move that must be committed before the caller's next statement (the submit
-    intent, which reserves the budget): :meth:`Ledger.transition` is for those.
+    A budget check counts the submit intents still gathering (:attr:`reserved_usd`), so a
+    reservation holds from the moment it is asked.
     """
 
     def __init__(self, ledger: Ledger) -> None:
@@ -636,6 +636,19 @@ class GroupCommit:
         self._gathering: _Batch | None = None
         self.batches = 0  # commits made, for tests and figures
         self.moves = 0
+
+    @property
+    def reserved_usd(self) -> float:
+        """What the submit intents waiting for the next commit reserve: spend that
+        :meth:`Ledger.spend` does not count yet."""
+        batch = self._gathering
+        if batch is None:
+            return 0.0
+        return sum(
+            move.fields.get("cost_usd") or 0.0
+            for move in batch.moves
+            if move.new is JobState.SUBMITTING
+        )
 
     async def transition(
         self,

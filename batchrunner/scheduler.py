@@ -150,6 +150,7 @@ class Runner:
         self._status_seen = getattr(self._observe, "status", None)
         self.stopped: str | None = None  # why the run was stopped early, if it was
         self.out_of_budget = False  # set when the next submit would have passed --budget
+        self._spent: float | None = None  # the ledger's spend, or more (see _affordable)
         self.run_error: RunError | None = None  # the key, the account or the network failed
         self._scope: anyio.CancelScope | None = None
         self._submits: set[anyio.CancelScope] = set()
@@ -291,7 +292,7 @@ class Runner:
             return self._fail(job, S.PENDING, f"input file problem: {exc}")
         if not self._affordable(job):
             return job
-        job = self.ledger.transition(
+        job = await self.commits.transition(
             job.job_id,
             S.SUBMITTING,
             expect=S.PENDING,
@@ -352,20 +353,29 @@ class Runner:
     def _affordable(self, job: Job) -> bool:
         """Whether submitting ``job`` keeps the ledger's spend within ``--budget``.
 
-        Called right before the submit intent is committed, with no ``await`` in between, so
-        the check and the reservation (``cost_usd`` set with the intent) cannot interleave with
-        another worker's: the cap holds at any concurrency. Once a job does not fit, no further
-        job is submitted in this run (in-flight ones finish).
+        Called right before the submit intent is asked of the group commit, with no ``await``
+        in between, so the check and the reservation (``cost_usd`` set with the intent) cannot
+        interleave with another worker's: the cap holds at any concurrency. Once a job does not
+        fit, no further job is submitted in this run (in-flight ones finish).
+
+        The spend is summed from the ledger (every job, with the intents still being
+        committed) only when the job might not fit: in between, the last sum plus what this run
+        reserved since is an upper bound (nothing else adds to the spend while the run holds
+        the ledger), so a budgeted run of many jobs does not sum them all for each submit.
         """
         budget = self.options.budget
         if budget is None:
             return True
-        if not self.out_of_budget:
-            spent = self.ledger.spend()
-            if spent + (job.price_usd or 0.0) <= budget + 1e-9:
-                return True
-            self.out_of_budget = True
-            logger.info("budget reached: $%.2f spent of $%.2f", spent, budget)
+        if self.out_of_budget:
+            return False
+        price = job.price_usd or 0.0
+        if self._spent is None or self._spent + price > budget + 1e-9:
+            self._spent = self.ledger.spend() + self.commits.reserved_usd
+        if self._spent + price <= budget + 1e-9:
+            self._spent += price
+            return True
+        self.out_of_budget = True
+        logger.info("budget reached: $%.2f spent of $%.2f", self._spent, budget)
         return False
 
     async def _submit_shielded(self, job: Job, body: dict[str, Any]) -> Submitted:

@@ -102,6 +102,53 @@ async def test_budget_check_and_reservation_cannot_interleave(tmp_path: Path) ->
         assert run.out_of_budget
 
 
+@pytest.mark.anyio
+async def test_a_reservation_given_back_is_spendable_again(tmp_path: Path) -> None:
+    """A rejected submit gives its price back (``cost_usd`` cleared): a run that sums the spend
+    only near the cap still fits as many jobs as the budget holds, no fewer."""
+    from batchrunner.errors import FinalError
+
+    async def reject_the_first(job_id: str) -> None:
+        if job_id == "job-01":
+            raise FinalError("422: the prompt was refused", status=422)
+
+    queue = fake_queue.FakeQueue(reject_the_first)
+    with Ledger.open(tmp_path / "ledger.db") as ledger:
+        ledger.add_jobs(fake_queue.new_jobs(6))
+        async with fake_queue.media() as cdn:
+            run = fake_queue.runner(
+                ledger, queue, cdn, tmp_path / "out", concurrency=1, budget=3 * PRICE + 0.5
+            )
+            await run.run()
+        assert ledger.counts() == {JobState.FAILED: 1, JobState.DONE: 3, JobState.PENDING: 2}
+        assert ledger.spend() == pytest.approx(3 * PRICE)
+
+
+@pytest.mark.anyio
+async def test_a_budget_far_from_reached_sums_the_spend_once_not_per_submit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Summing every job's cost for each submit made a budgeted run of 100,000 rows quadratic."""
+    sums = 0
+    spend = Ledger.spend
+
+    def counted(self: Ledger) -> float:
+        nonlocal sums
+        sums += 1
+        return spend(self)
+
+    monkeypatch.setattr(Ledger, "spend", counted)
+    with Ledger.open(tmp_path / "ledger.db") as ledger:
+        ledger.add_jobs(fake_queue.new_jobs(20))
+        async with fake_queue.media() as cdn:
+            run = fake_queue.runner(
+                ledger, fake_queue.FakeQueue(), cdn, tmp_path / "out", concurrency=4, budget=1000
+            )
+            await run.run()
+        assert ledger.counts() == {JobState.DONE: 20}
+    assert sums == 1
+
+
 @pytest.mark.parametrize(("budget", "jobs"), [("3.20", 2), ("4.80", 3)])
 def test_a_budget_that_is_an_exact_multiple_of_the_price_buys_exactly_that_many(
     sim: SimulatorServer, tmp_path: Path, budget: str, jobs: int
