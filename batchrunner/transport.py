@@ -29,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import aiohttp
 import httpx
@@ -55,15 +56,44 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
 )
 
 
+def _httpx_error(exc: Exception) -> type[httpx.TransportError] | None:
+    for theirs, ours in _ERRORS:
+        if isinstance(exc, theirs):
+            return ours
+    return None
+
+
 @contextlib.contextmanager
 def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        for theirs, ours in _ERRORS:
-            if isinstance(exc, theirs):
-                raise ours(str(exc) or type(exc).__name__, request=request) from exc
-        raise
+        ours = _httpx_error(exc)
+        if ours is None:
+            raise
+        raise ours(str(exc) or type(exc).__name__, request=request) from exc
+
+
+# A URL that httpx would send exactly as written: http(s), a lower-case name or address, a path
+# with nothing to quote or resolve (no space, non-ASCII, stray '%' or dot segment). Any other URL
+# is sent as httpx normalises it.
+_AS_WRITTEN = re.compile(
+    r"https?://[a-z0-9.-]+(?::[0-9]{1,5})?/(?:[-A-Za-z0-9_~!$&'()*+,;=:@/?]|\.(?<!/\.)|%[0-9A-Fa-f]{2})*"
+)
+
+
+def _wire_url(url: str) -> URL:
+    """``url`` as httpx would send it; :class:`httpx.InvalidURL` for text that is not a URL."""
+    if _AS_WRITTEN.fullmatch(url):
+        return URL(url, encoded=True)
+    return URL(str(httpx.URL(url)), encoded=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _client_timeout(
+    pool: float | None, connect: float | None, read: float | None
+) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(connect=pool, sock_connect=connect, sock_read=read)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -95,11 +125,61 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         https request needs it: loading the roots is a fair part of a plain-http run's start."""
         return httpx.create_ssl_context()
 
-    def _proxy(self, url: httpx.URL) -> str | None:
+    def _proxy(self, url: httpx.URL | URL) -> str | None:
         proxy = self._proxies.get(url.scheme)
-        if proxy is None or urllib.request.proxy_bypass(url.host):
+        if proxy is None or urllib.request.proxy_bypass(url.host or ""):
             return None
         return proxy
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout: httpx.Timeout,
+        content: bytes | None = None,
+        stream: bool = False,
+    ) -> LeanResponse:
+        """The lean path: ``method url`` sent as :meth:`handle_async_request` would send it
+        (same errors, timeouts, proxies, TLS), without building httpx's request and response.
+
+        The answer's body is read and its connection given back before this returns, unless
+        ``stream``: then the caller reads it (:meth:`LeanResponse.aiter_bytes`) and closes it.
+        aiohttp decodes a ``Content-Encoding`` here, where httpx would.
+        """
+        wire = _wire_url(url)
+        if wire.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(
+                f"the URL must start with http:// or https://: {wire}",
+                request=httpx.Request(method, url),
+            )
+        answer = None
+        try:
+            answer = await self._open().request(
+                method,
+                wire,
+                headers=headers,
+                data=content or None,
+                allow_redirects=False,
+                proxy=self._proxy(wire) if self._proxies else None,
+                ssl=self._tls if wire.scheme == "https" else True,
+                timeout=_client_timeout(timeout.pool, timeout.connect, timeout.read),
+                auto_decompress=True,
+            )
+            if stream:
+                return LeanResponse(answer, method, url)
+            return LeanResponse(answer, method, url, await answer.read())
+        except Exception as exc:
+            if answer is not None:
+                answer.close()
+            ours = _httpx_error(exc)
+            if ours is None:
+                raise
+            raise ours(str(exc) or type(exc).__name__, request=httpx.Request(method, url)) from exc
+        finally:
+            if answer is not None and not stream:
+                answer.release()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme not in ("http", "https"):
@@ -153,3 +233,53 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._answer.release()  # closes the connection instead if the body was not all read
+
+
+class LeanResponse:
+    """An answer from :meth:`AiohttpTransport.send`: what batchrunner reads of a response and
+    no more. ``headers`` are aiohttp's (case-insensitive); ``url`` is the URL asked for (to
+    resolve a ``Location`` against); ``content`` is the whole body once read."""
+
+    __slots__ = ("_answer", "_method", "_url", "content", "headers", "status_code")
+
+    def __init__(
+        self, answer: aiohttp.ClientResponse, method: str, url: str, content: bytes = b""
+    ) -> None:
+        self._answer = answer
+        self._method = method
+        self._url = url
+        self.status_code = answer.status
+        self.headers = answer.headers
+        self.content = content
+
+    @property
+    def url(self) -> httpx.URL:
+        return httpx.URL(self._url)
+
+    async def aread(self) -> bytes:
+        """The rest of a streamed body, kept as ``content``."""
+        chunks = [self.content]
+        async for chunk in self.aiter_bytes():
+            chunks.append(chunk)
+        self.content = b"".join(chunks)
+        return self.content
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; aiohttp's errors become httpx's, as on the httpx path."""
+        try:
+            async for chunk in self._answer.content.iter_any():
+                yield chunk
+        except Exception as exc:
+            ours = _httpx_error(exc)
+            if ours is None:
+                raise
+            request = httpx.Request(self._method, self._url)
+            raise ours(str(exc) or type(exc).__name__, request=request) from exc
+
+    async def aclose(self) -> None:
+        self._answer.release()  # closes the connection instead if the body was not all read
+
+
+Answer = httpx.Response | LeanResponse
+"""What the queue client and the downloader read: httpx's response (any transport but
+:class:`AiohttpTransport`, e.g. ``httpx.MockTransport`` in tests) or the lean path's."""
