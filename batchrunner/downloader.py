@@ -27,13 +27,14 @@ import httpx
 from batchrunner.errors import DownloadError, TransientError
 from batchrunner.paths import part_path
 from batchrunner.retry import RetryPolicy, call_with_retry
-from batchrunner.transport import AiohttpTransport
+from batchrunner.transport import AiohttpTransport, Answer
 
 logger = logging.getLogger(__name__)
 
 MEDIA_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_REDIRECTS = (301, 302, 303, 307, 308)  # as httpx.Response.is_redirect
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class MediaClient:
         timeout: httpx.Timeout = MEDIA_TIMEOUT,
     ):
         self.transport = transport or AiohttpTransport()
+        self._timeout = timeout
         self._extensions = {"timeout": timeout.as_dict()}
 
     async def __aenter__(self) -> MediaClient:
@@ -71,16 +73,14 @@ class MediaClient:
         await self.transport.aclose()
 
     @asynccontextmanager
-    async def get(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[httpx.Response]:
+    async def get(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Answer]:
         """The answer to ``GET url`` after any redirects, its body not yet read."""
         for _ in range(self.MAX_REDIRECTS + 1):
-            request = httpx.Request("GET", url, headers=headers, extensions=self._extensions)
-            response = await self.transport.handle_async_request(request)
-            response.request = request
+            response = await self._open(url, headers)
             location = response.headers.get("location")
-            if response.is_redirect and location:
+            if response.status_code in _REDIRECTS and location:
                 await response.aclose()
-                url = str(request.url.join(location))
+                url = str(response.url.join(location))
                 if not _is_http(url):
                     raise DownloadError(
                         f"redirected to a URL that is not http(s): {_short(url)}", permanent=True
@@ -92,6 +92,18 @@ class MediaClient:
                 await response.aclose()
             return
         raise DownloadError(f"more than {self.MAX_REDIRECTS} redirects", permanent=True)
+
+    async def _open(self, url: str, headers: Mapping[str, str]) -> Answer:
+        """One hop: the lean path on :class:`AiohttpTransport`, an ``httpx.Request`` on any
+        other transport."""
+        if isinstance(self.transport, AiohttpTransport):
+            return await self.transport.send(
+                "GET", url, headers, timeout=self._timeout, stream=True
+            )
+        request = httpx.Request("GET", url, headers=headers, extensions=self._extensions)
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        return response
 
 
 class _Cut(TransientError):
@@ -204,12 +216,12 @@ async def _fetch_once(
     return Downloaded(dest, size, digest.hexdigest(), fetched=True)
 
 
-def _range_start(response: httpx.Response) -> int | None:
+def _range_start(response: Answer) -> int | None:
     match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
     return int(match.group(1)) if match else None
 
 
-def _total_size(response: httpx.Response, offset: int) -> int | None:
+def _total_size(response: Answer, offset: int) -> int | None:
     match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
     if match and match.group(3) != "*":
         return int(match.group(3))
