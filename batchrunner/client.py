@@ -247,12 +247,12 @@ class OriginAuth:
         return request
 
     def headers(self, url: str, headers: dict[str, str]) -> dict[str, str]:
-        """``headers`` for a request to ``url``, the token on it or off it."""
+        """``headers`` for a request to ``url``, the token on it or off it (any other
+        ``Authorization``, whatever its case, off)."""
+        for name in [name for name in headers if name.lower() == "authorization"]:
+            del headers[name]
         if self.allows(url):
             headers["Authorization"] = self._api.authorization
-        else:
-            for name in [name for name in headers if name.lower() == "authorization"]:
-                del headers[name]
         return headers
 
     def allows(self, url: str | httpx.URL) -> bool:

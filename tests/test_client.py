@@ -282,18 +282,21 @@ def test_rebase_adds_the_prefix_only_to_foreign_urls() -> None:
 # --- the auth guard ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("url", "gets_token"),
-    [
-        (f"{BASE}/fal-ai/veo3/requests/1", True),
-        ("https://API.QUICKROUTER.AI:443/x", True),
-        ("https://queue.fal.run/fal-ai/veo3/requests/1", False),
-        ("http://api.quickrouter.ai/x", False),
-        ("https://api.quickrouter.ai:8443/x", False),
-        ("https://api.quickrouter.ai.evil.com/x", False),
-        ("https://v3.fal.media/files/video.mp4", False),
-    ],
-)
+GUARDED = [  # a request URL, and whether the token goes with it
+    (f"{BASE}/fal-ai/veo3/requests/1", True),
+    ("https://API.QUICKROUTER.AI:443/x", True),
+    (f"{BASE}?x=1", True),
+    ("https://queue.fal.run/fal-ai/veo3/requests/1", False),
+    ("http://api.quickrouter.ai/x", False),
+    ("https://api.quickrouter.ai:8443/x", False),
+    ("https://api.quickrouter.ai.evil.com/x", False),
+    ("https://api.quickrouter.ai@evil.com/x", False),
+    ("https://api.quickrouter.ai:443@evil.com/x", False),
+    ("https://v3.fal.media/files/video.mp4", False),
+]
+
+
+@pytest.mark.parametrize(("url", "gets_token"), GUARDED)
 def test_auth_guard_sends_the_token_only_to_the_configured_origin(
     url: str, gets_token: bool
 ) -> None:
@@ -305,6 +308,16 @@ def test_auth_guard_sends_the_token_only_to_the_configured_origin(
     else:
         assert "authorization" not in sent.headers
     assert TOKEN not in repr(guard)
+
+
+@pytest.mark.parametrize(("url", "gets_token"), [*GUARDED, ("not a URL at all", False)])
+def test_auth_guard_puts_the_token_on_lean_requests_only_for_the_configured_origin(
+    url: str, gets_token: bool
+) -> None:
+    """The lean path (:meth:`AiohttpTransport.send`) takes plain headers: the same guard."""
+    sent = OriginAuth(api()).headers(url, {"authorization": "Bearer smuggled", "Accept": "*/*"})
+    expected = {"Authorization": f"Bearer {TOKEN}"} if gets_token else {}
+    assert sent == {"Accept": "*/*", **expected}
 
 
 @pytest.mark.anyio
