@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import socket
 import ssl
 import struct
@@ -18,10 +19,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchrunner.client import NEVER_SENT, classify_transport
+from batchrunner.client import NEVER_SENT, QueueClient, classify_transport
+from batchrunner.downloader import MediaClient, download
 from batchrunner.errors import AmbiguousSubmitError, TransientError, UnreachableError
+from batchrunner.providers import ApiConfig
+from batchrunner.retry import RetryPolicy
+from batchrunner.simulator import SimulatorServer
 from batchrunner.transport import AiohttpTransport
-from tests.sim_helpers import make_tls
+from tests.helpers import TOKEN, counters
+from tests.sim_helpers import ENDPOINT, VALID_BODY, make_tls
 
 pytestmark = pytest.mark.anyio
 
@@ -299,3 +305,214 @@ async def test_only_http_and_https_are_sent() -> None:
     async with client() as http:
         with pytest.raises(httpx.UnsupportedProtocol):
             await http.get("ftp://127.0.0.1/clip.mp4")
+
+
+# --- the lean path (AiohttpTransport.send): what the queue client and the downloader use -------
+
+TIMEOUT = httpx.Timeout(5.0, read=0.3)
+
+
+async def through_httpx(transport: AiohttpTransport, url: str) -> bytes:
+    """A POST as the client sent it before the lean path: an httpx request, its answer read."""
+    request = httpx.Request("POST", url, content=b"{}", extensions={"timeout": TIMEOUT.as_dict()})
+    response = await transport.handle_async_request(request)
+    try:
+        return await response.aread()
+    finally:
+        await response.aclose()
+
+
+async def through_lean(transport: AiohttpTransport, url: str) -> bytes:
+    answer = await transport.send("POST", url, {}, content=b"{}", timeout=TIMEOUT)
+    return answer.content
+
+
+def refused_url() -> str:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{closed.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    "script",
+    [None, close_after_reading, reset_after_reading, never_answer, half_a_body, not_http],
+    ids=["refused", "closed", "reset", "silent", "cut short", "not http"],
+)
+async def test_the_lean_path_fails_with_the_same_httpx_error_as_the_httpx_path(
+    script: Callable[[Server, Reader, Writer], Awaitable[None]] | None,
+) -> None:
+    caught: list[httpx.TransportError] = []
+    for path in (through_httpx, through_lean):
+        transport = AiohttpTransport()
+        async with contextlib.AsyncExitStack() as stack:
+            url = (
+                refused_url()
+                if script is None
+                else (await stack.enter_async_context(serving(script))).url
+            )
+            with pytest.raises(httpx.TransportError) as raised:
+                await path(transport, f"{url}/fal-ai/veo3")
+            caught.append(raised.value)
+            await transport.aclose()
+    on_httpx, on_lean = caught
+    assert type(on_lean) is type(on_httpx)
+    assert isinstance(on_lean, NEVER_SENT) == (script is None)  # only a refused connect
+    assert on_lean.request.method == "POST"  # it names its request, as httpx errors do
+    assert type(classify_transport(on_lean, idempotent=False)) is type(
+        classify_transport(on_httpx, idempotent=False)
+    )
+
+
+async def test_waiting_past_the_pool_timeout_was_never_sent_on_the_lean_path() -> None:
+    transport = AiohttpTransport(httpx.Limits(max_connections=1))
+    timeout = httpx.Timeout(5.0, pool=0.3)
+    async with serving(head_then_silence) as server:
+        held = await transport.send("GET", f"{server.url}/s", {}, timeout=timeout, stream=True)
+        with pytest.raises(httpx.ConnectTimeout) as caught:
+            await transport.send("POST", f"{server.url}/fal-ai/veo3", {}, timeout=timeout)
+        await held.aclose()
+        await transport.aclose()
+    assert isinstance(caught.value, NEVER_SENT)
+    assert len(server.requests) == 1
+
+
+async def test_a_lean_stream_that_goes_silent_times_out_between_reads() -> None:
+    transport = AiohttpTransport()
+    async with serving(head_then_silence) as server:
+        answer = await transport.send(
+            "GET", f"{server.url}/requests/1/status/stream", {}, timeout=TIMEOUT, stream=True
+        )
+        chunks = answer.aiter_bytes()
+        assert await anext(chunks) == b"data: {}\n\n"
+        with pytest.raises(httpx.ReadTimeout):
+            await anext(chunks)
+        await answer.aclose()
+        await transport.aclose()
+    assert answer.headers["Content-Type"] == "text/event-stream"  # case-insensitive
+
+
+async def test_a_gzip_answer_is_decoded_on_both_paths() -> None:
+    body = gzip.compress(b'{"ok": true}')
+
+    async def gzipped(server: Server, reader: Reader, writer: Writer) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(answer(body, "content-encoding: gzip"))
+            await writer.drain()
+
+    transport = AiohttpTransport()
+    async with serving(gzipped) as server:
+        lean = await through_lean(transport, f"{server.url}/requests/1")
+        plain = await through_httpx(transport, f"{server.url}/requests/1")
+        await transport.aclose()
+    assert lean == plain == b'{"ok": true}'
+    assert b"gzip" in server.requests[0].lower()  # asked for (aiohttp's Accept-Encoding)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/fal-ai/veo3/requests/1?logs=1", "/a b/ü/./c/../d?q=x y", "/%7e/x%2Fy/", "?q=1", ""],
+)
+async def test_the_lean_path_sends_a_url_as_httpx_would(path: str) -> None:
+    transport = AiohttpTransport()
+    async with serving(keep_answering) as server:
+        await through_httpx(transport, server.url + path)
+        await through_lean(transport, server.url + path)
+        await transport.aclose()
+    on_httpx, on_lean = (request.split(b"\r\n")[0] for request in server.requests)
+    assert on_lean == on_httpx
+
+
+async def test_the_lean_path_answers_a_redirect_and_refuses_other_schemes() -> None:
+    async def redirect(server: Server, reader: Reader, writer: Writer) -> None:
+        await server.read_request(reader)
+        writer.write(answer(b"", "location: /elsewhere", status="302 Found"))
+        await writer.drain()
+
+    transport = AiohttpTransport()
+    async with serving(redirect) as server:
+        got = await transport.send("GET", f"{server.url}/a/b", {}, timeout=TIMEOUT)
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await transport.send("GET", "ftp://127.0.0.1/clip.mp4", {}, timeout=TIMEOUT)
+        await transport.aclose()
+    assert got.status_code == 302
+    assert str(got.url.join(got.headers["location"])) == f"{server.url}/elsewhere"
+    assert len(server.requests) == 1
+
+
+async def test_the_lean_path_takes_proxies_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with serving(keep_answering) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "direct.test")
+        transport = AiohttpTransport()
+        got = await transport.send("GET", "http://media.test/clip.mp4", {}, timeout=TIMEOUT)
+        with pytest.raises(httpx.ConnectError):  # not through the proxy: no such host
+            await transport.send("GET", "http://direct.test/clip.mp4", {}, timeout=TIMEOUT)
+        await transport.aclose()
+    assert got.status_code == 200
+    assert proxy.requests[0].startswith(b"GET http://media.test/clip.mp4 HTTP/1.1\r\n")
+    assert len(proxy.requests) == 1
+
+
+def not_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse(self: AiohttpTransport, request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"an httpx request was built for {request.url}")
+
+    monkeypatch.setattr(AiohttpTransport, "handle_async_request", refuse)
+
+
+async def test_the_queue_client_and_the_downloader_take_the_lean_path(
+    sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_through_httpx(monkeypatch)
+    api = ApiConfig(sim.url, "bearer", TOKEN, provider="simulator")
+    async with QueueClient(api) as client, MediaClient() as media:
+        job = await client.submit(ENDPOINT, VALID_BODY)
+        async with client.status_stream(ENDPOINT, job.request_id, url=job.status_url) as events:
+            statuses = [event async for event in events if event is not None]
+        polled = await client.status(ENDPOINT, job.request_id, url=job.status_url)
+        result = await client.result(ENDPOINT, job.request_id, url=job.response_url)
+        cancelled = await client.cancel(ENDPOINT, job.request_id, url=job.cancel_url)
+        video = result.output["video"]
+        got = await download(media, video["url"], tmp_path / "clip.mp4")
+    assert statuses[-1].done and polled.done
+    assert result.billable_units is not None
+    assert cancelled == "ALREADY_COMPLETED"
+    assert got.bytes == video["file_size"] == (tmp_path / "clip.mp4").stat().st_size
+    (seen,) = counters(sim)["by_host"].values()
+    assert seen == {"requests": 6, "authorized": 5}  # the media GET carried no token
+
+
+async def test_on_the_lean_path_the_token_reaches_the_configured_origin_and_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    not_through_httpx(monkeypatch)
+    # a stored URL that somehow escaped re-basing onto the configured origin
+    monkeypatch.setattr(QueueClient, "rebase", lambda self, url: url)
+    async with serving(keep_answering) as api_server, serving(keep_answering) as other:
+        api = ApiConfig(api_server.url, "bearer", TOKEN)
+        async with QueueClient(api, extra_headers={"X-Trace": "1"}) as client:
+            await client.result(ENDPOINT, "r1")
+            await client.result(ENDPOINT, "r1", url=f"{other.url}/fal-ai/veo3/requests/r1")
+    (to_api,), (to_other,) = api_server.requests, other.requests
+    assert f"authorization: bearer {TOKEN}".encode() in to_api.lower()
+    assert b"authorization" not in to_other.lower()
+    assert b"x-trace: 1" in to_other.lower()
+
+
+async def test_the_queue_client_classifies_a_lost_answer_on_the_lean_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    not_through_httpx(monkeypatch)
+    async with serving(close_after_reading) as server:
+        api = ApiConfig(server.url, "bearer", TOKEN)
+        async with QueueClient(api, retry=RetryPolicy(attempts=3, base_delay=0)) as client:
+            with pytest.raises(AmbiguousSubmitError):
+                await client.submit(ENDPOINT, VALID_BODY)
+            with pytest.raises(TransientError):
+                await client.result(ENDPOINT, "r1")
+    methods = [request.split(b" ")[0] for request in server.requests]
+    assert methods.count(b"POST") == 1  # the submit is never resent
+    assert methods.count(b"GET") >= 3  # the result is (aiohttp itself may retry a GET once)
