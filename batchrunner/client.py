@@ -555,7 +555,9 @@ class QueueClient:
 
     Requests go straight to the transports, not through ``httpx.AsyncClient``: none of what it
     adds is wanted (redirects, cookies, auth flows), and it cost as much CPU as the pool below.
-    Every request is built by :meth:`_request`, which puts the token on it (:class:`OriginAuth`).
+    Every request goes through :meth:`_exchange`: on :class:`AiohttpTransport` by its lean path
+    (no httpx request or response built), on any other transport as an ``httpx.Request``; on
+    both, :class:`OriginAuth` decides whether the token goes with it.
     """
 
     def __init__(
