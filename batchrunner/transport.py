@@ -18,7 +18,8 @@ busy machine, A/B in one sitting, 16 requests at a time to a local server: about
 of client CPU a request (callgrind: 963k → 519k instructions); through the queue client
 (submit and result against the simulator, JSON and classification included) about 900 → 600
 µs (1.19M → 0.67M instructions); a ``--concurrency 200`` run of 2,000 near-instant jobs
-13.5 → 12.1 ms of CPU a job (medians of 6 runs over two sittings).
+10.5 → 9.7 ms of CPU a job with the ledger's group commit (13.5 → 12.1 before it; medians of
+6 runs each).
 
 What the rest of batchrunner relies on is kept exactly, on both paths:
 
