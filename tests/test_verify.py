@@ -83,6 +83,31 @@ def test_the_poster_folder_is_made_and_a_disk_problem_costs_only_the_poster(
     assert (got.poster, got.media["frames"]) == (None, 16)
 
 
+def test_a_poster_is_written_in_place_over_a_stale_one(tmp_path: Path) -> None:
+    from PIL import Image
+
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(clip_bytes(MediaShape("16:9", 2.0, False, "720p")))
+    poster = tmp_path / "posters" / "p.jpg"
+    poster.parent.mkdir()
+    poster.write_bytes(b"a longer poster left by an earlier run that a crash cut short" * 500)
+    assert inspect(clip, Expected(), poster).poster == str(poster)
+    assert poster.read_bytes()[-2:] == b"\xff\xd9"  # the new JPEG's end, nothing of the old
+    with Image.open(poster) as image:
+        assert (image.format, image.size) == ("JPEG", (320, 180))
+    assert [p.name for p in poster.parent.iterdir()] == ["p.jpg"]  # no .part beside it
+
+
+def test_a_poster_that_cannot_be_written_whole_is_not_left_behind(tmp_path: Path) -> None:
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(clip_bytes(MediaShape("16:9", 2.0, False, "720p")))
+    full = tmp_path / "full.jpg"  # a disk that is full: every write fails with ENOSPC
+    full.symlink_to("/dev/full")
+    got = inspect(clip, Expected(), full)
+    assert (got.poster, got.media["frames"]) == (None, 16)
+    assert not full.exists() and not full.is_symlink()
+
+
 def test_a_file_that_is_not_a_video_is_unplayable(tmp_path: Path) -> None:
     page = tmp_path / "c.mp4"
     page.write_bytes(b"<html><body>Access denied</body></html>\n" * 50)
