@@ -415,9 +415,15 @@ def _save_poster(frame: Any, dest: Path) -> str | None:
     width, height = (max(2, round(side * scale) // 2 * 2) for side in (frame.width, frame.height))
     shrink, paint = _scalers()
     small = shrink.reformat(frame, width, height, "yuv420p", interpolation="AREA", threads=1)
-    rgb = paint.reformat(small, format="rgba", interpolation="BILINEAR", threads=1)
-    plane = rgb.planes[0]  # 4 bytes a pixel, as PIL keeps RGB: it reads the frame in place
-    image = Image.frombuffer("RGBX", (width, height), plane, "raw", "RGBX", plane.line_size, 1)
+    # 4 bytes a pixel, as PIL keeps RGB: it reads the frame in place. Not for every width:
+    # FFmpeg 8's SIMD conversion to RGBA leaves the last pixels of a row unwritten when the
+    # width is 2 or 4 past a multiple of 16 (a portrait poster is 180 wide: a 4-pixel stripe of
+    # whatever the buffer held), so other widths are turned into 3-byte RGB, which PIL copies
+    # (0.1 ms more).
+    mode = "RGBX" if width % 8 == 0 else "RGB"
+    rgb = paint.reformat(small, format=_RGB_FORMATS[mode], interpolation="BILINEAR", threads=1)
+    plane = rgb.planes[0]
+    image = Image.frombuffer(mode, (width, height), plane, "raw", mode, plane.line_size, 1)
     try:
         with _open_poster(dest) as file:
             try:
@@ -429,6 +435,9 @@ def _save_poster(frame: Any, dest: Path) -> str | None:
         logger.warning("cannot save the poster %s: %s", dest, exc)
         return None
     return str(dest)
+
+
+_RGB_FORMATS = {"RGBX": "rgba", "RGB": "rgb24"}  # PIL's raw mode: FFmpeg's pixel format
 
 
 def _open_poster(dest: Path) -> io.FileIO:

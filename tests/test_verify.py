@@ -108,6 +108,30 @@ def test_a_poster_that_cannot_be_written_whole_is_not_left_behind(tmp_path: Path
     assert not full.exists() and not full.is_symlink()
 
 
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [(MediaShape("16:9", 2.0, False, "720p"), (320, 180)),
+     (MediaShape("9:16", 2.0, False, "1080p"), (180, 320)),
+     (MediaShape("9:16", 2.0, False, "720p"), (180, 320)),
+     (MediaShape("1:1", 2.0, False, "720p"), (320, 320))],
+    ids=["landscape", "portrait", "small-portrait", "square"],
+)  # fmt: skip
+def test_every_pixel_of_a_poster_is_the_clip_s_own(
+    tmp_path: Path, shape: MediaShape, size: tuple[int, int]
+) -> None:
+    from PIL import Image
+
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(clip_bytes(shape))
+    for attempt in range(2):  # the second decodes into buffers the first left behind
+        inspect(clip, Expected(), tmp_path / "p.jpg")
+        with Image.open(tmp_path / "p.jpg") as image:
+            assert image.size == size
+            extrema = image.convert("RGB").getextrema()
+        # the clip is a flat grey (luma 98 in video range, 95 in RGB), edge to edge
+        assert all(low >= 93 and high <= 97 for low, high in extrema), (attempt, extrema)
+
+
 def test_a_file_that_is_not_a_video_is_unplayable(tmp_path: Path) -> None:
     page = tmp_path / "c.mp4"
     page.write_bytes(b"<html><body>Access denied</body></html>\n" * 50)
