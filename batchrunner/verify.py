@@ -412,8 +412,9 @@ def _save_poster(frame: Any, dest: Path) -> str | None:
     half resolution either way. The JPEG is made in memory and written in one call, in place,
     not as a ``.part`` renamed: see :func:`_open_poster`. PIL encoding straight into the file
     costs 0.09 ms less in-process and releases the GIL while it encodes (into memory it
-    holds it), yet whole runs took more CPU (2,000 near-instant jobs at concurrency 200:
-    13.9 against 11.6 ms a job, medians of 5 and 3 on a loaded machine), most likely because
+    holds it), yet whole runs took more CPU (2,000 near-instant jobs at concurrency 200, in
+    one sitting on a loaded machine: 13.9 against 11.6 ms a job, medians of 5 and 3, runs
+    spreading ±1.5 ms), most likely because
     a worker that lets the GIL go waits to get it back, so more clips are checked at once than
     :data:`_DECODERS` keeps decoders for.
 
