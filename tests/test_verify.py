@@ -83,6 +83,55 @@ def test_the_poster_folder_is_made_and_a_disk_problem_costs_only_the_poster(
     assert (got.poster, got.media["frames"]) == (None, 16)
 
 
+def test_a_poster_is_written_in_place_over_a_stale_one(tmp_path: Path) -> None:
+    from PIL import Image
+
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(clip_bytes(MediaShape("16:9", 2.0, False, "720p")))
+    poster = tmp_path / "posters" / "p.jpg"
+    poster.parent.mkdir()
+    poster.write_bytes(b"a longer poster left by an earlier run that a crash cut short" * 500)
+    assert inspect(clip, Expected(), poster).poster == str(poster)
+    assert poster.read_bytes()[-2:] == b"\xff\xd9"  # the new JPEG's end, nothing of the old
+    with Image.open(poster) as image:
+        assert (image.format, image.size) == ("JPEG", (320, 180))
+    assert [p.name for p in poster.parent.iterdir()] == ["p.jpg"]  # no .part beside it
+
+
+def test_a_poster_that_cannot_be_written_whole_is_not_left_behind(tmp_path: Path) -> None:
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(clip_bytes(MediaShape("16:9", 2.0, False, "720p")))
+    full = tmp_path / "full.jpg"  # a disk that is full: every write fails with ENOSPC
+    full.symlink_to("/dev/full")
+    got = inspect(clip, Expected(), full)
+    assert (got.poster, got.media["frames"]) == (None, 16)
+    assert not full.exists() and not full.is_symlink()
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [(MediaShape("16:9", 2.0, False, "720p"), (320, 180)),
+     (MediaShape("9:16", 2.0, False, "1080p"), (180, 320)),
+     (MediaShape("9:16", 2.0, False, "720p"), (180, 320)),
+     (MediaShape("1:1", 2.0, False, "720p"), (320, 320))],
+    ids=["landscape", "portrait", "small-portrait", "square"],
+)  # fmt: skip
+def test_every_pixel_of_a_poster_is_the_clip_s_own(
+    tmp_path: Path, shape: MediaShape, size: tuple[int, int]
+) -> None:
+    from PIL import Image
+
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(clip_bytes(shape))
+    for attempt in range(2):  # the second decodes into buffers the first left behind
+        inspect(clip, Expected(), tmp_path / "p.jpg")
+        with Image.open(tmp_path / "p.jpg") as image:
+            assert image.size == size
+            extrema = image.convert("RGB").getextrema()
+        # the clip is a flat grey (luma 98 in video range, 95 in RGB), edge to edge
+        assert all(low >= 93 and high <= 97 for low, high in extrema), (attempt, extrema)
+
+
 def test_a_file_that_is_not_a_video_is_unplayable(tmp_path: Path) -> None:
     page = tmp_path / "c.mp4"
     page.write_bytes(b"<html><body>Access denied</body></html>\n" * 50)
