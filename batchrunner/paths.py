@@ -33,10 +33,15 @@ def output_path(out_dir: Path, name: str) -> Path:
     Checked twice: by name (:func:`check_output_name`) and by where the path resolves to,
     so a symlinked folder inside ``out_dir`` cannot lead outside it either.
     """
+    return output_path_in(out_dir.resolve(), name)
+
+
+def output_path_in(root: Path, name: str) -> Path:
+    """:func:`output_path` for an output folder already resolved (a run resolves its own
+    once, not for every video)."""
     problem = check_output_name(name)
     if problem:
         raise ValueError(f"{problem}: {name!r}")
-    root = out_dir.resolve()
     path = (root / name).resolve()
     if not path.is_relative_to(root):
         raise ValueError(f"the output name leads outside {root}: {name!r}")

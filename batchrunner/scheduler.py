@@ -54,11 +54,11 @@ from batchrunner.errors import (
 from batchrunner.ledger import GroupCommit, Job, Ledger, OrderKey, Recording, now
 from batchrunner.manifest import LocalFile, materialize
 from batchrunner.models import ModelSpec, get_model
-from batchrunner.paths import output_path, video_name
+from batchrunner.paths import output_path_in, video_name
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
 from batchrunner.streams import StreamMemory
-from batchrunner.verify import check_download, poster_path
+from batchrunner.verify import check_download, media_dir, poster_path
 
 logger = logging.getLogger(__name__)
 S = JobState
@@ -138,6 +138,8 @@ class Runner:
         self.client = client
         self.media = media
         self.out_dir = out_dir
+        self._root = out_dir.resolve()  # where videos go, resolved once
+        self._media = media_dir(ledger.path)  # posters beside the ledger
         self.origin = origin  # recorded per job: in-flight jobs are only polled where submitted
         self.options = options or Settings()
         self._specs: dict[str, ModelSpec] = {}
@@ -624,9 +626,9 @@ class Runner:
         spec = self._spec(job.endpoint)
         name = video_name(job.job_id, job.row, job.output_name, spec.default_extension)
         try:
-            path = output_path(self.out_dir, name)
+            path = output_path_in(self._root, name)
             got = await download(self.media, job.video_url, path, expected_size=job.file_size)
-            poster = poster_path(self.ledger.path, job.job_id)
+            poster = poster_path(self._media, job.job_id)
             checked = await check_download(spec, job.input, got.path, poster)
         except (DownloadError, ValueError) as exc:  # UnplayableError too: the file is removed
             logger.warning("job %s: %s", job.job_id, exc)

@@ -148,8 +148,9 @@ def media_dir(ledger_path: str | Path) -> Path:
     return path.with_name(path.name + ".media")
 
 
-def poster_path(ledger_path: str | Path, job_id: str) -> Path:
-    return media_dir(ledger_path) / "posters" / f"{safe_name(job_id)}.jpg"
+def poster_path(media: Path, job_id: str) -> Path:
+    """A job's poster in a ledger's :func:`media_dir`."""
+    return media / "posters" / f"{safe_name(job_id)}.jpg"
 
 
 async def check_download(

@@ -62,3 +62,34 @@ def test_any_name_either_refused_or_inside(name: str) -> None:
 def test_default_names_sort_by_row_and_are_safe() -> None:
     assert default_output_name("shot/01", 7) == "0007-shot_01.mp4"
     assert check_output_name(default_output_name("../../etc", 1)) is None
+
+
+@pytest.mark.anyio
+async def test_a_run_never_writes_through_a_symlink_out_of_its_folder(tmp_path: Path) -> None:
+    """The run resolves its output folder once; each video's own path is still resolved and
+    checked, so a folder inside ``--out`` that links elsewhere fails that download (the result
+    is kept) and writes nothing there."""
+    import dataclasses
+
+    from batchrunner.ledger import Ledger
+    from batchrunner.states import JobState
+    from tests import fake_queue
+
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    os.symlink(elsewhere, out / "link")
+    jobs = [
+        dataclasses.replace(job, output_name=name)
+        for job, name in zip(
+            fake_queue.new_jobs(2), ["link/clip.mp4", "kept/clip.mp4"], strict=True
+        )
+    ]
+    with Ledger.open(tmp_path / "ledger.db") as ledger:
+        ledger.add_jobs(jobs)
+        async with fake_queue.media() as cdn:
+            await fake_queue.runner(ledger, fake_queue.FakeQueue(), cdn, out).run()
+        linked, kept = ledger.get("job-01"), ledger.get("job-02")
+    assert list(elsewhere.iterdir()) == []
+    assert linked.state is JobState.COMPLETED and "leads outside" in (linked.error or "")
+    assert kept.state is JobState.DONE and Path(kept.output_path or "").parent == out / "kept"

@@ -74,7 +74,7 @@ def build(folder: Path, n: int = JOBS) -> Path:
             for i, job in enumerate(jobs):
                 failed = i % 37 == 0
                 warned = i % 11 == 0
-                poster = poster_path(path, job.job_id)
+                poster = poster_path(media_dir(path), job.job_id)
                 if not failed:
                     shutil.copy(folder / "poster.jpg", poster)
                 ledger.db.table("jobs").update(
