@@ -129,7 +129,7 @@ MUTATIONS: list[Mutation] = [
         "submit-intent-committed-after-the-post",
         "`unknown` happens only when a submit's answer was lost",
         "batchrunner/scheduler.py",
-        "        job = self.ledger.transition(\n"
+        "        job = await self.commits.transition(\n"
         "            job.job_id,\n"
         "            S.SUBMITTING,\n"
         "            expect=S.PENDING,\n"
@@ -144,7 +144,7 @@ MUTATIONS: list[Mutation] = [
         "            posted: Any = await self._submit_shielded(job, body)\n"
         "        except Exception as exc:\n"
         "            posted = exc\n"
-        "        job = self.ledger.transition(\n"
+        "        job = await self.commits.transition(\n"
         "            job.job_id,\n"
         "            S.SUBMITTING,\n"
         "            expect=S.PENDING,\n"
@@ -415,13 +415,29 @@ MUTATIONS: list[Mutation] = [
         "<= budget",
         (BUDGET + "test_a_budget_that_is_an_exact_multiple_of_the_price_buys_exactly_that_many",),
     ),
+    Mutation(
+        "budget-forgets-intents-still-gathering",
+        "The budget is never exceeded",
+        "batchrunner/scheduler.py",
+        "self._spent = self.ledger.spend() + self.commits.reserved_usd",
+        "self._spent = self.ledger.spend()  # MUTANT",
+        (BUDGET + "test_budget_check_and_reservation_cannot_interleave",),
+    ),
+    Mutation(
+        "budget-bound-never-summed-again",
+        "The budget is never exceeded",
+        "batchrunner/scheduler.py",
+        "        if self._spent is None or self._spent + price > budget + 1e-9:\n",
+        "        if self._spent is None:  # MUTANT\n",
+        (BUDGET + "test_a_reservation_given_back_is_spendable_again",),
+    ),
     # --- The key goes only to the configured origin
     Mutation(
         "token-sent-to-any-origin",
         "The key goes only to the configured API origin",
         "batchrunner/client.py",
-        "        if _is_origin(request.url, self._api.origin):\n",
-        "        if True:  # MUTANT\n",
+        "        return _is_origin(url, self._api.origin)\n",
+        "        return True  # MUTANT\n",
         (RUN + "test_a_foreign_origin_that_is_contacted_gets_no_token",),
     ),
     Mutation(
@@ -436,9 +452,25 @@ MUTATIONS: list[Mutation] = [
         "redirects-followed",
         "The key goes only to the configured API origin",
         "batchrunner/transport.py",
+        "                headers=request.headers.multi_items(),\n"
+        "                data=content or None,\n"
         "                allow_redirects=False,\n",
+        "                headers=request.headers.multi_items(),\n"
+        "                data=content or None,\n"
         "                allow_redirects=True,  # MUTANT\n",
         (TRANSPORT + "test_a_redirect_is_answered_not_followed",),
+    ),
+    Mutation(
+        "redirects-followed-on-the-lean-path",
+        "The key goes only to the configured API origin",
+        "batchrunner/transport.py",
+        "                headers=headers,\n"
+        "                data=content or None,\n"
+        "                allow_redirects=False,\n",
+        "                headers=headers,\n"
+        "                data=content or None,\n"
+        "                allow_redirects=True,  # MUTANT\n",
+        (TRANSPORT + "test_the_lean_path_answers_a_redirect_and_refuses_other_schemes",),
     ),
     # --- A ledger that is not ours, newer, or corrupt is refused and left alone
     Mutation(
