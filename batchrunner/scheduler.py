@@ -18,7 +18,7 @@
 * The ledger is the only state: workers pass job ids, read the job, act, and record the
   outcome through :meth:`Ledger.transition` before doing anything that depends on it (a job
   whose result was just stored goes to the downloaders as that transition returned it). The
-  moves of the hot path (request id, running, result, done) go through a
+  moves of the hot path (submit intent, request id, running, result, done) go through a
   :class:`~batchrunner.ledger.GroupCommit`: the jobs moving in the same turn of the loop share
   one commit, and each worker still waits for it.
 """
