@@ -27,7 +27,7 @@ import httpx
 from batchrunner.errors import DownloadError, TransientError
 from batchrunner.paths import part_path
 from batchrunner.retry import RetryPolicy, call_with_retry
-from batchrunner.transport import AiohttpTransport, Answer
+from batchrunner.transport import AiohttpTransport, Answer, send
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ class MediaClient:
     ):
         self.transport = transport or AiohttpTransport()
         self._timeout = timeout
-        self._extensions = {"timeout": timeout.as_dict()}
 
     async def __aenter__(self) -> MediaClient:
         return self
@@ -76,7 +75,9 @@ class MediaClient:
     async def get(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Answer]:
         """The answer to ``GET url`` after any redirects, its body not yet read."""
         for _ in range(self.MAX_REDIRECTS + 1):
-            response = await self._open(url, headers)
+            response = await send(
+                self.transport, "GET", url, headers, timeout=self._timeout, stream=True
+            )
             location = response.headers.get("location")
             if response.status_code in _REDIRECTS and location:
                 await response.aclose()
@@ -92,18 +93,6 @@ class MediaClient:
                 await response.aclose()
             return
         raise DownloadError(f"more than {self.MAX_REDIRECTS} redirects", permanent=True)
-
-    async def _open(self, url: str, headers: Mapping[str, str]) -> Answer:
-        """One hop: the lean path on :class:`AiohttpTransport`, an ``httpx.Request`` on any
-        other transport."""
-        if isinstance(self.transport, AiohttpTransport):
-            return await self.transport.send(
-                "GET", url, headers, timeout=self._timeout, stream=True
-            )
-        request = httpx.Request("GET", url, headers=headers, extensions=self._extensions)
-        response = await self.transport.handle_async_request(request)
-        response.request = request
-        return response
 
 
 class _Cut(TransientError):

@@ -315,3 +315,34 @@ class LeanResponse:
 Answer = httpx.Response | LeanResponse
 """What the queue client and the downloader read: httpx's response (any transport but
 :class:`AiohttpTransport`, e.g. ``httpx.MockTransport`` in tests) or the lean path's."""
+
+
+async def send(
+    transport: httpx.AsyncBaseTransport,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    timeout: httpx.Timeout,
+    content: bytes | None = None,
+    stream: bool = False,
+) -> Answer:
+    """``method url`` through ``transport``: by its lean path on :class:`AiohttpTransport`, as
+    an ``httpx.Request`` on any other (the tests' ``httpx.MockTransport``, the ASGI simulator).
+    The answer is read and its connection released unless ``stream`` (then the caller reads
+    and closes it). A 3xx is returned like any answer: never followed."""
+    if isinstance(transport, AiohttpTransport):
+        return await transport.send(
+            method, url, headers, timeout=timeout, content=content, stream=stream
+        )
+    request = httpx.Request(
+        method, url, headers=headers, content=content, extensions={"timeout": timeout.as_dict()}
+    )
+    response = await transport.handle_async_request(request)
+    response.request = request
+    if not stream:
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+    return response
