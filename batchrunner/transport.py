@@ -53,10 +53,13 @@ import re
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Protocol
 
 import aiohttp
 import httpx
 from yarl import URL
+
+from batchrunner import wire
 
 # aiohttp's errors, most specific first, and the httpx error each one is
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -99,7 +102,8 @@ def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
 # no dot segment, and every '%' an escape
 _PLAIN = re.compile(r"[-A-Za-z0-9_~!$&'()*+,;=:@/?.%]*")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_PLAIN_ORIGIN = re.compile(r"https?://[a-z0-9.-]+(?::[0-9]{1,5})?(?=/)")
+_PLAIN_ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+)(?::([0-9]{1,5}))?(?=/)")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def kept_as_written(text: str, start: int = 0) -> bool:
@@ -121,6 +125,36 @@ def _wire_url(url: str) -> URL:
     return URL(str(httpx.URL(url)), encoded=True)
 
 
+def _wire_parts(method: str, url: str) -> tuple[str, str, int, str, str]:
+    """Scheme, host, port, ``Host`` header and request target of ``url`` as httpx would send
+    it (see :func:`_wire_url`); a URL the client built is sliced as written."""
+    origin = _PLAIN_ORIGIN.match(url)
+    if origin is not None and kept_as_written(url, origin.end()):
+        scheme, host, port = origin.groups()
+        if port is None:
+            return scheme, host, _DEFAULT_PORTS[scheme], host, url[origin.end() :]
+        if int(port) != _DEFAULT_PORTS[scheme] and len(port) == len(str(int(port))):
+            return scheme, host, int(port), f"{host}:{port}", url[origin.end() :]
+    parsed = httpx.URL(url)
+    if parsed.scheme not in _DEFAULT_PORTS:
+        raise httpx.UnsupportedProtocol(
+            f"the URL must start with http:// or https://: {url}",
+            request=httpx.Request(method, url),
+        )
+    if not parsed.host:
+        raise httpx.UnsupportedProtocol(
+            f"no host in the URL {url}", request=httpx.Request(method, url)
+        )
+    port = parsed.port or _DEFAULT_PORTS[parsed.scheme]
+    return (
+        parsed.scheme,
+        parsed.host,
+        port,
+        parsed.netloc.decode("ascii"),
+        parsed.raw_path.decode("ascii"),
+    )
+
+
 @functools.lru_cache(maxsize=16)
 def _client_timeout(
     pool: float | None, connect: float | None, read: float | None
@@ -136,6 +170,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limits = limits or httpx.Limits(max_connections=100)
         self._proxies = urllib.request.getproxies_environment()
         self._session: aiohttp.ClientSession | None = None
+        self._wire: wire.Pool | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -158,8 +193,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.create_ssl_context()
 
     def _proxy(self, url: httpx.URL | URL) -> str | None:
-        proxy = self._proxies.get(url.scheme)
-        if proxy is None or urllib.request.proxy_bypass(url.host or ""):
+        return self._proxy_for(url.scheme, url.host or "")
+
+    def _proxy_for(self, scheme: str, host: str) -> str | None:
+        proxy = self._proxies.get(scheme)
+        if proxy is None or urllib.request.proxy_bypass(host):
             return None
         return proxy
 
@@ -174,34 +212,66 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         stream: bool = False,
     ) -> LeanResponse:
         """The lean path: ``method url`` sent as :meth:`handle_async_request` would send it
-        (same errors, timeouts, proxies, TLS), without building httpx's request and response.
+        (same errors, timeouts, proxies, TLS), without building httpx's request and response:
+        straight on :mod:`batchrunner.wire`'s connections, or through aiohttp when a proxy is
+        to be used.
 
         The answer's body is read and its connection given back before this returns, unless
         ``stream``: then the caller reads it (:meth:`LeanResponse.aiter_bytes`) and closes it.
-        aiohttp decodes a ``Content-Encoding`` here, where httpx would.
+        A ``Content-Encoding`` is decoded here, where httpx would.
         """
-        wire = _wire_url(url)
-        if wire.scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(
-                f"the URL must start with http:// or https://: {wire}",
-                request=httpx.Request(method, url),
+        scheme, host, port, netloc, target = _wire_parts(method, url)
+        if self._proxies and self._proxy_for(scheme, host) is not None:
+            return await self._send_by_aiohttp(
+                method, url, headers, timeout=timeout, content=content, stream=stream
             )
+        pool = self._wire
+        if pool is None:
+            pool = self._wire = wire.Pool(
+                self._limits.max_connections,
+                self._limits.keepalive_expiry or 5.0,
+                lambda: self._tls,
+            )
+        answer = await pool.exchange(
+            method,
+            (scheme, host, port),
+            netloc,
+            target,
+            headers,
+            timeout=timeout,
+            content=content,
+            stream=stream,
+            request=lambda: httpx.Request(method, url),
+        )
+        return LeanResponse(answer.status_code, answer.headers, url, answer.content, answer)
+
+    async def _send_by_aiohttp(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout: httpx.Timeout,
+        content: bytes | None,
+        stream: bool,
+    ) -> LeanResponse:
+        wire_url = _wire_url(url)
         answer = None
         try:
             answer = await self._open().request(
                 method,
-                wire,
+                wire_url,
                 headers=headers,
                 data=content or None,
                 allow_redirects=False,
-                proxy=self._proxy(wire) if self._proxies else None,
-                ssl=self._tls if wire.scheme == "https" else True,
+                proxy=self._proxy(wire_url),
+                ssl=self._tls if wire_url.scheme == "https" else True,
                 timeout=_client_timeout(timeout.pool, timeout.connect, timeout.read),
                 auto_decompress=True,
             )
-            if stream:
-                return LeanResponse(answer, method, url)
-            return LeanResponse(answer, method, url, await answer.read())
+            body = _AiohttpBody(answer, method, url)
+            data = b"" if stream else await answer.read()
+            return LeanResponse(answer.status, answer.headers, url, data, body)
         except Exception as exc:
             if answer is not None:
                 answer.close()
@@ -245,6 +315,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        if self._wire is not None:
+            await self._wire.aclose()
+            self._wire = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -267,22 +340,58 @@ class _Body(httpx.AsyncByteStream):
         self._answer.release()  # closes the connection instead if the body was not all read
 
 
-class LeanResponse:
-    """An answer from :meth:`AiohttpTransport.send`: what batchrunner reads of a response and
-    no more. ``headers`` are aiohttp's (case-insensitive); ``url`` is the URL asked for (to
-    resolve a ``Location`` against); ``content`` is the whole body once read."""
+class _Source(Protocol):
+    """Where a :class:`LeanResponse`'s body comes from: a :class:`batchrunner.wire.Response`
+    or aiohttp's (:class:`_AiohttpBody`)."""
 
-    __slots__ = ("_answer", "_method", "_url", "content", "headers", "status_code")
+    def chunks(self) -> AsyncIterator[bytes]: ...
 
-    def __init__(
-        self, answer: aiohttp.ClientResponse, method: str, url: str, content: bytes = b""
-    ) -> None:
+    def release(self) -> None: ...
+
+
+class _AiohttpBody:
+    """aiohttp's answer as a :class:`_Source`: its errors become httpx's."""
+
+    def __init__(self, answer: aiohttp.ClientResponse, method: str, url: str) -> None:
         self._answer = answer
         self._method = method
         self._url = url
-        self.status_code = answer.status
-        self.headers = answer.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._answer.content.iter_any():
+                yield chunk
+        except Exception as exc:
+            ours = _httpx_error(exc)
+            if ours is None:
+                raise
+            request = httpx.Request(self._method, self._url)
+            raise ours(str(exc) or type(exc).__name__, request=request) from exc
+
+    def release(self) -> None:
+        self._answer.release()  # closes the connection instead if the body was not all read
+
+
+class LeanResponse:
+    """An answer from :meth:`AiohttpTransport.send`: what batchrunner reads of a response and
+    no more. ``headers`` are read by any case; ``url`` is the URL asked for (to resolve a
+    ``Location`` against); ``content`` is the whole body once read."""
+
+    __slots__ = ("_body", "_url", "content", "headers", "status_code")
+
+    def __init__(
+        self,
+        status_code: int,
+        headers: Mapping[str, str],
+        url: str,
+        content: bytes,
+        body: _Source,
+    ) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self._url = url
         self.content = content
+        self._body = body
 
     @property
     def url(self) -> httpx.URL:
@@ -296,20 +405,12 @@ class LeanResponse:
         self.content = b"".join(chunks)
         return self.content
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; aiohttp's errors become httpx's, as on the httpx path."""
-        try:
-            async for chunk in self._answer.content.iter_any():
-                yield chunk
-        except Exception as exc:
-            ours = _httpx_error(exc)
-            if ours is None:
-                raise
-            request = httpx.Request(self._method, self._url)
-            raise ours(str(exc) or type(exc).__name__, request=request) from exc
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; errors are httpx's, as on the httpx path."""
+        return self._body.chunks()
 
     async def aclose(self) -> None:
-        self._answer.release()  # closes the connection instead if the body was not all read
+        self._body.release()  # closes the connection instead if the body was not all read
 
 
 Answer = httpx.Response | LeanResponse

@@ -124,6 +124,14 @@ MUTATIONS: list[Mutation] = [
             RUN + "test_ambiguous_submit_is_unknown_and_resent_only_on_request",
         ),
     ),
+    Mutation(
+        "lost-answer-on-the-wire-called-never-sent",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/wire.py",
+        "            self._stop(_Lost(httpx.ReadError, str(exc) or type(exc).__name__))\n",
+        "            self._stop(_Lost(httpx.ConnectError, str(exc)))  # MUTANT\n",
+        (TRANSPORT + "test_the_lean_path_fails_with_the_same_httpx_error_as_the_httpx_path",),
+    ),
     # --- `unknown` happens only when a submit's answer was lost
     Mutation(
         "submit-intent-committed-after-the-post",
@@ -470,7 +478,7 @@ MUTATIONS: list[Mutation] = [
         "                headers=headers,\n"
         "                data=content or None,\n"
         "                allow_redirects=True,  # MUTANT\n",
-        (TRANSPORT + "test_the_lean_path_answers_a_redirect_and_refuses_other_schemes",),
+        (TRANSPORT + "test_through_a_proxy_the_lean_path_answers_a_redirect_too",),
     ),
     # --- A ledger that is not ours, newer, or corrupt is refused and left alone
     Mutation(

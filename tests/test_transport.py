@@ -22,13 +22,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from yarl import URL
 
+from batchrunner import wire
 from batchrunner.client import NEVER_SENT, QueueClient, classify_transport
 from batchrunner.downloader import MediaClient, download
 from batchrunner.errors import AmbiguousSubmitError, TransientError, UnreachableError
 from batchrunner.providers import ApiConfig
 from batchrunner.retry import RetryPolicy
 from batchrunner.simulator import SimulatorServer
-from batchrunner.transport import AiohttpTransport, _wire_url
+from batchrunner.transport import AiohttpTransport, _wire_parts, _wire_url
 from tests.helpers import TOKEN, counters
 from tests.sim_helpers import ENDPOINT, VALID_BODY, make_tls
 
@@ -459,6 +460,26 @@ async def test_the_lean_path_takes_proxies_from_the_environment(
     assert len(proxy.requests) == 1
 
 
+async def test_through_a_proxy_the_lean_path_answers_a_redirect_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Proxied requests go through aiohttp, which must not follow a redirect either."""
+
+    async def redirect(server: Server, reader: Reader, writer: Writer) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(answer(b"", "location: http://elsewhere.test/steal", status="302 Found"))
+            await writer.drain()
+
+    async with serving(redirect) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        transport = AiohttpTransport()
+        got = await transport.send("GET", "http://media.test/clip.mp4", {}, timeout=TIMEOUT)
+        await transport.aclose()
+    assert got.status_code == 302
+    assert len(proxy.requests) == 1
+
+
 def not_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
     async def refuse(self: AiohttpTransport, request: httpx.Request) -> httpx.Response:
         raise AssertionError(f"an httpx request was built for {request.url}")
@@ -537,3 +558,118 @@ def test_a_url_sent_as_written_is_what_httpx_would_send(origin: str, rest: str) 
             _wire_url(url)
         return
     assert str(_wire_url(url)) == str(URL(expected, encoded=True))
+
+
+@given(
+    origin=st.sampled_from(
+        ["http://127.0.0.1:8123", "https://queue.fal.run", "http://a:80", "http://[::1]:8080"]
+    ),
+    rest=st.text(alphabet="aZ09-._~!$&'()*+,;=:@/?%#[] é\\\t", max_size=30),
+)
+def test_the_wire_sends_the_target_and_host_httpx_would(origin: str, rest: str) -> None:
+    """What goes on the wire (request line and ``Host``) on the lean path is httpx's."""
+    url = origin + "/" + rest
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        with pytest.raises(httpx.InvalidURL):
+            _wire_parts("GET", url)
+        return
+    scheme, host, port, netloc, target = _wire_parts("GET", url)
+    assert (scheme, host, netloc, target) == (
+        parsed.scheme,
+        parsed.host,
+        parsed.netloc.decode(),
+        parsed.raw_path.decode(),
+    )
+    assert port == (parsed.port or {"http": 80, "https": 443}[scheme])
+
+
+# --- batchrunner.wire: the lean path's own connections -----------------------------------------
+
+
+async def test_the_lean_path_keeps_connections_alive_within_its_limit() -> None:
+    transport = AiohttpTransport(httpx.Limits(max_connections=3))
+    async with serving(keep_answering) as server:
+        first = await through_lean(transport, f"{server.url}/fal-ai/veo3")
+        answers = await asyncio.gather(
+            *(transport.send("GET", f"{server.url}/r/{i}", {}, timeout=TIMEOUT) for i in range(30))
+        )
+        await transport.aclose()
+    assert first == b'{"ok": true}'
+    assert all(a.status_code == 200 and a.content == b'{"ok": true}' for a in answers)
+    assert answers[0].headers["X-Fal-Billable-Units"] == "2"
+    assert 1 <= server.connections <= 3
+    assert server.requests[0].startswith(b"POST /fal-ai/veo3 HTTP/1.1\r\n")
+    assert b"\r\ncontent-length: 2\r\n" in server.requests[0].lower()
+    assert b"\r\nhost: 127.0.0.1:" in server.requests[0].lower()
+
+
+async def test_the_lean_path_reads_chunked_and_until_close_bodies_and_heeds_connection_close() -> (
+    None
+):
+    async def three_kinds(server: Server, reader: Reader, writer: Writer) -> None:
+        await server.read_request(reader)
+        if server.connections == 1:  # chunked, then the server says it closes
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                b"4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n"
+            )
+        else:  # no length at all: the body ends with the connection
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+        await writer.drain()
+
+    transport = AiohttpTransport(httpx.Limits(max_connections=1))
+    async with serving(three_kinds) as server:
+        chunked = await transport.send("GET", f"{server.url}/a", {}, timeout=TIMEOUT)
+        until_close = await transport.send("GET", f"{server.url}/b", {}, timeout=TIMEOUT)
+        await transport.aclose()
+    assert (chunked.content, until_close.content) == (b"abcdefg", b"until the end")
+    assert server.connections == 2  # 'connection: close' was heeded, not reused
+
+
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
+    transport = AiohttpTransport()
+    async with serving(keep_answering) as server:
+        with pytest.raises(httpx.LocalProtocolError):
+            await transport.send(
+                "GET", f"{server.url}/a", {"X-Trace": "1\r\nX-Evil: 2"}, timeout=TIMEOUT
+            )
+        await transport.aclose()
+    assert server.requests == []
+
+
+class _Recorder:
+    """What a :class:`batchrunner.wire._Connection` asks of its socket."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_a_body_not_read_fast_enough_pauses_the_socket_until_it_is() -> None:
+    """A large download read slowly is held back by TCP, not buffered whole in memory."""
+    loop = asyncio.new_event_loop()
+    try:
+        conn = wire._Connection(loop, ("http", "a", 80))
+        socket_ = _Recorder()
+        conn.connection_made(socket_)  # type: ignore[arg-type]
+        conn.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 3000000\r\n\r\n")
+        for _ in range(10):
+            conn.data_received(b"x" * 100_000)
+        assert socket_.calls == []  # 1 MB waiting is fine
+        conn.data_received(b"x" * 100_000)
+        conn.data_received(b"x" * 100_000)
+        assert socket_.calls == ["pause"]  # once, however much more came in flight
+        assert len(conn.take()) == 1_200_000
+        assert socket_.calls == ["pause", "resume"]
+    finally:
+        loop.close()
