@@ -55,6 +55,7 @@ STREAMS = "tests/test_streams.py::"
 TRANSPORT = "tests/test_transport.py::"
 UNATTENDED = "tests/test_unattended.py::"
 RUN_ERRORS = "tests/test_run_errors.py::"
+PATHS = "tests/test_paths.py::"
 
 
 @dataclass(frozen=True)
@@ -479,6 +480,26 @@ MUTATIONS: list[Mutation] = [
         "                data=content or None,\n"
         "                allow_redirects=True,  # MUTANT\n",
         (TRANSPORT + "test_through_a_proxy_the_lean_path_answers_a_redirect_too",),
+    ),
+    # --- Videos are written inside --out only
+    Mutation(
+        "dot-dot-names-allowed",
+        "Videos are written inside --out only",
+        "batchrunner/paths.py",
+        '    if any(part in ("", ".", "..") for part in parts):\n',
+        "    if False:  # MUTANT\n",
+        (PATHS + "test_unsafe_names_are_refused", PATHS + "test_any_name_either_refused_or_inside"),
+    ),
+    Mutation(
+        "links-below-the-output-folder-not-followed",
+        "Videos are written inside --out only",
+        "batchrunner/paths.py",
+        "            if stat.S_ISLNK(os.lstat(below).st_mode):\n",
+        "            if False:  # MUTANT\n",
+        (
+            PATHS + "test_a_link_anywhere_below_the_folder_is_followed_and_checked",
+            PATHS + "test_a_run_never_writes_through_a_symlink_out_of_its_folder",
+        ),
     ),
     # --- A ledger that is not ours, newer, or corrupt is refused and left alone
     Mutation(

@@ -49,6 +49,23 @@ def test_symlinked_folder_cannot_lead_outside(tmp_path: Path) -> None:
         output_path(out, "link/x.mp4")
 
 
+def test_a_link_anywhere_below_the_folder_is_followed_and_checked(tmp_path: Path) -> None:
+    """Only a path with a link in it is resolved; each kind of link is caught, and a link
+    that stays inside leads where it points."""
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    (out / "day1" / "inner").mkdir(parents=True)
+    elsewhere.mkdir()
+    os.symlink(elsewhere / "clip.mp4", out / "day1" / "clip.mp4")  # the file itself
+    os.symlink(elsewhere, out / "day1" / "inner" / "deep")  # a folder two levels down
+    os.symlink(out / "day1", out / "alias")  # a link that stays inside
+    for name in ("day1/clip.mp4", "day1/inner/deep/x.mp4"):
+        with pytest.raises(ValueError, match="outside"):
+            output_path(out, name)
+    assert output_path(out, "alias/new.mp4") == out.resolve() / "day1" / "new.mp4"
+    assert output_path(out, "day1/inner/new.mp4") == out.resolve() / "day1/inner/new.mp4"
+    assert output_path(out, "missing/folder/new.mp4") == out.resolve() / "missing/folder/new.mp4"
+
+
 @given(st.text(max_size=40))
 def test_any_name_either_refused_or_inside(name: str) -> None:
     root = Path("/tmp/batchrunner-out-root")
