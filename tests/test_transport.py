@@ -673,3 +673,26 @@ def test_a_body_not_read_fast_enough_pauses_the_socket_until_it_is() -> None:
         assert socket_.calls == ["pause", "resume"]
     finally:
         loop.close()
+
+
+async def test_on_the_lean_path_an_untrusted_certificate_is_unreachable_and_ssl_cert_file_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls = make_tls(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert_pem, tls.key_pem)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    async with serving(keep_answering, context) as server:
+        transport = AiohttpTransport()
+        with pytest.raises(httpx.ConnectError) as caught:
+            await transport.send("POST", f"{server.url}/fal-ai/veo3", {}, timeout=TIMEOUT)
+        await transport.aclose()
+        assert isinstance(caught.value, NEVER_SENT)
+        assert isinstance(classify_transport(caught.value, idempotent=False), UnreachableError)
+        assert server.requests == []
+        monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_pem))  # a company's own CA, say
+        transport = AiohttpTransport()
+        got = await transport.send("GET", f"{server.url}/requests/1", {}, timeout=TIMEOUT)
+        await transport.aclose()
+    assert got.content == b'{"ok": true}'
+    assert server.requests[0].startswith(b"GET /requests/1 HTTP/1.1\r\n")
