@@ -400,15 +400,26 @@ class Pool:
         self._idle.clear()
 
 
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
 def _head(
     method: str, netloc: str, target: str, headers: Mapping[str, str], content: bytes | None
 ) -> bytes:
+    """The request's head: ``headers`` as given, except those that frame the exchange (host,
+    length, connection: ours), and a line break in a header is refused."""
     lines = [f"{method} {target} HTTP/1.1\r\nHost: {netloc}\r\n"]
+    encoding = True
     for name, value in headers.items():
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
             raise httpx.LocalProtocolError(f"a line break in the {name} header")
+        lower = name.lower()
+        if lower in _FRAMING:
+            continue
+        encoding = encoding and lower != "accept-encoding"
         lines.append(f"{name}: {value}\r\n")
-    lines.append("Accept-Encoding: gzip, deflate\r\n")
+    if encoding:
+        lines.append("Accept-Encoding: gzip, deflate\r\n")
     if content:
         lines.append(f"Content-Length: {len(content)}\r\n")
     elif method in ("POST", "PUT", "PATCH"):

@@ -696,3 +696,15 @@ async def test_on_the_lean_path_an_untrusted_certificate_is_unreachable_and_ssl_
         await transport.aclose()
     assert got.content == b'{"ok": true}'
     assert server.requests[0].startswith(b"GET /requests/1 HTTP/1.1\r\n")
+
+
+async def test_headers_that_frame_the_exchange_are_the_wire_s_own() -> None:
+    transport = AiohttpTransport()
+    asked = {"Host": "evil.test", "Content-Length": "999", "Accept-Encoding": "identity"}
+    async with serving(keep_answering) as server:
+        got = await transport.send("POST", f"{server.url}/a", asked, content=b"{}", timeout=TIMEOUT)
+        await transport.aclose()
+    head = server.requests[0].decode().lower()
+    assert got.status_code == 200
+    assert "host: evil.test" not in head and "content-length: 999" not in head
+    assert head.count("accept-encoding") == 1 and "accept-encoding: identity" in head
