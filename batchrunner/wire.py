@@ -5,13 +5,16 @@ machine (a ``ClientRequest`` and a ``ClientResponse``, yarl URLs, tracing hooks,
 timers), and batchrunner's wrapper around it about 100 more; the same exchange written to an
 asyncio protocol and read by httptools' parser (llhttp, the parser in Node.js and, vendored, in
 aiohttp itself) costs about 30 (medians, 16 at a time to a local server, ``uvloop``). A run
-sends four requests a job, so at ``--concurrency 200`` that was a quarter of its CPU.
+sends four requests a job, so at ``--concurrency 200`` that was a quarter of its Python time.
+Weighed: h11 (the parser under httpcore, in pure Python where llhttp is C) and aiohttp's own
+protocol and parser (private API).
 
 What :class:`Pool` does, and no more: HTTP/1.1 over TCP or TLS, kept-alive connections per
 origin (the most recently used first, dropped after ``keepalive_expiry`` idle), at most
 ``limit`` connections busy at once, bodies by length, chunked or until close, gzip and deflate
 decoded, and a slow reader pausing the socket. No redirects, cookies, proxies (the transport
-sends proxied requests through aiohttp) or pipelining.
+sends proxied requests through aiohttp), pipelining or ``1xx`` interim answers (batchrunner
+sends no ``Expect``).
 
 Errors are httpx's, with the rule the queue client relies on: only what happens before a byte
 of the request is written (waiting for a connection, connecting, TLS) is a connect error
