@@ -33,8 +33,9 @@ What the rest of batchrunner relies on is kept exactly, on both paths:
   connection, ``read`` between two reads of the answer (how a silent status stream is noticed).
 - **Nothing is added to a request** but ``Accept-Encoding: gzip, deflate`` (aiohttp's; the
   answer is decoded by httpx on its path, by the wire or aiohttp on the lean one): no cookies,
-  no ``.netrc`` credentials, and no redirect is followed. Proxies come from the environment (``HTTPS_PROXY``, ``NO_PROXY``...)
-  as httpx takes them, and certificates from httpx's SSL context (``SSL_CERT_FILE`` honoured).
+  no ``.netrc`` credentials, and no redirect is followed. Proxies come from the environment
+  (``HTTPS_PROXY``, ``NO_PROXY``...) as httpx takes them, and certificates from httpx's SSL
+  context (``SSL_CERT_FILE`` honoured).
 - **URLs** go out as httpx would send them: one that is not plainly written (a space,
   non-ASCII, a dot segment, an upper-case host) is normalised by httpx's parser first.
 
