@@ -52,7 +52,7 @@ import functools
 import re
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Protocol
 
 import aiohttp
@@ -269,7 +269,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=_client_timeout(timeout.pool, timeout.connect, timeout.read),
                 auto_decompress=True,
             )
-            body = _AiohttpBody(answer, method, url)
+            body = _AiohttpBody(answer, lambda: httpx.Request(method, url))
             data = b"" if stream else await answer.read()
             return LeanResponse(answer.status, answer.headers, url, data, body)
         except Exception as exc:
@@ -309,7 +309,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status_code=answer.status,
             headers=answer.raw_headers,
-            stream=_Body(answer, request),
+            stream=_AiohttpBody(answer, lambda: request),
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
         )
@@ -323,23 +323,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
-class _Body(httpx.AsyncByteStream):
-    """An answer's body as it arrives; closing it gives the connection back to the pool (or
-    closes it, when the body was not read to its end)."""
-
-    def __init__(self, answer: aiohttp.ClientResponse, request: httpx.Request) -> None:
-        self._answer = answer
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _as_httpx_errors(self._request):
-            async for chunk in self._answer.content.iter_any():
-                yield chunk
-
-    async def aclose(self) -> None:
-        self._answer.release()  # closes the connection instead if the body was not all read
-
-
 class _Source(Protocol):
     """Where a :class:`LeanResponse`'s body comes from: a :class:`batchrunner.wire.Response`
     or aiohttp's (:class:`_AiohttpBody`)."""
@@ -349,13 +332,17 @@ class _Source(Protocol):
     def release(self) -> None: ...
 
 
-class _AiohttpBody:
-    """aiohttp's answer as a :class:`_Source`: its errors become httpx's."""
+class _AiohttpBody(httpx.AsyncByteStream):
+    """aiohttp's answer as it arrives, for both ways in: httpx's byte stream and the lean
+    path's :class:`_Source`. Its errors become httpx's, naming ``request()`` (built only for
+    an error); closing it gives the connection back to the pool (or closes it, when the body
+    was not read to its end)."""
 
-    def __init__(self, answer: aiohttp.ClientResponse, method: str, url: str) -> None:
+    def __init__(
+        self, answer: aiohttp.ClientResponse, request: Callable[[], httpx.Request]
+    ) -> None:
         self._answer = answer
-        self._method = method
-        self._url = url
+        self._request = request
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -365,11 +352,16 @@ class _AiohttpBody:
             ours = _httpx_error(exc)
             if ours is None:
                 raise
-            request = httpx.Request(self._method, self._url)
-            raise ours(str(exc) or type(exc).__name__, request=request) from exc
+            raise ours(str(exc) or type(exc).__name__, request=self._request()) from exc
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.chunks()
 
     def release(self) -> None:
-        self._answer.release()  # closes the connection instead if the body was not all read
+        self._answer.release()
+
+    async def aclose(self) -> None:
+        self.release()
 
 
 class LeanResponse:
