@@ -51,6 +51,7 @@ from batchrunner.errors import (
     TransientError,
     UsageError,
 )
+from batchrunner.inspector import Inspectors, checking_processes
 from batchrunner.ledger import GroupCommit, Job, Ledger, OrderKey, Recording, now
 from batchrunner.manifest import LocalFile, materialize
 from batchrunner.models import ModelSpec, get_model
@@ -58,7 +59,7 @@ from batchrunner.paths import output_path_in, video_name
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
 from batchrunner.streams import StreamMemory
-from batchrunner.verify import check_download, media_dir, poster_path
+from batchrunner.verify import media_dir, poster_path
 
 logger = logging.getLogger(__name__)
 S = JobState
@@ -142,6 +143,7 @@ class Runner:
         self._media = media_dir(ledger.path)  # posters beside the ledger
         self.origin = origin  # recorded per job: in-flight jobs are only polled where submitted
         self.options = options or Settings()
+        self.inspectors = Inspectors(checking_processes(self.options.download_concurrency))
         self._specs: dict[str, ModelSpec] = {}
         self.limit = AdaptiveLimit(self.options.concurrency, on_change=ledger.record_limit)
         self.at_provider = 0  # our jobs the provider has accepted and not yet finished
@@ -188,6 +190,8 @@ class Runner:
         recorded = recording.keys if recording else []
         downloads = self.ledger.job_ids([S.COMPLETED])
         self._observe.start(len(in_flight) + len(pending) + len(recorded) + len(downloads))
+        if in_flight or pending or recorded or downloads:
+            self.inspectors.warm()
         workers = max(1, self.options.concurrency)
         job_send, job_receive = anyio.create_memory_object_stream[str](workers)
         dl_send, dl_receive = anyio.create_memory_object_stream[Job](
@@ -629,7 +633,7 @@ class Runner:
             path = output_path_in(self._root, name)
             got = await download(self.media, job.video_url, path, expected_size=job.file_size)
             poster = poster_path(self._media, job.job_id)
-            checked = await check_download(spec, job.input, got.path, poster)
+            checked = await self.inspectors.check(spec, job.input, got.path, poster)
         except (DownloadError, ValueError) as exc:  # UnplayableError too: the file is removed
             logger.warning("job %s: %s", job.job_id, exc)
             if isinstance(exc, DownloadError) and exc.permanent:

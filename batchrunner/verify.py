@@ -1,4 +1,5 @@
-"""Is the downloaded file the video that was bought? Checked with PyAV after each download.
+"""Is the downloaded file the video that was bought? Checked with PyAV after each download, in
+a worker process (:mod:`batchrunner.inspector`).
 
 ::
 
@@ -34,8 +35,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import anyio
 
 from batchrunner.errors import DownloadError
 from batchrunner.models import ModelSpec
@@ -151,21 +150,6 @@ def media_dir(ledger_path: str | Path) -> Path:
 def poster_path(media: Path, job_id: str) -> Path:
     """A job's poster in a ledger's :func:`media_dir`."""
     return media / "posters" / f"{safe_name(job_id)}.jpg"
-
-
-async def check_download(
-    spec: ModelSpec, payload: Mapping[str, Any], path: Path, poster: Path | None
-) -> Inspection:
-    """:func:`inspect` in a worker thread (decoding is CPU work), with the job's expectations.
-
-    Raises :class:`UnplayableError` after removing ``path``, so the next run downloads again.
-    """
-    expected = expected_of(spec, payload)
-    try:
-        return await anyio.to_thread.run_sync(inspect, path, expected, poster)
-    except UnplayableError:
-        path.unlink(missing_ok=True)
-        raise
 
 
 def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspection:

@@ -56,6 +56,7 @@ TRANSPORT = "tests/test_transport.py::"
 UNATTENDED = "tests/test_unattended.py::"
 RUN_ERRORS = "tests/test_run_errors.py::"
 PATHS = "tests/test_paths.py::"
+INSPECTOR = "tests/test_inspector.py::"
 
 
 @dataclass(frozen=True)
@@ -480,6 +481,29 @@ MUTATIONS: list[Mutation] = [
         "                data=content or None,\n"
         "                allow_redirects=True,  # MUTANT\n",
         (TRANSPORT + "test_through_a_proxy_the_lean_path_answers_a_redirect_too",),
+    ),
+    # --- A file that crashes or hangs the decoder costs its check, not the run
+    Mutation(
+        "a-crashed-check-ends-the-run",
+        "A file that crashes or hangs the decoder costs its check, not the run",
+        "batchrunner/inspector.py",
+        "            except WorkerGone as gone:\n",
+        "            except ZeroDivisionError as gone:  # MUTANT\n",
+        (
+            INSPECTOR + "test_a_run_outlives_a_decoder_that_crashes_and_resume_finishes_the_job",
+            INSPECTOR + "test_a_worker_that_crashes_costs_the_check_not_the_run",
+        ),
+    ),
+    Mutation(
+        "a-worker-that-did-not-answer-lent-again",
+        "A file that crashes or hangs the decoder costs its check, not the run",
+        "batchrunner/inspector.py",
+        "_IDLE.give_back(worker) if answered else worker.kill()",
+        "_IDLE.give_back(worker)  # MUTANT",
+        (
+            INSPECTOR + "test_a_worker_that_hangs_is_killed_and_the_check_fails",
+            INSPECTOR + "test_a_check_cancelled_midway_never_lends_its_worker_again",
+        ),
     ),
     # --- Videos are written inside --out only
     Mutation(
