@@ -7,15 +7,16 @@
                    │ (at most ``size`` at once)   │ pipes: request line → answer line
                    │                               ├─ crashes: DownloadError, the file is kept
                    │                               └─ hangs past CHECK_SECONDS: killed, the same
-                   └─ no worker can start here (Windows, a frozen app): a thread, as before
+                   └─ no worker can start here (Windows, a frozen app): in a thread
 
 Why a process and not a thread:
 
-* **CPU.** Decoding in a thread shares the GIL and the caches with the event loop: at
-  concurrency 200 on near-instant jobs a check cost about 3 ms a clip in the run against 1.8 ms
-  alone, with 23–25 context switches a job. In a worker it costs what it costs alone, on the
-  other core. Whole runs (2,000 jobs, both processes counted): 16.7–18.2 against 19.1–20.4 s
-  of CPU, and the run's own process 124 → 79 MB (the worker: 47 MB).
+* **CPU.** In a thread, decoding shares the GIL and the CPU's caches with the event loop: inside
+  a run at concurrency 200 a check cost about 3 ms a clip against 1.8 ms alone, with 23–25
+  context switches a job. In a worker it costs what it costs alone, on the other core. Whole
+  runs of 2,000 near-instant jobs at concurrency 200, both processes counted, alternating in one
+  sitting: 15.3 against 15.7 s of CPU (medians of 5; 3–10 % less in slower sittings), a third
+  of the context switches, and the run's own process at 79 MB instead of 124 (a worker: 47 MB).
 * **A file a server sent cannot take the run down.** FFmpeg parses it. A decoder that crashes
   or hangs on one ends its worker, not the run: that job keeps its result and its file, and
   says why (``resume`` checks it again); a fresh worker takes the next clip.
@@ -155,8 +156,8 @@ class _Idle:
 
     def start(self, argv: Sequence[str]) -> _Worker | None:
         """A new worker, or None where none can start: the clip is then checked in a thread."""
-        if os.name == "nt":  # its event loops cannot wait on a pipe
-            return None
+        if os.name == "nt" or getattr(sys, "frozen", False):
+            return None  # Windows' event loops cannot wait on a pipe; a frozen app has no -c
         try:
             return _Worker(argv)
         except OSError as exc:  # tried again for the next clip: the cause may pass

@@ -12,13 +12,15 @@ with the same seed, so both clients face the same job times:
   then polls.
 
 For each: requests per job (every request the simulator saw, downloads included for batchrunner;
-fal-client's loop downloads nothing), client CPU per job (user + system of the client process),
+fal-client's loop downloads nothing), client CPU per job (user + system of the client process
+and of the children it waited for: batchrunner's media-check workers are counted),
 makespan / ideal (first submit to last result stored, over the best schedule of the
 simulator's own job times on 50 slots: the n-th submit gets the n-th time, each starting the
-moment a slot frees), and peak RSS. Medians of ``BENCH_RUNS`` runs (default 3). Then the
-scale figures, medians too: ``--concurrency 200`` on 2,000 near-instant jobs (and the media
-check's share of its CPU), a no-op re-run of the finished ledger, a 100,000-row manifest
-(``plan``; ``run`` until its first submit), and ``--help``.
+moment a slot frees), and peak RSS (of the largest process: batchrunner's own). Medians of
+``BENCH_RUNS`` runs (default 3). Then the scale figures, medians too: ``--concurrency 200`` on
+2,000 near-instant jobs (and the media check's share of its CPU), a no-op re-run of the
+finished ledger, a 100,000-row manifest (``plan``; ``run`` until its first submit), and
+``--help``.
 """
 
 from __future__ import annotations
@@ -106,8 +108,9 @@ class Simulator:
 
 
 def measured(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Run ``argv``; its wall time, CPU seconds (user + system, and the system part alone)
-    and peak RSS (MB)."""
+    """Run ``argv``; its wall time, CPU seconds (user + system, and the system part alone; its
+    children's included once it has waited for them, as batchrunner does for its media-check
+    workers at exit) and peak RSS (MB, the largest of them)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True)
