@@ -148,10 +148,18 @@ class _Idle:
 
     def take(self, argv: Sequence[str]) -> _Worker | None:
         """An idle worker that runs ``argv``, else a new one (None: none can start here)."""
+        gone = []
         with self._lock:
             for index in range(len(self._workers) - 1, -1, -1):
-                if self._workers[index].argv == argv:
-                    return self._workers.pop(index)
+                worker = self._workers[index]
+                if worker.argv != argv:
+                    continue
+                del self._workers[index]
+                if worker.process.poll() is None:
+                    return worker
+                gone.append(worker)  # ended while idle (the OOM killer?): not this clip's doing
+        for worker in gone:
+            worker.kill()
         return self.start(argv)
 
     def start(self, argv: Sequence[str]) -> _Worker | None:

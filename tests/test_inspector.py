@@ -80,6 +80,17 @@ async def test_a_worker_answers_as_the_check_does_in_process(tmp_path: Path, cli
     assert idle_workers(checks.argv) == [worker] and worker.process.poll() is None
 
 
+async def test_a_worker_that_ended_while_idle_is_not_lent(clip: Path) -> None:
+    checks = Inspectors(1)
+    checks.warm()
+    for worker in idle_workers(checks.argv):
+        worker.process.kill()
+        worker.process.wait()
+    got = await checks.inspect(clip, Expected(), None)  # a fresh worker, not a failed check
+    assert got.media["frames"] == 16
+    assert all(worker.process.poll() is None for worker in idle_workers(checks.argv))
+
+
 async def test_a_file_that_is_not_a_video_is_unplayable_in_a_worker_too(tmp_path: Path) -> None:
     page = tmp_path / "c.mp4"
     page.write_bytes(b"<html><body>Access denied</body></html>\n" * 50)
