@@ -53,34 +53,44 @@ import re
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import aiohttp
 import httpx
-from yarl import URL
 
 from batchrunner import wire
 
-# aiohttp's errors, most specific first, and the httpx error each one is
-_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
-    (aiohttp.ClientHttpProxyError, httpx.ProxyError),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),  # DNS, refused, TLS: never sent
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),  # connect or pool: never sent
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (asyncio.TimeoutError, httpx.ReadTimeout),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # the body was cut short
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # not an HTTP answer
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
-    (aiohttp.ClientError, httpx.ReadError),  # resets and the rest: maybe sent
-    (OSError, httpx.ReadError),
-)
+# aiohttp (and its yarl) are imported where first needed: for a proxy, or for httpx's own
+# interface. A run that goes straight to the API never needs them, and they are a tenth of a
+# second to import.
+if TYPE_CHECKING:
+    import aiohttp
+    from yarl import URL
+
+
+@functools.cache
+def _errors() -> tuple[tuple[type[BaseException], type[httpx.TransportError]], ...]:
+    """aiohttp's errors, most specific first, and the httpx error each one is."""
+    import aiohttp
+
+    return (
+        (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
+        (aiohttp.ClientHttpProxyError, httpx.ProxyError),
+        (aiohttp.ClientConnectorError, httpx.ConnectError),  # DNS, refused, TLS: never sent
+        (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),  # connect or pool: never sent
+        (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+        (asyncio.TimeoutError, httpx.ReadTimeout),
+        (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+        (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # the body was cut short
+        (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # not an HTTP answer
+        (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+        (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+        (aiohttp.ClientError, httpx.ReadError),  # resets and the rest: maybe sent
+        (OSError, httpx.ReadError),
+    )
 
 
 def _httpx_error(exc: Exception) -> type[httpx.TransportError] | None:
-    for theirs, ours in _ERRORS:
+    for theirs, ours in _errors():
         if isinstance(exc, theirs):
             return ours
     return None
@@ -119,6 +129,8 @@ def kept_as_written(text: str, start: int = 0) -> bool:
 def _wire_url(url: str) -> URL:
     """``url`` as httpx would send it; :class:`httpx.InvalidURL` for text that is not a URL.
     One the client built (http(s), a lower-case host, a plain path) is taken as it is."""
+    from yarl import URL
+
     origin = _PLAIN_ORIGIN.match(url)
     if origin is not None and kept_as_written(url, origin.end()):
         return URL(url, encoded=True)
@@ -159,6 +171,8 @@ def _wire_parts(method: str, url: str) -> tuple[str, str, int, str, str]:
 def _client_timeout(
     pool: float | None, connect: float | None, read: float | None
 ) -> aiohttp.ClientTimeout:
+    import aiohttp
+
     return aiohttp.ClientTimeout(connect=pool, sock_connect=connect, sock_read=read)
 
 
@@ -173,6 +187,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._wire: wire.Pool | None = None
 
     def _open(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._limits.max_connections or 0,
@@ -288,6 +304,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(
                 f"the URL must start with http:// or https://: {request.url}", request=request
             )
+        import aiohttp
+        from yarl import URL
+
         timeout = request.extensions.get("timeout", {})
         content = await request.aread()
         with _as_httpx_errors(request):

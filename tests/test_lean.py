@@ -1,4 +1,5 @@
-"""Imports paid only by the commands that need them: no pandas for --help, status, validate."""
+"""Imports paid only by the commands that need them: no pandas for --help, status, validate;
+no aiohttp or media library in a run's own process."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from batchrunner.ledger import Ledger
-from tests.helpers import rows, write_manifest
+from batchrunner.simulator import SimulatorServer
+from tests.helpers import TOKEN, rows, run_args, write_manifest
 
 PROBE = """
 import sys
@@ -91,3 +93,15 @@ def test_a_manifest_whose_values_plainly_fit_is_checked_without_jsonschema(tmp_p
     tenth of a second to import); only a value that does not plainly fit is shown to it."""
     manifest = write_manifest(tmp_path / "m.csv", rows(3))
     assert loaded_by(("jsonschema",), "plan", str(manifest)) == (0, "-")
+
+
+def test_a_run_straight_to_the_api_loads_neither_aiohttp_nor_a_media_library(
+    tmp_path: Path, sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp carries only proxied requests and httpx's own interface; PyAV and PIL work in
+    the media-check workers (:mod:`batchrunner.inspector`), not in the run's process."""
+    monkeypatch.setenv("BATCHRUNNER_API_KEY", TOKEN)
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    watched = ("aiohttp", "yarl", "av", "PIL")
+    assert loaded_by(watched, *run_args(sim, tmp_path, manifest)) == (0, "-")
+    assert len(list((tmp_path / "ledger.db.media" / "posters").iterdir())) == 2  # checked
