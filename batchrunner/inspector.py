@@ -232,10 +232,10 @@ class Inspectors:
             worker = _IDLE.take(self.argv)
             if worker is None:
                 return await anyio.to_thread.run_sync(verify.inspect, path, expected, poster)
-            request = {
-                "path": str(path),
+            request = {  # absolute: the worker's folder is the one it was started in
+                "path": os.path.abspath(path),
                 "expected": asdict(expected),
-                "poster": None if poster is None else str(poster),
+                "poster": None if poster is None else os.path.abspath(poster),
             }
             answered = False
             try:
@@ -260,7 +260,8 @@ class Inspectors:
             raise UnplayableError(answer["unplayable"])
         if "failed" in answer:
             raise DownloadError(f"the media check of {path.name} failed: {answer['failed']}")
-        return Inspection(answer["media"], answer["warnings"], answer["poster"])
+        saved = None if answer["poster"] is None else str(poster)  # as the caller named it
+        return Inspection(answer["media"], answer["warnings"], saved)
 
 
 # ---------------------------------------------------------------------- the worker's side

@@ -91,6 +91,17 @@ async def test_a_worker_that_ended_while_idle_is_not_lent(clip: Path) -> None:
     assert all(worker.process.poll() is None for worker in idle_workers(checks.argv))
 
 
+async def test_relative_paths_are_the_run_s_not_the_worker_s(
+    tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks = Inspectors(1)
+    checks.warm()  # started here, in the folder the tests run from
+    monkeypatch.chdir(tmp_path)  # then the run's process moves (a library caller may)
+    got = await checks.inspect(Path(clip.name), Expected(), Path("media") / "p.jpg")
+    assert got.poster == str(Path("media") / "p.jpg")  # as named, as in-process
+    assert (tmp_path / "media" / "p.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+
 async def test_a_file_that_is_not_a_video_is_unplayable_in_a_worker_too(tmp_path: Path) -> None:
     page = tmp_path / "c.mp4"
     page.write_bytes(b"<html><body>Access denied</body></html>\n" * 50)
