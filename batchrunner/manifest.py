@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import gc
-import itertools
 import json
 import logging
 import re
@@ -383,10 +382,12 @@ class _RowBuilder:
             slow |= checker.broken_rows(columns, n, OMIT)
         per_body = checker is not None and not checker.by_field
 
-        names = tuple(columns)
         every = checker.defaults if checker else {}
-        filled = {k: v for k, v in every.items() if k not in columns}
-        keys, defaults = (*names, *filled), tuple(filled.values())
+        payloads = _payloads(columns, {k: v for k, v in every.items() if k not in columns}, n)
+        for i in _rows_with(columns.values(), OMIT):  # some fields left to their defaults
+            payloads[i] = self.spec.complete(
+                {k: column[i] for k, column in columns.items() if column[i] is not OMIT}
+            )
         price_fields = self.spec.price.fields if self.spec.price else ()
         costs = self.spec.costs(
             {name: _with_default(columns.get(name), every.get(name), n) for name in price_fields},
@@ -395,22 +396,15 @@ class _RowBuilder:
         metadata = self.columns.metadata
         endpoint = self.spec.endpoint_id
         rows: list[ManifestRow | None] = [None] * n
-        values_by_row = zip(*columns.values(), strict=True) if columns else itertools.repeat(())
         meta_by_row = (
             zip(*(_metadata_column(cells, m) for m in metadata), strict=True) if metadata else None
         )
-        for i, (record, values, user_id, output, cost) in enumerate(
-            zip(records, values_by_row, ids, outputs, costs, strict=False)
+        for i, (record, payload, user_id, output, cost) in enumerate(
+            zip(records, payloads, ids, outputs, costs, strict=True)
         ):
             meta = dict(zip(metadata, next(meta_by_row), strict=True)) if meta_by_row else {}
             if i in slow:
                 continue
-            if OMIT in values:  # some fields left to their defaults
-                payload = self.spec.complete(
-                    {k: v for k, v in zip(names, values, strict=True) if v is not OMIT}
-                )
-            else:
-                payload = dict(zip(keys, values + defaults, strict=True))
             if per_body and self.spec.problems(payload):
                 continue
             job_id = user_id or job_id_for(endpoint, payload, {})
@@ -580,6 +574,32 @@ def _control_column(values: list[Any], slow: set[int]) -> list[str | None]:
             texts[i] = None
             slow.add(i)
     return texts
+
+
+def _payloads(
+    columns: dict[str, list[Any]], defaults: dict[str, Any], rows: int
+) -> list[dict[str, Any]]:
+    """Each row's body: its value in each of ``columns``, then ``defaults``. A row with an
+    :data:`OMIT` gets one too, in the wrong order: :func:`_rows_with` finds those to redo.
+
+    Made a column at a time from copies of one dict whose keys are already in place: for
+    100,000 rows of 3 columns + 5 defaults, 0.05 s instead of 0.15 s for ``dict(zip(...))``
+    per row (a copy of a dict clones its table; a store to a key it has is no insert)."""
+    template = dict.fromkeys(columns) | defaults
+    payloads = [template.copy() for _ in range(rows)]
+    for name, column in columns.items():
+        for payload, value in zip(payloads, column, strict=True):
+            payload[name] = value
+    return payloads
+
+
+def _rows_with(columns: Iterable[list[Any]], marker: object) -> list[int]:
+    """The rows (in order, once each) where some column holds ``marker``."""
+    found: set[int] = set()
+    for column in columns:
+        if marker in column:  # most columns have none: one pass in C, not in Python
+            found.update(i for i, value in enumerate(column) if value is marker)
+    return sorted(found)
 
 
 def _with_default(column: list[Any] | None, default: Any, rows: int) -> list[Any]:
