@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrunner import identity
-from batchrunner.cells import IN_MEMORY, Record, read_records, read_table
+from batchrunner.cells import IN_MEMORY, Record, Table, read_records, read_table
 from batchrunner.coerce import BAD, OMIT, BadCell, Coercer, FieldKind, coerce, control_text, plain
 from batchrunner.errors import ManifestError, Problem
 from batchrunner.expand import MAX_TAKES, Expansion, TemplateError, Variant, take_seed, variants
@@ -133,7 +133,7 @@ def _load(
     columns = _Columns(table.columns, spec, expansion)
     problems = [*table.problems, *(columns.problems if table.columns else [])]
     builder = _RowBuilder(spec, columns, folder, expansion)
-    quick = builder.plain_rows(table.records)
+    quick = builder.plain_rows(table)
     done = _all_distinct(quick) if quick is not None else None
     if done is not None:  # every row one valid job (most manifests)
         rows = done
@@ -332,7 +332,7 @@ class _RowBuilder:
         self._checked: dict[tuple[str, int, str], LocalFile | str] = {}
         self._coercers = {name: Coercer(kind) for name, kind in columns.fields.items()}
 
-    def plain_rows(self, records: list[Record]) -> list[ManifestRow | None] | None:
+    def plain_rows(self, table: Table) -> list[ManifestRow | None] | None:
         """Each record that is one job and plainly valid, built a column at a time; None for
         the others, which :meth:`build` makes (and reports on) one by one. None for all when
         the expansion adds anything to a row (defaults, matrix, template, takes).
@@ -344,19 +344,19 @@ class _RowBuilder:
         """
         if not self.expansion.plain or (self.expansion.count or 1) != 1:
             return None
+        records = table.records
         n = len(records)
-        cells = [record.cells for record in records]
         slow: set[int] = set()  # rows for build()
-        counted = [i for i, c in enumerate(cells) if c.get("count") is not None]
+        counted = [i for i, c in enumerate(table.cells("count")) if c is not None]
         slow.update(i for i in counted if self._takes(records[i]) != 1)
-        prompts = [c.get("prompt") for c in cells]
+        prompts = table.cells("prompt")
         slow.update(
             i for i, p in enumerate(prompts) if isinstance(p, str) and ("{" in p or "}" in p)
         )
-        ids = _control_column([c.get("id") for c in cells], slow)
+        ids = _control_column(table.cells("id"), slow)
         if _CONTROL_CHARS.search("".join(filter(None, ids))):
             slow.update(i for i, t in enumerate(ids) if t and _CONTROL_CHARS.search(t))
-        outputs = _control_column([c.get("output") for c in cells], slow)
+        outputs = _control_column(table.cells("output"), slow)
         for i, output in enumerate(outputs):
             if output is not None:
                 if check_output_name(output):
@@ -365,7 +365,7 @@ class _RowBuilder:
                     outputs[i] = _variant_output(output, "", self.spec.default_extension)
         columns: dict[str, list[Any]] = {}
         for name, coercer in self._coercers.items():
-            column = coercer.column([c.get(name) for c in cells])
+            column = coercer.column(table.cells(name))
             for i in [i for i, value in enumerate(column) if value is BAD]:
                 slow.add(i)
                 column[i] = OMIT
@@ -397,10 +397,12 @@ class _RowBuilder:
         endpoint = self.spec.endpoint_id
         rows: list[ManifestRow | None] = [None] * n
         meta_by_row = (
-            zip(*(_metadata_column(cells, m) for m in metadata), strict=True) if metadata else None
+            zip(*(_metadata_column(table.cells(m)) for m in metadata), strict=True)
+            if metadata
+            else None
         )
-        for i, (record, payload, user_id, output, cost) in enumerate(
-            zip(records, payloads, ids, outputs, costs, strict=True)
+        for i, (row, line, payload, user_id, output, cost) in enumerate(
+            zip(*table.numbers(), payloads, ids, outputs, costs, strict=True)
         ):
             meta = dict(zip(metadata, next(meta_by_row), strict=True)) if meta_by_row else {}
             if i in slow:
@@ -408,7 +410,7 @@ class _RowBuilder:
             if per_body and self.spec.problems(payload):
                 continue
             job_id = user_id or job_id_for(endpoint, payload, {})
-            rows[i] = _manifest_row(record.row, record.line, job_id, payload, output, meta, cost)
+            rows[i] = _manifest_row(row, line, job_id, payload, output, meta, cost)
         return rows
 
     def build(self, record: Record) -> list[_Built]:
@@ -609,8 +611,8 @@ def _with_default(column: list[Any] | None, default: Any, rows: int) -> list[Any
     return [default if value is OMIT else value for value in column] if OMIT in column else column
 
 
-def _metadata_column(cells: list[dict[str, Any]], name: str) -> list[Any]:
-    return [v if type(v) is str else plain(v) for v in (c.get(name) for c in cells)]
+def _metadata_column(cells: list[Any]) -> list[Any]:
+    return [v if type(v) is str else plain(v) for v in cells]
 
 
 _URLS = ("http://", "https://")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import io
 import json
 import random
 import shutil
@@ -794,3 +795,26 @@ def test_rows_made_in_bulk_are_the_dataclasses_they_stand_for() -> None:
     assert made == row and vars(made) == vars(row)
     assert _new_job(row) == Decision("shot-3", 3, "submit", "new", 0.5)
     assert vars(_new_job(row)) == vars(Decision("shot-3", 3, "submit", "new", 0.5))
+
+
+def test_a_csv_read_whole_gives_the_records_a_row_by_row_read_gives(tmp_path: Path) -> None:
+    """A plain CSV's records are made on demand (cells._Grid): they, their cells a column
+    at a time and their numbers are those of the same file read record by record."""
+    from batchrunner.cells import _OneLineEach, _read_records, read_table
+
+    path = tmp_path / "m.csv"
+    path.write_text("\n\nid,prompt\ns1,a\ns2, b \ns3,c\n", encoding="utf-8")
+    table = read_table(path)
+    parsed = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    eager = _read_records(_OneLineEach(parsed))
+    assert type(table.records).__name__ == "_Grid" and isinstance(eager.records, list)
+    assert table.columns == eager.columns and table.problems == eager.problems == []
+    assert list(table.records) == eager.records
+    assert [table.records[i] for i in (0, 2, -1)] == [eager.records[i] for i in (0, 2, -1)]
+    assert table.records[1:] == eager.records[1:] and len(table.records) == 3
+    with pytest.raises(IndexError):
+        table.records[3]
+    for name in ("id", "prompt", "duration"):
+        assert table.cells(name) == eager.cells(name) == [r.cells.get(name) for r in eager.records]
+    assert [list(n) for n in table.numbers()] == [list(n) for n in eager.numbers()]
+    assert [list(n) for n in table.numbers()] == [[1, 2, 3], [4, 5, 6]]
