@@ -40,7 +40,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -234,7 +233,7 @@ class Inspectors:
                 return await anyio.to_thread.run_sync(verify.inspect, path, expected, poster)
             request = {  # absolute: the worker's folder is the one it was started in
                 "path": os.path.abspath(path),
-                "expected": asdict(expected),
+                "expected": vars(expected),  # not asdict(), which copies deeply: 6 µs, not 0.1
                 "poster": None if poster is None else os.path.abspath(poster),
             }
             answered = False
