@@ -52,7 +52,7 @@ from batchrunner.verify import Expected, Inspection, UnplayableError
 
 logger = logging.getLogger(__name__)
 
-CHECK_SECONDS = 300.0  # a check that takes longer is a decoder that hangs (4k clips: ~0.1 s)
+CHECK_SECONDS = 300.0  # a check that takes longer is a decoder that hangs (a 4k clip: < 1 s)
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 # The worker imports this very batchrunner (a scratch copy, a checkout on sys.path), and takes
 # its folder off sys.path again so that nothing else is shadowed by it.
@@ -243,16 +243,18 @@ class Inspectors:
                 answered = True
             except TimeoutError:
                 raise DownloadError(
-                    f"the media check of {path.name} did not finish in {CHECK_SECONDS:g} s "
-                    "(the file is kept; `resume` checks it again)"
+                    f"the media check of {path.name} did not finish in {CHECK_SECONDS:g} s; "
+                    "the file is kept"
                 ) from None
             except WorkerGone as gone:
                 raise DownloadError(
-                    f"the media check crashed on {path.name} ({gone}; the file is kept; "
-                    "`resume` checks it again)"
+                    f"the media check crashed on {path.name} ({gone}); the file is kept"
                 ) from None
-            finally:  # one that did not answer (cancelled, hung, gone) is never lent again
-                _IDLE.give_back(worker) if answered else worker.kill()
+            finally:
+                if answered:
+                    _IDLE.give_back(worker)
+                else:  # cancelled, hung or gone: its answer may still come, to the next clip
+                    worker.kill()
         for name, level, message in answer.get("logs", ()):
             logging.getLogger(name).log(level, message)
         if "unplayable" in answer:

@@ -498,8 +498,8 @@ MUTATIONS: list[Mutation] = [
         "a-worker-that-did-not-answer-lent-again",
         "A file that crashes or hangs the decoder costs its check, not the run",
         "batchrunner/inspector.py",
-        "_IDLE.give_back(worker) if answered else worker.kill()",
-        "_IDLE.give_back(worker)  # MUTANT",
+        "                if answered:\n",
+        "                if True:  # MUTANT\n",
         (
             INSPECTOR + "test_a_worker_that_hangs_is_killed_and_the_check_fails",
             INSPECTOR + "test_a_check_cancelled_midway_never_lends_its_worker_again",
