@@ -187,9 +187,20 @@ class _Idle:
         for worker in workers:
             worker.close()
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: the workers are the parent's. Its copies of their pipes are
+        closed (a worker still open in a child would not see its stdin end with the parent),
+        and the lock is new (another thread may have held it at the fork)."""
+        for worker in self._workers:
+            worker._close_pipes()
+        self._workers = []
+        self._lock = threading.Lock()
+
 
 _IDLE = _Idle()
 atexit.register(_IDLE.close_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_IDLE.forget_after_fork)
 
 
 class Inspectors:

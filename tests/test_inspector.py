@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -214,3 +215,21 @@ def test_at_exit_every_idle_worker_leaves_by_itself_and_is_waited_for() -> None:
     inspector._IDLE.close_all()  # what the process does at exit (atexit)
     assert [worker.process.returncode for worker in workers] == [0] * len(workers)
     assert inspector._IDLE._workers == []
+
+
+def test_a_forked_child_leaves_the_parent_s_workers_alone() -> None:
+    Inspectors(1).warm()
+    argv = inspector.worker_argv()
+    worker = idle_workers(argv)[-1]
+    pid = os.fork()
+    if pid == 0:  # the child: no workers of its own, none of the parent's pipes open
+        ok = False
+        try:
+            ok = inspector._IDLE._workers == [] and worker.process.stdin.closed
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert worker in idle_workers(argv) and worker.process.poll() is None
+    inspector._IDLE.close_all()  # its stdin closed here is its last: it leaves at once
+    assert worker.process.returncode == 0
