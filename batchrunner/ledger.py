@@ -435,6 +435,12 @@ class Ledger:
         for found in self.db.conn.execute(sql, args):
             yield Job.from_values(found)
 
+    def done_files(self) -> list[tuple[str, str, int | None]]:
+        """(job id, output path, bytes) of each done job with a file, without reading the jobs
+        (every run looks for the done videos that went missing)."""
+        sql = "select job_id, output_path, bytes from jobs where state = ? and output_path <> ''"
+        return self.db.conn.execute(sql, [JobState.DONE.value]).fetchall()
+
     def job_ids(self, states: Iterable[JobState]) -> list[str]:
         """The ids of :meth:`jobs` in ``states``, in the same order, without reading the jobs
         (a run's work list of 100,000 pending jobs)."""

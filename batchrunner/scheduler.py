@@ -28,6 +28,8 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import os
+import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -228,10 +230,10 @@ class Runner:
                 self.ledger.transition(
                     job.job_id, S.PENDING, detail="resubmit requested by the user", error=None
                 )
-        for job in self.ledger.jobs([S.DONE]):
-            if job.output_path and not _file_ok(Path(job.output_path), job.bytes):
+        for job_id, output_path, size in self.ledger.done_files():
+            if not _file_ok(Path(output_path), size):
                 self.ledger.transition(
-                    job.job_id, S.COMPLETED, detail="the video file is missing; fetching again"
+                    job_id, S.COMPLETED, detail="the video file is missing; fetching again"
                 )
 
     def _work_list(self) -> tuple[list[str], list[OrderKey]]:
@@ -698,4 +700,8 @@ def _seconds_since(stamp: str | None) -> float:
 
 
 def _file_ok(path: Path, size: int | None) -> bool:
-    return path.is_file() and (size is None or path.stat().st_size == size)
+    try:
+        found = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(found.st_mode) and (size is None or found.st_size == size)

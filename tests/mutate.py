@@ -205,6 +205,22 @@ MUTATIONS: list[Mutation] = [
         "        downloads: list[str] = []  # MUTANT\n",
         (UNATTENDED + "test_unwritable_output_keeps_results_and_resume_downloads",),
     ),
+    Mutation(
+        "a-done-video-that-went-missing-is-left-missing",
+        "Results are stored the moment a job completes",
+        "batchrunner/scheduler.py",
+        "            if not _file_ok(Path(output_path), size):\n",
+        "            if False:  # MUTANT: done is trusted, whatever became of the file\n",
+        (RUN + "test_a_done_video_deleted_or_cut_is_fetched_again_not_bought_again",),
+    ),
+    Mutation(
+        "a-cut-done-video-is-taken-for-whole",
+        "Results are stored the moment a job completes",
+        "batchrunner/scheduler.py",
+        "    return stat.S_ISREG(found.st_mode) and (size is None or found.st_size == size)\n",
+        "    return stat.S_ISREG(found.st_mode)  # MUTANT: any size will do\n",
+        (RUN + "test_a_done_video_deleted_or_cut_is_fetched_again_not_bought_again",),
+    ),
     # --- A video is renamed into place only when it is whole
     Mutation(
         "downloaded-size-not-checked",

@@ -73,6 +73,28 @@ def test_24_rows_with_two_refused_prompts(sim: SimulatorServer, tmp_path: Path) 
     assert (again.exit_code, again.submitted, again.counts) == (1, 0, summary.counts)
 
 
+def test_a_done_video_deleted_or_cut_is_fetched_again_not_bought_again(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    settings = settings_for(sim, tmp_path)
+    assert batch.run_manifest(manifest, settings, token=TOKEN).counts == {"done": 3}
+    done = {job.job_id: Path(job.output_path) for job in jobs(settings.ledger)}
+    done["shot-001"].unlink()  # deleted by hand
+    done["shot-002"].write_bytes(done["shot-002"].read_bytes()[:1000])  # cut: a full disk, say
+    fetched = counters(sim)["requests"]["media"]
+
+    again = batch.run_manifest(manifest, settings, token=TOKEN)
+
+    seen = counters(sim)
+    assert (again.counts, again.submitted, again.downloaded) == ({"done": 3}, 0, 2)
+    assert seen["submits"] == 3  # bought once
+    assert seen["requests"]["media"] == fetched + 2
+    for job in jobs(settings.ledger):
+        served = seen["jobs"][job.request_id]["media_sha256"]
+        assert sha256(Path(job.output_path)) == job.sha256 == served
+
+
 def test_token_never_reaches_foreign_or_media_origins(tmp_path: Path) -> None:
     config = fast_config()
     with SimulatorServer(config, ports=3) as server:
