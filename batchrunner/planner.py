@@ -21,7 +21,7 @@ from batchrunner.manifest import Manifest, ManifestRow, gc_paused, materialize
 from batchrunner.states import AT_PROVIDER, JobState
 
 if TYPE_CHECKING:  # the ledger (and SQLite) loads only where there is one: `plan` may not
-    from batchrunner.ledger import Job, Ledger, NewJob
+    from batchrunner.ledger import Job, Ledger, NewJob, Standing
 
 
 def to_job(row: ManifestRow, endpoint: str) -> NewJob:
@@ -92,9 +92,7 @@ def decide(
     rows = manifest.rows
     if ledger is not None and not ledger.counts():
         ledger = None  # a new ledger: nothing to look up in it
-    stored = (
-        {job.job_id: job for job in ledger.jobs_by_id([r.job_id for r in rows])} if ledger else {}
-    )
+    stored = ledger.standings([r.job_id for r in rows]) if ledger else {}
     decisions: list[Decision] = []
     to_job = job_maker(manifest.endpoint_id) if stored else _unreachable
     for row in rows:
@@ -105,7 +103,8 @@ def decide(
             continue
         job = to_job(row)
         if old.input_hash != job.input_hash:
-            fields = _changed_fields(old, job)
+            assert ledger is not None  # stored is empty without one
+            fields = _changed_fields(ledger.get(job.job_id), job)
             what = f"edited ({', '.join(fields) or 'its files'})"
             if not replace_changed:
                 why = f"{what}; pass --replace-changed to replace it"
@@ -122,10 +121,12 @@ def decide(
             continue
         decisions.append(_by_state(old, resubmit_unknown))
     if ledger is not None:
-        for old in ledger.jobs([JobState.PENDING]):
-            if old.job_id not in stored:  # the ledger's jobs this manifest names are stored
+        for pending in ledger.jobs([JobState.PENDING]):
+            if pending.job_id not in stored:  # the ledger's jobs this manifest names are stored
                 why = "pending in the ledger (not in this manifest)"
-                decisions.append(Decision(old.job_id, old.row, "submit", why, old.price_usd))
+                decisions.append(
+                    Decision(pending.job_id, pending.row, "submit", why, pending.price_usd)
+                )
     return _within_budget(decisions, ledger.spend() if ledger else 0.0, budget)
 
 
@@ -149,7 +150,7 @@ def _new_job(row: ManifestRow) -> Decision:
     )
 
 
-def _by_state(old: Job, resubmit_unknown: bool) -> Decision:
+def _by_state(old: Standing, resubmit_unknown: bool) -> Decision:
     state = old.state
     if state is JobState.PENDING or (state is JobState.UNKNOWN and resubmit_unknown):
         why = (
