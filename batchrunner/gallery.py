@@ -25,7 +25,8 @@ import json
 import logging
 import os
 import re
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -94,12 +95,16 @@ def write_report(ledger: Ledger, destination: Path) -> Path:
 
 def render(ledger: Ledger, folder: Path) -> str:
     """The page's HTML, with links relative to ``folder`` (where it will be written)."""
-    thumbs = _Thumbs(media_dir(ledger.path) / "thumbs", folder)
-    jobs = list(ledger.jobs())
-    specs = {endpoint: lookup(endpoint) for endpoint in {job.endpoint for job in jobs}}
-    cards = [card(job, folder, thumbs, specs[job.endpoint]) for job in jobs]
+    links = _Links(folder)
+    thumbs = _Thumbs(media_dir(ledger.path) / "thumbs", links)
+    specs: dict[str, ModelSpec | None] = {}
+    cards = []
+    for job in ledger.jobs():  # one at a time: only the cards are kept (20,000 jobs: 100 MB)
+        if job.endpoint not in specs:
+            specs[job.endpoint] = lookup(job.endpoint)
+        cards.append(card(job, links, thumbs, specs[job.endpoint]))
     data = {
-        "summary": summary(ledger, jobs),
+        "summary": summary(ledger, cards, specs),
         "facets": facets(cards),
         "cards": cards,
         "retry": f"batchrunner retry --ledger {_shell(str(ledger.path))} --ids "
@@ -113,7 +118,7 @@ def render(ledger: Ledger, folder: Path) -> str:
     )
 
 
-def card(job: Job, folder: Path, thumbs: _Thumbs, spec: ModelSpec | None) -> dict[str, Any]:
+def card(job: Job, links: _Links, thumbs: _Thumbs, spec: ModelSpec | None) -> dict[str, Any]:
     """What one job's card shows (keys are short: 2,000 of them go into the page)."""
     media = job.media or {}
     video = job.output_path if job.state is JobState.DONE else None
@@ -132,10 +137,10 @@ def card(job: Job, folder: Path, thumbs: _Thumbs, spec: ModelSpec | None) -> dic
         "price": job.price_usd,
         "cost": job.cost_usd,
         "billed": job.billed_usd,
-        "video": _link(video, folder) if video else None,
-        "poster": _link(job.poster, folder) if job.poster else None,
+        "video": links(video) if video else None,
+        "poster": links(job.poster) if job.poster else None,
         "prompt": job.input.get("prompt") if isinstance(job.input.get("prompt"), str) else "",
-        "inputs": _inputs(job, folder, thumbs, spec),
+        "inputs": _inputs(job, links, thumbs, spec),
         "values": values,
         "media": {k: media.get(k) for k in ("duration", "width", "height", "audio")}
         | {"codecs": "/".join(c for c in (media.get("video_codec"), media.get("audio_codec")) if c)}
@@ -144,9 +149,9 @@ def card(job: Job, folder: Path, thumbs: _Thumbs, spec: ModelSpec | None) -> dic
     }
 
 
-def summary(ledger: Ledger, jobs: list[Job]) -> dict[str, Any]:
+def summary(ledger: Ledger, cards: list[dict[str, Any]], models: Iterable[str]) -> dict[str, Any]:
     """The header: counts by state, money, elapsed time, models, when and from what."""
-    counts = Counter(job.state.value for job in jobs)
+    counts = Counter(one["state"] for one in cards)
     runs = [
         dict(r)
         for r in ledger.db.table("runs").rows_where(
@@ -159,16 +164,16 @@ def summary(ledger: Ledger, jobs: list[Job]) -> dict[str, Any]:
     billed, billed_jobs = ledger.billed()
     return {
         "ledger": str(ledger.path),
-        "total": len(jobs),
+        "total": len(cards),
         "counts": {s.value: counts[s.value] for s in JobState if counts[s.value]},
-        "warned": sum(1 for job in jobs if job.warnings),
+        "warned": sum(1 for one in cards if one["warnings"]),
         "spend": ledger.spend(),
-        "estimate": round(sum(job.price_usd or 0 for job in jobs), 4),
+        "estimate": round(sum(one["price"] or 0 for one in cards), 4),
         "billed": billed,
         "billed_jobs": billed_jobs,
         "elapsed": round(elapsed, 1),  # the runs' durations added up, not the idle time between
         "runs": len(runs),
-        "models": sorted({job.endpoint for job in jobs}),
+        "models": sorted(models),
         "generated": now(),
     }
 
@@ -176,10 +181,10 @@ def summary(ledger: Ledger, jobs: list[Job]) -> dict[str, Any]:
 def facets(cards: list[dict[str, Any]]) -> dict[str, list[list[Any]]]:
     """Columns worth filtering by: those with 2..MAX_FACET_VALUES distinct values, each value
     with its count, in first-seen order (manifest order)."""
-    seen: dict[str, Counter[str]] = {}
+    seen: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for one in cards:
         for name, value in one["values"].items():
-            seen.setdefault(name, Counter())[value] += 1
+            seen[name][value] += 1
     return {
         name: [[value, n] for value, n in counter.items()]
         for name, counter in seen.items()
@@ -208,7 +213,7 @@ def _text(value: Any) -> str:
 
 
 def _inputs(
-    job: Job, folder: Path, thumbs: _Thumbs, spec: ModelSpec | None
+    job: Job, links: _Links, thumbs: _Thumbs, spec: ModelSpec | None
 ) -> list[dict[str, str]]:
     """Each input image: ``src`` (a thumbnail or the URL) and ``href`` (the original)."""
     shown: list[dict[str, str]] = []
@@ -217,7 +222,8 @@ def _inputs(
         if not path:
             continue
         src = thumbs.of(Path(path), str(file.get("sha256") or ""))
-        shown.append({"src": src or _link(path, folder), "href": _link(path, folder), "name": key})
+        href = links(path)
+        shown.append({"src": src or href, "href": href, "name": key})
     for name in spec.file_fields if spec else ():
         value = job.input.get(name)
         for item in value if isinstance(value, list) else [value]:
@@ -229,9 +235,9 @@ def _inputs(
 class _Thumbs:
     """Small JPEGs of local input images, made once per image (named by its sha256)."""
 
-    def __init__(self, folder: Path, page_folder: Path):
+    def __init__(self, folder: Path, links: _Links):
         self.folder = folder
-        self.page_folder = page_folder
+        self.links = links
         self.made: dict[str, str | None] = {}
 
     def of(self, image: Path, sha256: str) -> str | None:
@@ -255,16 +261,32 @@ class _Thumbs:
             except (OSError, ValueError) as exc:  # gone, unreadable, not an image Pillow knows
                 logger.info("no thumbnail for %s: %s", image, exc)
                 return None
-        return _link(str(dest), self.page_folder)
+        return self.links(str(dest))
 
 
-def _link(path: str, folder: Path) -> str:
-    """``path`` as a URL relative to ``folder`` (an absolute ``file:`` URI across drives)."""
-    try:
-        relative = os.path.relpath(path, folder)
-    except ValueError:
-        return Path(path).resolve().as_uri()
-    return quote(Path(relative).as_posix())
+class _Links:
+    """Paths as URLs relative to the page's ``folder`` (an absolute ``file:`` URI across
+    drives). Each path's own folder is worked out once: the videos of a gallery share one,
+    so do their posters (20,000 cards: 0.4–0.5 s of ``os.path.relpath`` → 0.07–0.1 s)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._prefixes: dict[str, str] = {}
+
+    def __call__(self, path: str) -> str:
+        head, name = os.path.split(path)
+        prefix = self._prefixes.get(head)
+        if prefix is None:
+            prefix = self._prefixes[head] = self._prefix(head or os.curdir)
+        return prefix + quote(name)
+
+    def _prefix(self, head: str) -> str:
+        """``head`` relative to the page's folder, as a URL ending in ``/`` (or nothing)."""
+        try:
+            relative = Path(os.path.relpath(head, self.folder)).as_posix()
+        except ValueError:
+            return Path(head).resolve().as_uri() + "/"
+        return "" if relative == "." else quote(relative) + "/"
 
 
 def _seconds_between(first: str, last: str) -> float:
