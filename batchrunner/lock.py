@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from batchrunner.errors import LedgerLockedError
+from batchrunner.errors import LedgerError, LedgerLockedError
 from batchrunner.ledger import now
 
 
@@ -30,8 +30,14 @@ class LedgerLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        except OSError as exc:  # the ledger's folder cannot be made or written
+            raise LedgerError(
+                f"cannot write the ledger's lock file {self.path}: {_why(self.path, exc)}; "
+                "give the ledger a path in a folder you can write"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -61,6 +67,14 @@ class LedgerLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def _why(path: Path, exc: OSError) -> str:
+    """What stopped ``path`` being written: a file where a folder should be, or the OS's word."""
+    for parent in path.parents:
+        if parent.exists():
+            return f"{parent} is a file, not a folder" if not parent.is_dir() else str(exc.strerror)
+    return str(exc.strerror or exc)
 
 
 def _describe(text: str) -> str:

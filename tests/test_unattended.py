@@ -236,6 +236,23 @@ def test_unwritable_out_folder_is_refused_before_anything_is_sent(
     assert counters(sim)["submits"] == 0
 
 
+@pytest.mark.parametrize("ledger", ["blocker/ledger.db", "blocker/deeper/ledger.db"])
+def test_a_ledger_that_cannot_be_written_there_exits_2_in_one_line_and_sends_nothing(
+    sim: SimulatorServer, tmp_path: Path, ledger: str
+) -> None:
+    (tmp_path / "blocker").write_text("a file where the ledger's folder should be")
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    args = [
+        "run", str(manifest), "--ledger", str(tmp_path / ledger), "--out", str(tmp_path / "out"),
+        "--base-url", sim.url, "--auth-scheme", "bearer",
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert f"{tmp_path / 'blocker'} is a file, not a folder" in result.output
+    assert counters(sim)["submits"] == 0
+
+
 @pytest.mark.parametrize("content", [b"garbage, not sqlite" * 50, None])
 def test_unusable_ledger_exits_2_and_is_left_alone(tmp_path: Path, content: bytes | None) -> None:
     path = tmp_path / "ledger.db"
