@@ -197,6 +197,9 @@ class Ledger:
         by a newer batchrunner. The file is never overwritten.
         """
         path = Path(path)
+        if not create and path.is_file() and path.stat().st_size == 0:
+            # SQLite would take an empty file for an empty database, and write one into it
+            raise LedgerError(f"no ledger at {path} (the file is empty)")
         if not path.exists():
             if not create:
                 raise LedgerError(f"no ledger at {path}")

@@ -83,6 +83,14 @@ def test_missing_ledger_when_not_creating(tmp_path: Path) -> None:
     assert not (tmp_path / "nope.db").exists()
 
 
+def test_an_empty_file_is_no_ledger_to_read_and_is_left_empty(tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    path.touch()
+    with pytest.raises(LedgerError, match=r"no ledger at .*typo\.db \(the file is empty\)"):
+        Ledger.open(path, create=False)
+    assert path.stat().st_size == 0  # `status` and `export` read; they never make a ledger
+
+
 def test_add_jobs_is_idempotent_and_edits_are_detectable(tmp_path: Path) -> None:
     with Ledger.open(tmp_path / "l.db") as ledger:
         assert ledger.add_jobs([job("a"), job("b")]).added == 2
