@@ -32,6 +32,7 @@ from batchrunner.report import Summary
 from batchrunner.scheduler import Observer, Runner
 from batchrunner.settings import Settings
 from batchrunner.states import JobState
+from batchrunner.transport import proxy_shown
 
 T = TypeVar("T")
 
@@ -98,6 +99,13 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
         return (
             f"the account at {origin} cannot pay for more jobs ({error}); jobs already "
             f"submitted were followed; top up or unlock the account, {then}"
+        )
+    proxy = proxy_shown(api.origin) if api else None
+    if proxy is not None:
+        return (
+            f"cannot reach the API at {origin} through the proxy {proxy} ({error}): check "
+            f"--base-url, the proxy the environment sets (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) "
+            f"and the network, {then}"
         )
     return f"cannot reach the API at {origin} ({error}): check --base-url and the network, {then}"
 

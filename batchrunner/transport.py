@@ -51,6 +51,7 @@ import contextlib
 import functools
 import re
 import ssl
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
@@ -176,6 +177,27 @@ def _client_timeout(
     return aiohttp.ClientTimeout(connect=pool, sock_connect=connect, sock_read=read)
 
 
+def _chosen_proxy(proxies: Mapping[str, str], scheme: str, host: str) -> str | None:
+    """The proxy a request to ``scheme://host`` goes through (``NO_PROXY`` heeded), or None."""
+    proxy = proxies.get(scheme)
+    if proxy is None or urllib.request.proxy_bypass(host):
+        return None
+    return proxy
+
+
+def proxy_shown(url: str) -> str | None:
+    """The proxy the environment sets for ``url``, without its user and password (for an error
+    line), or None when requests to ``url`` go straight."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = _chosen_proxy(
+        urllib.request.getproxies_environment(), parts.scheme, parts.hostname or ""
+    )
+    if proxy is None:
+        return None
+    shown = urllib.parse.urlsplit(proxy)
+    return shown._replace(netloc=shown.netloc.rpartition("@")[2]).geturl()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests through one ``aiohttp.ClientSession`` (made on first use, inside
     the running event loop) with at most ``limits.max_connections`` connections."""
@@ -212,10 +234,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._proxy_for(url.scheme, url.host or "")
 
     def _proxy_for(self, scheme: str, host: str) -> str | None:
-        proxy = self._proxies.get(scheme)
-        if proxy is None or urllib.request.proxy_bypass(host):
-            return None
-        return proxy
+        return _chosen_proxy(self._proxies, scheme, host)
 
     async def send(
         self,

@@ -97,6 +97,22 @@ def test_an_unreachable_api_stops_within_30_s_with_one_line_and_nothing_unknown(
     assert states(tmp_path / "l.db") == {"pending": 10}  # never sent: not unknown, no spend
 
 
+def test_a_dead_proxy_is_named_without_its_password_and_nothing_is_sent(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    dead = "http://someone:s3cret@127.0.0.1:9"  # the environment routes the API through it
+    env = {"BATCHRUNNER_API_KEY": TOKEN, "HTTP_PROXY": dead, "http_proxy": dead}
+    env |= {"NO_PROXY": "", "no_proxy": ""}
+    result = invoke(run_args(sim, tmp_path, manifest), env=env)
+    assert result.exit_code == 69, result.output
+    (line,) = [line for line in result.stderr.splitlines() if "cannot reach the API" in line]
+    assert f"{sim.url} through the proxy http://127.0.0.1:9 " in line and "HTTP_PROXY" in line
+    assert "s3cret" not in result.output and "someone" not in result.output
+    assert counters(sim)["submits"] == 0
+    assert states(tmp_path / "ledger.db") == {"pending": 3}
+
+
 def test_broken_downloads_end_with_their_reason_and_do_not_stop_the_others(
     tmp_path: Path,
 ) -> None:
