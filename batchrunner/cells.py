@@ -139,7 +139,7 @@ def read_table(path: Path, *, sheet: str | int | None = None) -> Table:
     if kind == "parquet":
         return _read_parquet(path)
     data = path.read_bytes()
-    text, problem = _decode(data, kind)
+    text, problem = decode(data, kind)
     if problem is not None:
         return Table(problems=[problem])
     assert text is not None
@@ -147,10 +147,12 @@ def read_table(path: Path, *, sheet: str | int | None = None) -> Table:
         return Table(problems=[Problem("the manifest is empty")])
     if kind == "jsonl":
         return _read_jsonl(text)
-    return _read_delimited(text, "\t" if kind == "tsv" else _sniff_delimiter(text))
+    return _read_delimited(text, "\t" if kind == "tsv" else sniff_delimiter(text))
 
 
-def _decode(data: bytes, kind: str) -> tuple[str | None, Problem | None]:
+def decode(data: bytes, kind: str) -> tuple[str | None, Problem | None]:
+    """A text file's bytes as text (UTF-8, with or without a BOM), or the problem with them: a
+    workbook, UTF-16, or another encoding (with the line it shows on)."""
     save_as = "save it as 'CSV UTF-8' in Excel" if kind == "csv" else "save it as UTF-8"
     if data.startswith(b"PK\x03\x04"):
         return None, Problem("this is a zip file, probably an Excel workbook: name it .xlsx")
@@ -170,7 +172,7 @@ def _decode(data: bytes, kind: str) -> tuple[str | None, Problem | None]:
         return None, Problem(message, line=line)
 
 
-def _sniff_delimiter(text: str) -> str:
+def sniff_delimiter(text: str) -> str:
     """``,`` unless the header uses ``;`` and no ``,`` (Excel's CSV in many European locales)."""
     first = _first_line(text.lstrip())  # blank lines are whitespace: the header's line
     return ";" if ";" in first and "," not in first else ","

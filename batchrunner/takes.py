@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrunner import batch
+from batchrunner.cells import decode, sniff_delimiter
 from batchrunner.errors import UsageError
 from batchrunner.expand import take_seed
 from batchrunner.ledger import Job, Ledger, NewJob
@@ -68,10 +69,14 @@ def read_ids(path: str | Path) -> list[str]:
     Blank lines and repeats are skipped; raises UsageError for an unreadable or empty file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read the id file {path}: {exc}") from exc
-    rows = [row for row in csv.reader(text.splitlines()) if row and row[0].strip()]
+        text, problem = decode(path.read_bytes(), "csv")  # as a manifest: Excel's ways named
+    except OSError as exc:
+        raise UsageError(f"cannot read the id file {path}: {exc.strerror or exc}") from None
+    if problem is not None:
+        raise UsageError(f"cannot read the id file {path}: {problem}")
+    assert text is not None
+    reader = csv.reader(text.splitlines(), delimiter=sniff_delimiter(text))
+    rows = [row for row in reader if row and row[0].strip()]
     column = 0
     if rows and "job_id" in [cell.strip() for cell in rows[0]]:
         column = [cell.strip() for cell in rows[0]].index("job_id")

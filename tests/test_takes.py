@@ -66,6 +66,18 @@ def test_ids_come_from_the_gallery_csv_or_one_per_line(tmp_path: Path) -> None:
         read_ids(empty)
 
 
+def test_an_id_file_saved_again_by_excel_reads_or_says_how_to_save_it(tmp_path: Path) -> None:
+    european = tmp_path / "selected.csv"  # Excel's CSV where the decimal mark is a comma
+    european.write_bytes("\ufeffjob_id;row;prompt\r\nfox;3;a fox, at dawn\r\nowl;4;x\r\n".encode())
+    assert read_ids(european) == ["fox", "owl"]
+    unicode_text = tmp_path / "selected.txt"  # Excel's "Unicode Text"
+    unicode_text.write_bytes("job_id\tprompt\r\nfox\tx\r\n".encode("utf-16"))
+    with pytest.raises(
+        UsageError, match=r"selected\.txt: the file is UTF-16 .* save it as 'CSV UTF-8'"
+    ):
+        read_ids(unicode_text)
+
+
 def test_a_new_take_is_a_new_job_beside_the_original(ledger: Ledger) -> None:
     planned = plan(ledger, ["fox", "owl~16:9~t1", "owl~16:9~t2"], new_take=True)
     takes = {t.job_id: t for t in planned.new_takes}
