@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchrunner import batch, expand
 from batchrunner.config import TABLES, find_config, load_config
-from batchrunner.errors import UsageError
+from batchrunner.errors import UsageError, did_you_mean
 from batchrunner.expand import Expansion, check_fields
 from batchrunner.planner import Plan, make_plan
 from batchrunner.report import Summary
@@ -121,8 +121,9 @@ def _options(
     """Settings and expansion from keyword options over the config file over the defaults."""
     unknown = sorted(set(options) - set(SETTINGS_OPTIONS) - set(EXPANSION_OPTIONS))
     if unknown:
-        allowed = ", ".join(sorted({*SETTINGS_OPTIONS, *EXPANSION_OPTIONS} - {"retry"}))
-        raise UsageError(f"unknown option {', '.join(unknown)}; options: {allowed}")
+        names = sorted({*SETTINGS_OPTIONS, *EXPANSION_OPTIONS} - {"retry"})
+        shown = ", ".join(name + did_you_mean(name, names) for name in unknown)
+        raise UsageError(f"unknown option {shown}; options: {', '.join(names)}")
     path = Path(manifest) if isinstance(manifest, str | Path) else Path.cwd() / "rows"
     explicit = Path(config) if config is not None else None
     from_file = load_config(find_config(path, explicit))

@@ -26,7 +26,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from batchrunner.errors import UsageError
+from batchrunner.errors import UsageError, did_you_mean
 from batchrunner.settings import NAMES, toml_key
 
 CONFIG_NAME = "batchrunner.toml"
@@ -69,7 +69,8 @@ def load_config(path: Path | None) -> dict[str, Any]:
             settings[KEYS[name]] = value
         else:
             allowed = ", ".join([*KEYS, *(f"[{t}]" for t in TABLES)])
-            raise UsageError(f"{path}: unknown setting {key!r}; allowed: {allowed}")
+            hint = did_you_mean(name, [*KEYS, *TABLES])
+            raise UsageError(f"{path}: unknown setting {key!r}{hint}; allowed: {allowed}")
     for name in ("out", "ledger"):
         if name in settings:
             settings[name] = path.parent / Path(str(settings[name])).expanduser()

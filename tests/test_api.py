@@ -58,7 +58,9 @@ def test_a_list_of_dicts_is_checked_like_a_file_with_row_numbers() -> None:
     assert (problem.row, problem.column) == (2, "resolution")
     assert "'720p', '1080p' or '4k'" in problem.message
     assert batchrunner.plan(rows[:1], model="fal-ai/veo3.1").cost_usd == 3.20
-    with pytest.raises(UsageError, match="unknown option concurency"):
+    with pytest.raises(
+        UsageError, match=r"unknown option concurency \(did you mean 'concurrency'\?\)"
+    ):
         batchrunner.plan(rows[:1], concurency=4)
 
 

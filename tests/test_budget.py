@@ -291,3 +291,7 @@ def test_config_file_beside_the_manifest_applies_and_the_command_line_wins(
     (tmp_path / "batchrunner.toml").write_text("colour = 'red'\n")
     bad = CliRunner().invoke(cli, ["plan", str(manifest)])
     assert bad.exit_code == 2 and "unknown setting 'colour'" in bad.output
+    (tmp_path / "batchrunner.toml").write_text("concurency = 5\n")
+    misspelt = CliRunner().invoke(cli, ["plan", str(manifest)])
+    assert misspelt.exit_code == 2
+    assert "unknown setting 'concurency' (did you mean 'concurrency'?)" in misspelt.output
