@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -943,6 +944,20 @@ def test_simulate_help_has_an_example_and_bad_faults_are_usage_errors() -> None:
     assert "Example:" in help_text and "--fault RULE" in help_text
     bad = runner.invoke(simulate, ["--fault", "submit:teapot"])
     assert bad.exit_code == 2 and "bad fault" in bad.output
+
+
+def test_simulate_on_a_port_it_cannot_have_is_a_usage_error() -> None:
+    runner = CliRunner()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = runner.invoke(simulate, ["--port", str(port)])
+    assert busy.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in busy.output
+    assert "Traceback" not in busy.output
+    out_of_range = runner.invoke(simulate, ["--port", "99999"])
+    assert out_of_range.exit_code == 2 and "99999 is not in the range" in out_of_range.output
 
 
 @pytest.mark.slow

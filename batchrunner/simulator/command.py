@@ -41,7 +41,11 @@ def config_options(fn: F) -> F:
 @click.command(name="simulate")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option(
-    "--port", type=int, default=8787, show_default=True, help="Port to listen on (0: a free one)."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8787,
+    show_default=True,
+    help="Port to listen on (0: a free one).",
 )
 @config_options
 @click.option(
@@ -104,7 +108,9 @@ def simulate(
         try:
             server.start()
         except OSError as exc:
-            raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+            raise click.UsageError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
         print(f"batchrunner simulator listening on {server.url}", flush=True)
         while not stop_requested:
             time.sleep(0.1)
