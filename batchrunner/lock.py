@@ -71,9 +71,9 @@ class LedgerLock:
 
 def _why(path: Path, exc: OSError) -> str:
     """What stopped ``path`` being written: a file where a folder should be, or the OS's word."""
-    for parent in path.parents:
-        if parent.exists():
-            return f"{parent} is a file, not a folder" if not parent.is_dir() else str(exc.strerror)
+    nearest = next((parent for parent in path.parents if parent.exists()), None)
+    if nearest is not None and not nearest.is_dir():
+        return f"{nearest} is a file, not a folder"
     return str(exc.strerror or exc)
 
 
