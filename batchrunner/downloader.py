@@ -123,9 +123,9 @@ async def download(
     policy = retry or RetryPolicy(attempts=5, base_delay=0.5, max_delay=10.0)
     if not _is_http(url):
         raise DownloadError(f"the video URL is not http(s): {_short(url)}", permanent=True)
-    if expected_size is not None and dest.is_file() and dest.stat().st_size == expected_size:
-        return Downloaded(dest, expected_size, _sha256_of(dest), fetched=False)
     try:
+        if expected_size is not None and dest.is_file() and dest.stat().st_size == expected_size:
+            return Downloaded(dest, expected_size, _sha256_of(dest), fetched=False)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             return await call_with_retry(

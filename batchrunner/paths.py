@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -9,6 +10,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f<>:\"|?*\\]")
 _NOT_FILENAME = re.compile(r"[^A-Za-z0-9._~-]+")
+# A file name is at most 255 bytes on common file systems; a video's also gets its row number
+# in front (``0001-``, longer past row 9,999), maybe an extension, and ``.part`` while it loads.
+MAX_NAME_BYTES = 230  # a file or folder name in an ``output`` cell
+SAFE_NAME_CHARS = 200  # a name made from a job id (a video's, a poster's)
 
 
 def check_output_name(name: str) -> str | None:
@@ -26,6 +31,12 @@ def check_output_name(name: str) -> str | None:
     parts = name.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "the output name may not contain '..', '.' or empty folder names"
+    longest = max(len(part.encode()) for part in parts)
+    if longest > MAX_NAME_BYTES:
+        return (
+            f"a file or folder name in the output name is {longest} bytes long; at most "
+            f"{MAX_NAME_BYTES} fit in a file name"
+        )
     return None
 
 
@@ -72,8 +83,14 @@ def _has_link(root: str, name: str) -> bool:
 
 
 def safe_name(text: str) -> str:
-    """``text`` reduced to characters safe in any file name (``16:9`` → ``16_9``)."""
-    return _NOT_FILENAME.sub("_", text).strip("._") or "job"
+    """``text`` reduced to characters safe in any file name (``16:9`` → ``16_9``), and short
+    enough for one: past :data:`SAFE_NAME_CHARS` it is cut, and ends with a hash of ``text``
+    so that two long ids that start alike still name two files."""
+    name = _NOT_FILENAME.sub("_", text).strip("._") or "job"
+    if len(name) <= SAFE_NAME_CHARS:
+        return name
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return f"{name[: SAFE_NAME_CHARS - 11]}-{digest}"
 
 
 def default_output_name(job_id: str, row: int | None, extension: str = ".mp4") -> str:

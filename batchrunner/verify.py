@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import hashlib
 import io
 import logging
 import re
@@ -148,8 +149,13 @@ def media_dir(ledger_path: str | Path) -> Path:
 
 
 def poster_path(media: Path, job_id: str) -> Path:
-    """A job's poster in a ledger's :func:`media_dir`."""
-    return media / "posters" / f"{safe_name(job_id)}.jpg"
+    """A job's poster in a ledger's :func:`media_dir`: named after its id, with a hash of the
+    id when the name had to change it (``猫`` and ``犬`` are both ``job``, ``a/b`` and ``a_b``
+    both ``a_b``), so that no two jobs share a poster."""
+    name = safe_name(job_id)
+    if name != job_id:
+        name += "-" + hashlib.sha256(job_id.encode()).hexdigest()[:10]
+    return media / "posters" / f"{name}.jpg"
 
 
 def inspect(path: Path, expected: Expected, poster: Path | None = None) -> Inspection:

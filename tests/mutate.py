@@ -541,6 +541,30 @@ MUTATIONS: list[Mutation] = [
             PATHS + "test_a_run_never_writes_through_a_symlink_out_of_its_folder",
         ),
     ),
+    Mutation(
+        "a-long-id-names-a-file-too-long-to-write",
+        "Videos are written inside --out only",
+        "batchrunner/paths.py",
+        "    if len(name) <= SAFE_NAME_CHARS:\n",
+        "    if True:  # MUTANT: any length\n",
+        (RUN + "test_ids_no_file_name_can_hold_as_they_are_still_get_their_own_video_and_poster",),
+    ),
+    Mutation(
+        "ids-a-file-name-cannot-keep-apart-share-a-poster",
+        "Videos are written inside --out only",
+        "batchrunner/verify.py",
+        "    if name != job_id:\n",
+        "    if False:  # MUTANT: the safe name alone\n",
+        (RUN + "test_ids_no_file_name_can_hold_as_they_are_still_get_their_own_video_and_poster",),
+    ),
+    Mutation(
+        "an-output-cell-of-any-length",
+        "Videos are written inside --out only",
+        "batchrunner/paths.py",
+        "    if longest > MAX_NAME_BYTES:\n",
+        "    if False:  # MUTANT\n",
+        (PATHS + "test_an_output_name_too_long_for_a_file_system_is_refused",),
+    ),
     # --- A ledger that is not ours, newer, or corrupt is refused and left alone
     Mutation(
         "foreign-sqlite-file-taken-as-a-ledger",

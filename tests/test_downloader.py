@@ -69,6 +69,13 @@ async def test_downloads_verifies_and_renames_atomically(tmp_path: Path) -> None
     assert "authorization" not in media.requests[0].headers
 
 
+async def test_a_file_the_disk_refuses_is_a_download_error_not_a_crash(tmp_path: Path) -> None:
+    dest = tmp_path / ("x" * 300 + ".mp4")  # longer than a file name may be
+    async with client(Media()) as c:
+        with pytest.raises(DownloadError, match="File name too long"):
+            await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY))
+
+
 async def test_cut_download_resumes_with_range(tmp_path: Path) -> None:
     media = Media(cuts=1)
     dest = tmp_path / "clip.mp4"

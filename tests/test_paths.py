@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchrunner.paths import check_output_name, default_output_name, output_path
+from batchrunner.paths import (
+    MAX_NAME_BYTES,
+    SAFE_NAME_CHARS,
+    check_output_name,
+    default_output_name,
+    output_path,
+    safe_name,
+)
+from batchrunner.verify import poster_path
 
 
 @pytest.mark.parametrize(
@@ -79,6 +87,29 @@ def test_any_name_either_refused_or_inside(name: str) -> None:
 def test_default_names_sort_by_row_and_are_safe() -> None:
     assert default_output_name("shot/01", 7) == "0007-shot_01.mp4"
     assert check_output_name(default_output_name("../../etc", 1)) is None
+
+
+def test_names_made_from_long_ids_fit_a_file_system_and_stay_apart() -> None:
+    kept = "k" * SAFE_NAME_CHARS
+    assert safe_name(kept) == kept  # what fitted before is named as before
+    first, second = safe_name("x" * 300 + "1"), safe_name("x" * 300 + "2")
+    assert first != second and len(first) == len(second) == SAFE_NAME_CHARS
+    assert len((default_output_name("x" * 300, 123456) + ".part").encode()) <= 255
+
+
+def test_posters_of_ids_a_file_name_cannot_keep_apart_are_apart(tmp_path: Path) -> None:
+    ids = ["猫", "犬", "a/b", "a_b", "owl~16:9~t2", "owl~16_9~t2", "z" * 300]
+    posters = {poster_path(tmp_path, job_id) for job_id in ids}
+    assert len(posters) == len(ids)
+    assert poster_path(tmp_path, "a_b") == tmp_path / "posters" / "a_b.jpg"
+    assert all(len(path.name.encode()) <= 250 for path in posters)
+
+
+@pytest.mark.parametrize(("size", "fits"), [(MAX_NAME_BYTES, True), (MAX_NAME_BYTES + 1, False)])
+def test_an_output_name_too_long_for_a_file_system_is_refused(size: int, fits: bool) -> None:
+    name = "é" * (size // 2) + "e" * (size % 2)  # bytes, not characters, are what is counted
+    assert (check_output_name(f"day1/{name}") is None) is fits
+    assert (check_output_name(f"{name}/clip.mp4") is None) is fits
 
 
 @pytest.mark.anyio

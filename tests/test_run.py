@@ -95,6 +95,28 @@ def test_a_done_video_deleted_or_cut_is_fetched_again_not_bought_again(
         assert sha256(Path(job.output_path)) == job.sha256 == served
 
 
+def test_ids_no_file_name_can_hold_as_they_are_still_get_their_own_video_and_poster(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    ids = ["x" * 300, "猫", "犬", "a/b", "a_b"]  # too long; both "job"; both "a_b"
+    table = rows(len(ids))
+    for row, job_id in zip(table, ids, strict=True):
+        row["id"] = job_id
+    manifest = write_manifest(tmp_path / "m.csv", table)
+    settings = settings_for(sim, tmp_path)
+
+    summary = batch.run_manifest(manifest, settings, token=TOKEN)
+
+    assert summary.counts == {"done": len(ids)}
+    done = jobs(settings.ledger)
+    assert sorted(job.job_id for job in done) == sorted(ids)
+    assert len({job.output_path for job in done}) == len({job.poster for job in done}) == len(ids)
+    seen = counters(sim)
+    for job in done:
+        assert sha256(Path(job.output_path)) == seen["jobs"][job.request_id]["media_sha256"]
+        assert Path(job.poster).is_file()
+
+
 def test_token_never_reaches_foreign_or_media_origins(tmp_path: Path) -> None:
     config = fast_config()
     with SimulatorServer(config, ports=3) as server:
