@@ -553,7 +553,7 @@ MUTATIONS: list[Mutation] = [
         "ids-a-file-name-cannot-keep-apart-share-a-poster",
         "Videos are written inside --out only",
         "batchrunner/verify.py",
-        "    if name != job_id:\n",
+        "    if name != job_id.lower():\n",
         "    if False:  # MUTANT: the safe name alone\n",
         (RUN + "test_ids_no_file_name_can_hold_as_they_are_still_get_their_own_video_and_poster",),
     ),
