@@ -359,10 +359,11 @@ class _RowBuilder:
         outputs = _control_column(table.cells("output"), slow)
         for i, output in enumerate(outputs):
             if output is not None:
-                if check_output_name(output):
-                    slow.add(i)
+                named = _variant_output(output, "", self.spec.default_extension)
+                if check_output_name(output) or check_output_name(named):
+                    slow.add(i)  # the row by row read says what is wrong
                 else:
-                    outputs[i] = _variant_output(output, "", self.spec.default_extension)
+                    outputs[i] = named
         columns: dict[str, list[Any]] = {}
         for name, coercer in self._coercers.items():
             column = coercer.column(table.cells(name))
@@ -460,10 +461,14 @@ class _RowBuilder:
         try:
             output = control_text(cells.get("output"))
             reason = check_output_name(output) if output is not None else None
+            if not reason and output is not None:
+                built.output = _variant_output(output, variant.label, self.spec.default_extension)
+                too_long = check_output_name(built.output)  # the label and extension added
+                if too_long:
+                    added = "its extension and variant label" if variant.label else "its extension"
+                    reason = f"{too_long} with {added}"
             if reason:
                 problem(reason, "output")
-            elif output is not None:
-                built.output = _variant_output(output, variant.label, self.spec.default_extension)
         except BadCell as exc:
             problem(str(exc), "output")
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from batchrunner import images
 from batchrunner.config import find_config, load_config
 from batchrunner.errors import ManifestError, Problem, UsageError
+from batchrunner.expand import Expansion
 from batchrunner.manifest import (
     LocalFile,
     Manifest,
@@ -268,6 +269,23 @@ def test_bad_cells_say_what_is_allowed(
     (problem,) = errors_of(path)
     assert (problem.row, problem.line, problem.column, problem.value) == (1, 1, column, cell)
     assert fragment in problem.message
+
+
+def test_an_output_name_too_long_once_named_is_refused_whole_or_row_by_row(
+    tmp_path: Path,
+) -> None:
+    fits = "y" * 226  # 230 bytes with ".mp4"
+    csv_rows = f"id,prompt,image_url,output\na,x,{URL},{fits}\nb,x,{URL},{fits}y\n"
+    path = tmp_path / "m.csv"
+    path.write_text(csv_rows)  # read whole: its output column at once
+    (problem,) = errors_of(path)
+    assert (problem.row, problem.column) == (2, "output")
+    assert "231 bytes long; at most 230 fit in a file name with its extension" in problem.message
+    long_label = Expansion(matrix=(("prompt", ("p" * 40, "short")),))
+    with pytest.raises(ManifestError) as caught:
+        load(path, expansion=long_label)  # each variant's name gets the label, row by row
+    assert {(p.row, p.column) for p in caught.value.problems} == {(1, "output"), (2, "output")}
+    assert any("with its extension and variant label" in p.message for p in caught.value.problems)
 
 
 def test_every_problem_of_a_row_is_reported(tmp_path: Path) -> None:
