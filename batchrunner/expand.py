@@ -133,6 +133,9 @@ def _choices(name: str, values: Any) -> tuple[str, ...]:
     found = tuple(text for item in items if (text := str(item).strip()))
     if not found:
         raise UsageError(f"matrix {name}: give at least one value")
+    twice = next((value for i, value in enumerate(found) if value in found[:i]), None)
+    if twice is not None:  # each value is a variant of every row: the same video bought twice
+        raise UsageError(f"matrix {name} lists {twice!r} twice; give each value once")
     return found
 
 

@@ -146,7 +146,9 @@ def _load(
             else:  # built already: its id cell is plain text
                 built.append(_Built(record, control_text(record.cells.get("id")), row.output, row))
         problems += _unique(p for b in built for p in b.problems)
-        duplicates, dropped = _duplicates(built, dedupe=expansion.dedupe)
+        duplicates, dropped = _duplicates(
+            built, dedupe=expansion.dedupe, matrix=bool(expansion.matrix)
+        )
         problems += duplicates
         rows = [b.row for b in built if b.row is not None and id(b) not in dropped]
     problems.sort(key=lambda p: p.row or 0)
@@ -672,18 +674,41 @@ def _variant_output(name: str, label: str, extension: str) -> str:
     return f"{stem}~{safe_name(label)}{dot}{suffix}"
 
 
-def _duplicates(built: list[_Built], *, dedupe: bool) -> tuple[list[Problem], set[int]]:
-    """Duplicate ids, outputs and identical requests, each naming both rows.
+def _duplicates(
+    built: list[_Built], *, dedupe: bool, matrix: bool
+) -> tuple[list[Problem], set[int]]:
+    """Duplicate ids, outputs and identical requests, each naming both rows; with a
+    ``matrix``, also the variants of one row that are one request (takes differ by seed).
 
-    With ``dedupe``, a request identical to an earlier one (both without an id) is dropped
-    with a warning instead; the ids (``id()``) of dropped entries are returned.
+    With ``dedupe``, a request identical to an earlier one (both without an id, or two
+    variants of a row) is dropped with a warning instead; the ids (``id()``) of dropped
+    entries are returned.
     """
     problems: list[Problem] = []
     dropped: set[int] = set()
     by_output: dict[str, _Built] = {}
     by_id: dict[str, _Built] = {}
+    by_request: dict[tuple[int, str], _Built] = {}  # a row's variants, by their request
     for b in built:
         record = b.record
+        if matrix and b.row is not None:  # matrix values that mean the same (8s and 8)
+            request = json.dumps(b.row.payload, sort_keys=True, default=str)
+            twin = by_request.setdefault((id(record), request), b)
+            if twin is not b:
+                assert twin.row is not None
+                same = (
+                    f"its variants {twin.row.variant!r} and {b.row.variant!r} are the same request"
+                )
+                if dedupe:
+                    dropped.add(id(b))
+                    message = f"row {record.row}: {same}; kept once (--dedupe)"
+                    problems.append(Problem(message, record.row, record.line, severity="warning"))
+                else:
+                    message = (
+                        f"{same}: two matrix values mean the same; give it once, or use --dedupe"
+                    )
+                    problems.append(Problem(message, record.row, record.line))
+                continue
         if b.output is not None:
             first = by_output.setdefault(b.output.casefold(), b)
             if first is not b:
@@ -697,8 +722,13 @@ def _duplicates(built: list[_Built], *, dedupe: bool) -> tuple[list[Problem], se
         if job_id is None:
             continue
         first = by_id.setdefault(job_id, b)
-        if first is b or first.record is record:  # the variants of one row never clash
+        if first is b:
             continue
+        if first.record is record:
+            if b.row is not None and first.row is not None:  # labels run together: a~b + c
+                message = f"two of its variants are both named {job_id!r}; a matrix value has a '~'"
+                problems.append(Problem(message, record.row, record.line))
+            continue  # else a variant that failed: named by its row's id, and reported already
         other = first.record.row
         if b.user_id and first.user_id:
             message = f"the id {b.user_id!r} is also used by row {other}; each id must be unique"

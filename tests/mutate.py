@@ -57,6 +57,7 @@ UNATTENDED = "tests/test_unattended.py::"
 RUN_ERRORS = "tests/test_run_errors.py::"
 PATHS = "tests/test_paths.py::"
 INSPECTOR = "tests/test_inspector.py::"
+EXPAND = "tests/test_expand.py::"
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,14 @@ MUTATIONS: list[Mutation] = [
         "            self._stop(_Lost(httpx.ReadError, str(exc) or type(exc).__name__))\n",
         "            self._stop(_Lost(httpx.ConnectError, str(exc)))  # MUTANT\n",
         (TRANSPORT + "test_the_lean_path_fails_with_the_same_httpx_error_as_the_httpx_path",),
+    ),
+    Mutation(
+        "a-rows-variants-that-are-one-request-bought-twice",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/manifest.py",
+        "        if matrix and b.row is not None:  # matrix values that mean the same (8s and 8)\n",
+        "        if False:  # MUTANT: each variant is taken for a request of its own\n",
+        (EXPAND + "test_variants_of_a_row_that_are_one_request_are_refused_not_bought_twice",),
     ),
     # --- `unknown` happens only when a submit's answer was lost
     Mutation(

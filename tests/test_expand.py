@@ -154,6 +154,22 @@ def test_identical_rows_fail_or_are_kept_once_with_dedupe(tmp_path: Path) -> Non
     assert any("kept once (--dedupe)" in str(w) for w in kept.warnings)
 
 
+def test_variants_of_a_row_that_are_one_request_are_refused_not_bought_twice(
+    tmp_path: Path,
+) -> None:
+    with_ids = manifest(tmp_path, [{"id": "fox", "prompt": "a fox"}])
+    no_ids = write_manifest(tmp_path / "no-ids.csv", [{"image_url": IMAGE, "prompt": "a hen"}])
+    same = (("duration", ("8s", "8")),)  # two spellings of one duration
+    for path in (with_ids, no_ids):
+        (found,) = problems(path, matrix=same)
+        assert "its variants '8s' and '8' are the same request" in found
+    kept = load(no_ids, matrix=same, dedupe=True)
+    assert [r.payload["duration"] for r in kept.rows] == ["8s"]
+    joined = (("prompt", ("x~y", "x")), ("negative_prompt", ("z", "y~z")))  # both "fox~x~y~z"
+    (found,) = problems(with_ids, matrix=joined)
+    assert "two of its variants are both named 'fox~x~y~z'" in found
+
+
 def test_strict_makes_unknown_columns_errors(tmp_path: Path) -> None:
     path = manifest(tmp_path, [{"prompt": "a", "aspect": "16:9"}])
     assert any("did you mean 'aspect_ratio'" in str(w) for w in load(path).warnings)
@@ -276,6 +292,7 @@ def test_the_config_file_means_the_same_to_the_command_line_and_to_python(
     [
         ({"matrix": {"prompt": []}}, "matrix prompt: give at least one value"),
         ({"matrix": {"prompt": 4}}, "matrix prompt: give a list of values"),
+        ({"matrix": {"aspect_ratio": "16:9, 9:16,16:9"}}, "lists '16:9' twice"),
         ({"matrix": ["prompt=a,b"]}, "matrix takes a dict of field: value"),
         ({"set": {"colour": "red"}}, "set: 'colour' is not a field of the model"),
     ],
