@@ -115,6 +115,8 @@ def build(
     all, and one given as text is split at its commas, as ``--matrix`` is."""
     check_fields(config.get("defaults", {}), fields, "[defaults]")
     check_fields(config.get("matrix", {}), fields, "[matrix]")
+    if prompt_template is not None:
+        check_template(prompt_template)
     choices = {**config.get("matrix", {}), **(matrix or {})}
     return Expansion(
         defaults={**config.get("defaults", {}), **(defaults or {})},
@@ -213,6 +215,18 @@ def render(template: str, cells: Mapping[str, Any]) -> str:
         return str(number_text(value))
 
     return _PLACEHOLDER.sub(fill, template)
+
+
+def check_template(template: str) -> None:
+    """Raise UsageError for a prompt template with a brace that is neither a ``{column}``
+    placeholder nor an escaped ``{{``/``}}``: a typo (``{prompt``) that :func:`render` would send
+    to every job as it is."""
+    stray = _PLACEHOLDER.sub("", template)
+    if "{" in stray or "}" in stray:
+        raise UsageError(
+            f"the prompt template {template!r} has a brace that is not a {{column}} placeholder; "
+            "write {{ or }} for a brace in the prompt"
+        )
 
 
 def take_seed(row_seed: int | None, basis: str, take: int) -> int:

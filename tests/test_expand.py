@@ -293,6 +293,8 @@ def test_the_config_file_means_the_same_to_the_command_line_and_to_python(
         ({"matrix": {"prompt": []}}, "matrix prompt: give at least one value"),
         ({"matrix": {"prompt": 4}}, "matrix prompt: give a list of values"),
         ({"matrix": {"aspect_ratio": "16:9, 9:16,16:9"}}, "lists '16:9' twice"),
+        ({"prompt_template": "Wide: {prompt"}, "has a brace that is not a {column} placeholder"),
+        ({"prompt_template": "Wide: { prompt }"}, "write {{ or }} for a brace in the prompt"),
         ({"matrix": ["prompt=a,b"]}, "matrix takes a dict of field: value"),
         ({"set": {"colour": "red"}}, "set: 'colour' is not a field of the model"),
     ],
@@ -307,3 +309,7 @@ def test_python_expansion_options_are_checked(
         batchrunner.plan(manifest(tmp_path, [{"prompt": "a fox"}]), **options)
     split = batchrunner.plan(manifest(tmp_path, [{"prompt": "a fox"}]), matrix={"prompt": "a,b"})
     assert split.jobs == 2  # text is split at its commas, as --matrix is
+    braces = batchrunner.plan(
+        manifest(tmp_path, [{"prompt": "a fox"}]), prompt_template="{{{prompt}}}", count=1
+    )
+    assert braces.jobs == 1  # escaped braces around a placeholder are a template's own
