@@ -464,11 +464,13 @@ class _RowBuilder:
             output = control_text(cells.get("output"))
             reason = check_output_name(output) if output is not None else None
             if not reason and output is not None:
-                built.output = _variant_output(output, variant.label, self.spec.default_extension)
-                too_long = check_output_name(built.output)  # the label and extension added
+                named = _variant_output(output, variant.label, self.spec.default_extension)
+                too_long = check_output_name(named)  # with the label and extension added
                 if too_long:
                     added = "its extension and variant label" if variant.label else "its extension"
                     reason = f"{too_long} with {added}"
+                else:
+                    built.output = named
             if reason:
                 problem(reason, "output")
         except BadCell as exc:
