@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ async def download(
     if not _is_http(url):
         raise DownloadError(f"the video URL is not http(s): {_short(url)}", permanent=True)
     try:
-        if expected_size is not None and dest.is_file() and dest.stat().st_size == expected_size:
+        if expected_size is not None and _renamed_into_place(dest, expected_size):
             return Downloaded(dest, expected_size, _sha256_of(dest), fetched=False)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -228,6 +229,18 @@ def _sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     _hash_into(digest, path)
     return digest.hexdigest()
+
+
+def _renamed_into_place(dest: Path, size: int) -> bool:
+    """Whether ``dest`` is this download already done (a run that stopped after renaming it,
+    before recording it): a file of the size the result promised and with no other name. A
+    second name means another job's video (a replaced job's, kept beside it): fetched anew,
+    and renamed over this name only."""
+    try:
+        found = os.stat(dest)
+    except OSError:
+        return False
+    return stat.S_ISREG(found.st_mode) and found.st_size == size and found.st_nlink == 1
 
 
 def _part_size(part: Path) -> int:

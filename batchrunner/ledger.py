@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import socket
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -372,9 +373,25 @@ class Ledger:
                 "select count(*) from jobs where job_id like ?", [f"{job.job_id}@%"]
             ).fetchone()
             archive = f"{job.job_id}@{retired + 1}"
+            # The edited row's video will be written where this one is: the kept video (and its
+            # poster) get a name of their own first, a second link to the same file, so that
+            # the ledger names a path that holds it whenever a crash comes.
+            kept = {
+                column: _link_aside(path, f"@{retired + 1}")
+                for column, path in (
+                    ("output_path", current.output_path),
+                    ("poster", current.poster),
+                )
+            }
             with self.db.atomic():
                 self.db.execute(
-                    "update jobs set job_id = ? where job_id = ?", [archive, job.job_id]
+                    "update jobs set job_id = ?, output_path = ?, poster = ? where job_id = ?",
+                    [
+                        archive,
+                        kept["output_path"] or current.output_path,
+                        kept["poster"] or current.poster,
+                        job.job_id,
+                    ],
                 )
                 self.db.execute(
                     "update events set job_id = ? where job_id = ?", [archive, job.job_id]
@@ -389,6 +406,9 @@ class Ledger:
                         "detail": f"retired: {job.job_id} was replaced by an edited row",
                     }
                 )
+            for column, path in (("output_path", current.output_path), ("poster", current.poster)):
+                if kept[column] and path:  # the old name is the edited row's to take
+                    Path(path).unlink(missing_ok=True)
         else:
             raise TransitionError(
                 f"job {job.job_id} is {current.state} at the provider; let it finish "
@@ -578,6 +598,26 @@ class Ledger:
         if allowed is not None and old not in allowed:
             return TransitionError(f"job {job_id} is {old}, expected {sorted(allowed)}")
         return TransitionError(f"job {job_id}: {old} → {new} is not an allowed transition")
+
+
+def _link_aside(path: str | None, mark: str) -> str | None:
+    """A second name for the file at ``path``, its stem marked (``0001-a.mp4`` → ``0001-a@1.mp4``):
+    a hard link, else a copy where the disk has no links; None when there is no file."""
+    if not path or not os.path.isfile(path):
+        return None
+    source = Path(path)
+    aside = source.with_name(f"{source.stem}{mark}{source.suffix}")
+    try:
+        os.link(source, aside)
+    except FileExistsError:  # made by a run that stopped before it committed, or not ours
+        if not os.path.samefile(source, aside):
+            raise LedgerError(
+                f"{aside} is in the way of keeping the replaced job's {source.name}: move it, "
+                "then run again"
+            ) from None
+    except OSError:  # a disk without hard links
+        shutil.copy2(source, aside)
+    return str(aside)
 
 
 def _expected(expect: JobState | Iterable[JobState] | None) -> frozenset[JobState] | None:

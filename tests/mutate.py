@@ -215,6 +215,22 @@ MUTATIONS: list[Mutation] = [
         (UNATTENDED + "test_unwritable_output_keeps_results_and_resume_downloads",),
     ),
     Mutation(
+        "a-replaced-video-left-where-the-new-one-goes",
+        "Results are stored the moment a job completes",
+        "batchrunner/ledger.py",
+        '                column: _link_aside(path, f"@{retired + 1}")\n',
+        "                column: None  # MUTANT: the kept video stays under the name\n",
+        (BUDGET + "test_replace_changed_and_rows_that_disappeared",),
+    ),
+    Mutation(
+        "a-file-with-a-second-name-taken-for-this-download",
+        "Results are stored the moment a job completes",
+        "batchrunner/downloader.py",
+        "and found.st_nlink == 1\n",
+        "and True  # MUTANT\n",
+        (DOWNLOADER + "test_a_file_of_the_right_size_with_a_second_name_is_another_job_s",),
+    ),
+    Mutation(
         "a-done-video-that-went-missing-is-left-missing",
         "Results are stored the moment a job completes",
         "batchrunner/scheduler.py",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -262,8 +263,17 @@ def test_replace_changed_and_rows_that_disappeared(sim: SimulatorServer, tmp_pat
     summary = batch.run_manifest(manifest, settings, token=TOKEN, replace_changed=True)
     assert (summary.exit_code, summary.submitted) == (0, 1)
     with Ledger.open(settings.ledger, create=False) as ledger:
-        assert ledger.get("shot-001").input["prompt"] == "a new take on shot one"
-        assert ledger.get("shot-001@1").state.value == "done"  # the paid original is kept
+        new, kept = ledger.get("shot-001"), ledger.get("shot-001@1")
+    assert new.input["prompt"] == "a new take on shot one"
+    assert kept.state.value == "done"  # the paid original is kept, and so is its video
+    served = counters(sim)["jobs"]
+    for job in (new, kept):
+        video = Path(job.output_path)
+        assert hashlib.sha256(video.read_bytes()).hexdigest() == job.sha256
+        assert job.sha256 == served[job.request_id]["media_sha256"]
+    assert Path(new.output_path).name == "0001-shot-001.mp4"
+    assert Path(kept.output_path).name == "0001-shot-001@1.mp4"
+    assert kept.poster != new.poster and Path(kept.poster).is_file()
     shown = CliRunner().invoke(cli, ["status", "--ledger", str(settings.ledger)])
     assert "jobs are no longer in the manifest (left alone): " in shown.output
     assert "shot-003" in shown.output

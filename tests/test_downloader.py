@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -67,6 +68,26 @@ async def test_downloads_verifies_and_renames_atomically(tmp_path: Path) -> None
     assert dest.read_bytes() == BODY
     assert not list(tmp_path.glob("*.part"))
     assert "authorization" not in media.requests[0].headers
+
+
+async def test_a_file_of_the_right_size_with_a_second_name_is_another_job_s(
+    tmp_path: Path,
+) -> None:
+    dest, kept = tmp_path / "0001-a.mp4", tmp_path / "0001-a@1.mp4"
+    other = b"another job's video".ljust(len(BODY), b".")  # the size the result promises
+    dest.write_bytes(other)
+    os.link(dest, kept)  # a replaced job's video, kept under a name of its own
+    media = Media()
+    async with client(media) as c:
+        got = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY))
+    assert (got.fetched, got.sha256, dest.read_bytes()) == (True, SHA, BODY)
+    assert kept.read_bytes() == other  # renamed over this name only
+    dest.unlink()
+    os.link(kept, dest)
+    kept.unlink()  # one name again: what a run that stopped after its rename left
+    async with client(media) as c:
+        again = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY))
+    assert again.fetched is False and len(media.requests) == 1
 
 
 async def test_a_file_the_disk_refuses_is_a_download_error_not_a_crash(tmp_path: Path) -> None:
