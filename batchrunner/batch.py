@@ -8,6 +8,7 @@ record the jobs → run → summarise. Nothing is sent before the whole manifest
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,8 @@ from batchrunner.errors import (
 from batchrunner.expand import Expansion
 from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
-from batchrunner.planner import decide, job_maker, refusals
+from batchrunner.paths import video_name
+from batchrunner.planner import Decision, decide, job_maker, refusals
 from batchrunner.providers import ApiConfig
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
@@ -112,6 +114,7 @@ def _record(
     problems = refusals(decisions, manifest)
     if problems:
         raise ManifestError(str(manifest.source), problems)
+    _check_nothing_in_the_way(manifest, decisions, settings.out)
     info = run_info(settings, api)
     info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
     ledger.start_run("run", manifest=str(manifest.source), **info)
@@ -125,6 +128,36 @@ def _record(
     )
     fresh = [row for row in manifest.rows if row.job_id not in known]
     return Recording(ledger, fresh, to_job)
+
+
+def _check_nothing_in_the_way(manifest: Manifest, decisions: list[Decision], out: Path) -> None:
+    """Refuse (exit 2, nothing sent) when a job about to be bought would write its video where
+    a file already is. A job not yet sent has never written one: it is another ledger's video
+    (two ledgers sharing ``--out``, with the same ids), or one from before this ledger, which
+    the download would replace. A job whose row was replaced keeps its file (moved aside)."""
+    try:
+        with os.scandir(out) as entries:
+            if next(entries, None) is None:
+                return  # an empty folder (a first run): nothing to look up
+    except OSError:
+        return  # check_writable has made it; the downloads will say what is wrong
+    known = {decision.job_id: decision for decision in decisions}
+    extension = manifest.spec.default_extension
+    taken = [
+        name
+        for row in manifest.rows
+        if (decision := known.get(row.job_id)) is None  # new to the ledger
+        or (decision.action == "submit" and not decision.changed)
+        if os.path.lexists(out / (name := video_name(row.job_id, row.row, row.output, extension)))
+    ]
+    if taken:
+        more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+        raise UsageError(
+            f"{out / taken[0]}{more} {'are' if more else 'is'} already there, written by "
+            "another ledger or before this "
+            "one: the jobs about to be bought would write over them. Move those files or give "
+            "--out a folder of its own (nothing was sent)"
+        )
 
 
 def resume(

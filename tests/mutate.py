@@ -231,6 +231,14 @@ MUTATIONS: list[Mutation] = [
         (DOWNLOADER + "test_a_file_of_the_right_size_with_a_second_name_is_another_job_s",),
     ),
     Mutation(
+        "a-second-ledger-buys-over-the-first-s-files",
+        "Results are stored the moment a job completes",
+        "batchrunner/batch.py",
+        "    _check_nothing_in_the_way(manifest, decisions, settings.out)\n",
+        "    pass  # MUTANT\n",
+        (RUN + "test_a_second_ledger_never_buys_into_another_ledger_s_files",),
+    ),
+    Mutation(
         "a-done-video-that-went-missing-is-left-missing",
         "Results are stored the moment a job completes",
         "batchrunner/scheduler.py",

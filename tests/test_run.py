@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from batchrunner import batch
 from batchrunner.cli import cli
 from batchrunner.client import QueueClient
-from batchrunner.errors import ManifestError
+from batchrunner.errors import ManifestError, UsageError
 from batchrunner.ledger import Ledger, Recording
 from batchrunner.simulator import Fault, SimulatorServer
 from batchrunner.states import JobState
@@ -115,6 +115,24 @@ def test_ids_no_file_name_can_hold_as_they_are_still_get_their_own_video_and_pos
     for job in done:
         assert sha256(Path(job.output_path)) == seen["jobs"][job.request_id]["media_sha256"]
         assert Path(job.poster).is_file()
+
+
+def test_a_second_ledger_never_buys_into_another_ledger_s_files(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))  # day 2's sheet, the same ids
+    first = settings_for(sim, tmp_path)
+    assert batch.run_manifest(manifest, first, token=TOKEN).counts == {"done": 2}
+    videos = {path: sha256(path) for path in (tmp_path / "out").glob("*.mp4")}
+    second = dataclasses.replace(first, ledger=tmp_path / "day2.db")
+
+    with pytest.raises(UsageError, match=r"0001-shot-001\.mp4 and 1 more are already there"):
+        batch.run_manifest(manifest, second, token=TOKEN)
+
+    assert counters(sim)["submits"] == 2  # nothing bought by the second ledger
+    assert {path: sha256(path) for path in videos} == videos
+    again = batch.run_manifest(write_manifest(manifest, rows(3)), first, token=TOKEN)
+    assert (again.submitted, again.counts) == (1, {"done": 3})  # a new row in its own ledger
 
 
 def test_token_never_reaches_foreign_or_media_origins(tmp_path: Path) -> None:

@@ -152,7 +152,9 @@ def test_cancelled_and_expired_jobs_come_back_on_request(tmp_path: Path) -> None
         assert states(ledger) == {"done": 3} and counters(server)["submits"] == 6
 
         more = write_manifest(tmp_path / "more.csv", rows(2))
-        never = run_args(server, tmp_path, more, "--ledger", str(tmp_path / "c.db"))
+        never = run_args(  # a ledger of its own, so videos of their own too
+            server, tmp_path, more, "--ledger", str(tmp_path / "c.db"), "--out", str(tmp_path / "c")
+        )
         held = invoke(never, {"BATCHRUNNER_API_KEY": "wrong"})
         assert held.exit_code == 69
         cancel = invoke(["cancel", "--ledger", str(tmp_path / "c.db"), "--all"])
