@@ -143,20 +143,19 @@ def _check_nothing_in_the_way(manifest: Manifest, decisions: list[Decision], out
         return  # check_writable has made it; the downloads will say what is wrong
     known = {decision.job_id: decision for decision in decisions}
     extension = manifest.spec.default_extension
-    taken = [
-        name
-        for row in manifest.rows
-        if (decision := known.get(row.job_id)) is None  # new to the ledger
-        or (decision.action == "submit" and not decision.changed)
-        if os.path.lexists(out / (name := video_name(row.job_id, row.row, row.output, extension)))
-    ]
+    taken = []
+    for row in manifest.rows:
+        decision = known.get(row.job_id)  # None: new to the ledger
+        if decision is None or (decision.action == "submit" and not decision.changed):
+            name = video_name(row.job_id, row.row, row.output, extension)
+            if os.path.lexists(out / name):
+                taken.append(name)
     if taken:
         more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
         raise UsageError(
-            f"{out / taken[0]}{more} {'are' if more else 'is'} already there, written by "
-            "another ledger or before this "
-            "one: the jobs about to be bought would write over them. Move those files or give "
-            "--out a folder of its own (nothing was sent)"
+            f"{out / taken[0]}{more} {'are' if more else 'is'} already there, written by another "
+            "ledger or before this one: the jobs about to be bought would write over them. Move "
+            "those files or give --out a folder of its own (nothing was sent)"
         )
 
 

@@ -376,20 +376,15 @@ class Ledger:
             # The edited row's video will be written where this one is: the kept video (and its
             # poster) get a name of their own first, a second link to the same file, so that
             # the ledger names a path that holds it whenever a crash comes.
-            kept = {
-                column: _link_aside(path, f"@{retired + 1}")
-                for column, path in (
-                    ("output_path", current.output_path),
-                    ("poster", current.poster),
-                )
-            }
+            files = {"output_path": current.output_path, "poster": current.poster}
+            kept = {column: _link_aside(path, f"@{retired + 1}") for column, path in files.items()}
             with self.db.atomic():
                 self.db.execute(
                     "update jobs set job_id = ?, output_path = ?, poster = ? where job_id = ?",
                     [
                         archive,
-                        kept["output_path"] or current.output_path,
-                        kept["poster"] or current.poster,
+                        kept["output_path"] or files["output_path"],
+                        kept["poster"] or files["poster"],
                         job.job_id,
                     ],
                 )
@@ -406,7 +401,7 @@ class Ledger:
                         "detail": f"retired: {job.job_id} was replaced by an edited row",
                     }
                 )
-            for column, path in (("output_path", current.output_path), ("poster", current.poster)):
+            for column, path in files.items():
                 if kept[column] and path:  # the old name is the edited row's to take
                     Path(path).unlink(missing_ok=True)
         else:

@@ -218,8 +218,8 @@ MUTATIONS: list[Mutation] = [
         "a-replaced-video-left-where-the-new-one-goes",
         "Results are stored the moment a job completes",
         "batchrunner/ledger.py",
-        '                column: _link_aside(path, f"@{retired + 1}")\n',
-        "                column: None  # MUTANT: the kept video stays under the name\n",
+        '{column: _link_aside(path, f"@{retired + 1}") for',
+        "{column: None for",  # MUTANT: the kept video stays under the name
         (BUDGET + "test_replace_changed_and_rows_that_disappeared",),
     ),
     Mutation(
