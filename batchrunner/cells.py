@@ -371,13 +371,16 @@ def read_records(rows: Any) -> Table:
     """A table from rows in memory: a ``pandas.DataFrame`` or a sequence of dicts.
 
     Rows are numbered from 1 in order, like a file's (blank rows keep their number); missing
-    values (None, NaN, NaT) are empty cells; numpy scalars become plain Python values.
+    values (None, NaN, NaT) are empty cells; numpy scalars become plain Python values. A
+    DataFrame's named index (``set_index("id")``, ``read_csv(..., index_col="id")``) is read as
+    columns, first: the ids it holds are the rows' own, not to be dropped for made-up ones.
     """
     if hasattr(rows, "to_dict") and hasattr(rows, "columns"):  # a DataFrame, without importing
-        frame = rows
+        frame = _with_named_index(rows)
         columns = [_clean_name(c) for c in frame.columns]
-        dicts = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        items = [dict(zip(columns, d.values(), strict=True)) for d in dicts]
+        _refuse_repeated(columns)
+        rows_of = frame.astype(object).where(frame.notna(), None).itertuples(False, None)
+        items = [dict(zip(columns, values, strict=True)) for values in rows_of]
     elif isinstance(rows, Sequence) and all(isinstance(r, dict) for r in rows):
         items = [{_clean_name(k): v for k, v in r.items()} for r in rows]
         columns = list(dict.fromkeys(c for item in items for c in item))
@@ -386,8 +389,7 @@ def read_records(rows: Any) -> Table:
             "a manifest is a file path, a pandas.DataFrame or a list of dicts, "
             f"not {type(rows).__name__}"
         )
-    if len(set(columns)) != len(columns):
-        raise UsageError("the rows' column names repeat after trimming spaces")
+    _refuse_repeated(columns)
     records = [
         Record(row, None, {k: _plain_scalar(v) for k, v in item.items()})
         for row, item in enumerate(items, 1)
@@ -395,6 +397,31 @@ def read_records(rows: Any) -> Table:
     ]
     problems = [] if records else [Problem("the manifest has no rows")]
     return Table(columns, records, problems)
+
+
+def _with_named_index(frame: Any) -> Any:
+    """``frame`` with the levels of its index that have a name as its first columns."""
+    named = [name for name in frame.index.names if name is not None]
+    if not named:
+        return frame
+    clash = [name for name in named if name in frame.columns]
+    if clash:
+        raise UsageError(
+            f"the DataFrame's index {clash[0]!r} is also one of its columns: "
+            "drop one of them, or reset_index(drop=True)"
+        )
+    return frame.reset_index(level=named)
+
+
+def _refuse_repeated(columns: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for column in columns:
+        if column in seen:
+            raise UsageError(
+                f"the rows have the column {column!r} more than once (after trimming spaces); "
+                "give each column one name"
+            )
+        seen.add(column)
 
 
 def _plain_scalar(value: Any) -> Any:

@@ -68,7 +68,7 @@ def friendly_errors(fn: F) -> F:
         except ManifestError as exc:
             for problem in exc.problems:
                 click.echo(f"{exc.source}: {problem}", err=True)
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {exc.summary}", err=True)
             sys.exit(exc.exit_code)
         except BatchrunnerError as exc:
             click.echo(f"error: {exc}", err=True)

@@ -106,13 +106,22 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 class ManifestError(UsageError):
-    """The manifest cannot be run; ``problems`` lists every error found, not only the first."""
+    """The manifest cannot be run; ``problems`` lists every error found, not only the first.
+
+    Its message is the :attr:`summary` line, then the first :data:`SHOWN` errors, one a line,
+    as a traceback in a notebook shows it; the CLI prints every problem, then the summary."""
+
+    SHOWN = 10
 
     def __init__(self, source: str, problems: Sequence[Problem]):
         self.source = source
         self.problems = list(problems)
         errors = [p for p in self.problems if p.severity == "error"]
-        super().__init__(f"{source}: {len(errors)} problem(s); nothing was submitted")
+        self.summary = f"{source}: {len(errors)} problem(s); nothing was submitted"
+        lines = [f"  {problem}" for problem in errors[: self.SHOWN]]
+        if len(errors) > self.SHOWN:
+            lines.append(f"  ... and {len(errors) - self.SHOWN} more (every one in .problems)")
+        super().__init__("\n".join([self.summary, *lines]))
 
 
 class LedgerError(BatchrunnerError):

@@ -64,6 +64,44 @@ def test_a_list_of_dicts_is_checked_like_a_file_with_row_numbers() -> None:
         batchrunner.plan(rows[:1], concurency=4)
 
 
+def test_a_manifest_error_names_its_problems_where_a_notebook_shows_it() -> None:
+    rows = [{"prompt": "a fox", "resolution": "8k"}] * 12
+    with pytest.raises(ManifestError) as info:
+        batchrunner.plan(rows, model="fal-ai/veo3.1")
+    lines = str(info.value).splitlines()
+    assert lines[0] == "<rows>: 12 problem(s); nothing was submitted" == info.value.summary
+    assert lines[1].startswith("  row 1, column 'resolution': ") and "'4k'" in lines[1]
+    assert len(lines) == 1 + 10 + 1 and lines[-1] == "  ... and 2 more (every one in .problems)"
+    assert len(info.value.problems) == 12
+
+
+def test_a_dataframe_indexed_by_id_keeps_its_ids(tmp_path: Path) -> None:
+    """``read_csv(..., index_col="id")`` or ``set_index("id")``: the ids are the rows' own,
+    and a run that dropped them would make up others (and buy the rows again when the ids
+    come back)."""
+    shots = pd.DataFrame({"id": ["fox", "owl"], "scene": ["a", "b"], "prompt": ["a fox", "an owl"]})
+    summary = batchrunner.run(
+        shots.set_index(["id", "scene"]), model="fal-ai/veo3.1", simulate=True,
+        ledger=tmp_path / "l.db", out=tmp_path / "out",
+    )  # fmt: skip
+    assert summary.exit_code == 0
+    frame = batchrunner.results(tmp_path / "l.db")
+    assert frame["job_id"].tolist() == ["fox", "owl"] and frame["scene"].tolist() == ["a", "b"]
+    plain = shots.set_index(pd.Index([10, 20]))  # an unnamed index is no column
+    assert batchrunner.plan(plain, model="fal-ai/veo3.1", ledger=tmp_path / "l.db").to_submit == 0
+    clash = shots.set_index("id").assign(id=["x", "y"])
+    with pytest.raises(UsageError, match="index 'id' is also one of its columns"):
+        batchrunner.plan(clash, model="fal-ai/veo3.1")
+
+
+def test_a_dataframe_with_a_column_twice_is_refused_in_one_line() -> None:
+    frame = pd.DataFrame([["a fox", "an owl"]], columns=["prompt", "prompt "])
+    with pytest.raises(UsageError, match="the column 'prompt' more than once"):
+        batchrunner.plan(frame, model="fal-ai/veo3.1")
+    with pytest.raises(UsageError, match="the column 'prompt' more than once"):
+        batchrunner.plan(frame.set_axis(["prompt", "prompt"], axis=1), model="fal-ai/veo3.1")
+
+
 def test_run_works_inside_a_running_event_loop(tmp_path: Path) -> None:
     async def notebook_cell() -> batchrunner.Summary:
         return batchrunner.run(
