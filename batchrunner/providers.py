@@ -117,6 +117,12 @@ def _check_token(token: str, source: str) -> str:
     token = token.strip()
     if not token:
         raise UsageError(f"the API key {source} is empty")
+    scheme, _, rest = token.partition(" ")
+    if scheme.lower() in ("key", "bearer") and rest.strip():  # the header's value, pasted
+        raise UsageError(
+            f"the API key {source} starts with {scheme!r}: give the key alone, batchrunner "
+            "adds the scheme (--auth-scheme)"
+        )
     if any(ch.isspace() or not ch.isprintable() for ch in token):
         raise UsageError(f"the API key {source} contains spaces or control characters")
     return token

@@ -79,6 +79,10 @@ def test_empty_keys_are_refused(blank: str) -> None:
 def test_a_key_with_inner_whitespace_is_refused_without_echoing_it() -> None:
     message = resolve_error(token=f"{TOKEN} {TOKEN}")
     assert "spaces or control characters" in message
+    for pasted in (f"Key {TOKEN}", f"bearer  {TOKEN}"):  # the header's value, scheme and all
+        message = resolve_error(env={"BATCHRUNNER_API_KEY": pasted})
+        assert "starts with" in message and "give the key alone" in message
+        assert TOKEN not in message
 
 
 def test_unknown_auth_scheme_is_refused() -> None:
