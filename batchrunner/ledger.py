@@ -505,6 +505,15 @@ class Ledger:
         (total,) = self.db.execute("select coalesce(sum(cost_usd), 0) from jobs").fetchone()
         return round(float(total), 4)
 
+    def waiting(self) -> tuple[int, float]:
+        """The pending jobs (never submitted, or to be submitted again) and what their
+        submits are estimated to cost."""
+        count, price = self.db.execute(
+            "select count(*), coalesce(sum(price_usd), 0) from jobs where state = ?",
+            [JobState.PENDING.value],
+        ).fetchone()
+        return int(count), round(float(price), 4)
+
     def billed(self) -> tuple[float, int]:
         """What the provider reported billing (USD), and for how many jobs it did."""
         total, jobs = self.db.execute(

@@ -47,6 +47,7 @@ class Summary:
         submitted: int = 0,
         downloaded: int = 0,
         stopped: tuple[ExitCode, str] | None = None,
+        next_command: str | None = None,
     ) -> Summary:
         counts = {state.value: n for state, n in ledger.counts().items()}
         total = sum(counts.values())
@@ -76,7 +77,7 @@ class Summary:
                 f"{n} x {error}" if n > 1 else error
                 for error, n in errors.most_common(REASONS_SHOWN)
             ],
-            next_command=_next_command(code, counts, path),
+            next_command=next_command or _next_command(code, counts, path),
             ledger=path,
             run_id=ledger.run_id,
             finished_at=now(),

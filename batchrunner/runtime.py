@@ -12,6 +12,7 @@ KeyboardInterrupt.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ from batchrunner.errors import AccountLockedError, ExitCode, KeyRefusedError, Ru
 from batchrunner.gallery import write_after_run
 from batchrunner.ledger import Ledger, Recording
 from batchrunner.providers import ApiConfig
-from batchrunner.report import Summary
+from batchrunner.report import Summary, ledger_option
 from batchrunner.scheduler import Observer, Runner
 from batchrunner.settings import Settings
 from batchrunner.states import JobState
@@ -71,14 +72,19 @@ def execute(
                 tally = await runner.run(recording)
                 watchers.cancel_scope.cancel()
         why: tuple[ExitCode, str] | None
+        then = None
         if runner.run_error is not None:
             why = (ExitCode.RUN_STOPPED, _run_error_line(runner.run_error, api, ledger))
         elif stopped:
             why = (stopped[0], runner.stopped or "")
         else:
-            why = _budget_stop(runner, ledger)
+            why, then = _budget_stop(runner, ledger) or (None, None)
         return Summary.from_ledger(
-            ledger, submitted=tally.submitted, downloaded=tally.downloaded, stopped=why
+            ledger,
+            submitted=tally.submitted,
+            downloaded=tally.downloaded,
+            stopped=why,
+            next_command=then,
         )
 
     summary = run_loop(main)
@@ -110,18 +116,23 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
     return f"cannot reach the API at {origin} ({error}): check --base-url and the network, {then}"
 
 
-def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[ExitCode, str] | None:
-    """Exit 75 with the spend and what is left when --budget held jobs back."""
+def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], str] | None:
+    """Exit 75 when --budget held jobs back: the spend, what is left and what the waiting jobs
+    would cost, and the command that submits them all (the ledger keeps its budget, so a
+    plain ``resume`` would stop at the same place)."""
     budget = runner.options.budget
     if budget is None or not runner.out_of_budget:
         return None
     spent = ledger.spend()
-    waiting = ledger.counts().get(JobState.PENDING, 0)
+    waiting, price = ledger.waiting()
     left = max(0.0, budget - spent)
-    return ExitCode.NOT_FINISHED, (
+    enough = math.ceil(round((spent + price) * 100, 6)) / 100  # to the cent, rounded up
+    line = (
         f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${left:,.2f} left; "
-        f"{waiting} jobs not submitted (raise --budget and run again to continue)"
+        f"{waiting} jobs not submitted, estimated ${price:,.2f}"
     )
+    then = f"`batchrunner resume{ledger_option(str(ledger.path))} --budget {enough:.2f}`"
+    return (ExitCode.NOT_FINISHED, line), f"{then} to submit them all"
 
 
 async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:

@@ -33,9 +33,13 @@ def test_budget_is_never_exceeded_under_concurrency_50(tmp_path: Path) -> None:
         assert seen["submits"] == 12
         assert summary.spend_usd <= cap
         assert summary.counts == {"done": 12, "pending": 28}
-        assert "budget $20.00 reached: $19.20 committed, $0.80 left; 28 jobs not submitted" in (
-            summary.stopped or ""
+        assert summary.stopped == (
+            "budget $20.00 reached: $19.20 committed, $0.80 left; "
+            "28 jobs not submitted, estimated $44.80"
         )
+        # the ledger keeps its budget: a plain resume would stop here again
+        resume = f"`batchrunner resume --ledger {settings.ledger} --budget 64.00`"
+        assert summary.next_command == f"{resume} to submit them all"
         with Ledger.open(settings.ledger, create=False) as ledger:
             costs = [j.cost_usd for j in ledger.jobs() if j.cost_usd]
         assert costs == [PRICE] * 12  # spend recorded per job
@@ -44,8 +48,8 @@ def test_budget_is_never_exceeded_under_concurrency_50(tmp_path: Path) -> None:
         again = batch.run_manifest(manifest, settings, token=TOKEN)
         assert (again.exit_code, again.submitted) == (75, 0)
 
-        # raising the budget on resume finishes the batch
-        done = batch.resume(settings.ledger, token=TOKEN, budget=100.0)
+        # the budget the summary named is enough to finish the batch, to the cent
+        done = batch.resume(settings.ledger, token=TOKEN, budget=64.0)
         assert (done.exit_code, done.submitted) == (0, 28)
         assert counters(server)["submits"] == 40
 
@@ -172,8 +176,11 @@ def test_budget_through_the_cli_reports_spend_and_remainder(
     result = CliRunner().invoke(cli, args, env=ENV)
     assert result.exit_code == 75
     assert (
-        "budget $5.00 reached: $4.80 committed, $0.20 left; 2 jobs not submitted" in result.output
+        "budget $5.00 reached: $4.80 committed, $0.20 left; 2 jobs not submitted, "
+        "estimated $3.20\n" in result.output
     )
+    assert "next: `batchrunner resume --ledger " in result.output
+    assert " --budget 8.00` to submit them all" in result.output
     status = json.loads(
         CliRunner()
         .invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db"), "--json"])
