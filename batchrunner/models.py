@@ -21,7 +21,7 @@ import difflib
 import functools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import Any
 
 from batchrunner import schema
 from batchrunner.coerce import FieldKind
-from batchrunner.errors import UsageError
+from batchrunner.errors import UsageError, did_you_mean
 from batchrunner.pricing import PriceRule, PriceRuleError, flat, seconds_of
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024  # fal's limit for an input file unless the schema says more
@@ -189,6 +189,13 @@ class ModelSpec:
                     f"{origin}: the price uses {', '.join(map(repr, missing))}, which the input "
                     f"has no field for; fields: {', '.join(props)}"
                 )
+            dead = price.unmatchable(_choices(props, price.fields))
+            if dead is not None:
+                name, value, allowed = dead
+                raise ModelFileError(
+                    f"{origin}: the price's condition {name}={value} can never be met: "
+                    f"{name} is one of {', '.join(allowed)}{did_you_mean(value, allowed)}"
+                )
         return cls(
             endpoint_id=endpoint.strip("/"),
             input_schema=input_schema,
@@ -205,6 +212,21 @@ class ModelSpec:
     def unregistered(cls, endpoint_id: str, price_per_job: float | None = None) -> ModelSpec:
         price = None if price_per_job is None else flat(price_per_job, "--price-per-job")
         return cls(endpoint_id=endpoint_id, input_schema=None, price=price, origin="unregistered")
+
+
+def _choices(props: Mapping[str, Any], names: Iterable[str]) -> dict[str, list[Any]]:
+    """The values each of ``names`` may take, where its schema lists them (an ``enum``, or a
+    boolean's two)."""
+    choices: dict[str, list[Any]] = {}
+    for name in names:
+        schema = props.get(name)
+        if not isinstance(schema, dict):
+            continue
+        if isinstance(schema.get("enum"), list):
+            choices[name] = schema["enum"]
+        elif schema.get("type") == "boolean":
+            choices[name] = [True, False]
+    return choices
 
 
 # ------------------------------------------------------------------------ the registry

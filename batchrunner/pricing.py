@@ -39,7 +39,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -183,6 +183,24 @@ class PriceRule:
         for rate in self.rates:
             names += [name for name, _ in rate.when]
         return tuple(dict.fromkeys(names))
+
+    def unmatchable(
+        self, choices: Mapping[str, Sequence[Any]]
+    ) -> tuple[str, str, list[str]] | None:
+        """The first condition that no request can meet, given the values each field may
+        take (``choices``: a schema's ``enum``): its field, its value, and the field's values
+        as text. ``resolution=1080`` against ``1080p`` is a clause that never applies, so
+        those requests would be priced by the next one."""
+        for rate in self.rates:
+            for name, values in rate.when:
+                if name not in choices:
+                    continue
+                allowed = [_text(choice) for choice in choices[name]]
+                keys = {choice.lower() for choice in allowed}
+                for value in values:
+                    if value.lower() not in keys:
+                        return name, value, allowed
+        return None
 
     # ------------------------------------------------------------------ text
 

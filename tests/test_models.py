@@ -356,6 +356,28 @@ def test_models_price_overrides_a_shipped_rule_in_the_user_folder(tmp_path: Path
     assert spec.cost(spec.complete({"prompt": "x"})) == 0.96
 
 
+@pytest.mark.parametrize(
+    ("command", "rule", "words", "fixed"),
+    [
+        (["models", "add", str(LUMA), "--price"], "0.5/video if resolution=1080; 1/video",
+         "resolution=1080 can never be met: resolution is one of 540p, 720p, 1080p "
+         "(did you mean '1080p'?)", "0.5/video if resolution=1080P; 1/video"),
+        (["models", "price", "fal-ai/veo3.1/fast"], "0.35/s if generate_audio=yes; 0.10/s",
+         "generate_audio=yes can never be met: generate_audio is one of true, false",
+         "0.35/s if generate_audio=True; 0.10/s"),
+    ],
+)  # fmt: skip
+def test_a_price_condition_no_request_can_meet_is_refused(
+    command: list[str], rule: str, words: str, fixed: str
+) -> None:
+    """A clause that never applies would price its requests by the next one, silently."""
+    result = CliRunner().invoke(cli, [*command, rule])
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert not list(models.user_dir().glob("*.json"))  # nothing written
+    accepted = CliRunner().invoke(cli, [*command, fixed])  # values compare without case
+    assert accepted.exit_code == 0, accepted.output
+
+
 def test_the_importer_reads_every_shipped_document_as_the_catalogue_has_it() -> None:
     doc = json.loads(LUMA.read_text())
     entry = read_document(doc)
