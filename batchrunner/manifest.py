@@ -59,7 +59,7 @@ from batchrunner.images import (
     resolve,
 )
 from batchrunner.models import ModelSpec
-from batchrunner.paths import check_output_name, safe_name, with_extension
+from batchrunner.paths import check_output_name, check_video_suffix, safe_name, with_extension
 
 __all__ = [
     "LocalFile",
@@ -361,8 +361,13 @@ class _RowBuilder:
         outputs = _control_column(table.cells("output"), slow)
         for i, output in enumerate(outputs):
             if output is not None:
-                named = _variant_output(output, "", self.spec.default_extension)
-                if check_output_name(output) or check_output_name(named):
+                extension = self.spec.default_extension
+                named = _variant_output(output, "", extension)
+                if (
+                    check_output_name(output)
+                    or check_output_name(named)
+                    or check_video_suffix(output, extension)
+                ):
                     slow.add(i)  # the row by row read says what is wrong
                 else:
                     outputs[i] = named
@@ -462,7 +467,11 @@ class _RowBuilder:
             problem(str(exc), "id")
         try:
             output = control_text(cells.get("output"))
-            reason = check_output_name(output) if output is not None else None
+            reason = (
+                check_output_name(output) or check_video_suffix(output, self.spec.default_extension)
+                if output is not None
+                else None
+            )
             if not reason and output is not None:
                 named = _variant_output(output, variant.label, self.spec.default_extension)
                 too_long = check_output_name(named)  # with the label and extension added

@@ -14,6 +14,11 @@ _NOT_FILENAME = re.compile(r"[^A-Za-z0-9._~-]+")
 # in front (``0001-``, longer past row 9,999), maybe an extension, and ``.part`` while it loads.
 MAX_NAME_BYTES = 230  # a file or folder name in an ``output`` cell
 SAFE_NAME_CHARS = 200  # a name made from a job id (a video's, a poster's)
+MP4_SUFFIXES = frozenset({".mp4", ".mov", ".m4v"})  # names an MP4 (a QuickTime file) goes by
+# the names of other kinds of video: an MP4 saved under one would be mislabelled
+OTHER_VIDEO_SUFFIXES = frozenset(
+    {".webm", ".mkv", ".avi", ".gif", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".ogv", ".3gp"}
+)
 
 
 def check_output_name(name: str) -> str | None:
@@ -116,8 +121,26 @@ def video_name(job_id: str, row: int | None, output: str | None, extension: str 
 
 
 def with_extension(name: str, extension: str) -> str:
-    """Add ``extension`` when the user's name has none (``clip1`` → ``clip1.mp4``)."""
-    return name if PurePosixPath(name).suffix else name + extension
+    """Add ``extension`` unless the user's name ends with it, or another name of its kind of
+    file (``clip1`` → ``clip1.mp4``, ``take 1.5`` → ``take 1.5.mp4``; ``a.MOV`` is kept)."""
+    return name if PurePosixPath(name).suffix.lower() in _names_of(extension) else name + extension
+
+
+def check_video_suffix(name: str, extension: str) -> str | None:
+    """Why ``name`` would mislabel a video saved as ``extension`` (``shot.webm`` for an MP4),
+    or None."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in OTHER_VIDEO_SUFFIXES and suffix not in _names_of(extension):
+        kind = extension.lstrip(".").upper()
+        return (
+            f"this model's videos are {kind} files, not {suffix}: end the name with "
+            f"{extension}, or leave the extension off"
+        )
+    return None
+
+
+def _names_of(extension: str) -> frozenset[str]:
+    return MP4_SUFFIXES if extension.lower() in MP4_SUFFIXES else frozenset({extension.lower()})
 
 
 def part_path(path: Path) -> Path:

@@ -39,7 +39,7 @@ from typing import Any
 
 from batchrunner.errors import DownloadError
 from batchrunner.models import ModelSpec
-from batchrunner.paths import safe_name
+from batchrunner.paths import MP4_SUFFIXES, safe_name
 from batchrunner.pricing import seconds_of
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ MP4_FAMILY = "mp4"  # PyAV's format name for MP4/MOV is "mov,mp4,m4a,3gp,3g2,mj2
 # each (the keyframe of a 1080p clip: ~10 ms) to learn the pixel and sample formats, which no
 # check needs; inspect() decodes what it checks with decoders of its own.
 _OPEN_OPTIONS = {"codec_whitelist": "none"}
-MP4_SUFFIXES = frozenset({".mp4", ".mov", ".m4v"})
 MP4_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"  # the name FFmpeg reports, so facts read the same
 # Keyframes are decoded without the deblocking filter, a third of an H.264 keyframe's decoding
 # (1080p: ~10 → ~7 ms): every slice is still parsed and reconstructed, so what does not decode

@@ -288,6 +288,34 @@ def test_an_output_name_too_long_once_named_is_refused_whole_or_row_by_row(
     assert any("with its extension and variant label" in p.message for p in caught.value.problems)
 
 
+@pytest.mark.parametrize("whole", [True, False])
+def test_an_output_name_with_a_dot_still_ends_in_mp4_and_another_video_kind_is_refused(
+    tmp_path: Path, whole: bool
+) -> None:
+    """``take 1.5`` has no extension: it was saved as ``0001-take 1.5`` (no ``.mp4``), and a
+    variant's label went inside it (``take 1~16_9.5``). ``shot.webm`` would be an MP4 file
+    under another kind's name."""
+    names = ["take 1.5", "v1.2.final", "c.MOV", "d.m4v", "shot.webm"]
+    rows = [
+        {"id": f"r{i}", "prompt": "x", "image_url": URL, "output": n} for i, n in enumerate(names)
+    ]
+    path = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    expansion = Expansion() if whole else Expansion(matrix=(("aspect_ratio", ("16:9",)),))
+    with pytest.raises(ManifestError) as caught:
+        load(path, expansion=expansion)  # a matrix is read row by row
+    (problem,) = caught.value.problems
+    assert (problem.row, problem.column, problem.value) == (5, "output", "shot.webm")
+    assert "videos are MP4 files, not .webm: end the name with .mp4" in problem.message
+    path.write_text(path.read_text().replace("shot.webm", "shot.WebM.mp4"))
+    label = "" if whole else "~16_9"
+    outputs = [row.output for row in load(path, expansion=expansion).rows]
+    assert outputs == [
+        f"take 1.5{label}.mp4", f"v1.2.final{label}.mp4", f"c{label}.MOV", f"d{label}.m4v",
+        f"shot.WebM{label}.mp4",
+    ]  # fmt: skip
+
+
 def test_every_problem_of_a_row_is_reported(tmp_path: Path) -> None:
     row = {"prompt": " ", "image_url": URL, "duration": "9s", "seed": "x", "output": "../o"}
     errors = errors_of(write_jsonl(tmp_path / "m.jsonl", [row]))
