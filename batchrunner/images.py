@@ -27,6 +27,30 @@ from batchrunner.errors import UsageError
 from batchrunner.models import MAX_IMAGE_BYTES
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# An http(s) URL whose host the provider cannot fetch from: none, or a name of the machine the
+# manifest was written on (the provider fetches from its own servers).
+_UNREACHABLE_HOST = re.compile(
+    r"https?://(?:[^/?#@]*@)?(?:(?P<here>localhost|127\.[\d.]+|0\.0\.0\.0|\[::1?\])|)"
+    r"(?=[:/?#]|$)",
+    re.IGNORECASE,
+)
+
+
+def url_problem(url: str) -> str | None:
+    """Why the provider could not fetch the http(s) URL ``url``, or None (most URLs: two
+    string scans and one anchored match)."""
+    if " " in url or not url.isprintable():  # spaces, line breaks, control characters
+        return "a URL cannot hold spaces or line breaks: write a space as %20"
+    found = _UNREACHABLE_HOST.match(url)
+    if found is None:
+        return None
+    if found["here"] is None:
+        return "the URL has no host name"
+    return (
+        f"the provider fetches a URL from its own servers, which cannot reach "
+        f"{found['here']} on this machine: give the file's path instead (it is sent "
+        "with the request)"
+    )
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from batchrunner.images import (
     normalize_url,
     place,
     resolve,
+    url_problem,
 )
 from batchrunner.models import ModelSpec
 from batchrunner.paths import check_output_name, check_video_suffix, safe_name, with_extension
@@ -383,7 +384,8 @@ class _RowBuilder:
             slow.update(
                 i
                 for i, value in enumerate(column)
-                if value is not OMIT and not (type(value) is str and value.startswith(_URLS))
+                if value is not OMIT
+                and not (type(value) is str and value.startswith(_URLS) and not url_problem(value))
             )
         checker = self.spec.checker
         if checker is not None and checker.by_field:
@@ -537,7 +539,7 @@ class _RowBuilder:
         files: dict[str, LocalFile] = {}
         for name in self.spec.file_fields:
             cell = values.get(name)
-            if isinstance(cell, str) and cell.startswith(("http://", "https://")):
+            if isinstance(cell, str) and cell.startswith(_URLS) and not url_problem(cell):
                 continue  # a URL is sent as it is (the most common cell by far)
             items = cell if isinstance(cell, list) else [cell]
             if not items or not all(isinstance(item, str) for item in items):
@@ -566,7 +568,10 @@ class _RowBuilder:
         """The checked local file, or the URL to send; raises BadCell saying what is wrong."""
         if not is_local(cell):
             url = normalize_url(cell)
-            if url.startswith(("http://", "https://")):
+            if url.startswith(_URLS):
+                reason = url_problem(url)
+                if reason:
+                    raise BadCell(reason)
                 return url
             if not url.startswith("data:"):
                 raise BadCell("must be an http(s) URL, a data: URI or a local file")

@@ -233,6 +233,8 @@ GOOD_CELLS = [
     ("negative_prompt", "  blur  ", "blur"),
     ("prompt", "  Keep my spaces\n", "  Keep my spaces\n"),
     ("prompt", 2024.0, "2024"),
+    ("image_url", "https://localhost.example.com/x.png", "https://localhost.example.com/x.png"),
+    ("image_url", "HTTPS://127example.com/a%20b.png", "https://127example.com/a%20b.png"),
 ]
 
 
@@ -257,6 +259,11 @@ BAD_CELLS = [
     ("safety_tolerance", "0", "'1', '2', '3', '4', '5' or '6'"),
     ("prompt", "   ", "is required"),
     ("image_url", "ftp://example.com/x.png", "http(s) URL"),
+    # URLs the provider's servers cannot fetch: every job sending one would fail
+    ("image_url", "http://localhost:8000/x.png", "cannot reach localhost on this machine"),
+    ("image_url", "HTTP://127.0.0.1/x.png", "cannot reach 127.0.0.1 on this machine"),
+    ("image_url", "https://example.com/my shot.png", "write a space as %20"),
+    ("image_url", "https:///x.png", "the URL has no host name"),
 ]
 
 
