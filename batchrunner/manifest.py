@@ -53,6 +53,7 @@ from batchrunner.images import (
     file_key,
     is_local,
     kind_of_field,
+    local_path_of,
     materialize,
     normalize_url,
     place,
@@ -566,6 +567,7 @@ class _RowBuilder:
 
     def _file(self, name: str, cell: str) -> LocalFile | str:
         """The checked local file, or the URL to send; raises BadCell saying what is wrong."""
+        cell = local_path_of(cell)  # file:///Users/me/fox.png, as a browser or Finder copies it
         if not is_local(cell):
             url = normalize_url(cell)
             if url.startswith(_URLS):

@@ -456,6 +456,24 @@ def test_a_local_image_becomes_a_local_file_sent_as_a_data_uri(tmp_path: Path) -
     assert row.payload["image_url"] == str(image)  # materialize made a copy
 
 
+def test_a_file_url_names_a_local_image_as_its_path_does(tmp_path: Path) -> None:
+    """``file:///...`` is how a browser's address bar or Finder's "copy" gives a path."""
+    (by_path,) = load(manifest_with_image(tmp_path)).rows
+    folder = tmp_path / "my pics #1"
+    shutil.copytree(tmp_path / "pics", folder)
+    url = (folder / "lighthouse.png").as_uri()  # file:///.../my%20pics%20%231/lighthouse.png
+    path = tmp_path / "urls.csv"
+    path.write_text(f"prompt,image_url\nshot 0,{url}\nshot 1,file://elsewhere/x.png\n")
+    with pytest.raises(ManifestError) as caught:
+        load(path)  # another machine's file is no file here
+    (problem,) = caught.value.problems
+    assert problem.row == 2 and "http(s) URL, a data: URI or a local file" in problem.message
+    path.write_text(f"prompt,image_url\nshot 0,{url}\n")
+    (by_url,) = load(path).rows
+    assert by_url.files["image_url"].path == str(folder / "lighthouse.png")
+    assert by_url.job_id == by_path.job_id  # the same picture: the same request
+
+
 def test_the_job_id_follows_the_image_content_not_its_path(tmp_path: Path) -> None:
     (row,) = load(manifest_with_image(tmp_path / "a")).rows
     (moved,) = load(manifest_with_image(tmp_path / "b")).rows
