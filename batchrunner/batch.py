@@ -30,7 +30,8 @@ from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
 
 if TYPE_CHECKING:  # the run machinery loads when a run starts: `plan` and `validate` skip it
-    from batchrunner.ledger import Ledger, Recording
+    from batchrunner.client import QueueClient
+    from batchrunner.ledger import Job, Ledger, Recording
     from batchrunner.report import Summary
     from batchrunner.scheduler import Observer
 
@@ -246,6 +247,31 @@ def check_writable(folder: Path) -> None:
         ) from exc
 
 
+CANCEL_SETTLE_SECONDS = 5.0  # how long `cancel` watches a job it asked to stop
+
+
+async def _how_it_ended(client: QueueClient, job: Job) -> str:
+    """A job whose cancel was accepted: ``CANCELLATION_REQUESTED`` once it ends cancelled,
+    ``ALREADY_COMPLETED`` when it ends otherwise (it made its video after all: paid for, so
+    ``resume`` fetches it), ``STILL_RUNNING`` when it has not ended after
+    :data:`CANCEL_SETTLE_SECONDS`. A running app need not heed a cancel, so the answer to it
+    alone does not say the job will make nothing."""
+    import anyio
+
+    assert job.request_id is not None
+    deadline = anyio.current_time() + CANCEL_SETTLE_SECONDS
+    pause = 0.1
+    while True:
+        status = await client.status(job.endpoint, job.request_id, url=job.status_url, logs=False)
+        if status.done:
+            cancelled = status.error_type == "request_cancelled"
+            return "CANCELLATION_REQUESTED" if cancelled else "ALREADY_COMPLETED"
+        if anyio.current_time() + pause > deadline:
+            return "STILL_RUNNING"
+        await anyio.sleep(pause)
+        pause = min(1.0, pause * 2)
+
+
 def cancel(
     ledger_path: str | Path,
     job_ids: Sequence[str] | None = None,
@@ -288,8 +314,17 @@ def cancel(
                         continue
                     assert job.request_id is not None
                     answer = await client.cancel(job.endpoint, job.request_id, url=job.cancel_url)
+                    if answer == "CANCELLATION_REQUESTED":
+                        answer = await _how_it_ended(client, job)
                     if answer == "ALREADY_COMPLETED":
                         outcome[job.job_id] = "too late: it already completed; `resume` fetches it"
+                        continue
+                    if answer == "STILL_RUNNING":
+                        outcome[job.job_id] = (
+                            "cancel requested, but it is still running at the provider: "
+                            "`resume` follows it to its end (a video it still makes is paid for, "
+                            "and fetched)"
+                        )
                         continue
                     ledger.transition(job.job_id, JobState.CANCELLED, detail=f"cancel: {answer}")
                     outcome[job.job_id] = (

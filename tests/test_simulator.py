@@ -763,6 +763,7 @@ def test_fault_parse_reads_every_option() -> None:
         ("submit:503:retry_after=1", "only applies to 429"),
         ("status:cut", "only applies to the media route"),
         ("status:drop_after_accept", "only applies to the submit route"),
+        ("status:ignored", "only applies to the cancel route"),
     ],
 )
 def test_fault_parse_rejects_bad_rules_clearly(text: str, complaint: str) -> None:

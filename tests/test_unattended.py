@@ -24,6 +24,7 @@ from batchrunner.cli import cli
 from batchrunner.ledger import Ledger
 from batchrunner.retry import RetryPolicy
 from batchrunner.simulator import SimulatorServer
+from batchrunner.simulator.config import Fault
 from batchrunner.states import JobState
 from tests.helpers import (
     TOKEN,
@@ -290,6 +291,34 @@ def test_cancel_all_cancels_in_flight_jobs_at_the_provider(tmp_path: Path) -> No
         )
         assert again.exit_code == 1  # nothing left to do, and not every job is done
         assert counters(server)["submits"] == 3
+
+
+def test_a_cancel_the_running_job_does_not_heed_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel answered CANCELLATION_REQUESTED does not say the job makes nothing: a running
+    app may finish anyway, and that video is paid for. ``cancel`` watches each job end: one
+    still running stays followed, and ``resume`` fetches what it made; nothing is bought
+    again."""
+    monkeypatch.setattr(batch, "CANCEL_SETTLE_SECONDS", 0.3)
+    ignored = Fault.parse("cancel:ignored:times=1")
+    with SimulatorServer(fast_config(run_seconds=4, faults=[ignored])) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(2))
+        env = {"BATCHRUNNER_API_KEY": TOKEN}
+        args = run_args(server, tmp_path, manifest, "--max-runtime", "0.5s")
+        assert CliRunner().invoke(cli, args, env=env).exit_code == 75
+        ledger = tmp_path / "ledger.db"
+        assert sorted(states(ledger).values()) == [JobState.RUNNING] * 2
+        cancelled = CliRunner().invoke(cli, ["cancel", "--ledger", str(ledger), "--all"], env=env)
+        assert cancelled.exit_code == 0, cancelled.output
+        assert cancelled.output.count(": cancelled at the provider\n") == 1
+        assert cancelled.output.count(": cancel requested, but it is still running") == 1
+        assert sorted(states(ledger).values()) == [JobState.CANCELLED, JobState.RUNNING]
+        resumed = CliRunner().invoke(cli, ["resume", "--ledger", str(ledger)], env=env)
+        assert resumed.exit_code == 1, resumed.output  # one done, one cancelled
+        assert sorted(states(ledger).values()) == [JobState.CANCELLED, JobState.DONE]
+        assert len(list((tmp_path / "out").glob("*.mp4"))) == 1
+        assert counters(server)["submits"] == 2
 
 
 @contextmanager
