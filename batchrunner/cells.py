@@ -37,6 +37,7 @@ FORMATS = {
     ".tab": "tsv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
+    ".json": "json",
     ".xlsx": "xlsx",
     ".parquet": "parquet",
 }
@@ -147,6 +148,8 @@ def read_table(path: Path, *, sheet: str | int | None = None) -> Table:
         return Table(problems=[Problem("the manifest is empty")])
     if kind == "jsonl":
         return _read_jsonl(text)
+    if kind == "json":
+        return _read_json(text)
     return _read_delimited(text, "\t" if kind == "tsv" else sniff_delimiter(text))
 
 
@@ -359,6 +362,48 @@ def _read_jsonl(text: str) -> Table:
         columns.update(dict.fromkeys(cells))
         if not _blank(cells.values()):
             records.append(Record(row, line, cells))
+    if not records and not problems:
+        problems.append(Problem("the manifest has no rows"))
+    return Table(list(columns), records, problems)
+
+
+def _read_json(text: str) -> Table:
+    """A ``.json`` manifest: an array of objects, one a row, as tools export them (rows are
+    numbered from 1; there are no line numbers). A file of one object a line (JSON Lines
+    under a ``.json`` name) is read as JSON Lines."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if text.lstrip().startswith("{"):  # more than one object: one a line
+            return _read_jsonl(text)
+        message = f"the file is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        return Table(problems=[Problem(message)])
+    if isinstance(value, dict):
+        nested = [
+            k for k, v in value.items() if isinstance(v, list) and v and isinstance(v[0], dict)
+        ]
+        if nested:  # {"records": [...]}, as some tools wrap an export
+            message = f"the rows look to be under {nested[0]!r}: give the array itself, [{{...}}]"
+            return Table(problems=[Problem(message)])
+    items = [value] if isinstance(value, dict) else value
+    if not isinstance(items, list):
+        kind = _JSON_KINDS.get(type(value), "null" if value is None else "a number")
+        return Table(
+            problems=[Problem(f'a .json manifest is an array like [{{"prompt": ...}}], not {kind}')]
+        )
+    records: list[Record] = []
+    problems: list[Problem] = []
+    columns: dict[str, None] = {}
+    for row, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            kind = _JSON_KINDS.get(type(item), "null" if item is None else "a number")
+            message = f'each item must be a JSON object like {{"prompt": ...}}, not {kind}'
+            problems.append(Problem(message, row=row, value=json.dumps(item)[:200]))
+            continue
+        cells = {_clean_name(k): v for k, v in item.items()}
+        columns.update(dict.fromkeys(cells))
+        if not _blank(cells.values()):
+            records.append(Record(row, None, cells))
     if not records and not problems:
         problems.append(Problem("the manifest has no rows"))
     return Table(list(columns), records, problems)

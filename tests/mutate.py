@@ -598,6 +598,14 @@ MUTATIONS: list[Mutation] = [
         "    if False:  # MUTANT\n",
         (PATHS + "test_an_output_name_too_long_for_a_file_system_is_refused",),
     ),
+    Mutation(
+        "a-cancel-taken-on-trust",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/batch.py",
+        "                        answer = await _how_it_ended(client, job)\n",
+        "                        pass  # MUTANT\n",
+        (UNATTENDED + "test_a_cancel_the_running_job_does_not_heed_loses_nothing",),
+    ),
     # --- A ledger that is not ours, newer, or corrupt is refused and left alone
     Mutation(
         "foreign-sqlite-file-taken-as-a-ledger",

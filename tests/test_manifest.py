@@ -323,6 +323,32 @@ def test_an_output_name_with_a_dot_still_ends_in_mp4_and_another_video_kind_is_r
     ]  # fmt: skip
 
 
+def test_a_json_array_is_a_manifest_like_its_json_lines(tmp_path: Path) -> None:
+    """``.json`` as tools export it (one array of objects), or JSON Lines under that name."""
+    rows = [
+        {"id": "a", "prompt": "x", "image_url": URL, "duration": 4, "scene": "intro"},
+        {"id": "b", "prompt": "y", "image_url": URL, "generate_audio": False},
+    ]
+    lines = load(write_jsonl(tmp_path / "m.jsonl", rows)).rows
+    array = tmp_path / "m.json"
+    array.write_text(json.dumps(rows, indent=2))
+    assert [(r.job_id, r.row, r.payload, r.metadata) for r in load(array).rows] == [
+        (r.job_id, r.row, r.payload, r.metadata) for r in lines
+    ]
+    assert [r.payload for r in load(write_jsonl(tmp_path / "l.json", rows)).rows] == [
+        r.payload for r in lines
+    ]
+    for text, row, words in [
+        (json.dumps([rows[0], 7]), 2, "each item must be a JSON object"),
+        (json.dumps({"records": rows}), None, "the rows look to be under 'records'"),
+        ('"rows"', None, 'a .json manifest is an array like [{"prompt": ...}], not a string'),
+        ("[{", None, "the file is not valid JSON: "),
+    ]:
+        array.write_text(text)
+        (problem,) = errors_of(array)
+        assert problem.row == row and words in problem.message, problem
+
+
 def test_every_problem_of_a_row_is_reported(tmp_path: Path) -> None:
     row = {"prompt": " ", "image_url": URL, "duration": "9s", "seed": "x", "output": "../o"}
     errors = errors_of(write_jsonl(tmp_path / "m.jsonl", [row]))
