@@ -9,10 +9,10 @@
     done = batchrunner.run(shots, model="fal-ai/veo3.1", simulate=True, ledger="shots.db")
     frame = batchrunner.results("shots.db")   # typed columns: bool, Int64, datetimes
 
-A manifest is a file path (CSV, TSV, JSONL, JSON, XLSX, Parquet), a ``pandas.DataFrame`` or a list of
-dicts; rows are validated and reported exactly as for a file, with row numbers (a bad manifest
-raises :class:`~batchrunner.errors.ManifestError` with every problem). Options are the CLI's,
-by their Python names (``concurrency=4``, ``budget=40``, ``matrix={"aspect_ratio": ["16:9",
+A manifest is a file path (CSV, TSV, JSONL, JSON, XLSX, Parquet), a ``pandas.DataFrame`` or a
+list of dicts; rows are validated and reported exactly as for a file, with row numbers (a bad
+manifest raises :class:`~batchrunner.errors.ManifestError` with every problem). Options are the
+CLI's, by their Python names (``concurrency=4``, ``budget=40``, ``matrix={"aspect_ratio": ["16:9",
 "9:16"]}``, ``set={"duration": "4s"}``, ``count=2``, ``prompt_template=...``); a
 ``batchrunner.toml`` beside a manifest file is read as the CLI reads it, the arguments win.
 

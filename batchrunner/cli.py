@@ -69,9 +69,13 @@ def friendly_errors(fn: F) -> F:
             for problem in exc.problems:
                 click.echo(f"{exc.source}: {problem}", err=True)
             click.echo(f"error: {exc.summary}", err=True)
+            if kwargs.get("as_json"):
+                _echo_failure(exc, exc.summary, [str(p) for p in exc.problems])
             sys.exit(exc.exit_code)
         except BatchrunnerError as exc:
             click.echo(f"error: {exc}", err=True)
+            if kwargs.get("as_json"):
+                _echo_failure(exc, str(exc))
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo(
@@ -80,6 +84,15 @@ def friendly_errors(fn: F) -> F:
             sys.exit(ExitCode.INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _echo_failure(exc: BatchrunnerError, error: str, problems: list[str] | None = None) -> None:
+    """With ``--json``, a command that fails before it has a summary still prints one object on
+    stdout (a nightly ``--json >> runs.jsonl`` keeps a line for that night too)."""
+    failure: dict[str, Any] = {"exit_code": int(exc.exit_code), "error": error}
+    if problems is not None:
+        failure["problems"] = problems
+    click.echo(json.dumps(failure))
 
 
 def _setup_logging(

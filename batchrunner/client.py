@@ -466,6 +466,9 @@ def _location_origin(response: Answer) -> str:
         return "an invalid location"
 
 
+NOT_REACHED = "could not reach the API"  # a request that never left (a connect error)
+
+
 def classify_transport(
     exc: httpx.RequestError, *, idempotent: bool, secrets: Sequence[str] = ()
 ) -> ProviderError:
@@ -481,7 +484,7 @@ def classify_transport(
     if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return UnreachableError(f"the API's TLS certificate does not verify ({what})")
     if isinstance(exc, NEVER_SENT):
-        return TransientError(f"could not reach the API ({what})")
+        return TransientError(f"{NOT_REACHED} ({what})")
     if not idempotent:
         return AmbiguousSubmitError(
             f"the submit was sent but its answer was lost ({what}); "
@@ -921,8 +924,11 @@ class QueueClient:
         since = self._unreachable_since = self._unreachable_since or started
         if time.monotonic() - since < self.unreachable_after:
             return error
+        why = str(error)
+        if why.startswith(f"{NOT_REACHED} (") and why.endswith(")"):  # said once, by the caller
+            why = why[len(NOT_REACHED) + 2 : -1]
         return UnreachableError(
-            f"no connection for {time.monotonic() - since:.0f} s ({error})", status=error.status
+            f"nothing connected for {time.monotonic() - since:.0f} s; {why}", status=error.status
         )
 
 

@@ -92,9 +92,34 @@ def test_an_unreachable_api_stops_within_30_s_with_one_line_and_nothing_unknown(
     assert elapsed < 30
     lines = [line for line in result.stderr.splitlines() if "cannot reach the API" in line]
     assert len(lines) == 1 and "http://127.0.0.1:9" in lines[0] and "--base-url" in lines[0]
+    assert "(nothing connected for " in lines[0] and "Connection refused): check" in lines[0]
+    assert "could not reach" not in lines[0]  # the cause is said once, not nested in itself
     summary = json.loads(result.stdout)
     assert summary["exit_code"] == 69 and summary["spend_usd"] == 0
     assert states(tmp_path / "l.db") == {"pending": 10}  # never sent: not unknown, no spend
+
+
+def test_with_json_a_command_that_fails_early_still_prints_one_object(tmp_path: Path) -> None:
+    """A nightly `run ... --json >> runs.jsonl` keeps a line for a night that failed before
+    its run: a bad manifest (with its problems), a ledger in use (exit 3)."""
+    from batchrunner.lock import LedgerLock
+
+    bad = write_manifest(tmp_path / "bad.csv", [{**rows(1)[0], "duration": "9s"}])
+    result = invoke(["run", str(bad), "--ledger", str(tmp_path / "l.db"), "--json"])
+    failure = json.loads(result.stdout)
+    assert result.exit_code == failure["exit_code"] == 2
+    assert failure["error"] == f"{bad}: 1 problem(s); nothing was submitted"
+    assert len(failure["problems"]) == 1 and "'4s', '6s' or '8s'" in failure["problems"][0]
+    good = write_manifest(tmp_path / "m.csv", rows(1))
+    ledger = tmp_path / "locked.db"
+    with Ledger.open(ledger):
+        pass  # a ledger a run is busy with
+    for command in (["run", str(good), "--out", str(tmp_path / "o")], ["resume"]):
+        with LedgerLock(ledger, "run"):
+            result = invoke([*command, "--ledger", str(ledger), "--json"])
+        failure = json.loads(result.stdout)
+        assert result.exit_code == failure["exit_code"] == 3, result.output
+        assert "in use by another batchrunner" in failure["error"]
 
 
 def test_a_dead_proxy_is_named_without_its_password_and_nothing_is_sent(
