@@ -346,8 +346,9 @@ def _ledger_view(
 
 def write_bodies(manifest: Manifest, destination: Path) -> int:
     """One JSON line per job: its id, row, variant and the exact request body (local images as
-    the ``data:`` URIs that would be sent)."""
+    the ``data:`` URIs that would be sent). Its folder is made if need be, as ``export``'s is."""
     try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
         with open(destination, "w", encoding="utf-8") as handle:
             for row in manifest.rows:
                 record = {

@@ -229,13 +229,14 @@ def test_plan_and_dry_run_send_nothing_and_write_no_ledger(
             "2",
             "--json",
             "-o",
-            str(tmp_path / "plan.jsonl"),
+            str(tmp_path / "plans" / "plan.jsonl"),  # its folder made, as export's is
         ],
     )
     assert shown.exit_code == 0, shown.output
     plan = json.loads(shown.stdout)
     assert (plan["rows"], plan["jobs"], plan["cost_usd"]) == (3, 6, 9.6)
-    bodies = [json.loads(line) for line in (tmp_path / "plan.jsonl").read_text().splitlines()]
+    written = (tmp_path / "plans" / "plan.jsonl").read_text()
+    bodies = [json.loads(line) for line in written.splitlines()]
     assert [b["job_id"] for b in bodies] == [f"shot-00{i}~t{t}" for i in (1, 2, 3) for t in (1, 2)]
     assert all(b["input"]["duration"] == "4s" and "seed" in b["input"] for b in bodies)
     dry = CliRunner().invoke(
