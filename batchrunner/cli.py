@@ -69,7 +69,7 @@ def friendly_errors(fn: F) -> F:
             for problem in exc.problems:
                 click.echo(f"{exc.source}: {problem}", err=True)
             click.echo(f"error: {exc.summary}", err=True)
-            if kwargs.get("as_json"):
+            if kwargs.get("as_json") and not isinstance(exc, _Refused):
                 _echo_failure(exc, exc.summary, [str(p) for p in exc.problems])
             sys.exit(exc.exit_code)
         except BatchrunnerError as exc:
@@ -446,7 +446,11 @@ def _show_plan(
     _print_plan(plan, as_json)
     problems = refusals(plan.decisions, loaded)
     if problems:
-        raise ManifestError(str(loaded.source), problems)
+        raise _Refused(str(loaded.source), problems)
+
+
+class _Refused(ManifestError):
+    """Edited rows the plan just printed refuses: its ``--json`` already holds them."""
 
 
 @cli.command()

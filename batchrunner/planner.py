@@ -104,8 +104,11 @@ def decide(
         job = to_job(row)
         if old.input_hash != job.input_hash:
             assert ledger is not None  # stored is empty without one
-            fields = _changed_fields(ledger.get(job.job_id), job)
-            what = f"edited ({', '.join(fields) or 'its files'})"
+            before = ledger.get(job.job_id)
+            fields = _changed_fields(before, job)
+            model = f"model {before.endpoint} → {job.endpoint}"
+            shown = [model if name == MODEL else name for name in fields]
+            what = f"edited ({', '.join(shown) or 'its files'})"
             if not replace_changed:
                 why = f"{what}; pass --replace-changed to replace it"
                 decisions.append(Decision(job.job_id, job.row, "refuse", why, None, fields))
@@ -186,12 +189,18 @@ def _within_budget(decisions: list[Decision], spent: float, budget: float | None
     return out
 
 
+MODEL = "model"  # in an edited row's changed fields: the endpoint itself changed
+
+
 def _changed_fields(old: Job, new: NewJob) -> tuple[str, ...]:
+    """What makes ``new`` another request than ``old``: :data:`MODEL` first when the endpoint
+    changed, then the input fields, then the files whose content changed."""
+    model = [MODEL] if old.endpoint != new.endpoint else []
     names = sorted(set(old.input) | set(new.input))
     fields = [n for n in names if old.input.get(n) != new.input.get(n)]
     files = [k for k in set(old.files) | set(new.files) if old.files.get(k, {}).get("sha256")
              != new.files.get(k, {}).get("sha256")]  # fmt: skip
-    return tuple(dict.fromkeys([*fields, *sorted(files)]))
+    return tuple(dict.fromkeys([*model, *fields, *sorted(files)]))
 
 
 def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:

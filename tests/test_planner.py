@@ -15,6 +15,9 @@ from click.testing import CliRunner
 
 from batchrunner.cli import cli
 from batchrunner.ledger import Ledger
+from batchrunner.manifest import load_manifest
+from batchrunner.models import DEFAULT_MODEL, get_model
+from batchrunner.planner import to_jobs
 from batchrunner.simulator import SimulatorServer
 from tests.helpers import TOKEN, counters, fast_config, rows, write_manifest
 
@@ -104,3 +107,17 @@ def test_plan_predicts_exactly_what_run_submits_follows_holds_and_refuses(tmp_pa
         assert last.exit_code == 0, last.output
         after = submits(ledger)
         assert {j for j, n in after.items() if n > before.get(j, 0)} == {"shot-006"}
+
+
+def test_an_edited_row_whose_model_changed_says_so(tmp_path: Path) -> None:
+    """Only the endpoint differs: the refusal named no field at all ("edited (its files)")."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(1))
+    ledger = tmp_path / "l.db"
+    with Ledger.open(ledger) as opened:
+        opened.add_jobs(to_jobs(load_manifest(manifest, get_model(DEFAULT_MODEL))))
+    other = "fal-ai/veo3.1/image-to-video"
+    shown = CliRunner().invoke(
+        cli, ["plan", str(manifest), "--ledger", str(ledger), "--model", other]
+    )
+    assert shown.exit_code == 2, shown.output
+    assert f"edited (model {DEFAULT_MODEL} → {other}); pass --replace-changed" in shown.stderr
