@@ -198,6 +198,8 @@ class Ledger:
         by a newer batchrunner. The file is never overwritten.
         """
         path = Path(path)
+        if path.is_dir():
+            raise LedgerError(f"{path} is a folder; a ledger is a file, e.g. {path / 'shots.db'}")
         if not create and path.is_file() and path.stat().st_size == 0:
             # SQLite would take an empty file for an empty database, and write one into it
             raise LedgerError(f"no ledger at {path} (the file is empty)")

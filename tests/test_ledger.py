@@ -83,6 +83,13 @@ def test_missing_ledger_when_not_creating(tmp_path: Path) -> None:
     assert not (tmp_path / "nope.db").exists()
 
 
+@pytest.mark.parametrize("create", [True, False])
+def test_a_folder_is_no_ledger_and_says_so(tmp_path: Path, create: bool) -> None:
+    """The Python API's ledger= is no click.Path: SQLite said "unable to open database file"."""
+    with pytest.raises(LedgerError, match=r"is a folder; a ledger is a file, e\.g\. .*shots\.db"):
+        Ledger.open(tmp_path, create=create)
+
+
 def test_an_empty_file_is_no_ledger_to_read_and_is_left_empty(tmp_path: Path) -> None:
     path = tmp_path / "typo.db"
     path.touch()
