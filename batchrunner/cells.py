@@ -23,8 +23,9 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
@@ -122,8 +123,14 @@ class _Grid(Sequence[Record]):
         return range(1, rows + 1), range(self._first_line + 1, self._first_line + rows + 1)
 
 
-def read_table(path: Path, *, sheet: str | int | None = None) -> Table:
-    """The cells of the manifest at ``path``; raises UsageError when it cannot be opened."""
+def read_table(
+    path: Path, *, sheet: str | int | None = None, columns: Collection[str] = ()
+) -> Table:
+    """The cells of the manifest at ``path``; raises UsageError when it cannot be opened.
+
+    ``columns`` (lower case) are names a header may hold: when the first non-blank row names
+    none of them and one of the next rows does, that row is the header, and the rows above it
+    (a title, a note: sheets made for people have them) are skipped with a warning."""
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         hint = " (save it as .xlsx)" if path.suffix.lower() in (".xls", ".xlsm", ".ods") else ""
@@ -136,7 +143,7 @@ def read_table(path: Path, *, sheet: str | int | None = None) -> Table:
     if sheet is not None and kind != "xlsx":
         raise UsageError(f"{path}: a sheet can only be chosen in an .xlsx workbook")
     if kind == "xlsx":
-        return _read_xlsx(path, sheet)
+        return _read_xlsx(path, sheet, columns)
     if kind == "parquet":
         return _read_parquet(path)
     data = path.read_bytes()
@@ -150,7 +157,72 @@ def read_table(path: Path, *, sheet: str | int | None = None) -> Table:
         return _read_jsonl(text)
     if kind == "json":
         return _read_json(text)
-    return _read_delimited(text, "\t" if kind == "tsv" else sniff_delimiter(text))
+    delimiter = "\t" if kind == "tsv" else sniff_delimiter(text)
+    text, skipped = _below_title(text, delimiter, columns)
+    table = _read_delimited(text, delimiter)
+    table.problems[:0] = skipped
+    return table
+
+
+HEADER_SEARCH = 20  # rows looked at for a header below a title
+
+
+def _header_index(rows: Sequence[Sequence[Any]], columns: Collection[str]) -> int | None:
+    """The index of the header in ``rows`` when it is not the first non-blank row: the first
+    row naming one of ``columns``, when the first non-blank row names none. None otherwise
+    (the first non-blank row is the header, as always)."""
+    first = True
+    for index, values in enumerate(rows[:HEADER_SEARCH]):
+        if _blank(values):
+            continue
+        if any(_clean_name(value).lower() in columns for value in values):
+            return None if first else index
+        first = False
+    return None
+
+
+def _skipped_above(rows: Sequence[Sequence[Any]], header: Sequence[Any]) -> list[Problem]:
+    """The warning for the rows above a header found below them."""
+    shown = "; ".join(
+        ", ".join(repr(_clean_name(v)) for v in values if _clean_name(v))
+        for values in rows
+        if not _blank(values)
+    )
+    named = ", ".join(repr(n) for n in map(_clean_name, header) if n)
+    message = (
+        f"the header is the first row naming columns ({_short(named)}); "
+        f"the rows above it were skipped: {_short(shown)}"
+    )
+    return [Problem(message, severity="warning")]
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _below_title(text: str, delimiter: str, columns: Collection[str]) -> tuple[str, list[Problem]]:
+    """``text`` with the lines above its header blanked (line numbers kept), when the header is
+    below a title (:func:`_header_index`); the text as it is otherwise."""
+    if not columns:
+        return text, []
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    head: list[list[str]] = []
+    ends: list[int] = []
+    try:
+        for values in reader:
+            head.append(values)
+            ends.append(reader.line_num)
+            if len(head) >= HEADER_SEARCH:
+                break
+    except csv.Error:
+        return text, []  # the whole read says where
+    index = _header_index(head, columns)
+    if index is None:
+        return text, []
+    lines = list(io.StringIO(text, newline=""))
+    above = ends[index - 1]  # the lines before the header's first
+    blanked = [line[len(line.rstrip("\r\n")) :] for line in lines[:above]]
+    return "".join([*blanked, *lines[above:]]), _skipped_above(head[:index], head[index])
 
 
 def decode(data: bytes, kind: str) -> tuple[str | None, Problem | None]:
@@ -497,7 +569,7 @@ def _table_from_rows(rows: Iterator[Sequence[Any]]) -> Table:
     return header.finish(records)
 
 
-def _read_xlsx(path: Path, sheet: str | int | None) -> Table:
+def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = ()) -> Table:
     import openpyxl  # imported late: it is slow to import and only workbooks need it
 
     try:
@@ -522,7 +594,15 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> Table:
             for cells in worksheet.iter_rows():
                 yield [CellError(str(c.value)) if c.data_type == "e" else c.value for c in cells]
 
-        table = _table_from_rows(values())
+        rows = values()
+        head = list(itertools.islice(rows, HEADER_SEARCH)) if columns else []
+        index = _header_index(head, columns) if head else None
+        skipped = []
+        if index is not None:
+            skipped = _skipped_above(head[:index], head[index])
+            head[:index] = [[] for _ in range(index)]  # blank: no rows before a header
+        table = _table_from_rows(itertools.chain(head, rows))
+        table.problems[:0] = skipped
         if sheet is None and len(names) > 1:
             others = ", ".join(repr(n) for n in names[1:])
             table.problems.append(

@@ -122,12 +122,18 @@ def load_manifest(
         return _load(path, spec, sheet, expansion or Expansion())
 
 
+def _header_names(spec: ModelSpec) -> frozenset[str]:
+    """Names that mark a manifest's header row (lower case): the model's fields and the
+    manifest's own columns."""
+    return frozenset({*(name.lower() for name in spec.fields), "prompt", *CONTROL_COLUMNS})
+
+
 def _load(
     path: str | Path | Any, spec: ModelSpec, sheet: str | int | None, expansion: Expansion
 ) -> Manifest:
     if isinstance(path, str | Path):
         source = Path(path).expanduser()
-        table = read_table(source, sheet=sheet)
+        table = read_table(source, sheet=sheet, columns=_header_names(spec))
         folder = source.resolve().parent
     else:
         source, table, folder = Path(IN_MEMORY), read_records(path), Path.cwd()

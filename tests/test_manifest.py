@@ -349,6 +349,40 @@ def test_a_json_array_is_a_manifest_like_its_json_lines(tmp_path: Path) -> None:
         assert problem.row == row and words in problem.message, problem
 
 
+def test_a_title_above_the_header_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    """A sheet made for people: a title and a blank row above the header. The title was taken
+    for the header: every column missing, every row ragged. Line numbers stay the file's."""
+    title = ["Day 2 shot list", None, None]
+    header = ["id", "prompt", "image_url"]
+    body = [["fox", "a fox\nin the snow", URL], ["owl", "an owl", URL], ["hen", None, URL]]
+    workbook = openpyxl.Workbook()
+    for values in [title, [], header, *body]:
+        workbook.active.append(values)
+    workbook.save(tmp_path / "m.xlsx")
+    text = "Day 2 shot list,,\n\n" + "".join(
+        ",".join(f'"{v}"' if v and "\n" in v else v or "" for v in values) + "\n"
+        for values in [header, *body]
+    )
+    (tmp_path / "m.csv").write_text(text)
+    for name, line in (("m.xlsx", None), ("m.csv", 7)):  # the quoted line break: line 4 and 5
+        with pytest.raises(ManifestError) as caught:
+            load(tmp_path / name)
+        warning, missing = caught.value.problems
+        assert warning.severity == "warning" and "the rows above it were skipped" in str(warning)
+        assert "'Day 2 shot list'" in warning.message and "'prompt'" in warning.message
+        assert (missing.row, missing.line, missing.column) == (3, line, "prompt")
+        assert "is required" in missing.message
+    (tmp_path / "m.csv").write_text(text.replace("hen,,", "hen,a hen,"))
+    loaded = load(tmp_path / "m.csv")
+    assert [(r.job_id, r.row, r.payload["prompt"]) for r in loaded.rows] == [
+        ("fox", 1, "a fox\nin the snow"), ("owl", 2, "an owl"), ("hen", 3, "a hen")
+    ]  # fmt: skip
+    (tmp_path / "plain.csv").write_text("prompt\nfox\nowl\n")  # a first row that names one
+    assert [r.row for r in load(tmp_path / "plain.csv", spec=get_model("fal-ai/veo3.1")).rows] == [
+        1, 2
+    ]  # fmt: skip
+
+
 def test_every_problem_of_a_row_is_reported(tmp_path: Path) -> None:
     row = {"prompt": " ", "image_url": URL, "duration": "9s", "seed": "x", "output": "../o"}
     errors = errors_of(write_jsonl(tmp_path / "m.jsonl", [row]))
