@@ -130,7 +130,8 @@ def _options(
     merged = {k: v for k, v in from_file.items() if k not in TABLES}
     merged.update({k: v for k, v in options.items() if k not in ("set", "matrix")})
     settings = batch.Settings(**_only(merged, SETTINGS_OPTIONS))  # typing "45m", paths...
-    fields = batch.model_of(settings).fields
+    spec = batch.model_of(settings)
+    fields = spec.fields
     given = {"set": options.get("set") or {}, "matrix": options.get("matrix") or {}}
     for name, values in given.items():
         if not isinstance(values, Mapping):
@@ -145,6 +146,7 @@ def _options(
         count=merged.get("count"),
         dedupe=bool(merged.get("dedupe", False)),
         strict=bool(merged.get("strict", False)),
+        check=spec.value_problem,
     )
     return settings, expansion
 

@@ -278,14 +278,16 @@ def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Ex
         source = ctx.get_parameter_source(name)
         if name in params and name not in TABLES and source in (ParameterSource.DEFAULT, None):
             params[name] = by_name[name].type_cast_value(ctx, value)
-    fields = get_model(
+    spec = get_model(
         params["model"],
         allow_unregistered=params["allow_unregistered"],
         price_per_job=params["price_per_job"],
-    ).fields
+    )
+    fields = spec.fields
     return expand.build(
         fields,
         config,
+        check=spec.value_problem,
         defaults=parse_settings(params.pop("set_values"), fields),
         matrix=dict(parse_matrix(params.pop("matrix"), fields)),
         prompt_template=params.pop("prompt_template"),

@@ -19,7 +19,7 @@ import functools
 import hashlib
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,7 @@ def build(
     count: int | None = None,
     dedupe: bool = False,
     strict: bool = False,
+    check: Callable[[str, Any], str | None] | None = None,
 ) -> Expansion:
     """The expansion asked for: the config file's ``[defaults]`` and ``[matrix]`` tables, with
     ``defaults`` and ``matrix`` over them field by field (the command line's ``--set`` and
@@ -112,9 +113,19 @@ def build(
 
     Values keep their types (``generate_audio = false`` stays a boolean, for the manifest's
     coercion to read like a cell); a matrix value given as a list is one value each, commas and
-    all, and one given as text is split at its commas, as ``--matrix`` is."""
+    all, and one given as text is split at its commas, as ``--matrix`` is. With ``check`` (the
+    model's :meth:`~batchrunner.models.ModelSpec.value_problem`), each value is checked as a
+    cell of its field would be: a wrong one is one line now, not a problem in every row."""
     check_fields(config.get("defaults", {}), fields, "[defaults]")
     check_fields(config.get("matrix", {}), fields, "[matrix]")
+    for values, label, each in (
+        (config.get("defaults", {}), "[defaults]", False),
+        (config.get("matrix", {}), "[matrix]", True),
+        (defaults or {}, "--set", False),
+        (matrix or {}, "--matrix", True),
+    ):
+        if check is not None:
+            _check_values(values, check, label, each=each)
     if prompt_template is not None:
         check_template(prompt_template)
     choices = {**config.get("matrix", {}), **(matrix or {})}
@@ -126,6 +137,17 @@ def build(
         dedupe=dedupe,
         strict=strict,
     )
+
+
+def _check_values(
+    values: Mapping[str, Any], check: Callable[[str, Any], str | None], label: str, *, each: bool
+) -> None:
+    """Raise UsageError for a value its field refuses (``each``: a matrix's several values)."""
+    for name, value in values.items():
+        for item in _choices(name, value) if each else (value,):
+            problem = check(name, item)
+            if problem is not None:
+                raise UsageError(f"{label} {name}={item}: {problem}")
 
 
 def _choices(name: str, values: Any) -> tuple[str, ...]:
@@ -215,6 +237,11 @@ def render(template: str, cells: Mapping[str, Any]) -> str:
         return str(number_text(value))
 
     return _PLACEHOLDER.sub(fill, template)
+
+
+def placeholders(template: str) -> list[str]:
+    """The columns a prompt template names, in order, each once."""
+    return list(dict.fromkeys(m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1)))
 
 
 def check_template(template: str) -> None:

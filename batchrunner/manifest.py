@@ -43,7 +43,15 @@ from batchrunner import identity
 from batchrunner.cells import IN_MEMORY, Record, Table, read_records, read_table
 from batchrunner.coerce import BAD, OMIT, BadCell, Coercer, FieldKind, coerce, control_text, plain
 from batchrunner.errors import ManifestError, Problem
-from batchrunner.expand import MAX_TAKES, Expansion, TemplateError, Variant, take_seed, variants
+from batchrunner.expand import (
+    MAX_TAKES,
+    Expansion,
+    TemplateError,
+    Variant,
+    placeholders,
+    take_seed,
+    variants,
+)
 from batchrunner.frozen import assemble
 from batchrunner.images import (
     ImageChecker,
@@ -224,6 +232,7 @@ class _Columns:
 
     def __init__(self, names: list[str], spec: ModelSpec, expansion: Expansion):
         self.problems: list[Problem] = []
+        self.template_gaps = self._template_gaps(names, expansion)
         if not spec.known:  # not in the registry: everything but control columns is sent as read
             self.fields = {n: FieldKind(n, "any") for n in names if n not in CONTROL_COLUMNS}
             self.metadata: list[str] = []
@@ -268,6 +277,22 @@ class _Columns:
             if expansion.strict:
                 message = f"unknown column (--strict){hint}"
             self.problems.append(Problem(message, column=name, severity=severity))
+
+    def _template_gaps(self, names: list[str], expansion: Expansion) -> set[str]:
+        """The columns ``--prompt-template`` names that no row can have: one problem each, said
+        once for the manifest rather than once for every row."""
+        template = expansion.prompt_template
+        if template is None:
+            return set()
+        given = {*names, *expansion.defaults, *(name for name, _ in expansion.matrix)}
+        gaps = [name for name in placeholders(template) if name not in given]
+        found = ", ".join(repr(n) for n in names) or "none"
+        for name in gaps:
+            guess = _did_you_mean(name, names)
+            hint = f" (did you mean {{{guess}}}?)" if guess else ""
+            message = f"the prompt template uses {{{name}}}, but there is no {name!r} column{hint}"
+            self.problems.append(Problem(f"{message}; columns found: {found}", column=name))
+        return set(gaps)
 
 
 def _near_miss(name: str, candidates: list[str]) -> str | None:
@@ -438,6 +463,8 @@ class _RowBuilder:
         try:
             return [self._variant(record, v) for v in variants(record.cells, takes, self.expansion)]
         except TemplateError as exc:
+            if exc.column in self.columns.template_gaps:
+                return [_Built(record)]  # said once, for the whole manifest
             column = exc.column if exc.column in record.cells else "prompt"
             value = plain(record.cells.get(column))
             return [

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrunner import schema
-from batchrunner.coerce import FieldKind
+from batchrunner.coerce import OMIT, BadCell, FieldKind, coerce
 from batchrunner.errors import UsageError, did_you_mean
 from batchrunner.pricing import PriceRule, PriceRuleError, flat, seconds_of
 
@@ -93,6 +93,23 @@ class ModelSpec:
 
     def problems(self, body: Mapping[str, Any]) -> list[schema.InputProblem]:
         return self.checker.problems(body) if self.checker else []
+
+    def value_problem(self, name: str, value: Any) -> str | None:
+        """What is wrong with ``value`` as the cell of field ``name`` (read as a cell is, then
+        checked against the field's schema where the schema is checked field by field), or
+        None: how ``--set`` and ``--matrix`` values are checked once, before any row."""
+        kind = self.kinds.get(name)
+        if kind is None:
+            return None
+        try:
+            value = coerce(value, kind)
+        except BadCell as exc:
+            return str(exc)
+        checker = self.checker
+        if value is OMIT or checker is None or not checker.by_field:
+            return None
+        found = checker.problems({**checker.complete({}), name: value})
+        return next((p.message for p in found if p.field == name), None)
 
     def cost(self, payload: Mapping[str, Any]) -> float | None:
         if self.price is None:

@@ -99,9 +99,17 @@ def test_placeholders_inside_the_prompt_cell(tmp_path: Path) -> None:
 
 def test_a_template_naming_a_missing_or_empty_column_is_a_problem(tmp_path: Path) -> None:
     path = manifest(tmp_path, [{"subject": "fox", "style": ""}, {"subject": "hen", "style": "x"}])
-    found = problems(path, prompt_template="A {subject} by {artist} in {style}")
-    assert found[0].startswith("row 1, line 2, column 'prompt': the prompt template uses {artist}")
-    assert "no 'artist' column" in found[0]
+    found = problems(path, prompt_template="A {Subject} by {artist} in {style}")
+    assert found == [  # once for the manifest, not once in every row
+        "column 'Subject': the prompt template uses {Subject}, but there is no 'Subject' column "
+        "(did you mean {subject}?); columns found: 'image_url', 'subject', 'style'",
+        "column 'artist': the prompt template uses {artist}, but there is no 'artist' column; "
+        "columns found: 'image_url', 'subject', 'style'",
+    ]
+    given = load(  # a matrix or --set value is a column too
+        path, prompt_template="A {subject}, {aspect_ratio}", matrix=(("aspect_ratio", ("16:9",)),)
+    )
+    assert [row.payload["prompt"] for row in given.rows] == ["A fox, 16:9", "A hen, 16:9"]
     empty = problems(path, prompt_template="A {subject} in {style}")
     assert empty == [
         "row 1, line 2, column 'style': the prompt template uses {style}, "
@@ -297,6 +305,10 @@ def test_the_config_file_means_the_same_to_the_command_line_and_to_python(
         ({"prompt_template": "Wide: { prompt }"}, "write {{ or }} for a brace in the prompt"),
         ({"matrix": ["prompt=a,b"]}, "matrix takes a dict of field: value"),
         ({"set": {"colour": "red"}}, "set: 'colour' is not a field of the model"),
+        # a value its field refuses: one line, not a problem in every row it fills
+        ({"set": {"duration": "9s"}}, "--set duration=9s: must be '4s', '6s' or '8s'"),
+        ({"set": {"seed": "abc"}}, "--set seed=abc: must be a whole number"),
+        ({"matrix": {"resolution": "720p,4k"}}, "--matrix resolution=4k: must be '720p' or"),
     ],
 )
 def test_python_expansion_options_are_checked(
