@@ -134,9 +134,16 @@ def rows(ledger: Ledger) -> list[dict[str, Any]]:
             manifest_columns, key=lambda c: order.index(c) if c in order else len(order)
         )
         for key in ranked:  # the manifest's own order, then fields it did not name
-            record.setdefault(key, manifest_columns[key])  # never hides a ledger column
+            name = key if key not in record or key in SAME_FACT else f"{MANIFEST_PREFIX}{key}"
+            record.setdefault(name, manifest_columns[key])  # never hides a ledger column
         records.append(record)
     return records
+
+
+# A manifest column named like a ledger column (a sheet's US "state", its own "error" notes)
+# is exported as "manifest.state": neither hides the other. The request's seed is the same fact.
+MANIFEST_PREFIX = "manifest."
+SAME_FACT = frozenset({"seed"})
 
 
 def media_columns(job: Job) -> dict[str, Any]:

@@ -161,6 +161,26 @@ def test_exports_are_fit_for_people_and_status_all_lists_every_job(
     assert CliRunner().invoke(cli, ["status"]).output.count("  done  row ") == 0
 
 
+def test_a_manifest_column_named_like_a_ledger_column_is_kept_beside_it(tmp_path: Path) -> None:
+    """A travel sheet's "state", a producer's "error" notes: they were dropped from exports and
+    results, the ledger's own columns kept in their place."""
+    from click.testing import CliRunner
+
+    from batchrunner.cli import cli
+
+    shots = pd.DataFrame({"prompt": ["a diner"], "state": ["New York"], "error": ["none seen"]})
+    ledger = tmp_path / "l.db"
+    batchrunner.run(shots, model="fal-ai/veo3.1", simulate=True, ledger=ledger, out=tmp_path)
+    frame = batchrunner.results(ledger)
+    assert frame.loc[0, "state"] == "done" and frame.loc[0, "manifest.state"] == "New York"
+    assert pd.isna(frame.loc[0, "error"]) and frame.loc[0, "manifest.error"] == "none seen"
+    table = tmp_path / "x.csv"
+    written = CliRunner().invoke(cli, ["export", "--ledger", str(ledger), "-o", str(table)])
+    assert written.exit_code == 0, written.output
+    exported = pd.read_csv(table)
+    assert exported.loc[0, "manifest.state"] == "New York" and exported.loc[0, "state"] == "done"
+
+
 def test_a_run_goes_on_uvloop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The run's event loop is uvloop's (a dependency): its sockets and scheduling are C."""
     from batchrunner.scheduler import Runner
