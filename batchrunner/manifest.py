@@ -66,6 +66,7 @@ from batchrunner.images import (
     normalize_url,
     place,
     resolve,
+    unfetchable,
     url_problem,
 )
 from batchrunner.models import ModelSpec
@@ -413,12 +414,13 @@ class _RowBuilder:
             columns[name] = column
         for name in self.spec.file_fields:  # a URL is sent as it is; a local file is checked
             column = columns.get(name, [])
-            slow.update(
-                i
-                for i, value in enumerate(column)
-                if value is not OMIT
-                and not (type(value) is str and value.startswith(_URLS) and not url_problem(value))
-            )
+            urls: list[int] = []
+            for i, value in enumerate(column):
+                if type(value) is str and value.startswith(_URLS):
+                    urls.append(i)
+                elif value is not OMIT:
+                    slow.add(i)  # a local file, a data: URI, a list: checked row by row
+            slow.update(urls[k] for k in unfetchable([column[i] for i in urls]))
         checker = self.spec.checker
         if checker is not None and checker.by_field:
             slow |= checker.broken_rows(columns, n, OMIT)

@@ -236,12 +236,12 @@ def _choices(props: Mapping[str, Any], names: Iterable[str]) -> dict[str, list[A
     boolean's two)."""
     choices: dict[str, list[Any]] = {}
     for name in names:
-        schema = props.get(name)
-        if not isinstance(schema, dict):
+        prop = props.get(name)
+        if not isinstance(prop, dict):
             continue
-        if isinstance(schema.get("enum"), list):
-            choices[name] = schema["enum"]
-        elif schema.get("type") == "boolean":
+        if isinstance(prop.get("enum"), list):
+            choices[name] = prop["enum"]
+        elif prop.get("type") == "boolean":
             choices[name] = [True, False]
     return choices
 
