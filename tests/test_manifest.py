@@ -516,6 +516,18 @@ def test_a_local_image_becomes_a_local_file_sent_as_a_data_uri(tmp_path: Path) -
     assert row.payload["image_url"] == str(image)  # materialize made a copy
 
 
+def test_a_column_of_urls_is_judged_as_each_url_would_be() -> None:
+    from batchrunner.images import unfetchable, url_problem
+
+    urls = [
+        "https://cdn.example.com/a.png", "https://cdn.example.com/b c.png",  # a space
+        "http://localhost:8000/a.png", "https://cdn.example.com/c.png", "https:///d.png",
+        "http://me@127.0.0.1/e.png", "https://localhost.example.com/f.png", "https://[::1]/g",
+    ]  # fmt: skip
+    assert unfetchable(urls) == [i for i, url in enumerate(urls) if url_problem(url)]
+    assert unfetchable(urls) == [1, 2, 4, 5, 7]
+
+
 def test_a_file_url_names_a_local_image_as_its_path_does(tmp_path: Path) -> None:
     """``file:///...`` is how a browser's address bar or Finder's "copy" gives a path."""
     (by_path,) = load(manifest_with_image(tmp_path)).rows
