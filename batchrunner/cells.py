@@ -410,33 +410,22 @@ _JSON_KINDS = {list: "an array", str: "a string", bool: "true/false", int: "a nu
 
 
 def _read_jsonl(text: str) -> Table:
-    records: list[Record] = []
     problems: list[Problem] = []
-    columns: dict[str, None] = {}
-    row = 0
-    # split on "\n" only: str.splitlines would also split inside strings on U+2028 and friends
-    for line, raw in enumerate(text.split("\n"), start=1):
-        if not raw.strip():
-            continue
-        row += 1
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            message = f"this line is not valid JSON: {exc.msg} (at character {exc.colno})"
-            problems.append(Problem(message, row=row, line=line, value=raw.strip()))
-            continue
-        if not isinstance(value, dict):
-            kind = _JSON_KINDS.get(type(value), "null" if value is None else "a number")
-            message = f'each line must be a JSON object like {{"prompt": ...}}, not {kind}'
-            problems.append(Problem(message, row=row, line=line, value=raw.strip()))
-            continue
-        cells = {_clean_name(k): v for k, v in value.items()}
-        columns.update(dict.fromkeys(cells))
-        if not _blank(cells.values()):
-            records.append(Record(row, line, cells))
-    if not records and not problems:
-        problems.append(Problem("the manifest has no rows"))
-    return Table(list(columns), records, problems)
+
+    def objects() -> Iterator[tuple[int, int | None, Any, str]]:
+        row = 0
+        # split on "\n" only: str.splitlines would also split inside strings on U+2028 and friends
+        for line, raw in enumerate(text.split("\n"), start=1):
+            if not raw.strip():
+                continue
+            row += 1
+            try:
+                yield row, line, json.loads(raw), raw.strip()
+            except json.JSONDecodeError as exc:
+                message = f"this line is not valid JSON: {exc.msg} (at character {exc.colno})"
+                problems.append(Problem(message, row=row, line=line, value=raw.strip()))
+
+    return _json_table(objects(), "line", problems)
 
 
 def _read_json(text: str) -> Table:
@@ -459,26 +448,35 @@ def _read_json(text: str) -> Table:
             return Table(problems=[Problem(message)])
     items = [value] if isinstance(value, dict) else value
     if not isinstance(items, list):
-        kind = _JSON_KINDS.get(type(value), "null" if value is None else "a number")
-        return Table(
-            problems=[Problem(f'a .json manifest is an array like [{{"prompt": ...}}], not {kind}')]
-        )
+        message = f'a .json manifest is an array like [{{"prompt": ...}}], not {_json_kind(value)}'
+        return Table(problems=[Problem(message)])
+    objects = ((row, None, item, json.dumps(item)[:200]) for row, item in enumerate(items, 1))
+    return _json_table(objects, "item", [])
+
+
+def _json_table(
+    objects: Iterable[tuple[int, int | None, Any, str]], unit: str, problems: list[Problem]
+) -> Table:
+    """The table of JSON values, one a row: ``(row, line, value, its text)`` each; a value that
+    is no object is a problem naming its ``unit`` (a line, an item)."""
     records: list[Record] = []
-    problems: list[Problem] = []
     columns: dict[str, None] = {}
-    for row, item in enumerate(items, start=1):
-        if not isinstance(item, dict):
-            kind = _JSON_KINDS.get(type(item), "null" if item is None else "a number")
-            message = f'each item must be a JSON object like {{"prompt": ...}}, not {kind}'
-            problems.append(Problem(message, row=row, value=json.dumps(item)[:200]))
+    for row, line, value, shown in objects:
+        if not isinstance(value, dict):
+            message = f'each {unit} must be a JSON object like {{"prompt": ...}}, not '
+            problems.append(Problem(message + _json_kind(value), row=row, line=line, value=shown))
             continue
-        cells = {_clean_name(k): v for k, v in item.items()}
+        cells = {_clean_name(k): v for k, v in value.items()}
         columns.update(dict.fromkeys(cells))
         if not _blank(cells.values()):
-            records.append(Record(row, None, cells))
+            records.append(Record(row, line, cells))
     if not records and not problems:
         problems.append(Problem("the manifest has no rows"))
     return Table(list(columns), records, problems)
+
+
+def _json_kind(value: Any) -> str:
+    return _JSON_KINDS.get(type(value), "null" if value is None else "a number")
 
 
 IN_MEMORY = "<rows>"  # the source name of a manifest given as rows rather than a file
