@@ -247,27 +247,33 @@ def check_writable(folder: Path) -> None:
         ) from exc
 
 
-CANCEL_SETTLE_SECONDS = 5.0  # how long `cancel` watches a job it asked to stop
+CANCEL_SETTLE_SECONDS = 5.0  # how long `cancel` watches the jobs it asked to stop, together
 
 
-async def _how_it_ended(client: QueueClient, job: Job) -> str:
-    """A job whose cancel was accepted: ``CANCELLATION_REQUESTED`` once it ends cancelled,
-    ``ALREADY_COMPLETED`` when it ends otherwise (it made its video after all: paid for, so
-    ``resume`` fetches it), ``STILL_RUNNING`` when it has not ended after
-    :data:`CANCEL_SETTLE_SECONDS`. A running app need not heed a cancel, so the answer to it
-    alone does not say the job will make nothing."""
+async def _how_they_ended(client: QueueClient, jobs: list[Job]) -> dict[str, str]:
+    """Jobs whose cancel was accepted, watched together: job id → ``CANCELLATION_REQUESTED``
+    once it ends cancelled, ``ALREADY_COMPLETED`` when it ends otherwise (it made its video
+    after all: paid for, so ``resume`` fetches it), ``STILL_RUNNING`` when it has not ended
+    after :data:`CANCEL_SETTLE_SECONDS`. A running app need not heed a cancel, so the answer
+    to it alone does not say the job will make nothing."""
     import anyio
 
-    assert job.request_id is not None
     deadline = anyio.current_time() + CANCEL_SETTLE_SECONDS
+    ended: dict[str, str] = {}
     pause = 0.1
     while True:
-        status = await client.status(job.endpoint, job.request_id, url=job.status_url, logs=False)
-        if status.done:
-            cancelled = status.error_type == "request_cancelled"
-            return "CANCELLATION_REQUESTED" if cancelled else "ALREADY_COMPLETED"
-        if anyio.current_time() + pause > deadline:
-            return "STILL_RUNNING"
+        for job in jobs:
+            if job.job_id in ended:
+                continue
+            assert job.request_id is not None
+            status = await client.status(
+                job.endpoint, job.request_id, url=job.status_url, logs=False
+            )
+            if status.done:
+                cancelled = status.error_type == "request_cancelled"
+                ended[job.job_id] = "CANCELLATION_REQUESTED" if cancelled else "ALREADY_COMPLETED"
+        if len(ended) == len(jobs) or anyio.current_time() + pause > deadline:
+            return {job.job_id: ended.get(job.job_id, "STILL_RUNNING") for job in jobs}
         await anyio.sleep(pause)
         pause = min(1.0, pause * 2)
 
@@ -308,14 +314,20 @@ def cancel(
 
         async def main() -> None:
             async with connect(settings, api) as (client, origin):
+                answers: dict[str, str] = {}
                 for job in remote:
                     if job.origin != origin:
                         outcome[job.job_id] = f"skipped: submitted to {job.origin}"
                         continue
                     assert job.request_id is not None
-                    answer = await client.cancel(job.endpoint, job.request_id, url=job.cancel_url)
-                    if answer == "CANCELLATION_REQUESTED":
-                        answer = await _how_it_ended(client, job)
+                    url = job.cancel_url
+                    answers[job.job_id] = await client.cancel(job.endpoint, job.request_id, url=url)
+                accepted = [j for j in remote if answers.get(j.job_id) == "CANCELLATION_REQUESTED"]
+                answers |= await _how_they_ended(client, accepted) if accepted else {}
+                for job in remote:
+                    answer = answers.get(job.job_id)
+                    if answer is None:
+                        continue  # submitted elsewhere: said above
                     if answer == "ALREADY_COMPLETED":
                         outcome[job.job_id] = "too late: it already completed; `resume` fetches it"
                         continue

@@ -602,8 +602,8 @@ MUTATIONS: list[Mutation] = [
         "a-cancel-taken-on-trust",
         "Nothing is bought twice without your say-so",
         "batchrunner/batch.py",
-        "                        answer = await _how_it_ended(client, job)\n",
-        "                        pass  # MUTANT\n",
+        "                answers |= await _how_they_ended(client, accepted) if accepted else {}\n",
+        "                pass  # MUTANT\n",
         (UNATTENDED + "test_a_cancel_the_running_job_does_not_heed_loses_nothing",),
     ),
     # --- A ledger that is not ours, newer, or corrupt is refused and left alone

@@ -301,24 +301,24 @@ def test_a_cancel_the_running_job_does_not_heed_loses_nothing(
     still running stays followed, and ``resume`` fetches what it made; nothing is bought
     again."""
     monkeypatch.setattr(batch, "CANCEL_SETTLE_SECONDS", 0.3)
-    ignored = Fault.parse("cancel:ignored:times=1")
+    ignored = Fault.parse("cancel:ignored:times=2")  # two of three, watched together
     with SimulatorServer(fast_config(run_seconds=4, faults=[ignored])) as server:
-        manifest = write_manifest(tmp_path / "m.csv", rows(2))
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
         env = {"BATCHRUNNER_API_KEY": TOKEN}
         args = run_args(server, tmp_path, manifest, "--max-runtime", "0.5s")
         assert CliRunner().invoke(cli, args, env=env).exit_code == 75
         ledger = tmp_path / "ledger.db"
-        assert sorted(states(ledger).values()) == [JobState.RUNNING] * 2
+        assert sorted(states(ledger).values()) == [JobState.RUNNING] * 3
         cancelled = CliRunner().invoke(cli, ["cancel", "--ledger", str(ledger), "--all"], env=env)
         assert cancelled.exit_code == 0, cancelled.output
         assert cancelled.output.count(": cancelled at the provider\n") == 1
-        assert cancelled.output.count(": cancel requested, but it is still running") == 1
-        assert sorted(states(ledger).values()) == [JobState.CANCELLED, JobState.RUNNING]
+        assert cancelled.output.count(": cancel requested, but it is still running") == 2
+        assert sorted(states(ledger).values()) == [JobState.CANCELLED] + [JobState.RUNNING] * 2
         resumed = CliRunner().invoke(cli, ["resume", "--ledger", str(ledger)], env=env)
-        assert resumed.exit_code == 1, resumed.output  # one done, one cancelled
-        assert sorted(states(ledger).values()) == [JobState.CANCELLED, JobState.DONE]
-        assert len(list((tmp_path / "out").glob("*.mp4"))) == 1
-        assert counters(server)["submits"] == 2
+        assert resumed.exit_code == 1, resumed.output  # two done, one cancelled
+        assert sorted(states(ledger).values()) == [JobState.CANCELLED] + [JobState.DONE] * 2
+        assert len(list((tmp_path / "out").glob("*.mp4"))) == 2
+        assert counters(server)["submits"] == 3
 
 
 @contextmanager
