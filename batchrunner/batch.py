@@ -41,14 +41,19 @@ logger = logging.getLogger(__name__)
 
 
 def load(
-    manifest_path: str | Path | Any, settings: Settings, expansion: Expansion | None
+    manifest_path: str | Path | Any,
+    settings: Settings,
+    expansion: Expansion | None,
+    *,
+    log_warnings: bool = True,
 ) -> Manifest:
-    """The manifest, validated and expanded; raises before anything is sent."""
+    """The manifest, validated and expanded; raises before anything is sent. Its warnings are
+    logged unless the caller shows them itself (``plan``, ``validate``)."""
     manifest = load_manifest(
         manifest_path, model_of(settings), sheet=settings.sheet, expansion=expansion
     )
-    for warning in manifest.warnings:  # a column kept as metadata is routine; the rest is not
-        level = logging.INFO if warning.column else logging.WARNING
+    for warning in manifest.warnings if log_warnings else ():
+        level = logging.INFO if warning.column else logging.WARNING  # metadata is routine
         logger.log(level, "%s: %s", manifest.source, warning)
     unpriced = [row for row in manifest.rows if row.cost_usd is None]
     if settings.budget is not None and unpriced:

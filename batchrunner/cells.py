@@ -25,6 +25,7 @@ import csv
 import io
 import itertools
 import json
+import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -601,6 +602,15 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
             head[:index] = [[] for _ in range(index)]  # blank: no rows before a header
         table = _table_from_rows(itertools.chain(head, rows))
         table.problems[:0] = skipped
+        hidden = _hidden_rows(worksheet)
+        if hidden:
+            shown = ", ".join(map(str, hidden[:10])) + (", ..." if len(hidden) > 10 else "")
+            message = (
+                f"{len(hidden)} rows of the sheet are hidden (by hand or by a filter: sheet rows "
+                f"{shown}); they are read like the others: delete them from the sheet, or copy "
+                "the visible rows to a sheet of their own, if they are not to be made"
+            )
+            table.problems.append(Problem(message, severity="warning"))
         if sheet is None and len(names) > 1:
             others = ", ".join(repr(n) for n in names[1:])
             table.problems.append(
@@ -613,6 +623,28 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
         return table
     finally:
         workbook.close()
+
+
+_HIDDEN_ROW = re.compile(rb"<row\b[^>]*\bhidden=\"(?:1|true)\"[^>]*>")
+_ROW_NUMBER = re.compile(rb"\br=\"(\d+)\"")
+
+
+def _hidden_rows(worksheet: Any) -> list[int]:
+    """The sheet rows hidden in a workbook's sheet (by hand, or a filter's rows filtered out),
+    read from the sheet's XML, which openpyxl's read-only sheets do not expose; [] when it
+    cannot be read."""
+    try:
+        with worksheet._get_source() as source:  # the sheet's XML in the workbook's zip
+            xml = source.read()
+    except Exception:  # another openpyxl: the warning is lost, nothing else
+        return []
+    if b"hidden=" not in xml:
+        return []
+    return [
+        int(number.group(1))
+        for row in _HIDDEN_ROW.finditer(xml)
+        if (number := _ROW_NUMBER.search(row.group(0)))
+    ]
 
 
 def _read_parquet(path: Path) -> Table:

@@ -423,7 +423,7 @@ def plan_command(
         **_model_settings(options).__dict__
         | {k: options[k] for k in ("ledger", "budget", "resubmit_unknown")}
     )
-    loaded = batch.load(manifest, settings, expansion)
+    loaded = batch.load(manifest, settings, expansion, log_warnings=False)
     for warning in loaded.warnings:
         click.echo(f"{manifest}: warning: {warning}", err=True)
     if bodies is not None:
@@ -686,7 +686,7 @@ def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
     from batchrunner import batch
 
     expansion = _expansion(ctx, manifest, options)
-    loaded = batch.load(manifest, _model_settings(options), expansion)
+    loaded = batch.load(manifest, _model_settings(options), expansion, log_warnings=False)
     for warning in loaded.warnings:
         click.echo(f"{manifest}: warning: {warning}", err=True)
     cost = sum(row.cost_usd or 0 for row in loaded.rows)

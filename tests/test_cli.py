@@ -150,6 +150,32 @@ def test_validate_prints_rows_and_cost_and_exits_0(tmp_path: Path) -> None:
     assert "10 rows OK; estimated cost $22.00" in result.output
 
 
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_hidden_rows_of_a_sheet_are_read_and_said_once(tmp_path: Path, command: str) -> None:
+    """A sheet filtered down to the approved shots and saved still holds the others, hidden:
+    they are read (a hidden row is a row) and named before anything is bought. Each warning is
+    printed once (a warning without a column was also logged)."""
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["id", "prompt", "image_url"])
+    for i in range(1, 13):
+        workbook.active.append([f"shot-{i}", f"shot {i}", "https://example.com/a.png"])
+    for row in (2, 3, 5, *range(6, 14)):  # sheet rows: 11 hidden, the header is row 1
+        workbook.active.row_dimensions[row].hidden = True
+    workbook.create_sheet("notes")
+    workbook.save(tmp_path / "shots.xlsx")
+    result = CliRunner().invoke(cli, [command, str(tmp_path / "shots.xlsx")])
+    assert result.exit_code == 0, result.output
+    (hidden,) = [line for line in result.output.splitlines() if "sheet are hidden" in line]
+    assert (
+        "11 rows of the sheet are hidden (by hand or by a filter: sheet rows 2, 3, 5, 6" in hidden
+    )
+    assert "12, ...); they are read like the others" in hidden
+    assert result.output.count("the workbook has 2 sheets") == 1
+    assert "12 rows" in result.output
+
+
 def test_http_base_url_is_refused_for_a_remote_host(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.csv", rows(1))
     result = CliRunner().invoke(
