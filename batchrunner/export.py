@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import UsageError
 from batchrunner.ledger import Job, Ledger
 from batchrunner.states import AT_PROVIDER, NEEDS_ATTENTION, JobState
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXPORT_COLUMNS = [
     "job_id",
@@ -146,6 +149,19 @@ MANIFEST_PREFIX = "manifest."
 SAME_FACT = frozenset({"seed"})
 
 
+def _text_not_formulas(sheet: Any, frame: pd.DataFrame) -> None:
+    """Text that starts with ``=`` written as text: openpyxl takes it for a formula, so a prompt
+    or a manifest note (``=1+1``) came out computed, and a server's error message could put a
+    working ``=HYPERLINK(...)`` into the workbook a person opens."""
+    for column, name in enumerate(frame.columns, start=1):
+        values = frame[name]
+        if values.dtype.kind != "O":  # numbers, flags, times: no text in them
+            continue
+        formulas = values.map(lambda value: isinstance(value, str) and value[:1] == "=")
+        for row in formulas.to_numpy().nonzero()[0]:
+            sheet.cell(row=int(row) + 2, column=column).data_type = "s"  # row 1: the header
+
+
 def media_columns(job: Job) -> dict[str, Any]:
     """The verified facts of a job's file as flat columns (None until it is downloaded)."""
     media = job.media or {}
@@ -191,7 +207,9 @@ def export(ledger_path: str | Path, destination: str | Path) -> int:
         if suffix == ".csv":
             frame.to_csv(destination, index=False)
         elif suffix == ".xlsx":
-            frame.to_excel(destination, index=False, sheet_name="jobs")
+            with pd.ExcelWriter(destination, engine="openpyxl") as writer:
+                frame.to_excel(writer, index=False, sheet_name="jobs")
+                _text_not_formulas(writer.sheets["jobs"], frame)
         elif suffix == ".jsonl":
             frame.to_json(destination, orient="records", lines=True, force_ascii=False)
         else:

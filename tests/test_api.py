@@ -181,6 +181,34 @@ def test_a_manifest_column_named_like_a_ledger_column_is_kept_beside_it(tmp_path
     assert exported.loc[0, "manifest.state"] == "New York" and exported.loc[0, "state"] == "done"
 
 
+def test_an_xlsx_export_keeps_text_that_starts_with_an_equals_sign_as_text(
+    tmp_path: Path,
+) -> None:
+    """openpyxl writes a string that starts with "=" as a formula: a prompt came out computed,
+    and a note (or a server's error message) could put a working =HYPERLINK into the workbook."""
+    import zipfile
+
+    import openpyxl
+    from click.testing import CliRunner
+
+    from batchrunner.cli import cli
+
+    link = '=HYPERLINK("http://example.com/x","open me")'
+    shots = pd.DataFrame({"prompt": ["=1+1 foxes", "an owl"], "notes": [link, "fine"]})
+    ledger = tmp_path / "l.db"
+    batchrunner.run(shots, model="fal-ai/veo3.1", simulate=True, ledger=ledger, out=tmp_path)
+    book = tmp_path / "jobs.xlsx"
+    written = CliRunner().invoke(cli, ["export", "--ledger", str(ledger), "-o", str(book)])
+    assert written.exit_code == 0, written.output
+    with zipfile.ZipFile(book) as archive:
+        assert b"<f>" not in archive.read("xl/worksheets/sheet1.xml")  # no formula at all
+    sheet = openpyxl.load_workbook(book).active
+    header = [cell.value for cell in sheet[1]]
+    prompts = [row[header.index("prompt")] for row in sheet.iter_rows(min_row=2, values_only=True)]
+    notes = [row[header.index("notes")] for row in sheet.iter_rows(min_row=2, values_only=True)]
+    assert prompts == ["=1+1 foxes", "an owl"] and notes == [link, "fine"]
+
+
 def test_a_run_goes_on_uvloop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The run's event loop is uvloop's (a dependency): its sockets and scheduling are C."""
     from batchrunner.scheduler import Runner
