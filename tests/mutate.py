@@ -606,6 +606,16 @@ MUTATIONS: list[Mutation] = [
         "                pass  # MUTANT\n",
         (UNATTENDED + "test_a_cancel_the_running_job_does_not_heed_loses_nothing",),
     ),
+    Mutation(
+        "xlsx-text-as-formula",
+        "What a manifest or a server says stays text",
+        "batchrunner/export.py",
+        '                _text_not_formulas(writer.sheets["jobs"], frame)\n',
+        "                pass  # MUTANT\n",
+        (
+            "tests/test_api.py::test_an_xlsx_export_keeps_text_that_starts_with_an_equals_sign_as_text",
+        ),
+    ),
     # --- A ledger that is not ours, newer, or corrupt is refused and left alone
     Mutation(
         "foreign-sqlite-file-taken-as-a-ledger",
