@@ -68,6 +68,7 @@ class Table:
     columns: list[str] = field(default_factory=list)
     records: Sequence[Record] = field(default_factory=list)  # a list, or a _Grid
     problems: list[Problem] = field(default_factory=list)  # errors and warnings
+    hidden_rows: list[int] = field(default_factory=list)  # a workbook's, by sheet row
 
     def cells(self, name: str) -> list[Any]:
         """Each record's cell in the column ``name``, None where it has none."""
@@ -602,7 +603,7 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
             head[:index] = [[] for _ in range(index)]  # blank: no rows before a header
         table = _table_from_rows(itertools.chain(head, rows))
         table.problems[:0] = skipped
-        hidden = _hidden_rows(worksheet)
+        hidden = table.hidden_rows = _hidden_rows(worksheet)
         if hidden:
             shown = ", ".join(map(str, hidden[:10])) + (", ..." if len(hidden) > 10 else "")
             message = (

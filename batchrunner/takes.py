@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrunner import batch
-from batchrunner.cells import decode, sniff_delimiter
+from batchrunner.cells import decode, read_table, sniff_delimiter
 from batchrunner.errors import UsageError
 from batchrunner.expand import take_seed
 from batchrunner.ledger import Job, Ledger, NewJob
@@ -65,9 +65,12 @@ class Plan:
 
 
 def read_ids(path: str | Path) -> list[str]:
-    """Job ids from ``path``: a CSV's ``job_id`` column, else the first cell of each line.
-    Blank lines and repeats are skipped; raises UsageError for an unreadable or empty file."""
+    """Job ids from ``path``: a CSV's ``job_id`` column, else the first cell of each line; or
+    the ``job_id`` column of a workbook or another table (an export filtered in Excel). Blank
+    lines and repeats are skipped; raises UsageError for an unreadable or empty file."""
     path = Path(path)
+    if path.suffix.lower() in TABLES:
+        return _ids_from_table(path)
     try:
         text, problem = decode(path.read_bytes(), "csv")  # as a manifest: Excel's ways named
     except OSError as exc:
@@ -86,6 +89,29 @@ def read_ids(path: str | Path) -> list[str]:
     if not ids:
         raise UsageError(f"{path} lists no job ids (a CSV with a job_id column, or one per line)")
     return ids
+
+
+TABLES = (".xlsx", ".parquet", ".json", ".jsonl", ".ndjson", ".tsv", ".tab")  # read as manifests
+
+
+def _ids_from_table(path: Path) -> list[str]:
+    """The ``job_id`` column of a table file. A workbook with hidden rows is refused: a sheet
+    filtered down to the jobs to buy again still holds the others, and every one would be."""
+    table = read_table(path)
+    errors = [problem for problem in table.problems if problem.severity == "error"]
+    if errors:
+        raise UsageError(f"cannot read the id file {path}: {errors[0]}")
+    if table.hidden_rows:
+        raise UsageError(
+            f"{path} has {len(table.hidden_rows)} hidden rows (a filter?): their jobs would be "
+            "taken too; copy the rows you see to a sheet of their own, or delete the hidden ones"
+        )
+    if "job_id" not in table.columns:
+        raise UsageError(f"{path} has no job_id column (an export's or the gallery's CSV has one)")
+    ids = [text for cell in table.cells("job_id") if (text := str(cell or "").strip())]
+    if not ids:
+        raise UsageError(f"{path} lists no job ids")
+    return list(dict.fromkeys(ids))
 
 
 def plan(ledger: Ledger, ids: Sequence[str], *, new_take: bool, unknown: bool = False) -> Plan:

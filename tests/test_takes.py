@@ -78,6 +78,29 @@ def test_an_id_file_saved_again_by_excel_reads_or_says_how_to_save_it(tmp_path: 
         read_ids(unicode_text)
 
 
+def test_ids_come_from_an_export_filtered_in_excel_but_not_from_hidden_rows(
+    tmp_path: Path,
+) -> None:
+    """`export -o jobs.xlsx`, rows deleted in Excel, saved: its job_id column is the list. A
+    sheet filtered instead still holds the filtered-out rows, hidden: refused, not bought."""
+    import openpyxl
+
+    book = tmp_path / "jobs.xlsx"
+    workbook = openpyxl.Workbook()
+    for values in (["job_id", "state"], ["fox", "done"], ["owl~16:9~t2", "failed"], [7, "done"]):
+        workbook.active.append(values)
+    workbook.save(book)
+    assert read_ids(book) == ["fox", "owl~16:9~t2", "7"]
+    workbook.active.row_dimensions[3].hidden = True  # owl, filtered out
+    workbook.save(book)
+    with pytest.raises(UsageError, match=r"has 1 hidden rows .* copy the rows you see"):
+        read_ids(book)
+    other = tmp_path / "other.xlsx"
+    openpyxl.Workbook().save(other)
+    with pytest.raises(UsageError, match=r"cannot read the id file .*other\.xlsx: the manifest is"):
+        read_ids(other)
+
+
 def test_a_new_take_is_a_new_job_beside_the_original(ledger: Ledger) -> None:
     planned = plan(ledger, ["fox", "owl~16:9~t1", "owl~16:9~t2"], new_take=True)
     takes = {t.job_id: t for t in planned.new_takes}
