@@ -167,6 +167,7 @@ def read_table(
 
 
 HEADER_SEARCH = 20  # rows looked at for a header below a title
+HEADER_SEARCH_CHARS = 1 << 16  # ... within the first characters of a text file
 
 
 def _header_index(rows: Sequence[Sequence[Any]], columns: Collection[str]) -> int | None:
@@ -207,7 +208,8 @@ def _below_title(text: str, delimiter: str, columns: Collection[str]) -> tuple[s
     below a title (:func:`_header_index`); the text as it is otherwise."""
     if not columns:
         return text, []
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    head_text = text[:HEADER_SEARCH_CHARS]  # not a copy of a 100,000-row file to read 20 rows
+    reader = csv.reader(io.StringIO(head_text, newline=""), delimiter=delimiter)
     head: list[list[str]] = []
     ends: list[int] = []
     try:
