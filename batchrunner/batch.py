@@ -30,7 +30,7 @@ from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
 
 if TYPE_CHECKING:  # the run machinery loads when a run starts: `plan` and `validate` skip it
-    from batchrunner.client import QueueClient
+    from batchrunner.client import QueueClient, QueueStatus
     from batchrunner.ledger import Job, Ledger, Recording
     from batchrunner.report import Summary
     from batchrunner.scheduler import Observer
@@ -252,35 +252,22 @@ def check_writable(folder: Path) -> None:
         ) from exc
 
 
-CANCEL_SETTLE_SECONDS = 5.0  # how long `cancel` watches the jobs it asked to stop, together
-
-
 async def _how_they_ended(client: QueueClient, jobs: list[Job]) -> dict[str, str]:
-    """Jobs whose cancel was accepted, watched together: job id → ``CANCELLATION_REQUESTED``
-    once it ends cancelled, ``ALREADY_COMPLETED`` when it ends otherwise (it made its video
-    after all: paid for, so ``resume`` fetches it), ``STILL_RUNNING`` when it has not ended
-    after :data:`CANCEL_SETTLE_SECONDS`. A running app need not heed a cancel, so the answer
-    to it alone does not say the job will make nothing."""
-    import anyio
+    """Jobs whose cancel was accepted, watched together (:func:`scheduler.how_they_end`): job
+    id → ``CANCELLATION_REQUESTED`` once it ends cancelled, ``ALREADY_COMPLETED`` when it ends
+    otherwise (it made its video after all: paid for, so ``resume`` fetches it),
+    ``STILL_RUNNING`` while it has not ended."""
+    from batchrunner.scheduler import how_they_end
 
-    deadline = anyio.current_time() + CANCEL_SETTLE_SECONDS
-    ended: dict[str, str] = {}
-    pause = 0.1
-    while True:
-        for job in jobs:
-            if job.job_id in ended:
-                continue
-            assert job.request_id is not None
-            status = await client.status(
-                job.endpoint, job.request_id, url=job.status_url, logs=False
-            )
-            if status.done:
-                cancelled = status.error_type == "request_cancelled"
-                ended[job.job_id] = "CANCELLATION_REQUESTED" if cancelled else "ALREADY_COMPLETED"
-        if len(ended) == len(jobs) or anyio.current_time() + pause > deadline:
-            return {job.job_id: ended.get(job.job_id, "STILL_RUNNING") for job in jobs}
-        await anyio.sleep(pause)
-        pause = min(1.0, pause * 2)
+    ended = await how_they_end(client, jobs)
+
+    def answer(status: QueueStatus | None) -> str:
+        if status is None:
+            return "STILL_RUNNING"
+        cancelled = status.error_type == "request_cancelled"
+        return "CANCELLATION_REQUESTED" if cancelled else "ALREADY_COMPLETED"
+
+    return {job.job_id: answer(ended.get(job.job_id)) for job in jobs}
 
 
 def cancel(

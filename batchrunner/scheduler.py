@@ -68,6 +68,35 @@ S = JobState
 Item = TypeVar("Item")
 
 
+CANCEL_SETTLE_SECONDS = 5.0  # how long jobs asked to stop are watched, together, for their end
+
+
+async def how_they_end(
+    client: QueueClient, jobs: list[Job], *, seconds: float | None = None
+) -> dict[str, QueueStatus]:
+    """Jobs asked to stop, watched together until each ends or ``seconds`` (default
+    :data:`CANCEL_SETTLE_SECONDS`) pass: job id → the status it ended with, for those that
+    ended. A cancel answered ``CANCELLATION_REQUESTED`` does not say a job makes nothing: a
+    running app need not heed it. Errors from the status requests are the caller's."""
+    deadline = anyio.current_time() + (CANCEL_SETTLE_SECONDS if seconds is None else seconds)
+    ended: dict[str, QueueStatus] = {}
+    pause = 0.1
+    while True:
+        for job in jobs:
+            if job.job_id in ended:
+                continue
+            assert job.request_id is not None
+            status = await client.status(
+                job.endpoint, job.request_id, url=job.status_url, logs=False
+            )
+            if status.done:
+                ended[job.job_id] = status
+        if len(ended) == len(jobs) or anyio.current_time() + pause > deadline:
+            return ended
+        await anyio.sleep(pause)
+        pause = min(1.0, pause * 2)
+
+
 class PollClock:
     """Status-poll intervals that follow how long jobs are taking.
 
@@ -533,13 +562,48 @@ class Runner:
         return f"{what} for {waited:.0f} s, longer than the {what} timeout of {limit:.0f} s"
 
     async def _give_up(self, job: Job, reason: str) -> Job:
-        """Cancel a stuck job at the provider, then fail it with the reason."""
+        """Cancel a stuck job at the provider and watch how it ends (:func:`how_they_end`): a
+        running app need not heed a cancel, and a video it still makes is paid for. Failed with
+        the reason once the provider says it is cancelled; its result fetched when it completed
+        anyway; left in flight, for the next run to follow, while it is still going."""
         assert job.request_id is not None
         try:
             answer = await self.client.cancel(job.endpoint, job.request_id, url=job.cancel_url)
-        except (FinalError, TransientError, RunError) as exc:
-            answer = f"cancel failed: {exc}"
-        return self._fail(job, job.state, f"{reason}; cancelled at the provider ({answer})")
+            if answer == "NOT_FOUND":
+                return self._fail(job, job.state, f"{reason}; unknown at the provider (404)")
+            ended = (await how_they_end(self.client, [job])).get(job.job_id)
+        except FinalError as exc:
+            return self._fail(job, job.state, f"{reason}; cancel failed: {exc}")
+        except TransientError as exc:
+            logger.warning(
+                "job %s: %s; could not cancel it (%s): it stays %s",
+                job.job_id,
+                reason,
+                exc,
+                job.state,
+            )
+            return job
+        except RunError as exc:
+            self.halt(exc)
+            return job
+        if ended is None:
+            logger.warning(
+                "job %s: %s; cancel requested, but it is still %s at the provider: the next "
+                "run follows it to its end",
+                job.job_id,
+                reason,
+                job.state,
+            )
+            return job
+        if ended.error_type == "request_cancelled":
+            return self._fail(job, job.state, f"{reason}; cancelled at the provider ({answer})")
+        logger.warning(
+            "job %s: %s, but it completed before the cancel took effect: its result is fetched "
+            "(it is paid for)",
+            job.job_id,
+            reason,
+        )
+        return await self._fetch_result(job, ended)
 
     async def _fetch_result(self, job: Job, status: QueueStatus) -> Job:
         assert job.request_id is not None

@@ -607,6 +607,17 @@ MUTATIONS: list[Mutation] = [
         (UNATTENDED + "test_a_cancel_the_running_job_does_not_heed_loses_nothing",),
     ),
     Mutation(
+        "a-timeout-cancel-taken-on-trust",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/scheduler.py",
+        "            ended = (await how_they_end(self.client, [job])).get(job.job_id)\n",
+        '            return self._fail(job, job.state, f"{reason}; {answer}")  # MUTANT\n',
+        (
+            UNATTENDED + "test_a_stuck_job_that_finishes_despite_its_cancel_is_fetched_not_failed",
+            UNATTENDED + "test_a_stuck_job_still_going_after_its_cancel_stays_followed",
+        ),
+    ),
+    Mutation(
         "xlsx-text-as-formula",
         "What a manifest or a server says stays text",
         "batchrunner/export.py",

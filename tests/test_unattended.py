@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from batchrunner import batch
+from batchrunner import batch, scheduler
 from batchrunner.cli import cli
 from batchrunner.ledger import Ledger
 from batchrunner.retry import RetryPolicy
@@ -163,6 +164,42 @@ def test_stuck_jobs_are_cancelled_at_the_provider_and_failed(tmp_path: Path) -> 
             assert "CANCELLATION_REQUESTED" in (job.error or "")
 
 
+def test_a_stuck_job_that_finishes_despite_its_cancel_is_fetched_not_failed(
+    tmp_path: Path,
+) -> None:
+    """The run's own timeout cancel is not taken on trust either: the app carries on, and the
+    video it makes (paid for) is fetched, not failed and bought again by ``retry``."""
+    ignored = Fault.parse("cancel:ignored")
+    with SimulatorServer(fast_config(queue_seconds=1.0, run_seconds=0.1, faults=[ignored])) as sim:
+        manifest = write_manifest(tmp_path / "m.csv", rows(2))
+        settings = settings_for(sim, tmp_path, queue_timeout=0.5)
+        summary = batch.run_manifest(manifest, settings, token=TOKEN)
+        seen = counters(sim)
+    assert summary.counts == {"done": 2}
+    assert (seen["requests"]["cancel"], seen["submits"]) == (2, 2)
+    assert len(list((tmp_path / "out").glob("*.mp4"))) == 2
+
+
+def test_a_stuck_job_still_going_after_its_cancel_stays_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job still queued when the watch after its cancel ends is left in flight, not failed:
+    the next run follows it, and fetches what it makes."""
+    monkeypatch.setattr(scheduler, "CANCEL_SETTLE_SECONDS", 0.2)
+    ignored = Fault.parse("cancel:ignored")
+    with SimulatorServer(fast_config(queue_seconds=2.0, run_seconds=0.1, faults=[ignored])) as sim:
+        manifest = write_manifest(tmp_path / "m.csv", rows(1))
+        settings = settings_for(sim, tmp_path, queue_timeout=0.3)
+        first = batch.run_manifest(manifest, settings, token=TOKEN)
+        assert (first.counts, first.exit_code) == ({"queued": 1}, 1)
+        assert first.next_command is not None and "resume" in first.next_command
+        patient = dataclasses.replace(settings, queue_timeout=60.0)
+        second = batch.run_manifest(manifest, patient, token=TOKEN)
+        seen = counters(sim)
+    assert (second.counts, second.submitted) == ({"done": 1}, 0)
+    assert (seen["requests"]["cancel"], seen["submits"]) == (1, 1)
+
+
 def test_throttling_reseller_is_driven_at_its_cap_without_a_429_storm(tmp_path: Path) -> None:
     n = 36
     with SimulatorServer(fast_config(run_seconds=0.4, max_in_flight=6)) as server:
@@ -300,7 +337,7 @@ def test_a_cancel_the_running_job_does_not_heed_loses_nothing(
     app may finish anyway, and that video is paid for. ``cancel`` watches each job end: one
     still running stays followed, and ``resume`` fetches what it made; nothing is bought
     again."""
-    monkeypatch.setattr(batch, "CANCEL_SETTLE_SECONDS", 0.3)
+    monkeypatch.setattr(scheduler, "CANCEL_SETTLE_SECONDS", 0.3)
     ignored = Fault.parse("cancel:ignored:times=2")  # two of three, watched together
     with SimulatorServer(fast_config(run_seconds=4, faults=[ignored])) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(3))
