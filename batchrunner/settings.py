@@ -98,12 +98,16 @@ class Settings:
     )
     queue_timeout: float = option(
         30 * 60.0,
-        "Cancel and fail a job waiting in the provider's queue longer than this.",
+        "Cancel and fail a job waiting in the provider's queue longer than this (one that "
+        "completes anyway is fetched).",
         kind="duration",
         shown="30m",
     )
     run_timeout: float = option(
-        20 * 60.0, "Cancel and fail a job running longer than this.", kind="duration", shown="20m"
+        20 * 60.0,
+        "Cancel and fail a job running longer than this (one that completes anyway is fetched).",
+        kind="duration",
+        shown="20m",
     )
     max_runtime: float | None = option(
         None, "Stop the whole run cleanly after this long (exit 75); e.g. 45m, 2h.", kind="duration"

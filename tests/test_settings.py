@@ -28,12 +28,17 @@ def run_params() -> dict[str, click.Parameter]:
     return {p.name: p for p in command.params if p.name}
 
 
-def readme_rows() -> dict[str, str | None]:
+def readme_table() -> list[tuple[str, str, str]]:
+    """The README's run options: (flag, TOML key or "", what it does), row by row."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text[text.index("### Run options") :]
     section = section[: section.index("\n\n", section.index("| option |"))]
-    rows = re.findall(r"^\| `([^`]+)` \| (?:`([^`]+)`|—) \|", section, flags=re.MULTILINE)
-    return {flag: key or None for flag, key in rows}
+    row = r"^\| `([^`]+)` \| (?:`([^`]+)`|—) \| [^|]* \| (.*) \|$"
+    return re.findall(row, section, flags=re.MULTILINE)
+
+
+def readme_rows() -> dict[str, str | None]:
+    return {flag: key or None for flag, key, _ in readme_table()}
 
 
 def test_every_setting_has_its_flag_toml_key_and_readme_row() -> None:
@@ -53,6 +58,10 @@ def test_every_setting_has_its_flag_toml_key_and_readme_row() -> None:
     # TOML: every key maps to a setting (or a manifest option) and every setting with a key is one
     with_keys = {settings.toml_key(n): n for n in declared if settings.toml_key(n)}
     assert {k: v for k, v in KEYS.items() if v not in EXPANSION_KEYS} == with_keys
+    # the README's table says what each does in the words of its --help
+    helps = {settings.flag_of(n) or settings.toml_key(n): o.help for n, o in declared.items()}
+    table = readme_table()
+    assert {flag: helps[flag] for flag, _, _ in table} == {flag: said for flag, _, said in table}
     # the README's table: one row per setting a user can set, with its flag and TOML key
     assert readme_rows() == {
         settings.flag_of(n): settings.toml_key(n)
