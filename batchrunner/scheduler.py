@@ -440,13 +440,18 @@ class Runner:
 
         First by its status stream, when the origin is worth trying; if the stream fails,
         stalls or is not offered, by polling: at once (the job may have completed meanwhile),
-        then at :class:`PollClock` intervals. Every state change goes through the ledger.
+        then at :class:`PollClock` intervals. A job already overdue when it is taken up is
+        polled at once, not cancelled unseen. Every state change goes through the ledger.
         """
         assert job.request_id is not None
         if self.stopped is not None:
             return job  # a stop ends following jobs; the next run polls this one again
         poll_now, verdict_pending = False, False
-        if self.streams.worth_trying(self.origin):
+        if self._overdue(job):
+            # overdue as it is taken up: a run resumed long after the job was sent (a laptop
+            # closed, a process killed). It has most likely finished: ask once before judging it
+            poll_now = True
+        elif self.streams.worth_trying(self.origin):
             job, status, why = await self._watch_stream(job)
             if status is not None:
                 self.streams.completed(self.origin)

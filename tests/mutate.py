@@ -374,6 +374,14 @@ MUTATIONS: list[Mutation] = [
         '            answer = "not sent"  # MUTANT\n',
         (UNATTENDED + "test_stuck_jobs_are_cancelled_at_the_provider_and_failed",),
     ),
+    Mutation(
+        "overdue-on-resume-cancelled-unseen",
+        "Stuck jobs are cancelled",
+        "batchrunner/scheduler.py",
+        "        if self._overdue(job):\n",
+        "        if False:  # MUTANT\n",
+        (UNATTENDED + "test_a_run_resumed_long_after_it_stopped_fetches_what_finished_meanwhile",),
+    ),
     # --- Ctrl-C / SIGTERM stop cleanly
     Mutation(
         "stop-cuts-off-the-submit-under-way",

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -198,6 +199,47 @@ def test_a_stuck_job_still_going_after_its_cancel_stays_followed(
         seen = counters(sim)
     assert (second.counts, second.submitted) == ({"done": 1}, 0)
     assert (seen["requests"]["cancel"], seen["submits"]) == (1, 1)
+
+
+def completed_at_the_provider(ledger_path: Path, deadline: float = 20.0) -> None:
+    """Wait until the simulator says every job of the ledger has completed."""
+    with Ledger.open(ledger_path, create=False) as ledger:
+        urls = [job.status_url for job in ledger.jobs()]
+    waiting, until = set(urls), time.monotonic() + deadline
+    while waiting and time.monotonic() < until:
+        for url in sorted(waiting):
+            asked = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+            with urllib.request.urlopen(asked, timeout=10) as answer:
+                if json.loads(answer.read())["status"] == "COMPLETED":
+                    waiting.discard(url)
+    assert not waiting, f"{len(waiting)} jobs still going at the provider"
+
+
+def test_a_run_resumed_long_after_it_stopped_fetches_what_finished_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """Jobs sent before a laptop was closed for the night are past their timeouts by the clock
+    when the run resumes: each is asked first, and what finished is fetched, not cancelled
+    unseen and failed (a paid video lost, and bought again by ``retry``). The streams are slow
+    to say anything here, as over a real network: judged by them, each job was overdue."""
+    slow_streams = Fault.parse("stream:silent")
+    with SimulatorServer(fast_config(run_seconds=0.8, faults=[slow_streams])) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        env = {"BATCHRUNNER_API_KEY": TOKEN}
+        args = run_args(server, tmp_path, manifest, "--max-runtime", "0.3s")
+        assert CliRunner().invoke(cli, args, env=env).exit_code == 75
+        ledger = tmp_path / "ledger.db"
+        assert set(states(ledger).values()) <= {JobState.QUEUED, JobState.RUNNING}
+        completed_at_the_provider(ledger)
+        last_night = "2026-01-01T00:00:00.000+00:00"
+        with sqlite3.connect(ledger) as db:
+            db.execute("UPDATE jobs SET submitted_at = ?, started_at = ?", (last_night,) * 2)
+        db.close()
+        resumed = CliRunner().invoke(cli, ["resume", "--ledger", str(ledger)], env=env)
+        seen = counters(server)
+    assert resumed.exit_code == 0, resumed.output
+    assert set(states(ledger).values()) == {JobState.DONE}
+    assert (seen["requests"]["cancel"], seen["submits"]) == (0, 3)
 
 
 def test_throttling_reseller_is_driven_at_its_cap_without_a_429_storm(tmp_path: Path) -> None:
