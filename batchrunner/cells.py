@@ -318,7 +318,7 @@ class _Header:
             cells[name] = value
         return Record(row, line, cells)
 
-    def finish(self, records: Sequence[Record]) -> Table:
+    def finish(self, records: Sequence[Record], *, unread: bool = False) -> Table:
         columns = [n for i, n in self.keep if i not in self._unnamed or i in self._used_unnamed]
         problems = list(self.problems)
         for index in sorted(self._used_unnamed):
@@ -327,20 +327,24 @@ class _Header:
                 f"column {index + 1} has no name in the header; its cells are kept as {name!r}"
             )
             problems.append(Problem(message, column=name, severity="warning"))
-        if not records:
+        if not records and not unread:
             problems.append(Problem("the manifest has a header but no rows"))
         return Table(columns, records, problems)
 
 
 def _read_delimited(text: str, delimiter: str) -> Table:
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # strict: a cell's quotes must pair up. Otherwise a stray quote at the start of a cell
+    # (or a file cut off while being written) makes that cell run on through the rows after it,
+    # which vanish into one prompt
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         parsed = list(reader)
     except csv.Error:  # read again record by record, to say where
         parsed = None
     if parsed is None or reader.line_num != len(parsed):  # or a quoted line break somewhere
-        return _read_records(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        again = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        return _read_records(again)
     return _full_rows(parsed) or _read_records(_OneLineEach(parsed))
 
 
@@ -402,12 +406,33 @@ def _read_records(reader: Any) -> Table:
                 continue  # its cells are shifted: checking them would only add noise
             records.append(header.record(row, line, values))
     except csv.Error as exc:
-        problems.append(Problem(f"cannot be read: {exc}", row=row + 1, line=reader.line_num))
+        problems.append(_unreadable(exc, row + 1, end + 1, reader.line_num))
     if header is None:
         return Table(problems=[*problems, Problem("the manifest is empty")])
-    table = header.finish(records)
+    table = header.finish(records, unread=bool(problems))
     table.problems[:0] = problems
     return table
+
+
+def _unreadable(exc: csv.Error, row: int, start: int, stop: int) -> Problem:
+    """The record from line ``start`` cannot be read (the reader gave up on line ``stop``)."""
+    said = str(exc)
+    if said == "unexpected end of data":
+        swallowed = f", and lines {start + 1}-{stop} were read as its text" if stop > start else ""
+        message = (
+            f"a quoted cell here is never closed: the file ends inside it{swallowed} (a stray "
+            '" at the start of a cell, or a file still being written?)'
+        )
+    elif "expected after" in said:
+        where = f" (on line {stop})" if stop > start else ""
+        message = (
+            f"a quoted cell here closes before its text ends{where}: a quote inside a quoted "
+            'cell is written twice ("say ""hi"""), and a stray " at the start of a cell runs '
+            "on to the next quote"
+        )
+    else:
+        message = f"cannot be read: {said}"
+    return Problem(message, row=row, line=start)
 
 
 _JSON_KINDS = {list: "an array", str: "a string", bool: "true/false", int: "a number"}

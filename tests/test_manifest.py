@@ -678,6 +678,12 @@ CORPUS = [
     ("text-to-video/bad_resolution.csv", 2, 3, "resolution", "'720p', '1080p' or '4k'"),
     ("text-to-video/near_miss_column.csv", None, None, "negative-prompt",
      "did you mean 'negative_prompt'?"),
+    # a prompt model: a cell that swallows the rows after it is not missing a required file
+    ("text-to-video/stray_quote_runs_to_the_end.csv", 2, 3, None,
+     "never closed: the file ends inside it, and lines 4-6 were read as its text"),
+    ("text-to-video/stray_quote_closed_later.csv", 2, 3, None,
+     "closes before its text ends (on line 5)"),
+    ("text-to-video/cut_off_while_written.csv", 2, 3, None, "a file still being written?"),
 ]  # fmt: skip
 
 
