@@ -617,9 +617,22 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
             listed = ", ".join(repr(n) for n in names)
             raise UsageError(f"{path}: no sheet {sheet!r}; the sheets are {listed} (or 0, 1, ...)")
 
+        hidden, merged = _sheet_marks(worksheet)
+        downward, spans = _merged_down(merged)
+
         def values() -> Iterator[list[Any]]:
-            for cells in worksheet.iter_rows():
-                yield [CellError(str(c.value)) if c.data_type == "e" else c.value for c in cells]
+            filling: dict[int, tuple[Any, int]] = {}  # column → (its merged value, last row)
+            for number, cells in enumerate(worksheet.iter_rows(), 1):
+                row = [CellError(str(c.value)) if c.data_type == "e" else c.value for c in cells]
+                for column, (value, last) in list(filling.items()):
+                    if number > last:
+                        del filling[column]
+                    elif row[column] is None:
+                        row[column] = value
+                for column, last in downward.get(number, ()):
+                    row.extend([None] * (column + 1 - len(row)))
+                    filling[column] = (row[column], last)
+                yield row
 
         rows = values()
         head = list(itertools.islice(rows, HEADER_SEARCH)) if columns else []
@@ -630,7 +643,14 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
             head[:index] = [[] for _ in range(index)]  # blank: no rows before a header
         table = _table_from_rows(itertools.chain(head, rows))
         table.problems[:0] = skipped
-        hidden = table.hidden_rows = _hidden_rows(worksheet)
+        table.hidden_rows = hidden
+        if spans:
+            shown = ", ".join(spans[:10]) + (", ..." if len(spans) > 10 else "")
+            message = (
+                f"{len(spans)} merged cells span several rows ({shown}): each row they cover "
+                "reads the merged value, as the sheet shows it"
+            )
+            table.problems.append(Problem(message, severity="warning"))
         if hidden:
             shown = ", ".join(map(str, hidden[:10])) + (", ..." if len(hidden) > 10 else "")
             message = (
@@ -655,24 +675,42 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
 
 _HIDDEN_ROW = re.compile(rb"<row\b[^>]*\bhidden=\"(?:1|true)\"[^>]*>")
 _ROW_NUMBER = re.compile(rb"\br=\"(\d+)\"")
+_MERGED_CELLS = re.compile(rb"<mergeCell\b[^>]*\bref=\"([A-Z]+\d+:[A-Z]+\d+)\"")
 
 
-def _hidden_rows(worksheet: Any) -> list[int]:
-    """The sheet rows hidden in a workbook's sheet (by hand, or a filter's rows filtered out),
-    read from the sheet's XML, which openpyxl's read-only sheets do not expose; [] when it
-    cannot be read."""
+def _sheet_marks(worksheet: Any) -> tuple[list[int], list[str]]:
+    """What openpyxl's read-only sheets do not expose, read from the sheet's XML: the sheet rows
+    hidden (by hand, or a filter's rows filtered out) and the merged ranges (``"B2:B4"``);
+    nothing when it cannot be read."""
     try:
         with worksheet._get_source() as source:  # the sheet's XML in the workbook's zip
             xml = source.read()
-    except Exception:  # another openpyxl: the warning is lost, nothing else
-        return []
-    if b"hidden=" not in xml:
-        return []
-    return [
+    except Exception:  # another openpyxl: the warnings are lost, nothing else
+        return [], []
+    hidden = [
         int(number.group(1))
         for row in _HIDDEN_ROW.finditer(xml)
         if (number := _ROW_NUMBER.search(row.group(0)))
     ]
+    merged = [m.group(1).decode() for m in _MERGED_CELLS.finditer(xml)]
+    return hidden, merged
+
+
+def _merged_down(merged: list[str]) -> tuple[dict[int, list[tuple[int, int]]], list[str]]:
+    """Merged ranges over several rows, by their first sheet row: (column index, last row),
+    and those ranges, top to bottom. A range over several columns too gives its value to its
+    first column (where the sheet shows it): another column's cells stay empty, not a copy of,
+    say, a prompt."""
+    from openpyxl.utils import range_boundaries
+
+    downward: dict[int, list[tuple[int, int]]] = {}
+    spans: list[tuple[int, int, str]] = []
+    for ref in merged:
+        column, first, _, last = range_boundaries(ref)
+        if column is not None and first is not None and last is not None and last > first:
+            downward.setdefault(first, []).append((column - 1, last))
+            spans.append((first, column, ref))
+    return downward, [ref for *_, ref in sorted(spans)]
 
 
 def _read_parquet(path: Path) -> Table:

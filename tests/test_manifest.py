@@ -821,6 +821,39 @@ def test_a_workbook_with_several_sheets_uses_the_first_and_names_the_others(
     assert not load(tmp_path / "m.xlsx", sheet="Day 1").warnings
 
 
+def test_cells_merged_down_a_sheet_give_every_row_they_cover_their_value(tmp_path: Path) -> None:
+    """A shot list with a style merged over three takes and audio switched off for two: each
+    row reads what the sheet shows it, not an empty cell (a required field missing, or an
+    optional one at its default: audio on, paid for). A range merged across columns too fills
+    its first column only, where the sheet shows the value."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["id", "prompt", "image_url", "generate_audio", "negative_prompt", "scene"])
+    sheet.append(["a", "a fox, woodblock", URL, False, None, "forest"])
+    sheet.append(["b", None, URL, None, None, None])
+    sheet.append(["c", None, URL, True, None, None])
+    sheet.append(["d", "an owl", URL, True, "blur", "night"])
+    for ref in ("B2:B4", "D2:D3", "F2:F3", "E5:F6"):
+        sheet.merge_cells(ref)
+    sheet.append(["e", "a hen", URL, False])
+    book.save(tmp_path / "m.xlsx")
+    loaded = load(tmp_path / "m.xlsx")
+    got = [(r.payload["prompt"], r.payload["generate_audio"]) for r in loaded.rows]
+    assert got == [("a fox, woodblock", False)] * 2 + [
+        ("a fox, woodblock", True), ("an owl", True), ("a hen", False)
+    ]  # fmt: skip
+    assert [r.metadata.get("scene") for r in loaded.rows] == ["forest", "forest", None, None, None]
+    assert [r.payload.get("negative_prompt") for r in loaded.rows] == [
+        None,
+        None,
+        None,
+        "blur",
+        "blur",
+    ]
+    (warning,) = [w for w in loaded.warnings if "merged" in w.message]
+    assert "4 merged cells span several rows (B2:B4, D2:D3, F2:F3, E5:F6)" in warning.message
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     kind=st.sampled_from(["bool", "int", "float", "choice", "text", "list", "any"]),
