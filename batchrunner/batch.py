@@ -15,11 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.connect import api_config, connect, run_info
-from batchrunner.errors import (
-    LedgerError,
-    ManifestError,
-    UsageError,
-)
+from batchrunner.errors import LedgerError, ManifestError, Problem, UsageError
 from batchrunner.expand import Expansion
 from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
@@ -132,8 +128,35 @@ def _record(
     known = (  # a new ledger has none of them: nothing to look up or mark
         ledger.mark_seen([row.job_id for row in manifest.rows]) if ledger.counts() else set()
     )
+    if known:
+        _follow_sheet(ledger, manifest)
     fresh = [row for row in manifest.rows if row.job_id not in known]
     return Recording(ledger, fresh, to_job)
+
+
+def _follow_sheet(ledger: Ledger, manifest: Manifest) -> None:
+    """The ledger's jobs take the manifest's row numbers, output names and other columns
+    (:meth:`Ledger.follow_sheet`); a done video whose output name changed keeps its file name,
+    with a warning."""
+    facts = ((r.job_id, r.row, r.line, r.output, r.metadata) for r in manifest.rows)
+    renamed = ledger.follow_sheet(facts)
+    rows = {row.job_id: row for row in manifest.rows} if renamed else {}
+    extension = manifest.spec.default_extension
+    for job_id, saved, output in renamed:
+        row = rows[job_id]
+        if video_name(job_id, row.row, output, extension) == Path(saved).name:
+            continue  # named as before after all
+        now = repr(output) if output else "empty"
+        problem = Problem(
+            f"now {now}, but {job_id}'s video was saved before as {saved} and keeps that name "
+            "(a file an editing project may use is not renamed); delete it and run again to "
+            "download it under the new name (free, while the provider keeps the file)",
+            row=row.row,
+            line=row.line,
+            column="output",
+            severity="warning",
+        )
+        logger.warning("%s: %s", manifest.source, problem)
 
 
 def _check_nothing_in_the_way(manifest: Manifest, decisions: list[Decision], out: Path) -> None:

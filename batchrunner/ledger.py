@@ -316,6 +316,41 @@ class Ledger:
                 )
         return set(stored)
 
+    def follow_sheet(
+        self, rows: Iterable[tuple[str, int | None, int | None, str | None, dict[str, Any]]]
+    ) -> list[tuple[str, str, str | None]]:
+        """Bring the jobs a manifest names up to what it now says besides the request: row,
+        line, output name and other columns, from ``(job id, row, line, output, metadata)``.
+        Exports, the gallery and messages follow the sheet (notes added after a run, rows moved);
+        the request itself changes only by ``--replace-changed``. Returns ``(job id, saved path,
+        new output)`` of each done job whose output changed: its video keeps the name it was
+        saved with (a file an editing project may point to is never renamed).
+
+        Compared here, not in SQL: encoding every row's columns to compare them as stored text
+        cost 1.2 s for 100,000 rows; reading and comparing costs a third of that, and only the
+        jobs that changed are written."""
+        sheet = {facts[0]: facts for facts in rows}
+        changed: list[tuple[Any, ...]] = []
+        renamed: list[tuple[str, str, str | None]] = []
+        sql = "select job_id, row, line, output_name, metadata, state, output_path from jobs"
+        for job_id, row, line, output, metadata, state, saved in self.db.conn.execute(sql):
+            now = sheet.get(job_id)
+            if now is None or (
+                row == now[1] and line == now[2] and output == now[3] and _loads(metadata) == now[4]
+            ):
+                continue
+            changed.append((now[1], now[2], now[3], _dumps(now[4]), job_id))
+            if state == JobState.DONE.value and saved and output != now[3]:
+                renamed.append((job_id, saved, now[3]))
+        if changed:
+            with self.db.atomic():
+                self.db.conn.executemany(
+                    "update jobs set row = ?, line = ?, output_name = ?, metadata = ? "
+                    "where job_id = ?",
+                    changed,
+                )
+        return renamed
+
     def insert(self, jobs: Sequence[NewJob]) -> None:
         """Record new jobs as pending, seen by this run, in one transaction with one statement
         per table (100,000 jobs take about a second)."""

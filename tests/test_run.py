@@ -95,6 +95,36 @@ def test_a_done_video_deleted_or_cut_is_fetched_again_not_bought_again(
         assert sha256(Path(job.output_path)) == job.sha256 == served
 
 
+def test_the_ledger_follows_what_the_sheet_says_besides_the_request(
+    sim: SimulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Notes added after a run, a row inserted above, an output renamed: the ledger (exports,
+    the gallery, messages) follows the sheet, nothing is bought again, and a saved video keeps
+    the name it has, with a warning (an editing project may point to it)."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(3, notes="first pass"))
+    settings = settings_for(sim, tmp_path)
+    assert batch.run_manifest(manifest, settings, token=TOKEN).counts == {"done": 3}
+    saved = {job.job_id: job.output_path for job in jobs(settings.ledger)}
+    edited = rows(3, notes="first pass")
+    edited[1] |= {"notes": "approved", "output": "harbour-final"}
+    extra = {**rows(4)[3], "id": "shot-000", "notes": "new"}
+    write_manifest(manifest, [extra, *edited])
+
+    again = batch.run_manifest(manifest, settings, token=TOKEN)
+
+    assert (again.counts, again.submitted) == ({"done": 4}, 1)
+    assert counters(sim)["submits"] == 4
+    after = {job.job_id: job for job in jobs(settings.ledger)}
+    assert {i: (j.row, j.metadata["notes"]) for i, j in after.items()} == {
+        "shot-000": (1, "new"), "shot-001": (2, "first pass"), "shot-002": (3, "approved"),
+        "shot-003": (4, "first pass"),
+    }  # fmt: skip
+    assert after["shot-002"].output_name == "harbour-final.mp4"
+    assert {i: after[i].output_path for i in saved} == saved  # nothing renamed
+    (warning,) = [r.getMessage() for r in caplog.records if "keeps that name" in r.getMessage()]
+    assert "row 3, line 4, column 'output': now 'harbour-final.mp4', but shot-002's" in warning
+
+
 def test_ids_no_file_name_can_hold_as_they_are_still_get_their_own_video_and_poster(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
