@@ -26,7 +26,7 @@ import os
 import shutil
 import socket
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
@@ -465,6 +465,19 @@ class Ledger:
     def input_hashes(self, job_ids: Sequence[str]) -> dict[str, str]:
         """job id → stored input hash, for the ids the ledger has."""
         return self._lookup("input_hash", job_ids)
+
+    def requests_not_named(
+        self, named: Collection[str], states: Sequence[str]
+    ) -> dict[str, tuple[str, str]]:
+        """input hash → (job id, state) of the jobs in ``states`` whose id is not in ``named``
+        (a manifest's jobs): what a renamed row would buy again."""
+        marks = ", ".join("?" for _ in states)
+        sql = f"select input_hash, job_id, state from jobs where state in ({marks})"
+        return {
+            digest: (job_id, state)
+            for digest, job_id, state in self.db.conn.execute(sql, list(states))
+            if job_id not in named
+        }
 
     def states(self, job_ids: Sequence[str]) -> dict[str, str]:
         """job id → state, for the ids the ledger has."""

@@ -93,12 +93,16 @@ def decide(
     if ledger is not None and not ledger.counts():
         ledger = None  # a new ledger: nothing to look up in it
     stored = ledger.standings([r.job_id for r in rows]) if ledger else {}
+    renamed = _renamed(manifest, ledger, stored) if ledger and not replace_changed else {}
     decisions: list[Decision] = []
     to_job = job_maker(manifest.endpoint_id) if stored else _unreachable
     for row in rows:
         old = stored.get(row.job_id)
         if old is None:
-            if new_jobs:
+            if row.job_id in renamed:
+                why = renamed[row.job_id]
+                decisions.append(Decision(row.job_id, row.row, "refuse", why, None, ("id",)))
+            elif new_jobs:
                 decisions.append(_new_job(row))
             continue
         job = to_job(row)
@@ -131,6 +135,38 @@ def decide(
                     Decision(pending.job_id, pending.row, "submit", why, pending.price_usd)
                 )
     return _within_budget(decisions, ledger.spend() if ledger else 0.0, budget)
+
+
+# a job in these states has made, or may still make, the video it asked for
+_BOUGHT_OR_TO_BE = tuple(
+    s.value for s in JobState if s not in (JobState.FAILED, JobState.CANCELLED)
+)
+
+
+def _renamed(manifest: Manifest, ledger: Ledger, stored: dict[str, Standing]) -> dict[str, str]:
+    """New rows that ask exactly what a job this manifest no longer names asked (a row whose
+    id was changed, or an id a spreadsheet now writes another way: ``001`` against ``1``):
+    job id → why it is refused. Buying it would be the same video twice; the old job is done,
+    on its way, or pending (which run submits too)."""
+    new = [row for row in manifest.rows if row.job_id not in stored]
+    if not new:
+        return {}
+    others = ledger.requests_not_named({row.job_id for row in manifest.rows}, _BOUGHT_OR_TO_BE)
+    if not others:
+        return {}
+    to_job = job_maker(manifest.endpoint_id)
+    found = {}
+    for row in new:
+        other = others.get(to_job(row).input_hash)
+        if other is not None:
+            job_id, state = other
+            found[row.job_id] = (
+                f"a new id asking exactly what job {job_id!r} ({state}) asked, which this "
+                f"manifest no longer names: was the id changed from {job_id!r}? It would be the "
+                "same video bought twice; put the old id back, or pass --replace-changed to buy "
+                "it again"
+            )
+    return found
 
 
 def _unreachable(row: ManifestRow) -> NewJob:
@@ -209,8 +245,10 @@ def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:
     rows = {row.job_id: row for row in manifest.rows} if refused else {}
     return [
         Problem(
-            f"job id {d.job_id!r} is already in the ledger with different content: {d.why}; "
-            "or give the edited row a new id, or restore its previous values",
+            d.why
+            if d.changed == ("id",)
+            else f"job id {d.job_id!r} is already in the ledger with different content: "
+            f"{d.why}; or give the edited row a new id, or restore its previous values",
             row=rows[d.job_id].row,
             line=rows[d.job_id].line,
             column="id",
@@ -271,7 +309,7 @@ class Plan:
         if self.held:
             out.append(f"held back by --budget: {self.held} jobs")
         if self.refused:
-            out.append(f"refused (edited rows; see above): {self.refused} jobs")
+            out.append(f"refused (edited or renamed rows; see above): {self.refused} jobs")
         out.append(
             f"to submit: {self.to_submit} jobs, {money(self.to_submit_cost_usd)}"
             f"; spent so far in the ledger: {money(self.spent_usd)}"

@@ -615,6 +615,17 @@ MUTATIONS: list[Mutation] = [
         (UNATTENDED + "test_a_cancel_the_running_job_does_not_heed_loses_nothing",),
     ),
     Mutation(
+        "a-renamed-row-bought-again",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/planner.py",
+        "    renamed = _renamed(manifest, ledger, stored) if ledger and not replace_changed "
+        "else {}\n",
+        "    renamed: dict[str, str] = {}  # MUTANT\n",
+        (
+            "tests/test_planner.py::test_a_row_whose_id_changed_is_not_bought_again_under_the_new_id",
+        ),
+    ),
+    Mutation(
         "a-timeout-cancel-taken-on-trust",
         "Nothing is bought twice without your say-so",
         "batchrunner/scheduler.py",

@@ -121,3 +121,30 @@ def test_an_edited_row_whose_model_changed_says_so(tmp_path: Path) -> None:
     )
     assert shown.exit_code == 2, shown.output
     assert f"edited (model {DEFAULT_MODEL} → {other}); pass --replace-changed" in shown.stderr
+
+
+def test_a_row_whose_id_changed_is_not_bought_again_under_the_new_id(tmp_path: Path) -> None:
+    """The same request under a new id, while the job that bought it is no longer named: an
+    id renamed in the sheet, or one a spreadsheet now writes another way (``001`` in a CSV
+    saved from Excel, ``1`` in the workbook). The same video twice, unless the user says so.
+    A row copied under a new id beside its original is a choice, as within one manifest."""
+    with SimulatorServer(fast_config()) as server:
+        args = ["--ledger", str(tmp_path / "l.db")]
+        sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        assert CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV).exit_code == 0
+        edited = rows(3)
+        edited[1]["id"] = "shot-002-final"
+        write_manifest(manifest, [*edited, {**edited[0], "id": "shot-001-copy"}])
+
+        shown = CliRunner().invoke(cli, ["plan", str(manifest), *args, "--json"])
+        assert shown.exit_code == 2
+        assert by_action(json.loads(shown.stdout))["refuse"] == {"shot-002-final"}
+        assert "was the id changed from 'shot-002'?" in shown.stderr
+        refused = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
+        assert refused.exit_code == 2 and counters(server)["submits"] == 3
+        assert "nothing was submitted" in refused.stderr
+
+        agreed = CliRunner().invoke(cli, ["run", str(manifest), *sim, "--replace-changed"], env=ENV)
+        assert agreed.exit_code == 0, agreed.output
+        assert counters(server)["submits"] == 5
