@@ -144,7 +144,8 @@ async def download(
     except TransientError as exc:
         raise DownloadError(f"download of {_short(url)} did not complete: {exc}") from exc
     except OSError as exc:
-        raise DownloadError(_disk_reason(exc, dest)) from exc
+        whole_device = exc.errno in _DEVICE_FULL_OR_READ_ONLY  # not one job's folder
+        raise DownloadError(_disk_reason(exc, dest), disk=whole_device) from exc
 
 
 async def _fetch_once(
@@ -258,9 +259,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+_DEVICE_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def _disk_reason(exc: OSError, dest: Path) -> str:
     if exc.errno == errno.ENOSPC:
         return f"no space left on the device holding {dest.parent}"
+    if exc.errno == errno.EDQUOT:
+        return f"the disk quota is used up on the device holding {dest.parent}"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write to {dest.parent}: {exc.strerror}"
     return f"cannot write {dest}: {exc.strerror or exc}"

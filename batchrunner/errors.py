@@ -46,7 +46,7 @@ class ExitCode(enum.IntEnum):
     JOBS_NOT_DONE = 1  # the run finished but some jobs are failed, cancelled or unknown
     USAGE = 2  # bad usage, invalid manifest, unusable ledger; nothing submitted
     LOCKED = 3  # the ledger is in use by another run
-    RUN_STOPPED = 69  # the provider refused the key / the account is locked / API unreachable
+    RUN_STOPPED = 69  # the key refused / the account locked / API unreachable / out folder full
     NOT_FINISHED = 75  # stopped early on purpose (budget, --max-runtime); run again later
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
@@ -195,6 +195,14 @@ class UnreachableError(RunError):
     """The API could not be reached for longer than the bound (or TLS would not verify)."""
 
 
+class OutputUnwritableError(RunError):
+    """The videos' folder takes no more: its disk is full, or it became read-only or not ours
+    to write. Every later download would fail the same way, so no more jobs are bought; those
+    at the provider are still followed and their results stored, to download next run."""
+
+    follow_in_flight = True
+
+
 class AmbiguousSubmitError(ProviderError):
     """The submit may have created a paid job, but its answer never arrived."""
 
@@ -206,6 +214,7 @@ class DownloadError(BatchrunnerError):
     size that disagrees again after a fresh download): the job ends ``download_failed``.
     """
 
-    def __init__(self, message: str, *, permanent: bool = False):
+    def __init__(self, message: str, *, permanent: bool = False, disk: bool = False):
         super().__init__(message)
         self.permanent = permanent
+        self.disk = disk  # the device is full or read-only: a cause of the run, not the job

@@ -25,7 +25,13 @@ import anyio
 from batchrunner import errors
 from batchrunner.connect import connect
 from batchrunner.downloader import MediaClient
-from batchrunner.errors import AccountLockedError, ExitCode, KeyRefusedError, RunError
+from batchrunner.errors import (
+    AccountLockedError,
+    ExitCode,
+    KeyRefusedError,
+    OutputUnwritableError,
+    RunError,
+)
 from batchrunner.gallery import write_after_run
 from batchrunner.ledger import Ledger, Recording
 from batchrunner.providers import ApiConfig
@@ -101,6 +107,14 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
     then = f"then run the same command again ({waiting} jobs wait, nothing was lost)"
     if isinstance(error, KeyRefusedError):
         return f"the API refused the key for {origin} ({error}): check {key}, {then}"
+    if isinstance(error, OutputUnwritableError):
+        paid = ledger.counts().get(JobState.COMPLETED, 0)
+        return (
+            f"the videos cannot be saved: {error}; no more jobs were bought, and those already "
+            f"submitted were followed. Free some space (or fix the folder), then run the same "
+            f"command again ({paid} paid videos wait to be downloaded, {waiting} jobs to be "
+            "sent; nothing was lost)"
+        )
     if isinstance(error, AccountLockedError):
         return (
             f"the account at {origin} cannot pay for more jobs ({error}); jobs already "

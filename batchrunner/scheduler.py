@@ -46,6 +46,7 @@ from batchrunner.errors import (
     AmbiguousSubmitError,
     DownloadError,
     FinalError,
+    OutputUnwritableError,
     RateLimitedError,
     ResultExpiredError,
     RunError,
@@ -698,6 +699,8 @@ class Runner:
 
     async def _download(self, job: Job) -> None:
         assert job.video_url is not None
+        if isinstance(self.run_error, OutputUnwritableError):
+            return  # stays completed, its result stored: the summary says why, once
         spec = self._spec(job.endpoint)
         name = video_name(job.job_id, job.row, job.output_name, spec.default_extension)
         try:
@@ -706,7 +709,10 @@ class Runner:
             poster = poster_path(self._media, job.job_id)
             checked = await self.inspectors.check(spec, job.input, got.path, poster)
         except (DownloadError, ValueError) as exc:  # UnplayableError too: the file is removed
-            logger.warning("job %s: %s", job.job_id, exc)
+            if isinstance(exc, DownloadError) and exc.disk:
+                self.halt(OutputUnwritableError(str(exc)))  # every later download would fail
+            else:
+                logger.warning("job %s: %s", job.job_id, exc)
             if isinstance(exc, DownloadError) and exc.permanent:
                 self.ledger.transition(
                     job.job_id,

@@ -626,6 +626,15 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "a-full-disk-is-each-jobs-problem",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/scheduler.py",
+        "                self.halt(OutputUnwritableError(str(exc)))  # every later download would "
+        "fail\n",
+        "                pass  # MUTANT\n",
+        (UNATTENDED + "test_a_full_disk_stops_buying_and_keeps_every_paid_result",),
+    ),
+    Mutation(
         "a-timeout-cancel-taken-on-trust",
         "Nothing is bought twice without your say-so",
         "batchrunner/scheduler.py",

@@ -292,6 +292,32 @@ def test_unwritable_output_keeps_results_and_resume_downloads(
     assert (again.exit_code, again.submitted, again.downloaded) == (0, 0, 2)
 
 
+def test_a_full_disk_stops_buying_and_keeps_every_paid_result(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """The disk under --out fills up (the first video's file is /dev/full: a real ENOSPC from
+    the kernel). Every later download would fail the same way, so the run stops buying, follows
+    what it sent, and says once what to do; freed, the same command fetches what was paid for."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "0001-shot-001.mp4.part").symlink_to("/dev/full")
+    settings = settings_for(sim, tmp_path, out=out, concurrency=2)
+    manifest = write_manifest(tmp_path / "m.csv", rows(20))
+    full = batch.run_manifest(manifest, settings, token=TOKEN)
+    assert full.exit_code == 69
+    assert full.stopped is not None and "no space left on the device holding" in full.stopped
+    assert "no more jobs were bought" in full.stopped and "nothing was lost" in full.stopped
+    bought = counters(sim)["submits"]
+    assert bought < 20 and full.counts["pending"] == 20 - bought
+    with Ledger.open(settings.ledger, create=False) as ledger:
+        assert all(job.result is not None for job in ledger.jobs([JobState.COMPLETED]))
+    (out / "0001-shot-001.mp4.part").unlink()  # space freed
+    again = batch.run_manifest(manifest, settings, token=TOKEN)
+    assert (again.exit_code, again.counts) == (0, {"done": 20})
+    assert counters(sim)["submits"] == 20  # nothing bought twice
+    assert (out / "0001-shot-001.mp4").stat().st_size > 0
+
+
 def test_unwritable_out_folder_is_refused_before_anything_is_sent(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
