@@ -134,6 +134,13 @@ class LedgerLockedError(LedgerError):
     exit_code = ExitCode.LOCKED
 
 
+class LedgerUnwritableError(LedgerError):
+    """The ledger's disk refuses writes (full, read-only, failing). Nothing may be done that
+    the ledger cannot record, so the run stops at once."""
+
+    exit_code = ExitCode.RUN_STOPPED
+
+
 class TransitionError(BatchrunnerError):
     """A job was asked to move between states the state machine does not connect (a bug)."""
 

@@ -37,7 +37,7 @@ import anyio
 import anyio.lowlevel
 
 from batchrunner import identity
-from batchrunner.errors import LedgerError, TransitionError
+from batchrunner.errors import LedgerError, LedgerUnwritableError, TransitionError
 from batchrunner.frozen import assemble
 from batchrunner.lean_sqlite import sqlite_utils
 from batchrunner.migrations import MIGRATIONS, check_compatible
@@ -61,6 +61,39 @@ _JSON_EMPTY: dict[str, Callable[[], Any]] = {
     "warnings": list,
 }
 _JSON_COLUMNS = tuple(_JSON_EMPTY)
+
+
+_DISK_REFUSED = {  # SQLite's primary error names: what the disk under the ledger did
+    "SQLITE_FULL": "the disk holding it is full",
+    "SQLITE_READONLY": "it cannot be written (read-only)",
+    "SQLITE_IOERR": "the disk reported an I/O error",
+    "SQLITE_CANTOPEN": "it cannot be opened for writing",
+}
+
+
+def unwritable(
+    exc: BaseException, path: str | Path, *, mid_run: bool = False
+) -> LedgerUnwritableError | None:
+    """A :class:`LedgerUnwritableError` for a write the ledger's disk refused (``exc`` or, from
+    a task group, the first error it holds); None for any other error."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return None
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    why = next((said for code, said in _DISK_REFUSED.items() if name.startswith(code)), None)
+    if why is None:
+        return None
+    then = (
+        "; the run stopped, and a job whose answer could not be recorded shows as `unknown` "
+        "(`batchrunner status`)"
+        if mid_run
+        else "; nothing was sent"
+    )
+    return LedgerUnwritableError(
+        f"cannot write the ledger {path}: {why} ({exc}){then}. Free some space (or give "
+        "--ledger a writable place), then run the same command again"
+    )
 
 
 def now() -> str:
@@ -219,6 +252,9 @@ class Ledger:
             db.execute("PRAGMA synchronous = FULL")
             MIGRATIONS.apply(db)
         except sqlite3.DatabaseError as exc:
+            refused = unwritable(exc, path)
+            if refused is not None:
+                raise refused from exc
             raise LedgerError(
                 f"{path} is not a usable SQLite ledger ({exc}); it was left untouched"
             ) from exc

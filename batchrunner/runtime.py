@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -33,7 +34,7 @@ from batchrunner.errors import (
     RunError,
 )
 from batchrunner.gallery import write_after_run
-from batchrunner.ledger import Ledger, Recording
+from batchrunner.ledger import Ledger, Recording, unwritable
 from batchrunner.providers import ApiConfig
 from batchrunner.report import Summary, ledger_option
 from batchrunner.scheduler import Observer, Runner
@@ -93,7 +94,13 @@ def execute(
             next_command=then,
         )
 
-    summary = run_loop(main)
+    try:
+        summary = run_loop(main)
+    except (sqlite3.DatabaseError, BaseExceptionGroup) as exc:
+        refused = unwritable(exc, ledger.path, mid_run=True)
+        if refused is None:
+            raise
+        raise refused from exc  # nothing more may be done that the ledger cannot record
     ledger.finish_run(summary.exit_code, summary.as_dict())
     gallery = write_after_run(ledger, settings.out)
     return replace(summary, gallery=str(gallery) if gallery else None)

@@ -635,6 +635,15 @@ MUTATIONS: list[Mutation] = [
         (UNATTENDED + "test_a_full_disk_stops_buying_and_keeps_every_paid_result",),
     ),
     Mutation(
+        "a-full-ledger-disk-is-a-traceback",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/runtime.py",
+        "        raise refused from exc  # nothing more may be done that the ledger cannot "
+        "record\n",
+        "        raise  # MUTANT\n",
+        (UNATTENDED + "test_a_ledger_whose_disk_fills_stops_the_run_with_one_line",),
+    ),
+    Mutation(
         "a-timeout-cancel-taken-on-trust",
         "Nothing is bought twice without your say-so",
         "batchrunner/scheduler.py",

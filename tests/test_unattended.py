@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -316,6 +317,35 @@ def test_a_full_disk_stops_buying_and_keeps_every_paid_result(
     assert (again.exit_code, again.counts) == (0, {"done": 20})
     assert counters(sim)["submits"] == 20  # nothing bought twice
     assert (out / "0001-shot-001.mp4").stat().st_size > 0
+
+
+def test_a_ledger_whose_disk_fills_stops_the_run_with_one_line(
+    sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk under the ledger fills mid-run (SQLite's own SQLITE_FULL, from a page limit set
+    on the run's connection): nothing may be done that the ledger cannot record, so the run
+    stops with one line and exit 69, not a traceback; with room again, the same command
+    finishes, and a job whose answer was lost is ``unknown``, never bought twice unasked."""
+    opened = Ledger.open.__func__  # type: ignore[attr-defined]
+
+    def cramped(cls: type[Ledger], path: Path, **kwargs: Any) -> Ledger:
+        ledger = opened(cls, path, **kwargs)
+        (pages,) = ledger.db.execute("pragma page_count").fetchone()
+        ledger.db.execute(f"pragma max_page_count = {pages + 6}")
+        return ledger
+
+    monkeypatch.setattr(Ledger, "open", classmethod(cramped))
+    manifest = write_manifest(tmp_path / "m.csv", rows(200))
+    args = run_args(sim, tmp_path, manifest)
+    full = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+    assert full.exit_code == 69, full.output
+    assert full.stderr.startswith("error: cannot write the ledger ")
+    assert "the disk holding it is full" in full.stderr and "Traceback" not in full.output
+    monkeypatch.undo()  # room again
+    again = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+    ended = Counter(states(tmp_path / "ledger.db").values())
+    assert set(ended) <= {JobState.DONE, JobState.UNKNOWN}, again.output
+    assert counters(sim)["submits"] == 200 and ended[JobState.DONE] >= 200 - 8
 
 
 def test_unwritable_out_folder_is_refused_before_anything_is_sent(
