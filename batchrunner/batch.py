@@ -119,7 +119,8 @@ def _record(
     _check_nothing_in_the_way(manifest, decisions, settings.out)
     info = run_info(settings, api)
     info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
-    ledger.start_run("run", manifest=str(manifest.source), **info)
+    source = manifest.source  # absolute, for what may not be written over it later
+    ledger.start_run("run", manifest=str(source.resolve() if source.exists() else source), **info)
     replaced = {d.job_id for d in decisions if d.changed and d.action == "submit"}
     to_job = job_maker(manifest.endpoint_id)
     for row in manifest.rows if replaced else ():

@@ -416,6 +416,7 @@ def plan_command(
         batchrunner plan shots.csv --json -o plan.jsonl
     """
     from batchrunner import batch
+    from batchrunner.paths import not_over_an_input
     from batchrunner.planner import write_bodies
 
     expansion = _expansion(ctx, manifest, options)
@@ -427,6 +428,8 @@ def plan_command(
     for warning in loaded.warnings:
         click.echo(f"{manifest}: warning: {warning}", err=True)
     if bodies is not None:
+        inputs = [(manifest, "the manifest"), (settings.ledger, "the ledger")]
+        not_over_an_input(bodies, [(Path(p), what) for p, what in inputs])
         count = write_bodies(loaded, bodies)
         click.echo(f"wrote {count} request bodies to {bodies}", err=True)
     _show_plan(loaded, settings, as_json, replace_changed=replace_changed)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import UsageError
 from batchrunner.ledger import Job, Ledger
+from batchrunner.paths import not_over_an_input
 from batchrunner.states import AT_PROVIDER, NEEDS_ATTENTION, JobState
 
 if TYPE_CHECKING:
@@ -192,6 +193,7 @@ def export(ledger_path: str | Path, destination: str | Path) -> int:
             f"cannot export to {destination.name!r}: use one of {', '.join(sorted(FORMATS))}"
         )
     with open_existing(ledger_path) as ledger:
+        not_over_an_input(destination, ledger.inputs())
         records = rows(ledger)
     import pandas as pd  # only exports need it: `status` stays light
 

@@ -36,6 +36,7 @@ from urllib.parse import quote
 from batchrunner.errors import UsageError
 from batchrunner.ledger import Job, Ledger, now
 from batchrunner.models import ModelSpec, lookup
+from batchrunner.paths import not_over_an_input
 from batchrunner.states import JobState
 from batchrunner.verify import media_dir
 
@@ -59,6 +60,7 @@ def report(ledger_path: str | Path, destination: str | Path | None = None) -> Pa
         raise UsageError(f"no ledger at {path}")
     with Ledger.open(path, create=False) as ledger:
         target = Path(destination) if destination is not None else default_destination(ledger)
+        not_over_an_input(target, ledger.inputs())
         try:
             return write_report(ledger, target)
         except OSError as exc:

@@ -325,6 +325,16 @@ class Ledger:
         run["options"] = json.loads(run["options"] or "{}")
         return run
 
+    def inputs(self) -> list[tuple[Path, str]]:
+        """The files this ledger was made from, which no output may be written over: itself
+        and each manifest a run read (:func:`batchrunner.paths.not_over_an_input`)."""
+        sql = "select distinct manifest from runs where manifest is not null and manifest <> ''"
+        manifests = [Path(name) for (name,) in self.db.conn.execute(sql)]
+        return [
+            (self.path, "this ledger"),
+            *((path, "a manifest this ledger was run from") for path in manifests),
+        ]
+
     # ---------------------------------------------------------------- jobs
 
     def add_jobs(self, jobs: Iterable[NewJob]) -> AddResult:

@@ -146,3 +146,24 @@ def _names_of(extension: str) -> frozenset[str]:
 def part_path(path: Path) -> Path:
     """The temporary file a download streams into before the atomic rename."""
     return path.with_name(path.name + ".part")
+
+
+def not_over_an_input(destination: Path, inputs: list[tuple[Path, str]]) -> None:
+    """Refuse to write ``destination`` where one of ``inputs`` (path, what it is) is: the
+    manifest a ledger was run from, the ledger itself. ``export -o shots.csv`` replaced the sheet
+    the nightly run reads with the export, silently. Any other file is overwritten, as a
+    re-export should."""
+    from batchrunner.errors import UsageError
+
+    for source, what in inputs:
+        try:
+            # resolved first: "new/../shots.csv" names the sheet once "new" is made
+            same = os.path.samefile(destination.resolve(), source)
+        except OSError:  # either is missing (or a DataFrame's made-up name)
+            continue
+        if same:
+            other = destination.with_name(f"{destination.stem}-results{destination.suffix}")
+            raise UsageError(
+                f"{destination} is {what}: writing over it would lose it; give another name, "
+                f"e.g. {other}"
+            )

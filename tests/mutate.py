@@ -644,6 +644,14 @@ MUTATIONS: list[Mutation] = [
         (UNATTENDED + "test_a_ledger_whose_disk_fills_stops_the_run_with_one_line",),
     ),
     Mutation(
+        "an-export-over-the-manifest",
+        "Videos are written inside --out only",
+        "batchrunner/export.py",
+        "        not_over_an_input(destination, ledger.inputs())\n",
+        "        pass  # MUTANT\n",
+        ("tests/test_cli.py::test_no_output_is_written_over_the_manifest_or_the_ledger",),
+    ),
+    Mutation(
         "a-timeout-cancel-taken-on-trust",
         "Nothing is bought twice without your say-so",
         "batchrunner/scheduler.py",

@@ -55,6 +55,33 @@ def test_every_bad_manifest_exits_2_with_its_row_and_sends_nothing(
     assert not (tmp_path / "ledger.db").exists()
 
 
+def test_no_output_is_written_over_the_manifest_or_the_ledger(
+    shared_sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``export -o shots.csv`` replaced the sheet the nightly run reads with the export. The
+    manifests a ledger ran, and the ledger, are never written over, by any name for them; any
+    other file is (a nightly re-export)."""
+    manifest = write_manifest(tmp_path / "shots.csv", rows(2))
+    assert CliRunner().invoke(cli, run_args(shared_sim, tmp_path, manifest), env=ENV).exit_code == 0
+    sheet = manifest.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    ledger = ["--ledger", "ledger.db"]
+    for argv in (
+        ["export", *ledger, "-o", "shots.csv"],
+        ["export", *ledger, "-o", "./sub/../shots.csv"],
+        ["report", *ledger, "-o", "shots.csv"],
+        ["plan", "shots.csv", "-o", "shots.csv"],
+    ):
+        refused = CliRunner().invoke(cli, argv)
+        assert refused.exit_code == 2, (argv, refused.output)
+        assert "writing over it would lose it; give another name, e.g. " in refused.stderr, argv
+        assert manifest.read_bytes() == sheet
+    (tmp_path / "sub").mkdir()
+    for _ in range(2):
+        again = CliRunner().invoke(cli, ["export", *ledger, "-o", "results.csv"])
+        assert again.exit_code == 0, again.output
+
+
 def test_export_has_the_contract_columns_then_the_manifest_columns(
     shared_sim: SimulatorServer, tmp_path: Path
 ) -> None:
