@@ -40,6 +40,8 @@ _TRUE = frozenset({"true", "yes", "y", "1", "on", "1.0"})
 _FALSE = frozenset({"false", "no", "n", "0", "off", "0.0"})
 _BOOL_RULE = "must be TRUE or FALSE (yes/no, y/n, 1/0 and on/off work too)"
 _WHOLE_DECIMAL = re.compile(r"([0-9]+)\.0*")
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")  # 0,5: as a spreadsheet writes it in Europe
+_THOUSANDS = re.compile(r"[-+]?\d{1,3}(,\d{3})+")  # 12,000
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
@@ -109,7 +111,13 @@ def coerce(value: Any, spec: FieldKind) -> Any:
             return number
         if kind == "int" and math.isfinite(number) and number.is_integer():
             return int(number)
-        raise BadCell("must be a whole number" if kind == "int" else "must be a number")
+        rule = "must be a whole number" if kind == "int" else "must be a number"
+        text = value.strip() if isinstance(value, str) else ""
+        if kind == "int" and _THOUSANDS.fullmatch(text):
+            rule += f", written without separators: {text.replace(',', '')}"
+        elif kind == "float" and _DECIMAL_COMMA.fullmatch(text):
+            rule += f", written with a dot: {text.replace(',', '.')}"
+        raise BadCell(rule)
     if kind == "choice":
         text = number_text(value)
         if not isinstance(text, str):

@@ -252,6 +252,7 @@ BAD_CELLS = [
     ("seed", "abc", "whole number"),
     ("seed", True, "whole number"),
     ("seed", 1.5, "whole number"),
+    ("seed", "12,000", "whole number, written without separators: 12000"),
     ("duration", "10s", "'4s', '6s' or '8s'"),
     ("duration", 7.5, "'4s', '6s' or '8s'"),
     ("resolution", "4k", "'720p' or '1080p'"),
@@ -265,6 +266,15 @@ BAD_CELLS = [
     ("image_url", "https://example.com/my shot.png", "write a space as %20"),
     ("image_url", "https:///x.png", "the URL has no host name"),
 ]
+
+
+def test_a_decimal_comma_is_refused_with_the_number_written_with_a_dot(tmp_path: Path) -> None:
+    """A European sheet saved as ;-separated CSV writes 0,5: not read as 0.5 or 5, said."""
+    path = tmp_path / "m.csv"
+    path.write_text("id;prompt;image_url;cfg_scale\nx;A calm lake;" + URL + ";0,5\n")
+    (problem,) = errors_of(path, get_model("fal-ai/kling-video/v2.5-turbo/pro/image-to-video"))
+    assert problem.column == "cfg_scale" and problem.value == "0,5"
+    assert problem.message == "must be a number, written with a dot: 0.5"
 
 
 @pytest.mark.parametrize(("column", "cell", "fragment"), BAD_CELLS)
