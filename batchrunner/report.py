@@ -48,6 +48,7 @@ class Summary:
         downloaded: int = 0,
         stopped: tuple[ExitCode, str] | None = None,
         next_command: str | None = None,
+        unsent: Counter[str] | None = None,
     ) -> Summary:
         counts = {state.value: n for state, n in ledger.counts().items()}
         total = sum(counts.values())
@@ -75,9 +76,13 @@ class Summary:
             exit_reason=_exit_reason(code, counts),
             reasons=[
                 f"{n} x {error}" if n > 1 else error
-                for error, n in errors.most_common(REASONS_SHOWN)
+                for error, n in [
+                    *((f"not sent: {why}", n) for why, n in (unsent or Counter()).most_common()),
+                    *errors.most_common(REASONS_SHOWN),
+                ][:REASONS_SHOWN]
             ],
-            next_command=next_command or _next_command(code, counts, path),
+            next_command=next_command
+            or (_UNSENT_NEXT if unsent else _next_command(code, counts, path)),
             ledger=path,
             run_id=ledger.run_id,
             finished_at=now(),
@@ -122,6 +127,12 @@ def _exit_reason(code: ExitCode, counts: dict[str, int]) -> str:
     waiting = [s for s in counts if s not in (JobState.DONE, *NEEDS_ATTENTION) and counts[s]]
     needs = [s for s in NEEDS_ATTENTION if counts.get(s)]
     return "jobs need attention: " + ", ".join(f"{counts[s]} {s}" for s in [*needs, *waiting])
+
+
+_UNSENT_NEXT = (
+    "put the input files back as they were checked (or run the manifest again), then the same "
+    "command: the jobs kept pending are sent then"
+)
 
 
 def ledger_option(path: str) -> str:

@@ -92,6 +92,7 @@ def execute(
             downloaded=tally.downloaded,
             stopped=why,
             next_command=then,
+            unsent=tally.unsent,
         )
 
     try:

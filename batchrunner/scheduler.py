@@ -30,8 +30,9 @@ import logging
 import math
 import os
 import stat
+from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -127,6 +128,7 @@ class Tally:
 
     submitted: int = 0
     downloaded: int = 0
+    unsent: Counter[str] = field(default_factory=Counter)  # why jobs were kept pending: count
 
 
 class Observer(Protocol):
@@ -326,8 +328,10 @@ class Runner:
             return job  # stays pending for the run after the cause is fixed
         try:
             body = materialize(job.input, {k: LocalFile(**v) for k, v in job.files.items()})
-        except UsageError as exc:
-            return self._fail(job, S.PENDING, f"input file problem: {exc}")
+        except UsageError as exc:  # a file gone or changed since the manifest was checked
+            self.tally.unsent[str(exc)] += 1  # one cause (a folder moved): said once
+            logger.info("job %s: not sent: %s", job.job_id, exc)
+            return job  # stays pending: the next run sends it once the file is right
         if not self._affordable(job):
             return job
         job = await self.commits.transition(

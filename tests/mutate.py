@@ -652,6 +652,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_cli.py::test_no_output_is_written_over_the_manifest_or_the_ledger",),
     ),
     Mutation(
+        "a-moved-image-fails-every-job",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/scheduler.py",
+        "            return job  # stays pending: the next run sends it once the file is right\n",
+        '            return self._fail(job, S.PENDING, f"input file problem: {exc}")  # MUTANT\n',
+        (UNATTENDED + "test_jobs_whose_image_went_away_stay_pending_with_one_reason",),
+    ),
+    Mutation(
         "a-timeout-cancel-taken-on-trust",
         "Nothing is bought twice without your say-so",
         "batchrunner/scheduler.py",

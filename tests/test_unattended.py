@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -346,6 +347,36 @@ def test_a_ledger_whose_disk_fills_stops_the_run_with_one_line(
     ended = Counter(states(tmp_path / "ledger.db").values())
     assert set(ended) <= {JobState.DONE, JobState.UNKNOWN}, again.output
     assert counters(sim)["submits"] == 200 and ended[JobState.DONE] >= 200 - 8
+
+
+def test_jobs_whose_image_went_away_stay_pending_with_one_reason(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """The images folder is moved between two runs: the waiting jobs are not failed one by one
+    ("28 failed", then `retry`); they stay pending, the summary names the cause once, and the
+    same command sends them once the files are back."""
+    images = tmp_path / "shots" / "images"
+    images.mkdir(parents=True)
+    shutil.copy(Path(__file__).parent.parent / "manifests/images/lighthouse.png", images / "a.png")
+    named = [{**row, "image_url": "images/a.png"} for row in rows(12)]
+    manifest = write_manifest(tmp_path / "shots" / "m.csv", named)
+    settings = settings_for(sim, tmp_path, concurrency=1, max_runtime=0.3)
+    assert batch.run_manifest(manifest, settings, token=TOKEN).exit_code == 75
+    images.rename(tmp_path / "shots" / "moved")
+
+    held = batch.resume(settings.ledger, token=TOKEN, max_runtime=None)
+
+    waiting = held.counts["pending"]
+    assert waiting > 0 and held.submitted == 0 and "failed" not in held.counts
+    assert held.reasons[0] == (
+        f"{waiting} x not sent: the image {images / 'a.png'} is gone since the manifest was "
+        "checked; put it back"
+    )
+    assert held.next_command is not None and "put the input files back" in held.next_command
+    (tmp_path / "shots" / "moved").rename(images)
+    done = batch.resume(settings.ledger, token=TOKEN, max_runtime=None)
+    assert (done.exit_code, done.counts) == (0, {"done": 12})
+    assert counters(sim)["submits"] == 12
 
 
 def test_unwritable_out_folder_is_refused_before_anything_is_sent(
