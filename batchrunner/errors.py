@@ -210,6 +210,14 @@ class OutputUnwritableError(RunError):
     follow_in_flight = True
 
 
+class RepeatedFailureError(RunError):
+    """The first jobs to end all failed the same way, none succeeding: a cause of the run (the
+    manifest, the model's entry, the account), not of each job. No more are bought (a failure
+    may be billed: content-policy refusals can be); those at the provider are followed."""
+
+    follow_in_flight = True
+
+
 class AmbiguousSubmitError(ProviderError):
     """The submit may have created a paid job, but its answer never arrived."""
 

@@ -31,6 +31,7 @@ from batchrunner.errors import (
     ExitCode,
     KeyRefusedError,
     OutputUnwritableError,
+    RepeatedFailureError,
     RunError,
 )
 from batchrunner.gallery import write_after_run
@@ -122,6 +123,12 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
             f"submitted were followed. Free some space (or fix the folder), then run the same "
             f"command again ({paid} paid videos wait to be downloaded, {waiting} jobs to be "
             "sent; nothing was lost)"
+        )
+    if isinstance(error, RepeatedFailureError):
+        return (
+            f"{error}, and none succeeded: no more jobs were bought (those already sent were "
+            f"followed). Fix the cause (the manifest's rows, the model's fields), then run the "
+            f"same command again ({waiting} jobs wait; the failed ones: `batchrunner retry`)"
         )
     if isinstance(error, AccountLockedError):
         return (

@@ -49,6 +49,7 @@ from batchrunner.errors import (
     FinalError,
     OutputUnwritableError,
     RateLimitedError,
+    RepeatedFailureError,
     ResultExpiredError,
     RunError,
     StreamNotOfferedError,
@@ -70,6 +71,7 @@ S = JobState
 Item = TypeVar("Item")
 
 
+SAME_FAILURES_TO_STOP = 5  # the first jobs to end failing alike, none succeeding: stop buying
 CANCEL_SETTLE_SECONDS = 5.0  # how long jobs asked to stop are watched, together, for their end
 
 
@@ -192,6 +194,8 @@ class Runner:
         self.run_error: RunError | None = None  # the key, the account or the network failed
         self._scope: anyio.CancelScope | None = None
         self._submits: set[anyio.CancelScope] = set()
+        self._succeeded = False  # a job of this run has had its result stored
+        self._failures: Counter[str] = Counter()  # provider failures before any success
 
     def stop(self, reason: str) -> None:
         """Stop early: no new submits; a submit under way gets ``stop_grace`` to answer (so its
@@ -355,6 +359,7 @@ class Runner:
                 "(or `run --resubmit-unknown`)",
             )
         except FinalError as exc:
+            self._failed_alike(str(exc))
             return self.ledger.transition(
                 job.job_id, S.FAILED, detail="submit rejected", error=str(exc), cost_usd=None
             )
@@ -653,6 +658,7 @@ class Runner:
             reason = status.error or f"the result has no {spec.output_field}.url"
             return self._fail(job, job.state, reason, result=result, **billing)
         self._observe("completed")
+        self._succeeded = True
         size = media.get("file_size")
         return await self.commits.transition(
             job.job_id,
@@ -677,9 +683,22 @@ class Runner:
 
     def _fail(self, job: Job, expect: JobState, reason: str, **fields: Any) -> Job:
         logger.info("job %s failed: %s", job.job_id, reason)
+        self._failed_alike(reason)
         return self.ledger.transition(
             job.job_id, S.FAILED, expect=expect, detail="failed", error=reason, **fields
         )
+
+    def _failed_alike(self, reason: str) -> None:
+        """The provider failed a job. When the first :data:`SAME_FAILURES_TO_STOP` jobs to end
+        all failed with this very reason and none succeeded, the cause is the run's (a field the
+        model no longer takes, a prompt template that trips its checker every time): no more
+        jobs are bought, rather than hundreds failed one by one."""
+        if self._succeeded:
+            return
+        self._failures[reason] += 1
+        if self._failures[reason] >= SAME_FAILURES_TO_STOP:
+            shown = f"the first {self._failures[reason]} jobs to end all failed the same way"
+            self.halt(RepeatedFailureError(f"{shown}: {reason}"))
 
     # ------------------------------------------------------------------ downloads
 

@@ -660,6 +660,14 @@ MUTATIONS: list[Mutation] = [
         (UNATTENDED + "test_jobs_whose_image_went_away_stay_pending_with_one_reason",),
     ),
     Mutation(
+        "the-same-failure-bought-forty-times",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/scheduler.py",
+        '            self.halt(RepeatedFailureError(f"{shown}: {reason}"))\n',
+        "            pass  # MUTANT\n",
+        ("tests/test_run.py::test_the_first_jobs_failing_alike_stop_the_buying",),
+    ),
+    Mutation(
         "a-timeout-cancel-taken-on-trust",
         "Nothing is bought twice without your say-so",
         "batchrunner/scheduler.py",

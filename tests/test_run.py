@@ -73,6 +73,29 @@ def test_24_rows_with_two_refused_prompts(sim: SimulatorServer, tmp_path: Path) 
     assert (again.exit_code, again.submitted, again.counts) == (1, 0, summary.counts)
 
 
+def test_the_first_jobs_failing_alike_stop_the_buying(sim: SimulatorServer, tmp_path: Path) -> None:
+    """Every row trips the content checker (a prompt template gone wrong, a field the model no
+    longer takes): the first five jobs to end fail the same way and none succeeds, so the run
+    stops buying (such failures may be billed) instead of failing hundreds one by one. Once
+    the rows are fixed the same command goes on; a run where some job succeeded is not
+    stopped by a few alike (``test_24_rows_with_two_refused_prompts``)."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(40, failing=tuple(range(1, 41))))
+    settings = settings_for(sim, tmp_path, concurrency=2)
+
+    stopped = batch.run_manifest(manifest, settings, token=TOKEN)
+
+    bought = counters(sim)["submits"]
+    assert stopped.exit_code == 69 and bought < 10
+    assert stopped.counts == {"failed": bought, "pending": 40 - bought}
+    assert stopped.stopped is not None
+    assert stopped.stopped.startswith("the first 5 jobs to end all failed the same way: ")
+    assert "flagged by a content checker" in stopped.stopped
+    assert f"({40 - bought} jobs wait;" in stopped.stopped
+    fixed = write_manifest(manifest, rows(40))
+    again = batch.run_manifest(fixed, settings, token=TOKEN, replace_changed=True)
+    assert again.exit_code == 0 and again.counts == {"done": 40}
+
+
 def test_a_done_video_deleted_or_cut_is_fetched_again_not_bought_again(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
