@@ -211,4 +211,16 @@ def _key_from_env(preset: Provider, env: Mapping[str, str]) -> tuple[str, str]:
         raise UsageError(f"the API key in {blank[0]} is empty")
     first, *others = preset.key_env
     alternatives = f" (or {' or '.join(others)})" if others else ""
-    raise UsageError(f"no API key: set {first}{alternatives}")
+    elsewhere = [  # another provider's key, set: the wrong --provider, most likely
+        (name, other.name)
+        for other in PROVIDERS.values()
+        for name in other.key_env
+        if other is not preset and name not in preset.key_env and env.get(name, "").strip()
+    ]
+    hint = (
+        f"; {elsewhere[0][0]} is set, but it is {elsewhere[0][1]}'s key "
+        f"(--provider {elsewhere[0][1]})"
+        if elsewhere
+        else ""
+    )
+    raise UsageError(f"no API key for {preset.name}: set {first}{alternatives}{hint}")

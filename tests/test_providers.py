@@ -66,8 +66,23 @@ def test_unknown_provider_lists_the_allowed_ones() -> None:
 
 
 def test_missing_key_names_the_variables_to_set() -> None:
-    assert resolve_error(env={}) == "no API key: set BATCHRUNNER_API_KEY (or QUICKROUTER_API_KEY)"
-    assert resolve_error("fal", env={}) == "no API key: set BATCHRUNNER_API_KEY (or FAL_KEY)"
+    assert resolve_error(env={}) == (
+        "no API key for quickrouter: set BATCHRUNNER_API_KEY (or QUICKROUTER_API_KEY)"
+    )
+    assert resolve_error("fal", env={}) == (
+        "no API key for fal: set BATCHRUNNER_API_KEY (or FAL_KEY)"
+    )
+
+
+def test_another_providers_key_is_named_as_the_likely_mistake() -> None:
+    """FAL_KEY set and the default provider (QuickRouter): the key is there, for the other
+    provider. The value itself is never shown."""
+    said = resolve_error(env={"FAL_KEY": "fal-secret-value"})
+    assert said.endswith("; FAL_KEY is set, but it is fal's key (--provider fal)")
+    assert "fal-secret-value" not in said
+    said = resolve_error("fal", env={"QUICKROUTER_API_KEY": "qr-secret"})
+    assert said.endswith("; QUICKROUTER_API_KEY is set, but it is quickrouter's key "
+                         "(--provider quickrouter)")  # fmt: skip
 
 
 @pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
