@@ -580,6 +580,13 @@ def status(ledger: Path, every: bool, as_json: bool) -> None:
             f"last run: {last['command']} #{last['id']} ({state}); concurrency limit in force "
             f"{last['concurrency_limit']} of {last['concurrency']}"
         )
+        if last["exit_code"]:  # what it said at its end, for the morning after a cron night
+            if last["stopped"]:
+                click.echo(f"  stopped early: {last['stopped']}")
+            for reason in last["reasons"]:
+                click.echo(f"  {reason}")
+            if last["next_command"]:
+                click.echo(f"  next: {last['next_command']}")
     for job in info["attention"]:
         reason = f": {job['error']}" if job["error"] else ""
         click.echo(f"  {job['state']:>9}  row {job['row']}  {job['job_id']}{reason}")

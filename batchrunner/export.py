@@ -96,7 +96,8 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
             | {
                 "concurrency": last["options"].get("concurrency"),
                 "concurrency_limit": last.get("concurrency_limit"),
-            },
+            }
+            | _what_it_said(last),
             "not_in_manifest": gone[:limit],
             "not_in_manifest_total": len(gone),
             "attention": attention[:limit],
@@ -104,6 +105,20 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
             "warnings": warned[:limit],  # done, but the file differs from the request
             "warnings_total": len(warned),
         }
+
+
+def _what_it_said(run: dict[str, Any]) -> dict[str, Any]:
+    """Why a run ended as it did, from its stored summary: the stop line, the first reasons
+    (some, like input files gone, are on no job) and the next command."""
+    try:
+        summary = json.loads(run.get("summary") or "{}")
+    except ValueError:
+        summary = {}
+    return {
+        "stopped": summary.get("stopped"),
+        "reasons": summary.get("reasons") or [],
+        "next_command": summary.get("next_command"),
+    }
 
 
 def rows(ledger: Ledger) -> list[dict[str, Any]]:

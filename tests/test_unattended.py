@@ -373,6 +373,8 @@ def test_jobs_whose_image_went_away_stay_pending_with_one_reason(
         "checked; put it back"
     )
     assert held.next_command is not None and "put the input files back" in held.next_command
+    shown = CliRunner().invoke(cli, ["status", "--ledger", str(settings.ledger)]).output
+    assert f"\n  {held.reasons[0]}\n  next: {held.next_command}\n" in shown  # said next morning
     (tmp_path / "shots" / "moved").rename(images)
     done = batch.resume(settings.ledger, token=TOKEN, max_runtime=None)
     assert (done.exit_code, done.counts) == (0, {"done": 12})
