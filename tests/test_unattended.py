@@ -68,6 +68,14 @@ def wait_for(condition: Any, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+def stopped_in_flight(server: SimulatorServer, tmp_path: Path, n: int, runtime: str) -> Path:
+    """The ledger of an n-row run that ``--max-runtime`` stopped with its jobs sent."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(n))
+    args = run_args(server, tmp_path, manifest, "--max-runtime", runtime)
+    assert CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN}).exit_code == 75
+    return tmp_path / "ledger.db"
+
+
 def states(ledger_path: Path) -> dict[str, JobState]:
     with Ledger.open(ledger_path, create=False) as ledger:
         return {job.job_id: job.state for job in ledger.jobs()}
@@ -226,18 +234,16 @@ def test_a_run_resumed_long_after_it_stopped_fetches_what_finished_meanwhile(
     to say anything here, as over a real network: judged by them, each job was overdue."""
     slow_streams = Fault.parse("stream:silent")
     with SimulatorServer(fast_config(run_seconds=0.8, faults=[slow_streams])) as server:
-        manifest = write_manifest(tmp_path / "m.csv", rows(3))
-        env = {"BATCHRUNNER_API_KEY": TOKEN}
-        args = run_args(server, tmp_path, manifest, "--max-runtime", "0.3s")
-        assert CliRunner().invoke(cli, args, env=env).exit_code == 75
-        ledger = tmp_path / "ledger.db"
+        ledger = stopped_in_flight(server, tmp_path, 3, "0.3s")
         assert set(states(ledger).values()) <= {JobState.QUEUED, JobState.RUNNING}
         completed_at_the_provider(ledger)
         last_night = "2026-01-01T00:00:00.000+00:00"
         with sqlite3.connect(ledger) as db:
             db.execute("UPDATE jobs SET submitted_at = ?, started_at = ?", (last_night,) * 2)
         db.close()
-        resumed = CliRunner().invoke(cli, ["resume", "--ledger", str(ledger)], env=env)
+        resumed = CliRunner().invoke(
+            cli, ["resume", "--ledger", str(ledger)], env={"BATCHRUNNER_API_KEY": TOKEN}
+        )
         seen = counters(server)
     assert resumed.exit_code == 0, resumed.output
     assert set(states(ledger).values()) == {JobState.DONE}
@@ -471,11 +477,8 @@ def test_a_cancel_the_running_job_does_not_heed_loses_nothing(
     monkeypatch.setattr(scheduler, "CANCEL_SETTLE_SECONDS", 0.3)
     ignored = Fault.parse("cancel:ignored:times=2")  # two of three, watched together
     with SimulatorServer(fast_config(run_seconds=4, faults=[ignored])) as server:
-        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        ledger = stopped_in_flight(server, tmp_path, 3, "0.5s")
         env = {"BATCHRUNNER_API_KEY": TOKEN}
-        args = run_args(server, tmp_path, manifest, "--max-runtime", "0.5s")
-        assert CliRunner().invoke(cli, args, env=env).exit_code == 75
-        ledger = tmp_path / "ledger.db"
         assert sorted(states(ledger).values()) == [JobState.RUNNING] * 3
         cancelled = CliRunner().invoke(cli, ["cancel", "--ledger", str(ledger), "--all"], env=env)
         assert cancelled.exit_code == 0, cancelled.output
