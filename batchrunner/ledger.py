@@ -372,15 +372,29 @@ class Ledger:
         new output)`` of each done job whose output changed: its video keeps the name it was
         saved with (a file an editing project may point to is never renamed).
 
+        A new take of a row (``retry --new-take``) follows its row's number and columns too;
+        its output name stays its own.
+
         Compared here, not in SQL: encoding every row's columns to compare them as stored text
         cost 1.2 s for 100,000 rows; reading and comparing costs a third of that, and only the
         jobs that changed are written."""
         sheet = {facts[0]: facts for facts in rows}
         changed: list[tuple[Any, ...]] = []
         renamed: list[tuple[str, str, str | None]] = []
-        sql = "select job_id, row, line, output_name, metadata, state, output_path from jobs"
-        for job_id, row, line, output, metadata, state, saved in self.db.conn.execute(sql):
+        sql = (
+            "select job_id, row, line, output_name, metadata, state, output_path, take_of from jobs"
+        )
+        stored = self.db.conn.execute(sql).fetchall()
+        take_of = {found[0]: found[7] for found in stored if found[7] is not None}
+        for job_id, row, line, output, metadata, state, saved, _ in stored:
             now = sheet.get(job_id)
+            origin = take_of.get(job_id)
+            for _ in range(100):  # a take (of a take...) of a row
+                if now is not None or origin is None:
+                    break
+                if origin in sheet:
+                    now = (*sheet[origin][:3], output, sheet[origin][4])  # its own name kept
+                origin = take_of.get(origin)
             if now is None or (
                 row == now[1] and line == now[2] and output == now[3] and _loads(metadata) == now[4]
             ):

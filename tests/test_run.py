@@ -127,6 +127,14 @@ def test_the_ledger_follows_what_the_sheet_says_besides_the_request(
     manifest = write_manifest(tmp_path / "m.csv", rows(3, notes="first pass"))
     settings = settings_for(sim, tmp_path)
     assert batch.run_manifest(manifest, settings, token=TOKEN).counts == {"done": 3}
+    (tmp_path / "ids.txt").write_text("shot-002\n")
+    retake = ["retry", "--ledger", str(settings.ledger), "--ids", str(tmp_path / "ids.txt")]
+    assert (
+        CliRunner()
+        .invoke(cli, [*retake, "--new-take"], env={"BATCHRUNNER_API_KEY": TOKEN})
+        .exit_code
+        == 0
+    )
     saved = {job.job_id: job.output_path for job in jobs(settings.ledger)}
     edited = rows(3, notes="first pass")
     edited[1] |= {"notes": "approved", "output": "harbour-final"}
@@ -135,13 +143,14 @@ def test_the_ledger_follows_what_the_sheet_says_besides_the_request(
 
     again = batch.run_manifest(manifest, settings, token=TOKEN)
 
-    assert (again.counts, again.submitted) == ({"done": 4}, 1)
-    assert counters(sim)["submits"] == 4
+    assert (again.counts, again.submitted) == ({"done": 5}, 1)
+    assert counters(sim)["submits"] == 5
     after = {job.job_id: job for job in jobs(settings.ledger)}
     assert {i: (j.row, j.metadata["notes"]) for i, j in after.items()} == {
         "shot-000": (1, "new"), "shot-001": (2, "first pass"), "shot-002": (3, "approved"),
-        "shot-003": (4, "first pass"),
+        "shot-002~t2": (3, "approved"), "shot-003": (4, "first pass"),
     }  # fmt: skip
+    assert after["shot-002~t2"].output_name is None  # a take keeps its own name
     assert after["shot-002"].output_name == "harbour-final.mp4"
     assert {i: after[i].output_path for i in saved} == saved  # nothing renamed
     (warning,) = [r.getMessage() for r in caplog.records if "keeps that name" in r.getMessage()]
