@@ -591,6 +591,24 @@ class Ledger:
         (a run's work list of 100,000 pending jobs)."""
         return [key[-1] for key in self.job_keys(states)]
 
+    def left_alone(self) -> int:
+        """Pending jobs a run does not send: never sent, their rows since deleted from the
+        manifest (:meth:`sendable_keys`)."""
+        sql = f"select count(*) from jobs where state = ? and ({_DROPPED})"
+        return int(self.db.execute(sql, [JobState.PENDING.value]).fetchone()[0])
+
+    def sendable_keys(self) -> list[OrderKey]:
+        """The :func:`order_key` of each pending job a run sends, in manifest order: not one
+        never sent whose row the latest ``run``'s manifest no longer has (deleted from the
+        sheet to save its cost: left alone, as ``status`` lists it). New takes and jobs sent
+        before (put back by ``retry``) are sent."""
+        sql = (
+            f"select row, variant, job_id from jobs where state = ? and not ({_DROPPED}) "
+            f"order by {_MANIFEST_ORDER}"
+        )
+        found = self.db.execute(sql, [JobState.PENDING.value]).fetchall()
+        return [order_key(*key) for key in found]
+
     def job_keys(self, states: Iterable[JobState]) -> list[OrderKey]:
         """The :func:`order_key` of each job in ``states``, in manifest order."""
         where, args = _in_states(states)
@@ -619,7 +637,8 @@ class Ledger:
         """The pending jobs (never submitted, or to be submitted again) and what their
         submits are estimated to cost."""
         count, price = self.db.execute(
-            "select count(*), coalesce(sum(price_usd), 0) from jobs where state = ?",
+            "select count(*), coalesce(sum(price_usd), 0) from jobs where state = ? "
+            f"and not ({_DROPPED})",
             [JobState.PENDING.value],
         ).fetchone()
         return int(count), round(float(price), 4)
@@ -926,6 +945,13 @@ class Recording(Generic[Planned]):
         """Return once the job of ``self.keys[index]`` is committed."""
         while self.count <= index:
             await self._more.wait()
+
+
+# a pending job never sent whose row the latest `run`'s manifest no longer has
+_DROPPED = (
+    "take_of is null and submits = 0 and seen_run is not null and seen_run < "
+    "coalesce((select max(id) from runs where command = 'run'), 0)"
+)
 
 
 def _in_states(states: Iterable[JobState] | None) -> tuple[str | None, list[str]]:

@@ -84,7 +84,8 @@ def decide(
     """The one planner: ``plan`` prints these, ``run`` acts on them (via the ledger).
 
     Decisions come in the order ``run`` submits: the manifest's jobs by row, then jobs the
-    ledger holds as pending that this manifest no longer names (run submits those too). Only
+    ledger holds as pending that this manifest no longer names: run submits new takes and
+    jobs put back by ``retry``, and leaves alone those never sent (their rows deleted). Only
     a job the ledger has is turned into its ledger view (:func:`to_job`), to compare.
     ``new_jobs=False`` leaves out the jobs the ledger does not have, each a "submit: new"
     (run records those as they are, and a fresh manifest is all of them).
@@ -129,11 +130,16 @@ def decide(
         decisions.append(_by_state(old, resubmit_unknown))
     if ledger is not None:
         for pending in ledger.jobs([JobState.PENDING]):
-            if pending.job_id not in stored:  # the ledger's jobs this manifest names are stored
-                why = "pending in the ledger (not in this manifest)"
-                decisions.append(
-                    Decision(pending.job_id, pending.row, "submit", why, pending.price_usd)
-                )
+            if pending.job_id in stored:  # the ledger's jobs this manifest names are stored
+                continue
+            if pending.take_of is None and not pending.submits:  # its row was deleted
+                why = "no longer in the manifest, never sent: left alone"
+                decisions.append(Decision(pending.job_id, pending.row, "skip", why))
+                continue
+            why = "pending in the ledger (not in this manifest)"  # a new take, a retry
+            decisions.append(
+                Decision(pending.job_id, pending.row, "submit", why, pending.price_usd)
+            )
     return _within_budget(decisions, ledger.spend() if ledger else 0.0, budget)
 
 

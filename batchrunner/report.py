@@ -38,6 +38,7 @@ class Summary:
     run_id: int | None = None
     finished_at: str = ""
     gallery: str | None = None  # the review page written at the end (batchrunner.gallery)
+    left_alone: int = 0  # pending, never sent, their rows deleted from the manifest
 
     @classmethod
     def from_ledger(
@@ -52,9 +53,10 @@ class Summary:
     ) -> Summary:
         counts = {state.value: n for state, n in ledger.counts().items()}
         total = sum(counts.values())
+        left_alone = ledger.left_alone() if counts.get(JobState.PENDING.value) else 0
         if stopped is not None:
             code = stopped[0]
-        elif counts.get(JobState.DONE.value, 0) == total:
+        elif counts.get(JobState.DONE.value, 0) + left_alone == total:
             code = ExitCode.OK
         else:
             code = ExitCode.JOBS_NOT_DONE
@@ -84,6 +86,7 @@ class Summary:
             next_command=next_command
             or (_UNSENT_NEXT if unsent else _next_command(code, counts, path)),
             ledger=path,
+            left_alone=left_alone,
             run_id=ledger.run_id,
             finished_at=now(),
         )
@@ -91,6 +94,8 @@ class Summary:
     def line(self) -> str:
         order = [s.value for s in JobState]
         parts = [f"{self.counts[s]} {s}" for s in order if self.counts.get(s)]
+        if self.left_alone:  # pending comes first
+            parts[0] += f" ({self.left_alone} left alone: their rows were deleted, never sent)"
         line = (
             f"{self.total} jobs: {', '.join(parts) or 'none'}; "
             f"this run submitted {self.submitted}, downloaded {self.downloaded}; "

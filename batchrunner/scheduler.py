@@ -285,7 +285,7 @@ class Runner:
                 )
                 continue
             ids.append(job.job_id)
-        return ids, self.ledger.job_keys([S.PENDING])
+        return ids, self.ledger.sendable_keys()
 
     # ------------------------------------------------------------------ job workers
 

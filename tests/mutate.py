@@ -668,6 +668,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_run.py::test_the_first_jobs_failing_alike_stop_the_buying",),
     ),
     Mutation(
+        "deleted-rows-bought-anyway",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/scheduler.py",
+        "        return ids, self.ledger.sendable_keys()\n",
+        "        return ids, self.ledger.job_keys([S.PENDING])  # MUTANT\n",
+        ("tests/test_planner.py::test_rows_deleted_before_they_were_sent_are_not_bought",),
+    ),
+    Mutation(
         "a-timeout-cancel-taken-on-trust",
         "Nothing is bought twice without your say-so",
         "batchrunner/scheduler.py",

@@ -148,3 +148,30 @@ def test_a_row_whose_id_changed_is_not_bought_again_under_the_new_id(tmp_path: P
         agreed = CliRunner().invoke(cli, ["run", str(manifest), *sim, "--replace-changed"], env=ENV)
         assert agreed.exit_code == 0, agreed.output
         assert counters(server)["submits"] == 5
+
+
+def test_rows_deleted_before_they_were_sent_are_not_bought(tmp_path: Path) -> None:
+    """A run stopped by its budget; the user deletes the rows not yet sent, to save their cost,
+    and runs the shorter sheet: those jobs were bought anyway ("pending in the ledger"). They
+    are left alone by run and resume alike, the run is all done, and a row put back is sent."""
+    with SimulatorServer(fast_config()) as server:
+        args = ["--ledger", str(tmp_path / "l.db")]
+        sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
+        manifest = write_manifest(tmp_path / "m.csv", rows(5))
+        first = CliRunner().invoke(cli, ["run", str(manifest), *sim, "--budget", "2"], env=ENV)
+        assert first.exit_code == 75 and counters(server)["submits"] == 1
+        write_manifest(manifest, rows(2))  # rows 3 to 5 deleted
+
+        shown = CliRunner().invoke(cli, ["plan", str(manifest), *args, "--json"])
+        decided = {d["job_id"]: d for d in json.loads(shown.stdout)["decisions"]}
+        assert by_action(json.loads(shown.stdout))["submit"] == {"shot-002"}
+        assert decided["shot-005"]["why"] == "no longer in the manifest, never sent: left alone"
+        shorter = CliRunner().invoke(cli, ["run", str(manifest), *sim, "--budget", "100"], env=ENV)
+        assert shorter.exit_code == 0, shorter.output
+        assert "3 pending (3 left alone: their rows were deleted, never sent)" in shorter.output
+        resumed = CliRunner().invoke(cli, ["resume", *args], env=ENV)
+        assert resumed.exit_code == 0 and counters(server)["submits"] == 2
+
+        write_manifest(manifest, rows(5))  # put back
+        again = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
+        assert again.exit_code == 0 and counters(server)["submits"] == 5
