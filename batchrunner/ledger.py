@@ -591,6 +591,20 @@ class Ledger:
         (a run's work list of 100,000 pending jobs)."""
         return [key[-1] for key in self.job_keys(states)]
 
+    def never_sent(self, job_ids: Sequence[str]) -> set[str]:
+        """Those of ``job_ids`` pending ever since their rows were read (not sent, not put back
+        by ``retry``, not a new take): what a manifest without their rows leaves alone."""
+        found: set[str] = set()
+        for start in range(0, len(job_ids), 500):
+            chunk = list(job_ids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            sql = (
+                f"select job_id from jobs where job_id in ({marks}) and state = ? "
+                f"and {_NEVER_LEFT_PENDING}"
+            )
+            found.update(i for (i,) in self.db.execute(sql, [*chunk, JobState.PENDING.value]))
+        return found
+
     def left_alone(self) -> int:
         """Pending jobs a run does not send: never sent, their rows since deleted from the
         manifest (:meth:`sendable_keys`)."""
@@ -947,10 +961,15 @@ class Recording(Generic[Planned]):
             await self._more.wait()
 
 
-# a pending job never sent whose row the latest `run`'s manifest no longer has
+# pending since it was added from a manifest: never sent, never put back by `retry`
+_NEVER_LEFT_PENDING = (
+    "take_of is null and not exists "
+    "(select 1 from events where events.job_id = jobs.job_id and events.to_state <> 'pending')"
+)
+# ... and its row is not in the latest `run`'s manifest (tested first: it rules out most jobs)
 _DROPPED = (
-    "take_of is null and submits = 0 and seen_run is not null and seen_run < "
-    "coalesce((select max(id) from runs where command = 'run'), 0)"
+    "seen_run is not null and seen_run < "
+    f"coalesce((select max(id) from runs where command = 'run'), 0) and {_NEVER_LEFT_PENDING}"
 )
 
 

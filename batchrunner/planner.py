@@ -129,10 +129,11 @@ def decide(
             continue
         decisions.append(_by_state(old, resubmit_unknown))
     if ledger is not None:
-        for pending in ledger.jobs([JobState.PENDING]):
-            if pending.job_id in stored:  # the ledger's jobs this manifest names are stored
-                continue
-            if pending.take_of is None and not pending.submits:  # its row was deleted
+        # pending jobs this manifest does not name (those it names are in stored)
+        unnamed = [job for job in ledger.jobs([JobState.PENDING]) if job.job_id not in stored]
+        never_sent = ledger.never_sent([job.job_id for job in unnamed]) if unnamed else set()
+        for pending in unnamed:
+            if pending.job_id in never_sent:  # its row was deleted before it was sent
                 why = "no longer in the manifest, never sent: left alone"
                 decisions.append(Decision(pending.job_id, pending.row, "skip", why))
                 continue

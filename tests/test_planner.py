@@ -153,7 +153,8 @@ def test_a_row_whose_id_changed_is_not_bought_again_under_the_new_id(tmp_path: P
 def test_rows_deleted_before_they_were_sent_are_not_bought(tmp_path: Path) -> None:
     """A run stopped by its budget; the user deletes the rows not yet sent, to save their cost,
     and runs the shorter sheet: those jobs were bought anyway ("pending in the ledger"). They
-    are left alone by run and resume alike, the run is all done, and a row put back is sent."""
+    are left alone by run and resume alike, the run is all done, and a row put back, or a job
+    asked for by name (``retry``), is sent."""
     with SimulatorServer(fast_config()) as server:
         args = ["--ledger", str(tmp_path / "l.db")]
         sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
@@ -171,6 +172,10 @@ def test_rows_deleted_before_they_were_sent_are_not_bought(tmp_path: Path) -> No
         assert "3 pending (3 left alone: their rows were deleted, never sent)" in shorter.output
         resumed = CliRunner().invoke(cli, ["resume", *args], env=ENV)
         assert resumed.exit_code == 0 and counters(server)["submits"] == 2
+        # asked for by name, it is sent: cancelled, then `retry --cancelled`
+        assert CliRunner().invoke(cli, ["cancel", *args, "shot-005"], env=ENV).exit_code == 0
+        retried = CliRunner().invoke(cli, ["retry", *args, "--cancelled"], env=ENV)
+        assert retried.exit_code == 0 and counters(server)["submits"] == 3
 
         write_manifest(manifest, rows(5))  # put back
         again = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
