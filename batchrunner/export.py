@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import UsageError
 from batchrunner.ledger import Job, Ledger
-from batchrunner.paths import not_over_an_input
+from batchrunner.paths import not_over_an_input, written_whole
 from batchrunner.states import AT_PROVIDER, NEEDS_ATTENTION, JobState
 
 if TYPE_CHECKING:
@@ -215,22 +216,24 @@ def export(ledger_path: str | Path, destination: str | Path) -> int:
     frame = pd.DataFrame.from_records(records)
     extra = [c for c in frame.columns if c not in EXPORT_COLUMNS]
     frame = frame.reindex(columns=EXPORT_COLUMNS + extra)
+    suffix = destination.suffix.lower()
+    lists = [c for c in extra if frame[c].map(lambda v: isinstance(v, list)).any()]
+    if suffix != ".jsonl":  # a list cell as JSON text, as a manifest may give it
+        frame[lists] = frame[lists].map(lambda v: json.dumps(v) if isinstance(v, list) else v)
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        suffix = destination.suffix.lower()
-        lists = [c for c in extra if frame[c].map(lambda v: isinstance(v, list)).any()]
-        if suffix != ".jsonl":  # a list cell as JSON text, as a manifest may give it
-            frame[lists] = frame[lists].map(lambda v: json.dumps(v) if isinstance(v, list) else v)
-        if suffix == ".csv":
-            frame.to_csv(destination, index=False)
-        elif suffix == ".xlsx":
-            with pd.ExcelWriter(destination, engine="openpyxl") as writer:
-                frame.to_excel(writer, index=False, sheet_name="jobs")
-                _text_not_formulas(writer.sheets["jobs"], frame)
-        elif suffix == ".jsonl":
-            frame.to_json(destination, orient="records", lines=True, force_ascii=False)
-        else:
-            frame.astype({c: "string" for c in extra}).to_parquet(destination, index=False)
+        with written_whole(destination) as part:
+            if suffix == ".csv":
+                frame.to_csv(part, index=False)
+            elif suffix == ".xlsx":  # made in memory: a zip failing on disk cries in __del__
+                book = io.BytesIO()
+                with pd.ExcelWriter(book, engine="openpyxl") as writer:
+                    frame.to_excel(writer, index=False, sheet_name="jobs")
+                    _text_not_formulas(writer.sheets["jobs"], frame)
+                part.write_bytes(book.getvalue())
+            elif suffix == ".jsonl":
+                frame.to_json(part, orient="records", lines=True, force_ascii=False)
+            else:
+                frame.astype({c: "string" for c in extra}).to_parquet(part, index=False)
     except OSError as exc:
         raise UsageError(f"cannot write {destination}: {exc.strerror or exc}") from exc
     return len(frame)

@@ -36,7 +36,7 @@ from urllib.parse import quote
 from batchrunner.errors import UsageError
 from batchrunner.ledger import Job, Ledger, now
 from batchrunner.models import ModelSpec, lookup
-from batchrunner.paths import not_over_an_input
+from batchrunner.paths import not_over_an_input, written_whole
 from batchrunner.states import JobState
 from batchrunner.verify import media_dir
 
@@ -88,9 +88,8 @@ def write_report(ledger: Ledger, destination: Path) -> Path:
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     page = render(ledger, destination.parent)
-    part = destination.with_name(destination.name + ".part")
-    part.write_text(page, encoding="utf-8")
-    os.replace(part, destination)
+    with written_whole(destination) as part:
+        part.write_text(page, encoding="utf-8")
     logger.info("wrote the review gallery %s", destination)
     return destination
 

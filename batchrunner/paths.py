@@ -6,6 +6,8 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f<>:\"|?*\\]")
@@ -167,3 +169,17 @@ def not_over_an_input(destination: Path, inputs: list[tuple[Path, str]]) -> None
                 f"{destination} is {what}: writing over it would lose it; give another name, "
                 f"e.g. {other}"
             )
+
+
+@contextmanager
+def written_whole(destination: Path) -> Iterator[Path]:
+    """A file to write in place of ``destination``, renamed over it once written whole: a write
+    that fails halfway (a full disk, Ctrl-C, an image changed) leaves the last good export or
+    page as it was, not a broken one. Its folder is made if need be."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    part = destination.with_name(f".{destination.stem}.part{destination.suffix}")
+    try:
+        yield part
+        os.replace(part, destination)
+    finally:
+        part.unlink(missing_ok=True)

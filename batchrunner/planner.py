@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from batchrunner.errors import Problem, UsageError
 from batchrunner.frozen import assemble
 from batchrunner.manifest import Manifest, ManifestRow, gc_paused, materialize
+from batchrunner.paths import written_whole
 from batchrunner.states import AT_PROVIDER, JobState
 
 if TYPE_CHECKING:  # the ledger (and SQLite) loads only where there is one: `plan` may not
@@ -402,8 +403,7 @@ def write_bodies(manifest: Manifest, destination: Path) -> int:
     """One JSON line per job: its id, row, variant and the exact request body (local images as
     the ``data:`` URIs that would be sent). Its folder is made if need be, as ``export``'s is."""
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        with open(destination, "w", encoding="utf-8") as handle:
+        with written_whole(destination) as part, open(part, "w", encoding="utf-8") as handle:
             for row in manifest.rows:
                 record = {
                     "job_id": row.job_id,

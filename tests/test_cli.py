@@ -82,6 +82,27 @@ def test_no_output_is_written_over_the_manifest_or_the_ledger(
         assert again.exit_code == 0, again.output
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx", ".jsonl", ".parquet"])
+def test_an_export_that_fails_halfway_leaves_the_last_one_whole(
+    shared_sim: SimulatorServer, tmp_path: Path, suffix: str
+) -> None:
+    """The disk fills during a re-export (its file written through /dev/full: the kernel's
+    own ENOSPC): one line, exit 2, and last night's export is still there, whole."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    assert CliRunner().invoke(cli, run_args(shared_sim, tmp_path, manifest), env=ENV).exit_code == 0
+    target = tmp_path / f"results{suffix}"
+    export = ["export", "--ledger", str(tmp_path / "ledger.db"), "-o", str(target)]
+    assert CliRunner().invoke(cli, export).exit_code == 0
+    last_night = target.read_bytes()
+    (tmp_path / f".results.part{suffix}").symlink_to("/dev/full")
+    full = CliRunner().invoke(cli, export)
+    assert full.exit_code == 2
+    assert full.stderr.startswith(f"error: cannot write {target}: ")
+    assert "No space left on device" in full.stderr and "Exception ignored" not in full.stderr
+    assert target.read_bytes() == last_night
+    assert not (tmp_path / f".results.part{suffix}").exists()  # nothing left behind
+
+
 def test_export_has_the_contract_columns_then_the_manifest_columns(
     shared_sim: SimulatorServer, tmp_path: Path
 ) -> None:
