@@ -415,7 +415,11 @@ MUTATIONS: list[Mutation] = [
         "locked-account-stops-following-in-flight-jobs",
         "Account and network trouble stops the run, not the jobs",
         "batchrunner/errors.py",
+        '    """The account may not start billable work: locked, out of balance (403/402)."""\n'
+        "\n"
         "    follow_in_flight = True\n",
+        '    """The account may not start billable work: locked, out of balance (403/402)."""\n'
+        "\n"
         "    follow_in_flight = False  # MUTANT\n",
         (RUN_ERRORS + "test_a_balance_that_runs_out_leaves_the_rest_pending_until_topped_up",),
     ),
