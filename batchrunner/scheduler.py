@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import stat
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -195,6 +196,8 @@ class Runner:
         self._scope: anyio.CancelScope | None = None
         self._submits: set[anyio.CancelScope] = set()
         self._succeeded = False  # a job of this run has had its result stored
+        # job id → (its queue place, when it last fell): moving up the queue is not being stuck
+        self._places: dict[str, tuple[int, float | None]] = {}
         self._failures: Counter[str] = Counter()  # provider failures before any success
 
     def stop(self, reason: str) -> None:
@@ -506,7 +509,15 @@ class Runner:
         return self.run_error is not None and self.run_error.follow_in_flight
 
     async def _saw(self, job: Job, status: QueueStatus) -> Job:
-        """Record what a status says about the job (it started running) and show it."""
+        """Record what a status says about the job (it started running, it moved up the queue)
+        and show it."""
+        place = status.queue_position
+        if status.status == "IN_QUEUE" and place is not None:
+            before = self._places.get(job.job_id)
+            moved = time.time() if before is not None and place < before[0] else None
+            self._places[job.job_id] = (place, moved or (before[1] if before else None))
+        elif status.status != "IN_QUEUE":
+            self._places.pop(job.job_id, None)
         if status.status == "IN_PROGRESS" and job.state is S.QUEUED:
             job = await self.commits.transition(job.job_id, S.RUNNING, started_at=now())
         if self._status_seen is not None:
@@ -534,10 +545,9 @@ class Runner:
                                 return job, None, "the stream sent no status"
                             continue
                         first = math.inf
-                        was = job.state
                         job = await self._saw(job, status)
-                        if job.state is not was:  # running now: the run timeout applies
-                            timer.deadline = anyio.current_time() + self._until_overdue(job)
+                        # running now (the run timeout applies), or moved up the queue
+                        timer.deadline = anyio.current_time() + self._until_overdue(job)
                         if status.status == "COMPLETED":
                             return job, status, ""
                 return job, None, "the stream ended before COMPLETED"
@@ -554,15 +564,23 @@ class Runner:
     def _until_overdue(self, job: Job) -> float:
         """Seconds until :meth:`_overdue` would fire for the job as it is now (a moment after)."""
         if job.state is S.QUEUED:
-            left = self.options.queue_timeout - _seconds_since(job.submitted_at)
+            left = self.options.queue_timeout - self._queued_still(job)
         else:
             left = self.options.run_timeout - _seconds_since(job.started_at)
         return max(0.0, left) + 0.01
 
+    def _queued_still(self, job: Job) -> float:
+        """Seconds the job has waited in the queue without moving up: since it was sent, or
+        since its place last fell (seen by this run). A job waiting its turn behind the
+        account's others (fal queues work over the account's concurrency) is not stuck."""
+        waited = _seconds_since(job.submitted_at)
+        moved = self._places.get(job.job_id, (0, None))[1]
+        return waited if moved is None else min(waited, time.time() - moved)
+
     def _overdue(self, job: Job) -> str | None:
         if job.state is S.QUEUED:
             waited, limit, what = (
-                _seconds_since(job.submitted_at),
+                self._queued_still(job),
                 self.options.queue_timeout,
                 "queued",
             )
@@ -574,7 +592,8 @@ class Runner:
             )
         if waited <= limit:
             return None
-        return f"{what} for {waited:.0f} s, longer than the {what} timeout of {limit:.0f} s"
+        still = " without moving up" if what == "queued" else ""
+        return f"{what} for {waited:.0f} s{still}, longer than the {what} timeout of {limit:.0f} s"
 
     async def _give_up(self, job: Job, reason: str) -> Job:
         """Cancel a stuck job at the provider and watch how it ends (:func:`how_they_end`): a

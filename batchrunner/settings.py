@@ -98,8 +98,8 @@ class Settings:
     )
     queue_timeout: float = option(
         30 * 60.0,
-        "Cancel and fail a job waiting in the provider's queue longer than this (one that "
-        "completes anyway is fetched).",
+        "Cancel and fail a job waiting in the provider's queue longer than this without "
+        "moving up (one that completes anyway is fetched).",
         kind="duration",
         shown="30m",
     )

@@ -382,6 +382,14 @@ MUTATIONS: list[Mutation] = [
         "        if False:  # MUTANT\n",
         (UNATTENDED + "test_a_run_resumed_long_after_it_stopped_fetches_what_finished_meanwhile",),
     ),
+    Mutation(
+        "a-job-waiting-its-turn-called-stuck",
+        "Stuck jobs are cancelled",
+        "batchrunner/scheduler.py",
+        "        return waited if moved is None else min(waited, time.time() - moved)\n",
+        "        return waited  # MUTANT\n",
+        (UNATTENDED + "test_a_job_waiting_its_turn_in_the_queue_is_not_stuck",),
+    ),
     # --- Ctrl-C / SIGTERM stop cleanly
     Mutation(
         "stop-cuts-off-the-submit-under-way",

@@ -175,6 +175,20 @@ def test_stuck_jobs_are_cancelled_at_the_provider_and_failed(tmp_path: Path) -> 
             assert "CANCELLATION_REQUESTED" in (job.error or "")
 
 
+@pytest.mark.parametrize("streams", [True, False])
+def test_a_job_waiting_its_turn_in_the_queue_is_not_stuck(tmp_path: Path, streams: bool) -> None:
+    """fal queues work over the account's concurrency. With room for one job at a time, the
+    last of eight waits about 2 s in the queue, its place falling as the others finish: a
+    queue timeout of 1 s cancelled it as stuck. The wait counts from its last move up."""
+    with SimulatorServer(fast_config(queue_seconds=0, run_seconds=0.3, capacity=1)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(8))
+        settings = settings_for(server, tmp_path, concurrency=8, queue_timeout=1.0, streams=streams)
+        summary = batch.run_manifest(manifest, settings, token=TOKEN)
+        seen = counters(server)
+    assert summary.counts == {"done": 8}
+    assert seen["requests"]["cancel"] == 0
+
+
 def test_a_stuck_job_that_finishes_despite_its_cancel_is_fetched_not_failed(
     tmp_path: Path,
 ) -> None:
