@@ -170,9 +170,9 @@ def _renamed(manifest: Manifest, ledger: Ledger, stored: dict[str, Standing]) ->
             job_id, state = other
             found[row.job_id] = (
                 f"a new id asking exactly what job {job_id!r} ({state}) asked, which this "
-                f"manifest no longer names: was the id changed from {job_id!r}? It would be the "
-                "same video bought twice; put the old id back, or pass --replace-changed to buy "
-                "it again"
+                f"manifest no longer names: was the id changed from {job_id!r} (or did --count "
+                "or --matrix relabel it)? It would be the same video bought twice; put the old "
+                "id back, or pass --replace-changed to buy it again"
             )
     return found
 
