@@ -398,9 +398,15 @@ def _read_records(reader: Any) -> Table:
             width = len(header.names)
             extra = values[width:]
             if extra and not _blank(extra):
+                spaced = next((v for v in values if v[:1].isspace() and v.lstrip()[:1] == '"'), "")
+                why = (
+                    "a quote after a space does not quote a cell in CSV: remove the space "
+                    f"before {_short(spaced.strip(), 24)}"
+                    if spaced
+                    else "a stray comma, or a cell with a comma that needs quotes?"
+                )
                 message = (
-                    f"this row has {len(values)} cells but the header names {width} columns "
-                    "(a stray comma, or a cell with a comma that needs quotes?)"
+                    f"this row has {len(values)} cells but the header names {width} columns ({why})"
                 )
                 problems.append(Problem(message, row=row, line=line, value=extra[0]))
                 continue  # its cells are shifted: checking them would only add noise

@@ -694,6 +694,8 @@ CORPUS = [
     ("text-to-video/stray_quote_closed_later.csv", 2, 3, None,
      "closes before its text ends (on line 5)"),
     ("text-to-video/cut_off_while_written.csv", 2, 3, None, "a file still being written?"),
+    ("text-to-video/quote_after_a_space.csv", 1, 2, None,
+     'a quote after a space does not quote a cell in CSV: remove the space before "A fox'),
 ]  # fmt: skip
 
 
