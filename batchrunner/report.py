@@ -127,7 +127,7 @@ def _exit_reason(code: ExitCode, counts: dict[str, int]) -> str:
             ExitCode.INTERRUPTED: "interrupted (SIGINT)",
             ExitCode.TERMINATED: "stopped (SIGTERM)",
             ExitCode.RUN_STOPPED: "stopped: the API refused the key, the account is locked, "
-            "the API is unreachable, or the videos' disk is full",
+            "the API is unreachable, a disk is full, or the first jobs all failed alike",
         }.get(code, f"stopped ({code.name.lower()})")
     waiting = [s for s in counts if s not in (JobState.DONE, *NEEDS_ATTENTION) and counts[s]]
     needs = [s for s in NEEDS_ATTENTION if counts.get(s)]
