@@ -376,8 +376,8 @@ class Ledger:
         its output name stays its own.
 
         Compared here, not in SQL: encoding every row's columns to compare them as stored text
-        cost 1.2 s for 100,000 rows; reading and comparing costs a third of that, and only the
-        jobs that changed are written."""
+        cost 1.2 s for 100,000 rows; reading and comparing costs half that (0.56 s), and only
+        the jobs that changed are written."""
         sheet = {facts[0]: facts for facts in rows}
         changed: list[tuple[Any, ...]] = []
         renamed: list[tuple[str, str, str | None]] = []
