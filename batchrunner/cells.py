@@ -633,7 +633,9 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
                 for column, (value, last) in list(filling.items()):
                     if number > last:
                         del filling[column]
-                    elif row[column] is None:
+                        continue
+                    row.extend([None] * (column + 1 - len(row)))  # a row stored short
+                    if row[column] is None:
                         row[column] = value
                 for column, last in downward.get(number, ()):
                     row.extend([None] * (column + 1 - len(row)))
@@ -651,18 +653,17 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
         table.problems[:0] = skipped
         table.hidden_rows = hidden
         if spans:
-            shown = ", ".join(spans[:10]) + (", ..." if len(spans) > 10 else "")
             message = (
-                f"{len(spans)} merged cells span several rows ({shown}): each row they cover "
-                "reads the merged value, as the sheet shows it"
+                f"{len(spans)} merged cells span several rows ({_first_ten(spans)}): each row "
+                "they cover reads the merged value, as the sheet shows it"
             )
             table.problems.append(Problem(message, severity="warning"))
         if hidden:
-            shown = ", ".join(map(str, hidden[:10])) + (", ..." if len(hidden) > 10 else "")
             message = (
                 f"{len(hidden)} rows of the sheet are hidden (by hand or by a filter: sheet rows "
-                f"{shown}); they are read like the others: delete them from the sheet, or copy "
-                "the visible rows to a sheet of their own, if they are not to be made"
+                f"{_first_ten(hidden)}); they are read like the others: delete them from the "
+                "sheet, or copy the visible rows to a sheet of their own, if they are not to be "
+                "made"
             )
             table.problems.append(Problem(message, severity="warning"))
         if sheet is None and len(names) > 1:
@@ -682,6 +683,10 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
 _HIDDEN_ROW = re.compile(rb"<row\b[^>]*\bhidden=\"(?:1|true)\"[^>]*>")
 _ROW_NUMBER = re.compile(rb"\br=\"(\d+)\"")
 _MERGED_CELLS = re.compile(rb"<mergeCell\b[^>]*\bref=\"([A-Z]+\d+:[A-Z]+\d+)\"")
+
+
+def _first_ten(items: Sequence[object]) -> str:
+    return ", ".join(map(str, items[:10])) + (", ..." if len(items) > 10 else "")
 
 
 def _sheet_marks(worksheet: Any) -> tuple[list[int], list[str]]:

@@ -353,9 +353,7 @@ class Ledger:
         :meth:`insert`."""
         stored = list(self.input_hashes(job_ids))
         if self.run_id is not None:
-            for start in range(0, len(stored), 500):
-                chunk = stored[start : start + 500]
-                marks = ", ".join("?" for _ in chunk)
+            for chunk, marks in _in_chunks(stored):
                 self.db.execute(
                     f"update jobs set seen_run = ? where job_id in ({marks})",
                     [self.run_id, *chunk],
@@ -511,9 +509,7 @@ class Ledger:
         """job id → :class:`Standing`, for the ids the ledger has (a re-run of 20,000 done rows
         reads these five columns, not 20,000 whole jobs)."""
         found: dict[str, Standing] = {}
-        for start in range(0, len(job_ids), 500):
-            chunk = list(job_ids[start : start + 500])
-            marks = ", ".join("?" for _ in chunk)
+        for chunk, marks in _in_chunks(job_ids):
             sql = (
                 "select job_id, row, state, input_hash, price_usd from jobs "
                 f"where job_id in ({marks})"
@@ -545,9 +541,7 @@ class Ledger:
 
     def _lookup(self, column: str, job_ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
-        for start in range(0, len(job_ids), 500):
-            chunk = job_ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
+        for chunk, marks in _in_chunks(job_ids):
             sql = f"select job_id, {column} from jobs where job_id in ({marks})"
             found.update(dict(self.db.execute(sql, chunk).fetchall()))
         return found
@@ -595,9 +589,7 @@ class Ledger:
         """Those of ``job_ids`` pending ever since their rows were read (not sent, not put back
         by ``retry``, not a new take): what a manifest without their rows leaves alone."""
         found: set[str] = set()
-        for start in range(0, len(job_ids), 500):
-            chunk = list(job_ids[start : start + 500])
-            marks = ", ".join("?" for _ in chunk)
+        for chunk, marks in _in_chunks(job_ids):
             sql = (
                 f"select job_id from jobs where job_id in ({marks}) and state = ? "
                 f"and {_NEVER_LEFT_PENDING}"
@@ -971,6 +963,14 @@ _DROPPED = (
     "seen_run is not null and seen_run < "
     f"coalesce((select max(id) from runs where command = 'run'), 0) and {_NEVER_LEFT_PENDING}"
 )
+
+
+def _in_chunks(job_ids: Sequence[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
+    """``job_ids`` ``size`` at a time (under SQLite's bound on a statement's parameters), each
+    chunk with its ``?, ?, ...``."""
+    for start in range(0, len(job_ids), size):
+        chunk = list(job_ids[start : start + size])
+        yield chunk, ", ".join("?" for _ in chunk)
 
 
 def _in_states(states: Iterable[JobState] | None) -> tuple[str | None, list[str]]:
