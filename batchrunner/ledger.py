@@ -535,6 +535,20 @@ class Ledger:
             if job_id not in named
         }
 
+    def find(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """job id → :class:`Job`, for the ids the ledger has."""
+        found: dict[str, Job] = {}
+        for chunk, marks in _in_chunks(job_ids):
+            for job in self._read(f"job_id in ({marks})", chunk):
+                found[job.job_id] = job
+        return found
+
+    def first_takes_labelled(self) -> list[Job]:
+        """Jobs a manifest made as the first of several takes of a row (labelled ``t1``, as
+        ``fox~t1``; ``retry --new-take`` never makes a take 1)."""
+        where = "take_of is null and (variant = 't1' or variant like '%~t1')"
+        return list(self._read(where, []))
+
     def states(self, job_ids: Sequence[str]) -> dict[str, str]:
         """job id → state, for the ids the ledger has."""
         return self._lookup("state", job_ids)

@@ -727,6 +727,18 @@ def _variant_output(name: str, label: str, extension: str) -> str:
     return f"{stem}~{safe_name(label)}{dot}{suffix}"
 
 
+def relabelled_output(output: str | None, old: str, new: str, extension: str) -> str | None:
+    """The output name of a row's variant ``old`` (``clip~t1.mp4``) as variant ``new`` would
+    have it (``clip.mp4``)."""
+    if output is None:
+        return None
+    stem, dot, suffix = output.rpartition(".")
+    mark = f"~{safe_name(old)}"
+    if old and stem.endswith(mark):
+        output = f"{stem[: -len(mark)]}{dot}{suffix}"
+    return _variant_output(output, new, extension)
+
+
 def _duplicates(
     built: list[_Built], *, dedupe: bool, matrix: bool
 ) -> tuple[list[Problem], set[int]]:

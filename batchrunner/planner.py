@@ -392,8 +392,11 @@ def _ledger_view(
     if path is None or not Path(path).exists():
         return [], 0.0, decide(manifest, None, **choices)
     from batchrunner.ledger import Ledger
+    from batchrunner.recorded_takes import as_recorded
 
     with Ledger.open(path, create=False) as ledger:
+        if ledger.counts():
+            manifest = as_recorded(manifest, ledger)  # as run sees it
         decisions = decide(manifest, ledger, **choices)
         states = ledger.states([row.job_id for row in manifest.rows])
         return list(states.values()), ledger.spend(), decisions
