@@ -543,11 +543,18 @@ class Ledger:
                 found[job.job_id] = job
         return found
 
-    def first_takes_labelled(self) -> list[Job]:
-        """Jobs a manifest made as the first of several takes of a row (labelled ``t1``, as
-        ``fox~t1``; ``retry --new-take`` never makes a take 1)."""
-        where = "take_of is null and (variant = 't1' or variant like '%~t1')"
-        return list(self._read(where, []))
+    def take_ids(self) -> tuple[list[str], list[str]]:
+        """The ids of the jobs a manifest made as the first of several takes of a row (labelled
+        ``t1``, as ``fox~t1``), and of those ``retry --new-take`` made (never a take 1)."""
+        firsts: list[str] = []
+        retakes: list[str] = []
+        sql = (
+            "select job_id, take_of is null from jobs "
+            "where take_of is not null or variant = 't1' or variant like '%~t1'"
+        )
+        for job_id, first in self.db.conn.execute(sql):
+            (firsts if first else retakes).append(job_id)
+        return firsts, retakes
 
     def states(self, job_ids: Sequence[str]) -> dict[str, str]:
         """job id → state, for the ids the ledger has."""

@@ -49,12 +49,14 @@ def split_label(label: str) -> tuple[str, int | None]:
 def as_recorded(manifest: Manifest, ledger: Ledger) -> Manifest:
     """``manifest`` with each planned take the ledger holds under another name or seed made
     that job (see the module's docstring); the same manifest when there is none."""
+    firsts, retakes = ledger.take_ids()
     takes = {row.job_id: split_label(row.variant)[1] for row in manifest.rows if row.variant}
     swaps: dict[str, Job] = {}
     if any(take is not None for take in takes.values()):
         swaps.update(_first_takes_now_labelled(manifest, ledger, takes))
-        swaps.update(_bought_by_new_take(manifest, ledger, takes))
-    swaps.update(_first_takes_once_labelled(manifest, ledger, takes))
+        swaps.update(_bought_by_new_take(manifest, ledger, takes, set(retakes)))
+    if firsts:
+        swaps.update(_first_takes_once_labelled(manifest, ledger, takes, firsts))
     if not swaps:
         return manifest
     extension = manifest.spec.default_extension
@@ -84,29 +86,29 @@ def _first_takes_now_labelled(
     missing = [row for row in firsts if row.job_id not in held]
     if not missing:
         return {}
-    forms = {row.job_id: _plain_forms(row.job_id, manifest.endpoint_id, row.payload, _shas(row))
-             for row in missing}  # fmt: skip
+    endpoint = manifest.endpoint_id
+    forms = {
+        row.job_id: _plain_forms(row.job_id, endpoint, row.payload, _shas(row)) for row in missing
+    }
     named = {row.job_id for row in manifest.rows}
     found = ledger.find([form for each in forms.values() for form in each if form not in named])
     swaps = {}
     for row in missing:
         twin = next((found[form] for form in forms[row.job_id] if form in found), None)
-        if twin is not None and _one_take(row, manifest.endpoint_id, twin, made_by_retry=False):
+        if twin is not None and _one_take(row, endpoint, twin, made_by_retry=False):
             swaps[row.job_id] = twin
     return swaps
 
 
 def _first_takes_once_labelled(
-    manifest: Manifest, ledger: Ledger, takes: Mapping[str, int | None]
+    manifest: Manifest, ledger: Ledger, takes: Mapping[str, int | None], firsts: list[str]
 ) -> dict[str, Job]:
     """Planned rows of one take (``fox``) the ledger lacks, whose row ran with several
-    (``fox~t1``)."""
+    (``fox~t1``, among ``firsts``)."""
     named = {row.job_id for row in manifest.rows}
-    labelled = [job for job in ledger.first_takes_labelled() if job.job_id not in named]
-    if not labelled:
-        return {}
+    unnamed = [job_id for job_id in firsts if job_id not in named]
     by_form: dict[str, Job] = {}
-    for job in labelled:
+    for job in ledger.find(unnamed).values():
         for form in _plain_forms(job.job_id, job.endpoint, job.input, _shas(job)):
             by_form.setdefault(form, job)
     ones = [row for row in manifest.rows if row.job_id in by_form and takes.get(row.job_id) is None]
@@ -120,11 +122,13 @@ def _first_takes_once_labelled(
 
 
 def _bought_by_new_take(
-    manifest: Manifest, ledger: Ledger, takes: Mapping[str, int | None]
+    manifest: Manifest, ledger: Ledger, takes: Mapping[str, int | None], retakes: set[str]
 ) -> dict[str, Job]:
-    """Planned takes 2 and up the ledger holds as bought by ``retry --new-take``, with its
-    seed."""
-    later = [row for row in manifest.rows if (takes.get(row.job_id) or 0) >= 2]
+    """Planned takes 2 and up the ledger holds as bought by ``retry --new-take`` (among
+    ``retakes``), with its seed."""
+    later = [
+        row for row in manifest.rows if row.job_id in retakes and (takes.get(row.job_id) or 0) >= 2
+    ]
     found = ledger.find([row.job_id for row in later])
     return {
         row.job_id: job
