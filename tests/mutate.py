@@ -58,6 +58,7 @@ RUN_ERRORS = "tests/test_run_errors.py::"
 PATHS = "tests/test_paths.py::"
 INSPECTOR = "tests/test_inspector.py::"
 EXPAND = "tests/test_expand.py::"
+TAKES = "tests/test_recorded_takes.py::"
 
 
 @dataclass(frozen=True)
@@ -635,6 +636,19 @@ MUTATIONS: list[Mutation] = [
         "    renamed: dict[str, str] = {}  # MUTANT\n",
         (
             "tests/test_planner.py::test_a_row_whose_id_changed_is_not_bought_again_under_the_new_id",
+        ),
+    ),
+    Mutation(
+        "takes-bought-again-when-count-changes",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/batch.py",
+        "        manifest = as_recorded(manifest, ledger)  # takes held under another --count's "
+        "names\n",
+        "        pass  # MUTANT\n",
+        (
+            TAKES + "test_raising_count_from_1_to_2_buys_one_more_take_of_each_row",
+            TAKES + "test_lowering_count_to_1_buys_nothing",
+            TAKES + "test_a_take_bought_by_a_gallery_reroll_is_that_take_of_count",
         ),
     ),
     Mutation(
