@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -96,11 +97,23 @@ class MediaClient:
         raise DownloadError(f"more than {self.MAX_REDIRECTS} redirects", permanent=True)
 
 
-class _Cut(TransientError):
+class _Failed(TransientError):
+    """One try failed, worth another; ``kind`` is what happened, the same for every file that
+    fails alike (``ConnectError``, ``answered 503``)."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class _Cut(_Failed):
     """The body ended early or the connection dropped: worth resuming."""
 
+    def __init__(self, message: str, kind: str = "cut short"):
+        super().__init__(message, kind)
 
-class _Gone(TransientError):
+
+class _Gone(_Failed):
     """404/410: retried a few times (a CDN may lag behind), then the download fails for good."""
 
 
@@ -140,9 +153,12 @@ async def download(
     except _SizeMismatch as exc:
         raise DownloadError(f"{exc}, again after a fresh download", permanent=True) from exc
     except _Gone as exc:
-        raise DownloadError(f"{exc} for {_short(url)}", permanent=True) from exc
+        cause = f"{_host(url)}: {exc.kind}"
+        raise DownloadError(f"{exc} for {_short(url)}", permanent=True, cause=cause) from exc
     except TransientError as exc:
-        raise DownloadError(f"download of {_short(url)} did not complete: {exc}") from exc
+        cause = f"{_host(url)}: {getattr(exc, 'kind', type(exc).__name__)}"
+        message = f"download of {_short(url)} did not complete: {exc}"
+        raise DownloadError(message, cause=cause) from exc
     except OSError as exc:
         whole_device = exc.errno in _DEVICE_FULL_OR_READ_ONLY  # not one job's folder
         raise DownloadError(_disk_reason(exc, dest), disk=whole_device) from exc
@@ -162,14 +178,16 @@ async def _fetch_once(
             if response.status_code == 416 and offset:
                 part.unlink()  # our partial file is no prefix of theirs: start again
                 raise _Cut("the server refused to resume; starting again")
+            answered = f"answered {response.status_code}"
             if response.status_code >= 500 or response.status_code == 429:
-                raise _Cut(f"the media server answered {response.status_code}")
+                raise _Cut(f"the media server {answered}", answered)
             if response.status_code in (404, 410):
-                raise _Gone(f"the media server answered {response.status_code}")
+                raise _Gone(f"the media server {answered}", answered)
             if response.status_code >= 400:
                 raise DownloadError(
-                    f"the media server answered {response.status_code} for {_short(url)}",
+                    f"the media server {answered} for {_short(url)}",
                     permanent=True,
+                    cause=f"{_host(url)}: {answered}",
                 )
             resumed = response.status_code == 206 and _range_start(response) == offset
             if response.status_code == 206 and not resumed and _range_start(response) != 0:
@@ -194,7 +212,8 @@ async def _fetch_once(
                 os.fsync(handle.fileno())
                 size = handle.tell()
     except (httpx.TransportError, httpx.DecodingError) as exc:
-        raise _Cut(f"{type(exc).__name__} after {_part_size(part)} bytes") from exc
+        kind = type(exc).__name__
+        raise _Cut(f"{kind} after {_part_size(part)} bytes", kind) from exc
     want = expected_size if expected_size is not None else total
     if want is not None and size < want:
         raise _Cut(f"got {size} of {want} bytes")
@@ -275,6 +294,16 @@ def _disk_reason(exc: OSError, dest: Path) -> str:
 def _is_http(url: str) -> bool:
     """Media is fetched over http(s) only, whatever a result or a redirect names."""
     return url.lower().startswith(("https://", "http://"))
+
+
+def _host(url: str) -> str:
+    """Where ``url`` points, as ``host[:port]`` (never a user or password it carries)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a number: say the host alone
+        port = None
+    return f"{parts.hostname}:{port}" if port else str(parts.hostname)
 
 
 def _short(url: str) -> str:

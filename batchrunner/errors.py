@@ -21,8 +21,11 @@ The tree::
     │   │   │                        submitting, follows what is in flight, exits 69 (a run error)
     │   │   ├── KeyRefusedError      401/403: the API refused the key (polls stop too)
     │   │   ├── AccountLockedError   403 "User is locked" / 402: no billable calls until fixed
-    │   │   └── UnreachableError     no connection to the API for longer than a short bound,
-    │   │                            or its TLS certificate does not verify (polls stop too)
+    │   │   ├── UnreachableError     no connection to the API for longer than a short bound,
+    │   │   │                        or its TLS certificate does not verify (polls stop too)
+    │   │   ├── OutputUnwritableError  the disk under --out is full or read-only
+    │   │   ├── RepeatedFailureError   the first jobs to end all failed alike, none succeeding
+    │   │   └── MediaUnreachableError  the first downloads all failed alike, none succeeding
     │   └── AmbiguousSubmitError     a submit may have reached the server but no answer came
     │                                back; the job becomes ``unknown``, never resubmitted silently
     └── DownloadError                a video could not be fetched or verified: retried by the
@@ -46,7 +49,7 @@ class ExitCode(enum.IntEnum):
     JOBS_NOT_DONE = 1  # the run finished but some jobs are failed, cancelled or unknown
     USAGE = 2  # bad usage, invalid manifest, unusable ledger; nothing submitted
     LOCKED = 3  # the ledger is in use by another run
-    RUN_STOPPED = 69  # the key refused / the account locked / API unreachable / out folder full
+    RUN_STOPPED = 69  # key refused / account locked / API or media unreachable / disk full / ...
     NOT_FINISHED = 75  # stopped early on purpose (budget, --max-runtime); run again later
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
@@ -218,6 +221,14 @@ class RepeatedFailureError(RunError):
     follow_in_flight = True
 
 
+class MediaUnreachableError(RunError):
+    """The first downloads of a run all failed the same way, none succeeding: the media host
+    is out of reach (a firewall, a proxy, DNS) or refuses every file. The jobs are paid for and
+    their results kept; no more are bought, those at the provider are followed."""
+
+    follow_in_flight = True
+
+
 class AmbiguousSubmitError(ProviderError):
     """The submit may have created a paid job, but its answer never arrived."""
 
@@ -229,7 +240,12 @@ class DownloadError(BatchrunnerError):
     size that disagrees again after a fresh download): the job ends ``download_failed``.
     """
 
-    def __init__(self, message: str, *, permanent: bool = False, disk: bool = False):
+    def __init__(
+        self, message: str, *, permanent: bool = False, disk: bool = False, cause: str = ""
+    ):
         super().__init__(message)
         self.permanent = permanent
         self.disk = disk  # the device is full or read-only: a cause of the run, not the job
+        # what failed, the same for every file that fails alike: "<host>: ConnectError",
+        # "<host>: answered 403" ("" when the file itself is the trouble)
+        self.cause = cause

@@ -30,6 +30,7 @@ from batchrunner.errors import (
     AccountLockedError,
     ExitCode,
     KeyRefusedError,
+    MediaUnreachableError,
     OutputUnwritableError,
     RepeatedFailureError,
     RunError,
@@ -123,6 +124,14 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
             f"submitted were followed. Free some space (or fix the folder), then run the same "
             f"command again ({paid} paid videos wait to be downloaded, {waiting} jobs to be "
             "sent; nothing was lost)"
+        )
+    if isinstance(error, MediaUnreachableError):
+        paid = ledger.counts().get(JobState.COMPLETED, 0)
+        return (
+            f"the videos cannot be fetched: {error}. No more jobs were bought, and those already "
+            "submitted were followed. Check the network, a proxy or a firewall for that host, "
+            f"then run the same command again ({paid} paid videos wait to be downloaded, "
+            f"{waiting} jobs to be sent; nothing was lost)"
         )
     if isinstance(error, RepeatedFailureError):
         return (

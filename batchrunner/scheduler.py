@@ -48,6 +48,7 @@ from batchrunner.errors import (
     AmbiguousSubmitError,
     DownloadError,
     FinalError,
+    MediaUnreachableError,
     OutputUnwritableError,
     RateLimitedError,
     RepeatedFailureError,
@@ -73,6 +74,7 @@ Item = TypeVar("Item")
 
 
 SAME_FAILURES_TO_STOP = 5  # the first jobs to end failing alike, none succeeding: stop buying
+SAME_DOWNLOAD_FAILURES_TO_STOP = 3  # the same for downloads (each has had its own retries)
 CANCEL_SETTLE_SECONDS = 5.0  # how long jobs asked to stop are watched, together, for their end
 
 
@@ -199,6 +201,7 @@ class Runner:
         # job id → (its queue place, when it last fell): moving up the queue is not being stuck
         self._places: dict[str, tuple[int, float | None]] = {}
         self._failures: Counter[str] = Counter()  # provider failures before any success
+        self._download_failures: dict[str, list[str]] = {}  # cause → jobs, before any download
 
     def stop(self, reason: str) -> None:
         """Stop early: no new submits; a submit under way gets ``stop_grace`` to answer (so its
@@ -719,6 +722,30 @@ class Runner:
             shown = f"the first {self._failures[reason]} jobs to end all failed the same way"
             self.halt(RepeatedFailureError(f"{shown}: {reason}"))
 
+    def _downloads_failed_alike(self, job_id: str, exc: DownloadError) -> None:
+        """A download failed (after its own retries). When the first
+        :data:`SAME_DOWNLOAD_FAILURES_TO_STOP` of this run all failed for one cause and none
+        succeeded, the media host is out of reach or refuses every file: no more jobs are
+        bought (each a video nobody could fetch), and no more downloads tried. The cause is the
+        run's, not the files': those it marked ``download_failed`` are put back to
+        ``completed``, so that the same command fetches every one once the host answers."""
+        if self.tally.downloaded or isinstance(self.run_error, MediaUnreachableError):
+            return
+        alike = self._download_failures.setdefault(exc.cause, [])
+        alike.append(job_id)
+        if len(alike) < SAME_DOWNLOAD_FAILURES_TO_STOP:
+            return
+        shown = f"the first {len(alike)} downloads all failed alike and none succeeded"
+        self.halt(MediaUnreachableError(f"{shown} (the last: {exc})"))
+        for earlier in alike[:-1] if exc.permanent else ():
+            self.ledger.transition(
+                earlier,
+                S.COMPLETED,
+                expect=S.DOWNLOAD_FAILED,
+                detail="download failed: the media host's trouble, not the file's",
+                error=f"download failed (the result is kept; `resume` retries): {exc}",
+            )
+
     # ------------------------------------------------------------------ downloads
 
     def _spec(self, endpoint: str) -> ModelSpec:
@@ -741,7 +768,7 @@ class Runner:
 
     async def _download(self, job: Job) -> None:
         assert job.video_url is not None
-        if isinstance(self.run_error, OutputUnwritableError):
+        if isinstance(self.run_error, OutputUnwritableError | MediaUnreachableError):
             return  # stays completed, its result stored: the summary says why, once
         spec = self._spec(job.endpoint)
         name = video_name(job.job_id, job.row, job.output_name, spec.default_extension)
@@ -755,7 +782,10 @@ class Runner:
                 self.halt(OutputUnwritableError(str(exc)))  # every later download would fail
             else:
                 logger.warning("job %s: %s", job.job_id, exc)
-            if isinstance(exc, DownloadError) and exc.permanent:
+                if isinstance(exc, DownloadError) and exc.cause:
+                    self._downloads_failed_alike(job.job_id, exc)
+            out_of_reach = isinstance(self.run_error, MediaUnreachableError)
+            if isinstance(exc, DownloadError) and exc.permanent and not out_of_reach:
                 self.ledger.transition(
                     job.job_id,
                     S.DOWNLOAD_FAILED,

@@ -661,6 +661,14 @@ MUTATIONS: list[Mutation] = [
         (UNATTENDED + "test_a_full_disk_stops_buying_and_keeps_every_paid_result",),
     ),
     Mutation(
+        "a-dead-media-host-is-each-jobs-problem",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/scheduler.py",
+        '        self.halt(MediaUnreachableError(f"{shown} (the last: {exc})"))\n',
+        "        return  # MUTANT\n",
+        (RUN + "test_a_media_host_out_of_reach_stops_the_buying_and_keeps_every_result",),
+    ),
+    Mutation(
         "a-full-ledger-disk-is-a-traceback",
         "Account and network trouble stops the run, not the jobs",
         "batchrunner/runtime.py",

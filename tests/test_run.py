@@ -96,6 +96,43 @@ def test_the_first_jobs_failing_alike_stop_the_buying(sim: SimulatorServer, tmp_
     assert again.exit_code == 0 and again.counts == {"done": 40}
 
 
+@pytest.mark.parametrize("fault", ["403", "503"])
+def test_a_media_host_out_of_reach_stops_the_buying_and_keeps_every_result(
+    tmp_path: Path, fault: str
+) -> None:
+    """Every video URL refused (a proxy or firewall, expired signatures) or its host down
+    (503 after every retry): the first 3 downloads fail alike and none succeeds, so the run
+    stops buying videos nobody could fetch (exit 69, one line naming the host), keeping every
+    paid result. Once
+    the host answers, the same command downloads them all, buying nothing again; downloads
+    that fail here and there never stop a run
+    (``test_broken_downloads_end_with_their_reason_and_do_not_stop_the_others``)."""
+    with SimulatorServer(fast_config(faults=[Fault("media", fault)])) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(40))
+        settings = settings_for(server, tmp_path, concurrency=2)
+
+        stopped = batch.run_manifest(manifest, settings, token=TOKEN)
+
+        bought = counters(server)["submits"]
+        assert stopped.exit_code == 69 and bought < 20
+        assert stopped.counts == {"completed": bought, "pending": 40 - bought}
+        assert stopped.stopped is not None
+        assert stopped.stopped.startswith(
+            "the videos cannot be fetched: the first 3 downloads all failed alike and none "
+            "succeeded (the last: "
+        )
+        cause = f"answered {fault}"
+        assert cause in stopped.stopped and server.url in stopped.stopped
+        assert f"{bought} paid videos wait to be downloaded, {40 - bought} jobs" in stopped.stopped
+        assert all(job.result for job in jobs(settings.ledger) if job.state != "pending")
+        server.config.faults = []  # the host answers again
+
+        again = batch.run_manifest(manifest, settings, token=TOKEN)
+
+        assert again.exit_code == 0 and again.counts == {"done": 40}
+        assert counters(server)["submits"] == 40  # each bought once
+
+
 def test_a_done_video_deleted_or_cut_is_fetched_again_not_bought_again(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:

@@ -762,6 +762,7 @@ def test_fault_parse_reads_every_option() -> None:
         ("submit:429:0.5:0.6", "given twice"),
         ("submit:503:retry_after=1", "only applies to 429"),
         ("status:cut", "only applies to the media route"),
+        ("submit:403", "403 only applies to the media route"),
         ("status:drop_after_accept", "only applies to the submit route"),
         ("status:ignored", "only applies to the cancel route"),
     ],

@@ -18,12 +18,14 @@ import click
 FaultRoute = Literal["submit", "status", "stream", "result", "cancel", "media", "any"]
 FaultKind = Literal[
     "429", "502", "503", "504", "500", "drop", "drop_after_accept", "html_200", "invalid_json",
-    "cut", "404", "drop_midway", "silent", "ignored",
+    "cut", "404", "drop_midway", "silent", "ignored", "403",
 ]  # fmt: skip
 # Kinds only a status stream can suffer: 404 (the stream is not offered, as at a reseller
 # without it), drop_midway (the first event, then the connection drops), silent (keep-alive
 # comments only, never an event).
 STREAM_KINDS: tuple[str, ...] = ("404", "drop_midway", "silent")
+# 403: only media suffers it (a storage host refusing the file: a signed URL expired, a proxy or
+# firewall forbidding the host)
 # ignored: only a cancel suffers it; it is answered CANCELLATION_REQUESTED and the job carries on
 # (a running app that does not honour the cancel)
 AuthScheme = Literal["bearer", "key", "any"]
@@ -73,8 +75,8 @@ class Fault:
                 raise ValueError(f"retry_after must be 0 or more seconds, got {self.retry_after}")
         if self.kind == "drop_after_accept" and self.route != "submit":
             raise ValueError("drop_after_accept only applies to the submit route")
-        if self.kind == "cut" and self.route != "media":
-            raise ValueError("cut only applies to the media route")
+        if self.kind in ("cut", "403") and self.route != "media":
+            raise ValueError(f"{self.kind} only applies to the media route")
         if self.kind in STREAM_KINDS and self.route != "stream":
             raise ValueError(f"{self.kind} only applies to the stream route")
         if self.kind == "ignored" and self.route != "cancel":
@@ -267,8 +269,8 @@ class SimulatorConfig:
         metadata=option(
             f"Inject a fault, {FAULT_SYNTAX}; routes submit, status, stream, result, cancel, "
             "media, any; kinds 429, 500, 502, 503, 504, drop, drop_after_accept, html_200, "
-            "invalid_json, cut; on stream: 404, drop_midway, silent; on cancel: ignored (answered "
-            "CANCELLATION_REQUESTED, the job carries on). Repeatable.",
+            "invalid_json; on media: cut, 403; on stream: 404, drop_midway, silent; on cancel: "
+            "ignored (answered CANCELLATION_REQUESTED, the job carries on). Repeatable.",
             FaultRule(),
             flag="--fault",
             metavar="RULE",

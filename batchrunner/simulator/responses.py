@@ -122,6 +122,9 @@ def fault_response(fault: Fault, request_id: str | None = None) -> Response:
             "<html><head><title>Welcome</title></head><body><h1>Please sign in</h1></body></html>"
         )
         return Response(html, status_code=200, media_type="text/html")
+    if kind == "403":  # as a storage bucket refuses an object
+        denied = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code></Error>"
+        return Response(denied, status_code=403, media_type="application/xml")
     if kind == "invalid_json":
         body = b'{"status": "IN_QUEUE", "request_id": "' + (request_id or "").encode()[:8]
         return Response(body, status_code=200, media_type="application/json")
