@@ -105,10 +105,10 @@ def _record(
     """Start the run and record the manifest's jobs, or refuse its edited rows (nothing sent).
     The jobs the ledger does not have yet are written as the run starts (the recording)."""
     from batchrunner.ledger import Recording
-    from batchrunner.recorded_takes import as_recorded
+    from batchrunner.relabelled import as_recorded
 
     if ledger.counts():
-        manifest = as_recorded(manifest, ledger)  # takes held under another --count's names
+        manifest = as_recorded(manifest, ledger)  # jobs held under an earlier label
     decisions = decide(
         manifest,
         ledger,

@@ -543,18 +543,17 @@ class Ledger:
                 found[job.job_id] = job
         return found
 
-    def take_ids(self) -> tuple[list[str], list[str]]:
-        """The ids of the jobs a manifest made as the first of several takes of a row (labelled
-        ``t1``, as ``fox~t1``), and of those ``retry --new-take`` made (never a take 1)."""
-        firsts: list[str] = []
-        retakes: list[str] = []
-        sql = (
-            "select job_id, take_of is null from jobs "
-            "where take_of is not null or variant = 't1' or variant like '%~t1'"
-        )
-        for job_id, first in self.db.conn.execute(sql):
-            (firsts if first else retakes).append(job_id)
-        return firsts, retakes
+    def has_labels(self) -> bool:
+        """Whether any job has a variant label or is a re-roll (``retry --new-take``)."""
+        sql = "select 1 from jobs where variant <> '' or take_of is not null limit 1"
+        return self.db.conn.execute(sql).fetchone() is not None
+
+    def labels(self) -> dict[str, tuple[str, str | None]]:
+        """job id → (variant label, the job it is a new take of) for every job."""
+        sql = "select job_id, coalesce(variant, ''), take_of from jobs"
+        return {
+            job_id: (variant, take_of) for job_id, variant, take_of in self.db.conn.execute(sql)
+        }
 
     def states(self, job_ids: Sequence[str]) -> dict[str, str]:
         """job id → state, for the ids the ledger has."""

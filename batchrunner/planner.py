@@ -170,9 +170,9 @@ def _renamed(manifest: Manifest, ledger: Ledger, stored: dict[str, Standing]) ->
             job_id, state = other
             found[row.job_id] = (
                 f"a new id asking exactly what job {job_id!r} ({state}) asked, which this "
-                f"manifest no longer names: was the id changed from {job_id!r} (or did --count "
-                "or --matrix relabel it)? It would be the same video bought twice; put the old "
-                "id back, or pass --replace-changed to buy it again"
+                f"manifest no longer names: was the id changed from {job_id!r}? It would be "
+                "the same video bought twice; put the old id back, or pass --replace-changed "
+                "to buy it again"
             )
     return found
 
@@ -392,7 +392,7 @@ def _ledger_view(
     if path is None or not Path(path).exists():
         return [], 0.0, decide(manifest, None, **choices)
     from batchrunner.ledger import Ledger
-    from batchrunner.recorded_takes import as_recorded
+    from batchrunner.relabelled import as_recorded
 
     with Ledger.open(path, create=False) as ledger:
         if ledger.counts():

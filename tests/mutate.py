@@ -58,7 +58,7 @@ RUN_ERRORS = "tests/test_run_errors.py::"
 PATHS = "tests/test_paths.py::"
 INSPECTOR = "tests/test_inspector.py::"
 EXPAND = "tests/test_expand.py::"
-TAKES = "tests/test_recorded_takes.py::"
+TAKES = "tests/test_relabelled.py::"
 
 
 @dataclass(frozen=True)
@@ -639,15 +639,15 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
-        "takes-bought-again-when-count-changes",
+        "bought-again-when-count-or-matrix-change",
         "Nothing is bought twice without your say-so",
         "batchrunner/batch.py",
-        "        manifest = as_recorded(manifest, ledger)  # takes held under another --count's "
-        "names\n",
+        "        manifest = as_recorded(manifest, ledger)  # jobs held under an earlier label\n",
         "        pass  # MUTANT\n",
         (
             TAKES + "test_raising_count_from_1_to_2_buys_one_more_take_of_each_row",
             TAKES + "test_lowering_count_to_1_buys_nothing",
+            TAKES + "test_a_matrix_of_a_fields_default_buys_only_the_new_values",
             TAKES + "test_a_take_bought_by_a_gallery_reroll_is_that_take_of_count",
         ),
     ),

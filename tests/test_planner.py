@@ -140,7 +140,7 @@ def test_a_row_whose_id_changed_is_not_bought_again_under_the_new_id(tmp_path: P
         shown = CliRunner().invoke(cli, ["plan", str(manifest), *args, "--json"])
         assert shown.exit_code == 2
         assert by_action(json.loads(shown.stdout))["refuse"] == {"shot-002-final"}
-        assert "was the id changed from 'shot-002' (or did --count" in shown.stderr
+        assert "was the id changed from 'shot-002'? It would be" in shown.stderr
         refused = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
         assert refused.exit_code == 2 and counters(server)["submits"] == 3
         assert "nothing was submitted" in refused.stderr

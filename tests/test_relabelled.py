@@ -1,5 +1,5 @@
-"""A row's takes are the jobs the ledger holds, whatever labelled them: changing --count, or
-running --count after a gallery re-roll, buys only the takes that are missing."""
+"""Jobs the ledger holds under another label: changing --count or --matrix, or running --count
+after a gallery re-roll, buys only what is missing."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from batchrunner.ledger import Ledger
 from batchrunner.manifest import load_manifest
 from batchrunner.models import get_model
 from batchrunner.planner import make_plan
-from batchrunner.recorded_takes import split_label
+from batchrunner.relabelled import split_label
 from batchrunner.simulator import SimulatorServer
 from batchrunner.states import JobState
 from tests.helpers import IMAGE, TOKEN, counters, settings_for, write_manifest
@@ -38,20 +38,21 @@ SHEETS = {
 }
 
 
-def run(sim: SimulatorServer, tmp_path: Path, manifest: Path, count: int) -> int:
-    """Run ``manifest`` with ``--count count``; the submits it made."""
+def run(sim: SimulatorServer, tmp_path: Path, manifest: Path, count: int, **more: Any) -> int:
+    """Run ``manifest`` with ``--count count`` (and other expansion); the submits it made."""
     before = counters(sim)["submits"]
+    expansion = Expansion(count=count, **more)
     summary = batch.run_manifest(
-        manifest, settings_for(sim, tmp_path), expansion=Expansion(count=count), token=TOKEN
+        manifest, settings_for(sim, tmp_path), expansion=expansion, token=TOKEN
     )
     assert summary.exit_code == 0
     return int(counters(sim)["submits"] - before)
 
 
-def to_submit(tmp_path: Path, manifest: Path, count: int) -> int:
+def to_submit(tmp_path: Path, manifest: Path, count: int, **more: Any) -> int:
     """What ``plan`` says ``run --count count`` would submit."""
     loaded = load_manifest(
-        manifest, get_model("fal-ai/veo3/image-to-video"), expansion=Expansion(count=count)
+        manifest, get_model("fal-ai/veo3/image-to-video"), expansion=Expansion(count=count, **more)
     )
     return make_plan(loaded, tmp_path / "ledger.db").to_submit
 
@@ -120,6 +121,28 @@ def test_a_take_bought_by_a_gallery_reroll_is_that_take_of_count(
     with Ledger.open(tmp_path / "ledger.db") as ledger:
         assert ledger.get("fox~t2").input == reroll.input
         assert ledger.counts() == {JobState.DONE: 4}
+
+
+def test_a_matrix_of_a_fields_default_buys_only_the_new_values(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """``--matrix resolution=720p,1080p`` after a run at the default 720p: ``fox~720p`` is
+    ``fox``, not the same video bought again (nor a row refused as renamed); with --count 2 as
+    well, each take is the recorded take of the same number."""
+    manifest = write_manifest(tmp_path / "m.csv", SHEETS["ids and outputs"])
+    both = (("resolution", ("720p", "1080p")),)
+    assert run(sim, tmp_path, manifest, count=1) == 2
+    assert to_submit(tmp_path, manifest, count=1, matrix=both) == 2
+    assert run(sim, tmp_path, manifest, count=1, matrix=both) == 2  # the 1080p ones
+    assert run(sim, tmp_path, manifest, count=2, matrix=both) == 4  # take 2 of each
+    assert run(sim, tmp_path, manifest, count=2) == 0  # the 720p takes 1 and 2 are bought
+    with Ledger.open(tmp_path / "ledger.db") as ledger:
+        jobs = {job.job_id: job for job in ledger.jobs()}
+    assert sorted(jobs) == [
+        "fox", "fox~1080p", "fox~1080p~t2", "fox~720p~t2",
+        "owl", "owl~1080p", "owl~1080p~t2", "owl~720p~t2",
+    ]  # fmt: skip
+    assert all(job.state is JobState.DONE for job in jobs.values())
 
 
 def test_an_edited_row_is_no_first_take_of_its_old_request(
