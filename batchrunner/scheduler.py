@@ -475,13 +475,12 @@ class Runner:
                 return await self._fetch_result(job, status)
             if job.state not in AT_PROVIDER or (self.run_error and not self._following()):
                 return job  # failed, halted, or the run is stopping
-            overdue = self._overdue(job)
-            if overdue:
-                return await self._give_up(job, overdue)
             if why == "not offered":
                 verdict_pending = True  # a poll that answers proves the stream is the problem
-            elif why != "stopped":
+            elif why not in ("stopped", "overdue"):
                 self.streams.failed(self.origin, why)
+            # a fresh status before anything else, an overdue job's too: it may have finished
+            # unseen (a laptop asleep wakes to its timers before the events it missed)
             poll_now = True
         while True:
             if not poll_now:

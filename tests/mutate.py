@@ -661,6 +661,19 @@ MUTATIONS: list[Mutation] = [
         (UNATTENDED + "test_a_full_disk_stops_buying_and_keeps_every_paid_result",),
     ),
     Mutation(
+        "overdue-on-the-clock-alone",
+        "Stuck jobs are cancelled",
+        "batchrunner/scheduler.py",
+        "            # a fresh status before anything else, an overdue job's too: it may have "
+        "finished\n",
+        "            if why == 'overdue':  # MUTANT\n"
+        "                return await self._give_up(job, self._overdue(job) or why)\n",
+        (
+            STREAMS
+            + "test_a_job_that_finished_while_its_stream_said_nothing_is_fetched_not_cancelled",
+        ),
+    ),
+    Mutation(
         "a-dead-media-host-is-each-jobs-problem",
         "Account and network trouble stops the run, not the jobs",
         "batchrunner/scheduler.py",

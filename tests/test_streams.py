@@ -250,9 +250,32 @@ def test_a_job_overdue_while_streaming_is_cancelled_and_failed(tmp_path: Path) -
         tmp_path, 2, [], queue_timeout=0.5, config={"queue_seconds": 30, "run_seconds": 0.1}
     )
     assert summary.counts == {"failed": 2}
-    # no polling while streaming: one status each, the look at how the cancel ended
-    assert seen["requests"]["cancel"] == 2 and seen["requests"]["status"] == 2
+    # then a fresh status each before the cancel (an overdue job may have finished unseen:
+    # test_a_job_that_finished_while_its_stream_said_nothing_is_fetched_not_cancelled; more
+    # while it still moves up the queue), and a look at how the cancel ended
+    assert seen["requests"]["cancel"] == 2 and seen["requests"]["status"] >= 4
     assert all("queued timeout" in (j.error or "") for j in jobs)
+
+
+def test_a_job_that_finished_while_its_stream_said_nothing_is_fetched_not_cancelled(
+    tmp_path: Path,
+) -> None:
+    """The stream says nothing until the jobs are overdue by the clock, though they finished
+    long before: a laptop asleep (the run's timers fire on waking, before the buffered
+    events are read), a proxy holding events back. A fresh status comes before any cancel, so
+    they are fetched, not cancelled."""
+    summary, seen, _ = run(
+        tmp_path,
+        2,
+        [Fault("stream", "silent")],
+        concurrency=2,
+        stream_stall=60,
+        run_timeout=0.5,
+        queue_timeout=0.5,
+        config={"queue_seconds": 0, "run_seconds": 0.05, "stream_ping_seconds": 0.05},
+    )
+    assert summary.counts == {"done": 2}
+    assert seen["requests"]["cancel"] == 0 and seen["requests"]["status"] == 2
 
 
 def test_a_stream_that_fails_transiently_leaves_the_job_in_flight(tmp_path: Path) -> None:

@@ -255,6 +255,7 @@ def test_a_run_resumed_long_after_it_stopped_fetches_what_finished_meanwhile(
         with sqlite3.connect(ledger) as db:
             db.execute("UPDATE jobs SET submitted_at = ?, started_at = ?", (last_night,) * 2)
         db.close()
+        streams = counters(server)["requests"]["stream"]
         resumed = CliRunner().invoke(
             cli, ["resume", "--ledger", str(ledger)], env={"BATCHRUNNER_API_KEY": TOKEN}
         )
@@ -262,6 +263,8 @@ def test_a_run_resumed_long_after_it_stopped_fetches_what_finished_meanwhile(
     assert resumed.exit_code == 0, resumed.output
     assert set(states(ledger).values()) == {JobState.DONE}
     assert (seen["requests"]["cancel"], seen["submits"]) == (0, 3)
+    # asked with a status straight away: no stream opened only to reach its timeout at once
+    assert seen["requests"]["stream"] == streams
 
 
 def test_throttling_reseller_is_driven_at_its_cap_without_a_429_storm(tmp_path: Path) -> None:
