@@ -152,9 +152,8 @@ async def download(
             )
     except _SizeMismatch as exc:
         raise DownloadError(f"{exc}, again after a fresh download", permanent=True) from exc
-    except _Gone as exc:
-        cause = f"{_host(url)}: {exc.kind}"
-        raise DownloadError(f"{exc} for {_short(url)}", permanent=True, cause=cause) from exc
+    except _Gone as exc:  # this file is gone (each job's own fate: no cause of the run's)
+        raise DownloadError(f"{exc} for {_short(url)}", permanent=True) from exc
     except TransientError as exc:
         cause = f"{_host(url)}: {getattr(exc, 'kind', type(exc).__name__)}"
         message = f"download of {_short(url)} did not complete: {exc}"

@@ -247,5 +247,5 @@ class DownloadError(BatchrunnerError):
         self.permanent = permanent
         self.disk = disk  # the device is full or read-only: a cause of the run, not the job
         # what failed, the same for every file that fails alike: "<host>: ConnectError",
-        # "<host>: answered 403" ("" when the file itself is the trouble)
+        # "<host>: answered 403" ("" when the file itself is the trouble: gone, cut, unplayable)
         self.cause = cause

@@ -445,7 +445,7 @@ MUTATIONS: list[Mutation] = [
         "permanent-download-failure-retried-forever",
         "A download that can never succeed ends",
         "batchrunner/scheduler.py",
-        "            if isinstance(exc, DownloadError) and exc.permanent:\n",
+        "            if isinstance(exc, DownloadError) and exc.permanent and not out_of_reach:\n",
         "            if False:  # MUTANT\n",
         (RUN_ERRORS + "test_broken_downloads_end_with_their_reason_and_do_not_stop_the_others",),
     ),

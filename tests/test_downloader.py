@@ -346,3 +346,32 @@ async def test_a_redirect_away_from_http_or_in_a_loop_fails_for_good(
     assert info.value.permanent
     assert len(asked) == (1 if "file" in location else MediaClient.MAX_REDIRECTS + 1)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("answer", "cause"),
+    [
+        (httpx.Response(403), "cdn.test:8443: answered 403"),
+        (httpx.Response(503), "cdn.test:8443: answered 503"),
+        (httpx.ConnectError("connection refused"), "cdn.test:8443: ConnectError"),
+        (httpx.Response(404), ""),  # this file is gone: the job's own fate
+    ],
+    ids=["refused", "down", "out of reach", "gone"],
+)
+async def test_a_failed_download_names_a_cause_that_files_failing_alike_share(
+    tmp_path: Path, answer: httpx.Response | Exception, cause: str
+) -> None:
+    """What failed, without the URL: the run stops buying when its first downloads all fail
+    for one cause (``test_a_media_host_out_of_reach_stops_the_buying_and_keeps_every_result``),
+    never a password the URL carries."""
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    url = "https://user:secret@cdn.test:8443/files/a.mp4"
+    async with MediaClient(httpx.MockTransport(serve)) as media:
+        with pytest.raises(DownloadError) as failed:
+            await download(media, url, tmp_path / "a.mp4", retry=RetryPolicy.fast(attempts=2))
+    assert failed.value.cause == cause
