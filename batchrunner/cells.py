@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import html
 import io
 import itertools
 import json
@@ -48,12 +49,26 @@ _CSV_FIELD_LIMIT = 64 * 1024 * 1024  # a data: URI of an 8 MB image is ~11 MB of
 
 @dataclass(frozen=True)
 class CellError:
-    """An Excel error value (``#DIV/0!``, ``#REF!``, ...) shown in a cell instead of a value."""
+    """An Excel error value (``#DIV/0!``, ``#REF!``, ...) shown in a cell instead of a value,
+    or a formula whose value no spreadsheet app ever saved (``unsaved``: read as empty, it
+    would apply a default unseen)."""
 
-    code: str
+    code: str  # the error's code; for a formula with no saved value, the formula
+    unsaved: bool = False
 
     def __str__(self) -> str:
         return self.code
+
+    @property
+    def message(self) -> str:
+        """What is wrong with the cell, and what to do."""
+        if self.unsaved:
+            return (
+                "the cell holds a formula whose value was never saved (a workbook written by a "
+                "program, not saved by a spreadsheet app); open and save it in Excel or "
+                "LibreOffice, or write the value"
+            )
+        return f"the cell shows the Excel error {self.code}; fix the formula or type a value"
 
 
 @dataclass(slots=True)  # not frozen: that is an object.__setattr__ per field, per row
@@ -623,13 +638,16 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
             listed = ", ".join(repr(n) for n in names)
             raise UsageError(f"{path}: no sheet {sheet!r}; the sheets are {listed} (or 0, 1, ...)")
 
-        hidden, merged = _sheet_marks(worksheet)
+        hidden, merged, unsaved = _sheet_marks(worksheet)
         downward, spans = _merged_down(merged)
 
         def values() -> Iterator[list[Any]]:
             filling: dict[int, tuple[Any, int]] = {}  # column → (its merged value, last row)
             for number, cells in enumerate(worksheet.iter_rows(), 1):
                 row = [CellError(str(c.value)) if c.data_type == "e" else c.value for c in cells]
+                for column, formula in unsaved.get(number, ()):
+                    row.extend([None] * (column + 1 - len(row)))
+                    row[column] = CellError(formula, unsaved=True)
                 for column, (value, last) in list(filling.items()):
                     if number > last:
                         del filling[column]
@@ -689,22 +707,50 @@ def _first_ten(items: Sequence[object]) -> str:
     return ", ".join(map(str, items[:10])) + (", ..." if len(items) > 10 else "")
 
 
-def _sheet_marks(worksheet: Any) -> tuple[list[int], list[str]]:
+def _sheet_marks(worksheet: Any) -> tuple[list[int], list[str], dict[int, list[tuple[int, str]]]]:
     """What openpyxl's read-only sheets do not expose, read from the sheet's XML: the sheet rows
-    hidden (by hand, or a filter's rows filtered out) and the merged ranges (``"B2:B4"``);
-    nothing when it cannot be read."""
+    hidden (by hand, or a filter's rows filtered out), the merged ranges (``"B2:B4"``), and
+    the formula cells with no saved value (sheet row → column index and formula; an app saves
+    each formula's value, a program writing the file may not); nothing when it cannot be
+    read."""
     try:
         with worksheet._get_source() as source:  # the sheet's XML in the workbook's zip
             xml = source.read()
     except Exception:  # another openpyxl: the warnings are lost, nothing else
-        return [], []
+        return [], [], {}
     hidden = [
         int(number.group(1))
         for row in _HIDDEN_ROW.finditer(xml)
         if (number := _ROW_NUMBER.search(row.group(0)))
     ]
     merged = [m.group(1).decode() for m in _MERGED_CELLS.finditer(xml)]
-    return hidden, merged
+    return hidden, merged, _unsaved_formulas(xml)
+
+
+def _unsaved_formulas(xml: bytes) -> dict[int, list[tuple[int, str]]]:
+    """Sheet row → (column index, formula) of the formula cells whose value is absent
+    (``<v/>``, or no ``<v>``); not those whose saved value is empty text (``t="str"``). Read
+    only around each formula: most manifests have none."""
+    from openpyxl.utils import column_index_from_string
+
+    found: dict[int, list[tuple[int, str]]] = {}
+    for formula in _FORMULA.finditer(xml):
+        start = xml.rfind(b"<c ", 0, formula.start())
+        end = xml.find(b"</c>", formula.end())
+        cell = _CELL.match(xml, start) if start >= 0 and end >= 0 else None
+        if cell is None or b't="str"' in cell.group(0) or _SAVED.search(xml, formula.end(), end):
+            continue
+        text = html.unescape((formula.group(1) or b"").decode("utf-8", "replace"))
+        column, row = cell.group(1).decode(), int(cell.group(2))
+        found.setdefault(row, []).append(
+            (column_index_from_string(column) - 1, f"={text}" if text else "a shared formula")
+        )
+    return found
+
+
+_FORMULA = re.compile(rb"<f\b[^>]*?(?:/>|>([^<]*)</f>)")
+_CELL = re.compile(rb"<c\b[^>]*\br=\"([A-Z]+)(\d+)\"[^>]*>")
+_SAVED = re.compile(rb"<v>[^<]")  # a value with something in it
 
 
 def _merged_down(merged: list[str]) -> tuple[dict[int, list[tuple[int, int]]], list[str]]:

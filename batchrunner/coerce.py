@@ -86,7 +86,7 @@ def number_text(value: Any) -> Any:
 def coerce(value: Any, spec: FieldKind) -> Any:
     """The cell as its field's type, ``OMIT`` for an empty cell; raises BadCell."""
     if isinstance(value, CellError):
-        raise BadCell(f"the cell shows the Excel error {value}; fix the formula or type a value")
+        raise BadCell(value.message)
     if is_empty(value):
         return OMIT
     kind = spec.kind
@@ -229,7 +229,7 @@ def _list(value: Any) -> Any:
 def control_text(value: Any) -> str | None:
     """An ``id`` or ``output`` cell as stripped text, None when empty; raises BadCell."""
     if isinstance(value, CellError):
-        raise BadCell(f"the cell shows the Excel error {value}; fix the formula or type a value")
+        raise BadCell(value.message)
     if is_empty(value):
         return None
     return str(number_text(value)).strip()

@@ -190,6 +190,46 @@ def test_xlsx_formulas_give_their_cached_values(tmp_path: Path) -> None:
     assert (row.payload["duration"], row.payload["seed"]) == ("6s", 42)
 
 
+def test_a_formula_whose_value_was_never_saved_is_an_error_not_an_empty_cell(
+    tmp_path: Path,
+) -> None:
+    """A workbook written by a program (openpyxl, say) stores formulas without their values:
+    read as empty, a prompt would be "missing" and ``generate_audio`` back at its default (on,
+    and paid for). Each such cell is an error naming the formula; a formula whose saved value
+    is empty text is an empty cell, and one in a note column is kept as its formula."""
+
+    def book(prompt: str, audio: str) -> Path:
+        path = tmp_path / "book.xlsx"
+        workbook = openpyxl.Workbook()
+        sheet = workbook.active
+        sheet.append(["prompt", "image_url", "generate_audio", "negative_prompt", "note"])
+        sheet.append([prompt, URL, audio, '=IF(1,"","x")', "=TODAY()"])
+        workbook.save(path)
+        with zipfile.ZipFile(path) as read:
+            parts = {name: read.read(name) for name in read.namelist()}
+        xml = parts["xl/worksheets/sheet1.xml"].decode()
+        empty_text = '<c r="D2" t="str"><f>IF(1,"","x")</f><v></v>'  # as Excel saves ""
+        xml = xml.replace('<c r="D2"><f>IF(1,"","x")</f><v />', empty_text)
+        assert empty_text in xml
+        parts["xl/worksheets/sheet1.xml"] = xml.encode()
+        with zipfile.ZipFile(path, "w") as written:
+            for name, data in parts.items():
+                written.writestr(name, data)
+        return path
+
+    with pytest.raises(ManifestError) as caught:
+        load(book('="A calm lake, "&"dawn"', "=1=0"))
+    errors = [p for p in caught.value.problems if p.severity == "error"]
+    assert [(p.column, p.value) for p in errors] == [
+        ("prompt", '="A calm lake, "&"dawn"'),
+        ("generate_audio", "=1=0"),
+    ]
+    assert all("formula whose value was never saved" in p.message for p in errors)
+    (row,) = load(book("A calm lake", "no")).rows
+    assert "negative_prompt" not in row.payload and row.payload["generate_audio"] is False
+    assert row.metadata["note"] == "=TODAY()"
+
+
 def test_unknown_format_and_missing_file_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"\.csv, \.tsv"):
         load(tmp_path / "shots.xls")
