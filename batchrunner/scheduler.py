@@ -202,6 +202,7 @@ class Runner:
         self._places: dict[str, tuple[int, float | None]] = {}
         self._failures: Counter[str] = Counter()  # provider failures before any success
         self._download_failures: dict[str, list[str]] = {}  # cause → jobs, before any download
+        self._fetched: set[str] = set()  # jobs whose result this run fetched
 
     def stop(self, reason: str) -> None:
         """Stop early: no new submits; a submit under way gets ``stop_grace`` to answer (so its
@@ -680,6 +681,7 @@ class Runner:
             return self._fail(job, job.state, reason, result=result, **billing)
         self._observe("completed")
         self._succeeded = True
+        self._fetched.add(job.job_id)
         size = media.get("file_size")
         return await self.commits.transition(
             job.job_id,
@@ -723,12 +725,15 @@ class Runner:
 
     def _downloads_failed_alike(self, job_id: str, exc: DownloadError) -> None:
         """A download failed (after its own retries). When the first
-        :data:`SAME_DOWNLOAD_FAILURES_TO_STOP` of this run all failed for one cause and none
-        succeeded, the media host is out of reach or refuses every file: no more jobs are
-        bought (each a video nobody could fetch), and no more downloads tried. The cause is the
-        run's, not the files': those it marked ``download_failed`` are put back to
-        ``completed``, so that the same command fetches every one once the host answers."""
-        if self.tally.downloaded or isinstance(self.run_error, MediaUnreachableError):
+        :data:`SAME_DOWNLOAD_FAILURES_TO_STOP` of this run's results all failed for one cause
+        and no download succeeded, the media host is out of reach or refuses every file: no
+        more jobs are bought (each a video nobody could fetch), and no more downloads tried.
+        The cause is the run's, not the files': those it marked ``download_failed`` are put
+        back to ``completed``, so that the same command fetches every one once the host
+        answers. Only results fetched by this run count: a few old ones whose files are lost
+        for good must not stop every later run from buying."""
+        stopped = isinstance(self.run_error, MediaUnreachableError)
+        if self.tally.downloaded or stopped or job_id not in self._fetched:
             return
         alike = self._download_failures.setdefault(exc.cause, [])
         alike.append(job_id)

@@ -682,6 +682,14 @@ MUTATIONS: list[Mutation] = [
         (RUN + "test_a_media_host_out_of_reach_stops_the_buying_and_keeps_every_result",),
     ),
     Mutation(
+        "old-lost-files-stop-every-nightly-run",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/scheduler.py",
+        "        if self.tally.downloaded or stopped or job_id not in self._fetched:\n",
+        "        if self.tally.downloaded or stopped:  # MUTANT\n",
+        (RUN + "test_old_results_whose_files_are_refused_do_not_stop_a_later_run_buying",),
+    ),
+    Mutation(
         "a-full-ledger-disk-is-a-traceback",
         "Account and network trouble stops the run, not the jobs",
         "batchrunner/runtime.py",

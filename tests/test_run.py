@@ -133,6 +133,27 @@ def test_a_media_host_out_of_reach_stops_the_buying_and_keeps_every_result(
         assert counters(server)["submits"] == 40  # each bought once
 
 
+def test_old_results_whose_files_are_refused_do_not_stop_a_later_run_buying(
+    tmp_path: Path,
+) -> None:
+    """Only this run's own results count towards "the first downloads all failed alike": a
+    few old results whose files the host refuses for good end ``download_failed`` one by one,
+    as before, and the nightly run still buys and fetches its new rows."""
+    with SimulatorServer(fast_config(faults=[Fault("media", "403", times=3)])) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        settings = settings_for(server, tmp_path)
+        first = batch.run_manifest(manifest, settings, token=TOKEN)
+        assert first.exit_code == 69 and first.counts == {"completed": 3}
+        # the same three files refused again (a rule of its own: the first one is spent)
+        server.config.faults.append(Fault("media", "403", times=3))
+        write_manifest(manifest, rows(8))
+
+        night = batch.run_manifest(manifest, settings, token=TOKEN)
+
+    assert night.exit_code == 1 and night.counts == {"done": 5, "download_failed": 3}
+    assert night.stopped is None
+
+
 def test_a_done_video_deleted_or_cut_is_fetched_again_not_bought_again(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
