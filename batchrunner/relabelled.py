@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from batchrunner import identity
@@ -65,13 +65,14 @@ def as_recorded(manifest: Manifest, ledger: Ledger) -> Manifest:
         if take_of is None and job_id not in named
     }
     missing = [row for row in rows if row.job_id not in labels]
-    candidates = _same_row(missing, unnamed, manifest.endpoint_id, ledger)
+    candidates = _candidates(missing, unnamed, manifest.endpoint_id, ledger)
     rerolled = [
         row
         for row in rows
         if row.job_id in labels and labels[row.job_id][1] is not None and _take(row.variant) > 1
     ]
-    found = ledger.find([*{i for ids in candidates.values() for i in ids}, *_ids(rerolled)])
+    wanted = {job_id for ids in candidates.values() for job_id in ids}
+    found = ledger.find([*wanted, *(row.job_id for row in rerolled)])
     swaps: dict[str, Job] = {}
     taken: set[str] = set()  # a recorded job stands for one planned job at most
     for row in missing:
@@ -102,7 +103,7 @@ def as_recorded(manifest: Manifest, ledger: Ledger) -> Manifest:
     return dataclasses.replace(manifest, rows=as_jobs)
 
 
-def _same_row(
+def _candidates(
     missing: list[ManifestRow], unnamed: Mapping[str, str], endpoint: str, ledger: Ledger
 ) -> dict[str, list[str]]:
     """For each planned job the ledger lacks, the recorded jobs of its row that this manifest
@@ -113,30 +114,27 @@ def _same_row(
         by_base.setdefault(_base(job_id, variant), []).append(job_id)
     found = {row.job_id: list(by_base.get(_base(row.job_id, row.variant), ())) for row in missing}
     for row in missing:
-        if _take(row.variant) == 1 and split_label(row.variant)[1] is not None:  # fox~t1
-            forms = _one_take_ids(row.job_id, endpoint, row.payload, _shas(row))
+        if split_label(row.variant)[1] == 1:  # j…~t1 was bought as j… with one take
+            forms = _one_take_ids(endpoint, row.payload, _shas(row))
             found[row.job_id] += [form for form in forms if form in unnamed]
-    ones = {row.job_id: row for row in missing if split_label(row.variant)[1] is None}
-    firsts = [i for i, variant in unnamed.items() if split_label(variant)[1] == 1]
-    if ones and firsts:  # fox, once fox~t1
+    ones = {row.job_id for row in missing if split_label(row.variant)[1] is None}
+    firsts = [job_id for job_id, variant in unnamed.items() if split_label(variant)[1] == 1]
+    if ones and firsts:  # j… was bought as j…~t1, the first of several takes
         for job in ledger.find(firsts).values():
-            for form in _one_take_ids(job.job_id, job.endpoint, job.input, _shas(job)):
+            for form in _one_take_ids(job.endpoint, job.input, _shas(job)):
                 if form in ones:
                     found[form].append(job.job_id)
     return found
 
 
-def _one_take_ids(
-    job_id: str, endpoint: str, payload: Mapping[str, Any], shas: Mapping[str, str]
-) -> set[str]:
-    """The ids a row's one take may have, from its first take of several (``fox~t1``): the
-    id cell's (``fox``), else the request's, with the row's own seed (the same) or none (the
+def _one_take_ids(endpoint: str, payload: Mapping[str, Any], shas: Mapping[str, str]) -> set[str]:
+    """The ids the one take of a row without an id cell may have, from the request of its
+    first take of several: with the row's own seed (the take's is the same) or with none (the
     take's dropped)."""
-    forms = {identity.job_id(endpoint, payload, shas)}
-    forms.add(identity.job_id(endpoint, _unseeded(payload), shas))
-    if job_id.endswith("~t1"):
-        forms.add(job_id[: -len("~t1")])
-    return forms
+    return {
+        identity.job_id(endpoint, payload, shas),
+        identity.job_id(endpoint, _unseeded(payload), shas),
+    }
 
 
 def _same_request(row: ManifestRow, endpoint: str, job: Job) -> bool:
@@ -184,7 +182,3 @@ def _shas(take: ManifestRow | Job) -> dict[str, str]:
         key: file["sha256"] if isinstance(file, Mapping) else file.sha256
         for key, file in take.files.items()
     }
-
-
-def _ids(rows: Iterable[ManifestRow]) -> list[str]:
-    return [row.job_id for row in rows]
