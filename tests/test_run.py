@@ -24,6 +24,8 @@ from batchrunner.cli import cli
 from batchrunner.client import QueueClient
 from batchrunner.errors import ManifestError, UsageError
 from batchrunner.ledger import Ledger, Recording
+from batchrunner.report import Summary
+from batchrunner.settings import Settings
 from batchrunner.simulator import Fault, SimulatorServer
 from batchrunner.states import JobState
 from tests.helpers import TOKEN, counters, fast_config, rows, run_args, settings_for, write_manifest
@@ -73,21 +75,29 @@ def test_24_rows_with_two_refused_prompts(sim: SimulatorServer, tmp_path: Path) 
     assert (again.exit_code, again.submitted, again.counts) == (1, 0, summary.counts)
 
 
+def stops_buying(
+    server: SimulatorServer, tmp_path: Path, manifest_rows: list[dict[str, Any]], state: str
+) -> tuple[Summary, Settings, Path, int]:
+    """Run ``manifest_rows`` at concurrency 2 until the run stops buying (exit 69): its summary,
+    settings and manifest, and how many jobs it bought (each ``state``, the rest pending)."""
+    manifest = write_manifest(tmp_path / "m.csv", manifest_rows)
+    settings = settings_for(server, tmp_path, concurrency=2)
+    stopped = batch.run_manifest(manifest, settings, token=TOKEN)
+    bought = int(counters(server)["submits"])
+    assert stopped.exit_code == 69 and bought < 20
+    assert stopped.counts == {state: bought, "pending": len(manifest_rows) - bought}
+    return stopped, settings, manifest, bought
+
+
 def test_the_first_jobs_failing_alike_stop_the_buying(sim: SimulatorServer, tmp_path: Path) -> None:
     """Every row trips the content checker (a prompt template gone wrong, a field the model no
     longer takes): the first five jobs to end fail the same way and none succeeds, so the run
     stops buying (such failures may be billed) instead of failing hundreds one by one. Once
     the rows are fixed the same command goes on; a run where some job succeeded is not
     stopped by a few alike (``test_24_rows_with_two_refused_prompts``)."""
-    manifest = write_manifest(tmp_path / "m.csv", rows(40, failing=tuple(range(1, 41))))
-    settings = settings_for(sim, tmp_path, concurrency=2)
-
-    stopped = batch.run_manifest(manifest, settings, token=TOKEN)
-
-    bought = counters(sim)["submits"]
-    assert stopped.exit_code == 69 and bought < 10
-    assert stopped.counts == {"failed": bought, "pending": 40 - bought}
-    assert stopped.stopped is not None
+    every = rows(40, failing=tuple(range(1, 41)))
+    stopped, settings, manifest, bought = stops_buying(sim, tmp_path, every, "failed")
+    assert bought < 10 and stopped.stopped is not None
     assert stopped.stopped.startswith("the first 5 jobs to end all failed the same way: ")
     assert "flagged by a content checker" in stopped.stopped
     assert f"({40 - bought} jobs wait;" in stopped.stopped
@@ -103,19 +113,11 @@ def test_a_media_host_out_of_reach_stops_the_buying_and_keeps_every_result(
     """Every video URL refused (a proxy or firewall, expired signatures) or its host down
     (503 after every retry): the first 3 downloads fail alike and none succeeds, so the run
     stops buying videos nobody could fetch (exit 69, one line naming the host), keeping every
-    paid result. Once
-    the host answers, the same command downloads them all, buying nothing again; downloads
-    that fail here and there never stop a run
+    paid result. Once the host answers, the same command downloads them all, buying nothing
+    again; downloads that fail here and there never stop a run
     (``test_broken_downloads_end_with_their_reason_and_do_not_stop_the_others``)."""
     with SimulatorServer(fast_config(faults=[Fault("media", fault)])) as server:
-        manifest = write_manifest(tmp_path / "m.csv", rows(40))
-        settings = settings_for(server, tmp_path, concurrency=2)
-
-        stopped = batch.run_manifest(manifest, settings, token=TOKEN)
-
-        bought = counters(server)["submits"]
-        assert stopped.exit_code == 69 and bought < 20
-        assert stopped.counts == {"completed": bought, "pending": 40 - bought}
+        stopped, settings, manifest, bought = stops_buying(server, tmp_path, rows(40), "completed")
         assert stopped.stopped is not None
         assert stopped.stopped.startswith(
             "the videos cannot be fetched: the first 3 downloads all failed alike and none "
