@@ -116,7 +116,7 @@ def test_a_media_host_out_of_reach_stops_the_buying_and_keeps_every_result(
     paid result. Once the host answers, the same command downloads them all, buying nothing
     again; downloads that fail here and there never stop a run
     (``test_broken_downloads_end_with_their_reason_and_do_not_stop_the_others``)."""
-    with SimulatorServer(fast_config(faults=[Fault("media", fault)])) as server:
+    with SimulatorServer(fast_config(faults=[Fault.parse(f"media:{fault}")])) as server:
         stopped, settings, manifest, bought = stops_buying(server, tmp_path, rows(40), "completed")
         assert stopped.stopped is not None
         assert stopped.stopped.startswith(
