@@ -201,6 +201,18 @@ def identity(job_id: str, variant: str, seed: Any) -> dict[str, Any]:
     return {"job_id": job_id, "id": own, "variant": variant, "take": take, "seed": seed}
 
 
+def _whole_numbers(frame: pd.DataFrame, records: list[dict[str, Any]]) -> None:
+    """Columns of whole numbers with gaps (a take's seed, a pending job's bytes and frame size)
+    kept whole: pandas makes them floats, and seed 723923284 was written ``723923284.0``."""
+    for name in frame.columns[frame.dtypes == "float64"]:
+        if all(_whole(record.get(name)) for record in records):
+            frame[name] = frame[name].astype("Int64")
+
+
+def _whole(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
 def export(ledger_path: str | Path, destination: str | Path) -> int:
     """Write every job to ``destination`` (.csv, .jsonl, .parquet or .xlsx); returns the count."""
     destination = Path(destination)
@@ -214,6 +226,7 @@ def export(ledger_path: str | Path, destination: str | Path) -> int:
     import pandas as pd  # only exports need it: `status` stays light
 
     frame = pd.DataFrame.from_records(records)
+    _whole_numbers(frame, records)
     extra = [c for c in frame.columns if c not in EXPORT_COLUMNS]
     frame = frame.reindex(columns=EXPORT_COLUMNS + extra)
     suffix = destination.suffix.lower()

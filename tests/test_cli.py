@@ -290,3 +290,34 @@ def test_validate_reads_the_named_excel_sheet(tmp_path: Path) -> None:
     named = CliRunner().invoke(cli, ["validate", str(path), "--sheet", "Day 2"])
     assert named.exit_code == 0, named.output
     assert "3 rows OK; estimated cost $4.80" in named.output
+
+
+def test_an_export_keeps_whole_numbers_whole_beside_jobs_that_lack_them(tmp_path: Path) -> None:
+    """A take's seed, a done job's bytes and frame size, beside a pending job that has none:
+    pandas made them floats, and a seed copied back into a sheet read ``723923284.0``."""
+    from batchrunner.ledger import Ledger, NewJob
+    from batchrunner.states import JobState
+
+    ledger = tmp_path / "l.db"
+    with Ledger.open(ledger) as opened:
+        opened.start_run("run")
+        opened.add_jobs(
+            NewJob(job_id=job_id, endpoint="fal-ai/veo3/image-to-video", row=1, variant=label,
+                   input={"prompt": "a fox", **({"seed": 723923284} if label else {})})
+            for job_id, label in (("fox", ""), ("fox~t2", "t2"))
+        )  # fmt: skip
+        for state in (JobState.SUBMITTING, JobState.QUEUED, JobState.COMPLETED):
+            opened.transition("fox~t2", state)
+        media = {"duration": 8.0, "width": 1280, "height": 720, "audio": True}
+        opened.transition("fox~t2", JobState.DONE, bytes=65536, media=media)
+    for suffix in (".csv", ".xlsx"):
+        target = tmp_path / f"jobs{suffix}"
+        result = CliRunner().invoke(cli, ["export", "--ledger", str(ledger), "-o", str(target)])
+        assert result.exit_code == 0, result.output
+    text = (tmp_path / "jobs.csv").read_text()
+    assert ",723923284," in text and ",65536," in text and ",1280,720," in text
+    assert "723923284.0" not in text and "65536.0" not in text and "1280.0" not in text
+    sheet = pd.read_excel(tmp_path / "jobs.xlsx", dtype=object).set_index("job_id")
+    assert sheet.loc["fox~t2", "seed"] == 723923284 and pd.isna(sheet.loc["fox", "seed"])
+    assert isinstance(sheet.loc["fox~t2", "bytes"], int)
+    assert sheet.loc["fox~t2", "media_duration"] == 8.0
