@@ -442,9 +442,28 @@ def _save_poster(frame: Any, dest: Path) -> str | None:
                 dest.unlink(missing_ok=True)  # what a full disk left of it
                 raise
     except OSError as exc:
-        logger.warning("cannot save the poster %s: %s", dest, exc)
+        _poster_trouble(dest, exc)
         return None
     return str(dest)
+
+
+_POSTER_TROUBLE: set[tuple[str, int | None]] = set()  # (folder, errno) already said
+
+
+def _poster_trouble(dest: Path, exc: OSError) -> None:
+    """Say once per folder and cause that posters cannot be saved (a full disk, a file where
+    the folder should be): every later clip would say it again."""
+    said = (str(dest.parent), exc.errno)
+    if said in _POSTER_TROUBLE:
+        logger.debug("cannot save the poster %s: %s", dest, exc)
+        return
+    _POSTER_TROUBLE.add(said)
+    logger.warning(
+        "cannot save posters in %s (%s): the videos are kept and checked; the gallery shows "
+        "them without a poster",
+        dest.parent,
+        exc.strerror or exc,
+    )
 
 
 _RGB_FORMATS = {"RGBX": "rgba", "RGB": "rgb24"}  # PIL's raw mode: FFmpeg's pixel format

@@ -123,7 +123,7 @@ async def test_what_the_check_logs_reaches_the_run_s_log(
         got = await Inspectors(1).inspect(clip, Expected(), tmp_path / "taken" / "p.jpg")
     assert got.poster is None
     assert [r.name for r in caplog.records] == ["batchrunner.verify"]
-    assert caplog.records[0].getMessage().startswith("cannot save the poster")
+    assert caplog.records[0].getMessage().startswith("cannot save posters in ")
 
 
 async def test_a_worker_that_crashes_costs_the_check_not_the_run(clip: Path) -> None:

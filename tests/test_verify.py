@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,23 @@ def test_the_poster_folder_is_made_and_a_disk_problem_costs_only_the_poster(
     (tmp_path / "taken").write_text("a file where the folder would be")
     got = inspect(clip, Expected(), tmp_path / "taken" / "p.jpg")
     assert (got.poster, got.media["frames"]) == (None, 16)
+
+
+def test_a_poster_folder_that_takes_nothing_is_said_once_not_for_every_clip(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(clip_bytes(MediaShape("16:9", 2.0, False, "720p")))
+    (tmp_path / "posters").write_text("a file where the folder would be")
+    with caplog.at_level(logging.WARNING, logger="batchrunner.verify"):
+        posters = [inspect(clip, Expected(), tmp_path / "posters" / f"{n}.jpg").poster
+                   for n in range(3)]  # fmt: skip
+    assert posters == [None, None, None]
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said == (
+        f"cannot save posters in {tmp_path / 'posters'} (Not a directory): the videos are kept "
+        "and checked; the gallery shows them without a poster"
+    )
 
 
 def test_a_poster_is_written_in_place_over_a_stale_one(tmp_path: Path) -> None:
