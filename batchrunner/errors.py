@@ -25,7 +25,7 @@ The tree::
     │   │   │                        or its TLS certificate does not verify (polls stop too)
     │   │   ├── OutputUnwritableError  the disk under --out is full or read-only
     │   │   ├── RepeatedFailureError   the first jobs to end all failed alike, none succeeding
-    │   │   └── MediaUnreachableError  the first downloads all failed alike, none succeeding
+    │   │   └── MediaUnreachableError  the last downloads all failed alike
     │   └── AmbiguousSubmitError     a submit may have reached the server but no answer came
     │                                back; the job becomes ``unknown``, never resubmitted silently
     └── DownloadError                a video could not be fetched or verified: retried by the
@@ -222,9 +222,9 @@ class RepeatedFailureError(RunError):
 
 
 class MediaUnreachableError(RunError):
-    """The first downloads of a run all failed the same way, none succeeding: the media host
-    is out of reach (a firewall, a proxy, DNS) or refuses every file. The jobs are paid for and
-    their results kept; no more are bought, those at the provider are followed."""
+    """The last downloads of a run all failed the same way, none succeeding since: the media
+    host is out of reach (a firewall, a proxy, DNS) or refuses every file. The jobs are paid
+    for and their results kept; no more are bought, those at the provider are followed."""
 
     follow_in_flight = True
 

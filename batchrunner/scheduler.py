@@ -201,7 +201,7 @@ class Runner:
         # job id → (its queue place, when it last fell): moving up the queue is not being stuck
         self._places: dict[str, tuple[int, float | None]] = {}
         self._failures: Counter[str] = Counter()  # provider failures before any success
-        self._download_failures: dict[str, list[str]] = {}  # cause → jobs, before any download
+        self._download_failures: dict[str, list[str]] = {}  # cause → jobs, since a download
         self._fetched: set[str] = set()  # jobs whose result this run fetched
 
     def stop(self, reason: str) -> None:
@@ -724,23 +724,24 @@ class Runner:
             self.halt(RepeatedFailureError(f"{shown}: {reason}"))
 
     def _downloads_failed_alike(self, job_id: str, exc: DownloadError) -> None:
-        """A download failed (after its own retries). When the first
-        :data:`SAME_DOWNLOAD_FAILURES_TO_STOP` of this run's results all failed for one cause
-        and no download succeeded, the media host is out of reach or refuses every file: no
-        more jobs are bought (each a video nobody could fetch), and no more downloads tried.
-        The cause is the run's, not the files': those it marked ``download_failed`` are put
-        back to ``completed``, so that the same command fetches every one once the host
-        answers. Only results fetched by this run count: a few old ones whose files are lost
-        for good must not stop every later run from buying."""
-        stopped = isinstance(self.run_error, MediaUnreachableError)
-        if self.tally.downloaded or stopped or job_id not in self._fetched:
+        """A download failed (after its own retries). When the last
+        :data:`SAME_DOWNLOAD_FAILURES_TO_STOP` downloads of this run's results all failed for
+        one cause, none succeeding since, the media host is out of reach or refuses every file
+        (from the start, or since it went down): no more jobs are bought (each a video nobody
+        could fetch), and no more downloads tried. The cause is the run's, not the files':
+        those it marked ``download_failed`` are put back to ``completed``, so that the same
+        command fetches every one once the host answers. Only results fetched by this run
+        count: a few old ones whose files are lost for good must not stop every later run
+        from buying."""
+        if isinstance(self.run_error, MediaUnreachableError) or job_id not in self._fetched:
             return
         alike = self._download_failures.setdefault(exc.cause, [])
         alike.append(job_id)
         if len(alike) < SAME_DOWNLOAD_FAILURES_TO_STOP:
             return
-        shown = f"the first {len(alike)} downloads all failed alike and none succeeded"
-        self.halt(MediaUnreachableError(f"{shown} (the last: {exc})"))
+        self.halt(
+            MediaUnreachableError(f"the last {len(alike)} downloads all failed alike ({exc})")
+        )
         for earlier in alike[:-1] if exc.permanent else ():
             self.ledger.transition(
                 earlier,
@@ -806,6 +807,7 @@ class Runner:
             )
             return
         self.tally.downloaded += 1
+        self._download_failures.clear()  # the host answers: a streak of failures ends
         self._observe("downloaded")
         await self.commits.transition(
             job.job_id,

@@ -677,16 +677,17 @@ MUTATIONS: list[Mutation] = [
         "a-dead-media-host-is-each-jobs-problem",
         "Account and network trouble stops the run, not the jobs",
         "batchrunner/scheduler.py",
-        '        self.halt(MediaUnreachableError(f"{shown} (the last: {exc})"))\n',
-        "        return  # MUTANT\n",
+        "        if len(alike) < SAME_DOWNLOAD_FAILURES_TO_STOP:\n",
+        "        if True:  # MUTANT\n",
         (RUN + "test_a_media_host_out_of_reach_stops_the_buying_and_keeps_every_result",),
     ),
     Mutation(
         "old-lost-files-stop-every-nightly-run",
         "Account and network trouble stops the run, not the jobs",
         "batchrunner/scheduler.py",
-        "        if self.tally.downloaded or stopped or job_id not in self._fetched:\n",
-        "        if self.tally.downloaded or stopped:  # MUTANT\n",
+        "        if isinstance(self.run_error, MediaUnreachableError) or job_id not in "
+        "self._fetched:\n",
+        "        if isinstance(self.run_error, MediaUnreachableError):  # MUTANT\n",
         (RUN + "test_old_results_whose_files_are_refused_do_not_stop_a_later_run_buying",),
     ),
     Mutation(

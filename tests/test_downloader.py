@@ -361,7 +361,7 @@ async def test_a_redirect_away_from_http_or_in_a_loop_fails_for_good(
 async def test_a_failed_download_names_a_cause_that_files_failing_alike_share(
     tmp_path: Path, answer: httpx.Response | Exception, cause: str
 ) -> None:
-    """What failed, without the URL: the run stops buying when its first downloads all fail
+    """What failed, without the URL: the run stops buying when its last downloads all fail
     for one cause (``test_a_media_host_out_of_reach_stops_the_buying_and_keeps_every_result``),
     never a password the URL carries."""
 

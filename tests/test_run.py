@@ -76,16 +76,20 @@ def test_24_rows_with_two_refused_prompts(sim: SimulatorServer, tmp_path: Path) 
 
 
 def stops_buying(
-    server: SimulatorServer, tmp_path: Path, manifest_rows: list[dict[str, Any]], state: str
+    server: SimulatorServer, tmp_path: Path, manifest_rows: list[dict[str, Any]], **states: int
 ) -> tuple[Summary, Settings, Path, int]:
     """Run ``manifest_rows`` at concurrency 2 until the run stops buying (exit 69): its summary,
-    settings and manifest, and how many jobs it bought (each ``state``, the rest pending)."""
+    settings and manifest, and how many jobs it bought: as many in each of ``states`` as it
+    says (-1: the rest of those bought), the others pending."""
     manifest = write_manifest(tmp_path / "m.csv", manifest_rows)
     settings = settings_for(server, tmp_path, concurrency=2)
     stopped = batch.run_manifest(manifest, settings, token=TOKEN)
     bought = int(counters(server)["submits"])
     assert stopped.exit_code == 69 and bought < 20
-    assert stopped.counts == {state: bought, "pending": len(manifest_rows) - bought}
+    rest = bought - sum(n for n in states.values() if n > 0)
+    counts = {state: rest if n < 0 else n for state, n in states.items()}
+    counts["pending"] = len(manifest_rows) - bought
+    assert stopped.counts == {state: n for state, n in counts.items() if n}
     return stopped, settings, manifest, bought
 
 
@@ -96,7 +100,7 @@ def test_the_first_jobs_failing_alike_stop_the_buying(sim: SimulatorServer, tmp_
     the rows are fixed the same command goes on; a run where some job succeeded is not
     stopped by a few alike (``test_24_rows_with_two_refused_prompts``)."""
     every = rows(40, failing=tuple(range(1, 41)))
-    stopped, settings, manifest, bought = stops_buying(sim, tmp_path, every, "failed")
+    stopped, settings, manifest, bought = stops_buying(sim, tmp_path, every, failed=-1)
     assert bought < 10 and stopped.stopped is not None
     assert stopped.stopped.startswith("the first 5 jobs to end all failed the same way: ")
     assert "flagged by a content checker" in stopped.stopped
@@ -106,26 +110,30 @@ def test_the_first_jobs_failing_alike_stop_the_buying(sim: SimulatorServer, tmp_
     assert again.exit_code == 0 and again.counts == {"done": 40}
 
 
-@pytest.mark.parametrize("fault", ["403", "503"])
+@pytest.mark.parametrize("fault", ["403", "503", "403:after=4"])
 def test_a_media_host_out_of_reach_stops_the_buying_and_keeps_every_result(
     tmp_path: Path, fault: str
 ) -> None:
-    """Every video URL refused (a proxy or firewall, expired signatures) or its host down
-    (503 after every retry): the first 3 downloads fail alike and none succeeds, so the run
-    stops buying videos nobody could fetch (exit 69, one line naming the host), keeping every
-    paid result. Once the host answers, the same command downloads them all, buying nothing
-    again; downloads that fail here and there never stop a run
+    """Every video URL refused (a proxy or firewall, expired signatures), its host down (503
+    after every retry), or refused from the fifth on (a host that went down mid-run): the
+    last 3 downloads fail alike, so the run stops buying videos nobody could fetch (exit 69,
+    one line naming the host), keeping every paid result. Once the host answers, the same
+    command downloads them all, buying nothing again; downloads that fail here and there
+    never stop a run
     (``test_broken_downloads_end_with_their_reason_and_do_not_stop_the_others``)."""
     with SimulatorServer(fast_config(faults=[Fault.parse(f"media:{fault}")])) as server:
-        stopped, settings, manifest, bought = stops_buying(server, tmp_path, rows(40), "completed")
+        fetched = 4 if "after" in fault else 0
+        stopped, settings, manifest, bought = stops_buying(
+            server, tmp_path, rows(40), done=fetched, completed=-1
+        )
         assert stopped.stopped is not None
         assert stopped.stopped.startswith(
-            "the videos cannot be fetched: the first 3 downloads all failed alike and none "
-            "succeeded (the last: "
+            "the videos cannot be fetched: the last 3 downloads all failed alike ("
         )
-        cause = f"answered {fault}"
+        cause = f"answered {fault.split(':')[0]}"
         assert cause in stopped.stopped and server.url in stopped.stopped
-        assert f"{bought} paid videos wait to be downloaded, {40 - bought} jobs" in stopped.stopped
+        waiting = f"{bought - fetched} paid videos wait to be downloaded, {40 - bought} jobs"
+        assert waiting in stopped.stopped
         assert all(job.result for job in jobs(settings.ledger) if job.state != "pending")
         server.config.faults = []  # the host answers again
 
@@ -138,7 +146,7 @@ def test_a_media_host_out_of_reach_stops_the_buying_and_keeps_every_result(
 def test_old_results_whose_files_are_refused_do_not_stop_a_later_run_buying(
     tmp_path: Path,
 ) -> None:
-    """Only this run's own results count towards "the first downloads all failed alike": a
+    """Only this run's own results count towards "the last downloads all failed alike": a
     few old results whose files the host refuses for good end ``download_failed`` one by one,
     as before, and the nightly run still buys and fetches its new rows."""
     with SimulatorServer(fast_config(faults=[Fault("media", "403", times=3)])) as server:
