@@ -107,8 +107,7 @@ def _record(
     from batchrunner.ledger import Recording
     from batchrunner.relabelled import as_recorded
 
-    if ledger.counts():
-        manifest = as_recorded(manifest, ledger)  # jobs held under an earlier label
+    manifest = as_recorded(manifest, ledger)  # jobs held under an earlier label
     decisions = decide(
         manifest,
         ledger,

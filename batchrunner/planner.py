@@ -395,8 +395,7 @@ def _ledger_view(
     from batchrunner.relabelled import as_recorded
 
     with Ledger.open(path, create=False) as ledger:
-        if ledger.counts():
-            manifest = as_recorded(manifest, ledger)  # as run sees it
+        manifest = as_recorded(manifest, ledger)  # as run sees it
         decisions = decide(manifest, ledger, **choices)
         states = ledger.states([row.job_id for row in manifest.rows])
         return list(states.values()), ledger.spend(), decisions

@@ -64,13 +64,15 @@ def as_recorded(manifest: Manifest, ledger: Ledger) -> Manifest:
         for job_id, (variant, take_of) in labels.items()
         if take_of is None and job_id not in named
     }
-    missing = [row for row in rows if row.job_id not in labels]
-    candidates = _candidates(missing, unnamed, manifest.endpoint_id, ledger)
     rerolled = [
         row
         for row in rows
         if row.job_id in labels and labels[row.job_id][1] is not None and _take(row.variant) > 1
     ]
+    if not unnamed and not rerolled:
+        return manifest  # every recorded job is planned under its own label (a new ledger too)
+    missing = [row for row in rows if row.job_id not in labels]
+    candidates = _candidates(missing, unnamed, manifest.endpoint_id, ledger)
     wanted = {job_id for ids in candidates.values() for job_id in ids}
     found = ledger.find([*wanted, *(row.job_id for row in rerolled)])
     swaps: dict[str, Job] = {}

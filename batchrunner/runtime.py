@@ -113,25 +113,25 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
     """One line: what stopped the run and what to do, naming the origin and the key's source."""
     origin = api.origin if api else "the simulator"
     key = api.key_source if api else "the key"
-    waiting = ledger.counts().get(JobState.PENDING, 0)
+    counts = ledger.counts()
+    waiting = counts.get(JobState.PENDING, 0)
     then = f"then run the same command again ({waiting} jobs wait, nothing was lost)"
+    unsaved = (  # paid videos not yet on disk, and the jobs not yet sent
+        f"then run the same command again ({counts.get(JobState.COMPLETED, 0)} paid videos wait "
+        f"to be downloaded, {waiting} jobs to be sent; nothing was lost)"
+    )
     if isinstance(error, KeyRefusedError):
         return f"the API refused the key for {origin} ({error}): check {key}, {then}"
     if isinstance(error, OutputUnwritableError):
-        paid = ledger.counts().get(JobState.COMPLETED, 0)
         return (
             f"the videos cannot be saved: {error}; no more jobs were bought, and those already "
-            f"submitted were followed. Free some space (or fix the folder), then run the same "
-            f"command again ({paid} paid videos wait to be downloaded, {waiting} jobs to be "
-            "sent; nothing was lost)"
+            f"submitted were followed. Free some space (or fix the folder), {unsaved}"
         )
     if isinstance(error, MediaUnreachableError):
-        paid = ledger.counts().get(JobState.COMPLETED, 0)
         return (
             f"the videos cannot be fetched: {error}. No more jobs were bought, and those already "
-            "submitted were followed. Check the network, a proxy or a firewall for that host, "
-            f"then run the same command again ({paid} paid videos wait to be downloaded, "
-            f"{waiting} jobs to be sent; nothing was lost)"
+            f"submitted were followed. Check the network, a proxy or a firewall for that host, "
+            f"{unsaved}"
         )
     if isinstance(error, RepeatedFailureError):
         return (

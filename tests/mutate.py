@@ -642,8 +642,8 @@ MUTATIONS: list[Mutation] = [
         "bought-again-when-count-or-matrix-change",
         "Nothing is bought twice without your say-so",
         "batchrunner/batch.py",
-        "        manifest = as_recorded(manifest, ledger)  # jobs held under an earlier label\n",
-        "        pass  # MUTANT\n",
+        "    manifest = as_recorded(manifest, ledger)  # jobs held under an earlier label\n",
+        "    pass  # MUTANT\n",
         (
             TAKES + "test_raising_count_from_1_to_2_buys_one_more_take_of_each_row",
             TAKES + "test_lowering_count_to_1_buys_nothing",
