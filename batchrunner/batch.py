@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -296,17 +297,28 @@ async def _how_they_ended(client: QueueClient, jobs: list[Job]) -> dict[str, str
     return {job.job_id: answer(ended.get(job.job_id)) for job in jobs}
 
 
+@dataclass(frozen=True)
+class Cancelled:
+    """What :func:`cancel` did."""
+
+    jobs: dict[str, str]  # job id → what happened to it
+    stopped: str | None = None  # the batch that held the ledger, stopped first, described
+    unfinished: int = 0  # jobs left to send, follow or fetch: what `resume` carries on with
+
+
 def cancel(
     ledger_path: str | Path,
     job_ids: Sequence[str] | None = None,
     *,
     token: str | None = None,
     env: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """Cancel the given jobs (``None``: every unfinished one); returns job id → what happened.
+) -> Cancelled:
+    """Cancel the given jobs (``None``: every unfinished one).
 
     Jobs at the provider get a cancel request; pending and unknown ones are cancelled in the
-    ledger only. Completed and done jobs are left alone (their video is already paid for).
+    ledger only. Completed and done jobs are left alone (their video is already paid for). A
+    ``run``, ``resume`` or ``retry`` holding the ledger is stopped first (as by Ctrl-C): only
+    the ledger's holder may move its jobs, and the user asked for the spending to stop.
     """
     from batchrunner.ledger import Ledger
     from batchrunner.lock import LedgerLock
@@ -315,7 +327,8 @@ def cancel(
     if not path.exists():
         raise UsageError(f"no ledger at {path}")
     cancellable = (JobState.PENDING, JobState.UNKNOWN, JobState.QUEUED, JobState.RUNNING)
-    with LedgerLock(path, "cancel"), Ledger.open(path, create=False) as ledger:
+    lock = LedgerLock(path, "cancel", stop_holder=True)
+    with lock, Ledger.open(path, create=False) as ledger:
         if job_ids is None:
             targets = list(ledger.jobs(cancellable))
         else:
@@ -379,5 +392,8 @@ def cancel(
                 )
             elif job.job_id not in outcome:
                 outcome[job.job_id] = f"left alone: it is {job.state}"
-        ledger.finish_run(0, {"cancel": outcome})
-        return outcome
+        ledger.finish_run(0, {"cancel": outcome, "stopped": lock.stopped})
+        counts = ledger.counts()
+        unfinished = sum(counts.get(state, 0) for state in (*AT_PROVIDER, JobState.PENDING))
+        unfinished += counts.get(JobState.COMPLETED, 0)
+        return Cancelled(outcome, lock.stopped, unfinished)

@@ -665,18 +665,30 @@ def report_command(ledger: Path, output: Path | None) -> None:
 def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
     """Cancel jobs at the provider (and pending ones in the ledger).
 
+    A run, resume or retry busy with the ledger is stopped first, as by Ctrl-C:
+    it buys nothing more and keeps what it sent; `resume` carries on with the
+    jobs not cancelled.
+
     \b
     Example:
         batchrunner cancel --ledger shots.db shot-03 shot-07
         batchrunner cancel --ledger shots.db --all
     """
     from batchrunner import batch
+    from batchrunner.report import ledger_option
 
     if bool(job_ids) == everything:
         raise click.UsageError("name the jobs to cancel, or pass --all")
     outcome = batch.cancel(ledger, None if everything else list(job_ids))
-    for job_id, what in outcome.items():
+    for job_id, what in outcome.jobs.items():
         click.echo(f"{job_id}: {what}")
+    if outcome.stopped and outcome.unfinished:
+        click.echo(
+            f"the batch that was busy with the ledger is stopped; "
+            f"`batchrunner resume{ledger_option(str(ledger))}` carries on with its "
+            f"{outcome.unfinished} unfinished jobs",
+            err=True,
+        )
 
 
 @cli.command()

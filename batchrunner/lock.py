@@ -2,19 +2,31 @@
 
 ``fcntl.flock`` is released by the operating system when the holder exits, however it exits
 (SIGKILL included), so a stale lock file never blocks the next run. The file holds the holder's
-pid and start time, for the message a second runner prints.
+pid, host and start time, for the message a second runner prints, and whether it stops cleanly
+on SIGTERM: ``cancel`` stops a ``run``, ``resume`` or ``retry`` that holds the ledger that way
+(:meth:`LedgerLock.acquire` with ``stop_holder``), since only the holder may move its jobs.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
+import signal
+import socket
+import threading
+import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from batchrunner.errors import LedgerError, LedgerLockedError
 from batchrunner.ledger import now
+
+logger = logging.getLogger(__name__)
+
+STOPPABLE = frozenset({"run", "resume", "retry"})  # commands that stop cleanly on SIGTERM
+STOP_WAIT_SECONDS = 60.0  # how long a stopped holder gets to let go of the ledger
 
 
 def lock_path(ledger_path: Path) -> Path:
@@ -24,12 +36,18 @@ def lock_path(ledger_path: Path) -> Path:
 class LedgerLock:
     """``with LedgerLock(path, "run"):`` — raises :class:`LedgerLockedError` if held elsewhere."""
 
-    def __init__(self, ledger_path: Path, command: str):
+    def __init__(self, ledger_path: Path, command: str, *, stop_holder: bool = False):
         self.path = lock_path(ledger_path)
         self.command = command
+        self.stop_holder = stop_holder
+        self.stopped: str | None = None  # the holder stopped to take the lock, described
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
+        """Take the lock, or raise :class:`LedgerLockedError` naming its holder. With
+        ``stop_holder``, a ``run``, ``resume`` or ``retry`` holding it on this machine is sent
+        SIGTERM (it stops as on Ctrl-C: nothing new bought, what was sent recorded) and
+        waited for, up to :data:`STOP_WAIT_SECONDS`; another ``cancel`` is only waited for."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
@@ -38,19 +56,36 @@ class LedgerLock:
                 f"cannot write the ledger's lock file {self.path}: {_why(self.path, exc)}; "
                 "give the ledger a path in a folder you can write"
             ) from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _locked(handle):
             handle.seek(0)
-            holder = _describe(handle.read())
-            handle.close()
-            raise LedgerLockedError(
-                f"the ledger is in use by another batchrunner ({holder}); "
-                "wait for it to finish or stop it"
-            ) from None
+            holder = _read(handle.read())
+            try:
+                if not self.stop_holder or holder.get("command") not in STOPPABLE | {"cancel"}:
+                    raise LedgerLockedError(
+                        f"the ledger is in use by another batchrunner ({_describe(holder)}); "
+                        f"wait for it to finish or stop it{_how_to_stop(holder)}"
+                    )
+                self.stopped = _stop(holder)
+                if not _locked(handle, within=STOP_WAIT_SECONDS):
+                    raise LedgerLockedError(
+                        f"the ledger is still in use by another batchrunner "
+                        f"({_describe(holder)}) after {STOP_WAIT_SECONDS:g} s; wait for it to "
+                        f"finish or stop it{_how_to_stop(holder)}, then try again"
+                    )
+            except LedgerLockedError:
+                handle.close()
+                raise
         handle.seek(0)
         handle.truncate()
-        info = {"pid": os.getpid(), "started_at": now(), "command": self.command}
+        info = {
+            "pid": os.getpid(),
+            "started_at": now(),
+            "command": self.command,
+            "host": socket.gethostname(),
+            # only the main thread receives signals: a run on another (a notebook's) has no
+            # handler, and SIGTERM would end the whole program
+            "stops_on_sigterm": threading.current_thread() is threading.main_thread(),
+        }
         handle.write(json.dumps(info))
         handle.flush()
         self._file = handle
@@ -77,9 +112,79 @@ def _why(path: Path, exc: OSError) -> str:
     return str(exc.strerror or exc)
 
 
-def _describe(text: str) -> str:
+def _locked(handle: IO[str], within: float = 0.0) -> bool:
+    """Whether the lock was taken, trying until ``within`` seconds have passed: ``flock``
+    itself cannot wait for a while only."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+def _read(text: str) -> dict[str, Any]:
     try:
         info = json.loads(text)
-        return f"pid {info['pid']}, `{info['command']}` started at {info['started_at']}"
-    except (ValueError, KeyError, TypeError):
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    try:
+        return f"pid {holder['pid']}, `{holder['command']}` started at {holder['started_at']}"
+    except KeyError:
         return "holder unknown"
+
+
+def _signalled(holder: dict[str, Any]) -> bool:
+    """Whether SIGTERM reaches the holder and stops it cleanly: a batch command, on this
+    machine (the ledger may sit on a shared disk: its pid means nothing here), in a program
+    that handles the signal."""
+    return (
+        holder.get("command") in STOPPABLE
+        and holder.get("host") == socket.gethostname()
+        and holder.get("stops_on_sigterm") is True
+        and isinstance(holder.get("pid"), int)
+    )
+
+
+def _how_to_stop(holder: dict[str, Any]) -> str:
+    return f" (Ctrl-C where it runs, or `kill {holder['pid']}`)" if _signalled(holder) else ""
+
+
+def _stop(holder: dict[str, Any]) -> str | None:
+    """Send the holder SIGTERM when it is a batch that stops cleanly on it, and describe it;
+    None for another `cancel`, which is only waited for. Raises :class:`LedgerLockedError`
+    for a batch that cannot be stopped from here."""
+    if holder["command"] == "cancel":
+        return None
+    if not _signalled(holder):
+        where = (
+            f"on {holder['host']}"
+            if holder.get("host") not in (None, socket.gethostname())
+            else "in a program that does not stop on SIGTERM (a notebook, a thread)"
+        )
+        raise LedgerLockedError(
+            f"the ledger is in use by another batchrunner ({_describe(holder)}) {where}, "
+            "which cannot be stopped from here; stop it there, then try again"
+        )
+    logger.warning(
+        "stopping the batch that holds the ledger (%s) first: it buys nothing more and keeps "
+        "what it sent",
+        _describe(holder),
+    )
+    try:
+        os.kill(holder["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it has just ended: the lock is free
+    except PermissionError:
+        raise LedgerLockedError(
+            f"the ledger is in use by another batchrunner ({_describe(holder)}) of another "
+            "user, which cannot be stopped from here; stop it, then try again"
+        ) from None
+    return _describe(holder)

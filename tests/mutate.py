@@ -469,6 +469,14 @@ MUTATIONS: list[Mutation] = [
         "            pass  # MUTANT\n",
         (UNATTENDED + "test_second_runner_exits_3_naming_the_holder_while_status_still_works",),
     ),
+    Mutation(
+        "cancel-signals-a-pid-from-another-machine",
+        "One runner per ledger",
+        "batchrunner/lock.py",
+        '        and holder.get("host") == socket.gethostname()\n',
+        "        # MUTANT: a pid recorded on another machine is signalled here\n",
+        (LEDGER + "test_a_lock_holder_sigterm_would_not_stop_cleanly_is_never_signalled",),
+    ),
     # --- The budget is never exceeded
     Mutation(
         "budget-check-and-reservation-interleave",

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import json
 import sqlite3
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import anyio
@@ -17,7 +21,7 @@ from hypothesis import strategies as st
 
 from batchrunner.errors import LedgerError, LedgerLockedError, TransitionError
 from batchrunner.ledger import GroupCommit, Job, Ledger, NewJob
-from batchrunner.lock import LedgerLock
+from batchrunner.lock import LedgerLock, lock_path
 from batchrunner.migrations import MIGRATION_SET
 from batchrunner.states import TRANSITIONS, JobState, can_move
 
@@ -327,6 +331,45 @@ def test_second_lock_holder_is_refused_with_pid(tmp_path: Path) -> None:
         LedgerLock(path, "resume").acquire()
     with LedgerLock(path, "resume"):  # released: free again
         pass
+
+
+def test_a_lock_holder_sigterm_would_not_stop_cleanly_is_never_signalled(tmp_path: Path) -> None:
+    """`cancel` stops a batch holding the ledger with SIGTERM, but only one whose program
+    handles it: a run on a thread (a notebook's) would die with the whole program, and a pid
+    recorded on another machine (a ledger on a shared disk) names some process here."""
+    path = tmp_path / "l.db"
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with LedgerLock(path, "run"):
+            held.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(10)
+    try:
+        with pytest.raises(LedgerLockedError, match="does not stop on SIGTERM"):
+            LedgerLock(path, "cancel", stop_holder=True).acquire()  # SIGTERM would end pytest
+    finally:
+        done.set()
+        thread.join()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with open(lock_path(path), "w") as elsewhere:
+            fcntl.flock(elsewhere, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            holder = {"pid": bystander.pid, "command": "run", "host": "render-02"}
+            holder |= {"started_at": "2026-12-02T01:00:00", "stops_on_sigterm": True}
+            elsewhere.write(json.dumps(holder))
+            elsewhere.flush()
+            with pytest.raises(LedgerLockedError, match=r"on render-02, which cannot be stopped"):
+                LedgerLock(path, "cancel", stop_holder=True).acquire()
+        assert bystander.poll() is None  # not signalled
+    finally:
+        bystander.kill()
+        bystander.wait()
+    with LedgerLock(path, "cancel", stop_holder=True) as lock:  # free: nothing to stop
+        assert lock.stopped is None
 
 
 def test_sqlite_error_mid_open_is_a_ledger_error(tmp_path: Path) -> None:

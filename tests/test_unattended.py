@@ -119,7 +119,7 @@ def test_second_runner_exits_3_naming_the_holder_while_status_still_works(tmp_pa
                 cli, run_args(server, tmp_path, manifest), env={"BATCHRUNNER_API_KEY": TOKEN}
             )
             assert second.exit_code == 3
-            assert f"pid {proc.pid}" in second.output
+            assert f"pid {proc.pid}" in second.output and f"`kill {proc.pid}`" in second.output
             shown = CliRunner().invoke(
                 cli, ["status", "--ledger", str(tmp_path / "ledger.db"), "--json"]
             )
@@ -482,6 +482,56 @@ def test_cancel_all_cancels_in_flight_jobs_at_the_provider(tmp_path: Path) -> No
         )
         assert again.exit_code == 1  # nothing left to do, and not every job is done
         assert counters(server)["submits"] == 3
+
+
+def test_cancel_stops_the_batch_that_holds_the_ledger_then_cancels(tmp_path: Path) -> None:
+    """A nightly run in the background holds the ledger; `cancel --all` from another terminal
+    stops it as Ctrl-C would (nothing more bought, what it sent recorded), then cancels what
+    it had sent at the provider and the rest in the ledger."""
+    with SimulatorServer(fast_config(run_seconds=30)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(6))
+        ledger = tmp_path / "ledger.db"
+        args = run_args(server, tmp_path, manifest, "--concurrency", "3")
+        with runner_process(args, tmp_path) as proc:
+            wait_for(lambda: counters(server)["submits"] == 3)
+            cancelled = CliRunner().invoke(
+                cli,
+                ["cancel", "--ledger", str(ledger), "--all"],
+                env={"BATCHRUNNER_API_KEY": TOKEN},
+            )
+            assert proc.wait(timeout=10) == 143  # stopped as by SIGTERM, state saved
+        assert cancelled.exit_code == 0, cancelled.output
+        assert cancelled.stdout.count(": cancelled at the provider\n") == 3
+        assert cancelled.stdout.count(": cancelled in the ledger (it was never sent)\n") == 3
+        assert (
+            f"stopping the batch that holds the ledger (pid {proc.pid}, `run`" in cancelled.stderr
+        )
+        assert "carries on" not in cancelled.stderr  # nothing is left to carry on with
+        assert set(states(ledger).values()) == {JobState.CANCELLED}
+        assert counters(server)["submits"] == 3 and counters(server)["requests"]["cancel"] == 3
+
+
+def test_cancelling_one_job_of_a_running_batch_leaves_the_rest_to_resume(tmp_path: Path) -> None:
+    with SimulatorServer(fast_config(run_seconds=3)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(4))
+        ledger = tmp_path / "ledger.db"
+        env = {"BATCHRUNNER_API_KEY": TOKEN}
+        args = run_args(server, tmp_path, manifest, "--concurrency", "2")
+        with runner_process(args, tmp_path) as proc:
+            wait_for(lambda: counters(server)["submits"] == 2)
+            cancelled = CliRunner().invoke(
+                cli, ["cancel", "--ledger", str(ledger), "shot-004"], env=env
+            )
+            assert proc.wait(timeout=10) == 143
+        assert cancelled.exit_code == 0, cancelled.output
+        assert cancelled.stdout == "shot-004: cancelled in the ledger (it was never sent)\n"
+        assert cancelled.stderr.endswith(
+            f"`batchrunner resume --ledger {ledger}` carries on with its 3 unfinished jobs\n"
+        )
+        resumed = CliRunner().invoke(cli, ["resume", "--ledger", str(ledger)], env=env)
+        assert resumed.exit_code == 1, resumed.output  # three done, one cancelled
+        assert Counter(states(ledger).values()) == {JobState.DONE: 3, JobState.CANCELLED: 1}
+        assert counters(server)["submits"] == 3  # nothing bought twice, the cancelled row never
 
 
 def test_a_cancel_the_running_job_does_not_heed_loses_nothing(
