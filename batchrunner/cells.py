@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import html
 import io
 import itertools
@@ -359,7 +360,7 @@ def _read_delimited(text: str, delimiter: str) -> Table:
         parsed = None
     if parsed is None or reader.line_num != len(parsed):  # or a quoted line break somewhere
         again = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-        return _read_records(again)
+        return _read_records(again, text, delimiter)
     return _full_rows(parsed) or _read_records(_OneLineEach(parsed))
 
 
@@ -393,9 +394,10 @@ class _OneLineEach:
             yield values
 
 
-def _read_records(reader: Any) -> Table:
-    """The table from a ``csv.reader``, record by record: blank rows skipped (they keep their
-    number), a ragged row one problem, an unreadable record where it starts."""
+def _read_records(reader: Any, text: str = "", delimiter: str = ",") -> Table:
+    """The table from a ``csv.reader`` of ``text``, record by record: blank rows skipped (they
+    keep their number), a ragged row one problem, an unreadable record where it starts and in
+    the column where it goes wrong."""
     header: _Header | None = None
     records: list[Record] = []
     problems: list[Problem] = []
@@ -427,7 +429,12 @@ def _read_records(reader: Any) -> Table:
                 continue  # its cells are shifted: checking them would only add noise
             records.append(header.record(row, line, values))
     except csv.Error as exc:
-        problems.append(_unreadable(exc, row + 1, end + 1, reader.line_num))
+        problem = _unreadable(exc, row + 1, end + 1, reader.line_num)
+        cell = _broken_cell(_from_line(text, end + 1), delimiter)
+        if header is not None and cell is not None:
+            named = header.names[cell] if cell < len(header.names) else f"column_{cell + 1}"
+            problem = dataclasses.replace(problem, column=named)
+        problems.append(problem)
     if header is None:
         return Table(problems=[*problems, Problem("the manifest is empty")])
     table = header.finish(records, unread=bool(problems))
@@ -439,7 +446,8 @@ def _unreadable(exc: csv.Error, row: int, start: int, stop: int) -> Problem:
     """The record from line ``start`` cannot be read (the reader gave up on line ``stop``)."""
     said = str(exc)
     if said == "unexpected end of data":
-        swallowed = f", and lines {start + 1}-{stop} were read as its text" if stop > start else ""
+        lines = f"line {stop}" if stop == start + 1 else f"lines {start + 1}-{stop}"
+        swallowed = f", and {lines} were read as its text" if stop > start else ""
         message = (
             f"a quoted cell here is never closed: the file ends inside it{swallowed} (a stray "
             '" at the start of a cell, or a file still being written?)'
@@ -454,6 +462,43 @@ def _unreadable(exc: csv.Error, row: int, start: int, stop: int) -> Problem:
     else:
         message = f"cannot be read: {said}"
     return Problem(message, row=row, line=start)
+
+
+def _from_line(text: str, line: int) -> str:
+    """``text`` from the start of its ``line`` (1-based), lines ended as ``csv`` ends them."""
+    lines = io.StringIO(text, newline="")
+    for _ in range(line - 1):
+        if not lines.readline():
+            return ""
+    return lines.read()
+
+
+def _broken_cell(record: str, delimiter: str) -> int | None:
+    """The index of the cell where strict CSV reading of the record at the start of ``record``
+    fails: a quoted cell that closes before its text ends, or is never closed. None when the
+    record reads (Python's ``csv.reader`` does not say which cell it was in)."""
+    cell, at, size = 0, 0, len(record)
+    while at < size:
+        if record[at] == '"':  # a quoted cell: to its closing quote
+            at += 1
+            while True:
+                close = record.find('"', at)
+                if close < 0:
+                    return cell  # never closed
+                if record.startswith('"', close + 1):  # "" is a quote in the text
+                    at = close + 2
+                    continue
+                at = close + 1
+                break
+            if at < size and record[at] not in (delimiter, "\r", "\n"):
+                return cell  # text after the closing quote
+        else:  # a plain cell: to the next delimiter or line end
+            while at < size and record[at] not in (delimiter, "\r", "\n"):
+                at += 1
+        if at >= size or record[at] != delimiter:
+            return None  # the record ended whole
+        cell, at = cell + 1, at + 1
+    return None
 
 
 _JSON_KINDS = {list: "an array", str: "a string", bool: "true/false", int: "a number"}

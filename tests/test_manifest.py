@@ -729,11 +729,11 @@ CORPUS = [
     ("text-to-video/near_miss_column.csv", None, None, "negative-prompt",
      "did you mean 'negative_prompt'?"),
     # a prompt model: a cell that swallows the rows after it is not missing a required file
-    ("text-to-video/stray_quote_runs_to_the_end.csv", 2, 3, None,
+    ("text-to-video/stray_quote_runs_to_the_end.csv", 2, 3, "prompt",
      "never closed: the file ends inside it, and lines 4-6 were read as its text"),
-    ("text-to-video/stray_quote_closed_later.csv", 2, 3, None,
+    ("text-to-video/stray_quote_closed_later.csv", 2, 3, "prompt",
      "closes before its text ends (on line 5)"),
-    ("text-to-video/cut_off_while_written.csv", 2, 3, None, "a file still being written?"),
+    ("text-to-video/cut_off_while_written.csv", 2, 3, "prompt", "a file still being written?"),
     ("text-to-video/quote_after_a_space.csv", 1, 2, None,
      'a quote after a space does not quote a cell in CSV: remove the space before "A fox'),
 ]  # fmt: skip
@@ -743,6 +743,29 @@ def corpus_model(path: Path) -> ModelSpec:
     """The model a corpus file is for: its folder's batchrunner.toml, else Veo 3."""
     config = load_config(find_config(path, None))
     return get_model(config["model"]) if "model" in config else VEO3
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "words"),
+    [
+        # the last column, the file ends one line later
+        ('id,prompt,image_url,duration\na,ok,{u},4s\nb,ok,{u},"4s\nc,ok,{u},4s\n', 3,
+         "duration", "and line 4 were read as its text"),
+        # a multi-line cell before it reads; "" inside quotes is a quote; TSV
+        ('id\tprompt\timage_url\na\t"two\nlines, ""quoted"""\t{u}\nb\t{u}\t"x"y\n', 4,
+         "image_url", "closes before its text ends"),
+        # past the header's columns
+        ('id,prompt,image_url\na,ok,{u},"x"y\n', 2, "column_4", "closes before its text ends"),
+    ],
+)  # fmt: skip
+def test_an_unreadable_csv_record_names_the_cell_it_breaks_in(
+    tmp_path: Path, text: str, line: int, column: str, words: str
+) -> None:
+    path = tmp_path / ("m.tsv" if "\t" in text else "m.csv")
+    path.write_text(text.format(u=URL), encoding="utf-8")
+    (problem,) = errors_of(path)
+    assert (problem.line, problem.column) == (line, column)
+    assert words in problem.message and f"column {column!r}" in str(problem)
 
 
 def test_the_corpus_is_complete() -> None:
