@@ -78,12 +78,28 @@ def friendly_errors(fn: F) -> F:
                 _echo_failure(exc, str(exc))
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo(
-                "interrupted: state is saved; run `batchrunner resume` to carry on", err=True
-            )
+            said = _interrupted(fn.__name__, kwargs.get("ledger"))
+            click.echo(said, err=True)
+            if kwargs.get("as_json"):
+                click.echo(json.dumps({"exit_code": int(ExitCode.INTERRUPTED), "error": said}))
             sys.exit(ExitCode.INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _interrupted(command: str, ledger: Path | None) -> str:
+    """What a Ctrl-C outside a batch's own loop (which stops cleanly and sums up) leaves: a
+    command that reads changes nothing; one that writes has recorded every step it took."""
+    if command == "run":
+        return "interrupted: what was sent is recorded; run the same command again to carry on"
+    if command in ("resume", "retry"):
+        from batchrunner.report import ledger_option as ledger_flag
+
+        where = ledger_flag(str(ledger)) if ledger is not None else ""
+        return f"interrupted: what was sent is recorded; `batchrunner resume{where}` carries on"
+    if command == "cancel":
+        return "interrupted: each cancel made is recorded; run the same command for the rest"
+    return "interrupted"
 
 
 def _echo_failure(exc: BatchrunnerError, error: str, problems: list[str] | None = None) -> None:
@@ -675,7 +691,7 @@ def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
         batchrunner cancel --ledger shots.db --all
     """
     from batchrunner import batch
-    from batchrunner.report import ledger_option
+    from batchrunner.report import ledger_option as ledger_flag
 
     if bool(job_ids) == everything:
         raise click.UsageError("name the jobs to cancel, or pass --all")
@@ -685,7 +701,7 @@ def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
     if outcome.stopped and outcome.unfinished:
         click.echo(
             f"the batch that was busy with the ledger is stopped; "
-            f"`batchrunner resume{ledger_option(str(ledger))}` carries on with its "
+            f"`batchrunner resume{ledger_flag(str(ledger))}` carries on with its "
             f"{outcome.unfinished} unfinished jobs",
             err=True,
         )

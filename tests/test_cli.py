@@ -321,3 +321,36 @@ def test_an_export_keeps_whole_numbers_whole_beside_jobs_that_lack_them(tmp_path
     assert sheet.loc["fox~t2", "seed"] == 723923284 and pd.isna(sheet.loc["fox", "seed"])
     assert isinstance(sheet.loc["fox~t2", "bytes"], int)
     assert sheet.loc["fox~t2", "media_duration"] == 8.0
+
+
+@pytest.mark.parametrize(
+    ("command", "broken", "said"),
+    [
+        (["plan", "{m}"], "load", "interrupted\n"),
+        (["run", "{m}", "--json"], "run_manifest",
+         "interrupted: what was sent is recorded; run the same command again to carry on\n"),
+        (["resume", "--ledger", "{l}"], "resume",
+         "interrupted: what was sent is recorded; `batchrunner resume --ledger {l}` carries on\n"),
+    ],
+)  # fmt: skip
+def test_a_ctrl_c_outside_the_batch_loop_says_what_it_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], broken: str, said: str
+) -> None:
+    """The batch loop stops cleanly on Ctrl-C and sums up; a Ctrl-C before it (reading a big
+    manifest, recording its rows) reaches the CLI, which says what it left: `plan` changed
+    nothing, a `run` is carried on by the same command (not `resume`, which would carry on
+    the ledger's previous run and leave the manifest's new rows out)."""
+    from batchrunner import batch
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, broken, interrupted)
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    ledger = tmp_path / "l.db"
+    args = [a.format(m=manifest, l=ledger) for a in command]
+    result = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+    assert result.exit_code == 130
+    assert result.stderr == said.format(l=ledger)
+    if "--json" in args:
+        assert json.loads(result.stdout) == {"exit_code": 130, "error": said.strip()}
