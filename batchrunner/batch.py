@@ -53,9 +53,10 @@ def load(
         level = logging.INFO if warning.column else logging.WARNING  # metadata is routine
         logger.log(level, "%s: %s", manifest.source, warning)
     unpriced = [row for row in manifest.rows if row.cost_usd is None]
-    if settings.budget is not None and unpriced:
+    capped = "--budget" if settings.budget is not None else "--run-budget"
+    if (settings.budget is not None or settings.run_budget is not None) and unpriced:
         raise UsageError(
-            f"--budget needs a price for every job, and {settings.model} is not in the "
+            f"{capped} needs a price for every job, and {settings.model} is not in the "
             "registry; add --price-per-job USD, or register it with `batchrunner models add`"
         )
     return manifest
@@ -236,6 +237,7 @@ def retry(
     downloads: bool = False,
     max_runtime: float | None = None,
     budget: float | None = None,
+    run_budget: float | None = None,
     token: str | None = None,
     observe: Observer | None = None,
     env: dict[str, str] | None = None,
@@ -264,6 +266,7 @@ def retry(
         prepare=requeue,
         max_runtime=max_runtime,
         budget=budget,
+        run_budget=run_budget,
     )
 
 

@@ -210,7 +210,7 @@ def _click_type(kind: str) -> Any:
 RUN_SETTINGS = (
     "ledger", "out", "provider", "base_url", "auth_scheme", "concurrency", "rps", "streams",
     "stream_stall", "download_concurrency", "poll_min", "poll_max", "queue_timeout",
-    "run_timeout", "simulate", "resubmit_unknown", "max_runtime", "budget",
+    "run_timeout", "simulate", "resubmit_unknown", "max_runtime", "budget", "run_budget",
 )  # fmt: skip
 
 
@@ -244,7 +244,7 @@ def settings_options(*names: str) -> Callable[[F], F]:
 
 ledger_option = settings_options("ledger")
 max_runtime_option = settings_options("max_runtime")
-budget_option = settings_options("budget")
+budget_options = settings_options("budget", "run_budget")
 
 
 def manifest_options(fn: F) -> F:
@@ -398,7 +398,7 @@ def run(
 @cli.command(name="plan")
 @log_options
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@settings_options("ledger", "budget", "resubmit_unknown")
+@settings_options("ledger", "budget", "run_budget", "resubmit_unknown")
 @manifest_options
 @click.option(
     "--replace-changed",
@@ -438,7 +438,7 @@ def plan_command(
     expansion = _expansion(ctx, manifest, options)
     settings = Settings(
         **_model_settings(options).__dict__
-        | {k: options[k] for k in ("ledger", "budget", "resubmit_unknown")}
+        | {k: options[k] for k in ("ledger", "budget", "run_budget", "resubmit_unknown")}
     )
     loaded = batch.load(manifest, settings, expansion, log_warnings=False)
     for warning in loaded.warnings:
@@ -463,6 +463,7 @@ def _show_plan(
         replace_changed=replace_changed,
         resubmit_unknown=settings.resubmit_unknown,
         budget=settings.budget,
+        run_budget=settings.run_budget,
     )
     _print_plan(plan, as_json)
     problems = refusals(plan.decisions, loaded)
@@ -478,10 +479,16 @@ class _Refused(ManifestError):
 @log_options
 @ledger_option
 @max_runtime_option
-@budget_option
+@budget_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @friendly_errors
-def resume(ledger: Path, max_runtime: float | None, budget: float | None, as_json: bool) -> None:
+def resume(
+    ledger: Path,
+    max_runtime: float | None,
+    budget: float | None,
+    run_budget: float | None,
+    as_json: bool,
+) -> None:
     """Carry on with the ledger's last run: poll, fetch and download what is unfinished.
 
     \b
@@ -490,7 +497,8 @@ def resume(ledger: Path, max_runtime: float | None, budget: float | None, as_jso
     """
     from batchrunner import batch
 
-    _report(batch.resume(ledger, max_runtime=max_runtime, budget=budget), as_json)
+    summary = batch.resume(ledger, max_runtime=max_runtime, budget=budget, run_budget=run_budget)
+    _report(summary, as_json)
 
 
 @cli.command()
@@ -506,7 +514,7 @@ def resume(ledger: Path, max_runtime: float | None, budget: float | None, as_jso
     help="Fetch download_failed videos again (nothing is submitted or paid).",
 )
 @max_runtime_option
-@budget_option
+@budget_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @takes_options
 @friendly_errors
@@ -519,6 +527,7 @@ def retry(
     downloads: bool,
     max_runtime: float | None,
     budget: float | None,
+    run_budget: float | None,
     as_json: bool,
     **by_ids: Any,
 ) -> None:
@@ -526,7 +535,8 @@ def retry(
     With --ids, only the jobs a file lists (the review gallery's CSV); with --new-take, a new
     take of each.
 
-    New submits are priced against --budget like any other. Without options: failed jobs.
+    New submits are priced against --budget and --run-budget like any other. Without
+    options: failed jobs.
 
     \b
     Example:
@@ -539,7 +549,12 @@ def retry(
 
     if by_ids["ids_file"] is not None or by_ids["new_take"]:
         summary = retry_ids(
-            ledger, unknown=unknown, max_runtime=max_runtime, budget=budget, **by_ids
+            ledger,
+            unknown=unknown,
+            max_runtime=max_runtime,
+            budget=budget,
+            run_budget=run_budget,
+            **by_ids,
         )
         if summary is not None:  # None: --dry-run
             _report(summary, as_json)
@@ -555,6 +570,7 @@ def retry(
         downloads=downloads,
         max_runtime=max_runtime,
         budget=budget,
+        run_budget=run_budget,
     )
     _report(summary, as_json)
 

@@ -659,6 +659,16 @@ class Ledger:
         (total,) = self.db.execute("select coalesce(sum(cost_usd), 0) from jobs").fetchone()
         return round(float(total), 4)
 
+    def run_spend(self) -> float:
+        """What this run committed: the spend of the jobs it submitted (a price given back,
+        a refused submit, is not counted, and a job submitted twice counts once)."""
+        (total,) = self.db.execute(
+            "select coalesce(sum(cost_usd), 0) from jobs where job_id in "
+            "(select job_id from events where run_id = ? and to_state = ?)",
+            [self.run_id, JobState.SUBMITTING.value],
+        ).fetchone()
+        return round(float(total), 4)
+
     def waiting(self) -> tuple[int, float]:
         """The pending jobs (never submitted, or to be submitted again) and what their
         submits are estimated to cost."""

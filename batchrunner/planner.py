@@ -63,7 +63,8 @@ REPLACEABLE = (JobState.PENDING, JobState.FAILED, JobState.CANCELLED, JobState.U
 class Decision:
     """What ``run`` will do with one job, and why. ``action``: ``submit``, ``follow`` (at the
     provider), ``download`` (result stored), ``skip`` (done, or left for ``retry``), ``held``
-    (over ``--budget``) or ``refuse`` (an edited row without ``--replace-changed``)."""
+    (over ``--budget`` or ``--run-budget``) or ``refuse`` (an edited row without
+    ``--replace-changed``)."""
 
     job_id: str
     row: int | None
@@ -80,6 +81,7 @@ def decide(
     replace_changed: bool = False,
     resubmit_unknown: bool = False,
     budget: float | None = None,
+    run_budget: float | None = None,
     new_jobs: bool = True,
 ) -> list[Decision]:
     """The one planner: ``plan`` prints these, ``run`` acts on them (via the ledger).
@@ -142,7 +144,10 @@ def decide(
             decisions.append(
                 Decision(pending.job_id, pending.row, "submit", why, pending.price_usd)
             )
-    return _within_budget(decisions, ledger.spend() if ledger else 0.0, budget)
+    caps = [] if budget is None else [("--budget", ledger.spend() if ledger else 0.0, budget)]
+    if run_budget is not None:
+        caps.append(("--run-budget", 0.0, run_budget))  # a run starts having spent nothing
+    return _within_caps(decisions, caps)
 
 
 # a job in these states has made, or may still make, the video it asked for
@@ -213,23 +218,27 @@ def _by_state(old: Standing, resubmit_unknown: bool) -> Decision:
     return Decision(old.job_id, old.row, "skip", f"{state}: left for `batchrunner retry`")
 
 
-def _within_budget(decisions: list[Decision], spent: float, budget: float | None) -> list[Decision]:
-    """Mark the submits that would pass ``budget``, in the order run reserves them."""
-    if budget is None:
+def _within_caps(decisions: list[Decision], caps: list[tuple[str, float, float]]) -> list[Decision]:
+    """Mark the submits that would pass a cap, ``(flag, spent, limit)`` each, in the order
+    run reserves them."""
+    if not caps:
         return decisions
     order = sorted(
         (i for i, d in enumerate(decisions) if d.action == "submit"),
         key=lambda i: (decisions[i].row or 0, i),
     )
     out = list(decisions)
-    full = False
+    spent = [already for _, already, _ in caps]
+    passed: str | None = None
     for i in order:
         price = out[i].cost_usd or 0.0
-        if not full and spent + price <= budget + 1e-9:
-            spent += price
-            continue
-        full = True  # like run: once one job does not fit, no further job is submitted
-        out[i] = dataclasses.replace(out[i], action="held", why=f"over --budget ({out[i].why})")
+        if passed is None:
+            over = [k for k, (_, _, cap) in enumerate(caps) if spent[k] + price > cap + 1e-9]
+            if not over:
+                spent = [total + price for total in spent]
+                continue
+            passed = caps[over[0]][0]  # like run: once one job does not fit, no more is sent
+        out[i] = dataclasses.replace(out[i], action="held", why=f"over {passed} ({out[i].why})")
     return out
 
 
@@ -282,7 +291,7 @@ class Plan:
     price_confirmed: bool | None = None  # None: no price rule at all
     price_note: str = ""
     actions: dict[str, int] = field(default_factory=dict)  # submit/follow/... -> jobs
-    held: int = 0  # submits --budget would hold back
+    held: int = 0  # submits --budget or --run-budget would hold back
     refused: int = 0  # edited rows run would refuse (without --replace-changed)
     decisions: list[Decision] = field(default_factory=list)  # per job, in run's order
 
@@ -315,7 +324,8 @@ class Plan:
                 "run will " + ", ".join(verbs[a].format(n) for a, n in sorted(others.items()))
             )
         if self.held:
-            out.append(f"held back by --budget: {self.held} jobs")
+            why = next(d.why for d in self.decisions if d.action == "held")
+            out.append(f"held back by {why.split()[1]}: {self.held} jobs")
         if self.refused:
             out.append(f"refused (edited or renamed rows; see above): {self.refused} jobs")
         out.append(

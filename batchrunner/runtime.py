@@ -155,21 +155,32 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
 
 
 def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], str] | None:
-    """Exit 75 when --budget held jobs back: the spend, what is left and what the waiting jobs
-    would cost, and the command that submits them all (the ledger keeps its budget, so a
-    plain ``resume`` would stop at the same place)."""
-    budget = runner.options.budget
-    if budget is None or not runner.out_of_budget:
+    """Exit 75 when a cap held jobs back: the spend, what is left and what the waiting jobs
+    would cost, and the command that goes on. For ``--budget``, one that submits them all
+    (the ledger keeps its budget, so a plain ``resume`` would stop at the same place); for
+    ``--run-budget``, the next run, which may commit as much again."""
+    flag = runner.out_of_budget
+    if flag is None:
         return None
-    spent = ledger.spend()
     waiting, price = ledger.waiting()
+    held = f"{waiting} jobs not submitted, estimated ${price:,.2f}"
+    where = ledger_option(str(ledger.path))
+    if flag == "--run-budget":
+        cap = runner.options.run_budget
+        assert cap is not None
+        spent = ledger.run_spend()
+        line = f"--run-budget ${cap:,.2f} reached: ${spent:,.2f} committed by this run; {held}"
+        return (ExitCode.NOT_FINISHED, line), (
+            f"`batchrunner resume{where}` (or the same run command, the next night) to commit "
+            f"up to ${cap:,.2f} more"
+        )
+    budget = runner.options.budget
+    assert budget is not None
+    spent = ledger.spend()
     left = max(0.0, budget - spent)
     enough = math.ceil(round((spent + price) * 100, 6)) / 100  # to the cent, rounded up
-    line = (
-        f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${left:,.2f} left; "
-        f"{waiting} jobs not submitted, estimated ${price:,.2f}"
-    )
-    then = f"`batchrunner resume{ledger_option(str(ledger.path))} --budget {enough:.2f}`"
+    line = f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${left:,.2f} left; {held}"
+    then = f"`batchrunner resume{where} --budget {enough:.2f}`"
     return (ExitCode.NOT_FINISHED, line), f"{then} to submit them all"
 
 

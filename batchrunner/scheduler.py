@@ -32,7 +32,7 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -102,6 +102,31 @@ async def how_they_end(
             return ended
         await anyio.sleep(pause)
         pause = min(1.0, pause * 2)
+
+
+@dataclass
+class _Cap:
+    """A cap on spending (``--budget``, ``--run-budget``) and what is spent against it.
+
+    ``total`` sums the ledger (every job, or this run's), counting neither the intents still
+    being committed (the caller adds them) nor anything done elsewhere meanwhile: the run holds
+    the ledger. It is summed only when a job might not fit: in between, the last sum plus what
+    this run reserved since is an upper bound (a price given back, a refused submit, makes it
+    one), so a capped run of many jobs does not sum them all for each submit."""
+
+    flag: str
+    limit: float
+    total: Callable[[], float]
+    spent: float | None = None  # the last sum plus what was reserved since, or None
+
+    def fits(self, price: float, reserved: float) -> bool:
+        if self.spent is None or self.spent + price > self.limit + 1e-9:
+            self.spent = self.total() + reserved
+        return self.spent + price <= self.limit + 1e-9
+
+    def take(self, price: float) -> None:
+        assert self.spent is not None  # fits() came first
+        self.spent += price
 
 
 class PollClock:
@@ -192,8 +217,12 @@ class Runner:
         self._observe: Observer = observe or _Nobody()
         self._status_seen = getattr(self._observe, "status", None)
         self.stopped: str | None = None  # why the run was stopped early, if it was
-        self.out_of_budget = False  # set when the next submit would have passed --budget
-        self._spent: float | None = None  # the ledger's spend, or more (see _affordable)
+        self._caps: list[_Cap] = []  # out_of_budget: the flag of the one a submit would pass
+        if self.options.budget is not None:
+            self._caps.append(_Cap("--budget", self.options.budget, ledger.spend))
+        if self.options.run_budget is not None:  # a run starts having spent nothing
+            self._caps.append(_Cap("--run-budget", self.options.run_budget, ledger.run_spend, 0.0))
+        self.out_of_budget: str | None = None
         self.run_error: RunError | None = None  # the key, the account or the network failed
         self._scope: anyio.CancelScope | None = None
         self._submits: set[anyio.CancelScope] = set()
@@ -405,32 +434,28 @@ class Runner:
         )
 
     def _affordable(self, job: Job) -> bool:
-        """Whether submitting ``job`` keeps the ledger's spend within ``--budget``.
+        """Whether submitting ``job`` keeps the spend within ``--budget`` (the ledger's) and
+        ``--run-budget`` (this run's).
 
         Called right before the submit intent is asked of the group commit, with no ``await``
         in between, so the check and the reservation (``cost_usd`` set with the intent) cannot
-        interleave with another worker's: the cap holds at any concurrency. Once a job does not
-        fit, no further job is submitted in this run (in-flight ones finish).
-
-        The spend is summed from the ledger (every job, with the intents still being
-        committed) only when the job might not fit: in between, the last sum plus what this run
-        reserved since is an upper bound (nothing else adds to the spend while the run holds
-        the ledger), so a budgeted run of many jobs does not sum them all for each submit.
+        interleave with another worker's: the caps hold at any concurrency. Once a job does
+        not fit, no further job is submitted in this run (in-flight ones finish).
         """
-        budget = self.options.budget
-        if budget is None:
+        if not self._caps:
             return True
-        if self.out_of_budget:
+        if self.out_of_budget is not None:
             return False
         price = job.price_usd or 0.0
-        if self._spent is None or self._spent + price > budget + 1e-9:
-            self._spent = self.ledger.spend() + self.commits.reserved_usd
-        if self._spent + price <= budget + 1e-9:
-            self._spent += price
-            return True
-        self.out_of_budget = True
-        logger.info("budget reached: $%.2f spent of $%.2f", self._spent, budget)
-        return False
+        reserved = self.commits.reserved_usd
+        for cap in self._caps:
+            if not cap.fits(price, reserved):
+                self.out_of_budget = cap.flag
+                logger.info("%s reached: $%.2f spent of $%.2f", cap.flag, cap.spent, cap.limit)
+                return False
+        for cap in self._caps:
+            cap.take(price)
+        return True
 
     async def _submit_shielded(self, job: Job, body: dict[str, Any]) -> Submitted:
         """A stop does not interrupt a POST under way (so its answer gets recorded: the

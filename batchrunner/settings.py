@@ -117,6 +117,12 @@ class Settings:
         "Most USD this ledger may commit, counting earlier runs; stops submitting (exit 75).",
         kind="float:0",
     )
+    run_budget: float | None = option(
+        None,
+        "Most USD one run may commit, earlier runs not counted (a nightly cap); stops "
+        "submitting (exit 75).",
+        kind="float:0",
+    )
     sheet: str | None = option(None, "Excel sheet to read (name or 0-based index); default first.")
     resubmit_unknown: bool = option(
         False,

@@ -138,6 +138,7 @@ def retry_ids(
     new_take: bool,
     unknown: bool = False,
     budget: float | None = None,
+    run_budget: float | None = None,
     max_runtime: float | None = None,
     announce: Callable[[Plan], None] | None = None,
     token: str | None = None,
@@ -164,6 +165,7 @@ def retry_ids(
         command="retry",
         prepare=prepare,
         budget=budget,
+        run_budget=run_budget,
         max_runtime=max_runtime,
     )
 

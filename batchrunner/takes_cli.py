@@ -53,6 +53,7 @@ def retry_ids(
     new_take: bool,
     unknown: bool,
     budget: float | None,
+    run_budget: float | None,
     dry_run: bool,
     max_runtime: float | None,
 ) -> Summary | None:
@@ -64,7 +65,8 @@ def retry_ids(
         raise click.UsageError("--new-take needs --ids FILE (the jobs to make new takes of)")
     ids = takes.read_ids(ids_file)
     if dry_run:
-        _announce(takes.preview(ledger, ids, new_take=new_take, unknown=unknown), budget)
+        planned = takes.preview(ledger, ids, new_take=new_take, unknown=unknown)
+        _announce(planned, budget, run_budget)
         click.echo("dry run: nothing was recorded or sent", err=True)
         return None
     progress = Progress()
@@ -75,15 +77,16 @@ def retry_ids(
             new_take=new_take,
             unknown=unknown,
             budget=budget,
+            run_budget=run_budget,
             max_runtime=max_runtime,
-            announce=lambda plan: _announce(plan, budget),
+            announce=lambda plan: _announce(plan, budget, run_budget),
             observe=progress,
         )
     finally:
         progress.close()
 
 
-def _announce(plan: takes.Plan, budget: float | None) -> None:
+def _announce(plan: takes.Plan, budget: float | None, run_budget: float | None) -> None:
     """What is about to be bought, one line per job, then the total — on stderr."""
     from batchrunner.planner import money
 
@@ -116,4 +119,6 @@ def _announce(plan: takes.Plan, budget: float | None) -> None:
     line = f"spent so far: {money(plan.spent_usd)}"
     if budget is not None:
         line += f"; --budget {money(budget)} leaves {money(max(0.0, budget - plan.spent_usd))}"
+    if run_budget is not None:
+        line += f"; --run-budget {money(run_budget)} caps this run"
     click.echo(line, err=True)

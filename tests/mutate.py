@@ -479,6 +479,14 @@ MUTATIONS: list[Mutation] = [
     ),
     # --- The budget is never exceeded
     Mutation(
+        "run-budget-counts-earlier-runs",
+        "The budget is never exceeded",
+        "batchrunner/scheduler.py",
+        "ledger.run_spend, 0.0))\n",
+        "ledger.spend))  # MUTANT: earlier runs count against each run's cap\n",
+        (BUDGET + "test_a_run_budget_caps_each_night_and_the_ledger_budget_the_whole",),
+    ),
+    Mutation(
         "budget-check-and-reservation-interleave",
         "The budget is never exceeded",
         "batchrunner/scheduler.py",

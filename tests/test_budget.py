@@ -313,3 +313,35 @@ def test_config_file_beside_the_manifest_applies_and_the_command_line_wins(
     misspelt = CliRunner().invoke(cli, ["plan", str(manifest)])
     assert misspelt.exit_code == 2
     assert "unknown setting 'concurency' (did you mean 'concurrency'?)" in misspelt.output
+
+
+def test_a_run_budget_caps_each_night_and_the_ledger_budget_the_whole(tmp_path: Path) -> None:
+    """The nightly cron runs the same command every night: `--run-budget` caps what one run
+    commits (earlier nights not counted), so each night buys up to the cap, under concurrency
+    50; `--budget` still caps the ledger's whole spend, and the stricter of the two holds."""
+    with SimulatorServer(fast_config(run_seconds=0.2)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(12))
+        ledger = tmp_path / "ledger.db"
+        nightly = [*run_args(server, tmp_path, manifest, "--concurrency", "50"), "--json"]
+        nightly += ["--run-budget", "5", "--budget", "12"]  # $1.60 a job: 3 a night, 7 in all
+        plan = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", str(ledger),
+                                        "--run-budget", "5"])  # fmt: skip
+        assert "held back by --run-budget: 9 jobs\nto submit: 3 jobs, $4.80" in plan.output
+        for bought in (3, 6):  # two nights
+            result = CliRunner().invoke(cli, nightly, env=ENV)
+            summary = json.loads(result.stdout)
+            assert (result.exit_code, summary["submitted"]) == (75, 3), result.output
+            assert counters(server)["submits"] == bought
+            assert summary["stopped"] == (
+                f"--run-budget $5.00 reached: $4.80 committed by this run; {12 - bought} jobs "
+                f"not submitted, estimated ${(12 - bought) * PRICE:.2f}"
+            )
+            assert summary["next_command"] == (
+                f"`batchrunner resume --ledger {ledger}` (or the same run command, the next "
+                "night) to commit up to $5.00 more"
+            )
+        third = json.loads(CliRunner().invoke(cli, nightly, env=ENV).stdout)
+        assert third["submitted"] == 1  # $11.20 in the ledger: one more fits $12, not two
+        assert third["stopped"].startswith("budget $12.00 reached: $11.20 committed, $0.80 left")
+        with Ledger.open(ledger, create=False) as book:
+            assert book.spend() == pytest.approx(7 * PRICE)

@@ -139,7 +139,7 @@ def test_the_cli_prints_what_it_would_buy_and_a_dry_run_records_nothing(
     ids = tmp_path / "ids.txt"
     ids.write_text("fox\nhen\n")
     args = ["retry", "--ledger", str(tmp_path / "l.db"), "--ids", str(ids), "--new-take"]
-    result = CliRunner().invoke(cli, [*args, "--dry-run", "--budget", "10"])
+    result = CliRunner().invoke(cli, [*args, "--dry-run", "--budget", "10", "--run-budget", "4"])
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
         "new takes to submit: 2, $6.40",
@@ -148,7 +148,7 @@ def test_the_cli_prints_what_it_would_buy_and_a_dry_run_records_nothing(
         f"  hen~t2  row 3  new take of hen, seed {result.stderr.split('seed ')[2].split(':')[0]}"
         ": $3.20",
         "also pending in the ledger: 3 jobs, $9.60",
-        "spent so far: $0.00; --budget $10.00 leaves $10.00",
+        "spent so far: $0.00; --budget $10.00 leaves $10.00; --run-budget $4.00 caps this run",
         "dry run: nothing was recorded or sent",
     ]
     with Ledger.open(tmp_path / "l.db", create=False) as reopened:
