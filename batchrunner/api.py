@@ -13,7 +13,7 @@ A manifest is a file path (CSV, TSV, JSONL, JSON, XLSX, Parquet), a ``pandas.Dat
 list of dicts; rows are validated and reported exactly as for a file, with row numbers (a bad
 manifest raises :class:`~batchrunner.errors.ManifestError` with every problem). Options are the
 CLI's, by their Python names (``concurrency=4``, ``budget=40``, ``matrix={"aspect_ratio": ["16:9",
-"9:16"]}``, ``set={"duration": "4s"}``, ``count=2``, ``prompt_template=...``); a
+"9:16"]}``, ``set={"duration": "4s"}``, ``count=2``, ``prompt_template=...``, ``rows="1-3"``); a
 ``batchrunner.toml`` beside a manifest file is read as the CLI reads it, the arguments win.
 
 Nothing here configures logging, prints or exits. ``run`` works from plain scripts and from a
@@ -39,7 +39,7 @@ from batchrunner.settings import NAMES
 if TYPE_CHECKING:
     import pandas as pd
 
-EXPANSION_OPTIONS = ("set", "matrix", "prompt_template", "count", "dedupe", "strict")
+EXPANSION_OPTIONS = ("set", "matrix", "prompt_template", "count", "dedupe", "strict", "rows")
 SETTINGS_OPTIONS = NAMES
 
 
@@ -146,6 +146,7 @@ def _options(
         count=merged.get("count"),
         dedupe=bool(merged.get("dedupe", False)),
         strict=bool(merged.get("strict", False)),
+        rows=options.get("rows"),
         check=spec.value_problem,
     )
     return settings, expansion

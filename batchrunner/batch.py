@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchrunner.connect import api_config, connect, run_info
 from batchrunner.errors import LedgerError, ManifestError, Problem, UsageError
-from batchrunner.expand import Expansion
+from batchrunner.expand import Expansion, Rows
 from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
 from batchrunner.paths import video_name
@@ -91,7 +91,10 @@ def run_manifest(
     check_writable(settings.out)
     with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
         with gc_paused():
-            recording = _record(ledger, manifest, settings, api, replace_changed=replace_changed)
+            rows = expansion.rows if expansion else None
+            recording = _record(
+                ledger, manifest, settings, api, replace_changed=replace_changed, rows=rows
+            )
         del manifest  # the ledger has it now (or will, as the run goes)
         return execute(ledger, settings, api, observe, recording)
 
@@ -103,6 +106,7 @@ def _record(
     api: ApiConfig | None,
     *,
     replace_changed: bool,
+    rows: Rows | None = None,
 ) -> Recording:
     """Start the run and record the manifest's jobs, or refuse its edited rows (nothing sent).
     The jobs the ledger does not have yet are written as the run starts (the recording)."""
@@ -123,6 +127,8 @@ def _record(
     _check_nothing_in_the_way(manifest, decisions, settings.out)
     info = run_info(settings, api)
     info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
+    if rows is not None:  # the other rows' jobs are left alone, and `status` says why
+        info["options"]["rows"] = str(rows)
     source = manifest.source  # absolute, for what may not be written over it later
     ledger.start_run("run", manifest=str(source.resolve() if source.exists() else source), **info)
     replaced = {d.job_id for d in decisions if d.changed and d.action == "submit"}

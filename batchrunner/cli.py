@@ -272,6 +272,12 @@ def manifest_options(fn: F) -> F:
             metavar="FIELD=VALUE",
             help="Fill FIELD where its cell is empty (repeatable): --set duration=8s",
         ),
+        click.option(
+            "--rows",
+            metavar="SPEC",
+            help="Only these rows, numbered as plan and errors number them: --rows 1-3,7 "
+            "to try a few before the batch.",
+        ),
         click.option("--dedupe", is_flag=True, help="Keep identical rows (no id) once."),
         click.option("--strict", is_flag=True, help="Unknown columns are errors, not warnings."),
         click.option(
@@ -310,6 +316,7 @@ def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Ex
         count=params.pop("count"),
         dedupe=params.pop("dedupe"),
         strict=params.pop("strict"),
+        rows=params.pop("rows"),
     )
 
 
@@ -629,8 +636,10 @@ def status(ledger: Path, every: bool, as_json: bool) -> None:
     if info["warnings_total"] > len(info["warnings"]):
         click.echo(f"  ... and {info['warnings_total'] - len(info['warnings'])} more warnings")
     if info["not_in_manifest_total"]:
+        rows = info["not_in_manifest_rows"]
+        where = f"outside the last run's --rows {rows}" if rows else "no longer in the manifest"
         click.echo(
-            f"{info['not_in_manifest_total']} jobs are no longer in the manifest (left alone): "
+            f"{info['not_in_manifest_total']} jobs are {where} (left alone): "
             + ", ".join(job["job_id"] for job in info["not_in_manifest"])
         )
     if info["attention_total"] > len(info["attention"]):

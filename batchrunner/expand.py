@@ -32,6 +32,63 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_ .\-]*)\}")
 
 
 @dataclass(frozen=True)
+class Rows:
+    """A selection of a manifest's rows, ``--rows 1-3,7,250-``: by the numbers ``plan`` and
+    every problem give them (data rows from 1, the header not counted). To try a few rows
+    before the batch, or make one again; the rows left out are not read further than their
+    number, not recorded and not sent."""
+
+    spans: tuple[tuple[int, int | None], ...]  # (first, last); last None: to the end
+
+    @classmethod
+    def parse(cls, spec: str | int | Iterable[int]) -> Rows:
+        """``"1-3,7,250-"``, a row number, or row numbers."""
+        if isinstance(spec, bool):
+            raise UsageError(f"rows takes row numbers like '1-3,7', not {spec!r}")
+        if isinstance(spec, int):
+            spec = [spec]
+        if not isinstance(spec, str):
+            numbers = sorted(set(spec))
+            if not numbers or not all(isinstance(n, int) and n >= 1 for n in numbers):
+                raise UsageError(f"rows takes row numbers from 1, not {spec!r}")
+            return cls(tuple((n, n) for n in numbers))
+        spans: list[tuple[int, int | None]] = []
+        for part in spec.split(","):
+            first, dash, last = part.strip().partition("-")
+            try:
+                start = int(first)
+                end = (int(last) if last.strip() else None) if dash else start
+            except ValueError:
+                start, end = 0, 0
+            if start < 1 or (end is not None and end < start):
+                raise UsageError(
+                    f"--rows {spec!r}: write row numbers and ranges like 1-3,7,250- (rows "
+                    "count from 1 after the header, as `plan` and errors number them)"
+                )
+            spans.append((start, end))
+        return cls(tuple(spans))
+
+    def __contains__(self, row: object) -> bool:
+        return isinstance(row, int) and any(
+            first <= row and (last is None or row <= last) for first, last in self.spans
+        )
+
+    def past(self, last_row: int) -> list[str]:
+        """The spans that name rows past ``last_row`` (a range to the end names none)."""
+        return [
+            str(Rows(((first, last),)))
+            for first, last in self.spans
+            if last is not None and last > last_row
+        ]
+
+    def __str__(self) -> str:
+        return ",".join(
+            str(first) if last == first else f"{first}-{'' if last is None else last}"
+            for first, last in self.spans
+        )
+
+
+@dataclass(frozen=True)
 class Expansion:
     """What the user asked for besides the rows themselves (CLI options, ``batchrunner.toml``)."""
 
@@ -41,6 +98,7 @@ class Expansion:
     count: int | None = None
     dedupe: bool = False
     strict: bool = False
+    rows: Rows | None = None  # only these rows of the manifest (--rows)
 
     @functools.cached_property
     def combinations(self) -> list[dict[str, str]]:
@@ -105,6 +163,7 @@ def build(
     count: int | None = None,
     dedupe: bool = False,
     strict: bool = False,
+    rows: str | int | Iterable[int] | None = None,
     check: Callable[[str, Any], str | None] | None = None,
 ) -> Expansion:
     """The expansion asked for: the config file's ``[defaults]`` and ``[matrix]`` tables, with
@@ -136,6 +195,7 @@ def build(
         count=count,
         dedupe=dedupe,
         strict=strict,
+        rows=None if rows is None else Rows.parse(rows),
     )
 
 

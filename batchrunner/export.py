@@ -76,6 +76,7 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
         in_flight = sum(counts.get(s.value, 0) for s in AT_PROVIDER)
         billed, billed_jobs = ledger.billed()
         last = ledger.last_run(("run", "resume", "retry"))
+        last_manifest = ledger.last_run(("run",))
         gone = [
             {"job_id": j.job_id, "row": j.row, "state": j.state.value}
             for j in ledger.not_in_last_manifest()
@@ -101,6 +102,8 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
             | _what_it_said(last),
             "not_in_manifest": gone[:limit],
             "not_in_manifest_total": len(gone),
+            # the rows the last manifest was cut to (--rows): the others are not gone
+            "not_in_manifest_rows": last_manifest["options"].get("rows") if last_manifest else None,
             "attention": attention[:limit],
             "attention_total": len(attention),
             "warnings": warned[:limit],  # done, but the file differs from the request

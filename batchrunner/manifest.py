@@ -29,6 +29,7 @@ typo) is an error naming the field; a column like no field is metadata, with a w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import gc
 import json
@@ -42,10 +43,11 @@ from typing import Any
 from batchrunner import identity
 from batchrunner.cells import IN_MEMORY, Record, Table, read_records, read_table
 from batchrunner.coerce import BAD, OMIT, BadCell, Coercer, FieldKind, coerce, control_text, plain
-from batchrunner.errors import ManifestError, Problem
+from batchrunner.errors import ManifestError, Problem, UsageError
 from batchrunner.expand import (
     MAX_TAKES,
     Expansion,
+    Rows,
     TemplateError,
     Variant,
     placeholders,
@@ -147,6 +149,8 @@ def _load(
     else:
         source, table, folder = Path(IN_MEMORY), read_records(path), Path.cwd()
         path = IN_MEMORY
+    if expansion.rows is not None:
+        table = _selected(table, expansion.rows)
     columns = _Columns(table.columns, spec, expansion)
     problems = [*table.problems, *(columns.problems if table.columns else [])]
     builder = _RowBuilder(spec, columns, folder, expansion)
@@ -175,6 +179,27 @@ def _load(
     return Manifest(
         source, spec, rows, table.columns, warnings=problems, records=len(table.records)
     )
+
+
+def _selected(table: Table, rows: Rows) -> Table:
+    """The rows ``--rows`` takes, with their own numbers, and the problems of those rows and
+    of the whole file (its header); a selection that takes no row is an error."""
+    numbers, _ = table.numbers()
+    if not numbers:
+        return table
+    keep = [i for i, row in enumerate(numbers) if row in rows]
+    if not keep:
+        raise UsageError(
+            f"--rows {rows}: the manifest has no such rows (its rows are numbered "
+            f"{numbers[0]}-{numbers[-1]}, as `plan` and errors number them)"
+        )
+    records = [table.records[i] for i in keep]
+    problems = [p for p in table.problems if p.row is None or p.row in rows]
+    past = rows.past(numbers[-1])
+    if past:
+        message = f"--rows {', '.join(past)}: past the manifest's last row ({numbers[-1]})"
+        problems.append(Problem(message, severity="warning"))
+    return dataclasses.replace(table, records=records, problems=problems)
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ class Summary:
     finished_at: str = ""
     gallery: str | None = None  # the review page written at the end (batchrunner.gallery)
     left_alone: int = 0  # pending, never sent, their rows deleted from the manifest
+    rows: str | None = None  # the rows the last run's manifest was cut to (--rows): the others
 
     @classmethod
     def from_ledger(
@@ -54,6 +55,7 @@ class Summary:
         counts = {state.value: n for state, n in ledger.counts().items()}
         total = sum(counts.values())
         left_alone = ledger.left_alone() if counts.get(JobState.PENDING.value) else 0
+        last_manifest = ledger.last_run(("run",)) if left_alone else None
         if stopped is not None:
             code = stopped[0]
         elif counts.get(JobState.DONE.value, 0) + left_alone == total:
@@ -87,6 +89,7 @@ class Summary:
             or (_UNSENT_NEXT if unsent else _next_command(code, counts, path)),
             ledger=path,
             left_alone=left_alone,
+            rows=last_manifest["options"].get("rows") if last_manifest else None,
             run_id=ledger.run_id,
             finished_at=now(),
         )
@@ -95,7 +98,8 @@ class Summary:
         order = [s.value for s in JobState]
         parts = [f"{self.counts[s]} {s}" for s in order if self.counts.get(s)]
         if self.left_alone:  # pending comes first
-            parts[0] += f" ({self.left_alone} left alone: their rows were deleted, never sent)"
+            why = f"outside --rows {self.rows}" if self.rows else "their rows were deleted"
+            parts[0] += f" ({self.left_alone} left alone: {why}, never sent)"
         line = (
             f"{self.total} jobs: {', '.join(parts) or 'none'}; "
             f"this run submitted {self.submitted}, downloaded {self.downloaded}; "

@@ -58,6 +58,8 @@ def test_a_list_of_dicts_is_checked_like_a_file_with_row_numbers() -> None:
     assert (problem.row, problem.column) == (2, "resolution")
     assert "'720p', '1080p' or '4k'" in problem.message
     assert batchrunner.plan(rows[:1], model="fal-ai/veo3.1").cost_usd == 3.20
+    for taken in ("1", 1, [1]):  # the bad row 2 left out, as `--rows 1` leaves it
+        assert batchrunner.plan(rows, model="fal-ai/veo3.1", rows=taken).cost_usd == 3.20
     with pytest.raises(
         UsageError, match=r"unknown option concurency \(did you mean 'concurrency'\?\)"
     ):

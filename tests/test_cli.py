@@ -354,3 +354,47 @@ def test_a_ctrl_c_outside_the_batch_loop_says_what_it_left(
     assert result.stderr == said.format(l=ledger)
     if "--json" in args:
         assert json.loads(result.stdout) == {"exit_code": 130, "error": said.strip()}
+
+
+def test_rows_buys_only_the_rows_taken_and_the_plain_command_the_rest(tmp_path: Path) -> None:
+    """`--rows` tries a few rows before the batch, or makes one again: only those are
+    recorded and bought, rows an earlier run recorded are left alone by it (and by a `resume`
+    of it, which goes on with what it took), and the plain command then buys the rest, none
+    twice."""
+    with SimulatorServer(fast_config(run_seconds=0.2)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(6))
+        ledger = str(tmp_path / "ledger.db")
+        env = {"BATCHRUNNER_API_KEY": TOKEN}
+
+        def run(*extra: str) -> str:
+            result = CliRunner().invoke(
+                cli, [*run_args(server, tmp_path, manifest), *extra], env=env
+            )
+            assert result.exit_code in (0, 75), result.output
+            return result.output
+
+        run("--run-budget", "3.20")  # rows 1 and 2 bought, 3 to 6 recorded and pending
+        assert counters(server)["submits"] == 2
+        plan = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", ledger, "--rows", "5"])
+        assert plan.output.startswith(f"{manifest}: 1 rows -> 1 jobs")
+        assert "to submit: 1 jobs, $1.60" in plan.output
+        run("--rows", "5")
+        assert counters(server)["submits"] == 3
+        status = CliRunner().invoke(cli, ["status", "--ledger", ledger]).output
+        assert "5 jobs are outside the last run's --rows 5 (left alone): " in status
+        assert "no longer in the manifest" not in status
+        resumed = CliRunner().invoke(cli, ["resume", "--ledger", ledger], env=env)
+        assert resumed.exit_code == 0, resumed.output  # done with what it took
+        assert "6 jobs: 3 pending (3 left alone: outside --rows 5, never sent), 3 done" in (
+            resumed.output
+        )
+        assert counters(server)["submits"] == 3
+        run()
+        assert counters(server)["submits"] == 6
+        done = json.loads(CliRunner().invoke(cli, ["status", "--ledger", ledger, "--json"]).output)
+        assert done["counts"] == {"done": 6} and done["not_in_manifest_total"] == 0
+        again = CliRunner().invoke(cli, [*run_args(server, tmp_path, manifest), "--rows", "7-9"])
+        assert again.exit_code == 2 and again.output == (
+            "error: --rows 7-9: the manifest has no such rows (its rows are numbered 1-6, as "
+            "`plan` and errors number them)\n"
+        )

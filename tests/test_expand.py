@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrunner.errors import ManifestError
-from batchrunner.expand import Expansion
+from batchrunner.errors import ManifestError, UsageError
+from batchrunner.expand import Expansion, Rows
 from batchrunner.manifest import Manifest, load_manifest
 from batchrunner.models import get_model
 from batchrunner.planner import make_plan
@@ -325,3 +325,28 @@ def test_python_expansion_options_are_checked(
         manifest(tmp_path, [{"prompt": "a fox"}]), prompt_template="{{{prompt}}}", count=1
     )
     assert braces.jobs == 1  # escaped braces around a placeholder are a template's own
+
+
+@given(st.lists(st.tuples(st.integers(1, 60), st.integers(0, 20), st.booleans()), min_size=1))
+def test_a_rows_spec_takes_exactly_the_rows_it_names_and_prints_back_the_same(
+    spans: list[tuple[int, int, bool]],
+) -> None:
+    spec = ",".join(
+        f"{first}-" if open_ended else f"{first}-{first + extra}" if extra else str(first)
+        for first, extra, open_ended in spans
+    )
+    rows = Rows.parse(spec)
+    wanted = {
+        row
+        for row in range(1, 120)
+        for first, extra, open_ended in spans
+        if first <= row and (open_ended or row <= first + extra)
+    }
+    assert {row for row in range(1, 120) if row in rows} == wanted
+    assert str(rows) == spec and Rows.parse(str(rows)) == rows
+
+
+@pytest.mark.parametrize("spec", ["", "0", "3-1", "a-b", "1,,2", "-4", "1-2-3", True, [0], []])
+def test_a_bad_rows_spec_is_one_usage_error(spec: Any) -> None:
+    with pytest.raises(UsageError, match="rows"):
+        Rows.parse(spec)

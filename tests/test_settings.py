@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # run's own options that are not settings: what shapes jobs, and what this invocation prints
 NOT_SETTINGS = {
     "manifest", "verbose", "log_file", "count", "matrix", "prompt_template", "set_values",
-    "dedupe", "strict", "config_path", "replace_changed", "dry_run", "as_json",
+    "dedupe", "strict", "rows", "config_path", "replace_changed", "dry_run", "as_json",
 }  # fmt: skip
 EXPANSION_KEYS = {"count", "prompt_template", "dedupe", "strict"}
 
