@@ -35,8 +35,7 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_ .\-]*)\}")
 class Rows:
     """A selection of a manifest's rows, ``--rows 1-3,7,250-``: by the numbers ``plan`` and
     every problem give them (data rows from 1, the header not counted). To try a few rows
-    before the batch, or make one again; the rows left out are not read further than their
-    number, not recorded and not sent."""
+    before the batch, or buy one alone; the rows left out are not checked, recorded or sent."""
 
     spans: tuple[tuple[int, int | None], ...]  # (first, last); last None: to the end
 

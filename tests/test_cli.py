@@ -357,7 +357,7 @@ def test_a_ctrl_c_outside_the_batch_loop_says_what_it_left(
 
 
 def test_rows_buys_only_the_rows_taken_and_the_plain_command_the_rest(tmp_path: Path) -> None:
-    """`--rows` tries a few rows before the batch, or makes one again: only those are
+    """`--rows` tries a few rows before the batch, or buys one alone: only those are
     recorded and bought, rows an earlier run recorded are left alone by it (and by a `resume`
     of it, which goes on with what it took), and the plain command then buys the rest, none
     twice."""
