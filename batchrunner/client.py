@@ -40,7 +40,7 @@ other 4xx                               Final        Final        Final         
 502/503/504 from the app, no detail     Transient    Transient    Transient      Transient
 500, other 5xx, no JSON detail          Ambiguous    Transient    Transient      Transient
 connect error/timeout, pool timeout     Transient    Transient    Transient      Transient
-... all of them for ``unreachable_after``  Unreachable  Unreachable  Unreachable    Unreachable
+... all of them for 10 s, or 5 min [5]  Unreachable  Unreachable  Unreachable    Unreachable
 TLS certificate verification failed     Unreachable  Unreachable  Unreachable    Unreachable
 read/write error or timeout, dropped    Ambiguous    Transient    Transient      Transient
 ======================================  ===========  ===========  =============  ===========
@@ -48,7 +48,9 @@ read/write error or timeout, dropped    Ambiguous    Transient    Transient     
 [1] fal answers 400 while the request is still running. [2] "request not found at the
 provider". [3] :class:`ResultExpiredError`: results are kept about an hour. [4] except 502/503/504
 (``runner_scheduling_failure``, ``startup_timeout``...) on submit, status and cancel: infrastructure
-hiccups, Transient; on *result* the same answer is the job's stored failure, so Final.
+hiccups, Transient; on *result* the same answer is the job's stored failure, so Final. [5] 10 s
+before the API first answered in this run (a wrong address, offline); 5 min once it has, while
+the request waits for the network without using up its retries (:mod:`batchrunner.reach`).
 
 Why submit differs: 429, 408/409, the ingress' 502/503/504 (no ``x-fal-request-id``: the app
 never saw the request, PROTOCOL.md) and connect failures prove there is no job, so they are
@@ -107,7 +109,8 @@ from batchrunner.errors import (
 from batchrunner.models import split_endpoint
 from batchrunner.providers import ApiConfig, origin_of
 from batchrunner.ratelimit import RateLimiter
-from batchrunner.retry import RetryPolicy, call_with_retry
+from batchrunner.reach import Reach
+from batchrunner.retry import RetryPolicy, call_with_retry, mark_waiting
 from batchrunner.streams import STREAM_STALL, BadEvent, sse_events
 from batchrunner.transport import AiohttpTransport, Answer, kept_as_written, send
 
@@ -127,7 +130,6 @@ TIMEOUT_TYPE_HEADER = "x-fal-request-timeout-type"
 GATEWAY_CODES = (502, 503, 504)
 # fal: "User is locked. Reason: Exhausted balance ..."; resellers word it their own way
 _LOCKED = re.compile(r"\blocked\b|balance|credit|top.?up|billing|payment|quota", re.IGNORECASE)
-UNREACHABLE_AFTER = 10.0  # seconds without any answer from the API before the run stops
 # The request never left this machine: retrying cannot duplicate anything.
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 
@@ -567,7 +569,8 @@ class QueueClient:
         limits: httpx.Limits | None = None,
         stream_limits: httpx.Limits | None = None,
         extra_headers: Mapping[str, str] | None = None,
-        unreachable_after: float = UNREACHABLE_AFTER,
+        unreachable_after: float | None = None,
+        patience: float | None = None,
     ) -> None:
         headers = {"User-Agent": f"batchrunner/{__version__}", "Accept": "application/json"}
         for name, value in (extra_headers or {}).items():
@@ -580,8 +583,9 @@ class QueueClient:
         self.retry = retry
         self.limiter = limiter or RateLimiter(None)
         self.on_rate_limited = on_rate_limited
-        self.unreachable_after = unreachable_after
-        self._unreachable_since: float | None = None  # first failed connect since any answer
+        # how long to wait for the API when nothing connects: 10 s before it first answered,
+        # 5 min once it has (the network dropped): :mod:`batchrunner.reach`
+        self.reach = Reach(f"the API at {api.origin}", unreachable_after, patience)
         self._secrets = (api.token,)
 
         # Two pools: a status stream holds its connection for the whole job, so the short
@@ -767,7 +771,7 @@ class QueueClient:
             if isinstance(exc, NEVER_SENT):
                 error = self._still_reachable(error, started)
             raise error from exc
-        self._unreachable_since = None
+        self.reach.answered()
         logger.debug("GET %s -> %d (stream)", target, response.status_code)
         try:
             kind = response.headers.get("content-type", "")
@@ -894,7 +898,7 @@ class QueueClient:
                 error = self._still_reachable(error, started)
             raise error from exc
         wire.busy = False
-        self._unreachable_since = None
+        self.reach.answered()
         logger.debug(
             "%s %s -> %d (%.3fs)", method, url, response.status_code, time.monotonic() - started
         )
@@ -903,10 +907,8 @@ class QueueClient:
     async def _pause(self, seconds: float) -> None:
         """A retry's wait, cut short when the API may be declared unreachable before it ends:
         the next try then comes right at the bound, so the run stops in about that long."""
-        since = self._unreachable_since
-        if since is not None:
-            left = since + self.unreachable_after - time.monotonic()
-            seconds = min(seconds, max(left, 0.0) + 0.05)
+        if self.reach.failing_since is not None:
+            seconds = min(seconds, max(self.reach.left(), 0.0) + 0.05)
         await anyio.sleep(seconds)
 
     def _throttled(self, op: Op) -> None:
@@ -918,12 +920,13 @@ class QueueClient:
             self.on_rate_limited()
 
     def _still_reachable(self, error: ProviderError, started: float) -> ProviderError:
-        """``error``, or an UnreachableError once nothing has connected for the bound."""
+        """``error``, or an UnreachableError once nothing has connected for the bound; an
+        outage being waited for is marked so (:func:`batchrunner.retry.mark_waiting`)."""
         if isinstance(error, RunError):
             return error
-        since = self._unreachable_since = self._unreachable_since or started
-        if time.monotonic() - since < self.unreachable_after:
-            return error
+        if self.reach.failed(started) > 0:
+            return mark_waiting(error) if self.reach.waiting else error
+        since = self.reach.failing_since or started
         why = str(error)
         if why.startswith(f"{NOT_REACHED} (") and why.endswith(")"):  # said once, by the caller
             why = why[len(NOT_REACHED) + 2 : -1]

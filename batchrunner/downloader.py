@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import stat
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,9 +27,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from batchrunner.client import NEVER_SENT
 from batchrunner.errors import DownloadError, TransientError
 from batchrunner.paths import part_path
-from batchrunner.retry import RetryPolicy, call_with_retry
+from batchrunner.reach import Reach
+from batchrunner.retry import RetryPolicy, call_with_retry, mark_waiting
 from batchrunner.transport import AiohttpTransport, Answer, send
 
 logger = logging.getLogger(__name__)
@@ -60,9 +63,12 @@ class MediaClient:
         self,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = MEDIA_TIMEOUT,
+        patience: float | None = None,
     ):
         self.transport = transport or AiohttpTransport()
         self._timeout = timeout
+        self._patience = patience
+        self._reach: dict[str, Reach] = {}  # by origin: a media host down mid-run is waited for
 
     async def __aenter__(self) -> MediaClient:
         return self
@@ -77,9 +83,18 @@ class MediaClient:
     async def get(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Answer]:
         """The answer to ``GET url`` after any redirects, its body not yet read."""
         for _ in range(self.MAX_REDIRECTS + 1):
-            response = await send(
-                self.transport, "GET", url, headers, timeout=self._timeout, stream=True
-            )
+            reach = self._reach_of(url)
+            started = time.monotonic()
+            try:
+                response = await send(
+                    self.transport, "GET", url, headers, timeout=self._timeout, stream=True
+                )
+            except NEVER_SENT as exc:
+                reach.failed(started)
+                if reach.waiting:
+                    mark_waiting(exc)
+                raise
+            reach.answered()
             location = response.headers.get("location")
             if response.status_code in _REDIRECTS and location:
                 await response.aclose()
@@ -95,6 +110,15 @@ class MediaClient:
                 await response.aclose()
             return
         raise DownloadError(f"more than {self.MAX_REDIRECTS} redirects", permanent=True)
+
+    def _reach_of(self, url: str) -> Reach:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        reach = self._reach.get(origin)
+        if reach is None:
+            name = f"the media host {origin}"
+            reach = self._reach[origin] = Reach(name, patience=self._patience)
+        return reach
 
 
 class _Failed(TransientError):
@@ -212,7 +236,8 @@ async def _fetch_once(
                 size = handle.tell()
     except (httpx.TransportError, httpx.DecodingError) as exc:
         kind = type(exc).__name__
-        raise _Cut(f"{kind} after {_part_size(part)} bytes", kind) from exc
+        cut = _Cut(f"{kind} after {_part_size(part)} bytes", kind)
+        raise (mark_waiting(cut) if getattr(exc, "waiting_for_network", False) else cut) from exc
     want = expected_size if expected_size is not None else total
     if want is not None and size < want:
         raise _Cut(f"got {size} of {want} bytes")

@@ -38,6 +38,7 @@ from batchrunner.errors import RateLimitedError, TransientError
 logger = logging.getLogger("batchrunner.retry")
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,16 @@ class RetryPolicy:
         return wait
 
 
+OUTAGE_RETRY = 5.0  # seconds: the longest wait between tries while an origin is down
+
+
+def mark_waiting(error: E) -> E:
+    """Mark ``error`` as an outage the run is waiting for: retried by :func:`call_with_retry`
+    without using up the attempts or the time of its policy."""
+    error.waiting_for_network = True  # type: ignore[attr-defined]
+    return error
+
+
 def _mark_gave_up(error: BaseException, tries: int) -> None:
     """Append "(gave up after N tries)" to the error's message, keeping its type and fields."""
     if error.args and isinstance(error.args[0], str):
@@ -95,14 +106,23 @@ async def call_with_retry(
     """Await ``fn()`` until it succeeds, retrying ``retry_on`` errors as ``policy`` says.
 
     Errors not in ``retry_on`` propagate at once. ``on_retry(attempt, error, delay)`` is called
-    before each wait. After ``policy.attempts`` tries the last error is re-raised.
+    before each wait. After ``policy.attempts`` tries the last error is re-raised. A try that
+    found its origin down while the run waits for it (:func:`mark_waiting`) uses up neither
+    tries nor time: it is tried again every few seconds, and the origin's patience
+    (:mod:`batchrunner.reach`) bounds the wait.
     """
-    attempt = 1
+    attempt = waited = 1
     started = time.monotonic()
     while True:
+        tried = time.monotonic()
         try:
             return await fn()
         except retry_on as error:
+            if getattr(error, "waiting_for_network", False):
+                await sleep(min(policy.delay(waited, error), OUTAGE_RETRY))
+                waited += 1
+                started += time.monotonic() - tried  # the outage is not this call's budget
+                continue
             wait = policy.delay(attempt, error)
             if attempt >= policy.attempts or time.monotonic() - started + wait > policy.total:
                 _mark_gave_up(error, attempt)

@@ -503,8 +503,8 @@ class Runner:
                 return job  # failed, halted, or the run is stopping
             if why == "not offered":
                 verdict_pending = True  # a poll that answers proves the stream is the problem
-            elif why not in ("stopped", "overdue"):
-                self.streams.failed(self.origin, why)
+            elif why not in ("stopped", "overdue") and self.client.reach.failing_since is None:
+                self.streams.failed(self.origin, why)  # not while nothing connects: an outage
             # a fresh status before anything else, an overdue job's too: it may have finished
             # unseen (a laptop asleep wakes to its timers before the events it missed)
             poll_now = True

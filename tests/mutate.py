@@ -477,6 +477,14 @@ MUTATIONS: list[Mutation] = [
         "        # MUTANT: a pid recorded on another machine is signalled here\n",
         (LEDGER + "test_a_lock_holder_sigterm_would_not_stop_cleanly_is_never_signalled",),
     ),
+    Mutation(
+        "a-dropped-network-is-not-waited-for",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/reach.py",
+        "        return self.patience if self.answered_once else self.first\n",
+        "        return self.first  # MUTANT: 10 s, however long the API had been answering\n",
+        (UNATTENDED + "test_a_network_that_drops_mid_run_is_waited_for_and_the_run_finishes",),
+    ),
     # --- The budget is never exceeded
     Mutation(
         "run-budget-counts-earlier-runs",

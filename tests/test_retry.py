@@ -13,7 +13,7 @@ from batchrunner.client import QueueClient
 from batchrunner.errors import FinalError, RateLimitedError, TransientError, UsageError
 from batchrunner.providers import ApiConfig
 from batchrunner.ratelimit import RateLimiter
-from batchrunner.retry import RetryPolicy, call_with_retry
+from batchrunner.retry import OUTAGE_RETRY, RetryPolicy, call_with_retry, mark_waiting
 
 
 @pytest.fixture
@@ -277,3 +277,31 @@ async def test_a_429_on_a_poll_slows_the_limiter_but_one_on_a_submit_does_not() 
         with pytest.raises(RateLimitedError):
             await client.submit("fal-ai/veo3", {"prompt": "x"}, retry_throttled=False)
     assert submits.rps is None  # the scheduler's concurrency limit handles those
+
+
+@pytest.mark.anyio
+async def test_an_outage_being_waited_for_uses_up_neither_tries_nor_time() -> None:
+    """While the run waits for a network that dropped (:mod:`batchrunner.reach` bounds that
+    wait), a request's failed connections are tried again every few seconds without using up
+    its policy: once the network is back, it still has all its tries for its own trouble."""
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls <= 20:
+            raise mark_waiting(TransientError("nothing connects"))
+        if calls <= 22:
+            raise TransientError("answered 503")
+        return "ok"
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    policy = RetryPolicy(attempts=3, base_delay=1.0, max_delay=60.0, total=10.0, jitter=False)
+    assert await call_with_retry(policy, flaky, sleep=sleep) == "ok"
+    assert calls == 23
+    assert max(slept[:20]) == OUTAGE_RETRY  # tried again every few seconds, not every minute
+    assert sum(slept[:20]) > policy.total  # yet the outage did not use up the time either

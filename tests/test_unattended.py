@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from batchrunner import batch, scheduler
+from batchrunner import batch, reach, scheduler
 from batchrunner.cli import cli
 from batchrunner.ledger import Ledger
 from batchrunner.retry import RetryPolicy
@@ -625,3 +626,66 @@ def test_a_second_ctrl_c_leaves_at_once(sim: SimulatorServer, tmp_path: Path) ->
     final = batch.retry(ledger, failed=False, unknown=True, token=TOKEN)
     assert (final.exit_code, final.counts) == (0, {"done": 3})
     assert counters(sim)["submits"] == 3
+
+
+def test_a_network_that_drops_mid_run_is_waited_for_and_the_run_finishes(tmp_path: Path) -> None:
+    """The provider (API and media host both) stops answering for longer than the 10 s a run
+    gives an address that never answered, then comes back: the run waits for it, each request
+    without using up its retries, and finishes; nothing is bought twice, and the log says once
+    that it waited and once that the API came back."""
+    state = str(tmp_path / "sim-state.db")
+    manifest = write_manifest(tmp_path / "m.csv", rows(8))
+    ledger = tmp_path / "ledger.db"
+    first = SimulatorServer(fast_config(run_seconds=1.0, state_path=state)).start()
+    port = int(first.url.rsplit(":", 1)[1])
+    try:
+        args = run_args(first, tmp_path, manifest, "--concurrency", "3", "-v")
+        with runner_process(args, tmp_path) as proc:
+            wait_for(lambda: counters(first)["submits"] >= 1)  # the ledger is there
+            wait_for(lambda: JobState.DONE in states(ledger).values())  # the media host answered
+            wait_for(lambda: JobState.RUNNING in states(ledger).values())
+            submitted = counters(first)["submits"]
+            first.stop()
+            time.sleep(12)  # the outage: longer than an address that never answered is given
+            assert proc.poll() is None  # still waiting for the network
+            with SimulatorServer(fast_config(run_seconds=1.0, state_path=state), port=port) as back:
+                assert proc.wait(timeout=60) == 0
+                submitted += counters(back)["submits"]
+    finally:
+        first.stop()
+    assert set(states(ledger).values()) == {JobState.DONE}
+    assert submitted == 8  # none twice
+    log = (tmp_path / "runner.log").read_text()
+    api = f"the API at http://127.0.0.1:{port}"
+    assert len(re.findall(rf"{api} stopped answering \d+ s ago; waiting up to 300 s", log)) == 1
+    assert log.count(f"{api} answers again, after ") == 1
+
+
+def test_a_network_that_stays_down_ends_the_run_once_the_patience_is_spent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait is bounded: a provider that does not come back within the patience stops the
+    run as an unreachable one does (exit 69, one line), and the jobs it had sent stay in
+    flight in the ledger for the next run to follow."""
+    monkeypatch.setattr(reach, "PATIENCE", 4.0)
+    server = SimulatorServer(fast_config(run_seconds=30)).start()
+    manifest = write_manifest(tmp_path / "m.csv", rows(6))
+    settings = settings_for(server, tmp_path, concurrency=3)
+    outcome: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(batch.run_manifest(manifest, settings, token=TOKEN))
+    )
+    try:
+        worker.start()
+        wait_for(lambda: counters(server)["submits"] == 3)  # the ledger is there
+        wait_for(lambda: Counter(states(settings.ledger).values())[JobState.RUNNING] == 3)
+        started = time.monotonic()
+        server.stop()
+        worker.join(timeout=60)
+    finally:
+        server.stop()
+    (summary,) = outcome
+    assert summary.exit_code == 69
+    assert 4 <= time.monotonic() - started < 30
+    assert "cannot reach the API" in summary.stopped and "nothing connected for " in summary.stopped
+    assert Counter(states(settings.ledger).values()) == {JobState.RUNNING: 3, JobState.PENDING: 3}
