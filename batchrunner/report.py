@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
 from batchrunner.errors import ExitCode
 from batchrunner.ledger import Ledger, now
 from batchrunner.states import NEEDS_ATTENTION, JobState
+
+if TYPE_CHECKING:
+    from batchrunner.client import QueueStatus
 
 DEFAULT_LEDGER = "batchrunner.db"
 REASONS_SHOWN = 3
@@ -173,14 +177,23 @@ def _next_command(code: ExitCode, counts: dict[str, int], path: str) -> str | No
 
 
 class Progress:
-    """Three tqdm bars on stderr (submitted / completed / downloaded), only on a terminal."""
+    """Three tqdm bars on stderr (submitted / completed / downloaded), only on a terminal; the
+    "completed" one ends with what the provider says of the jobs in flight (their status
+    streams and polls): how many wait in its queue and the first one's place, how many run,
+    and the latest log line of a job: ``queued 12 (next at position 3), running 8: …``."""
 
     STAGES = ("submitted", "completed", "downloaded")
+    SAID_EVERY = 0.5  # seconds: the provider's word is redrawn at most this often
+    LOG_CHARS = 40  # of the latest log line
 
     def __init__(self, stream: TextIO | None = None, enabled: bool | None = None):
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.bars: dict[str, tqdm[Any]] = {}
+        # job in flight → (waiting in the queue, its place there when the provider says)
+        self._places: dict[str, tuple[bool, int | None]] = {}
+        self._log = ""
+        self._said_at = 0.0
 
     def start(self, total: int) -> None:
         if not self.enabled or not total:
@@ -194,6 +207,41 @@ class Progress:
         bar = self.bars.get(stage)
         if bar is not None:
             bar.update(1)
+
+    def status(self, job_id: str, status: QueueStatus) -> None:
+        """A job's status, as its stream or a poll gave it (:class:`~batchrunner.scheduler.
+        StatusObserver`)."""
+        bar = self.bars.get("completed")
+        if bar is None:
+            return
+        if status.status == "COMPLETED":
+            self._places.pop(job_id, None)
+        else:
+            self._places[job_id] = (status.status == "IN_QUEUE", status.queue_position)
+        for entry in reversed(status.logs or ()):
+            message = str(entry.get("message") or "").strip()
+            if message:
+                self._log = message.splitlines()[0]
+                break
+        moment = time.monotonic()
+        if moment - self._said_at >= self.SAID_EVERY or not self._places:
+            self._said_at = moment
+            bar.set_postfix_str(self.said(), refresh=True)
+
+    def said(self) -> str:
+        """``queued 12 (next at position 3), running 8: Rendering…``"""
+        queued = [place for waiting, place in self._places.values() if waiting]
+        running = len(self._places) - len(queued)
+        known = [place for place in queued if place is not None]
+        nearest = f" (next at position {min(known)})" if known else ""
+        parts = [f"queued {len(queued)}{nearest}"] if queued else []
+        parts += [f"running {running}"] if running else []
+        text = ", ".join(parts)
+        if self._log and self._places:
+            log = self._log
+            log = log if len(log) <= self.LOG_CHARS else log[: self.LOG_CHARS - 1] + "…"
+            text += f": {log}"
+        return text
 
     def close(self) -> None:
         for bar in self.bars.values():

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchrunner.cli import cli
+from batchrunner.client import QueueStatus
 from batchrunner.models import MAX_IMAGE_BYTES
 from batchrunner.report import Progress
 from batchrunner.simulator import SimulatorServer
@@ -398,3 +399,33 @@ def test_rows_buys_only_the_rows_taken_and_the_plain_command_the_rest(tmp_path: 
             "error: --rows 7-9: the manifest has no such rows (its rows are numbered 1-6, as "
             "`plan` and errors number them)\n"
         )
+
+
+def test_the_progress_display_says_what_the_provider_says_of_the_jobs_in_flight() -> None:
+    """Queue places and log lines from the status streams feed the display: under the bars,
+    how many jobs wait in the provider's queue (and the nearest one's place), how many run,
+    and the latest log line; a finished job leaves the count."""
+    stream = io.StringIO()
+    progress = Progress(stream=stream, enabled=True)
+    progress.SAID_EVERY = 0.0  # every status redrawn, for the test
+    progress.start(3)
+
+    def status(kind: str, place: int | None = None, log: str | None = None) -> QueueStatus:
+        logs = [{"message": log, "level": "INFO"}] if log else None
+        return QueueStatus(kind, place, None, None, logs, {})  # type: ignore[arg-type]
+
+    progress.status("a", status("IN_QUEUE", 4))
+    progress.status("b", status("IN_QUEUE", 2))
+    progress.status(
+        "c", status("IN_PROGRESS", log="Rendering frames 12-24 of the second shot, take 1")
+    )
+    assert progress.said() == (
+        "queued 2 (next at position 2), running 1: Rendering frames 12-24 of the second sh…"
+    )
+    progress.status("b", status("IN_PROGRESS"))
+    progress.status("c", status("COMPLETED"))
+    progress.close()
+    assert progress.said() == "queued 1 (next at position 4), running 1: " + (
+        "Rendering frames 12-24 of the second sh…"
+    )
+    assert "queued 2 (next at position 2), running 1" in stream.getvalue()
