@@ -49,6 +49,12 @@ def load(
     manifest = load_manifest(
         manifest_path, model_of(settings), sheet=settings.sheet, expansion=expansion
     )
+    if settings.check_urls:
+        from batchrunner.urlcheck import url_problems
+
+        broken = url_problems(manifest)
+        if broken:
+            raise ManifestError(str(manifest.source), broken)
     for warning in manifest.warnings if log_warnings else ():
         level = logging.INFO if warning.column else logging.WARNING  # metadata is routine
         logger.log(level, "%s: %s", manifest.source, warning)

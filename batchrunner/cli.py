@@ -289,7 +289,9 @@ def manifest_options(fn: F) -> F:
     ]
     for option in reversed(options):
         fn = option(fn)
-    return settings_options("model", "allow_unregistered", "price_per_job", "sheet")(fn)
+    return settings_options("model", "allow_unregistered", "price_per_job", "sheet", "check_urls")(
+        fn
+    )
 
 
 def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Expansion:
@@ -322,7 +324,7 @@ def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Ex
 
 def _model_settings(options: dict[str, Any]) -> Settings:
     """The settings plan and validate need: which model, how to read the manifest."""
-    names = ("model", "allow_unregistered", "price_per_job", "sheet")
+    names = ("model", "allow_unregistered", "price_per_job", "sheet", "check_urls")
     return Settings(**{name: options[name] for name in names})
 
 

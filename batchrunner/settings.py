@@ -124,6 +124,12 @@ class Settings:
         kind="float:0",
     )
     sheet: str | None = option(None, "Excel sheet to read (name or 0-based index); default first.")
+    check_urls: bool = option(
+        False,
+        "Before sending anything, fetch the start of every file URL (image_url...): a broken, "
+        "private or web-page link is a problem of its row.",
+        kind="flag",
+    )
     resubmit_unknown: bool = option(
         False,
         "Submit again jobs whose earlier submit got no answer (may pay twice).",

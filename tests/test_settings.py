@@ -68,9 +68,13 @@ def test_every_setting_has_its_flag_toml_key_and_readme_row() -> None:
         for n in declared
         if settings.flag_of(n) or settings.toml_key(n)
     }
-    assert set(RUN_SETTINGS) | {"model", "allow_unregistered", "price_per_job", "sheet"} == (
-        on_the_command_line
-    )
+    assert set(RUN_SETTINGS) | {
+        "model",
+        "allow_unregistered",
+        "price_per_job",
+        "sheet",
+        "check_urls",
+    } == (on_the_command_line)
 
 
 def test_stored_settings_round_trip_and_toml_values_are_typed(tmp_path: Path) -> None:
