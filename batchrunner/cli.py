@@ -588,19 +588,25 @@ def retry(
 @log_options
 @ledger_option
 @click.option("--all", "every", is_flag=True, help="List every job, not only those needing you.")
+@click.option(
+    "--runs", "history", is_flag=True, help="List every run: when, how it ended, what it cost."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @friendly_errors
-def status(ledger: Path, every: bool, as_json: bool) -> None:
+def status(ledger: Path, every: bool, history: bool, as_json: bool) -> None:
     """Show how many jobs are in each state, the spend, and jobs needing attention.
 
     \b
     Example:
         batchrunner status --ledger shots.db --json
         batchrunner status --ledger shots.db --all
+        batchrunner status --ledger shots.db --runs
     """
     from batchrunner import export
 
     info = export.status(ledger, every=every)
+    if history:
+        info["runs"] = export.runs(ledger)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -648,6 +654,37 @@ def status(ledger: Path, every: bool, as_json: bool) -> None:
         click.echo(
             f"  ... and {info['attention_total'] - len(info['attention'])} more (see export)"
         )
+    if history:
+        _print_runs(info["runs"])
+
+
+def _print_runs(runs: list[dict[str, Any]]) -> None:
+    """One line a run: ``#3  run  2026-12-02 01:30  1h12m  exit 75  submitted 46  ...``."""
+    from batchrunner.planner import money
+
+    click.echo("runs:")
+    for run in runs:
+        started = str(run["started_at"] or "")[:16].replace("T", " ")
+        took = _took(run["started_at"], run["finished_at"])
+        ended = "running" if run["finished_at"] is None else f"exit {run['exit_code']}"
+        line = f"  #{run['id']:<4} {run['command']:<7} {started}  {took:>7}  {ended:<7}"
+        if run["submitted"] is not None:
+            line += f"  submitted {run['submitted']:>5}  downloaded {run['downloaded']:>5}"
+        if run["run_spend_usd"] is not None:
+            line += f"  committed {money(run['run_spend_usd'])}"
+        click.echo(line.rstrip())
+
+
+def _took(started: str | None, finished: str | None) -> str:
+    from datetime import datetime
+
+    if not started or not finished:
+        return ""
+    seconds = int(
+        (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    )
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 @cli.command(name="export")

@@ -111,6 +111,37 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
         }
 
 
+def runs(ledger_path: str | Path) -> list[dict[str, Any]]:
+    """Every run of the ledger, oldest first: when, what, how it ended, and what it submitted,
+    downloaded and committed (``None`` where a run did not say: one still going, a ``cancel``)."""
+    listed = []
+    with open_existing(ledger_path) as ledger:
+        found = ledger.db.execute(
+            "select id, command, started_at, finished_at, exit_code, summary from runs order by id"
+        ).fetchall()
+        for number, command, started, finished, code, said in found:
+            try:
+                summary = json.loads(said or "{}")
+            except ValueError:
+                summary = {}
+            spent = summary.get("run_spend_usd")  # recorded as it ended: exact
+            if spent is None and "submitted" in summary:  # an older batchrunner's run
+                spent = ledger.run_spend(number)
+            listed.append(
+                {
+                    "id": number,
+                    "command": command,
+                    "started_at": started,
+                    "finished_at": finished,
+                    "exit_code": code,
+                    "submitted": summary.get("submitted"),
+                    "downloaded": summary.get("downloaded"),
+                    "run_spend_usd": spent,
+                }
+            )
+    return listed
+
+
 def _what_it_said(run: dict[str, Any]) -> dict[str, Any]:
     """Why a run ended as it did, from its stored summary: the stop line, the first reasons
     (some, like input files gone, are on no job) and the next command."""

@@ -659,13 +659,14 @@ class Ledger:
         (total,) = self.db.execute("select coalesce(sum(cost_usd), 0) from jobs").fetchone()
         return round(float(total), 4)
 
-    def run_spend(self) -> float:
-        """What this run committed: the spend of the jobs it submitted (a price given back,
-        a refused submit, is not counted, and a job submitted twice counts once)."""
+    def run_spend(self, run_id: int | None = None) -> float:
+        """What a run (this one by default) committed: the spend of the jobs it submitted (a
+        price given back, a refused submit, is not counted, and a job submitted twice counts
+        once). Of an earlier run, a job bought again since counts at its latest price."""
         (total,) = self.db.execute(
             "select coalesce(sum(cost_usd), 0) from jobs where job_id in "
             "(select job_id from events where run_id = ? and to_state = ?)",
-            [self.run_id, JobState.SUBMITTING.value],
+            [self.run_id if run_id is None else run_id, JobState.SUBMITTING.value],
         ).fetchone()
         return round(float(total), 4)
 

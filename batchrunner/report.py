@@ -33,6 +33,7 @@ class Summary:
     billed_jobs: int = 0
     submitted: int = 0
     downloaded: int = 0
+    run_spend_usd: float = 0.0  # what this run committed (its submits' estimated cost)
     exit_code: int = 0
     stopped: str | None = None  # why the run stopped early, when it did
     exit_reason: str = "all done"  # one phrase: what the exit code means this time
@@ -79,6 +80,7 @@ class Summary:
             billed_jobs=billed_jobs,
             submitted=submitted,
             downloaded=downloaded,
+            run_spend_usd=ledger.run_spend() if submitted else 0.0,
             exit_code=int(code),
             stopped=stopped[1] if stopped else None,
             exit_reason=_exit_reason(code, counts),
@@ -106,7 +108,8 @@ class Summary:
             parts[0] += f" ({self.left_alone} left alone: {why}, never sent)"
         line = (
             f"{self.total} jobs: {', '.join(parts) or 'none'}; "
-            f"this run submitted {self.submitted}, downloaded {self.downloaded}; "
+            f"this run submitted {self.submitted}{self._committed()}, "
+            f"downloaded {self.downloaded}; "
             f"estimated spend ${self.spend_usd:,.2f}"
         )
         if self.billed_jobs:
@@ -124,6 +127,9 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def _committed(self) -> str:
+        return f" (${self.run_spend_usd:,.2f})" if self.run_spend_usd else ""
 
 
 def _exit_reason(code: ExitCode, counts: dict[str, int]) -> str:

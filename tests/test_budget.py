@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import anyio
@@ -345,3 +346,11 @@ def test_a_run_budget_caps_each_night_and_the_ledger_budget_the_whole(tmp_path: 
         assert third["stopped"].startswith("budget $12.00 reached: $11.20 committed, $0.80 left")
         with Ledger.open(ledger, create=False) as book:
             assert book.spend() == pytest.approx(7 * PRICE)
+        # what each night committed, for the morning after
+        history = ["status", "--ledger", str(ledger), "--runs"]
+        runs = json.loads(CliRunner().invoke(cli, [*history, "--json"]).output)["runs"]
+        said = [(r["command"], r["exit_code"], r["submitted"], r["run_spend_usd"]) for r in runs]
+        assert said == [("run", 75, 3, 4.8), ("run", 75, 3, 4.8), ("run", 75, 1, 1.6)]
+        shown = CliRunner().invoke(cli, history).output
+        assert re.search(r"#3 +run +\S+ \S+ +\d+m\d\ds +exit 75 +submitted +1 +downloaded +1 +"
+                         r"committed \$1\.60\n", shown), shown  # fmt: skip
