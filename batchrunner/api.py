@@ -22,8 +22,6 @@ running event loop (a notebook): there it runs the batch on a worker thread and 
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,12 +73,9 @@ def run(
             token=token,
         )
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return go()
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchrunner") as pool:
-        return pool.submit(go).result()  # a notebook's loop is busy: run beside it
+    from batchrunner.runtime import beside_a_loop
+
+    return beside_a_loop(go)  # a notebook's loop is busy: the batch runs beside it
 
 
 TIMESTAMPS = ("created_at", "submitted_at", "started_at", "completed_at", "done_at", "updated_at")

@@ -12,6 +12,8 @@ KeyboardInterrupt.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import math
 import signal
 import sqlite3
@@ -45,6 +47,17 @@ from batchrunner.states import JobState
 from batchrunner.transport import proxy_shown
 
 T = TypeVar("T")
+
+
+def beside_a_loop(fn: Callable[[], T]) -> T:
+    """``fn()``, on a thread of its own when this thread runs an event loop (a notebook's: a
+    batch's own loop cannot start inside it, and blocking it is the caller's choice)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchrunner") as pool:
+        return pool.submit(fn).result()
 
 
 def run_loop(main: Callable[[], Awaitable[T]]) -> T:

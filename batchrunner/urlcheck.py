@@ -15,10 +15,7 @@ servers may reach (an allow-listed bucket) is not checkable, hence opt-in.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
-from typing import Any
 
 import anyio
 import httpx
@@ -47,23 +44,14 @@ def url_problems(manifest: Manifest, client: MediaClient | None = None) -> list[
                         places.append((row.row, row.line, name))
     if not where:
         return []
-    found = _run(_check_all, list(where), client)
+    from batchrunner.runtime import beside_a_loop
+
+    found = beside_a_loop(lambda: anyio.run(_check_all, list(where), client))
     return [
         Problem(f"{kind_of_field(column)} URL {why}", row=row, line=line, column=column, value=url)
         for url, why in found.items()
         for row, line, column in where[url]
     ]
-
-
-def _run(fn: Any, *args: Any) -> Any:
-    """``anyio.run(fn, *args)``, on a thread of its own when this one runs an event loop (the
-    Python API in a notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return anyio.run(fn, *args)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(anyio.run, fn, *args).result()
 
 
 async def _check_all(urls: list[str], client: MediaClient | None) -> dict[str, str]:

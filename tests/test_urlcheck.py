@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import socket
 import threading
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from batchrunner import urlcheck
 from batchrunner.cli import cli
 from batchrunner.downloader import MediaClient
+from batchrunner.errors import Problem
 from batchrunner.manifest import load_manifest
 from batchrunner.models import get_model
 from batchrunner.simulator import SimulatorServer
@@ -108,6 +110,11 @@ def test_a_broken_url_is_a_problem_of_each_row_that_names_it_fetched_once(tmp_pa
     ]
     assert problems[0].message == "image URL answered 404: the provider could not fetch it either"
     assert asked == {"/fox.png": 1, "/gone.png": 1}  # each URL once, however many rows
+
+    async def in_a_notebook() -> list[Problem]:  # its loop runs: the check goes beside it
+        return urlcheck.url_problems(loaded, _served(asked))
+
+    assert asyncio.run(in_a_notebook()) == problems
 
 
 def test_check_urls_stops_validate_and_run_before_anything_is_sent(
