@@ -793,7 +793,9 @@ def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
         click.echo(f"{manifest}: warning: {warning}", err=True)
     cost = sum(row.cost_usd or 0 for row in loaded.rows)
     jobs = f" -> {len(loaded.rows)} jobs" if len(loaded.rows) != loaded.records else ""
-    click.echo(f"{manifest}: {loaded.records} rows OK{jobs}; estimated cost ${cost:,.2f}")
+    click.echo(
+        f"{manifest}: {loaded.records} rows{loaded.taken} OK{jobs}; estimated cost ${cost:,.2f}"
+    )
 
 
 cli.add_command(simulate)

@@ -112,7 +112,8 @@ class Manifest:
     rows: list[ManifestRow]  # one per job, after expansion
     columns: list[str]
     warnings: list[Problem] = field(default_factory=list)
-    records: int = 0  # data rows in the file, before expansion
+    records: int = 0  # data rows in the file, before expansion (those --rows took)
+    taken: str = ""  # " (--rows 1-3 of 300)" when --rows took some
 
     @property
     def endpoint_id(self) -> str:
@@ -149,7 +150,9 @@ def _load(
     else:
         source, table, folder = Path(IN_MEMORY), read_records(path), Path.cwd()
         path = IN_MEMORY
+    taken = ""
     if expansion.rows is not None:
+        taken = f" (--rows {expansion.rows} of {len(table.records)})"
         table = _selected(table, expansion.rows)
     columns = _Columns(table.columns, spec, expansion)
     problems = [*table.problems, *(columns.problems if table.columns else [])]
@@ -177,7 +180,13 @@ def _load(
         raise ManifestError(str(path), problems)
     logger.debug("manifest %s: %d jobs, %d warnings", source, len(rows), len(problems))
     return Manifest(
-        source, spec, rows, table.columns, warnings=problems, records=len(table.records)
+        source,
+        spec,
+        rows,
+        table.columns,
+        warnings=problems,
+        records=len(table.records),
+        taken=taken,
     )
 
 

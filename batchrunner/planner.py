@@ -279,9 +279,10 @@ def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:
 class Plan:
     source: str
     endpoint: str
-    rows: int  # data rows in the manifest
+    rows: int  # data rows in the manifest (those --rows took)
     jobs: int  # after expansion
     cost_usd: float | None  # the estimate for every job; None when some job has no price
+    taken: str = ""  # " (--rows 1-3 of 300)" when --rows took some
     breakdown: list[dict[str, Any]] = field(default_factory=list)
     in_ledger: dict[str, int] = field(default_factory=dict)  # state -> jobs of this plan
     to_submit: int = 0
@@ -298,7 +299,7 @@ class Plan:
     def lines(self) -> list[str]:
         """The plan for people, one fact per line."""
         out = [
-            f"{self.source}: {self.rows} rows -> {self.jobs} jobs for {self.endpoint}",
+            f"{self.source}: {self.rows} rows{self.taken} -> {self.jobs} jobs for {self.endpoint}",
             f"estimated cost: {money(self.cost_usd)}"
             + (f" ({self.unpriced} jobs have no price)" if self.unpriced else ""),
         ]
@@ -358,6 +359,7 @@ def _plan(manifest: Manifest, ledger_path: Path | None, **choices: Any) -> Plan:
         source=str(manifest.source),
         endpoint=manifest.endpoint_id,
         rows=manifest.records,
+        taken=manifest.taken,
         jobs=len(manifest.rows),
         cost_usd=None if unpriced else _money(sum(cost or 0.0 for cost in costs)),
         breakdown=_breakdown(spec.price_fields, payloads, costs) if spec.price_fields else [],

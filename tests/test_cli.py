@@ -377,7 +377,7 @@ def test_rows_buys_only_the_rows_taken_and_the_plain_command_the_rest(tmp_path: 
         run("--run-budget", "3.20")  # rows 1 and 2 bought, 3 to 6 recorded and pending
         assert counters(server)["submits"] == 2
         plan = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", ledger, "--rows", "5"])
-        assert plan.output.startswith(f"{manifest}: 1 rows -> 1 jobs")
+        assert plan.output.startswith(f"{manifest}: 1 rows (--rows 5 of 6) -> 1 jobs")
         assert "to submit: 1 jobs, $1.60" in plan.output
         run("--rows", "5")
         assert counters(server)["submits"] == 3
