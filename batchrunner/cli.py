@@ -667,7 +667,7 @@ def _print_runs(runs: list[dict[str, Any]]) -> None:
         started = str(run["started_at"] or "")[:16].replace("T", " ")
         took = _took(run["started_at"], run["finished_at"])
         ended = "running" if run["finished_at"] is None else f"exit {run['exit_code']}"
-        line = f"  #{run['id']:<4} {run['command']:<7} {started}  {took:>7}  {ended:<7}"
+        line = f"  #{run['id']:<4} {run['command']:<7} {started}  {took:>7}  {ended:<8}"
         if run["submitted"] is not None:
             line += f"  submitted {run['submitted']:>5}  downloaded {run['downloaded']:>5}"
         if run["run_spend_usd"] is not None:
