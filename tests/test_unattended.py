@@ -513,7 +513,8 @@ def test_cancel_stops_the_batch_that_holds_the_ledger_then_cancels(tmp_path: Pat
 
 
 def test_cancelling_one_job_of_a_running_batch_leaves_the_rest_to_resume(tmp_path: Path) -> None:
-    with SimulatorServer(fast_config(run_seconds=3)) as server:
+    # the first two jobs run 5 s: the cancel stops the batch long before they free a slot
+    with SimulatorServer(fast_config(run_seconds=5)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(4))
         ledger = tmp_path / "ledger.db"
         env = {"BATCHRUNNER_API_KEY": TOKEN}
@@ -644,8 +645,8 @@ def test_a_network_that_drops_mid_run_is_waited_for_and_the_run_finishes(tmp_pat
             wait_for(lambda: counters(first)["submits"] >= 1)  # the ledger is there
             wait_for(lambda: JobState.DONE in states(ledger).values())  # the media host answered
             wait_for(lambda: JobState.RUNNING in states(ledger).values())
-            submitted = counters(first)["submits"]
             first.stop()
+            submitted = first.counters()["submits"]  # read in-process: every submit it took
             time.sleep(12)  # the outage: longer than an address that never answered is given
             assert proc.poll() is None  # still waiting for the network
             with SimulatorServer(fast_config(run_seconds=1.0, state_path=state), port=port) as back:
