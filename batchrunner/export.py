@@ -76,7 +76,6 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
         in_flight = sum(counts.get(s.value, 0) for s in AT_PROVIDER)
         billed, billed_jobs = ledger.billed()
         last = ledger.last_run(("run", "resume", "retry"))
-        last_manifest = ledger.last_run(("run",))
         gone = [
             {"job_id": j.job_id, "row": j.row, "state": j.state.value}
             for j in ledger.not_in_last_manifest()
@@ -102,8 +101,7 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
             | _what_it_said(last),
             "not_in_manifest": gone[:limit],
             "not_in_manifest_total": len(gone),
-            # the rows the last manifest was cut to (--rows): the others are not gone
-            "not_in_manifest_rows": last_manifest["options"].get("rows") if last_manifest else None,
+            "not_in_manifest_rows": ledger.rows_taken(),  # --rows: the others are not gone
             "attention": attention[:limit],
             "attention_total": len(attention),
             "warnings": warned[:limit],  # done, but the file differs from the request
@@ -119,6 +117,7 @@ def runs(ledger_path: str | Path) -> list[dict[str, Any]]:
         found = ledger.db.execute(
             "select id, command, started_at, finished_at, exit_code, summary from runs order by id"
         ).fetchall()
+        summed: dict[int, float] | None = None  # for runs that did not record theirs
         for number, command, started, finished, code, said in found:
             try:
                 summary = json.loads(said or "{}")
@@ -126,7 +125,8 @@ def runs(ledger_path: str | Path) -> list[dict[str, Any]]:
                 summary = {}
             spent = summary.get("run_spend_usd")  # recorded as it ended: exact
             if spent is None and "submitted" in summary:  # an older batchrunner's run
-                spent = ledger.run_spend(number)
+                summed = ledger.spend_by_run() if summed is None else summed
+                spent = summed.get(number, 0.0)
             listed.append(
                 {
                     "id": number,

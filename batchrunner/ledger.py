@@ -659,6 +659,22 @@ class Ledger:
         (total,) = self.db.execute("select coalesce(sum(cost_usd), 0) from jobs").fetchone()
         return round(float(total), 4)
 
+    def rows_taken(self) -> str | None:
+        """The ``--rows`` the latest `run` cut its manifest to (its other rows' jobs are left
+        alone, not deleted), or None."""
+        last = self.last_run(("run",))
+        return last["options"].get("rows") if last else None
+
+    def spend_by_run(self) -> dict[int, float]:
+        """:meth:`run_spend` of every run that submitted, in one pass over the events."""
+        found = self.db.execute(
+            "select submits.run_id, coalesce(sum(jobs.cost_usd), 0) from "
+            "(select distinct run_id, job_id from events where to_state = ?) as submits "
+            "join jobs on jobs.job_id = submits.job_id group by submits.run_id",
+            [JobState.SUBMITTING.value],
+        ).fetchall()
+        return {run: round(float(total), 4) for run, total in found}
+
     def run_spend(self, run_id: int | None = None) -> float:
         """What a run (this one by default) committed: the spend of the jobs it submitted (a
         price given back, a refused submit, is not counted, and a job submitted twice counts

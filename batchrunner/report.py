@@ -60,7 +60,6 @@ class Summary:
         counts = {state.value: n for state, n in ledger.counts().items()}
         total = sum(counts.values())
         left_alone = ledger.left_alone() if counts.get(JobState.PENDING.value) else 0
-        last_manifest = ledger.last_run(("run",)) if left_alone else None
         if stopped is not None:
             code = stopped[0]
         elif counts.get(JobState.DONE.value, 0) + left_alone == total:
@@ -95,7 +94,7 @@ class Summary:
             or (_UNSENT_NEXT if unsent else _next_command(code, counts, path)),
             ledger=path,
             left_alone=left_alone,
-            rows=last_manifest["options"].get("rows") if last_manifest else None,
+            rows=ledger.rows_taken() if left_alone else None,
             run_id=ledger.run_id,
             finished_at=now(),
         )
