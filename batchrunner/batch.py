@@ -47,7 +47,11 @@ def load(
     """The manifest, validated and expanded; raises before anything is sent. Its warnings are
     logged unless the caller shows them itself (``plan``, ``validate``)."""
     manifest = load_manifest(
-        manifest_path, model_of(settings), sheet=settings.sheet, expansion=expansion
+        manifest_path,
+        model_of(settings),
+        sheet=settings.sheet,
+        expansion=expansion,
+        models=lambda endpoint: model_of(settings, endpoint),
     )
     if settings.check_urls:
         from batchrunner.urlcheck import url_problems
@@ -61,17 +65,19 @@ def load(
     unpriced = [row for row in manifest.rows if row.cost_usd is None]
     capped = "--budget" if settings.budget is not None else "--run-budget"
     if (settings.budget is not None or settings.run_budget is not None) and unpriced:
+        models = " and ".join(dict.fromkeys(row.endpoint for row in unpriced))
         raise UsageError(
-            f"{capped} needs a price for every job, and {settings.model} is not in the "
+            f"{capped} needs a price for every job, and {models} is not in the "
             "registry; add --price-per-job USD, or register it with `batchrunner models add`"
         )
     return manifest
 
 
-def model_of(settings: Settings) -> ModelSpec:
-    """The registry's spec for ``settings.model``; an unknown id is an error unless allowed."""
+def model_of(settings: Settings, endpoint: str | None = None) -> ModelSpec:
+    """The registry's spec for ``endpoint`` (default ``settings.model``); an unknown id is an
+    error unless allowed."""
     return get_model(
-        settings.model,
+        endpoint or settings.model,
         allow_unregistered=settings.allow_unregistered,
         price_per_job=settings.price_per_job,
     )
@@ -138,7 +144,7 @@ def _record(
     source = manifest.source  # absolute, for what may not be written over it later
     ledger.start_run("run", manifest=str(source.resolve() if source.exists() else source), **info)
     replaced = {d.job_id for d in decisions if d.changed and d.action == "submit"}
-    to_job = job_maker(manifest.endpoint_id)
+    to_job = job_maker()
     for row in manifest.rows if replaced else ():
         if row.job_id in replaced:
             ledger.replace(to_job(row))
@@ -158,9 +164,9 @@ def _follow_sheet(ledger: Ledger, manifest: Manifest) -> None:
     facts = ((r.job_id, r.row, r.line, r.output, r.metadata) for r in manifest.rows)
     renamed = ledger.follow_sheet(facts)
     rows = {row.job_id: row for row in manifest.rows} if renamed else {}
-    extension = manifest.spec.default_extension
     for job_id, saved, output in renamed:
         row = rows[job_id]
+        extension = manifest.spec_of(row).default_extension
         if video_name(job_id, row.row, output, extension) == Path(saved).name:
             continue  # named as before after all
         now = repr(output) if output else "empty"
@@ -188,11 +194,11 @@ def _check_nothing_in_the_way(manifest: Manifest, decisions: list[Decision], out
     except OSError:
         return  # check_writable has made it; the downloads will say what is wrong
     known = {decision.job_id: decision for decision in decisions}
-    extension = manifest.spec.default_extension
     taken = []
     for row in manifest.rows:
         decision = known.get(row.job_id)  # None: new to the ledger
         if decision is None or (decision.action == "submit" and not decision.changed):
+            extension = manifest.spec_of(row).default_extension
             name = video_name(row.job_id, row.row, row.output, extension)
             if os.path.lexists(out / name):
                 taken.append(name)

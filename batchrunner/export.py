@@ -45,6 +45,7 @@ EXPORT_COLUMNS = [
     "video_codec",
     "audio_codec",
     "poster",
+    "model",  # the endpoint the job ran on (last: the columns before it keep their places)
 ]
 FORMATS = {".csv", ".jsonl", ".parquet", ".xlsx"}
 
@@ -179,6 +180,7 @@ def rows(ledger: Ledger) -> list[dict[str, Any]]:
             "submitted_at": job.submitted_at,
             "completed_at": job.completed_at,
             **media_columns(job),
+            "model": job.endpoint,
         }
         manifest_columns = dict(job.input)  # local files as their paths
         if job.output_name:

@@ -123,7 +123,8 @@ def card(job: Job, links: _Links, thumbs: _Thumbs, spec: ModelSpec | None) -> di
     """What one job's card shows (keys are short: 2,000 of them go into the page)."""
     media = job.media or {}
     video = job.output_path if job.state is JobState.DONE else None
-    values = {**_facet_values(job.input), **_facet_values(job.metadata)}
+    # the model is a filter once a ledger holds jobs of two (a facet needs two values)
+    values = {"model": job.endpoint, **_facet_values(job.input), **_facet_values(job.metadata)}
     take = _TAKE.search(job.variant or "")
     return {
         "id": job.job_id,

@@ -35,7 +35,7 @@ import gc
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ from batchrunner.images import (
     unfetchable,
     url_problem,
 )
-from batchrunner.models import ModelSpec
+from batchrunner.models import ModelSpec, get_model
 from batchrunner.paths import check_output_name, check_video_suffix, safe_name, with_extension
 
 __all__ = [
@@ -87,7 +87,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONTROL_COLUMNS = ("id", "output", "count")
+CONTROL_COLUMNS = ("id", "output", "count", "model")
 _COUNT = FieldKind("count", "int")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -103,21 +103,28 @@ class ManifestRow:
     metadata: dict[str, Any]  # every other column, as given (dates as ISO text)
     cost_usd: float | None  # spec.cost(payload)
     variant: str = ""  # matrix values and take, e.g. "16:9~1080p~t2"; "" for a plain row
+    endpoint: str = ""  # the model it runs on: its ``model`` cell, else the manifest's model
 
 
 @dataclass
 class Manifest:
     source: Path
-    spec: ModelSpec
+    spec: ModelSpec  # the model a row without a ``model`` cell runs on (``--model``)
     rows: list[ManifestRow]  # one per job, after expansion
     columns: list[str]
     warnings: list[Problem] = field(default_factory=list)
     records: int = 0  # data rows in the file, before expansion (those --rows took)
     taken: str = ""  # " (--rows 1-3 of 300)" when --rows took some
+    specs: dict[str, ModelSpec] = field(default_factory=dict)  # endpoint -> spec, of the rows
+
+    def spec_of(self, row: ManifestRow) -> ModelSpec:
+        """The model ``row`` runs on."""
+        return self.specs.get(row.endpoint) or self.spec
 
     @property
-    def endpoint_id(self) -> str:
-        return self.spec.endpoint_id
+    def endpoints(self) -> list[str]:
+        """The models the rows run on, in the order they first appear."""
+        return list(self.specs) or [self.spec.endpoint_id]
 
 
 def load_manifest(
@@ -126,12 +133,18 @@ def load_manifest(
     *,
     sheet: str | int | None = None,
     expansion: Expansion | None = None,
+    models: Callable[[str], ModelSpec] | None = None,
 ) -> Manifest:
     """Read, expand and check the manifest at ``path`` (or rows in memory: a DataFrame or a
     list of dicts, whose relative file paths are read from the current folder); raises
-    ManifestError or UsageError."""
+    ManifestError or UsageError.
+
+    Every row runs on ``spec`` unless the manifest has a ``model`` column: a row's cell there
+    names its model, looked up by ``models`` (an unknown one raises
+    :class:`~batchrunner.errors.UsageError`; the registry's, strictly, by default), and its
+    cells are read and checked against that model's fields."""
     with gc_paused():
-        return _load(path, spec, sheet, expansion or Expansion())
+        return _load(path, spec, sheet, expansion or Expansion(), models or get_model)
 
 
 def _header_names(spec: ModelSpec) -> frozenset[str]:
@@ -141,7 +154,11 @@ def _header_names(spec: ModelSpec) -> frozenset[str]:
 
 
 def _load(
-    path: str | Path | Any, spec: ModelSpec, sheet: str | int | None, expansion: Expansion
+    path: str | Path | Any,
+    spec: ModelSpec,
+    sheet: str | int | None,
+    expansion: Expansion,
+    models: Callable[[str], ModelSpec],
 ) -> Manifest:
     if isinstance(path, str | Path):
         source = Path(path).expanduser()
@@ -154,27 +171,16 @@ def _load(
     if expansion.rows is not None:
         taken = f" (--rows {expansion.rows} of {len(table.records)})"
         table = _selected(table, expansion.rows)
-    columns = _Columns(table.columns, spec, expansion)
-    problems = [*table.problems, *(columns.problems if table.columns else [])]
-    builder = _RowBuilder(spec, columns, folder, expansion)
-    quick = builder.plain_rows(table)
-    done = _all_distinct(quick) if quick is not None else None
-    if done is not None:  # every row one valid job (most manifests)
-        rows = done
+    groups, problems = _by_model(table, spec, models)
+    problems += table.problems
+    problems += _expansion_misfits(groups, expansion)
+    if len(groups) == 1:
+        ((only, group),) = groups
+        rows, found = _rows_of(group, only, folder, expansion)
+        problems += found
     else:
-        built: list[_Built] = []
-        for i, record in enumerate(table.records):
-            row = quick[i] if quick else None
-            if row is None:
-                built += builder.build(record)
-            else:  # built already: its id cell is plain text
-                built.append(_Built(record, control_text(record.cells.get("id")), row.output, row))
-        problems += _unique(p for b in built for p in b.problems)
-        duplicates, dropped = _duplicates(
-            built, dedupe=expansion.dedupe, matrix=bool(expansion.matrix)
-        )
-        problems += duplicates
-        rows = [b.row for b in built if b.row is not None and id(b) not in dropped]
+        rows, found = _rows_of_models(groups, folder, expansion)
+        problems += found
     problems.sort(key=lambda p: p.row or 0)
     if any(p.severity == "error" for p in problems):
         raise ManifestError(str(path), problems)
@@ -187,7 +193,184 @@ def _load(
         warnings=problems,
         records=len(table.records),
         taken=taken,
+        specs={one.endpoint_id: one for one, _ in groups} or {spec.endpoint_id: spec},
     )
+
+
+def _rows_of(
+    table: Table, spec: ModelSpec, folder: Path, expansion: Expansion
+) -> tuple[list[ManifestRow], list[Problem]]:
+    """The jobs of ``table``'s records, every one of them run on ``spec``, and the problems
+    found (the table's own, of reading the file, apart)."""
+    columns = _Columns(table.columns, spec, expansion)
+    problems = list(columns.problems if table.columns else [])
+    builder = _RowBuilder(spec, columns, folder, expansion)
+    quick = builder.plain_rows(table)
+    done = _all_distinct(quick) if quick is not None else None
+    if done is not None:  # every row one valid job (most manifests)
+        return done, problems
+    built: list[_Built] = []
+    for i, record in enumerate(table.records):
+        row = quick[i] if quick else None
+        if row is None:
+            built += builder.build(record)
+        else:  # built already: its id cell is plain text
+            built.append(_Built(record, control_text(record.cells.get("id")), row.output, row))
+    problems += _unique(p for b in built for p in b.problems)
+    duplicates, dropped = _duplicates(built, dedupe=expansion.dedupe, matrix=bool(expansion.matrix))
+    problems += duplicates
+    return [b.row for b in built if b.row is not None and id(b) not in dropped], problems
+
+
+def _by_model(
+    table: Table, spec: ModelSpec, models: Callable[[str], ModelSpec]
+) -> tuple[list[tuple[ModelSpec, Table]], list[Problem]]:
+    """``table``'s records grouped by the model each runs on, in the order the models first
+    appear: its ``model`` cell (looked up once per distinct cell), else ``spec``. A cell that
+    names no model is a problem of its row, whose record then joins no group."""
+    if "model" not in table.columns:
+        return [(spec, table)], []
+    rows, lines = table.numbers()
+    looked_up: dict[str, ModelSpec | str] = {}  # a cell's text -> its model, or what is wrong
+    members: dict[str, list[int]] = {}
+    specs: dict[str, ModelSpec] = {}
+    problems: list[Problem] = []
+    for i, cell in enumerate(table.cells("model")):
+        try:
+            text = control_text(cell) or spec.endpoint_id
+        except BadCell as exc:
+            problems.append(Problem(str(exc), rows[i], lines[i], "model", plain(cell)))
+            continue
+        found = looked_up.get(text)
+        if found is None:
+            try:
+                found = looked_up[text] = models(text)
+            except UsageError as exc:
+                found = looked_up[text] = str(exc)
+        if isinstance(found, str):
+            problems.append(Problem(found, rows[i], lines[i], "model", text))
+            continue
+        specs.setdefault(found.endpoint_id, found)
+        members.setdefault(found.endpoint_id, []).append(i)
+    if len(members) == 1 and not problems:
+        ((endpoint, _),) = members.items()
+        return [(specs[endpoint], table)], []
+    records = table.records
+    return [
+        (specs[endpoint], dataclasses.replace(table, records=[records[i] for i in kept]))
+        for endpoint, kept in members.items()
+    ], problems
+
+
+def _expansion_misfits(
+    groups: list[tuple[ModelSpec, Table]], expansion: Expansion
+) -> list[Problem]:
+    """``--set`` and ``--matrix`` fields (and the config file's) that a row's model does not
+    have (they were checked against ``--model``): a default is then not sent (a warning); a
+    matrix would make variants that are the same request, each bought (an error)."""
+    problems: list[Problem] = []
+    for spec, group in groups:
+        if not spec.known:
+            continue
+        rows = group.numbers()[0]
+        for name, _ in expansion.matrix:
+            if name not in spec.fields:
+                message = (
+                    f"--matrix {name}: {spec.endpoint_id} has no {name!r} field, so the variants "
+                    f"of {_row_list(rows)} would be one request bought several times; give "
+                    "them another model, or leave them out of this run (--rows)"
+                )
+                problems.append(Problem(message, column="model"))
+        for name in expansion.defaults:
+            if name not in spec.fields:
+                message = (
+                    f"--set {name} (or [defaults]): {spec.endpoint_id} has no {name!r} field, "
+                    f"so it is not sent for {_row_list(rows)}"
+                )
+                problems.append(Problem(message, column="model", severity="warning"))
+    return problems
+
+
+def _rows_of_models(
+    groups: list[tuple[ModelSpec, Table]], folder: Path, expansion: Expansion
+) -> tuple[list[ManifestRow], list[Problem]]:
+    """The jobs of a manifest whose rows run on several models, each group read as a manifest
+    of its own model, then merged in row order; and the problems of all of them.
+
+    A column is a field for the models that have it. In the rows of a model that does not,
+    it is metadata, said once if one of them fills it in (it is not sent); it is no
+    "unknown column" while another model of the manifest reads it. A problem of the columns
+    that only some models have (a required column missing) names them and their rows."""
+    rows: list[ManifestRow] = []
+    problems: list[Problem] = []
+    said: dict[tuple[str, str | None, str], list[str]] = {}  # column problems -> models
+    somewhere = {name for spec, _ in groups if spec.known for name in spec.fields}
+    for spec, group in groups:
+        found, group_problems = _rows_of(group, spec, folder, expansion)
+        rows += found
+        numbers = group.numbers()[0]
+        whose = f"{spec.endpoint_id} ({_row_list(numbers)})"
+        for problem in group_problems:
+            if problem.row is not None:
+                problems.append(problem)
+            elif problem.column in somewhere and problem.column not in spec.fields:
+                continue  # another model's field: see below
+            else:
+                key = (problem.message, problem.column, problem.severity)
+                said.setdefault(key, []).append(whose)
+        if not spec.known:
+            continue  # every column is sent as read
+        for name in sorted(somewhere - set(spec.fields) - set(CONTROL_COLUMNS)):
+            filled = [
+                n for n, cell in zip(numbers, group.cells(name), strict=True) if _filled(cell)
+            ]
+            if filled:
+                message = (
+                    f"{spec.endpoint_id} has no {name!r} field, so it is not sent for "
+                    f"{_row_list(filled)} (kept as metadata)"
+                )
+                problems.append(Problem(message, column=name, severity="warning"))
+    for (message, column, severity), whom in said.items():
+        if len(whom) < len(groups):
+            message = f"for {' and '.join(whom)}: {message}"
+        problems.append(Problem(message, column=column, severity=severity))
+    rows.sort(key=lambda row: row.row)  # stable: a row's variants keep their order
+    return rows, problems + _shared_across_models(rows)
+
+
+def _filled(cell: Any) -> bool:
+    return cell is not None and not (isinstance(cell, str) and not cell.strip())
+
+
+def _row_list(rows: Sequence[int], shown: int = 5) -> str:
+    """``row 2``, ``rows 2, 3, 7`` or ``rows 2, 3, 7, 9, 12 and 40 more``."""
+    listed = ", ".join(str(row) for row in rows[:shown])
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    return f"row {listed}" if len(rows) == 1 else f"rows {listed}{more}"
+
+
+def _shared_across_models(rows: list[ManifestRow]) -> list[Problem]:
+    """Ids and output names that rows of different models share (those of one model are
+    :func:`_duplicates`' to find): each is one job's and one video's."""
+    problems: list[Problem] = []
+    by_id: dict[str, ManifestRow] = {}
+    by_output: dict[str, ManifestRow] = {}
+    for row in rows:
+        first = by_id.setdefault(row.job_id, row)
+        if first.endpoint != row.endpoint:
+            message = (
+                f"the id {row.job_id!r} is also used by row {first.row}; each id must be unique"
+            )
+            problems.append(Problem(message, row.row, row.line, "id", row.job_id.split("~")[0]))
+        if row.output is not None:
+            first = by_output.setdefault(row.output.casefold(), row)
+            if first.endpoint != row.endpoint:
+                message = (
+                    f"the output name {row.output!r} is also used by row {first.row}; "
+                    "two videos cannot share a file"
+                )
+                problems.append(Problem(message, row.row, row.line, "output", row.output))
+    return problems
 
 
 def _selected(table: Table, rows: Rows) -> Table:
@@ -488,7 +671,7 @@ class _RowBuilder:
             if per_body and self.spec.problems(payload):
                 continue
             job_id = user_id or job_id_for(endpoint, payload, {})
-            rows[i] = _manifest_row(row, line, job_id, payload, output, meta, cost)
+            rows[i] = _manifest_row(row, line, job_id, payload, output, meta, cost, endpoint)
         return rows
 
     def build(self, record: Record) -> list[_Built]:
@@ -598,6 +781,7 @@ class _RowBuilder:
             metadata={name: plain(cells.get(name)) for name in self.columns.metadata},
             cost_usd=self.spec.cost(payload),
             variant=variant.label,
+            endpoint=self.spec.endpoint_id,
         )
         return built
 
@@ -720,10 +904,11 @@ def _manifest_row(
     output: str | None,
     metadata: dict[str, Any],
     cost_usd: float | None,
+    endpoint: str,
 ) -> ManifestRow:
-    """``ManifestRow(row, line, job_id, payload, {}, output, metadata, cost_usd)`` for a plain
-    row, made by :func:`~batchrunner.frozen.assemble` (its ``__init__`` was a tenth of a
-    100,000-row load)."""
+    """``ManifestRow(row, line, job_id, payload, {}, output, metadata, cost_usd, "",
+    endpoint)`` for a plain row, made by :func:`~batchrunner.frozen.assemble` (its
+    ``__init__`` was a tenth of a 100,000-row load)."""
     return assemble(
         ManifestRow,
         {
@@ -736,6 +921,7 @@ def _manifest_row(
             "metadata": metadata,
             "cost_usd": cost_usd,
             "variant": "",
+            "endpoint": endpoint,
         },
     )
 

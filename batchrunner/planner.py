@@ -25,24 +25,20 @@ if TYPE_CHECKING:  # the ledger (and SQLite) loads only where there is one: `pla
     from batchrunner.ledger import Job, Ledger, NewJob, Standing
 
 
-def to_job(row: ManifestRow, endpoint: str) -> NewJob:
-    """The ledger's view of one planned job."""
-    return job_maker(endpoint)(row)
-
-
 def to_jobs(manifest: Manifest) -> list[NewJob]:
     """The ledger's view of each planned job."""
-    return list(map(job_maker(manifest.endpoint_id), manifest.rows))
+    return list(map(job_maker(), manifest.rows))
 
 
-def job_maker(endpoint: str) -> Callable[[ManifestRow], NewJob]:
-    """:func:`to_job` for many rows of ``endpoint``: the ledger is imported once, not per row."""
+def job_maker() -> Callable[[ManifestRow], NewJob]:
+    """The ledger's view of a planned job, for many rows: the ledger is imported once, not
+    per row."""
     from batchrunner.ledger import NewJob
 
     def to_job(row: ManifestRow) -> NewJob:
         return NewJob(
             job_id=row.job_id,
-            endpoint=endpoint,
+            endpoint=row.endpoint,
             input=row.payload,
             row=row.row,
             line=row.line,
@@ -99,7 +95,7 @@ def decide(
     stored = ledger.standings([r.job_id for r in rows]) if ledger else {}
     renamed = _renamed(manifest, ledger, stored) if ledger and not replace_changed else {}
     decisions: list[Decision] = []
-    to_job = job_maker(manifest.endpoint_id) if stored else _unreachable
+    to_job = job_maker() if stored else _unreachable
     for row in rows:
         old = stored.get(row.job_id)
         if old is None:
@@ -167,7 +163,7 @@ def _renamed(manifest: Manifest, ledger: Ledger, stored: dict[str, Standing]) ->
     others = ledger.requests_not_named({row.job_id for row in manifest.rows}, _BOUGHT_OR_TO_BE)
     if not others:
         return {}
-    to_job = job_maker(manifest.endpoint_id)
+    to_job = job_maker()
     found = {}
     for row in new:
         other = others.get(to_job(row).input_hash)
@@ -278,7 +274,7 @@ def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:
 @dataclass
 class Plan:
     source: str
-    endpoint: str
+    endpoint: str  # the model every job runs on; with several, their ids joined by ", "
     rows: int  # data rows in the manifest (those --rows took)
     jobs: int  # after expansion
     cost_usd: float | None  # the estimate for every job; None when some job has no price
@@ -289,8 +285,10 @@ class Plan:
     to_submit_cost_usd: float | None = None
     unpriced: int = 0
     spent_usd: float = 0.0  # already committed in the ledger, all jobs
-    price_confirmed: bool | None = None  # None: no price rule at all
-    price_note: str = ""
+    price_confirmed: bool | None = None  # None: no price rule at all; False: one is inferred
+    price_note: str = ""  # why the price is unconfirmed (one model)
+    endpoints: list[str] = field(default_factory=list)  # the models, in the manifest's order
+    unconfirmed: dict[str, str] = field(default_factory=dict)  # model -> its price_note
     actions: dict[str, int] = field(default_factory=dict)  # submit/follow/... -> jobs
     held: int = 0  # submits --budget or --run-budget would hold back
     refused: int = 0  # edited rows run would refuse (without --replace-changed)
@@ -298,15 +296,18 @@ class Plan:
 
     def lines(self) -> list[str]:
         """The plan for people, one fact per line."""
+        models = self.endpoints or [self.endpoint]
+        target = f"{len(models)} models" if len(models) > 1 else self.endpoint
         out = [
-            f"{self.source}: {self.rows} rows{self.taken} -> {self.jobs} jobs for {self.endpoint}",
+            f"{self.source}: {self.rows} rows{self.taken} -> {self.jobs} jobs for {target}",
             f"estimated cost: {money(self.cost_usd)}"
             + (f" ({self.unpriced} jobs have no price)" if self.unpriced else ""),
         ]
-        if self.price_confirmed is False:
+        for endpoint, note in self.unconfirmed.items():
+            which = f" for {endpoint}" if len(models) > 1 else ""
             out.append(
-                f"price unconfirmed: {self.price_note or 'fal.ai does not publish it'}; check "
-                f"https://fal.ai/models/{self.endpoint} before spending, or set it with "
+                f"price unconfirmed{which}: {note or 'fal.ai does not publish it'}; check "
+                f"https://fal.ai/models/{endpoint} before spending, or set it with "
                 "`batchrunner models price`"
             )
         for group in self.breakdown:
@@ -348,21 +349,23 @@ def make_plan(manifest: Manifest, ledger_path: Path | None = None, **choices: An
 
 
 def _plan(manifest: Manifest, ledger_path: Path | None, **choices: Any) -> Plan:
-    spec = manifest.spec
     costs = [row.cost_usd for row in manifest.rows]
-    payloads = [row.payload for row in manifest.rows] if spec.price_fields else []
     unpriced = costs.count(None)
     states, spent, decisions = _ledger_view(manifest, ledger_path, **choices)
     actions = dict(Counter(d.action for d in decisions))
     submit_costs = [d.cost_usd for d in decisions if d.action == "submit"]
+    endpoints = manifest.endpoints
+    specs = [manifest.specs.get(endpoint) or manifest.spec for endpoint in endpoints]
+    priced = [spec.price for spec in specs if spec.price]
     return Plan(
         source=str(manifest.source),
-        endpoint=manifest.endpoint_id,
+        endpoint=", ".join(endpoints),
+        endpoints=endpoints,
         rows=manifest.records,
         taken=manifest.taken,
         jobs=len(manifest.rows),
         cost_usd=None if unpriced else _money(sum(cost or 0.0 for cost in costs)),
-        breakdown=_breakdown(spec.price_fields, payloads, costs) if spec.price_fields else [],
+        breakdown=_breakdowns(manifest),
         in_ledger=dict(Counter(states)),
         to_submit=len(submit_costs),
         to_submit_cost_usd=None
@@ -370,13 +373,39 @@ def _plan(manifest: Manifest, ledger_path: Path | None, **choices: Any) -> Plan:
         else _money(sum(cost or 0.0 for cost in submit_costs)),
         unpriced=unpriced,
         spent_usd=spent,
-        price_confirmed=spec.price.confirmed if spec.price else None,
-        price_note=spec.price.note if spec.price else "",
+        price_confirmed=all(price.confirmed for price in priced) if priced else None,
+        price_note=next((price.note for price in priced if not price.confirmed), ""),
+        unconfirmed={
+            spec.endpoint_id: spec.price.note
+            for spec in specs
+            if spec.price and not spec.price.confirmed
+        },
         actions=actions,
         held=actions.get("held", 0),
         refused=actions.get("refuse", 0),
         decisions=decisions,
     )
+
+
+def _breakdowns(manifest: Manifest) -> list[dict[str, Any]]:
+    """:func:`_breakdown` of the manifest's jobs; of each model's jobs when there are several,
+    each group then naming its ``model`` (a model without price fields is one group)."""
+    rows = manifest.rows
+    if len(manifest.specs) <= 1:
+        fields = manifest.spec_of(rows[0]).price_fields if rows else ()
+        payloads = [row.payload for row in rows]
+        return _breakdown(fields, payloads, [row.cost_usd for row in rows]) if fields else []
+    groups: list[dict[str, Any]] = []
+    for endpoint, spec in manifest.specs.items():
+        mine = [row for row in rows if row.endpoint == endpoint]
+        costs = [row.cost_usd for row in mine]
+        if not spec.price_fields:  # one price for every job, or none
+            total = None if None in costs else _money(sum(cost or 0.0 for cost in costs))
+            groups.append({"model": endpoint, "jobs": len(mine), "cost_usd": total})
+            continue
+        found = _breakdown(spec.price_fields, [row.payload for row in mine], costs)
+        groups += ({"model": endpoint, **group} for group in found)
+    return groups
 
 
 def _breakdown(
@@ -423,7 +452,7 @@ def write_bodies(manifest: Manifest, destination: Path) -> int:
                     "job_id": row.job_id,
                     "row": row.row,
                     "variant": row.variant,
-                    "endpoint": manifest.endpoint_id,
+                    "endpoint": row.endpoint,
                     "cost_usd": row.cost_usd,
                     "input": materialize(row.payload, row.files),
                 }

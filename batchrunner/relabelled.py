@@ -72,7 +72,7 @@ def as_recorded(manifest: Manifest, ledger: Ledger) -> Manifest:
     if not unnamed and not rerolled:
         return manifest  # every recorded job is planned under its own label (a new ledger too)
     missing = [row for row in rows if row.job_id not in labels]
-    candidates = _candidates(missing, unnamed, manifest.endpoint_id, ledger)
+    candidates = _candidates(missing, unnamed, ledger)
     wanted = {job_id for ids in candidates.values() for job_id in ids}
     found = ledger.find([*wanted, *(row.job_id for row in rerolled)])
     swaps: dict[str, Job] = {}
@@ -80,17 +80,16 @@ def as_recorded(manifest: Manifest, ledger: Ledger) -> Manifest:
     for row in missing:
         for job_id in candidates.get(row.job_id, ()):
             job = found[job_id]
-            if job_id not in taken and _same_request(row, manifest.endpoint_id, job):
+            if job_id not in taken and _same_request(row, job):
                 swaps[row.job_id] = job
                 taken.add(job_id)
                 break
     for row in rerolled:
         job = found[row.job_id]
-        if job.input != row.payload and _same_request(row, manifest.endpoint_id, job):
+        if job.input != row.payload and _same_request(row, job):
             swaps[row.job_id] = job
     if not swaps:
         return manifest
-    extension = manifest.spec.default_extension
     renamed = [(job_id, job.job_id) for job_id, job in swaps.items() if job_id != job.job_id]
     if renamed:
         logger.info(
@@ -100,13 +99,17 @@ def as_recorded(manifest: Manifest, ledger: Ledger) -> Manifest:
             len(renamed),
             *renamed[0],
         )
-    as_jobs = [row if row.job_id not in swaps else _as_job(row, swaps[row.job_id], extension)
-               for row in rows]  # fmt: skip
+    as_jobs = [
+        row
+        if row.job_id not in swaps
+        else _as_job(row, swaps[row.job_id], manifest.spec_of(row).default_extension)
+        for row in rows
+    ]
     return dataclasses.replace(manifest, rows=as_jobs)
 
 
 def _candidates(
-    missing: list[ManifestRow], unnamed: Mapping[str, str], endpoint: str, ledger: Ledger
+    missing: list[ManifestRow], unnamed: Mapping[str, str], ledger: Ledger
 ) -> dict[str, list[str]]:
     """For each planned job the ledger lacks, the recorded jobs of its row that this manifest
     does not name (``unnamed``: id → label): those of its id cell, and for a row without one
@@ -117,7 +120,7 @@ def _candidates(
     found = {row.job_id: list(by_base.get(_base(row.job_id, row.variant), ())) for row in missing}
     for row in missing:
         if split_label(row.variant)[1] == 1:  # j…~t1 was bought as j… with one take
-            forms = _one_take_ids(endpoint, row.payload, _shas(row))
+            forms = _one_take_ids(row.endpoint, row.payload, _shas(row))
             found[row.job_id] += [form for form in forms if form in unnamed]
     ones = {row.job_id for row in missing if split_label(row.variant)[1] is None}
     firsts = [job_id for job_id, variant in unnamed.items() if split_label(variant)[1] == 1]
@@ -139,11 +142,11 @@ def _one_take_ids(endpoint: str, payload: Mapping[str, Any], shas: Mapping[str, 
     }
 
 
-def _same_request(row: ManifestRow, endpoint: str, job: Job) -> bool:
+def _same_request(row: ManifestRow, job: Job) -> bool:
     """Whether ``job`` asks what ``row`` plans: the same model and files, and the same request,
     the seed aside when both are the same take of their row and a seed was picked for one
     (a take of several, or a re-roll)."""
-    if job.endpoint != endpoint or _shas(job) != _shas(row):
+    if job.endpoint != row.endpoint or _shas(job) != _shas(row):
         return False
     picked = split_label(row.variant)[1] is not None or split_label(job.variant)[1] is not None
     if _take(row.variant) == _take(job.variant) and (picked or job.take_of is not None):

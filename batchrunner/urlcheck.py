@@ -35,7 +35,7 @@ def url_problems(manifest: Manifest, client: MediaClient | None = None) -> list[
     each URL is fetched once however many rows share it."""
     where: dict[str, list[tuple[int, int | None, str]]] = {}  # url → (row, line, column)
     for row in manifest.rows:
-        for name in manifest.spec.file_fields:
+        for name in manifest.spec_of(row).file_fields:
             value = row.payload.get(name)
             for url in value if isinstance(value, list) else [value]:
                 if isinstance(url, str) and url.startswith(("http://", "https://")):

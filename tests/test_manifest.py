@@ -1047,8 +1047,8 @@ def test_rows_made_in_bulk_are_the_dataclasses_they_stand_for() -> None:
     from batchrunner.manifest import ManifestRow, _manifest_row
     from batchrunner.planner import Decision, _new_job
 
-    made = _manifest_row(3, 4, "shot-3", {"prompt": "p"}, "clip.mp4", {"notes": "n"}, 0.5)
-    row = ManifestRow(3, 4, "shot-3", {"prompt": "p"}, {}, "clip.mp4", {"notes": "n"}, 0.5, "")
+    made = _manifest_row(3, 4, "shot-3", {"prompt": "p"}, "clip.mp4", {"notes": "n"}, 0.5, "m")
+    row = ManifestRow(3, 4, "shot-3", {"prompt": "p"}, {}, "clip.mp4", {"notes": "n"}, 0.5, "", "m")
     assert made == row and vars(made) == vars(row)
     assert _new_job(row) == Decision("shot-3", 3, "submit", "new", 0.5)
     assert vars(_new_job(row)) == vars(Decision("shot-3", 3, "submit", "new", 0.5))

@@ -1,0 +1,252 @@
+"""Several models in one manifest: a ``model`` column names the endpoint each row runs on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import batchrunner
+from batchrunner.cli import cli
+from batchrunner.errors import ManifestError, Problem
+from batchrunner.expand import Expansion
+from batchrunner.manifest import Manifest, load_manifest
+from batchrunner.models import DEFAULT_MODEL, get_model
+from batchrunner.planner import make_plan
+from batchrunner.simulator import SimulatorServer
+from tests.helpers import IMAGE, TOKEN, counters, fast_config, run_args, write_manifest
+from tests.test_gallery import page_data
+
+VEO31 = "fal-ai/veo3.1"  # text to video: no image
+KLING = "fal-ai/kling-video/v2.5-turbo/pro/image-to-video"  # durations 5 and 10, a cfg_scale
+ENV = {"BATCHRUNNER_API_KEY": TOKEN}
+
+
+def sheet(tmp_path: Path, *extra: dict[str, str]) -> Path:
+    """Four rows on three models: the default (no cell), Veo 3.1 twice, Kling."""
+    return write_manifest(
+        tmp_path / "m.csv",
+        [
+            {"id": "fox", "model": "", "prompt": "a fox", "image_url": IMAGE, "duration": "8s"},
+            {"id": "owl", "model": VEO31, "prompt": "an owl", "image_url": "", "duration": "4s"},
+            {"id": "cat", "model": KLING, "prompt": "a cat", "image_url": IMAGE, "duration": "5"},
+            {"id": "dog", "model": f" {VEO31} ", "prompt": "a dog", "duration": "8s"},
+            *extra,
+        ],
+    )
+
+
+def load(path: Path, **expansion: object) -> Manifest:
+    return load_manifest(path, get_model(DEFAULT_MODEL), expansion=Expansion(**expansion))  # type: ignore[arg-type]
+
+
+def problems_of(path: Path, **expansion: object) -> list[Problem]:
+    with pytest.raises(ManifestError) as caught:
+        load(path, **expansion)
+    return caught.value.problems
+
+
+def test_each_row_runs_on_the_model_its_cell_names(tmp_path: Path) -> None:
+    manifest = load(sheet(tmp_path))
+    by_id = {row.job_id: row for row in manifest.rows}
+    assert [row.job_id for row in manifest.rows] == ["fox", "owl", "cat", "dog"]
+    assert {job_id: row.endpoint for job_id, row in by_id.items()} == {
+        "fox": DEFAULT_MODEL,  # an empty cell: --model
+        "owl": VEO31,
+        "cat": KLING,
+        "dog": VEO31,  # the cell is stripped
+    }
+    assert manifest.endpoints == [DEFAULT_MODEL, VEO31, KLING]
+    # each body is completed and priced by its own model
+    assert by_id["owl"].payload["resolution"] == "720p" and "image_url" not in by_id["owl"].payload
+    assert by_id["cat"].payload["duration"] == "5" and "resolution" not in by_id["cat"].payload
+    assert by_id["fox"].cost_usd == pytest.approx(3.20)
+    assert by_id["owl"].cost_usd == pytest.approx(1.60)
+    assert by_id["cat"].cost_usd == get_model(KLING).cost(by_id["cat"].payload)
+    assert not manifest.warnings  # image_url is Veo 3's and Kling's, empty for Veo 3.1's rows
+
+
+def test_each_row_is_checked_against_its_own_model(tmp_path: Path) -> None:
+    """Kling takes a duration of 5, Veo 3.1 does not: the error is the Veo 3.1 row's, and a
+    model cell that names no model is its row's error too, both reported at once."""
+    path = sheet(
+        tmp_path,
+        {"id": "elk", "model": VEO31, "prompt": "an elk", "duration": "5"},
+        {"id": "bee", "model": "fal-ai/veo3.2", "prompt": "a bee", "duration": "8s"},
+    )
+    found = problems_of(path)
+    assert [(p.row, p.column, p.severity) for p in found] == [
+        (5, "duration", "error"),
+        (6, "model", "error"),
+    ]
+    assert "'4s', '6s' or '8s'" in found[0].message
+    assert found[1].message.startswith(
+        "unknown model 'fal-ai/veo3.2'; did you mean 'fal-ai/veo3.1'"
+    )
+    assert found[1].line == 7 and found[1].value == "fal-ai/veo3.2"
+
+
+def test_a_field_of_another_model_is_not_sent_to_rows_whose_model_lacks_it(
+    tmp_path: Path,
+) -> None:
+    """``cfg_scale`` is Kling's: no "unknown column" warning, it is sent for the Kling row, and
+    a Veo 3.1 row that fills it in is warned that it is not sent (kept as metadata)."""
+    path = write_manifest(
+        tmp_path / "m.csv",
+        [
+            {
+                "id": "cat",
+                "model": KLING,
+                "prompt": "a cat",
+                "image_url": IMAGE,
+                "cfg_scale": "0.3",
+            },
+            {"id": "owl", "model": VEO31, "prompt": "an owl", "image_url": "", "cfg_scale": ""},
+            {"id": "dog", "model": VEO31, "prompt": "a dog", "image_url": "", "cfg_scale": "0.9"},
+        ],
+    )
+    manifest = load(path)
+    cat, owl, dog = manifest.rows
+    assert cat.payload["cfg_scale"] == pytest.approx(0.3) and "cfg_scale" not in cat.metadata
+    assert "cfg_scale" not in dog.payload and dog.metadata["cfg_scale"] == "0.9"
+    assert [(w.column, w.severity, w.message) for w in manifest.warnings] == [
+        (
+            "cfg_scale",
+            "warning",
+            f"{VEO31} has no 'cfg_scale' field, so it is not sent for row 3 (kept as metadata)",
+        )
+    ]
+    assert "cfg_scale" not in owl.payload
+
+
+def test_a_missing_required_column_names_the_models_that_need_it(tmp_path: Path) -> None:
+    path = write_manifest(
+        tmp_path / "m.csv",
+        [
+            {"id": "owl", "model": VEO31, "prompt": "an owl"},
+            {"id": "cat", "model": KLING, "prompt": "a cat"},
+            {"id": "cow", "model": KLING, "prompt": "a cow"},
+        ],
+    )
+    (missing,) = problems_of(path)
+    assert missing.column == "image_url" and missing.row is None
+    assert missing.message.startswith(
+        f"for {KLING} (rows 2, 3): the manifest has no 'image_url' column, which is required"
+    )
+
+
+def test_ids_and_output_names_are_one_job_and_one_file_across_models(tmp_path: Path) -> None:
+    path = write_manifest(
+        tmp_path / "m.csv",
+        [
+            {"id": "owl", "model": VEO31, "prompt": "an owl", "output": "a.mp4"},
+            {"id": "owl", "model": "fal-ai/veo3.1/fast", "prompt": "an owl", "output": "b.mp4"},
+            {"id": "elk", "model": "fal-ai/veo3.1/fast", "prompt": "an elk", "output": "A.mp4"},
+        ],
+    )
+    found = problems_of(path)
+    assert [(p.row, p.column) for p in found] == [(2, "id"), (3, "output")]
+    assert "the id 'owl' is also used by row 1" in found[0].message
+    assert "the output name 'A.mp4' is also used by row 1" in found[1].message
+
+
+def test_set_and_matrix_fields_a_rows_model_lacks(tmp_path: Path) -> None:
+    """Checked against --model when given; a row of another model that lacks the field: a
+    --set value is not sent (a warning), a --matrix would buy one request several times (an
+    error, before anything is sent)."""
+    path = write_manifest(
+        tmp_path / "m.csv",
+        [
+            {"id": "cat", "model": "", "prompt": "a cat", "image_url": IMAGE},
+            {"id": "owl", "model": VEO31, "prompt": "an owl", "image_url": ""},
+        ],
+    )
+    kling = get_model(KLING)
+    warned = load_manifest(path, kling, expansion=Expansion(defaults={"cfg_scale": "0.4"}))
+    assert [w.message for w in warned.warnings] == [
+        f"--set cfg_scale (or [defaults]): {VEO31} has no 'cfg_scale' field, so it is not sent "
+        "for row 2"
+    ]
+    assert warned.rows[0].payload["cfg_scale"] == pytest.approx(0.4)
+    assert "cfg_scale" not in warned.rows[1].payload
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path, kling, expansion=Expansion(matrix=(("cfg_scale", ("0.2", "0.8")),)))
+    assert caught.value.problems[0].message.startswith(
+        f"--matrix cfg_scale: {VEO31} has no 'cfg_scale' field, so the variants of row 2 would "
+        "be one request bought several times"
+    )
+
+
+def test_plan_gives_the_models_and_each_ones_cost(tmp_path: Path) -> None:
+    path = sheet(tmp_path, {"id": "yak", "model": "fal-ai/veo3.1/fast", "prompt": "a yak"})
+    plan = make_plan(load(path))
+    assert plan.endpoints == [DEFAULT_MODEL, VEO31, KLING, "fal-ai/veo3.1/fast"]
+    assert plan.cost_usd == pytest.approx(sum(group["cost_usd"] for group in plan.breakdown))
+    by_model: dict[str, int] = {}
+    for group in plan.breakdown:
+        by_model[group["model"]] = by_model.get(group["model"], 0) + group["jobs"]
+    assert by_model == {DEFAULT_MODEL: 1, VEO31: 2, KLING: 1, "fal-ai/veo3.1/fast": 1}
+    lines = plan.lines()
+    assert lines[0] == f"{path}: 5 rows -> 5 jobs for 4 models"
+    assert plan.price_confirmed is False  # Veo 3.1 Fast's price is inferred
+    assert list(plan.unconfirmed) == ["fal-ai/veo3.1/fast"]
+    assert any(
+        line.startswith("price unconfirmed for fal-ai/veo3.1/fast: ")
+        and "https://fal.ai/models/fal-ai/veo3.1/fast" in line
+        for line in lines
+    )
+    assert f"      1 x model={KLING}, duration=5: $0.35" in lines
+
+
+def test_a_mixed_sheet_runs_end_to_end_and_says_which_model_made_each_video(
+    tmp_path: Path,
+) -> None:
+    """Over the simulator: each row is submitted to its own endpoint, its clip is checked
+    against its own model's request, export has a ``model`` column, and a row whose model cell
+    changes afterwards is refused as an edited row (its video would be bought again)."""
+    path = sheet(tmp_path)
+    with SimulatorServer(fast_config()) as server:
+        ran = CliRunner().invoke(cli, run_args(server, tmp_path, path), env=ENV)
+        assert ran.exit_code == 0, ran.output
+        seen = counters(server)["jobs"].values()
+        assert sorted((job["endpoint"], job["prompt"]) for job in seen) == [
+            (KLING, "a cat"),
+            (VEO31, "a dog"),
+            (VEO31, "an owl"),
+            (DEFAULT_MODEL, "a fox"),
+        ]
+        frame = batchrunner.results(tmp_path / "ledger.db")
+        assert dict(zip(frame["id"], frame["model"], strict=True)) == {
+            "fox": DEFAULT_MODEL,
+            "owl": VEO31,
+            "cat": KLING,
+            "dog": VEO31,
+        }
+        assert frame["warnings"].isna().all()  # each clip is what its model was asked for
+        page = page_data((tmp_path / "out" / "report.html").read_text("utf-8"))
+        assert page["facets"]["model"] == [[DEFAULT_MODEL, 1], [VEO31, 2], [KLING, 1]]
+        assert page["summary"]["models"] == sorted([DEFAULT_MODEL, VEO31, KLING])
+        edited = pd.read_csv(path, keep_default_na=False)
+        edited.loc[edited["id"] == "cat", "model"] = "fal-ai/veo3/image-to-video"
+        edited.loc[edited["id"] == "cat", "duration"] = "8s"
+        edited.to_csv(path, index=False)
+        again = CliRunner().invoke(cli, run_args(server, tmp_path, path), env=ENV)
+        assert again.exit_code == 2
+        assert f"model {KLING} → {DEFAULT_MODEL}" in again.output
+        assert counters(server)["submits"] == 4  # nothing bought twice
+
+
+def test_a_dataframe_with_a_model_column(tmp_path: Path) -> None:
+    shots = pd.DataFrame(
+        {
+            "id": ["owl", "cat"],
+            "model": [VEO31, KLING],
+            "prompt": ["an owl", "a cat"],
+            "image_url": [None, IMAGE],
+        }
+    )
+    plan = batchrunner.plan(shots)
+    assert plan.endpoints == [VEO31, KLING] and plan.endpoint == f"{VEO31}, {KLING}"
+    assert plan.jobs == 2
