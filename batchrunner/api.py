@@ -126,12 +126,16 @@ def _options(
     merged.update({k: v for k, v in options.items() if k not in ("set", "matrix")})
     settings = batch.Settings(**_only(merged, SETTINGS_OPTIONS))  # typing "45m", paths...
     spec = batch.model_of(settings)
-    fields = spec.fields
     given = {"set": options.get("set") or {}, "matrix": options.get("matrix") or {}}
+    # every row on several models: the loader checks fields and values against each of them
+    across = isinstance(given["matrix"], Mapping) and expand.varies_model(
+        given["matrix"], from_file
+    )
+    fields = () if across else spec.fields
     for name, values in given.items():
         if not isinstance(values, Mapping):
             raise UsageError(f"{name} takes a dict of field: value, not {values!r}")
-        check_fields(values, fields, name)
+        check_fields(values, fields, name, matrix=name == "matrix")
     expansion = expand.build(
         fields,
         from_file,
@@ -142,7 +146,7 @@ def _options(
         dedupe=bool(merged.get("dedupe", False)),
         strict=bool(merged.get("strict", False)),
         rows=options.get("rows"),
-        check=spec.value_problem,
+        check=None if across else spec.value_problem,
     )
     return settings, expansion
 

@@ -259,7 +259,8 @@ def manifest_options(fn: F) -> F:
             "--matrix",
             multiple=True,
             metavar="FIELD=V1,V2",
-            help="Every row for every value (repeat for a grid): --matrix aspect_ratio=16:9,9:16",
+            help="Every row for every value (repeat for a grid): --matrix aspect_ratio=16:9,9:16; "
+            "model=ID1,ID2 runs every row on each model.",
         ),
         click.option(
             "--prompt-template",
@@ -307,13 +308,16 @@ def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Ex
         allow_unregistered=params["allow_unregistered"],
         price_per_job=params["price_per_job"],
     )
-    fields = spec.fields
+    matrix = params.pop("matrix")
+    # every row on several models: the loader checks fields and values against each of them
+    across = expand.varies_model(matrix, config)
+    fields = () if across else spec.fields
     return expand.build(
         fields,
         config,
-        check=spec.value_problem,
+        check=None if across else spec.value_problem,
         defaults=parse_settings(params.pop("set_values"), fields),
-        matrix=dict(parse_matrix(params.pop("matrix"), fields)),
+        matrix=dict(parse_matrix(matrix, fields)),
         prompt_template=params.pop("prompt_template"),
         count=params.pop("count"),
         dedupe=params.pop("dedupe"),

@@ -27,6 +27,9 @@ from batchrunner.coerce import is_empty, number_text
 from batchrunner.errors import UsageError
 
 MAX_TAKES = 100
+# A matrix may vary the model itself (``--matrix model=fal-ai/veo3,fal-ai/veo3.1``): every row on
+# every model. The manifest loader looks the ids up; no model's fields name it.
+MODEL = "model"
 # {column} is a placeholder; {{ and }} are literal braces; any other brace is left alone.
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_ .\-]*)\}")
 
@@ -145,7 +148,7 @@ def parse_matrix(
         choices = tuple(v.strip() for v in values.split(",") if v.strip())
         if not sep or not name or not choices:
             raise UsageError(f"--matrix {item!r}: write FIELD=value1,value2")
-        check_field(name, fields, "--matrix")
+        check_field(name, fields, "--matrix", matrix=True)
         if name in parsed:
             raise UsageError(f"--matrix names {name!r} twice; list all its values in one")
         parsed[name] = choices
@@ -175,7 +178,7 @@ def build(
     model's :meth:`~batchrunner.models.ModelSpec.value_problem`), each value is checked as a
     cell of its field would be: a wrong one is one line now, not a problem in every row."""
     check_fields(config.get("defaults", {}), fields, "[defaults]")
-    check_fields(config.get("matrix", {}), fields, "[matrix]")
+    check_fields(config.get("matrix", {}), fields, "[matrix]", matrix=True)
     for values, label, each in (
         (config.get("defaults", {}), "[defaults]", False),
         (config.get("matrix", {}), "[matrix]", True),
@@ -203,6 +206,8 @@ def _check_values(
 ) -> None:
     """Raise UsageError for a value its field refuses (``each``: a matrix's several values)."""
     for name, value in values.items():
+        if each and name == MODEL:
+            continue  # a model id, not a field's value: looked up by the loader
         for item in _choices(name, value) if each else (value,):
             problem = check(name, item)
             if problem is not None:
@@ -222,6 +227,13 @@ def _choices(name: str, values: Any) -> tuple[str, ...]:
     return found
 
 
+def varies_model(matrix: Iterable[str] | Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether a matrix (``--matrix`` items, or the API's dict) or the config file's
+    ``[matrix]`` varies :data:`MODEL`."""
+    names = matrix if isinstance(matrix, Mapping) else (item.partition("=")[0] for item in matrix)
+    return any(name.strip() == MODEL for name in names) or MODEL in config.get("matrix", {})
+
+
 def parse_settings(items: tuple[str, ...] | list[str], fields: tuple[str, ...]) -> dict[str, str]:
     """``["duration=8s", ...]`` → ``{"duration": "8s"}`` for ``--set``."""
     values: dict[str, str] = {}
@@ -235,12 +247,18 @@ def parse_settings(items: tuple[str, ...] | list[str], fields: tuple[str, ...]) 
     return values
 
 
-def check_fields(names: Iterable[str], fields: tuple[str, ...], option: str) -> None:
+def check_fields(
+    names: Iterable[str], fields: tuple[str, ...], option: str, *, matrix: bool = False
+) -> None:
     for name in names:
-        check_field(name, fields, option)
+        check_field(name, fields, option, matrix=matrix)
 
 
-def check_field(name: str, fields: tuple[str, ...], option: str) -> None:
+def check_field(name: str, fields: tuple[str, ...], option: str, *, matrix: bool = False) -> None:
+    """Raise UsageError unless ``name`` is one of the model's ``fields`` (or, in a ``matrix``,
+    :data:`MODEL`)."""
+    if matrix and name == MODEL:
+        return
     if fields and name not in fields:
         raise UsageError(
             f"{option}: {name!r} is not a field of the model; fields: {', '.join(fields)}"

@@ -38,7 +38,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchrunner import identity
 from batchrunner.cells import IN_MEMORY, Record, Table, read_records, read_table
@@ -46,6 +46,7 @@ from batchrunner.coerce import BAD, OMIT, BadCell, Coercer, FieldKind, coerce, c
 from batchrunner.errors import ManifestError, Problem, UsageError
 from batchrunner.expand import (
     MAX_TAKES,
+    MODEL,
     Expansion,
     Rows,
     TemplateError,
@@ -171,15 +172,15 @@ def _load(
     if expansion.rows is not None:
         taken = f" (--rows {expansion.rows} of {len(table.records)})"
         table = _selected(table, expansion.rows)
-    groups, problems = _by_model(table, spec, models)
+    groups, problems = _by_model(table, spec, models, expansion)
     problems += table.problems
-    problems += _expansion_misfits(groups, expansion)
+    problems += _expansion_misfits(groups)
     if len(groups) == 1:
-        ((only, group),) = groups
-        rows, found = _rows_of(group, only, folder, expansion)
+        ((only, group, expanded),) = groups
+        rows, found = _rows_of(group, only, folder, expanded)
         problems += found
     else:
-        rows, found = _rows_of_models(groups, folder, expansion)
+        rows, found = _rows_of_models(groups, folder)
         problems += found
     problems.sort(key=lambda p: p.row or 0)
     if any(p.severity == "error" for p in problems):
@@ -193,7 +194,7 @@ def _load(
         warnings=problems,
         records=len(table.records),
         taken=taken,
-        specs={one.endpoint_id: one for one, _ in groups} or {spec.endpoint_id: spec},
+        specs={group.spec.endpoint_id: group.spec for group in groups},
     )
 
 
@@ -222,14 +223,30 @@ def _rows_of(
     return [b.row for b in built if b.row is not None and id(b) not in dropped], problems
 
 
+class _Group(NamedTuple):
+    """Records that run on one model, and how they expand."""
+
+    spec: ModelSpec
+    table: Table
+    expansion: Expansion
+
+
 def _by_model(
-    table: Table, spec: ModelSpec, models: Callable[[str], ModelSpec]
-) -> tuple[list[tuple[ModelSpec, Table]], list[Problem]]:
+    table: Table, spec: ModelSpec, models: Callable[[str], ModelSpec], expansion: Expansion
+) -> tuple[list[_Group], list[Problem]]:
     """``table``'s records grouped by the model each runs on, in the order the models first
     appear: its ``model`` cell (looked up once per distinct cell), else ``spec``. A cell that
-    names no model is a problem of its row, whose record then joins no group."""
-    if "model" not in table.columns:
-        return [(spec, table)], []
+    names no model is a problem of its row, whose record then joins no group.
+
+    With ``--matrix model=a,b`` every record runs on each model (the matrix overrides the
+    cell, as it does a field's): one group per model, whose matrix holds that model alone, so
+    each variant's label still names it in its place (``fox~fal-ai/veo3.1~16:9``). A model id
+    there that names no model raises :class:`~batchrunner.errors.UsageError`."""
+    matrix = dict(expansion.matrix)
+    if MODEL in matrix:
+        return _each_on_every_model(table, matrix[MODEL], models, expansion), []
+    if MODEL not in table.columns:
+        return [_Group(spec, table, expansion)], []
     rows, lines = table.numbers()
     looked_up: dict[str, ModelSpec | str] = {}  # a cell's text -> its model, or what is wrong
     members: dict[str, list[int]] = {}
@@ -254,35 +271,65 @@ def _by_model(
         members.setdefault(found.endpoint_id, []).append(i)
     if len(members) == 1 and not problems:
         ((endpoint, _),) = members.items()
-        return [(specs[endpoint], table)], []
+        return [_Group(specs[endpoint], table, expansion)], []
     records = table.records
     return [
-        (specs[endpoint], dataclasses.replace(table, records=[records[i] for i in kept]))
+        _Group(
+            specs[endpoint],
+            dataclasses.replace(table, records=[records[i] for i in kept]),
+            expansion,
+        )
         for endpoint, kept in members.items()
     ], problems
 
 
-def _expansion_misfits(
-    groups: list[tuple[ModelSpec, Table]], expansion: Expansion
-) -> list[Problem]:
+def _each_on_every_model(
+    table: Table, ids: tuple[str, ...], models: Callable[[str], ModelSpec], expansion: Expansion
+) -> list[_Group]:
+    """A group of every record for each of ``--matrix model=``'s ``ids``."""
+    groups: list[_Group] = []
+    for text in ids:
+        try:
+            spec = models(text)
+        except UsageError as exc:
+            raise UsageError(f"--matrix model={text}: {exc}") from None
+        if any(group.spec.endpoint_id == spec.endpoint_id for group in groups):
+            raise UsageError(f"--matrix model names {spec.endpoint_id} twice; give it once")
+        one = tuple(
+            (name, (spec.endpoint_id,) if name == MODEL else values)
+            for name, values in expansion.matrix
+        )
+        groups.append(_Group(spec, table, dataclasses.replace(expansion, matrix=one)))
+    return groups
+
+
+def _expansion_misfits(groups: list[_Group]) -> list[Problem]:
     """``--set`` and ``--matrix`` fields (and the config file's) that a row's model does not
-    have (they were checked against ``--model``): a default is then not sent (a warning); a
-    matrix would make variants that are the same request, each bought (an error)."""
+    have (they were checked against ``--model``, unless the matrix varies the model): a
+    default is then not sent (a warning; an error when no model has it: a typo); a matrix
+    would make variants that are the same request, each bought (an error)."""
     problems: list[Problem] = []
-    for spec, group in groups:
+    known = [group.spec for group in groups if group.spec.known]
+    if len(known) == len(groups):
+        for name in groups[0].expansion.defaults:
+            if not any(name in spec.fields for spec in known):
+                models = " or ".join(spec.endpoint_id for spec in known)
+                message = f"--set {name} (or [defaults]): {models} has no such field"
+                problems.append(Problem(message, column=name))
+    for spec, group, expansion in groups:
         if not spec.known:
             continue
         rows = group.numbers()[0]
         for name, _ in expansion.matrix:
-            if name not in spec.fields:
+            if name != MODEL and name not in spec.fields:
                 message = (
                     f"--matrix {name}: {spec.endpoint_id} has no {name!r} field, so the variants "
-                    f"of {_row_list(rows)} would be one request bought several times; give "
-                    "them another model, or leave them out of this run (--rows)"
+                    f"of {_row_list(rows)} would be one request bought several times on it; "
+                    f"leave {name} out of the matrix, or run those rows on another model"
                 )
                 problems.append(Problem(message, column="model"))
         for name in expansion.defaults:
-            if name not in spec.fields:
+            if any(name in other.fields for other in known) and name not in spec.fields:
                 message = (
                     f"--set {name} (or [defaults]): {spec.endpoint_id} has no {name!r} field, "
                     f"so it is not sent for {_row_list(rows)}"
@@ -291,9 +338,7 @@ def _expansion_misfits(
     return problems
 
 
-def _rows_of_models(
-    groups: list[tuple[ModelSpec, Table]], folder: Path, expansion: Expansion
-) -> tuple[list[ManifestRow], list[Problem]]:
+def _rows_of_models(groups: list[_Group], folder: Path) -> tuple[list[ManifestRow], list[Problem]]:
     """The jobs of a manifest whose rows run on several models, each group read as a manifest
     of its own model, then merged in row order; and the problems of all of them.
 
@@ -304,15 +349,16 @@ def _rows_of_models(
     rows: list[ManifestRow] = []
     problems: list[Problem] = []
     said: dict[tuple[str, str | None, str], list[str]] = {}  # column problems -> models
-    somewhere = {name for spec, _ in groups if spec.known for name in spec.fields}
-    for spec, group in groups:
+    somewhere = {name for group in groups if group.spec.known for name in group.spec.fields}
+    for spec, group, expansion in groups:
         found, group_problems = _rows_of(group, spec, folder, expansion)
         rows += found
         numbers = group.numbers()[0]
         whose = f"{spec.endpoint_id} ({_row_list(numbers)})"
         for problem in group_problems:
-            if problem.row is not None:
-                problems.append(problem)
+            if problem.row is not None:  # named after its model: another may take the value
+                message = f"for {spec.endpoint_id}: {problem.message}"
+                problems.append(dataclasses.replace(problem, message=message))
             elif problem.column in somewhere and problem.column not in spec.fields:
                 continue  # another model's field: see below
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -250,3 +251,57 @@ def test_a_dataframe_with_a_model_column(tmp_path: Path) -> None:
     plan = batchrunner.plan(shots)
     assert plan.endpoints == [VEO31, KLING] and plan.endpoint == f"{VEO31}, {KLING}"
     assert plan.jobs == 2
+
+
+def test_a_matrix_of_models_runs_every_row_on_each(tmp_path: Path) -> None:
+    """``--matrix model=a,b``: each row on each model, the model named in the variant label
+    (so in job ids and file names), other matrix fields checked against each model, values
+    refused by one model reported as that model's."""
+    path = write_manifest(
+        tmp_path / "m.csv",
+        [{"id": "owl", "prompt": "an owl", "output": "owl.mp4"}, {"prompt": "an elk"}],
+    )
+    fast = "fal-ai/veo3.1/fast"
+    result = CliRunner().invoke(
+        cli,
+        ["plan", str(path), "--json", "--matrix", f"model={VEO31},{fast}", "--matrix",
+         "resolution=720p,1080p"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["endpoints"] == [VEO31, fast] and plan["jobs"] == 8
+    manifest = load(path, matrix=(("model", (VEO31, fast)), ("resolution", ("720p", "1080p"))))
+    owl = [(row.job_id, row.endpoint, row.output) for row in manifest.rows if row.row == 1]
+    assert owl == [
+        (f"owl~{VEO31}~720p", VEO31, "owl~fal-ai_veo3.1~720p.mp4"),
+        (f"owl~{VEO31}~1080p", VEO31, "owl~fal-ai_veo3.1~1080p.mp4"),
+        (f"owl~{fast}~720p", fast, "owl~fal-ai_veo3.1_fast~720p.mp4"),
+        (f"owl~{fast}~1080p", fast, "owl~fal-ai_veo3.1_fast~1080p.mp4"),
+    ]
+    assert {row.endpoint for row in manifest.rows if row.row == 2} == {VEO31, fast}
+
+    unknown = CliRunner().invoke(cli, ["plan", str(path), "--matrix", "model=fal-ai/veo3.2"])
+    assert unknown.exit_code == 2
+    assert unknown.stderr.startswith(
+        "error: --matrix model=fal-ai/veo3.2: unknown model 'fal-ai/veo3.2'; did you mean"
+    )
+    # Kling has no resolution: its variants would be one request bought twice
+    found = problems_of(path, matrix=(("model", (VEO31, KLING)), ("resolution", ("720p", "4k"))))
+    assert f"--matrix resolution: {KLING} has no 'resolution' field" in found[0].message
+    # a duration only Kling takes: each refusal names its model
+    found = problems_of(path, defaults={"image_url": IMAGE}, matrix=(("model", (VEO31, KLING)),
+                        ("duration", ("5",))))  # fmt: skip
+    assert [(p.row, p.message.split(":")[0]) for p in found if p.row] == [
+        (1, f"for {VEO31}"),
+        (2, f"for {VEO31}"),
+    ]
+    typo = problems_of(path, defaults={"durration": "4s"}, matrix=(("model", (VEO31, fast)),))
+    assert [p.message for p in typo] == [
+        f"--set durration (or [defaults]): {VEO31} or {fast} has no such field"
+    ]
+
+
+def test_the_python_api_takes_a_matrix_of_models(tmp_path: Path) -> None:
+    shots = pd.DataFrame({"id": ["owl"], "prompt": ["an owl"]})
+    plan = batchrunner.plan(shots, matrix={"model": [VEO31, "fal-ai/veo3.1/fast"]})
+    assert plan.endpoints == [VEO31, "fal-ai/veo3.1/fast"] and plan.jobs == 2
