@@ -319,20 +319,20 @@ def _expansion_misfits(groups: list[_Group]) -> list[Problem]:
     for spec, group, expansion in groups:
         if not spec.known:
             continue
-        rows = group.numbers()[0]
         for name, _ in expansion.matrix:
             if name != MODEL and name not in spec.fields:
                 message = (
                     f"--matrix {name}: {spec.endpoint_id} has no {name!r} field, so the variants "
-                    f"of {_row_list(rows)} would be one request bought several times on it; "
-                    f"leave {name} out of the matrix, or run those rows on another model"
+                    f"of {_row_list(group.numbers()[0])} would be one request bought several "
+                    f"times on it; leave {name} out of the matrix, or run those rows on another "
+                    "model"
                 )
                 problems.append(Problem(message, column="model"))
         for name in expansion.defaults:
             if any(name in other.fields for other in known) and name not in spec.fields:
                 message = (
                     f"--set {name} (or [defaults]): {spec.endpoint_id} has no {name!r} field, "
-                    f"so it is not sent for {_row_list(rows)}"
+                    f"so it is not sent for {_row_list(group.numbers()[0])}"
                 )
                 problems.append(Problem(message, column="model", severity="warning"))
     return problems

@@ -59,6 +59,7 @@ PATHS = "tests/test_paths.py::"
 INSPECTOR = "tests/test_inspector.py::"
 EXPAND = "tests/test_expand.py::"
 TAKES = "tests/test_relabelled.py::"
+MODEL_COLUMN = "tests/test_model_column.py::"
 
 
 @dataclass(frozen=True)
@@ -792,6 +793,17 @@ MUTATIONS: list[Mutation] = [
         "    if newer:\n",
         "    if False:  # MUTANT\n",
         (LEDGER + "test_refuses_a_ledger_from_a_newer_version",),
+    ),
+    Mutation(
+        "model-cell-ignored",
+        "Nothing unpriced or misspelt is bought",
+        "batchrunner/manifest.py",
+        "            text = control_text(cell) or spec.endpoint_id\n",
+        "            text = spec.endpoint_id  # MUTANT: every row on --model\n",
+        (
+            MODEL_COLUMN + "test_each_row_is_checked_against_its_own_model",
+            MODEL_COLUMN + "test_a_sheet_of_several_models_runs_end_to_end",
+        ),
     ),
 ]
 

@@ -201,7 +201,7 @@ def test_plan_gives_the_models_and_each_ones_cost(tmp_path: Path) -> None:
     assert f"      1 x model={KLING}, duration=5: $0.35" in lines
 
 
-def test_a_mixed_sheet_runs_end_to_end_and_says_which_model_made_each_video(
+def test_a_sheet_of_several_models_runs_end_to_end(
     tmp_path: Path,
 ) -> None:
     """Over the simulator: each row is submitted to its own endpoint, its clip is checked
