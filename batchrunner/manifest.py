@@ -252,9 +252,11 @@ def _by_model(
     members: dict[str, list[int]] = {}
     specs: dict[str, ModelSpec] = {}
     problems: list[Problem] = []
+    named = False  # some cell names a model
     for i, cell in enumerate(table.cells("model")):
         try:
-            text = control_text(cell) or spec.endpoint_id
+            given = control_text(cell)
+            text = given or spec.endpoint_id
         except BadCell as exc:
             problems.append(Problem(str(exc), rows[i], lines[i], "model", plain(cell)))
             continue
@@ -267,8 +269,19 @@ def _by_model(
         if isinstance(found, str):
             problems.append(Problem(found, rows[i], lines[i], "model", text))
             continue
+        named = named or bool(given)
         specs.setdefault(found.endpoint_id, found)
         members.setdefault(found.endpoint_id, []).append(i)
+    if problems and not named and not any("/" in str(p.value) for p in problems):
+        # no cell names a model, nor looks like an endpoint id (owner/app...): a column of
+        # notes from before the column named the model
+        example = problems[0]
+        message = (
+            f"no cell of the 'model' column names a model (row {example.row}: "
+            f"{example.value!r}); it names the endpoint each row runs on (an empty cell: "
+            "--model): rename the column to keep it as a note"
+        )
+        return [], [Problem(message, column=MODEL)]
     if len(members) == 1 and not problems:
         ((endpoint, _),) = members.items()
         return [_Group(specs[endpoint], table, expansion)], []
@@ -310,7 +323,7 @@ def _expansion_misfits(groups: list[_Group]) -> list[Problem]:
     would make variants that are the same request, each bought (an error)."""
     problems: list[Problem] = []
     known = [group.spec for group in groups if group.spec.known]
-    if len(known) == len(groups):
+    if groups and len(known) == len(groups):
         for name in groups[0].expansion.defaults:
             if not any(name in spec.fields for spec in known):
                 models = " or ".join(spec.endpoint_id for spec in known)

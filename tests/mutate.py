@@ -798,7 +798,7 @@ MUTATIONS: list[Mutation] = [
         "model-cell-ignored",
         "Nothing unpriced or misspelt is bought",
         "batchrunner/manifest.py",
-        "            text = control_text(cell) or spec.endpoint_id\n",
+        "            text = given or spec.endpoint_id\n",
         "            text = spec.endpoint_id  # MUTANT: every row on --model\n",
         (
             MODEL_COLUMN + "test_each_row_is_checked_against_its_own_model",

@@ -305,3 +305,32 @@ def test_the_python_api_takes_a_matrix_of_models(tmp_path: Path) -> None:
     shots = pd.DataFrame({"id": ["owl"], "prompt": ["an owl"]})
     plan = batchrunner.plan(shots, matrix={"model": [VEO31, "fal-ai/veo3.1/fast"]})
     assert plan.endpoints == [VEO31, "fal-ai/veo3.1/fast"] and plan.jobs == 2
+
+
+def test_a_model_column_of_notes_is_one_error_saying_what_the_column_means(
+    tmp_path: Path,
+) -> None:
+    """A sheet from before the column named the model, using it for notes: one line saying
+    what the column is for, not an "unknown model" per row (and no crash when no row is left
+    to read)."""
+    notes = [
+        {"id": "a", "prompt": "x", "image_url": IMAGE, "model": "v1", "duration": "4s"},
+        {"id": "b", "prompt": "y", "image_url": IMAGE, "model": "v2", "duration": "4s"},
+    ]
+    for extra in ([], [{"id": "c", "prompt": "z", "image_url": IMAGE, "model": ""}]):
+        path = write_manifest(tmp_path / "notes.csv", notes + extra)
+        for expansion in ({}, {"defaults": {"duration": "8s"}}):
+            (problem,) = problems_of(path, **expansion)
+            assert problem.column == "model" and problem.row is None
+            assert problem.message.startswith(
+                "no cell of the 'model' column names a model (row 1: 'v1'); it names the "
+                "endpoint each row runs on"
+            )
+            assert problem.message.endswith("rename the column to keep it as a note")
+    # ids mistyped everywhere are not notes: each row says which model it meant
+    typos = [{**row, "model": "fal-ai/veo3.2"} for row in notes]
+    found = problems_of(write_manifest(tmp_path / "typos.csv", typos))
+    assert [(p.row, p.message.split(";")[0]) for p in found] == [
+        (1, "unknown model 'fal-ai/veo3.2'"),
+        (2, "unknown model 'fal-ai/veo3.2'"),
+    ]
