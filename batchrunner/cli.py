@@ -624,6 +624,10 @@ def status(ledger: Path, every: bool, history: bool, as_json: bool) -> None:
     click.echo(
         f"estimated spend: ${info['spend_usd']:,.2f}{billed}; in flight: {info['in_flight']}"
     )
+    if len(info["models"]) > 1:  # a sheet of several models: how each one went
+        for endpoint, model in info["models"].items():
+            states = ", ".join(f"{n} {state}" for state, n in model["counts"].items())
+            click.echo(f"  {endpoint}: {model['jobs']} jobs ({states}), ${model['spend_usd']:,.2f}")
     last = info["last_run"]
     if last:
         state = "running" if last["finished_at"] is None else f"exit {last['exit_code']}"

@@ -85,6 +85,7 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
             "ledger": str(ledger.path),
             "total": sum(counts.values()),
             "counts": counts,
+            "models": ledger.by_model(),  # endpoint -> jobs, counts by state, spend
             "in_flight": in_flight,
             "spend_usd": ledger.spend(),
             "billed_usd": billed,

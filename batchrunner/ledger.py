@@ -654,6 +654,19 @@ class Ledger:
         rows = self.db.execute("select state, count(*) from jobs group by state").fetchall()
         return {JobState(state): n for state, n in rows}
 
+    def by_model(self) -> dict[str, dict[str, Any]]:
+        """Each model's jobs by state and its :meth:`spend`, the model with most jobs first."""
+        found: dict[str, dict[str, Any]] = {}
+        for endpoint, state, jobs, spent in self.db.execute(
+            "select endpoint, state, count(*), coalesce(sum(cost_usd), 0) from jobs "
+            "group by endpoint, state order by endpoint, state"
+        ):
+            model = found.setdefault(endpoint, {"jobs": 0, "counts": {}, "spend_usd": 0.0})
+            model["jobs"] += jobs
+            model["counts"][state] = jobs
+            model["spend_usd"] = round(model["spend_usd"] + float(spent), 4)
+        return dict(sorted(found.items(), key=lambda item: -item[1]["jobs"]))
+
     def spend(self) -> float:
         """Estimated money committed so far: every job that may have been billed."""
         (total,) = self.db.execute("select coalesce(sum(cost_usd), 0) from jobs").fetchone()

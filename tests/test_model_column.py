@@ -226,6 +226,9 @@ def test_a_sheet_of_several_models_runs_end_to_end(
             "dog": VEO31,
         }
         assert frame["warnings"].isna().all()  # each clip is what its model was asked for
+        status = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db")])
+        assert f"  {VEO31}: 2 jobs (2 done), $4.80\n" in status.output
+        assert f"  {KLING}: 1 jobs (1 done), $0.35\n" in status.output
         page = page_data((tmp_path / "out" / "report.html").read_text("utf-8"))
         assert page["facets"]["model"] == [[DEFAULT_MODEL, 1], [VEO31, 2], [KLING, 1]]
         assert page["summary"]["models"] == sorted([DEFAULT_MODEL, VEO31, KLING])
