@@ -442,9 +442,17 @@ def _ledger_view(
         return list(states.values()), ledger.spend(), decisions
 
 
-def write_bodies(manifest: Manifest, destination: Path) -> int:
+def write_bodies(manifest: Manifest, destination: Path, ledger_path: Path | None = None) -> int:
     """One JSON line per job: its id, row, variant and the exact request body (local images as
-    the ``data:`` URIs that would be sent). Its folder is made if need be, as ``export``'s is."""
+    the ``data:`` URIs that would be sent), as run would send it with the ledger at
+    ``ledger_path`` (a job it holds under an earlier label is that job). Its folder is made if
+    need be, as ``export``'s is."""
+    if ledger_path is not None and Path(ledger_path).exists():
+        from batchrunner.ledger import Ledger
+        from batchrunner.relabelled import as_recorded
+
+        with Ledger.open(ledger_path, create=False) as ledger:
+            manifest = as_recorded(manifest, ledger)
     try:
         with written_whole(destination) as part, open(part, "w", encoding="utf-8") as handle:
             for row in manifest.rows:

@@ -165,3 +165,24 @@ def test_take_labels_split_into_matrix_values_and_take() -> None:
     assert split_label("t1") == ("", 1)
     assert split_label("16:9~1080p") == ("16:9~1080p", None)
     assert split_label("") == ("", None)
+
+
+def test_plan_writes_the_bodies_run_would_send_for_jobs_held_under_another_label(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """After ``--count 2``, the nightly command without it plans take 1 as ``fox~t1`` (bought):
+    ``plan -o`` writes that job's id and request, as ``plan`` and ``run`` see it."""
+    manifest = write_manifest(tmp_path / "m.csv", SHEETS["ids and outputs"])
+    assert run(sim, tmp_path, manifest, count=2) == 4
+    bodies = tmp_path / "bodies.jsonl"
+    args = ["plan", str(manifest), "--ledger", str(tmp_path / "ledger.db"), "-o", str(bodies)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in bodies.read_text().splitlines()]
+    with Ledger.open(tmp_path / "ledger.db") as ledger:
+        held = {job.job_id: job for job in ledger.jobs()}
+    assert [(body["job_id"], body["variant"]) for body in written] == [
+        ("fox~t1", "t1"),
+        ("owl~t1", "t1"),
+    ]
+    assert all(body["input"] == held[body["job_id"]].input for body in written)
