@@ -801,6 +801,8 @@ def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
         click.echo(f"{manifest}: warning: {warning}", err=True)
     cost = sum(row.cost_usd or 0 for row in loaded.rows)
     jobs = f" -> {len(loaded.rows)} jobs" if len(loaded.rows) != loaded.records else ""
+    if len(loaded.endpoints) > 1:
+        jobs += f" for {len(loaded.endpoints)} models"
     click.echo(
         f"{manifest}: {loaded.records} rows{loaded.taken} OK{jobs}; estimated cost ${cost:,.2f}"
     )

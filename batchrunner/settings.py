@@ -54,7 +54,11 @@ class Settings:
         kind="path",
     )
     out: Path = option(Path("outputs"), "Folder the videos are written to.", kind="dir")
-    model: str = option(DEFAULT_MODEL, "Endpoint id (`batchrunner models list` shows them).")
+    model: str = option(
+        DEFAULT_MODEL,
+        "Endpoint id (`batchrunner models list` shows them); a manifest's `model` column "
+        "names one for each row.",
+    )
     allow_unregistered: bool = option(
         False, "Run a model the registry does not know: its input is sent unvalidated.", kind="flag"
     )

@@ -337,3 +337,9 @@ def test_a_model_column_of_notes_is_one_error_saying_what_the_column_means(
         (1, "unknown model 'fal-ai/veo3.2'"),
         (2, "unknown model 'fal-ai/veo3.2'"),
     ]
+
+
+def test_validate_says_how_many_models_the_sheet_uses(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["validate", str(sheet(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{tmp_path / 'm.csv'}: 4 rows OK for 3 models; estimated cost $8.35\n"
