@@ -21,6 +21,7 @@ import difflib
 import functools
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -311,8 +312,17 @@ def get_model(
     if spec is not None:
         return spec
     if allow_unregistered:
+        if not _ENDPOINT_ID.fullmatch(endpoint_id.strip("/")):
+            raise UnknownModelError(
+                f"{endpoint_id!r} is not an endpoint id: write owner/app or owner/app/path, "
+                "in letters, digits, '.', '-' and '_' (as in fal-ai/veo3.1/image-to-video)"
+            )
         return ModelSpec.unregistered(endpoint_id.strip("/"), price_per_job)
     raise UnknownModelError(unknown_model_message(endpoint_id))
+
+
+# owner/app[/path...]: what goes into the request URL's path, never a query, a host or a ".."
+_ENDPOINT_ID = re.compile(r"(?!.*(?:^|/)\.{1,2}(?:/|$))[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)+")
 
 
 def unknown_model_message(endpoint_id: str) -> str:

@@ -343,3 +343,28 @@ def test_validate_says_how_many_models_the_sheet_uses(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["validate", str(sheet(tmp_path))])
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{tmp_path / 'm.csv'}: 4 rows OK for 3 models; estimated cost $8.35\n"
+
+
+def test_an_unregistered_model_must_be_an_endpoint_id(tmp_path: Path) -> None:
+    """--allow-unregistered sends a model the registry does not know, but only an id that is
+    one: owner/app[/path], never a query, another host or a ``..`` in the request's path."""
+    bad = ["foo/bar?x=1", "../../etc", "https://evil.example/x", "a/./b", "veo"]
+    path = write_manifest(
+        tmp_path / "m.csv",
+        [{"id": f"r{i}", "model": model, "prompt": "hi"} for i, model in enumerate(bad)]
+        + [{"id": "ok", "model": "acme/new-model/v1.2", "prompt": "hi"}],
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(
+            path,
+            get_model(DEFAULT_MODEL),
+            models=lambda endpoint: get_model(endpoint, allow_unregistered=True),
+        )
+    found = caught.value.problems
+    assert [(p.row, p.value) for p in found] == list(enumerate(bad, start=1))
+    assert all("is not an endpoint id: write owner/app" in p.message for p in found)
+    result = CliRunner().invoke(
+        cli, ["plan", str(path), "--model", "foo/bar?x=1", "--allow-unregistered"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: 'foo/bar?x=1' is not an endpoint id")
