@@ -84,7 +84,8 @@ class Table:
     columns: list[str] = field(default_factory=list)
     records: Sequence[Record] = field(default_factory=list)  # a list, or a _Grid
     problems: list[Problem] = field(default_factory=list)  # errors and warnings
-    hidden_rows: list[int] = field(default_factory=list)  # a workbook's, by sheet row
+    hidden_rows: list[int] = field(default_factory=list)  # a workbook's, as data rows
+    header_row: int = 1  # the sheet row of the header (sheet row = header_row + data row)
 
     def cells(self, name: str) -> list[Any]:
         """Each record's cell in the column ``name``, None where it has none."""
@@ -649,8 +650,10 @@ def _table_from_rows(rows: Iterator[Sequence[Any]]) -> Table:
     header: _Header | None = None
     records: list[Record] = []
     row = 0
+    header_row = 0
     for values in rows:
         if header is None:
+            header_row += 1
             if not _blank(values):
                 header = _Header(values)
             continue
@@ -659,7 +662,9 @@ def _table_from_rows(rows: Iterator[Sequence[Any]]) -> Table:
             records.append(header.record(row, None, values))
     if header is None:
         return Table(problems=[Problem("the manifest is empty")])
-    return header.finish(records)
+    table = header.finish(records)
+    table.header_row = header_row
+    return table
 
 
 def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = ()) -> Table:
@@ -714,19 +719,11 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
             head[:index] = [[] for _ in range(index)]  # blank: no rows before a header
         table = _table_from_rows(itertools.chain(head, rows))
         table.problems[:0] = skipped
-        table.hidden_rows = hidden
+        table.hidden_rows = [row - table.header_row for row in hidden if row > table.header_row]
         if spans:
             message = (
-                f"{len(spans)} merged cells span several rows ({_first_ten(spans)}): each row "
+                f"{len(spans)} merged cells span several rows ({first_ten(spans)}): each row "
                 "they cover reads the merged value, as the sheet shows it"
-            )
-            table.problems.append(Problem(message, severity="warning"))
-        if hidden:
-            message = (
-                f"{len(hidden)} rows of the sheet are hidden (by hand or by a filter: sheet rows "
-                f"{_first_ten(hidden)}); they are read like the others: delete them from the "
-                "sheet, or copy the visible rows to a sheet of their own, if they are not to be "
-                "made"
             )
             table.problems.append(Problem(message, severity="warning"))
         if sheet is None and len(names) > 1:
@@ -748,7 +745,7 @@ _ROW_NUMBER = re.compile(rb"\br=\"(\d+)\"")
 _MERGED_CELLS = re.compile(rb"<mergeCell\b[^>]*\bref=\"([A-Z]+\d+:[A-Z]+\d+)\"")
 
 
-def _first_ten(items: Sequence[object]) -> str:
+def first_ten(items: Sequence[object]) -> str:
     return ", ".join(map(str, items[:10])) + (", ..." if len(items) > 10 else "")
 
 

@@ -277,7 +277,8 @@ def manifest_options(fn: F) -> F:
             "--rows",
             metavar="SPEC",
             help="Only these rows, numbered as plan and errors number them: --rows 1-3,7 "
-            "to try a few before the batch.",
+            "to try a few before the batch; visible: those a workbook shows (not hidden by a "
+            "filter).",
         ),
         click.option("--dedupe", is_flag=True, help="Keep identical rows (no id) once."),
         click.option("--strict", is_flag=True, help="Unknown columns are errors, not warnings."),

@@ -30,6 +30,7 @@ MAX_TAKES = 100
 # A matrix may vary the model itself (``--matrix model=fal-ai/veo3,fal-ai/veo3.1``): every row on
 # every model. The manifest loader looks the ids up; no model's fields name it.
 MODEL = "model"
+VISIBLE = "visible"  # --rows visible: the rows a workbook shows
 # {column} is a placeholder; {{ and }} are literal braces; any other brace is left alone.
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_ .\-]*)\}")
 
@@ -41,10 +42,12 @@ class Rows:
     before the batch, or buy one alone; the rows left out are not checked, recorded or sent."""
 
     spans: tuple[tuple[int, int | None], ...]  # (first, last); last None: to the end
+    visible: bool = False  # only the rows a workbook shows (not hidden by hand or a filter)
 
     @classmethod
     def parse(cls, spec: str | int | Iterable[int]) -> Rows:
-        """``"1-3,7,250-"``, a row number, or row numbers."""
+        """``"1-3,7,250-"``, ``"visible"`` (and ``"visible,1-50"``: those of 1-50 a workbook
+        shows), a row number, or row numbers."""
         if isinstance(spec, bool):
             raise UsageError(f"rows takes row numbers like '1-3,7', not {spec!r}")
         if isinstance(spec, int):
@@ -55,7 +58,9 @@ class Rows:
                 raise UsageError(f"rows takes row numbers from 1, not {spec!r}")
             return cls(tuple((n, n) for n in numbers))
         spans: list[tuple[int, int | None]] = []
-        for part in spec.split(","):
+        parts = [part for part in spec.split(",") if part.strip().lower() != VISIBLE]
+        visible = len(parts) < len(spec.split(","))
+        for part in parts:
             first, dash, last = part.strip().partition("-")
             try:
                 start = int(first)
@@ -65,14 +70,18 @@ class Rows:
             if start < 1 or (end is not None and end < start):
                 raise UsageError(
                     f"--rows {spec!r}: write row numbers and ranges like 1-3,7,250- (rows "
-                    "count from 1 after the header, as `plan` and errors number them)"
+                    "count from 1 after the header, as `plan` and errors number them), or "
+                    "visible for the rows a workbook shows"
                 )
             spans.append((start, end))
-        return cls(tuple(spans))
+        return cls(tuple(spans), visible)
 
     def __contains__(self, row: object) -> bool:
-        return isinstance(row, int) and any(
-            first <= row and (last is None or row <= last) for first, last in self.spans
+        """Whether the spans take ``row`` (all rows, for ``visible`` alone; which of them are
+        hidden is the sheet's to say)."""
+        return isinstance(row, int) and (
+            not self.spans
+            or any(first <= row and (last is None or row <= last) for first, last in self.spans)
         )
 
     def past(self, last_row: int) -> list[str]:
@@ -84,10 +93,11 @@ class Rows:
         ]
 
     def __str__(self) -> str:
-        return ",".join(
+        spans = [
             str(first) if last == first else f"{first}-{'' if last is None else last}"
             for first, last in self.spans
-        )
+        ]
+        return ",".join([VISIBLE, *spans] if self.visible else spans)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from batchrunner import identity
-from batchrunner.cells import IN_MEMORY, Record, Table, read_records, read_table
+from batchrunner.cells import IN_MEMORY, Record, Table, first_ten, read_records, read_table
 from batchrunner.coerce import BAD, OMIT, BadCell, Coercer, FieldKind, coerce, control_text, plain
 from batchrunner.errors import ManifestError, Problem, UsageError
 from batchrunner.expand import (
@@ -170,10 +170,13 @@ def _load(
         path = IN_MEMORY
     taken = ""
     if expansion.rows is not None:
-        taken = f" (--rows {expansion.rows} of {len(table.records)})"
+        total = len(table.records)
         table = _selected(table, expansion.rows)
+        shown = f": {len(table.records)}" if expansion.rows.visible else ""
+        taken = f" (--rows {expansion.rows}{shown} of {total})"
     groups, problems = _by_model(table, spec, models, expansion)
     problems += table.problems
+    problems += _hidden(table)
     problems += _expansion_misfits(groups)
     if len(groups) == 1:
         ((only, group, expanded),) = groups
@@ -433,24 +436,52 @@ def _shared_across_models(rows: list[ManifestRow]) -> list[Problem]:
 
 
 def _selected(table: Table, rows: Rows) -> Table:
-    """The rows ``--rows`` takes, with their own numbers, and the problems of those rows and
-    of the whole file (its header); a selection that takes no row is an error."""
+    """The rows ``--rows`` takes (``visible``: those a workbook does not hide), with their own
+    numbers, and the problems of those rows and of the whole file (its header); a selection
+    that takes no row is an error."""
     numbers, _ = table.numbers()
     if not numbers:
         return table
-    keep = [i for i, row in enumerate(numbers) if row in rows]
+    hidden = set(table.hidden_rows) if rows.visible else set()
+    keep = [i for i, row in enumerate(numbers) if row in rows and row not in hidden]
     if not keep:
+        if hidden:
+            raise UsageError(f"--rows {rows}: the sheet shows none of those rows")
         raise UsageError(
             f"--rows {rows}: the manifest has no such rows (its rows are numbered "
             f"{numbers[0]}-{numbers[-1]}, as `plan` and errors number them)"
         )
     records = [table.records[i] for i in keep]
-    problems = [p for p in table.problems if p.row is None or p.row in rows]
+    kept = {numbers[i] for i in keep}
+    problems = [p for p in table.problems if p.row is None or p.row in kept]
     past = rows.past(numbers[-1])
     if past:
         message = f"--rows {', '.join(past)}: past the manifest's last row ({numbers[-1]})"
         problems.append(Problem(message, severity="warning"))
+    if rows.visible and not table.hidden_rows:
+        message = (
+            "--rows visible: no row of the manifest is hidden (only a workbook's can be), so "
+            "every row is taken"
+        )
+        problems.append(Problem(message, severity="warning"))
     return dataclasses.replace(table, records=records, problems=problems)
+
+
+def _hidden(table: Table) -> list[Problem]:
+    """A warning naming the rows read that the workbook hides (by hand, or a filter's rows
+    filtered out): they are made like the others unless ``--rows visible`` leaves them out."""
+    if not table.hidden_rows:
+        return []
+    read = set(table.numbers()[0])
+    hidden = [table.header_row + row for row in table.hidden_rows if row in read]
+    if not hidden:
+        return []
+    message = (
+        f"{len(hidden)} rows of the sheet are hidden (by hand or by a filter: sheet rows "
+        f"{first_ten(hidden)}); they are read like the others: --rows visible takes only "
+        "the rows the sheet shows (or delete the hidden ones from it)"
+    )
+    return [Problem(message, severity="warning")]
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from batchrunner.client import QueueStatus
 from batchrunner.models import MAX_IMAGE_BYTES
 from batchrunner.report import Progress
 from batchrunner.simulator import SimulatorServer
-from tests.helpers import TOKEN, counters, fast_config, rows, run_args, write_manifest
+from tests.helpers import IMAGE, TOKEN, counters, fast_config, rows, run_args, write_manifest
 from tests.test_manifest import BAD, CORPUS
 
 ENV = {"BATCHRUNNER_API_KEY": TOKEN}
@@ -223,6 +223,59 @@ def test_hidden_rows_of_a_sheet_are_read_and_said_once(tmp_path: Path, command: 
     assert "12, ...); they are read like the others" in hidden
     assert result.output.count("the workbook has 2 sheets") == 1
     assert "12 rows" in result.output
+
+
+def test_rows_visible_takes_the_rows_a_filtered_sheet_shows(tmp_path: Path) -> None:
+    """A sheet filtered down to the approved shots: `--rows visible` takes those (with --rows
+    spans, those of them the sheet shows), runs them, and says nothing about rows it left out;
+    a plain `plan` warns about the hidden rows it reads, and only those it reads. On a CSV,
+    which hides nothing, every row is taken, with a warning saying so."""
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["title"])  # a title row and a blank row above the header
+    workbook.active.append([])
+    workbook.active.append(["id", "prompt", "image_url", "duration"])
+    for i in range(1, 7):
+        workbook.active.append([f"shot-{i}", f"shot {i}", IMAGE, "4s"])
+    for sheet_row in (5, 6, 8):  # data rows 2, 3 and 5
+        workbook.active.row_dimensions[sheet_row].hidden = True
+    book = tmp_path / "shots.xlsx"
+    workbook.save(book)
+
+    plain = CliRunner().invoke(cli, ["plan", str(book)])
+    assert plain.exit_code == 0, plain.output
+    assert "3 rows of the sheet are hidden (by hand or by a filter: sheet rows 5, 6, 8)" in (
+        plain.output
+    )
+    spans = CliRunner().invoke(cli, ["plan", str(book), "--rows", "4-6"])
+    assert "1 rows of the sheet are hidden (by hand or by a filter: sheet rows 8)" in spans.output
+    visible = CliRunner().invoke(cli, ["plan", str(book), "--rows", "visible", "--json"])
+    assert visible.exit_code == 0, visible.output
+    assert "hidden" not in visible.stderr
+    assert [d["job_id"] for d in json.loads(visible.stdout)["decisions"]] == [
+        "shot-1",
+        "shot-4",
+        "shot-6",
+    ]
+    some = CliRunner().invoke(cli, ["plan", str(book), "--rows", "visible,2-4"])
+    assert some.stdout.startswith(f"{book}: 1 rows (--rows visible,2-4: 1 of 6) -> 1 jobs")
+    none = CliRunner().invoke(cli, ["plan", str(book), "--rows", "2-3,visible"])
+    assert none.exit_code == 2
+    assert none.stderr == "error: --rows visible,2-3: the sheet shows none of those rows\n"
+    with SimulatorServer(fast_config()) as server:
+        args = [*run_args(server, tmp_path, book), "--rows", "visible"]
+        ran = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+        assert ran.exit_code == 0, ran.output
+        assert sorted(job["prompt"] for job in counters(server)["jobs"].values()) == [
+            "shot 1",
+            "shot 4",
+            "shot 6",
+        ]
+    csv = write_manifest(tmp_path / "m.csv", rows(2))
+    taken = CliRunner().invoke(cli, ["plan", str(csv), "--rows", "visible"])
+    assert taken.exit_code == 0 and "-> 2 jobs" in taken.stdout
+    assert "--rows visible: no row of the manifest is hidden" in taken.stderr
 
 
 def test_http_base_url_is_refused_for_a_remote_host(tmp_path: Path) -> None:
