@@ -310,9 +310,17 @@ class Plan:
                 f"https://fal.ai/models/{endpoint} before spending, or set it with "
                 "`batchrunner models price`"
             )
+        model = None  # several models: each one's total, then its groups
         for group in self.breakdown:
+            if group.get("model", model) != model:
+                model = group["model"]
+                mine = [g for g in self.breakdown if g["model"] == model]
+                jobs = sum(g["jobs"] for g in mine)
+                costs = [g["cost_usd"] for g in mine]
+                total = None if None in costs else _money(sum(costs))
+                out.append(f"  {model}: {jobs} jobs, {money(total)}")
             fields = ", ".join(
-                f"{k}={v}" for k, v in group.items() if k not in ("jobs", "cost_usd")
+                f"{k}={v}" for k, v in group.items() if k not in ("jobs", "cost_usd", "model")
             )
             out.append(f"  {group['jobs']:>5} x {fields or 'all'}: {money(group['cost_usd'])}")
         if self.in_ledger:

@@ -198,7 +198,12 @@ def test_plan_gives_the_models_and_each_ones_cost(tmp_path: Path) -> None:
         and "https://fal.ai/models/fal-ai/veo3.1/fast" in line
         for line in lines
     )
-    assert f"      1 x model={KLING}, duration=5: $0.35" in lines
+    at = lines.index(f"  {VEO31}: 2 jobs, $4.80")  # each model's total, then its groups
+    assert lines[at + 1 : at + 3] == [
+        "      1 x duration=4s, resolution=720p, generate_audio=True: $1.60",
+        "      1 x duration=8s, resolution=720p, generate_audio=True: $3.20",
+    ]
+    assert lines[lines.index(f"  {KLING}: 1 jobs, $0.35") + 1] == "      1 x duration=5: $0.35"
 
 
 def test_a_sheet_of_several_models_runs_end_to_end(
