@@ -300,6 +300,77 @@ def check_writable(folder: Path) -> None:
         ) from exc
 
 
+def _cancel_beside(
+    path: Path, job_ids: Sequence[str], holder: str, token: str | None, env: dict[str, str] | None
+) -> Cancelled | None:
+    """Cancel at the provider jobs that the batch holding the ledger (``holder``) follows,
+    and leave it running: it sees each end by its stream or its polls and records it
+    (``cancelled``, or its result when it finished first), which is waited for here, up to
+    :data:`CANCEL_RECORD_SECONDS`. Nothing is written to the ledger from here. None when a
+    job named is not at the provider (a pending one is the batch's to move: it is stopped)."""
+    import anyio
+
+    from batchrunner.ledger import Ledger
+    from batchrunner.runtime import run_loop
+
+    with Ledger.open(path, create=False) as ledger:
+        missing = [j for j in job_ids if not ledger.has(j)]
+        if missing:
+            raise UsageError(f"no such job in {path}: {', '.join(missing)}")
+        targets = [ledger.get(j) for j in job_ids]
+        if not all(job.state in AT_PROVIDER for job in targets):
+            return None
+        last = ledger.last_run(("run", "resume", "retry"))
+        settings = Settings.from_stored(last["options"] if last else {}, ledger=path)
+        api = api_config(settings, token, env)
+        answers: dict[str, str] = {}
+        outcome: dict[str, str] = {}
+
+        async def main() -> None:
+            async with connect(settings, api) as (client, origin):
+                for job in targets:
+                    if job.origin != origin:
+                        outcome[job.job_id] = f"skipped: submitted to {job.origin}"
+                        continue
+                    assert job.request_id is not None
+                    url = job.cancel_url
+                    answers[job.job_id] = await client.cancel(job.endpoint, job.request_id, url=url)
+            waiting = [j for j in answers if answers[j] == "CANCELLATION_REQUESTED"]
+            deadline = anyio.current_time() + CANCEL_RECORD_SECONDS
+            while waiting and anyio.current_time() < deadline:
+                await anyio.sleep(0.1)
+                states = ledger.states(waiting)
+                waiting = [j for j in waiting if JobState(states[j]) in AT_PROVIDER]
+
+        run_loop(main)
+        states = ledger.states(list(answers))
+    for job_id, answer in answers.items():
+        state = JobState(states[job_id])
+        if state is JobState.CANCELLED:
+            outcome[job_id] = "cancelled at the provider; the running batch recorded it"
+        elif answer == "NOT_FOUND":
+            outcome[job_id] = (
+                "unknown at the provider (404); the running batch records what it finds"
+            )
+        elif state in AT_PROVIDER:
+            outcome[job_id] = (
+                "cancel requested, but it is still at the provider: the running batch follows "
+                "it to its end (a video it still makes is paid for, and fetched)"
+            )
+        elif state in (JobState.COMPLETED, JobState.DONE):
+            outcome[job_id] = (
+                "too late: it finished before the cancel took effect; the running batch "
+                "fetches it (it is paid for)"
+            )
+        else:
+            outcome[job_id] = f"it ended {state} before the cancel took effect"
+    logger.info("cancelled beside the batch that holds the ledger (%s)", holder)
+    return Cancelled({j: outcome[j] for j in job_ids}, running=holder)
+
+
+CANCEL_RECORD_SECONDS = 10.0  # how long a cancel waits for the running batch to record it
+
+
 async def _how_they_ended(client: QueueClient, jobs: list[Job]) -> dict[str, str]:
     """Jobs whose cancel was accepted, watched together (:func:`scheduler.how_they_end`): job
     id → ``CANCELLATION_REQUESTED`` once it ends cancelled, ``ALREADY_COMPLETED`` when it ends
@@ -325,6 +396,7 @@ class Cancelled:
     jobs: dict[str, str]  # job id → what happened to it
     stopped: str | None = None  # the batch that held the ledger, stopped first, described
     unfinished: int = 0  # jobs left to send, follow or fetch: what `resume` carries on with
+    running: str | None = None  # the batch that holds the ledger, left running, described
 
 
 def cancel(
@@ -339,14 +411,22 @@ def cancel(
     Jobs at the provider get a cancel request; pending and unknown ones are cancelled in the
     ledger only. Completed and done jobs are left alone (their video is already paid for). A
     ``run``, ``resume`` or ``retry`` holding the ledger is stopped first (as by Ctrl-C): only
-    the ledger's holder may move its jobs, and the user asked for the spending to stop.
+    the ledger's holder may move its jobs, and the user asked for the spending to stop. Not
+    when every job named is at the provider: those are cancelled there, and the batch, which
+    follows them, records how each ends while it goes on with the others
+    (:func:`_cancel_beside`).
     """
     from batchrunner.ledger import Ledger
-    from batchrunner.lock import LedgerLock
+    from batchrunner.lock import LedgerLock, batch_holding
 
     path = Path(ledger_path)
     if not path.exists():
         raise UsageError(f"no ledger at {path}")
+    holder = batch_holding(path) if job_ids is not None else None
+    if holder is not None and job_ids is not None:
+        beside = _cancel_beside(path, job_ids, holder, token, env)
+        if beside is not None:
+            return beside
     cancellable = (JobState.PENDING, JobState.UNKNOWN, JobState.QUEUED, JobState.RUNNING)
     lock = LedgerLock(path, "cancel", stop_holder=True)
     with lock, Ledger.open(path, create=False) as ledger:

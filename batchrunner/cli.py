@@ -756,7 +756,8 @@ def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
 
     A run, resume or retry busy with the ledger is stopped first, as by Ctrl-C:
     it buys nothing more and keeps what it sent; `resume` carries on with the
-    jobs not cancelled.
+    jobs not cancelled. Jobs named that are all at the provider are cancelled
+    there, and the batch keeps running with the others.
 
     \b
     Example:
@@ -771,6 +772,11 @@ def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
     outcome = batch.cancel(ledger, None if everything else list(job_ids))
     for job_id, what in outcome.jobs.items():
         click.echo(f"{job_id}: {what}")
+    if outcome.running:
+        click.echo(
+            f"the batch busy with the ledger ({outcome.running}) keeps running with the others",
+            err=True,
+        )
     if outcome.stopped and outcome.unfinished:
         click.echo(
             f"the batch that was busy with the ledger is stopped; "

@@ -104,6 +104,19 @@ class LedgerLock:
         self.release()
 
 
+def batch_holding(ledger_path: Path) -> str | None:
+    """The ``run``, ``resume`` or ``retry`` that holds the ledger now, described (on whatever
+    machine); None when none does (free, held by another command, or no lock file)."""
+    try:
+        with open(lock_path(ledger_path)) as handle:
+            if _locked(handle):
+                return None  # free (the lock goes with the file's closing)
+            holder = _read(handle.read())
+    except OSError:
+        return None
+    return _describe(holder) if holder.get("command") in STOPPABLE else None
+
+
 def _why(path: Path, exc: OSError) -> str:
     """What stopped ``path`` being written: a file where a folder should be, or the OS's word."""
     nearest = next((parent for parent in path.parents if parent.exists()), None)

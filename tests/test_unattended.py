@@ -536,6 +536,60 @@ def test_cancelling_one_job_of_a_running_batch_leaves_the_rest_to_resume(tmp_pat
         assert counters(server)["submits"] == 3  # nothing bought twice, the cancelled row never
 
 
+def test_cancelling_a_job_in_flight_leaves_the_batch_running(tmp_path: Path) -> None:
+    """A job the running batch follows is cancelled at the provider from another terminal; the
+    batch is not stopped: it sees the job end, records it cancelled, and finishes the others."""
+    with SimulatorServer(fast_config(run_seconds=3)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(4))
+        ledger = tmp_path / "ledger.db"
+        args = run_args(server, tmp_path, manifest, "--concurrency", "2")
+        with runner_process(args, tmp_path) as proc:
+            wait_for(lambda: counters(server)["submits"] == 2)  # the ledger exists by now
+            wait_for(lambda: states(ledger).get(JOB_ID) in (JobState.QUEUED, JobState.RUNNING))
+            cancelled = CliRunner().invoke(
+                cli, ["cancel", "--ledger", str(ledger), JOB_ID], env={"BATCHRUNNER_API_KEY": TOKEN}
+            )
+            assert proc.wait(timeout=30) == 1  # not stopped: three done, one cancelled
+        assert cancelled.exit_code == 0, cancelled.output
+        assert (
+            cancelled.stdout
+            == f"{JOB_ID}: cancelled at the provider; the running batch recorded it\n"
+        )
+        assert f"(pid {proc.pid}, `run` started at" in cancelled.stderr
+        assert "keeps running with the others" in cancelled.stderr
+        assert Counter(states(ledger).values()) == {JobState.DONE: 3, JobState.CANCELLED: 1}
+        assert states(ledger)[JOB_ID] is JobState.CANCELLED
+        assert counters(server)["submits"] == 4 and counters(server)["requests"]["cancel"] == 1
+        with Ledger.open(ledger, create=False) as opened:
+            assert [run["command"] for run in opened.db.table("runs").rows] == ["run"]
+
+
+def test_a_cancel_a_job_in_flight_does_not_heed_is_fetched_by_the_running_batch(
+    tmp_path: Path,
+) -> None:
+    ignored = Fault.parse("cancel:ignored")
+    with SimulatorServer(fast_config(run_seconds=2, faults=[ignored])) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(2))
+        ledger = tmp_path / "ledger.db"
+        with runner_process(run_args(server, tmp_path, manifest), tmp_path) as proc:
+            wait_for(lambda: counters(server)["submits"] == 2)
+            wait_for(lambda: states(ledger).get(JOB_ID) in (JobState.QUEUED, JobState.RUNNING))
+            cancelled = CliRunner().invoke(
+                cli, ["cancel", "--ledger", str(ledger), JOB_ID], env={"BATCHRUNNER_API_KEY": TOKEN}
+            )
+            assert proc.wait(timeout=30) == 0
+        assert cancelled.exit_code == 0, cancelled.output
+        assert cancelled.stdout == (
+            f"{JOB_ID}: too late: it finished before the cancel took effect; the running batch "
+            "fetches it (it is paid for)\n"
+        )
+        assert set(states(ledger).values()) == {JobState.DONE}
+        assert counters(server)["submits"] == 2
+
+
+JOB_ID = "shot-001"
+
+
 def test_a_cancel_the_running_job_does_not_heed_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
