@@ -328,13 +328,7 @@ def _cancel_beside(
 
         async def main() -> None:
             async with connect(settings, api) as (client, origin):
-                for job in targets:
-                    if job.origin != origin:
-                        outcome[job.job_id] = f"skipped: submitted to {job.origin}"
-                        continue
-                    assert job.request_id is not None
-                    url = job.cancel_url
-                    answers[job.job_id] = await client.cancel(job.endpoint, job.request_id, url=url)
+                answers.update(await _ask_to_cancel(client, origin, targets, outcome))
             waiting = [j for j in answers if answers[j] == "CANCELLATION_REQUESTED"]
             deadline = anyio.current_time() + CANCEL_RECORD_SECONDS
             while waiting and anyio.current_time() < deadline:
@@ -369,6 +363,22 @@ def _cancel_beside(
 
 
 CANCEL_RECORD_SECONDS = 10.0  # how long a cancel waits for the running batch to record it
+
+
+async def _ask_to_cancel(
+    client: QueueClient, origin: str, jobs: list[Job], outcome: dict[str, str]
+) -> dict[str, str]:
+    """The provider's answer to a cancel of each of ``jobs`` submitted to ``origin``; the
+    others are said to be skipped in ``outcome``."""
+    answers: dict[str, str] = {}
+    for job in jobs:
+        if job.origin != origin:
+            outcome[job.job_id] = f"skipped: submitted to {job.origin}"
+            continue
+        assert job.request_id is not None
+        url = job.cancel_url
+        answers[job.job_id] = await client.cancel(job.endpoint, job.request_id, url=url)
+    return answers
 
 
 async def _how_they_ended(client: QueueClient, jobs: list[Job]) -> dict[str, str]:
@@ -446,14 +456,7 @@ def cancel(
 
         async def main() -> None:
             async with connect(settings, api) as (client, origin):
-                answers: dict[str, str] = {}
-                for job in remote:
-                    if job.origin != origin:
-                        outcome[job.job_id] = f"skipped: submitted to {job.origin}"
-                        continue
-                    assert job.request_id is not None
-                    url = job.cancel_url
-                    answers[job.job_id] = await client.cancel(job.endpoint, job.request_id, url=url)
+                answers = await _ask_to_cancel(client, origin, remote, outcome)
                 accepted = [j for j in remote if answers.get(j.job_id) == "CANCELLATION_REQUESTED"]
                 answers |= await _how_they_ended(client, accepted) if accepted else {}
                 for job in remote:
