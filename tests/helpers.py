@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,14 @@ def run_args(server: SimulatorServer, tmp_path: Path, manifest: Path, *extra: st
         "--out", str(tmp_path / "out"), "--base-url", server.url, "--auth-scheme", "bearer",
         "--rps", "500", "--poll-min", "0.02", "--poll-max", "0.2", *extra,
     ]  # fmt: skip
+
+
+def page_data(html: str) -> dict[str, Any]:
+    """The data a gallery page carries (its cards, facets and summary)."""
+    match = re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S)
+    assert match is not None
+    data: dict[str, Any] = json.loads(match.group(1))
+    return data
 
 
 def write_manifest(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -5,11 +5,9 @@ How it behaves in a browser is in ``test_gallery_browser.py``.
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -18,18 +16,11 @@ from batchrunner import gallery
 from batchrunner.cli import cli
 from batchrunner.ledger import Ledger, NewJob
 from batchrunner.states import JobState
-from tests.helpers import IMAGE
+from tests.helpers import IMAGE, page_data
 
 ROOT = Path(__file__).resolve().parent.parent
 VEO3 = "fal-ai/veo3/image-to-video"
 EVIL = 'Night </script><script>alert("x")</script> <img src=x onerror=alert(1)> & "quotes"'
-
-
-def page_data(html: str) -> dict[str, Any]:
-    match = re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S)
-    assert match is not None
-    data: dict[str, Any] = json.loads(match.group(1))
-    return data
 
 
 def make_ledger(tmp_path: Path) -> Path:

@@ -17,8 +17,15 @@ from batchrunner.manifest import Manifest, load_manifest
 from batchrunner.models import DEFAULT_MODEL, get_model
 from batchrunner.planner import make_plan
 from batchrunner.simulator import SimulatorServer
-from tests.helpers import IMAGE, TOKEN, counters, fast_config, run_args, write_manifest
-from tests.test_gallery import page_data
+from tests.helpers import (
+    IMAGE,
+    TOKEN,
+    counters,
+    fast_config,
+    page_data,
+    run_args,
+    write_manifest,
+)
 
 VEO31 = "fal-ai/veo3.1"  # text to video: no image
 KLING = "fal-ai/kling-video/v2.5-turbo/pro/image-to-video"  # durations 5 and 10, a cfg_scale
