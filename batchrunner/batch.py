@@ -346,15 +346,15 @@ def _cancel_beside(
             outcome[job_id] = (
                 "unknown at the provider (404); the running batch records what it finds"
             )
+        elif answer == "ALREADY_COMPLETED" or state in (JobState.COMPLETED, JobState.DONE):
+            outcome[job_id] = (
+                "too late: it finished before the cancel took effect; the running batch "
+                "fetches it (it is paid for)"
+            )
         elif state in AT_PROVIDER:
             outcome[job_id] = (
                 "cancel requested, but it is still at the provider: the running batch follows "
                 "it to its end (a video it still makes is paid for, and fetched)"
-            )
-        elif state in (JobState.COMPLETED, JobState.DONE):
-            outcome[job_id] = (
-                "too late: it finished before the cancel took effect; the running batch "
-                "fetches it (it is paid for)"
             )
         else:
             outcome[job_id] = f"it ended {state} before the cancel took effect"
