@@ -18,7 +18,9 @@ makespan / ideal (first submit to last result stored, over the best schedule of 
 simulator's own job times on 50 slots: the n-th submit gets the n-th time, each starting the
 moment a slot frees), and peak RSS (of the largest process: batchrunner's own). Medians of
 ``BENCH_RUNS`` runs (default 3). Then the scale figures, medians too: ``--concurrency 200`` on
-2,000 near-instant jobs (and the media check's share of its CPU), a no-op re-run of the
+2,000 near-instant jobs (and the media check's share of its CPU), alternating with the code
+issue 11 was filed against (``BENCH_BASELINE``, taken from this checkout's git history), so
+that the ratio between them is measured in one sitting; a no-op re-run of the
 finished ledger, a 100,000-row manifest (``plan``; ``run`` until its first submit), and
 ``--help``.
 """
@@ -53,6 +55,11 @@ KEY = "bench-key"
 JOBS, CONCURRENCY, SEED = 200, 50, 11
 TIMING = ["--queue-seconds", "0.25", "--run-seconds", "2", "--jitter", "0.5"]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+# The code issue 11 was filed against (12.4 ms of CPU a job at concurrency 200 on the machine
+# that filed it): measured in the same sitting as today's, since these machines' speed moves by
+# up to half from one hour to the next. Its defaults paced a batch at 10 requests a second and
+# polled every 0.5 s at least, so it runs with ``--rps 1000 --poll-min 0.01``.
+BASELINE = os.environ.get("BENCH_BASELINE", "2990eb6")
 # The children's environment: no proxy, and bytecode cached as an installed tool has it (an
 # environment with PYTHONDONTWRITEBYTECODE=1 would make every start compile batchrunner anew).
 NO_PROXY = {
@@ -107,13 +114,13 @@ class Simulator:
         self.process.wait()
 
 
-def measured(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Run ``argv``; its wall time, CPU seconds (user + system, and the system part alone) with
-    the children it waited for (batchrunner waits for its media-check workers at exit), the
-    children's part alone (``children``), and peak RSS (MB, the largest of them)."""
+def measured(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> dict[str, Any]:
+    """Run ``argv`` (in ``cwd``); its wall time, CPU seconds (user + system, and the system part
+    alone) with the children it waited for (batchrunner waits for its media-check workers at
+    exit), the children's part alone (``children``), and peak RSS (MB, the largest of them)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True)
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True, cwd=cwd)
         os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # ended, not yet reaped
         children = _children_cpu(process.pid)
         _, status, usage = os.wait4(process.pid, 0)
@@ -264,7 +271,14 @@ def scale(folder: Path) -> None:
     env = {**NO_PROXY, "BATCHRUNNER_API_KEY": KEY}
     n = 2000
     manifest = write_manifest(folder / "scale.csv", rows(n))
-    runs = [concurrency_200(Path(tempfile.mkdtemp(dir=folder)), manifest, env) for _ in range(RUNS)]
+    baseline = baseline_code(folder / "baseline")
+    runs, before = [], []
+    for _ in range(RUNS):  # alternating, so that both meet the machine in the same mood
+        if baseline is not None:
+            before.append(
+                concurrency_200(Path(tempfile.mkdtemp(dir=folder)), manifest, env, baseline)
+            )
+        runs.append(concurrency_200(Path(tempfile.mkdtemp(dir=folder)), manifest, env))
     got = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     print(
         f"  {n} near-instant jobs at concurrency 200: {got['jobs/s']:.0f} jobs/s, "
@@ -274,6 +288,17 @@ def scale(folder: Path) -> None:
         f"MB; the kernel's part {got['sys ms/job']:.1f} ms (mostly creating and syncing files: "
         "it moves with the disk)"
     )
+    if before:
+        then = {key: statistics.median(run[key] for run in before) for key in before[0]}
+        print(
+            f"  the same on {BASELINE} (issue 11 filed: 12.4 ms a job, target 4, a ratio of "
+            f"{4 / 12.4:.2f}), in this sitting: {then['jobs/s']:.0f} jobs/s, "
+            f"{then['cpu ms/job']:.1f} ms CPU per job; now / then: "
+            f"{got['cpu ms/job'] / then['cpu ms/job']:.2f} in all, "
+            f"{got['run ms/job'] / then['cpu ms/job']:.2f} the run's process alone"
+        )
+    else:
+        print(f"  (not compared with {BASELINE}: this copy has no git history holding it)")
     print(f"  no-op re-run of the finished ledger: {got['no-op s']:.2f} s")
 
     big = write_manifest(folder / "big.csv", rows(100_000))
@@ -306,9 +331,27 @@ def scale(folder: Path) -> None:
     print(f"  batchrunner --help: {statistics.median(helps):.2f} s (median of 5; target: 0.25 s)")
 
 
-def concurrency_200(work: Path, manifest: Path, env: dict[str, str]) -> dict[str, float]:
+def baseline_code(dest: Path) -> Path | None:
+    """:data:`BASELINE`'s ``batchrunner`` package, unpacked into ``dest`` from this checkout's
+    history (None when it has none: a copy without ``.git``, a shallow clone)."""
+    dest.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", BASELINE, "batchrunner"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        return None
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def concurrency_200(
+    work: Path, manifest: Path, env: dict[str, str], code: Path | None = None
+) -> dict[str, float]:
     """One run of ``manifest`` at ``--concurrency 200`` against near-instant jobs, then the
-    same command again on the finished ledger."""
+    same command again on the finished ledger; ``code``: the folder holding the batchrunner
+    package that runs (the simulator is always today's)."""
     sim = Simulator("--token", KEY, "--queue-seconds", "0", "--run-seconds", "0.01")
     try:
         argv = [
@@ -316,9 +359,11 @@ def concurrency_200(work: Path, manifest: Path, env: dict[str, str]) -> dict[str
             "--ledger", str(work / "scale.db"), "--out", str(work / "scale-out"),
             "--base-url", sim.url, "--auth-scheme", "bearer", "--concurrency", "200",
         ]  # fmt: skip
-        got = measured(argv, env)
+        if code is not None:  # `-m` looks in the folder it starts in first
+            argv += ["--rps", "1000", "--poll-min", "0.01"]
+        got = measured(argv, env, cwd=code)
         assert got["returncode"] == 0, got["stderr"][-2000:]
-        again = measured(argv, env)
+        again = measured(argv, env, cwd=code)
     finally:
         sim.close()
     db = sqlite3.connect(work / "scale.db")
