@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.connect import api_config, connect, run_info
-from batchrunner.errors import LedgerError, ManifestError, Problem, UsageError
+from batchrunner.errors import LedgerError, ManifestError, Problem, TransitionError, UsageError
 from batchrunner.expand import Expansion, Rows
 from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
@@ -302,12 +303,15 @@ def check_writable(folder: Path) -> None:
 
 def _cancel_beside(
     path: Path, job_ids: Sequence[str], holder: str, token: str | None, env: dict[str, str] | None
-) -> Cancelled | None:
-    """Cancel at the provider jobs that the batch holding the ledger (``holder``) follows,
-    and leave it running: it sees each end by its stream or its polls and records it
+) -> Cancelled:
+    """Cancel jobs of the ledger that a running batch (``holder``) holds, and leave it
+    running. Pending and unknown jobs are cancelled in the ledger, each move made only if
+    the job is still in the state it was read in (the batch's submit intent is made the same
+    way, so of a cancel and a submit exactly one wins: the batch skips a job cancelled before
+    it sent it); a job being submitted is waited for until it is at the provider. Jobs at
+    the provider are cancelled there, and the batch, which follows them, records how each ends
     (``cancelled``, or its result when it finished first), which is waited for here, up to
-    :data:`CANCEL_RECORD_SECONDS`. Nothing is written to the ledger from here. None when a
-    job named is not at the provider (a pending one is the batch's to move: it is stopped)."""
+    :data:`CANCEL_RECORD_SECONDS`."""
     import anyio
 
     from batchrunner.ledger import Ledger
@@ -317,49 +321,109 @@ def _cancel_beside(
         missing = [j for j in job_ids if not ledger.has(j)]
         if missing:
             raise UsageError(f"no such job in {path}: {', '.join(missing)}")
-        targets = [ledger.get(j) for j in job_ids]
-        if not all(job.state in AT_PROVIDER for job in targets):
-            return None
         last = ledger.last_run(("run", "resume", "retry"))
         settings = Settings.from_stored(last["options"] if last else {}, ledger=path)
-        api = api_config(settings, token, env)
-        answers: dict[str, str] = {}
+        ledger.start_run("cancel", **run_info(settings, None))
         outcome: dict[str, str] = {}
+        targets = _cancel_in_ledger(ledger, job_ids, outcome)
+        answers: dict[str, str] = {}
+        if targets:
+            api = api_config(settings, token, env)
 
-        async def main() -> None:
-            async with connect(settings, api) as (client, origin):
-                answers.update(await _ask_to_cancel(client, origin, targets, outcome))
-            waiting = [j for j in answers if answers[j] == "CANCELLATION_REQUESTED"]
-            deadline = anyio.current_time() + CANCEL_RECORD_SECONDS
-            while waiting and anyio.current_time() < deadline:
-                await anyio.sleep(0.1)
-                states = ledger.states(waiting)
-                waiting = [j for j in waiting if JobState(states[j]) in AT_PROVIDER]
+            async def main() -> None:
+                async with connect(settings, api) as (client, origin):
+                    answers.update(await _ask_to_cancel(client, origin, targets, outcome))
+                waiting = [j for j in answers if answers[j] == "CANCELLATION_REQUESTED"]
+                deadline = anyio.current_time() + CANCEL_RECORD_SECONDS
+                while waiting and anyio.current_time() < deadline:
+                    await anyio.sleep(0.1)
+                    states = ledger.states(waiting)
+                    waiting = [j for j in waiting if JobState(states[j]) in AT_PROVIDER]
 
-        run_loop(main)
+            run_loop(main)
         states = ledger.states(list(answers))
-    for job_id, answer in answers.items():
-        state = JobState(states[job_id])
-        if state is JobState.CANCELLED:
-            outcome[job_id] = "cancelled at the provider; the running batch recorded it"
-        elif answer == "NOT_FOUND":
-            outcome[job_id] = (
-                "unknown at the provider (404); the running batch records what it finds"
-            )
-        elif answer == "ALREADY_COMPLETED" or state in (JobState.COMPLETED, JobState.DONE):
-            outcome[job_id] = (
-                "too late: it finished before the cancel took effect; the running batch "
-                "fetches it (it is paid for)"
-            )
-        elif state in AT_PROVIDER:
-            outcome[job_id] = (
-                "cancel requested, but it is still at the provider: the running batch follows "
-                "it to its end (a video it still makes is paid for, and fetched)"
-            )
-        else:
-            outcome[job_id] = f"it ended {state} before the cancel took effect"
+        for job_id, answer in answers.items():
+            outcome[job_id] = _seen_by_the_batch(JobState(states[job_id]), answer)
+        ledger.finish_run(0, {"cancel": outcome, "beside": holder})
     logger.info("cancelled beside the batch that holds the ledger (%s)", holder)
     return Cancelled({j: outcome[j] for j in job_ids}, running=holder)
+
+
+def _cancel_in_ledger(ledger: Ledger, job_ids: Sequence[str], outcome: dict[str, str]) -> list[Job]:
+    """Beside a running batch: cancel in the ledger what was never sent or has no request id
+    (:func:`_cancelled_unsent`), say why the finished are left alone, and return the jobs
+    to cancel at the provider. A job the batch is submitting is looked at again until it has
+    an answer (up to :data:`CANCEL_RECORD_SECONDS`), and so is one it moved meanwhile."""
+    deadline = time.monotonic() + CANCEL_RECORD_SECONDS
+    remote: list[Job] = []
+    left = list(job_ids)
+    while left:
+        again = []
+        for job_id in left:
+            job = ledger.get(job_id)
+            if job.state is JobState.SUBMITTING and time.monotonic() < deadline:
+                again.append(job_id)
+            elif job.state in (JobState.PENDING, JobState.UNKNOWN):
+                moved = _cancelled_unsent(ledger, job, outcome)
+                if not moved:
+                    again.append(job_id)  # the batch moved it first: what is it now?
+            elif job.state in AT_PROVIDER:
+                remote.append(job)
+            elif job.state is JobState.SUBMITTING:
+                outcome[job_id] = (
+                    "left alone: the running batch is still submitting it; cancel it again "
+                    "once it is queued"
+                )
+            else:
+                outcome[job_id] = _left_alone(job.state)
+        left = again
+        if left:
+            time.sleep(0.05)
+    return remote
+
+
+def _cancelled_unsent(ledger: Ledger, job: Job, outcome: dict[str, str]) -> bool:
+    """Cancel a pending or unknown ``job`` in the ledger, if it still is what it was read as
+    (False when it moved on meanwhile)."""
+    try:
+        ledger.transition(
+            job.job_id, JobState.CANCELLED, expect=job.state, detail="cancelled by the user"
+        )
+    except TransitionError:
+        return False
+    outcome[job.job_id] = (
+        "cancelled in the ledger (it was never sent)"
+        if job.state is JobState.PENDING
+        else "marked cancelled in the ledger; its submit got no answer, so a job may exist "
+        "(and be billed) at the provider: check your dashboard"
+    )
+    return True
+
+
+def _left_alone(state: JobState) -> str:
+    if state in (JobState.COMPLETED, JobState.DONE):
+        return f"left alone: it is {state} (its video is paid for)"
+    return f"left alone: it is {state}"
+
+
+def _seen_by_the_batch(state: JobState, answer: str) -> str:
+    """What became of a job cancelled at the provider beside a running batch: its state in
+    the ledger, as the batch recorded it, after the provider's ``answer``."""
+    if state is JobState.CANCELLED:
+        return "cancelled at the provider; the running batch recorded it"
+    if answer == "NOT_FOUND":
+        return "unknown at the provider (404); the running batch records what it finds"
+    if answer == "ALREADY_COMPLETED" or state in (JobState.COMPLETED, JobState.DONE):
+        return (
+            "too late: it finished before the cancel took effect; the running batch fetches "
+            "it (it is paid for)"
+        )
+    if state in AT_PROVIDER:
+        return (
+            "cancel requested, but it is still at the provider: the running batch follows it "
+            "to its end (a video it still makes is paid for, and fetched)"
+        )
+    return f"it ended {state} before the cancel took effect"
 
 
 CANCEL_RECORD_SECONDS = 10.0  # how long a cancel waits for the running batch to record it
@@ -419,12 +483,10 @@ def cancel(
     """Cancel the given jobs (``None``: every unfinished one).
 
     Jobs at the provider get a cancel request; pending and unknown ones are cancelled in the
-    ledger only. Completed and done jobs are left alone (their video is already paid for). A
-    ``run``, ``resume`` or ``retry`` holding the ledger is stopped first (as by Ctrl-C): only
-    the ledger's holder may move its jobs, and the user asked for the spending to stop. Not
-    when every job named is at the provider: those are cancelled there, and the batch, which
-    follows them, records how each ends while it goes on with the others
-    (:func:`_cancel_beside`).
+    ledger only. Completed and done jobs are left alone (their video is already paid for).
+    Cancelling everything stops a ``run``, ``resume`` or ``retry`` holding the ledger first
+    (as by Ctrl-C): the user asked for the spending to stop. Jobs named are cancelled beside
+    it, and it goes on with the others (:func:`_cancel_beside`).
     """
     from batchrunner.ledger import Ledger
     from batchrunner.lock import LedgerLock, batch_holding
@@ -434,9 +496,7 @@ def cancel(
         raise UsageError(f"no ledger at {path}")
     holder = batch_holding(path) if job_ids is not None else None
     if holder is not None and job_ids is not None:
-        beside = _cancel_beside(path, job_ids, holder, token, env)
-        if beside is not None:
-            return beside
+        return _cancel_beside(path, job_ids, holder, token, env)
     cancellable = (JobState.PENDING, JobState.UNKNOWN, JobState.QUEUED, JobState.RUNNING)
     lock = LedgerLock(path, "cancel", stop_holder=True)
     with lock, Ledger.open(path, create=False) as ledger:
@@ -485,17 +545,10 @@ def cancel(
 
             run_loop(main)
         for job in targets:
-            if job.state is JobState.PENDING:
-                ledger.transition(job.job_id, JobState.CANCELLED, detail="cancelled by the user")
-                outcome[job.job_id] = "cancelled in the ledger (it was never sent)"
-            elif job.state is JobState.UNKNOWN:
-                ledger.transition(job.job_id, JobState.CANCELLED, detail="cancelled by the user")
-                outcome[job.job_id] = (
-                    "marked cancelled in the ledger; its submit got no answer, so a job may "
-                    "exist (and be billed) at the provider: check your dashboard"
-                )
+            if job.state in (JobState.PENDING, JobState.UNKNOWN):
+                _cancelled_unsent(ledger, job, outcome)  # the ledger is held: nothing moves it
             elif job.job_id not in outcome:
-                outcome[job.job_id] = f"left alone: it is {job.state}"
+                outcome[job.job_id] = _left_alone(job.state)
         ledger.finish_run(0, {"cancel": outcome, "stopped": lock.stopped})
         counts = ledger.counts()
         unfinished = sum(counts.get(state, 0) for state in (*AT_PROVIDER, JobState.PENDING))

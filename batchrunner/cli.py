@@ -754,10 +754,10 @@ def report_command(ledger: Path, output: Path | None) -> None:
 def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
     """Cancel jobs at the provider (and pending ones in the ledger).
 
-    A run, resume or retry busy with the ledger is stopped first, as by Ctrl-C:
-    it buys nothing more and keeps what it sent; `resume` carries on with the
-    jobs not cancelled. Jobs named that are all at the provider are cancelled
-    there, and the batch keeps running with the others.
+    With --all, a run, resume or retry busy with the ledger is stopped first, as
+    by Ctrl-C: it buys nothing more and keeps what it sent. Jobs named are
+    cancelled beside it, and it keeps running with the others: it never sends a
+    job cancelled before it was sent, and records how the others end.
 
     \b
     Example:

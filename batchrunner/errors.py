@@ -145,7 +145,8 @@ class LedgerUnwritableError(LedgerError):
 
 
 class TransitionError(BatchrunnerError):
-    """A job was asked to move between states the state machine does not connect (a bug)."""
+    """A job was asked to move between states the state machine does not connect (a bug), or
+    from a state it is no longer in (another process moved it: ``cancel`` beside a run)."""
 
 
 class ProviderError(BatchrunnerError):

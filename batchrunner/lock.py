@@ -3,8 +3,10 @@
 ``fcntl.flock`` is released by the operating system when the holder exits, however it exits
 (SIGKILL included), so a stale lock file never blocks the next run. The file holds the holder's
 pid, host and start time, for the message a second runner prints, and whether it stops cleanly
-on SIGTERM: ``cancel`` stops a ``run``, ``resume`` or ``retry`` that holds the ledger that way
-(:meth:`LedgerLock.acquire` with ``stop_holder``), since only the holder may move its jobs.
+on SIGTERM: ``cancel --all`` stops a ``run``, ``resume`` or ``retry`` that holds the ledger
+that way (:meth:`LedgerLock.acquire` with ``stop_holder``). ``cancel JOB_ID`` works beside it
+(:func:`batch_holding`): it moves a job the holder has not sent only from the state it read,
+as the holder's submit intent moves it only from ``pending``, so never both.
 """
 
 from __future__ import annotations

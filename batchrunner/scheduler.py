@@ -56,6 +56,7 @@ from batchrunner.errors import (
     RunError,
     StreamNotOfferedError,
     TransientError,
+    TransitionError,
     UsageError,
 )
 from batchrunner.inspector import Inspectors, checking_processes
@@ -374,15 +375,20 @@ class Runner:
             return job  # stays pending: the next run sends it once the file is right
         if not self._affordable(job):
             return job
-        job = await self.commits.transition(
-            job.job_id,
-            S.SUBMITTING,
-            expect=S.PENDING,
-            detail="submit intent",
-            submits=job.submits + 1,
-            cost_usd=job.price_usd,  # reserved: from here on the job may be billed
-            error=None,
-        )
+        try:
+            job = await self.commits.transition(
+                job.job_id,
+                S.SUBMITTING,
+                expect=S.PENDING,
+                detail="submit intent",
+                submits=job.submits + 1,
+                cost_usd=job.price_usd,  # reserved: from here on the job may be billed
+                error=None,
+            )
+        except TransitionError:  # `cancel JOB_ID` beside this run got to it first
+            job = self.ledger.get(job.job_id)
+            logger.info("job %s: not sent: it is %s", job.job_id, job.state)
+            return job
         try:
             answer = await self._submit_shielded(job, body)
         except AmbiguousSubmitError as exc:

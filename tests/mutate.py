@@ -471,6 +471,22 @@ MUTATIONS: list[Mutation] = [
         (UNATTENDED + "test_second_runner_exits_3_naming_the_holder_while_status_still_works",),
     ),
     Mutation(
+        "cancel-beside-moves-a-job-being-sent",
+        "One runner per ledger",
+        "batchrunner/batch.py",
+        "JobState.CANCELLED, expect=job.state, detail=",
+        "JobState.CANCELLED, detail=",  # MUTANT
+        (UNATTENDED + "test_a_cancel_that_read_a_job_before_the_batch_sent_it_moves_nothing",),
+    ),
+    Mutation(
+        "submit-intent-refusal-crashes-the-run",
+        "One runner per ledger",
+        "batchrunner/scheduler.py",
+        "        except TransitionError:  # `cancel JOB_ID` beside this run got to it first\n",
+        "        except ZeroDivisionError:  # MUTANT\n",
+        (UNATTENDED + "test_a_job_cancelled_as_the_batch_was_about_to_send_it_is_not_sent",),
+    ),
+    Mutation(
         "cancel-signals-a-pid-from-another-machine",
         "One runner per ledger",
         "batchrunner/lock.py",

@@ -512,28 +512,85 @@ def test_cancel_stops_the_batch_that_holds_the_ledger_then_cancels(tmp_path: Pat
         assert counters(server)["submits"] == 3 and counters(server)["requests"]["cancel"] == 3
 
 
-def test_cancelling_one_job_of_a_running_batch_leaves_the_rest_to_resume(tmp_path: Path) -> None:
-    # the first two jobs run 5 s: the cancel stops the batch long before they free a slot
+def test_cancelling_jobs_not_sent_yet_leaves_the_batch_running_without_them(
+    tmp_path: Path,
+) -> None:
+    """A nightly batch runs in the background; a row turns out wrong. ``cancel`` from another
+    terminal takes it out of the batch without stopping it: the job is cancelled in the ledger
+    and the batch never sends it. A job already done is left alone, and that stops nothing
+    either."""
+    # the first two jobs run 5 s: shot-004 and shot-005 are still pending when cancelled
     with SimulatorServer(fast_config(run_seconds=5)) as server:
-        manifest = write_manifest(tmp_path / "m.csv", rows(4))
+        manifest = write_manifest(tmp_path / "m.csv", rows(5))
         ledger = tmp_path / "ledger.db"
         env = {"BATCHRUNNER_API_KEY": TOKEN}
         args = run_args(server, tmp_path, manifest, "--concurrency", "2")
         with runner_process(args, tmp_path) as proc:
             wait_for(lambda: counters(server)["submits"] == 2)
             cancelled = CliRunner().invoke(
+                cli, ["cancel", "--ledger", str(ledger), "shot-004", "shot-005"], env=env
+            )
+            assert cancelled.exit_code == 0, cancelled.output
+            assert proc.poll() is None  # still running
+            again = CliRunner().invoke(
                 cli, ["cancel", "--ledger", str(ledger), "shot-004"], env=env
             )
-            assert proc.wait(timeout=10) == 143
-        assert cancelled.exit_code == 0, cancelled.output
-        assert cancelled.stdout == "shot-004: cancelled in the ledger (it was never sent)\n"
-        assert cancelled.stderr.endswith(
-            f"`batchrunner resume --ledger {ledger}` carries on with its 3 unfinished jobs\n"
+            assert proc.wait(timeout=30) == 1  # not stopped: three done, two cancelled
+        assert cancelled.stdout == (
+            "shot-004: cancelled in the ledger (it was never sent)\n"
+            "shot-005: cancelled in the ledger (it was never sent)\n"
         )
-        resumed = CliRunner().invoke(cli, ["resume", "--ledger", str(ledger)], env=env)
-        assert resumed.exit_code == 1, resumed.output  # three done, one cancelled
-        assert Counter(states(ledger).values()) == {JobState.DONE: 3, JobState.CANCELLED: 1}
-        assert counters(server)["submits"] == 3  # nothing bought twice, the cancelled row never
+        assert "keeps running with the others" in cancelled.stderr
+        assert again.stdout == "shot-004: left alone: it is cancelled\n"
+        assert Counter(states(ledger).values()) == {JobState.DONE: 3, JobState.CANCELLED: 2}
+        assert counters(server)["submits"] == 3  # the cancelled rows were never sent
+        with Ledger.open(ledger, create=False) as opened:
+            assert [run["command"] for run in opened.db.table("runs").rows] == [
+                "run", "cancel", "cancel"
+            ]  # fmt: skip
+
+
+def test_a_job_cancelled_as_the_batch_was_about_to_send_it_is_not_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of a cancel from another process and the batch's submit, exactly one wins: the submit
+    intent is made only from ``pending``. Here the cancel lands between the batch reading the
+    job and asking for its intent; the batch skips it and goes on."""
+    affordable = scheduler.Runner._affordable
+
+    def cancel_first(self: scheduler.Runner, job: Any) -> bool:
+        if job.job_id == JOB_ID:
+            with Ledger.open(self.ledger.path, create=False) as other:
+                other.transition(JOB_ID, JobState.CANCELLED, expect=JobState.PENDING)
+        return affordable(self, job)
+
+    monkeypatch.setattr(scheduler.Runner, "_affordable", cancel_first)
+    with SimulatorServer(fast_config()) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        result = CliRunner().invoke(
+            cli, run_args(server, tmp_path, manifest), env={"BATCHRUNNER_API_KEY": TOKEN}
+        )
+        assert result.exit_code == 1, result.output  # two done, one cancelled
+        assert "Traceback" not in result.output
+        ledger = tmp_path / "ledger.db"
+        assert Counter(states(ledger).values()) == {JobState.DONE: 2, JobState.CANCELLED: 1}
+        assert states(ledger)[JOB_ID] is JobState.CANCELLED
+        assert counters(server)["submits"] == 2
+
+
+def test_a_cancel_that_read_a_job_before_the_batch_sent_it_moves_nothing(tmp_path: Path) -> None:
+    """The other half of the race: ``cancel`` read the job pending, then the batch made its
+    submit intent. The cancel's move is refused (a job being sent is not cancelled in the
+    ledger behind the batch's back: its answer would have nowhere to go) and it looks again."""
+    from batchrunner.ledger import NewJob
+
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.add_jobs([NewJob(job_id=JOB_ID, endpoint="fal-ai/veo3", input={}, row=1)])
+        read = ledger.get(JOB_ID)
+        ledger.transition(JOB_ID, JobState.SUBMITTING, expect=JobState.PENDING)
+        outcome: dict[str, str] = {}
+        assert batch._cancelled_unsent(ledger, read, outcome) is False
+        assert ledger.get(JOB_ID).state is JobState.SUBMITTING and outcome == {}
 
 
 def test_cancelling_a_job_in_flight_leaves_the_batch_running(tmp_path: Path) -> None:
@@ -561,7 +618,7 @@ def test_cancelling_a_job_in_flight_leaves_the_batch_running(tmp_path: Path) -> 
         assert states(ledger)[JOB_ID] is JobState.CANCELLED
         assert counters(server)["submits"] == 4 and counters(server)["requests"]["cancel"] == 1
         with Ledger.open(ledger, create=False) as opened:
-            assert [run["command"] for run in opened.db.table("runs").rows] == ["run"]
+            assert [run["command"] for run in opened.db.table("runs").rows] == ["run", "cancel"]
 
 
 def test_a_cancel_a_job_in_flight_does_not_heed_is_fetched_by_the_running_batch(
