@@ -678,8 +678,9 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
         names = workbook.sheetnames
         if isinstance(sheet, str) and sheet not in names and sheet.isdigit():
             sheet = int(sheet)  # --sheet 1 from the command line: an index unless a sheet's name
-        if sheet is None:
-            worksheet = workbook.worksheets[0]
+        shown = [w for w in workbook.worksheets if w.sheet_state == "visible"]
+        if sheet is None:  # the first sheet a user sees, not a hidden draft before it
+            worksheet = (shown or workbook.worksheets)[0]
         elif isinstance(sheet, int) and 0 <= sheet < len(workbook.worksheets):
             worksheet = workbook.worksheets[sheet]
         elif isinstance(sheet, str) and sheet in names:
@@ -727,11 +728,16 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
             )
             table.problems.append(Problem(message, severity="warning"))
         if sheet is None and len(names) > 1:
-            others = ", ".join(repr(n) for n in names[1:])
+            others = ", ".join(
+                repr(w.title) + ("" if w in shown else " (hidden)")
+                for w in workbook.worksheets
+                if w is not worksheet
+            )
+            first = "first" if len(shown) == len(names) else "first visible"
             table.problems.append(
                 Problem(
-                    f"the workbook has {len(names)} sheets; read the first, {names[0]!r} "
-                    f"(the others: {others}); choose one with --sheet",
+                    f"the workbook has {len(names)} sheets; read the {first}, "
+                    f"{worksheet.title!r} (the others: {others}); choose one with --sheet",
                     severity="warning",
                 )
             )

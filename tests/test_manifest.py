@@ -896,6 +896,25 @@ def test_a_workbook_with_several_sheets_uses_the_first_and_names_the_others(
     assert not load(tmp_path / "m.xlsx", sheet="Day 1").warnings
 
 
+def test_a_hidden_first_sheet_is_passed_over_for_the_first_a_user_sees(tmp_path: Path) -> None:
+    """An old draft hidden before the sheet the art director works in is not what gets bought."""
+    book = openpyxl.Workbook()
+    book.active.title = "old draft"
+    book.active.append(["prompt", "image_url"])
+    book.active.append(["OLD DRAFT prompt", URL])
+    book.active.sheet_state = "hidden"
+    final = book.create_sheet("Final")
+    final.append(["prompt", "image_url"])
+    final.append(["A calm lake", URL])
+    book.save(tmp_path / "m.xlsx")
+    loaded = load(tmp_path / "m.xlsx")
+    assert [row.payload["prompt"] for row in loaded.rows] == ["A calm lake"]
+    (warning,) = [w for w in loaded.warnings if w.column is None]
+    assert "read the first visible, 'Final' (the others: 'old draft' (hidden))" in warning.message
+    hidden = load(tmp_path / "m.xlsx", sheet="old draft")  # asked for by name: read
+    assert [row.payload["prompt"] for row in hidden.rows] == ["OLD DRAFT prompt"]
+
+
 def test_cells_merged_down_a_sheet_give_every_row_they_cover_their_value(tmp_path: Path) -> None:
     """A shot list with a style merged over three takes and audio switched off for two: each
     row reads what the sheet shows it, not an empty cell (a required field missing, or an
