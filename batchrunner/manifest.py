@@ -563,10 +563,11 @@ class _Columns:
             message = f"the manifest has no {name!r} column, which is required{hint}"
             self.problems.append(Problem(f"{message}; columns found: {found}", column=name))
         present = [n for n in [*declared, *CONTROL_COLUMNS] if n not in absent]
+        templated = set(placeholders(expansion.prompt_template or ""))
         for name in self.metadata:
-            if name in hinted:
+            if name in hinted or name in templated:  # a column the prompt is built from
                 continue
-            twin, near = _near_miss(name, present), _near_miss(name, absent)
+            twin, near = _near_miss(name, present), _near_miss(name, absent, parts=True)
             if twin or near:
                 hint = (
                     f"it looks like a second {twin!r} column" if twin else f"did you mean {near!r}?"
@@ -603,9 +604,11 @@ class _Columns:
         return set(gaps)
 
 
-def _near_miss(name: str, candidates: list[str]) -> str | None:
-    """The candidate ``name`` nearly is: the same but for case, separators or a small typo."""
-    key = _normalized(name)
+def _near_miss(name: str, candidates: list[str], *, parts: bool = False) -> str | None:
+    """The candidate ``name`` nearly is: the same but for case, separators, a unit in brackets
+    (``Duration (s)``) or a small typo; with ``parts``, also a run of the candidate's words,
+    each word whole or cut short (``audio``, ``aspect``, ``neg_prompt``, ``gen_audio``)."""
+    key = _normalized(_UNIT.sub("", name))
     for candidate in candidates:
         other = _normalized(candidate)
         if key == other:
@@ -614,7 +617,27 @@ def _near_miss(name: str, candidates: list[str]) -> str | None:
             1 if len(other) <= 6 else 2
         ):
             return candidate
+        if parts and _words_of(key.split("_"), other.split("_")):
+            return candidate
     return None
+
+
+_UNIT = re.compile(r"\s*[(\[][^)\]]*[)\]]\s*$")  # "(s)", "[sec]" at the end of a header
+
+
+def _words_of(words: list[str], field_words: list[str]) -> bool:
+    """Whether ``words`` begin a run of ``field_words``, word by word (at least 3 letters of
+    each): ``["neg", "prompt"]`` of ``["negative", "prompt"]``."""
+    if not all(words) or len(words) > len(field_words):
+        return False
+    return any(
+        all(
+            field_words[start + k].startswith(word)
+            and (len(word) >= 3 or word == field_words[start + k])
+            for k, word in enumerate(words)
+        )
+        for start in range(len(field_words) - len(words) + 1)
+    )
 
 
 def _distance(a: str, b: str) -> int:

@@ -179,10 +179,13 @@ def test_variants_of_a_row_that_are_one_request_are_refused_not_bought_twice(
 
 
 def test_strict_makes_unknown_columns_errors(tmp_path: Path) -> None:
-    path = manifest(tmp_path, [{"prompt": "a", "aspect": "16:9"}])
+    path = manifest(tmp_path, [{"prompt": "a", "aspect_ratio_notes": "wider?"}])
     assert any("did you mean 'aspect_ratio'" in str(w) for w in load(path).warnings)
     (found,) = problems(path, strict=True)
-    assert "column 'aspect': unknown column (--strict); did you mean 'aspect_ratio'?" in found
+    assert (
+        "column 'aspect_ratio_notes': unknown column (--strict); did you mean 'aspect_ratio'?"
+        in found
+    )
 
 
 def test_outputs_of_variants_get_the_variant_in_their_name(tmp_path: Path) -> None:

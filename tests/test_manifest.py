@@ -472,18 +472,52 @@ def test_near_miss_columns_are_errors_naming_the_field(tmp_path: Path) -> None:
 
 def test_unknown_columns_become_metadata_with_one_warning_each(tmp_path: Path) -> None:
     rows = [
-        {"prompt": "A calm lake", "image_url": URL, "aspect": "9:16", "notes": "n1"},
-        {"prompt": "A windy hill", "image_url": URL, "aspect": "16:9", "notes": "n2"},
+        {"prompt": "A calm lake", "image_url": URL, "style": "noir", "notes": "n1"},
+        {"prompt": "A windy hill", "image_url": URL, "style": "ukiyo-e", "notes": "n2"},
     ]
     manifest = load(write_jsonl(tmp_path / "m.jsonl", rows))
     hints = {w.column: w.message for w in manifest.warnings}
     assert all(w.severity == "warning" for w in manifest.warnings)
-    assert set(hints) == {"aspect", "notes"}
-    assert "did you mean 'aspect_ratio'?" in hints["aspect"]
-    assert "did you mean" not in hints["notes"]
+    assert set(hints) == {"style", "notes"}
+    assert "kept as metadata and not sent to the model" in hints["notes"]
     first = manifest.rows[0]
-    assert first.metadata == {"aspect": "9:16", "notes": "n1"}
-    assert first.payload["aspect_ratio"] == "auto"  # a column like no field is not sent
+    assert first.metadata == {"style": "noir", "notes": "n1"}
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "field"),
+    [
+        ("Duration (s)", "4", "duration"),
+        ("duration [sec]", "4", "duration"),
+        ("audio", "no", "generate_audio"),
+        ("gen_audio", "no", "generate_audio"),
+        ("aspect", "9:16", "aspect_ratio"),
+        ("ratio", "9:16", "aspect_ratio"),
+        ("negative", "blur", "negative_prompt"),
+        ("neg_prompt", "blur", "negative_prompt"),
+    ],
+)
+def test_a_column_that_is_a_field_cut_short_or_with_a_unit_is_an_error(
+    tmp_path: Path, column: str, value: str, field: str
+) -> None:
+    """Kept as metadata, these would buy the field's default: an 8 s clip with audio for a
+    row that asked for 4 s without ($3.20, not $0.80)."""
+    rows = [{"prompt": "A calm lake", "image_url": URL, column: value}]
+    (problem,) = errors_of(write_jsonl(tmp_path / "m.jsonl", rows))
+    assert problem.column == column
+    assert f"did you mean {field!r}? Rename the column to {field!r}" in problem.message
+
+
+def test_a_column_the_prompt_template_is_built_from_is_neither_warned_nor_refused(
+    tmp_path: Path,
+) -> None:
+    rows = [{"image_url": URL, "subject": "a fox", "aspect": "wide", "notes": "n"}]
+    manifest = load(
+        write_jsonl(tmp_path / "m.jsonl", rows),
+        expansion=Expansion(prompt_template="{subject}, {aspect} framing"),
+    )
+    assert manifest.rows[0].payload["prompt"] == "a fox, wide framing"
+    assert [w.column for w in manifest.warnings] == ["notes"]
 
 
 def test_a_missing_required_column_is_one_problem_with_a_hint(tmp_path: Path) -> None:
