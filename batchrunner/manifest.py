@@ -42,7 +42,17 @@ from typing import Any, NamedTuple
 
 from batchrunner import identity
 from batchrunner.cells import IN_MEMORY, Record, Table, first_ten, read_records, read_table
-from batchrunner.coerce import BAD, OMIT, BadCell, Coercer, FieldKind, coerce, control_text, plain
+from batchrunner.coerce import (
+    BAD,
+    OMIT,
+    BadCell,
+    Coercer,
+    FieldKind,
+    coerce,
+    control_text,
+    is_empty,
+    plain,
+)
 from batchrunner.errors import ManifestError, Problem, UsageError
 from batchrunner.expand import (
     MAX_TAKES,
@@ -208,6 +218,7 @@ def _rows_of(
     found (the table's own, of reading the file, apart)."""
     columns = _Columns(table.columns, spec, expansion)
     problems = list(columns.problems if table.columns else [])
+    problems += _prompts_replaced(table, expansion)
     builder = _RowBuilder(spec, columns, folder, expansion)
     quick = builder.plain_rows(table)
     done = _all_distinct(quick) if quick is not None else None
@@ -224,6 +235,24 @@ def _rows_of(
     duplicates, dropped = _duplicates(built, dedupe=expansion.dedupe, matrix=bool(expansion.matrix))
     problems += duplicates
     return [b.row for b in built if b.row is not None and id(b) not in dropped], problems
+
+
+def _prompts_replaced(table: Table, expansion: Expansion) -> list[Problem]:
+    """A ``--prompt-template`` that does not use ``{prompt}`` replaces every row's prompt:
+    one error for the manifest when rows wrote one of their own (hand-written prompts would be
+    dropped without a word)."""
+    template = expansion.prompt_template
+    if template is None or "prompt" in placeholders(template) or "prompt" not in table.columns:
+        return []
+    written = [r.row for r in table.records if not is_empty(r.cells.get("prompt"))]
+    if not written:
+        return []
+    message = (
+        f"--prompt-template would replace the prompt {len(written)} rows wrote "
+        f"(rows {first_ten(written)}): put {{prompt}} in the template to build on it, or "
+        "empty the column (or rename it to keep it as metadata)"
+    )
+    return [Problem(message, column="prompt")]
 
 
 class _Group(NamedTuple):

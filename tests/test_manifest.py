@@ -520,6 +520,33 @@ def test_a_column_the_prompt_template_is_built_from_is_neither_warned_nor_refuse
     assert [w.column for w in manifest.warnings] == ["notes"]
 
 
+def test_a_prompt_template_that_would_drop_hand_written_prompts_is_an_error(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        {"prompt": "a {subject} in snow", "subject": "fox", "image_url": URL},
+        {"prompt": "written by hand", "subject": "owl", "image_url": URL},
+        {"prompt": "", "subject": "hen", "image_url": URL},
+    ]
+    path = write_jsonl(tmp_path / "m.jsonl", rows)
+    with pytest.raises(ManifestError) as caught:
+        load(path, expansion=Expansion(prompt_template="T: {subject}"))
+    (problem,) = caught.value.problems
+    assert problem.column == "prompt" and "(rows 1, 2)" in problem.message
+    assert "put {prompt} in the template" in problem.message
+    blank = write_jsonl(tmp_path / "b.jsonl", [{**r, "prompt": ""} for r in rows])
+    built = load(blank, expansion=Expansion(prompt_template="T: {subject}"))
+    assert [r.payload["prompt"] for r in built.rows] == ["T: fox", "T: owl", "T: hen"]
+    on_top = load(
+        write_jsonl(tmp_path / "c.jsonl", [{**rows[0], "prompt": "a fox in snow"}, rows[1]]),
+        expansion=Expansion(prompt_template="{prompt}, 35 mm"),
+    )
+    assert [r.payload["prompt"] for r in on_top.rows] == [
+        "a fox in snow, 35 mm",
+        "written by hand, 35 mm",
+    ]
+
+
 def test_a_missing_required_column_is_one_problem_with_a_hint(tmp_path: Path) -> None:
     rows = [{"Prompt": f"shot {i}", "image_url": URL} for i in range(50)]
     (problem,) = errors_of(write_jsonl(tmp_path / "m.jsonl", rows))
