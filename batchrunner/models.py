@@ -312,6 +312,14 @@ def get_model(
     if spec is not None:
         return spec
     if allow_unregistered:
+        same = [
+            known for known in registry() if known.casefold() == endpoint_id.strip("/").casefold()
+        ]
+        if same:  # fal's ids are lower-case: another spelling of a registered one is a slip
+            raise UnknownModelError(
+                f"{endpoint_id!r} is the registered {same[0]!r} in other letters; endpoint ids "
+                f"are case-sensitive: write {same[0]!r} (validated and priced)"
+            )
         if not _ENDPOINT_ID.fullmatch(endpoint_id.strip("/")):
             raise UnknownModelError(
                 f"{endpoint_id!r} is not an endpoint id: write owner/app or owner/app/path, "

@@ -380,3 +380,24 @@ def test_an_unregistered_model_must_be_an_endpoint_id(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert result.stderr.startswith("error: 'foo/bar?x=1' is not an endpoint id")
+
+
+def test_a_registered_model_in_other_letters_is_not_sent_unregistered(tmp_path: Path) -> None:
+    """With --allow-unregistered, ``Fal-AI/Veo3.1`` would go out unvalidated and unpriced (and
+    fail at the provider, whose ids are lower-case): it is an error naming the registered id."""
+    path = write_manifest(
+        tmp_path / "m.csv",
+        [
+            {"id": "a", "model": "Fal-AI/Veo3.1", "prompt": "hi"},
+            {"id": "b", "model": "acme/new-model", "prompt": "hi"},
+        ],
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(
+            path,
+            get_model(DEFAULT_MODEL),
+            models=lambda endpoint: get_model(endpoint, allow_unregistered=True),
+        )
+    (problem,) = caught.value.problems
+    assert problem.row == 1
+    assert "is the registered 'fal-ai/veo3.1' in other letters" in problem.message
