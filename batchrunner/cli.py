@@ -66,8 +66,12 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ManifestError as exc:
+            for problem in exc.problems:  # the errors, then what only warns, marked so
+                if problem.severity == "error":
+                    click.echo(f"{exc.source}: {problem}", err=True)
             for problem in exc.problems:
-                click.echo(f"{exc.source}: {problem}", err=True)
+                if problem.severity != "error":
+                    click.echo(f"{exc.source}: warning: {problem}", err=True)
             click.echo(f"error: {exc.summary}", err=True)
             if kwargs.get("as_json") and not isinstance(exc, _Refused):
                 _echo_failure(exc, exc.summary, [str(p) for p in exc.problems])

@@ -482,3 +482,21 @@ def test_the_progress_display_says_what_the_provider_says_of_the_jobs_in_flight(
         "Rendering frames 12-24 of the second sh…"
     )
     assert "queued 2 (next at position 2), running 1" in stream.getvalue()
+
+
+def test_with_errors_the_warnings_come_after_them_marked_as_warnings(tmp_path: Path) -> None:
+    """Five lines that all read like problems, under "2 problem(s)", left a newcomer guessing
+    which two: the errors come first, and what only warns says so."""
+    path = write_manifest(
+        tmp_path / "m.csv", [{"subject": "fox", "image_url": IMAGE, "notes": "keep"}]
+    )
+    result = CliRunner().invoke(cli, ["plan", str(path), "--prompt-template", "{subject}, {mood}"])
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines == [
+        f"{path}: column 'mood': the prompt template uses {{mood}}, but there is no 'mood' "
+        "column; columns found: 'subject', 'image_url', 'notes'",
+        f"{path}: warning: column 'notes': unknown column, kept as metadata and not sent to "
+        "the model",
+        f"error: {path}: 1 problem(s); nothing was submitted",
+    ]
