@@ -819,8 +819,12 @@ class _RowBuilder:
     def build(self, record: Record) -> list[_Built]:
         """One entry per job the row expands to (or one carrying the row's problems)."""
         takes = self._takes(record)
-        if isinstance(takes, Problem):
-            return [_Built(record, problems=[takes])]
+        if isinstance(takes, Problem):  # checked as one take too: every problem of it at once
+            others = [p for built in self._expanded(record, 1) for p in built.problems]
+            return [_Built(record, problems=[takes, *others])]
+        return self._expanded(record, takes)
+
+    def _expanded(self, record: Record, takes: int) -> list[_Built]:
         try:
             return [self._variant(record, v) for v in variants(record.cells, takes, self.expansion)]
         except TemplateError as exc:

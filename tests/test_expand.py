@@ -52,10 +52,14 @@ def test_count_gives_takes_with_distinct_reproducible_seeds(tmp_path: Path) -> N
 def test_a_count_column_overrides_the_option_per_row(tmp_path: Path) -> None:
     path = manifest(tmp_path, [{"prompt": "a", "count": "2"}, {"prompt": "b", "count": ""}])
     assert [r.row for r in load(path, count=3).rows] == [1, 1, 2, 2, 2]
-    bad = manifest(tmp_path, [{"prompt": "a", "count": "0"}, {"prompt": "b", "count": "two"}])
-    assert problems(bad) == [
+    bad = manifest(
+        tmp_path,
+        [{"prompt": "a", "count": "0"}, {"prompt": "b", "count": "two", "duration": "eight"}],
+    )
+    assert problems(bad) == [  # a bad count hides none of the row's other problems
         "row 1, line 2, column 'count': must be between 1 and 100 takes (got '0')",
         "row 2, line 3, column 'count': must be a whole number (got 'two')",
+        "row 2, line 3, column 'duration': must be '4s', '6s' or '8s' (got 'eight')",
     ]
 
 
