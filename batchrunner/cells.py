@@ -269,9 +269,12 @@ def decode(data: bytes, kind: str) -> tuple[str | None, Problem | None]:
 
 
 def sniff_delimiter(text: str) -> str:
-    """``,`` unless the header uses ``;`` and no ``,`` (Excel's CSV in many European locales)."""
-    first = _first_line(text.lstrip())  # blank lines are whitespace: the header's line
-    return ";" if ";" in first and "," not in first else ","
+    """``,`` unless the header uses ``;`` (Excel's CSV in many European locales) or tabs (a
+    sheet copied out of a spreadsheet, saved as ``.csv``) and no ``,``."""
+    first = _first_line(text.lstrip(" \r\n"))  # blank lines: the header's line is the first
+    if "," in first:
+        return ","
+    return "\t" if "\t" in first else ";" if ";" in first else ","
 
 
 def _first_line(text: str) -> str:

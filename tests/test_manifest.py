@@ -149,6 +149,15 @@ def test_utf8_bom_and_semicolons_from_european_excel(tmp_path: Path) -> None:
     assert (row.payload["prompt"], row.payload["duration"]) == ("Un café au bord du lac", "6s")
 
 
+def test_tab_separated_rows_saved_as_csv_are_read_by_their_tabs(tmp_path: Path) -> None:
+    """Rows copied out of a spreadsheet and saved as .csv keep their tabs: reading them by
+    commas made one column named 'id\\tprompt\\t...' and a nonsense hint."""
+    path = tmp_path / "pasted.csv"
+    path.write_text(f"id\tprompt\timage_url\nfox\ta fox, in snow\t{URL}\n", encoding="utf-8")
+    (row,) = load(path).rows
+    assert (row.job_id, row.payload["prompt"]) == ("fox", "a fox, in snow")
+
+
 def test_xlsx_sheet_by_name_or_index_and_numbers_as_floats(tmp_path: Path) -> None:
     path = tmp_path / "book.xlsx"
     workbook = openpyxl.Workbook()
