@@ -635,11 +635,21 @@ def status(ledger: Path, every: bool, history: bool, as_json: bool) -> None:
             click.echo(f"  {endpoint}: {model['jobs']} jobs ({states}), ${model['spend_usd']:,.2f}")
     last = info["last_run"]
     if last:
-        state = "running" if last["finished_at"] is None else f"exit {last['exit_code']}"
+        state = f"exit {last['exit_code']}"
+        if last["held_by"]:
+            state = f"running: {last['held_by']}"
+        elif last["never_ended"]:
+            state = "never ended"
         click.echo(
             f"last run: {last['command']} #{last['id']} ({state}); concurrency limit in force "
             f"{last['concurrency_limit']} of {last['concurrency']}"
         )
+        if last["never_ended"]:
+            click.echo(
+                "  it was killed, crashed or its machine went down before it could say so; "
+                f"nothing it sent is lost: `batchrunner resume --ledger {info['ledger']}` "
+                "carries on"
+            )
         if last["exit_code"]:  # what it said at its end, for the morning after a cron night
             if last["stopped"]:
                 click.echo(f"  stopped early: {last['stopped']}")

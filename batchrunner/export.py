@@ -77,6 +77,11 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
         in_flight = sum(counts.get(s.value, 0) for s in AT_PROVIDER)
         billed, billed_jobs = ledger.billed()
         last = ledger.last_run(("run", "resume", "retry"))
+        holder = None
+        if last is not None and last["finished_at"] is None:  # going on, or killed?
+            from batchrunner.lock import batch_holding
+
+            holder = batch_holding(ledger.path)
         gone = [
             {"job_id": j.job_id, "row": j.row, "state": j.state.value}
             for j in ledger.not_in_last_manifest()
@@ -100,7 +105,12 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
                 "concurrency": last["options"].get("concurrency"),
                 "concurrency_limit": last.get("concurrency_limit"),
             }
-            | _what_it_said(last),
+            | _what_it_said(last)
+            | {
+                "held_by": holder,  # it is going on: the batch that holds the ledger, described
+                # it never ended (killed, crashed, its machine went down): nothing holds it
+                "never_ended": last["finished_at"] is None and holder is None,
+            },
             "not_in_manifest": gone[:limit],
             "not_in_manifest_total": len(gone),
             "not_in_manifest_rows": ledger.rows_taken(),  # --rows: the others are not gone

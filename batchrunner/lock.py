@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 STOPPABLE = frozenset({"run", "resume", "retry"})  # commands that stop cleanly on SIGTERM
 STOP_WAIT_SECONDS = 60.0  # how long a stopped holder gets to let go of the ledger
+# A lock taken for a moment only, to see whether it is free (batch_holding, for `status` and
+# `cancel`), is waited out: a run starting in that moment starts, rather than exit 3.
+PROBE_SECONDS = 0.25
 
 
 def lock_path(ledger_path: Path) -> Path:
@@ -58,7 +61,7 @@ class LedgerLock:
                 f"cannot write the ledger's lock file {self.path}: {_why(self.path, exc)}; "
                 "give the ledger a path in a folder you can write"
             ) from None
-        if not _locked(handle):
+        if not _locked(handle, within=PROBE_SECONDS):
             handle.seek(0)
             holder = _read(handle.read())
             try:

@@ -460,6 +460,27 @@ def test_unusable_ledger_exits_2_and_is_left_alone(tmp_path: Path, content: byte
     assert path.read_bytes() == before
 
 
+def test_status_tells_a_run_going_on_from_one_that_was_killed(tmp_path: Path) -> None:
+    """A run killed with SIGKILL never records its end: ``status`` said "running" for it
+    forever. It asks the ledger's lock: held, the run is going on (and by whom); free, the
+    run never ended, and ``resume`` carries on."""
+    with SimulatorServer(fast_config(run_seconds=30)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(2))
+        ledger = tmp_path / "ledger.db"
+        with runner_process(run_args(server, tmp_path, manifest), tmp_path) as proc:
+            wait_for(lambda: counters(server)["submits"] == 2)
+            going = CliRunner().invoke(cli, ["status", "--ledger", str(ledger)])
+            proc.kill()
+        assert going.exit_code == 0, going.output
+        assert f"last run: run #1 (running: pid {proc.pid}, `run` started at" in going.output
+        killed = CliRunner().invoke(cli, ["status", "--ledger", str(ledger)])
+        assert "last run: run #1 (never ended)" in killed.output
+        assert f"`batchrunner resume --ledger {ledger}` carries on" in killed.output
+        as_json = CliRunner().invoke(cli, ["status", "--ledger", str(ledger), "--json"])
+        last = json.loads(as_json.output)["last_run"]
+        assert (last["held_by"], last["never_ended"]) == (None, True)
+
+
 def test_cancel_all_cancels_in_flight_jobs_at_the_provider(tmp_path: Path) -> None:
     with SimulatorServer(fast_config(run_seconds=30)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(5))
