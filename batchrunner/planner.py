@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -335,7 +336,14 @@ class Plan:
             )
         if self.held:
             why = next(d.why for d in self.decisions if d.action == "held")
-            out.append(f"held back by {why.split()[1]}: {self.held} jobs")
+            flag = why.split()[1]
+            costs = [d.cost_usd for d in self.decisions if d.action == "held"]
+            held = None if None in costs else _money(sum(c or 0.0 for c in costs))
+            line = f"held back by {flag}: {self.held} jobs, {money(held)}"
+            if flag == "--budget" and held is not None and self.to_submit_cost_usd is not None:
+                total = self.spent_usd + self.to_submit_cost_usd + held
+                line += f" (--budget {math.ceil(round(total * 100, 6)) / 100:.2f} submits them all)"
+            out.append(line)
         if self.refused:
             out.append(f"refused (edited or renamed rows; see above): {self.refused} jobs")
         out.append(

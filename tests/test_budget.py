@@ -327,7 +327,11 @@ def test_a_run_budget_caps_each_night_and_the_ledger_budget_the_whole(tmp_path: 
         nightly += ["--run-budget", "5", "--budget", "12"]  # $1.60 a job: 3 a night, 7 in all
         plan = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", str(ledger),
                                         "--run-budget", "5"])  # fmt: skip
-        assert "held back by --run-budget: 9 jobs\nto submit: 3 jobs, $4.80" in plan.output
+        assert "held back by --run-budget: 9 jobs, $14.40\nto submit: 3 jobs, $4.80" in plan.output
+        whole = CliRunner().invoke(cli, ["plan", str(manifest), "--budget", "12"])
+        assert "held back by --budget: 5 jobs, $8.00 (--budget 19.20 submits them all)" in (
+            whole.output
+        )
         for bought in (3, 6):  # two nights
             result = CliRunner().invoke(cli, nightly, env=ENV)
             summary = json.loads(result.stdout)
