@@ -218,7 +218,7 @@ def _rows_of(
     found (the table's own, of reading the file, apart)."""
     columns = _Columns(table.columns, spec, expansion)
     problems = list(columns.problems if table.columns else [])
-    problems += _prompts_replaced(table, expansion)
+    problems += _prompts_replaced(table, expansion) + _cells_varied(table, expansion)
     builder = _RowBuilder(spec, columns, folder, expansion)
     quick = builder.plain_rows(table)
     done = _all_distinct(quick) if quick is not None else None
@@ -253,6 +253,23 @@ def _prompts_replaced(table: Table, expansion: Expansion) -> list[Problem]:
         "empty the column (or rename it to keep it as metadata)"
     )
     return [Problem(message, column="prompt")]
+
+
+def _cells_varied(table: Table, expansion: Expansion) -> list[Problem]:
+    """A ``--matrix`` field that rows also fill: every variant takes the matrix's values, so
+    what the rows wrote is not used (a warning for the field, naming the rows)."""
+    problems = []
+    for name, _ in expansion.matrix:
+        if name == MODEL or name not in table.columns:
+            continue
+        written = [r.row for r in table.records if not is_empty(r.cells.get(name))]
+        if written:
+            message = (
+                f"--matrix {name}=... replaces what {len(written)} rows wrote "
+                f"(rows {first_ten(written)}): each variant takes the matrix's value"
+            )
+            problems.append(Problem(message, column=name, severity="warning"))
+    return problems
 
 
 class _Group(NamedTuple):

@@ -63,6 +63,14 @@ def test_a_count_column_overrides_the_option_per_row(tmp_path: Path) -> None:
     ]
 
 
+def test_a_matrix_over_a_filled_column_says_the_cells_are_replaced(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"prompt": "a", "aspect_ratio": "16:9"}, {"prompt": "b"}])
+    loaded = load(path, matrix=(("aspect_ratio", ("9:16", "auto")),))
+    assert [r.payload["aspect_ratio"] for r in loaded.rows] == ["9:16", "auto"] * 2
+    (warning,) = [w for w in loaded.warnings if w.column == "aspect_ratio"]
+    assert "replaces what 1 rows wrote (rows 1)" in warning.message
+
+
 def test_matrix_is_every_row_times_every_combination(tmp_path: Path) -> None:
     path = manifest(tmp_path, [{"id": "fox", "prompt": "a fox"}, {"id": "hen", "prompt": "a hen"}])
     matrix = (("aspect_ratio", ("16:9", "9:16")), ("resolution", ("720p", "1080p")))
@@ -288,7 +296,7 @@ def test_the_config_file_means_the_same_to_the_command_line_and_to_python(
     )
     answer = CliRunner().invoke(cli, ["plan", str(path), "--json", "--set", "duration=4s"])
     assert answer.exit_code == 0, answer.output
-    from_cli = json.loads(answer.output)
+    from_cli = json.loads(answer.stdout)
     from_python = batchrunner.plan(path, set={"duration": "4s"})
     assert from_cli["jobs"] == from_python.jobs == 4  # 2 rows x 2 prompts, not 3
     assert [d["job_id"] for d in from_cli["decisions"]] == [d.job_id for d in from_python.decisions]
@@ -296,7 +304,7 @@ def test_the_config_file_means_the_same_to_the_command_line_and_to_python(
 
     again = CliRunner().invoke(cli, ["plan", str(path), "--json", "--matrix", "prompt=a fox,a hen"])
     assert (
-        json.loads(again.output)["jobs"]
+        json.loads(again.stdout)["jobs"]
         == batchrunner.plan(path, matrix={"prompt": ["a fox", "a hen"]}).jobs
         == 4
     )
