@@ -398,6 +398,8 @@ def run(
     if dry_run:
         loaded = batch.load(manifest, settings, expansion)
         _show_plan(loaded, settings, as_json, replace_changed=replace_changed)
+        if not as_json:
+            click.echo("dry run: nothing was recorded or sent")
         return
     progress = Progress()
     try:

@@ -246,6 +246,7 @@ def test_plan_and_dry_run_send_nothing_and_write_no_ledger(
         env=ENV,
     )
     assert dry.exit_code == 0 and "3 rows -> 3 jobs" in dry.output
+    assert dry.stdout.endswith("dry run: nothing was recorded or sent\n")
     assert counters(sim)["requests"].get("submit", 0) == 0
     assert not ledger.exists()
 
