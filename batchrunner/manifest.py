@@ -244,7 +244,7 @@ def _prompts_replaced(table: Table, expansion: Expansion) -> list[Problem]:
     template = expansion.prompt_template
     if template is None or "prompt" in placeholders(template) or "prompt" not in table.columns:
         return []
-    written = [r.row for r in table.records if not is_empty(r.cells.get("prompt"))]
+    written = _rows_filling(table, "prompt")
     if not written:
         return []
     message = (
@@ -262,7 +262,7 @@ def _cells_varied(table: Table, expansion: Expansion) -> list[Problem]:
     for name, _ in expansion.matrix:
         if name == MODEL or name not in table.columns:
             continue
-        written = [r.row for r in table.records if not is_empty(r.cells.get(name))]
+        written = _rows_filling(table, name)
         if written:
             message = (
                 f"--matrix {name}=... replaces what {len(written)} rows wrote "
@@ -270,6 +270,12 @@ def _cells_varied(table: Table, expansion: Expansion) -> list[Problem]:
             )
             problems.append(Problem(message, column=name, severity="warning"))
     return problems
+
+
+def _rows_filling(table: Table, name: str) -> list[int]:
+    """The rows whose cell in column ``name`` is not empty (a column at a time: fast)."""
+    rows, _ = table.numbers()
+    return [row for row, cell in zip(rows, table.cells(name), strict=True) if not is_empty(cell)]
 
 
 class _Group(NamedTuple):
