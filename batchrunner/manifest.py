@@ -436,7 +436,7 @@ def _rows_of_models(groups: list[_Group], folder: Path) -> tuple[list[ManifestRo
             continue  # every column is sent as read
         for name in sorted(somewhere - set(spec.fields) - set(CONTROL_COLUMNS)):
             filled = [
-                n for n, cell in zip(numbers, group.cells(name), strict=True) if _filled(cell)
+                n for n, cell in zip(numbers, group.cells(name), strict=True) if not is_empty(cell)
             ]
             if filled:
                 message = (
@@ -450,10 +450,6 @@ def _rows_of_models(groups: list[_Group], folder: Path) -> tuple[list[ManifestRo
         problems.append(Problem(message, column=column, severity=severity))
     rows.sort(key=lambda row: row.row)  # stable: a row's variants keep their order
     return rows, problems + _shared_across_models(rows)
-
-
-def _filled(cell: Any) -> bool:
-    return cell is not None and not (isinstance(cell, str) and not cell.strip())
 
 
 def _row_list(rows: Sequence[int], shown: int = 5) -> str:
