@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from batchrunner.errors import Problem, UsageError
 from batchrunner.frozen import assemble
 from batchrunner.manifest import Manifest, ManifestRow, gc_paused, materialize
 from batchrunner.paths import written_whole
+from batchrunner.pricing import cents_up
 from batchrunner.states import AT_PROVIDER, JobState
 
 if TYPE_CHECKING:  # the ledger (and SQLite) loads only where there is one: `plan` may not
@@ -342,7 +342,7 @@ class Plan:
             line = f"held back by {flag}: {self.held} jobs, {money(held)}"
             if flag == "--budget" and held is not None and self.to_submit_cost_usd is not None:
                 total = self.spent_usd + self.to_submit_cost_usd + held
-                line += f" (--budget {math.ceil(round(total * 100, 6)) / 100:.2f} submits them all)"
+                line += f" (--budget {cents_up(total):.2f} submits them all)"
             out.append(line)
         if self.refused:
             out.append(f"refused (edited or renamed rows; see above): {self.refused} jobs")

@@ -308,6 +308,11 @@ class PriceRule:
         return _parse_shorthand(text)
 
 
+def cents_up(usd: float) -> float:
+    """``usd`` rounded up to the cent (float noise aside): the budget that covers it."""
+    return math.ceil(round(usd * 100, 6)) / 100
+
+
 def flat(usd: float, note: str = "") -> PriceRule:
     return PriceRule(per="video", rates=(Rate(usd),), note=note)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import math
 import signal
 import sqlite3
 import threading
@@ -39,6 +38,7 @@ from batchrunner.errors import (
 )
 from batchrunner.gallery import write_after_run
 from batchrunner.ledger import Ledger, Recording, unwritable
+from batchrunner.pricing import cents_up
 from batchrunner.providers import ApiConfig
 from batchrunner.report import Summary, ledger_option
 from batchrunner.scheduler import Observer, Runner
@@ -191,7 +191,7 @@ def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], 
     assert budget is not None
     spent = ledger.spend()
     left = max(0.0, budget - spent)
-    enough = math.ceil(round((spent + price) * 100, 6)) / 100  # to the cent, rounded up
+    enough = cents_up(spent + price)
     line = f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${left:,.2f} left; {held}"
     then = f"`batchrunner resume{where} --budget {enough:.2f}`"
     return (ExitCode.NOT_FINISHED, line), f"{then} to submit them all"
