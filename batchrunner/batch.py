@@ -323,28 +323,45 @@ def _cancel_beside(
             raise UsageError(f"no such job in {path}: {', '.join(missing)}")
         last = ledger.last_run(("run", "resume", "retry"))
         settings = Settings.from_stored(last["options"] if last else {}, ledger=path)
-        ledger.start_run("cancel", **run_info(settings, None))
+        try:  # before anything moves: a job at the provider cannot be cancelled without it
+            api, keyless = api_config(settings, token, env), None
+        except UsageError as exc:
+            sent = (*AT_PROVIDER, JobState.SUBMITTING)
+            if any(JobState(state) in sent for state in ledger.states(list(job_ids)).values()):
+                raise
+            api, keyless = None, exc  # only the ledger is needed, unless the batch sends one
+        ledger.start_run("cancel", **run_info(settings, api))
         outcome: dict[str, str] = {}
-        targets = _cancel_in_ledger(ledger, job_ids, outcome)
         answers: dict[str, str] = {}
-        if targets:
-            api = api_config(settings, token, env)
+        ended = 1
+        try:
+            targets = _cancel_in_ledger(ledger, job_ids, outcome)
+            if keyless is not None:
+                for job in targets:  # sent by the batch while this looked
+                    outcome[job.job_id] = (
+                        "left alone: the running batch has just sent it, and cancelling it at "
+                        f"the provider needs the API key ({keyless})"
+                    )
+                targets = []
+            if targets:
 
-            async def main() -> None:
-                async with connect(settings, api) as (client, origin):
-                    answers.update(await _ask_to_cancel(client, origin, targets, outcome))
-                waiting = [j for j in answers if answers[j] == "CANCELLATION_REQUESTED"]
-                deadline = anyio.current_time() + CANCEL_RECORD_SECONDS
-                while waiting and anyio.current_time() < deadline:
-                    await anyio.sleep(0.1)
-                    states = ledger.states(waiting)
-                    waiting = [j for j in waiting if JobState(states[j]) in AT_PROVIDER]
+                async def main() -> None:
+                    async with connect(settings, api) as (client, origin):
+                        answers.update(await _ask_to_cancel(client, origin, targets, outcome))
+                    waiting = [j for j in answers if answers[j] == "CANCELLATION_REQUESTED"]
+                    deadline = anyio.current_time() + CANCEL_RECORD_SECONDS
+                    while waiting and anyio.current_time() < deadline:
+                        await anyio.sleep(0.1)
+                        states = ledger.states(waiting)
+                        waiting = [j for j in waiting if JobState(states[j]) in AT_PROVIDER]
 
-            run_loop(main)
-        states = ledger.states(list(answers))
-        for job_id, answer in answers.items():
-            outcome[job_id] = _seen_by_the_batch(JobState(states[job_id]), answer)
-        ledger.finish_run(0, {"cancel": outcome, "beside": holder})
+                run_loop(main)
+            states = ledger.states(list(answers))
+            for job_id, answer in answers.items():
+                outcome[job_id] = _seen_by_the_batch(JobState(states[job_id]), answer)
+            ended = 0
+        finally:  # what was moved in the ledger is recorded, even when the provider failed
+            ledger.finish_run(ended, {"cancel": outcome, "beside": holder})
     logger.info("cancelled beside the batch that holds the ledger (%s)", holder)
     return Cancelled({j: outcome[j] for j in job_ids}, running=holder)
 

@@ -571,6 +571,32 @@ def test_cancelling_jobs_not_sent_yet_leaves_the_batch_running_without_them(
             ]  # fmt: skip
 
 
+def test_without_a_key_cancel_beside_a_batch_moves_nothing_it_cannot_finish(
+    tmp_path: Path,
+) -> None:
+    """The key is needed only for a job at the provider: a row not sent yet is cancelled in
+    the ledger without one; naming a job at the provider too fails before anything moves
+    (it had cancelled the pending row and then said only "no API key")."""
+    with SimulatorServer(fast_config(run_seconds=5)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(4))
+        ledger = tmp_path / "ledger.db"
+        keyless = {"BATCHRUNNER_API_KEY": None, "QUICKROUTER_API_KEY": None, "FAL_KEY": None}
+        args = run_args(server, tmp_path, manifest, "--concurrency", "2")
+        with runner_process(args, tmp_path) as proc:
+            wait_for(lambda: counters(server)["submits"] == 2)  # the ledger exists by now
+            wait_for(lambda: states(ledger).get(JOB_ID) in (JobState.QUEUED, JobState.RUNNING))
+            both = ["cancel", "--ledger", str(ledger), JOB_ID, "shot-004"]
+            refused = CliRunner().invoke(cli, both, env=keyless)
+            assert states(ledger)["shot-004"] is JobState.PENDING  # nothing moved
+            pending = ["cancel", "--ledger", str(ledger), "shot-004"]
+            cancelled = CliRunner().invoke(cli, pending, env=keyless)
+            assert proc.wait(timeout=30) == 1  # three done, one cancelled
+        assert refused.exit_code == 2 and "no API key" in refused.output
+        assert cancelled.exit_code == 0, cancelled.output
+        assert cancelled.stdout == "shot-004: cancelled in the ledger (it was never sent)\n"
+        assert Counter(states(ledger).values()) == {JobState.DONE: 3, JobState.CANCELLED: 1}
+
+
 def test_a_job_cancelled_as_the_batch_was_about_to_send_it_is_not_sent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
