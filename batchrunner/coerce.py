@@ -6,11 +6,15 @@ registry entry needs no code here:
 ============  ===================================================================================
 kind          accepted cells
 ============  ===================================================================================
-``bool``      real bools; TRUE/FALSE, yes/no, y/n, 1/0, on/off (any case); 1.0/0.0
+``bool``      real bools; TRUE/FALSE, yes/no, y/n, 1/0, on/off (any case); 1.0/0.0; TRUE and
+              FALSE as Excel writes them in a CSV in other languages (WAHR/FALSCH, VRAI/FAUX…)
 ``int``       42, "42", 42.0, "42.0", "1e3" → 42 / 1000; not "42.5", not "abc", not a bool
 ``float``     any finite number or numeric text
-``choice``    a string enum: stripped, matched case-insensitively ("Auto" → "auto"); a number
-              matches the one choice it starts (8 or "8.0" → "8s", 1080 → "1080p")
+``choice``    a string enum: stripped, matched case-insensitively ("Auto" → "auto"); a number,
+              alone or with its unit spelt out, matches the one choice it starts (8, "8.0" or
+              "8 seconds" → "8s", 1080 → "1080p"; "5s" → "5" for a duration); a ratio
+              written 16x9, 16/9 or 16 : 9, or turned by a spreadsheet into the time 16:09,
+              is 16:9
 ``text``      stripped (except :data:`VERBATIM_FIELDS`); numbers as text, 8.0 → "8"
 ``list``      a list of text: a JSON list (``["a.png", "b.png"]``) or items separated by
               :data:`LIST_SEPARATOR` or line breaks (``a.png | b.png``); a JSONL list as is
@@ -36,13 +40,20 @@ from batchrunner.cells import CellError
 
 VERBATIM_FIELDS = frozenset({"prompt"})  # free text kept exactly as typed (not stripped)
 LIST_SEPARATOR = "|"
-_TRUE = frozenset({"true", "yes", "y", "1", "on", "1.0"})
-_FALSE = frozenset({"false", "no", "n", "0", "off", "0.0"})
+# Excel's TRUE and FALSE in its other languages, as a CSV it saves writes them (de, fr, es,
+# it, pt, nl, sv, da, pl): the cell said TRUE on the screen of whoever made the sheet
+_EXCEL_TRUE = {"wahr", "vrai", "verdadero", "vero", "verdadeiro", "waar", "sant", "sand", "prawda"}
+_EXCEL_FALSE = {"falsch", "faux", "falso", "onwaar", "falskt", "falsk", "fałsz"}
+_TRUE = frozenset({"true", "yes", "y", "1", "on", "1.0", *_EXCEL_TRUE})
+_FALSE = frozenset({"false", "no", "n", "0", "off", "0.0", *_EXCEL_FALSE})
 _BOOL_RULE = "must be TRUE or FALSE (yes/no, y/n, 1/0 and on/off work too)"
 _WHOLE_DECIMAL = re.compile(r"([0-9]+)\.0*")
 _DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")  # 0,5: as a spreadsheet writes it in Europe
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(,\d{3})+")  # 12,000
-_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_MEASURE = re.compile(r"([0-9]+)(?:\.0*)?\s*([^\W\d_]*)\.?")  # 8, 8.0, 8s, 8 sec., 1080 P
+_SECONDS = frozenset({"s", "sec", "secs", "second", "seconds"})
+# 16:9 as 16x9, 16×9, 16/9, 16 : 9, or the time a spreadsheet makes of it (16:09, 16:09:00)
+_RATIO = re.compile(r"([0-9]{1,2})\s*[:x×/]\s*([0-9]{1,2})(?::00)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -119,21 +130,7 @@ def coerce(value: Any, spec: FieldKind) -> Any:
             rule += f", written with a dot: {text.replace(',', '.')}"
         raise BadCell(rule)
     if kind == "choice":
-        text = number_text(value)
-        if not isinstance(text, str):
-            return text
-        text = text.strip()
-        whole = _WHOLE_DECIMAL.fullmatch(text)  # "8.0" as typed in a CSV
-        text = whole.group(1) if whole else text
-        choice = spec.by_lower.get(text.lower())
-        if choice is not None:
-            return choice
-        if _NUMBER.fullmatch(text):  # 8 -> "8s", 1080 -> "1080p", when exactly one fits
-            unit = re.compile(re.escape(text) + r"\s*[A-Za-z]+")
-            fits = [c for c in spec.choices if unit.fullmatch(c)]
-            if len(fits) == 1:
-                return fits[0]
-        return text
+        return _choice(value, spec)
     if kind == "list":
         return _list(value)
     if kind == "text":
@@ -142,6 +139,46 @@ def coerce(value: Any, spec: FieldKind) -> Any:
             return text.strip()
         return text
     return value
+
+
+def _choice(value: Any, spec: FieldKind) -> Any:
+    """A cell of a string enum: the choice it names (see the table above), else the cell as
+    text, for the schema to refuse with the list of choices."""
+    if isinstance(value, time) and not (value.second or value.microsecond):
+        value = f"{value.hour}:{value.minute:02}"  # Excel reads 16:9 typed in a cell as 16:09
+    text = plain(number_text(value))
+    if not isinstance(text, str):
+        return text
+    text = text.strip()
+    whole = _WHOLE_DECIMAL.fullmatch(text)  # "8.0" as typed in a CSV
+    text = whole.group(1) if whole else text
+    choice = spec.by_lower.get(text.lower())
+    if choice is not None:
+        return choice
+    ratio = _RATIO.fullmatch(text)
+    if ratio and (choice := spec.by_lower.get(f"{int(ratio[1])}:{int(ratio[2])}")):
+        return choice
+    measure = _MEASURE.fullmatch(text)
+    if measure:  # 8 or "8 sec" -> "8s", 1080 -> "1080p", when exactly one choice fits
+        number, unit = measure[1], measure[2].lower()
+        fits = [
+            c
+            for c in spec.choices
+            if (named := _MEASURE.fullmatch(c))
+            and named[1] == number
+            and named[2]
+            and (not unit or unit in _spellings(named[2].lower()))
+        ]
+        if len(fits) == 1:
+            return fits[0]
+        if unit in _SECONDS and spec.name == "duration" and number in spec.choices:
+            return number  # "5s" for a model whose durations are "5" and "10"
+    return text
+
+
+def _spellings(unit: str) -> frozenset[str]:
+    """How a cell may write the unit a choice ends in: ``s`` as sec or seconds too."""
+    return _SECONDS if unit == "s" else frozenset({unit})
 
 
 class Coercer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import datetime
 import hashlib
 import io
 import json
@@ -273,8 +274,22 @@ GOOD_CELLS = [
     ("duration", "6.0", "6s"),
     ("duration", " 4s ", "4s"),
     ("duration", "8S", "8s"),
+    ("duration", "8 sec", "8s"),
+    ("duration", "6 Seconds", "6s"),
+    ("duration", "4.0 s", "4s"),
     ("resolution", 1080, "1080p"),
     ("resolution", "720", "720p"),
+    ("resolution", "1080 P", "1080p"),
+    # a ratio as people write it, and as a spreadsheet that took it for a time saves it
+    ("aspect_ratio", "16x9", "16:9"),
+    ("aspect_ratio", "9×16", "9:16"),
+    ("aspect_ratio", "16/9", "16:9"),
+    ("aspect_ratio", "16 : 9", "16:9"),
+    ("aspect_ratio", "16:09", "16:9"),
+    ("aspect_ratio", "09:16:00", "9:16"),
+    # Excel's TRUE and FALSE in a CSV saved by a German or a French Excel
+    ("generate_audio", "WAHR", True),
+    ("generate_audio", "Faux", False),
     ("aspect_ratio", "AUTO", "auto"),
     ("aspect_ratio", " 9:16", "9:16"),
     ("safety_tolerance", 4.0, "4"),
@@ -305,6 +320,11 @@ BAD_CELLS = [
     ("duration", "10s", "'4s', '6s' or '8s'"),
     ("duration", 7.5, "'4s', '6s' or '8s'"),
     ("resolution", "4k", "'720p' or '1080p'"),
+    ("duration", "8 min", "'4s', '6s' or '8s'"),
+    ("duration", "8ms", "'4s', '6s' or '8s'"),
+    ("aspect_ratio", "16x10", "'auto', '16:9' or '9:16'"),
+    ("aspect_ratio", "16:09:30", "'auto', '16:9' or '9:16'"),
+    ("generate_audio", "ja", "TRUE or FALSE"),
     ("aspect_ratio", "4:3", "'auto', '16:9' or '9:16'"),
     ("safety_tolerance", "0", "'1', '2', '3', '4', '5' or '6'"),
     ("prompt", "   ", "is required"),
@@ -315,6 +335,41 @@ BAD_CELLS = [
     ("image_url", "https://example.com/my shot.png", "write a space as %20"),
     ("image_url", "https:///x.png", "the URL has no host name"),
 ]
+
+
+def test_a_ratio_excel_turned_into_a_time_is_the_ratio_typed(tmp_path: Path) -> None:
+    """Typing 16:9 into an Excel cell stores the time 16:09: read back as 16:9; a time that is
+    no ratio the model takes is one problem, not two."""
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["id", "prompt", "image_url", "aspect_ratio"])
+    for name, typed in [("wide", datetime.time(16, 9)), ("tall", datetime.time(9, 16))]:
+        sheet.append([name, "A calm lake", URL, typed])
+    workbook.save(tmp_path / "m.xlsx")
+    rows = load(tmp_path / "m.xlsx").rows
+    assert [row.payload["aspect_ratio"] for row in rows] == ["16:9", "9:16"]
+
+    sheet.append(["square", "A calm lake", URL, datetime.time(4, 3)])
+    workbook.save(tmp_path / "m.xlsx")
+    (problem,) = errors_of(tmp_path / "m.xlsx")
+    assert (problem.row, problem.column) == (3, "aspect_ratio")
+    assert "must be 'auto', '16:9' or '9:16'" in problem.message
+
+
+def test_a_duration_in_seconds_fits_a_model_whose_durations_have_no_unit(
+    tmp_path: Path,
+) -> None:
+    """Kling's durations are "5" and "10": a sheet written for Veo says "5s", or "10 seconds"."""
+    kling = get_model("fal-ai/kling-video/v2.5-turbo/pro/image-to-video")
+    rows = [
+        {"id": f"take-{number}", "prompt": "A calm lake", "image_url": URL, "duration": cell}
+        for number, cell in enumerate(("5s", "10 seconds", 5))
+    ]
+    manifest = load(write_jsonl(tmp_path / "m.jsonl", rows), kling)
+    assert [row.payload["duration"] for row in manifest.rows] == ["5", "10", "5"]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "duration": "5 min"}])
+    (problem,) = errors_of(bad, kling)
+    assert "'5' or '10'" in problem.message
 
 
 def test_a_decimal_comma_is_refused_with_the_number_written_with_a_dot(tmp_path: Path) -> None:
