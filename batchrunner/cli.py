@@ -365,7 +365,8 @@ def _report(summary: Summary, as_json: bool) -> None:
 @click.option(
     "--replace-changed",
     is_flag=True,
-    help="A row whose id is in the ledger with other content replaces that job.",
+    help="A row whose id is in the ledger with other content replaces that job, even once "
+    "sent (a row never sent takes its edits without this flag).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan only: nothing sent or recorded.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")

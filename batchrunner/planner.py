@@ -114,7 +114,13 @@ def decide(
             model = f"model {before.endpoint} → {job.endpoint}"
             shown = [model if name == MODEL else name for name in fields]
             what = f"edited ({', '.join(shown) or 'its files'})"
-            if not replace_changed:
+            if old.state is JobState.PENDING and ledger.never_sent([job.job_id]):
+                # nothing was bought for the old values, so nothing is bought twice
+                why = f"{what} before it was sent: sent as edited"
+                decisions.append(
+                    Decision(job.job_id, job.row, "submit", why, job.price_usd, fields)
+                )
+            elif not replace_changed:
                 why = f"{what}; pass --replace-changed to replace it"
                 decisions.append(Decision(job.job_id, job.row, "refuse", why, None, fields))
             elif old.state in (*REPLACEABLE, JobState.DONE):
@@ -344,6 +350,12 @@ class Plan:
                 total = self.spent_usd + self.to_submit_cost_usd + held
                 line += f" (--budget {cents_up(total):.2f} submits them all)"
             out.append(line)
+        edited = [d.job_id for d in self.decisions if d.changed and d.action in ("submit", "held")]
+        if edited:
+            more = f" and {len(edited) - 3} more" if len(edited) > 3 else ""
+            out.append(
+                f"edited rows, sent as edited: {len(edited)} jobs ({', '.join(edited[:3])}{more})"
+            )
         if self.refused:
             out.append(f"refused (edited or renamed rows; see above): {self.refused} jobs")
         out.append(

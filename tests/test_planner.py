@@ -19,6 +19,7 @@ from batchrunner.manifest import load_manifest
 from batchrunner.models import DEFAULT_MODEL, get_model
 from batchrunner.planner import to_jobs
 from batchrunner.simulator import SimulatorServer
+from batchrunner.states import JobState
 from tests.helpers import TOKEN, counters, fast_config, rows, write_manifest
 
 ENV = {"BATCHRUNNER_API_KEY": TOKEN}
@@ -64,11 +65,9 @@ def test_plan_predicts_exactly_what_run_submits_follows_holds_and_refuses(tmp_pa
         write_manifest(manifest, edited)
 
         plain = CliRunner().invoke(cli, ["plan", str(manifest), "--json"])
-        assert plain.exit_code == 2  # like run: an edited row needs --replace-changed
-        assert by_action(json.loads(plain.stdout))["refuse"] == {"shot-004"}
-        assert "prompt" in plain.stderr and "--replace-changed" in plain.stderr
-        refused = CliRunner().invoke(cli, ["run", str(manifest)], env=ENV)
-        assert refused.exit_code == 2 and counters(server)["submits"] == 2
+        assert plain.exit_code == 0, plain.output  # shot-004 was never sent: nothing to refuse
+        (why,) = [d["why"] for d in json.loads(plain.stdout)["decisions"] if d["changed"]]
+        assert why == "edited (prompt) before it was sent: sent as edited"
 
         before = submits(ledger)
         options = ["--replace-changed", "--budget", "8"]  # $3.20 spent; 3 more jobs of $1.60
@@ -109,12 +108,68 @@ def test_plan_predicts_exactly_what_run_submits_follows_holds_and_refuses(tmp_pa
         assert {j for j, n in after.items() if n > before.get(j, 0)} == {"shot-006"}
 
 
+def test_a_row_edited_before_it_was_sent_is_sent_as_edited(tmp_path: Path) -> None:
+    """A budget stop leaves rows pending; the user fixes a typo in one of them and one in a
+    row already bought. The one never sent takes its new values with no flag (nothing was
+    bought for the old ones, and a nightly command cannot carry --replace-changed without
+    buying every edited row again); the bought one is still refused, and so, with nothing
+    sent, is the whole run. A job sent once and put back by ``retry`` has been bought from
+    before: an edit to it is refused too."""
+    with SimulatorServer(fast_config()) as server:
+        args = ["--ledger", str(tmp_path / "l.db")]
+        sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        stopped = CliRunner().invoke(cli, ["run", str(manifest), *sim, "--budget", "2"], env=ENV)
+        assert stopped.exit_code == 75, stopped.output  # shot-001 bought, two pending
+        edited = rows(3)
+        edited[0]["prompt"] += ", at dawn"
+        edited[2]["prompt"] += ", at dusk"
+        write_manifest(manifest, edited)
+
+        refused = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
+        assert refused.exit_code == 2 and counters(server)["submits"] == 1
+        (problem,) = refused.stderr.splitlines()[:-1]
+        assert "'shot-001' is already in the ledger" in problem, refused.stderr
+        shown = CliRunner().invoke(cli, ["plan", str(manifest), *args, "--json"])
+        assert by_action(json.loads(shown.stdout))["refuse"] == {"shot-001"}
+
+        edited[0] = rows(3)[0]  # the bought row as it was
+        write_manifest(manifest, edited)
+        shown = CliRunner().invoke(cli, ["plan", str(manifest), *args])
+        assert "edited rows, sent as edited: 1 jobs (shot-003)" in shown.stdout
+        ran = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
+        assert ran.exit_code == 0, ran.output
+        assert counters(server)["submits"] == 3
+        with Ledger.open(tmp_path / "l.db", create=False) as opened:
+            assert opened.get("shot-003").input["prompt"].endswith(", at dusk")
+            assert opened.get("shot-003").submits == 1
+
+
+def test_an_edit_to_a_job_sent_before_is_refused_though_it_is_pending(tmp_path: Path) -> None:
+    """A job sent once and put back by ``retry`` is pending again, but it was bought from
+    before: an edit to it still needs --replace-changed."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(1))
+    ledger = tmp_path / "l.db"
+    with Ledger.open(ledger) as opened:
+        opened.add_jobs(to_jobs(load_manifest(manifest, get_model(DEFAULT_MODEL))))
+        for state in (JobState.SUBMITTING, JobState.FAILED, JobState.PENDING):  # `retry`
+            opened.transition("shot-001", state, detail="a test")
+    edited = rows(1)
+    edited[0]["prompt"] += ", at noon"
+    write_manifest(manifest, edited)
+    shown = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", str(ledger)])
+    assert shown.exit_code == 2, shown.output
+    assert "edited (prompt); pass --replace-changed" in shown.stderr
+
+
 def test_an_edited_row_whose_model_changed_says_so(tmp_path: Path) -> None:
     """Only the endpoint differs: the refusal named no field at all ("edited (its files)")."""
     manifest = write_manifest(tmp_path / "m.csv", rows(1))
     ledger = tmp_path / "l.db"
     with Ledger.open(ledger) as opened:
         opened.add_jobs(to_jobs(load_manifest(manifest, get_model(DEFAULT_MODEL))))
+        opened.transition("shot-001", JobState.SUBMITTING, detail="sent")  # bought, maybe
+        opened.transition("shot-001", JobState.FAILED, detail="and failed")
     other = "fal-ai/veo3.1/image-to-video"
     shown = CliRunner().invoke(
         cli, ["plan", str(manifest), "--ledger", str(ledger), "--model", other]
