@@ -23,7 +23,7 @@ from click.core import ParameterSource
 from batchrunner import errors, expand, settings
 from batchrunner import models as registry
 from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
-from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError
+from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError, counted
 from batchrunner.expand import MAX_TAKES, Expansion, parse_matrix, parse_settings
 from batchrunner.models import get_model
 from batchrunner.settings import Settings
@@ -623,9 +623,9 @@ def status(ledger: Path, every: bool, history: bool, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2))
         return
     counts = ", ".join(f"{n} {state}" for state, n in info["counts"].items()) or "no jobs"
-    click.echo(f"{info['ledger']}: {info['total']} jobs ({counts})")
+    click.echo(f"{info['ledger']}: {counted(info['total'], 'job')} ({counts})")
     billed = (
-        f"; billed ${info['billed_usd']:,.2f} ({info['billed_jobs']} jobs reported)"
+        f"; billed ${info['billed_usd']:,.2f} ({counted(info['billed_jobs'], 'job')} reported)"
         if info["billed_jobs"]
         else ""
     )
@@ -635,7 +635,8 @@ def status(ledger: Path, every: bool, history: bool, as_json: bool) -> None:
     if len(info["models"]) > 1:  # a sheet of several models: how each one went
         for endpoint, model in info["models"].items():
             states = ", ".join(f"{n} {state}" for state, n in model["counts"].items())
-            click.echo(f"  {endpoint}: {model['jobs']} jobs ({states}), ${model['spend_usd']:,.2f}")
+            jobs = counted(model["jobs"], "job")
+            click.echo(f"  {endpoint}: {jobs} ({states}), ${model['spend_usd']:,.2f}")
     last = info["last_run"]
     if last:
         state = f"exit {last['exit_code']}"
@@ -672,8 +673,9 @@ def status(ledger: Path, every: bool, history: bool, as_json: bool) -> None:
     if info["not_in_manifest_total"]:
         rows = info["not_in_manifest_rows"]
         where = f"outside the last run's --rows {rows}" if rows else "no longer in the manifest"
+        total = info["not_in_manifest_total"]
         click.echo(
-            f"{info['not_in_manifest_total']} jobs are {where} (left alone): "
+            f"{counted(total, 'job')} {'is' if total == 1 else 'are'} {where} (left alone): "
             + ", ".join(job["job_id"] for job in info["not_in_manifest"])
         )
     if info["attention_total"] > len(info["attention"]):
@@ -734,7 +736,7 @@ def export_command(ledger: Path, output: Path) -> None:
     from batchrunner import export
 
     count = export.export(ledger, output)
-    click.echo(f"wrote {count} jobs to {output}", err=True)
+    click.echo(f"wrote {counted(count, 'job')} to {output}", err=True)
 
 
 @cli.command(name="report")
@@ -824,11 +826,12 @@ def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
     for warning in loaded.warnings:
         click.echo(f"{manifest}: warning: {warning}", err=True)
     cost = sum(row.cost_usd or 0 for row in loaded.rows)
-    jobs = f" -> {len(loaded.rows)} jobs" if len(loaded.rows) != loaded.records else ""
+    jobs = f" -> {counted(len(loaded.rows), 'job')}" if len(loaded.rows) != loaded.records else ""
     if len(loaded.endpoints) > 1:
         jobs += f" for {len(loaded.endpoints)} models"
     click.echo(
-        f"{manifest}: {loaded.records} rows{loaded.taken} OK{jobs}; estimated cost ${cost:,.2f}"
+        f"{manifest}: {counted(loaded.records, 'row')}{loaded.taken} OK{jobs}; "
+        f"estimated cost ${cost:,.2f}"
     )
 
 

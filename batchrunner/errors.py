@@ -108,6 +108,11 @@ def _short(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def counted(number: int, noun: str) -> str:
+    """``1 job``, ``2 jobs``: a number and what it counts, for messages (regular plurals)."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 class ManifestError(UsageError):
     """The manifest cannot be run; ``problems`` lists every error found, not only the first.
 
@@ -120,7 +125,7 @@ class ManifestError(UsageError):
         self.source = source
         self.problems = list(problems)
         errors = [p for p in self.problems if p.severity == "error"]
-        self.summary = f"{source}: {len(errors)} problem(s); nothing was submitted"
+        self.summary = f"{source}: {counted(len(errors), 'problem')}; nothing was submitted"
         lines = [f"  {problem}" for problem in errors[: self.SHOWN]]
         if len(errors) > self.SHOWN:
             lines.append(f"  ... and {len(errors) - self.SHOWN} more (every one in .problems)")

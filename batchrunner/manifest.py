@@ -53,7 +53,7 @@ from batchrunner.coerce import (
     is_empty,
     plain,
 )
-from batchrunner.errors import ManifestError, Problem, UsageError
+from batchrunner.errors import ManifestError, Problem, UsageError, counted
 from batchrunner.expand import (
     MAX_TAKES,
     MODEL,
@@ -248,7 +248,7 @@ def _prompts_replaced(table: Table, expansion: Expansion) -> list[Problem]:
     if not written:
         return []
     message = (
-        f"--prompt-template would replace the prompt {len(written)} rows wrote "
+        f"--prompt-template would replace the prompt {counted(len(written), 'row')} wrote "
         f"(rows {first_ten(written)}): put {{prompt}} in the template to build on it, or "
         "empty the column (or rename it to keep it as metadata)"
     )
@@ -265,7 +265,7 @@ def _cells_varied(table: Table, expansion: Expansion) -> list[Problem]:
         written = _rows_filling(table, name)
         if written:
             message = (
-                f"--matrix {name}=... replaces what {len(written)} rows wrote "
+                f"--matrix {name}=... replaces what {counted(len(written), 'row')} wrote "
                 f"(rows {first_ten(written)}): each variant takes the matrix's value"
             )
             problems.append(Problem(message, column=name, severity="warning"))
@@ -525,7 +525,8 @@ def _hidden(table: Table) -> list[Problem]:
     if not hidden:
         return []
     message = (
-        f"{len(hidden)} rows of the sheet are hidden (by hand or by a filter: sheet rows "
+        f"{counted(len(hidden), 'row')} of the sheet {'is' if len(hidden) == 1 else 'are'} "
+        "hidden (by hand or by a filter: sheet rows "
         f"{first_ten(hidden)}); they are read like the others: --rows visible takes only "
         "the rows the sheet shows (or delete the hidden ones from it)"
     )

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchrunner.errors import Problem, UsageError
+from batchrunner.errors import Problem, UsageError, counted
 from batchrunner.frozen import assemble
 from batchrunner.manifest import Manifest, ManifestRow, gc_paused, materialize
 from batchrunner.paths import written_whole
@@ -306,9 +306,10 @@ class Plan:
         models = self.endpoints or [self.endpoint]
         target = f"{len(models)} models" if len(models) > 1 else self.endpoint
         out = [
-            f"{self.source}: {self.rows} rows{self.taken} -> {self.jobs} jobs for {target}",
+            f"{self.source}: {counted(self.rows, 'row')}{self.taken} -> "
+            f"{counted(self.jobs, 'job')} for {target}",
             f"estimated cost: {money(self.cost_usd)}"
-            + (f" ({self.unpriced} jobs have no price)" if self.unpriced else ""),
+            + (f" ({counted(self.unpriced, 'job')} without a price)" if self.unpriced else ""),
         ]
         for endpoint, note in self.unconfirmed.items():
             which = f" for {endpoint}" if len(models) > 1 else ""
@@ -325,7 +326,7 @@ class Plan:
                 jobs = sum(g["jobs"] for g in mine)
                 costs = [g["cost_usd"] for g in mine]
                 total = None if None in costs else _money(sum(costs))
-                out.append(f"  {model}: {jobs} jobs, {money(total)}")
+                out.append(f"  {model}: {counted(jobs, 'job')}, {money(total)}")
             fields = ", ".join(
                 f"{k}={v}" for k, v in group.items() if k not in ("jobs", "cost_usd", "model")
             )
@@ -345,7 +346,7 @@ class Plan:
             flag = why.split()[1]
             costs = [d.cost_usd for d in self.decisions if d.action == "held"]
             held = None if None in costs else _money(sum(c or 0.0 for c in costs))
-            line = f"held back by {flag}: {self.held} jobs, {money(held)}"
+            line = f"held back by {flag}: {counted(self.held, 'job')}, {money(held)}"
             if flag == "--budget" and held is not None and self.to_submit_cost_usd is not None:
                 total = self.spent_usd + self.to_submit_cost_usd + held
                 line += f" (--budget {cents_up(total):.2f} submits them all)"
@@ -354,12 +355,15 @@ class Plan:
         if edited:
             more = f" and {len(edited) - 3} more" if len(edited) > 3 else ""
             out.append(
-                f"edited rows, sent as edited: {len(edited)} jobs ({', '.join(edited[:3])}{more})"
+                f"edited rows, sent as edited: {counted(len(edited), 'job')} "
+                f"({', '.join(edited[:3])}{more})"
             )
         if self.refused:
-            out.append(f"refused (edited or renamed rows; see above): {self.refused} jobs")
+            out.append(
+                f"refused (edited or renamed rows; see above): {counted(self.refused, 'job')}"
+            )
         out.append(
-            f"to submit: {self.to_submit} jobs, {money(self.to_submit_cost_usd)}"
+            f"to submit: {counted(self.to_submit, 'job')}, {money(self.to_submit_cost_usd)}"
             f"; spent so far in the ledger: {money(self.spent_usd)}"
         )
         return out

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
-from batchrunner.errors import ExitCode
+from batchrunner.errors import ExitCode, counted
 from batchrunner.ledger import Ledger, now
 from batchrunner.states import NEEDS_ATTENTION, JobState
 
@@ -106,13 +106,15 @@ class Summary:
             why = f"outside --rows {self.rows}" if self.rows else "their rows were deleted"
             parts[0] += f" ({self.left_alone} left alone: {why}, never sent)"
         line = (
-            f"{self.total} jobs: {', '.join(parts) or 'none'}; "
+            f"{counted(self.total, 'job')}: {', '.join(parts) or 'none'}; "
             f"this run submitted {self.submitted}{self._committed()}, "
             f"downloaded {self.downloaded}; "
             f"estimated spend ${self.spend_usd:,.2f}"
         )
         if self.billed_jobs:
-            line += f", billed ${self.billed_usd:,.2f} ({self.billed_jobs} jobs reported)"
+            line += (
+                f", billed ${self.billed_usd:,.2f} ({counted(self.billed_jobs, 'job')} reported)"
+            )
         if self.gallery:
             line += f"\nreview: {self.gallery}"
         return line if self.stopped is None else f"stopped early: {self.stopped}\n{line}"

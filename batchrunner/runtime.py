@@ -35,6 +35,7 @@ from batchrunner.errors import (
     OutputUnwritableError,
     RepeatedFailureError,
     RunError,
+    counted,
 )
 from batchrunner.gallery import write_after_run
 from batchrunner.ledger import Ledger, Recording, unwritable
@@ -128,10 +129,10 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
     key = api.key_source if api else "the key"
     counts = ledger.counts()
     waiting = counts.get(JobState.PENDING, 0)
-    then = f"then run the same command again ({waiting} jobs wait, nothing was lost)"
+    then = f"then run the same command again ({_waiting(waiting)}, nothing was lost)"
     unsaved = (  # paid videos not yet on disk, and the jobs not yet sent
         f"then run the same command again ({counts.get(JobState.COMPLETED, 0)} paid videos wait "
-        f"to be downloaded, {waiting} jobs to be sent; nothing was lost)"
+        f"to be downloaded, {counted(waiting, 'job')} to be sent; nothing was lost)"
     )
     if isinstance(error, KeyRefusedError):
         return f"the API refused the key for {origin} ({error}): check {key}, {then}"
@@ -150,7 +151,7 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
         return (
             f"{error}, and none succeeded: no more jobs were bought (those already sent were "
             f"followed). Fix the cause (the manifest's rows, the model's fields), then run the "
-            f"same command again ({waiting} jobs wait; the failed ones: `batchrunner retry`)"
+            f"same command again ({_waiting(waiting)}; the failed ones: `batchrunner retry`)"
         )
     if isinstance(error, AccountLockedError):
         return (
@@ -167,6 +168,10 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
     return f"cannot reach the API at {origin} ({error}): check --base-url and the network, {then}"
 
 
+def _waiting(jobs: int) -> str:
+    return f"{counted(jobs, 'job')} {'waits' if jobs == 1 else 'wait'}"
+
+
 def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], str] | None:
     """Exit 75 when a cap held jobs back: the spend, what is left and what the waiting jobs
     would cost, and the command that goes on. For ``--budget``, one that submits them all
@@ -176,7 +181,7 @@ def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], 
     if flag is None:
         return None
     waiting, price = ledger.waiting()
-    held = f"{waiting} jobs not submitted, estimated ${price:,.2f}"
+    held = f"{counted(waiting, 'job')} not submitted, estimated ${price:,.2f}"
     where = ledger_option(str(ledger.path))
     if flag == "--run-budget":
         cap = runner.options.run_budget

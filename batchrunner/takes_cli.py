@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from batchrunner.errors import counted
+
 if TYPE_CHECKING:  # the library loads when a command runs, not for `batchrunner --help`
     from batchrunner import takes
     from batchrunner.report import Summary
@@ -114,7 +116,9 @@ def _announce(plan: takes.Plan, budget: float | None, run_budget: float | None) 
             )
     if plan.pending:
         click.echo(
-            f"also pending in the ledger: {plan.pending} jobs, {money(plan.pending_usd)}", err=True
+            f"also pending in the ledger: {counted(plan.pending, 'job')}, "
+            f"{money(plan.pending_usd)}",
+            err=True,
         )
     line = f"spent so far: {money(plan.spent_usd)}"
     if budget is not None:

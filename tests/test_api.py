@@ -71,7 +71,7 @@ def test_a_manifest_error_names_its_problems_where_a_notebook_shows_it() -> None
     with pytest.raises(ManifestError) as info:
         batchrunner.plan(rows, model="fal-ai/veo3.1")
     lines = str(info.value).splitlines()
-    assert lines[0] == "<rows>: 12 problem(s); nothing was submitted" == info.value.summary
+    assert lines[0] == "<rows>: 12 problems; nothing was submitted" == info.value.summary
     assert lines[1].startswith("  row 1, column 'resolution': ") and "'4k'" in lines[1]
     assert len(lines) == 1 + 10 + 1 and lines[-1] == "  ... and 2 more (every one in .problems)"
     assert len(info.value.problems) == 12

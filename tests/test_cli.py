@@ -249,7 +249,7 @@ def test_rows_visible_takes_the_rows_a_filtered_sheet_shows(tmp_path: Path) -> N
         plain.output
     )
     spans = CliRunner().invoke(cli, ["plan", str(book), "--rows", "4-6"])
-    assert "1 rows of the sheet are hidden (by hand or by a filter: sheet rows 8)" in spans.output
+    assert "1 row of the sheet is hidden (by hand or by a filter: sheet rows 8)" in spans.output
     visible = CliRunner().invoke(cli, ["plan", str(book), "--rows", "visible", "--json"])
     assert visible.exit_code == 0, visible.output
     assert "hidden" not in visible.stderr
@@ -259,7 +259,7 @@ def test_rows_visible_takes_the_rows_a_filtered_sheet_shows(tmp_path: Path) -> N
         "shot-6",
     ]
     some = CliRunner().invoke(cli, ["plan", str(book), "--rows", "visible,2-4"])
-    assert some.stdout.startswith(f"{book}: 1 rows (--rows visible,2-4: 1 of 6) -> 1 jobs")
+    assert some.stdout.startswith(f"{book}: 1 row (--rows visible,2-4: 1 of 6) -> 1 job")
     none = CliRunner().invoke(cli, ["plan", str(book), "--rows", "2-3,visible"])
     assert none.exit_code == 2
     assert none.stderr == "error: --rows visible,2-3: the sheet shows none of those rows\n"
@@ -430,8 +430,8 @@ def test_rows_buys_only_the_rows_taken_and_the_plain_command_the_rest(tmp_path: 
         run("--run-budget", "3.20")  # rows 1 and 2 bought, 3 to 6 recorded and pending
         assert counters(server)["submits"] == 2
         plan = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", ledger, "--rows", "5"])
-        assert plan.output.startswith(f"{manifest}: 1 rows (--rows 5 of 6) -> 1 jobs")
-        assert "to submit: 1 jobs, $1.60" in plan.output
+        assert plan.output.startswith(f"{manifest}: 1 row (--rows 5 of 6) -> 1 job")
+        assert "to submit: 1 job, $1.60" in plan.output
         run("--rows", "5")
         assert counters(server)["submits"] == 3
         status = CliRunner().invoke(cli, ["status", "--ledger", ledger]).output
@@ -498,5 +498,5 @@ def test_with_errors_the_warnings_come_after_them_marked_as_warnings(tmp_path: P
         "column; columns found: 'subject', 'image_url', 'notes'",
         f"{path}: warning: column 'notes': unknown column, kept as metadata and not sent to "
         "the model",
-        f"error: {path}: 1 problem(s); nothing was submitted",
+        f"error: {path}: 1 problem; nothing was submitted",
     ]

@@ -68,7 +68,7 @@ def test_a_matrix_over_a_filled_column_says_the_cells_are_replaced(tmp_path: Pat
     loaded = load(path, matrix=(("aspect_ratio", ("9:16", "auto")),))
     assert [r.payload["aspect_ratio"] for r in loaded.rows] == ["9:16", "auto"] * 2
     (warning,) = [w for w in loaded.warnings if w.column == "aspect_ratio"]
-    assert "replaces what 1 rows wrote (rows 1)" in warning.message
+    assert "replaces what 1 row wrote (rows 1)" in warning.message
 
 
 def test_matrix_is_every_row_times_every_combination(tmp_path: Path) -> None:

@@ -210,7 +210,7 @@ def test_plan_gives_the_models_and_each_ones_cost(tmp_path: Path) -> None:
         "      1 x duration=4s, resolution=720p, generate_audio=True: $1.60",
         "      1 x duration=8s, resolution=720p, generate_audio=True: $3.20",
     ]
-    assert lines[lines.index(f"  {KLING}: 1 jobs, $0.35") + 1] == "      1 x duration=5: $0.35"
+    assert lines[lines.index(f"  {KLING}: 1 job, $0.35") + 1] == "      1 x duration=5: $0.35"
 
 
 def test_a_sheet_of_several_models_runs_end_to_end(
@@ -240,7 +240,7 @@ def test_a_sheet_of_several_models_runs_end_to_end(
         assert frame["warnings"].isna().all()  # each clip is what its model was asked for
         status = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db")])
         assert f"  {VEO31}: 2 jobs (2 done), $4.80\n" in status.output
-        assert f"  {KLING}: 1 jobs (1 done), $0.35\n" in status.output
+        assert f"  {KLING}: 1 job (1 done), $0.35\n" in status.output
         page = page_data((tmp_path / "out" / "report.html").read_text("utf-8"))
         assert page["facets"]["model"] == [[DEFAULT_MODEL, 1], [VEO31, 2], [KLING, 1]]
         assert page["summary"]["models"] == sorted([DEFAULT_MODEL, VEO31, KLING])

@@ -136,7 +136,7 @@ def test_a_row_edited_before_it_was_sent_is_sent_as_edited(tmp_path: Path) -> No
         edited[0] = rows(3)[0]  # the bought row as it was
         write_manifest(manifest, edited)
         shown = CliRunner().invoke(cli, ["plan", str(manifest), *args])
-        assert "edited rows, sent as edited: 1 jobs (shot-003)" in shown.stdout
+        assert "edited rows, sent as edited: 1 job (shot-003)" in shown.stdout
         ran = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
         assert ran.exit_code == 0, ran.output
         assert counters(server)["submits"] == 3

@@ -108,7 +108,7 @@ def test_with_json_a_command_that_fails_early_still_prints_one_object(tmp_path: 
     result = invoke(["run", str(bad), "--ledger", str(tmp_path / "l.db"), "--json"])
     failure = json.loads(result.stdout)
     assert result.exit_code == failure["exit_code"] == 2
-    assert failure["error"] == f"{bad}: 1 problem(s); nothing was submitted"
+    assert failure["error"] == f"{bad}: 1 problem; nothing was submitted"
     assert len(failure["problems"]) == 1 and "'4s', '6s' or '8s'" in failure["problems"][0]
     good = write_manifest(tmp_path / "m.csv", rows(1))
     ledger = tmp_path / "locked.db"
