@@ -86,6 +86,13 @@ class Table:
     problems: list[Problem] = field(default_factory=list)  # errors and warnings
     hidden_rows: list[int] = field(default_factory=list)  # a workbook's, as data rows
     header_row: int = 1  # the sheet row of the header (sheet row = header_row + data row)
+    letters: dict[str, str] = field(default_factory=dict)  # a workbook's: column → "D"
+
+    def cell(self, row: int, column: str) -> str | None:
+        """Where a data row's cell is in the workbook, as Excel names it ("D7"); None for
+        other formats (and a column the sheet does not have)."""
+        letter = self.letters.get(column)
+        return None if letter is None else f"{letter}{self.header_row + row}"
 
     def cells(self, name: str) -> list[Any]:
         """Each record's cell in the column ``name``, None where it has none."""
@@ -648,8 +655,9 @@ def _plain_scalar(value: Any) -> Any:
     return value
 
 
-def _table_from_rows(rows: Iterator[Sequence[Any]]) -> Table:
-    """Header + records from the rows of a sheet-like source (no line numbers)."""
+def _table_from_rows(rows: Iterator[Sequence[Any]], *, sheet: bool = False) -> Table:
+    """Header + records from the rows of a sheet-like source (no line numbers); a ``sheet``'s
+    columns get their letters (:meth:`Table.cell`)."""
     header: _Header | None = None
     records: list[Record] = []
     row = 0
@@ -667,6 +675,10 @@ def _table_from_rows(rows: Iterator[Sequence[Any]]) -> Table:
         return Table(problems=[Problem("the manifest is empty")])
     table = header.finish(records)
     table.header_row = header_row
+    if sheet:
+        from openpyxl.utils import get_column_letter
+
+        table.letters = {name: get_column_letter(index + 1) for index, name in header.keep}
     return table
 
 
@@ -721,7 +733,7 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
         if index is not None:
             skipped = _skipped_above(head[:index], head[index])
             head[:index] = [[] for _ in range(index)]  # blank: no rows before a header
-        table = _table_from_rows(itertools.chain(head, rows))
+        table = _table_from_rows(itertools.chain(head, rows), sheet=True)
         table.problems[:0] = skipped
         table.hidden_rows = [row - table.header_row for row in hidden if row > table.header_row]
         if spans:

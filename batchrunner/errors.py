@@ -81,6 +81,7 @@ class Problem:
     column: str | None = None
     value: object = None
     severity: str = "error"  # "error" or "warning"
+    cell: str | None = None  # a workbook's cell, as Excel names it: "D7"
 
     def __str__(self) -> str:
         where = []
@@ -88,6 +89,8 @@ class Problem:
             where.append(f"row {self.row}")
         if self.line is not None:
             where.append(f"line {self.line}")
+        if self.cell is not None:
+            where.append(f"cell {self.cell}")
         if self.column is not None:
             where.append(f"column {self.column!r}")
         prefix = ", ".join(where)

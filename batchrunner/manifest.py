@@ -196,6 +196,8 @@ def _load(
         rows, found = _rows_of_models(groups, folder)
         problems += found
     problems.sort(key=lambda p: p.row or 0)
+    if table.letters:
+        problems = [_in_sheet(problem, table) for problem in problems]
     if any(p.severity == "error" for p in problems):
         raise ManifestError(str(path), problems)
     logger.debug("manifest %s: %d jobs, %d warnings", source, len(rows), len(problems))
@@ -209,6 +211,15 @@ def _load(
         taken=taken,
         specs={group.spec.endpoint_id: group.spec for group in groups},
     )
+
+
+def _in_sheet(problem: Problem, table: Table) -> Problem:
+    """``problem`` naming the workbook cell it is about, as Excel does ("D7"): a data row
+    number is one less than the sheet's, or more when rows above the header are blank."""
+    if problem.row is None or problem.column is None or problem.cell is not None:
+        return problem
+    cell = table.cell(problem.row, problem.column)
+    return problem if cell is None else dataclasses.replace(problem, cell=cell)
 
 
 def _rows_of(

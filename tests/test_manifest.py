@@ -356,6 +356,29 @@ def test_a_ratio_excel_turned_into_a_time_is_the_ratio_typed(tmp_path: Path) -> 
     assert "must be 'auto', '16:9' or '9:16'" in problem.message
 
 
+def test_a_workbook_problem_names_its_cell_as_excel_does(tmp_path: Path) -> None:
+    """Row 1 of the data is row 4 of a sheet with two blank rows above its header: the cell
+    to go to is named ("E4"), past a column only kept as metadata."""
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append([])
+    sheet.append([])
+    sheet.append(["id", "prompt", "notes", "image_url", "aspect_ratio", "duration"])
+    sheet.append(["a", "A calm lake", "x", URL, "4:3", "8s"])
+    sheet.append(["b", "A windy hill", "y", URL, "16:9", "8 min"])
+    workbook.save(tmp_path / "m.xlsx")
+    problems = errors_of(tmp_path / "m.xlsx")
+    assert [(p.row, p.cell, p.column) for p in problems] == [
+        (1, "E4", "aspect_ratio"),
+        (2, "F5", "duration"),
+    ]
+    assert str(problems[0]).startswith("row 1, cell E4, column 'aspect_ratio': must be")
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text(f"id,prompt,image_url,duration\na,A calm lake,{URL},8 min\n")
+    (problem,) = errors_of(csv_path)  # a CSV has lines, not cells
+    assert problem.cell is None and str(problem).startswith("row 1, line 2, column")
+
+
 def test_a_duration_in_seconds_fits_a_model_whose_durations_have_no_unit(
     tmp_path: Path,
 ) -> None:
