@@ -23,10 +23,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from batchrunner.coerce import LIST_SEPARATOR
 from batchrunner.errors import UsageError
 from batchrunner.models import MAX_IMAGE_BYTES
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_URL_START = re.compile(r"(?:^|[\s,;])https?://", re.IGNORECASE)
+NOT_FOUND = "image file not found"
+# what a cell that names no file here may have meant: a Windows path, a web address
+_WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]|\\\\")
+_BARE_ADDRESS = re.compile(r"(?:www\.[^/\s]+|[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,})/", re.I)
 # An http(s) URL whose host the provider cannot fetch from: none, or a name of the machine the
 # manifest was written on (the provider fetches from its own servers).
 _UNREACHABLE_HOST = re.compile(
@@ -40,6 +46,12 @@ def url_problem(url: str) -> str | None:
     """Why the provider could not fetch the http(s) URL ``url``, or None (most URLs: two
     string scans and one anchored match)."""
     if " " in url or not url.isprintable():  # spaces, line breaks, control characters
+        urls = len(_URL_START.findall(url))
+        if urls > 1:
+            return (
+                f"holds {urls} URLs: a cell takes one (where a field takes several, separate "
+                f"them with {LIST_SEPARATOR!r})"
+            )
         return "a URL cannot hold spaces or line breaks: write a space as %20"
     found = _UNREACHABLE_HOST.match(url)
     if found is None:
@@ -177,6 +189,18 @@ def data_uri_problem(uri: str, max_bytes: int = MAX_IMAGE_BYTES) -> str | None:
     return None
 
 
+def misread(cell: str) -> str:
+    """What a cell naming no file here may have meant, as a hint to add to "not found"."""
+    if _WINDOWS_PATH.match(cell):
+        return (
+            "; a Windows path names a file on that computer: copy the file beside the "
+            "manifest and write its path from there (images/fox.png)"
+        )
+    if _BARE_ADDRESS.match(cell):
+        return f"; if it is a web address, write it whole: https://{cell}"
+    return ""
+
+
 def resolve(cell: str, base_dir: Path) -> Path:
     """The absolute path a cell names: ``~`` expanded, relative to ``base_dir``."""
     return Path(os.path.abspath(base_dir / Path(cell).expanduser()))  # ".." folded, links kept
@@ -195,7 +219,7 @@ class ImageChecker:
         try:
             stat = path.stat()
         except FileNotFoundError:
-            return f"image file not found: {path}"
+            return f"{NOT_FOUND}: {path}"
         except OSError as exc:
             return f"cannot read {path}: {exc.strerror}"
         if not path.is_file():

@@ -67,6 +67,7 @@ from batchrunner.expand import (
 )
 from batchrunner.frozen import assemble
 from batchrunner.images import (
+    NOT_FOUND,
     ImageChecker,
     LocalFile,
     data_uri,
@@ -76,6 +77,7 @@ from batchrunner.images import (
     kind_of_field,
     local_path_of,
     materialize,
+    misread,
     normalize_url,
     place,
     resolve,
@@ -1017,7 +1019,7 @@ class _RowBuilder:
             checked = self.images.check(resolve(cell, self.base_dir), limit, kind)
             self._checked[(cell, limit, kind)] = checked
         if isinstance(checked, str):
-            raise BadCell(checked)
+            raise BadCell(checked + misread(cell) if checked.startswith(NOT_FOUND) else checked)
         return checked
 
 

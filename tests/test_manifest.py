@@ -334,6 +334,11 @@ BAD_CELLS = [
     ("image_url", "HTTP://127.0.0.1/x.png", "cannot reach 127.0.0.1 on this machine"),
     ("image_url", "https://example.com/my shot.png", "write a space as %20"),
     ("image_url", "https:///x.png", "the URL has no host name"),
+    # what was meant, when a cell names no file here
+    ("image_url", "www.example.com/a.png", "if it is a web address, write it whole: https://www"),
+    ("image_url", "cdn.example.com/a.png", "write it whole: https://cdn.example.com/a.png"),
+    ("image_url", "C:\\Users\\me\\a.png", "a Windows path names a file on that computer"),
+    ("image_url", "https://example.com/a.png, https://example.com/b.png", "holds 2 URLs: a cell"),
 ]
 
 
@@ -393,6 +398,14 @@ def test_a_duration_in_seconds_fits_a_model_whose_durations_have_no_unit(
     bad = write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "duration": "5 min"}])
     (problem,) = errors_of(bad, kling)
     assert "'5' or '10'" in problem.message
+
+
+def test_a_missing_file_gets_no_guess_at_what_was_meant(tmp_path: Path) -> None:
+    """``fox.png`` and ``images/fox.png`` are file names, not web addresses."""
+    for cell in ("fox.png", "images/fox.png", "shots.v2/fox.png"):
+        row = {"prompt": "A calm lake", "image_url": cell}
+        (problem,) = errors_of(write_jsonl(tmp_path / "m.jsonl", [row]))
+        assert problem.message == f"image file not found: {tmp_path / cell}"
 
 
 def test_a_decimal_comma_is_refused_with_the_number_written_with_a_dot(tmp_path: Path) -> None:
