@@ -187,7 +187,18 @@ def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], 
         cap = runner.options.run_budget
         assert cap is not None
         spent = ledger.run_spend()
-        line = f"--run-budget ${cap:,.2f} reached: ${spent:,.2f} committed by this run; {held}"
+        if not spent and runner.unaffordable_usd > cap:  # every run would stop here
+            line = (
+                f"--run-budget ${cap:,.2f} is less than the next job's "
+                f"${runner.unaffordable_usd:,.2f}: no run can send it; {held}"
+            )
+            return (ExitCode.NOT_FINISHED, line), (
+                f"raise --run-budget to at least {cents_up(runner.unaffordable_usd):.2f}"
+            )
+        line = (
+            f"--run-budget ${cap:,.2f} reached: ${spent:,.2f} committed by this run, the next "
+            f"job costs ${runner.unaffordable_usd:,.2f}; {held}"
+        )
         return (ExitCode.NOT_FINISHED, line), (
             f"`batchrunner resume{where}` (or the same run command, the next night) to commit "
             f"up to ${cap:,.2f} more"
@@ -197,7 +208,10 @@ def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], 
     spent = ledger.spend()
     left = max(0.0, budget - spent)
     enough = cents_up(spent + price)
-    line = f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${left:,.2f} left; {held}"
+    line = (
+        f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${left:,.2f} left, the next "
+        f"job costs ${runner.unaffordable_usd:,.2f}; {held}"
+    )
     then = f"`batchrunner resume{where} --budget {enough:.2f}`"
     return (ExitCode.NOT_FINISHED, line), f"{then} to submit them all"
 

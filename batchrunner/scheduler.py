@@ -224,6 +224,7 @@ class Runner:
         if self.options.run_budget is not None:  # a run starts having spent nothing
             self._caps.append(_Cap("--run-budget", self.options.run_budget, ledger.run_spend, 0.0))
         self.out_of_budget: str | None = None
+        self.unaffordable_usd = 0.0  # the price of the job that did not fit
         self.run_error: RunError | None = None  # the key, the account or the network failed
         self._scope: anyio.CancelScope | None = None
         self._submits: set[anyio.CancelScope] = set()
@@ -456,7 +457,7 @@ class Runner:
         reserved = self.commits.reserved_usd
         for cap in self._caps:
             if not cap.fits(price, reserved):
-                self.out_of_budget = cap.flag
+                self.out_of_budget, self.unaffordable_usd = cap.flag, price
                 logger.info("%s reached: $%.2f spent of $%.2f", cap.flag, cap.spent, cap.limit)
                 return False
         for cap in self._caps:

@@ -35,7 +35,7 @@ def test_budget_is_never_exceeded_under_concurrency_50(tmp_path: Path) -> None:
         assert summary.spend_usd <= cap
         assert summary.counts == {"done": 12, "pending": 28}
         assert summary.stopped == (
-            "budget $20.00 reached: $19.20 committed, $0.80 left; "
+            "budget $20.00 reached: $19.20 committed, $0.80 left, the next job costs $1.60; "
             "28 jobs not submitted, estimated $44.80"
         )
         # the ledger keeps its budget: a plain resume would stop here again
@@ -165,7 +165,8 @@ def test_a_budget_that_is_an_exact_multiple_of_the_price_buys_exactly_that_many(
     assert counters(sim)["submits"] == jobs
     waiting = 5 - jobs
     assert (
-        f"budget ${budget} reached: ${budget} committed, $0.00 left; {waiting} jobs not submitted"
+        f"budget ${budget} reached: ${budget} committed, $0.00 left, the next job costs $1.60; "
+        f"{waiting} jobs not submitted"
     ) in result.output
 
 
@@ -177,7 +178,8 @@ def test_budget_through_the_cli_reports_spend_and_remainder(
     result = CliRunner().invoke(cli, args, env=ENV)
     assert result.exit_code == 75
     assert (
-        "budget $5.00 reached: $4.80 committed, $0.20 left; 2 jobs not submitted, "
+        "budget $5.00 reached: $4.80 committed, $0.20 left, the next job costs $1.60; 2 jobs not "
+        "submitted, "
         "estimated $3.20\n" in result.output
     )
     assert "next: `batchrunner resume --ledger " in result.output
@@ -317,6 +319,24 @@ def test_config_file_beside_the_manifest_applies_and_the_command_line_wins(
     assert "unknown setting 'concurency' (did you mean 'concurrency'?)" in misspelt.output
 
 
+def test_a_run_budget_smaller_than_the_next_job_says_no_night_will_send_it(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """A nightly --run-budget below the price of the next job: every night would stop there,
+    having bought nothing, with "reached" and the same advice; the line says so, and how much
+    would do."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    args = run_args(sim, tmp_path, manifest, "--run-budget", "1.50")
+    result = CliRunner().invoke(cli, args, env=ENV)
+    assert result.exit_code == 75, result.output
+    assert counters(sim)["submits"] == 0
+    assert (
+        "--run-budget $1.50 is less than the next job's $1.60: no run can send it; 3 jobs not "
+        "submitted, estimated $4.80\n" in result.output
+    )
+    assert "next: raise --run-budget to at least 1.60" in result.output
+
+
 def test_a_run_budget_caps_each_night_and_the_ledger_budget_the_whole(tmp_path: Path) -> None:
     """The nightly cron runs the same command every night: `--run-budget` caps what one run
     commits (earlier nights not counted), so each night buys up to the cap, under concurrency
@@ -339,7 +359,8 @@ def test_a_run_budget_caps_each_night_and_the_ledger_budget_the_whole(tmp_path: 
             assert (result.exit_code, summary["submitted"]) == (75, 3), result.output
             assert counters(server)["submits"] == bought
             assert summary["stopped"] == (
-                f"--run-budget $5.00 reached: $4.80 committed by this run; {12 - bought} jobs "
+                "--run-budget $5.00 reached: $4.80 committed by this run, the next job costs "
+                f"$1.60; {12 - bought} jobs "
                 f"not submitted, estimated ${(12 - bought) * PRICE:.2f}"
             )
             assert summary["next_command"] == (
