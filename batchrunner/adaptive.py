@@ -30,6 +30,9 @@ SLOW_START_STEP = 2.0  # slots opened per successful submit until the first 429
 
 
 class AdaptiveLimit:
+    """The limit; ``on_change`` hears each new value from the first 429 on (a run the provider
+    never throttles opens to the ceiling in a few round trips: that is not worth a word)."""
+
     def __init__(self, ceiling: int, *, on_change: Callable[[int], None] | None = None):
         self.ceiling = max(1, ceiling)
         self.value = 1.0
@@ -57,5 +60,5 @@ class AdaptiveLimit:
         before = self.current
         self.value = value
         self.slots.total_tokens = max(1, math.floor(value))
-        if self.current != before and self._on_change is not None:
-            self._on_change(self.current)
+        if self.current != before and not self.slow_start and self._on_change is not None:
+            self._on_change(self.current)  # only once throttled: slow start is no news

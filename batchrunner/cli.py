@@ -644,9 +644,15 @@ def status(ledger: Path, every: bool, history: bool, as_json: bool) -> None:
             state = f"running: {last['held_by']}"
         elif last["never_ended"]:
             state = "never ended"
+        throttled = last["concurrency_limit"]
         click.echo(
-            f"last run: {last['command']} #{last['id']} ({state}); concurrency limit in force "
-            f"{last['concurrency_limit']} of {last['concurrency']}"
+            f"last run: {last['command']} #{last['id']} ({state})"
+            + (
+                f"; the provider throttled it (429): concurrency limit {throttled} of "
+                f"{last['concurrency']}"
+                if throttled is not None
+                else ""
+            )
         )
         if last["never_ended"]:
             click.echo(

@@ -308,7 +308,8 @@ class Ledger:
         )
 
     def record_limit(self, limit: int) -> None:
-        """The concurrency limit in force now (AIMD), for ``status`` to show."""
+        """The concurrency limit in force now that the provider throttled (AIMD), for
+        ``status`` to show; None while it never has."""
         if self.run_id is not None:
             self.db.table("runs").update(self.run_id, {"concurrency_limit": limit})
 

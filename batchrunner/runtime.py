@@ -87,7 +87,6 @@ def execute(
                 options=settings,
                 observe=observe,
             )
-            ledger.record_limit(runner.limit.current)
             async with anyio.create_task_group() as watchers:
                 watchers.start_soon(_stop_on_signals, runner, stopped)
                 if settings.max_runtime is not None:

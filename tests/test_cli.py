@@ -176,7 +176,7 @@ def test_an_unregistered_model_runs_only_when_allowed(
     assert json.loads(status.output)["spend_usd"] == 0  # no price known
 
 
-def test_status_shows_counts_spend_and_the_concurrency_limit(
+def test_status_shows_counts_and_spend_and_no_limit_the_provider_never_imposed(
     shared_sim: SimulatorServer, tmp_path: Path
 ) -> None:
     manifest = write_manifest(tmp_path / "m.csv", rows(3, failing=(2,)))
@@ -187,7 +187,7 @@ def test_status_shows_counts_spend_and_the_concurrency_limit(
     shown = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db")])
     assert "3 jobs (2 done, 1 failed)" in shown.output
     assert "estimated spend: $4.80" in shown.output
-    assert "concurrency limit in force 2 of 2" in shown.output
+    assert "last run: run #1 (exit 1)\n" in shown.output  # the provider never throttled
     assert "shot-002: " in shown.output and "content checker" in shown.output
 
 

@@ -284,6 +284,8 @@ def test_throttling_reseller_is_driven_at_its_cap_without_a_429_storm(tmp_path: 
     # AIMD: a handful of 429s to find the cap, not one per job
     assert seen["rate_limited"] <= n // 3, seen["rate_limited"]
     assert 1 <= limit < 20
+    shown = CliRunner().invoke(cli, ["status", "--ledger", str(settings.ledger)]).output
+    assert f"the provider throttled it (429): concurrency limit {limit} of 20" in shown
 
 
 def test_rerun_after_the_manifest_gained_rows_submits_only_the_new_ones(
