@@ -181,7 +181,7 @@ def rows(ledger: Ledger) -> list[dict[str, Any]]:
             "output_path": job.output_path,
             "sha256": job.sha256,
             "error": job.error,
-            "cost_usd": job.cost_usd,
+            "cost_usd": job.spent_usd,
             "price_usd": job.price_usd,
             "billed_usd": job.billed_usd,
             "billable_units": job.billable_units,

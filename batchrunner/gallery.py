@@ -137,7 +137,7 @@ def card(job: Job, links: _Links, thumbs: _Thumbs, spec: ModelSpec | None) -> di
         "error": job.error,
         "warnings": job.warnings,
         "price": job.price_usd,
-        "cost": job.cost_usd,
+        "cost": job.spent_usd,
         "billed": job.billed_usd,
         "video": links(video) if video else None,
         "poster": links(job.poster) if job.poster else None,

@@ -128,7 +128,8 @@ class Job(NewJob):
     through :meth:`Ledger.transition`."""
 
     state: JobState
-    cost_usd: float | None = None
+    cost_usd: float | None = None  # what its latest send may cost: reserved at the intent
+    earlier_usd: float | None = None  # what its earlier sends may have cost (m006)
     request_id: str | None = None
     origin: str | None = None
     status_url: str | None = None
@@ -154,6 +155,13 @@ class Job(NewJob):
     media: dict[str, Any] | None = None  # what the file is (see batchrunner.verify)
     warnings: list[str] = field(default_factory=list)  # how it differs from the request
     poster: str | None = None  # a JPEG frame of the video, beside the ledger
+
+    @property
+    def spent_usd(self) -> float | None:
+        """What the job may have cost in all, every send counted; None when nothing."""
+        if self.cost_usd is None and self.earlier_usd is None:
+            return None
+        return round((self.cost_usd or 0.0) + (self.earlier_usd or 0.0), 4)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
@@ -193,6 +201,7 @@ class Move:
 JOB_COLUMNS = tuple(f.name for f in dataclass_fields(Job))
 JOB_SELECT = ", ".join(f"[{name}]" for name in JOB_COLUMNS)
 _STATES = {state.value: state for state in JobState}
+_SPENT = "coalesce(cost_usd, 0) + coalesce(earlier_usd, 0)"  # a job's spend: Job.spent_usd
 
 
 class Standing(NamedTuple):
@@ -659,7 +668,7 @@ class Ledger:
         """Each model's jobs by state and its :meth:`spend`, the model with most jobs first."""
         found: dict[str, dict[str, Any]] = {}
         for endpoint, state, jobs, spent in self.db.execute(
-            "select endpoint, state, count(*), coalesce(sum(cost_usd), 0) from jobs "
+            f"select endpoint, state, count(*), coalesce(sum({_SPENT}), 0) from jobs "
             "group by endpoint, state order by endpoint, state"
         ):
             model = found.setdefault(endpoint, {"jobs": 0, "counts": {}, "spend_usd": 0.0})
@@ -669,8 +678,8 @@ class Ledger:
         return dict(sorted(found.items(), key=lambda item: -item[1]["jobs"]))
 
     def spend(self) -> float:
-        """Estimated money committed so far: every job that may have been billed."""
-        (total,) = self.db.execute("select coalesce(sum(cost_usd), 0) from jobs").fetchone()
+        """Estimated money committed so far: every send that may have been billed."""
+        (total,) = self.db.execute(f"select coalesce(sum({_SPENT}), 0) from jobs").fetchone()
         return round(float(total), 4)
 
     def rows_taken(self) -> str | None:

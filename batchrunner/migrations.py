@@ -125,6 +125,13 @@ def m005_jobs_media(db: sqlite_utils.Database) -> None:
     db.table("jobs").add_column("take_of", str)
 
 
+@MIGRATIONS(name="m006_jobs_earlier_usd")
+def m006_jobs_earlier_usd(db: sqlite_utils.Database) -> None:
+    """What earlier sends of a job sent again may have cost (an answer lost, a result expired,
+    a cancel that came too late): counted in the spend and the budget, never given back."""
+    db.table("jobs").add_column("earlier_usd", float)
+
+
 KNOWN = {m.name for m in MIGRATIONS._migrations}
 
 

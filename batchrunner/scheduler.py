@@ -384,6 +384,8 @@ class Runner:
                 detail="submit intent",
                 submits=job.submits + 1,
                 cost_usd=job.price_usd,  # reserved: from here on the job may be billed
+                # a pending job with a cost was sent before and may have been billed for it
+                earlier_usd=job.spent_usd,
                 error=None,
             )
         except TransitionError:  # `cancel JOB_ID` beside this run got to it first

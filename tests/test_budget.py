@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 from batchrunner import batch
 from batchrunner.cli import cli
 from batchrunner.ledger import Job, Ledger
-from batchrunner.simulator import SimulatorServer
+from batchrunner.simulator import Fault, SimulatorServer
 from batchrunner.states import JobState
 from tests import fake_queue
 from tests.helpers import TOKEN, counters, fast_config, rows, run_args, settings_for, write_manifest
@@ -317,6 +318,47 @@ def test_config_file_beside_the_manifest_applies_and_the_command_line_wins(
     misspelt = CliRunner().invoke(cli, ["plan", str(manifest)])
     assert misspelt.exit_code == 2
     assert "unknown setting 'concurency' (did you mean 'concurrency'?)" in misspelt.output
+
+
+def test_a_job_bought_again_keeps_what_its_first_send_cost_in_the_budget(
+    tmp_path: Path,
+) -> None:
+    """Two submit answers lost: those jobs exist (and are billed) at the provider. Sending them
+    again (`retry --unknown`) buys them twice: the spend counts both sends, so a budget that
+    the sheet's next row would pass holds it back. The second send's price replaced the
+    first's: the spend stayed at the five rows' price and the budget let the provider take
+    $12.80 against a $12 cap."""
+    config = fast_config(faults=[Fault("submit", "drop_after_accept", times=2)])
+    with SimulatorServer(config) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(5))
+        settings = settings_for(server, tmp_path, budget=12.0)
+        first = batch.run_manifest(manifest, settings, token=TOKEN)
+        assert first.counts == {"done": 3, "unknown": 2}
+        assert first.spend_usd == pytest.approx(5 * PRICE)  # the two lost answers included
+
+        again = batch.retry(settings.ledger, failed=False, unknown=True, token=TOKEN)
+        assert (again.submitted, again.counts) == (2, {"done": 5})
+        assert counters(server)["submits"] == 7
+        assert again.spend_usd == pytest.approx(7 * PRICE)  # every send the provider took
+        with Ledger.open(settings.ledger, create=False) as ledger:
+            twice = {job.job_id: job.spent_usd for job in ledger.jobs() if job.submits == 2}
+            assert ledger.spend() == pytest.approx(7 * PRICE)
+        assert list(twice.values()) == [pytest.approx(2 * PRICE)] * 2
+
+        write_manifest(manifest, rows(6))  # one more row: $11.20 + $1.60 is past $12
+        held = batch.run_manifest(manifest, settings, token=TOKEN)
+        assert (held.exit_code, held.submitted) == (75, 0)
+        assert counters(server)["submits"] == 7
+    exported = tmp_path / "e.csv"
+    assert (
+        CliRunner()
+        .invoke(cli, ["export", "--ledger", str(settings.ledger), "-o", str(exported)])
+        .exit_code
+        == 0
+    )
+    with exported.open() as table:
+        costs = [row["cost_usd"] for row in csv.DictReader(table)]
+    assert sorted(costs) == ["", "1.6", "1.6", "1.6", "3.2", "3.2"]  # the held row: nothing
 
 
 def test_a_run_budget_smaller_than_the_next_job_says_no_night_will_send_it(
