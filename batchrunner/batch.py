@@ -220,9 +220,11 @@ def resume(
     env: dict[str, str] | None = None,
     command: str = "resume",
     prepare: Callable[[Ledger], None] | None = None,
+    sending: bool = True,
     **overrides: Any,
 ) -> Summary:
-    """Carry on with the settings of the ledger's last run (the key comes from the env)."""
+    """Carry on with the settings of the ledger's last run (the key comes from the env);
+    ``sending=False`` submits nothing (see :func:`~batchrunner.runtime.execute`)."""
     from batchrunner.ledger import Ledger
     from batchrunner.lock import LedgerLock
     from batchrunner.runtime import execute
@@ -240,7 +242,7 @@ def resume(
         ledger.start_run(command, manifest=last.get("manifest"), **run_info(settings, api))
         if prepare is not None:
             prepare(ledger)
-        return execute(ledger, settings, api, observe)
+        return execute(ledger, settings, api, observe, sending=sending)
 
 
 RETRYABLE = (JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED, JobState.EXPIRED)
@@ -283,6 +285,7 @@ def retry(
         env=env,
         command="retry",
         prepare=requeue,
+        sending=bool(wanted),  # --downloads alone buys nothing, not even a pending job
         max_runtime=max_runtime,
         budget=budget,
         run_budget=run_budget,

@@ -73,7 +73,11 @@ def execute(
     api: ApiConfig | None,
     observe: Observer | None,
     recording: Recording | None = None,
+    *,
+    sending: bool = True,
 ) -> Summary:
+    """Run the ledger's unfinished jobs (and those ``recording`` adds) and finish the run;
+    ``sending=False`` sends none: only what was bought is followed, fetched and downloaded."""
     stopped: list[ExitCode] = []  # filled by the watchers that stop a run early
 
     async def main() -> Summary:
@@ -86,6 +90,7 @@ def execute(
                 origin=origin,
                 options=settings,
                 observe=observe,
+                sending=sending,
             )
             async with anyio.create_task_group() as watchers:
                 watchers.start_soon(_stop_on_signals, runner, stopped)

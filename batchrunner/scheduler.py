@@ -198,8 +198,10 @@ class Runner:
         origin: str,
         options: Settings | None = None,
         observe: Observer | None = None,
+        sending: bool = True,
     ):
         self.ledger = ledger
+        self.sending = sending  # False: only follow, fetch and download what was bought
         self.commits = GroupCommit(ledger)  # the hot path's transitions share their commits
         self.client = client
         self.media = media
@@ -323,7 +325,7 @@ class Runner:
                 )
                 continue
             ids.append(job.job_id)
-        return ids, self.ledger.sendable_keys()
+        return ids, self.ledger.sendable_keys() if self.sending else []
 
     # ------------------------------------------------------------------ job workers
 

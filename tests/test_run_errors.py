@@ -18,7 +18,10 @@ from click.testing import CliRunner
 
 from batchrunner.cli import cli
 from batchrunner.ledger import Ledger
-from batchrunner.simulator import SimulatorServer
+from batchrunner.manifest import load_manifest
+from batchrunner.models import DEFAULT_MODEL, get_model
+from batchrunner.planner import to_jobs
+from batchrunner.simulator import Fault, SimulatorServer
 from batchrunner.states import JobState
 from tests.helpers import TOKEN, counters, fast_config, rows, run_args, write_manifest
 
@@ -159,6 +162,24 @@ def test_broken_downloads_end_with_their_reason_and_do_not_stop_the_others(
         assert again.exit_code == 1  # still broken, and nothing bought again
         assert counters(server)["submits"] == 6
         assert states(tmp_path / "ledger.db") == {"done": 4, "download_failed": 2}
+
+
+def test_retry_downloads_buys_nothing_not_even_a_job_never_sent(tmp_path: Path) -> None:
+    """`retry --downloads` says "nothing is submitted or paid": it ran like `resume`, which
+    also sends the pending jobs (a run the media host stopped leaves some)."""
+    with SimulatorServer(fast_config(faults=[Fault("media", "403", times=3)])) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        ledger = tmp_path / "ledger.db"
+        first = invoke(run_args(server, tmp_path, manifest))
+        assert first.exit_code == 69 and states(ledger) == {"completed": 3}, first.output
+        more = write_manifest(tmp_path / "more.csv", rows(5)[3:])
+        with Ledger.open(ledger, create=False) as opened:  # rows the stopped run never sent
+            opened.add_jobs(to_jobs(load_manifest(more, get_model(DEFAULT_MODEL))))
+        again = invoke(["retry", "--ledger", str(ledger), "--downloads"])
+        assert "this run submitted 0, downloaded 3" in again.output
+        assert again.exit_code == 1  # the pending ones wait for `resume`, which it names
+        assert counters(server)["submits"] == 3
+        assert states(ledger) == {"done": 3, "pending": 2}
 
 
 def test_cancelled_and_expired_jobs_come_back_on_request(tmp_path: Path) -> None:
