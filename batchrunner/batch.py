@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.connect import api_config, connect, run_info
-from batchrunner.errors import LedgerError, ManifestError, Problem, TransitionError, UsageError
+from batchrunner.errors import (
+    BatchrunnerError,
+    LedgerError,
+    ManifestError,
+    Problem,
+    TransitionError,
+    UsageError,
+    counted,
+)
 from batchrunner.expand import Expansion, Rows
 from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
@@ -99,17 +107,80 @@ def run_manifest(
     from batchrunner.lock import LedgerLock
     from batchrunner.runtime import execute
 
-    manifest = load(manifest_path, settings, expansion)
+    try:
+        manifest = load(manifest_path, settings, expansion)
+    except ManifestError as refused:
+        _collect_then(refused, settings, token, env, observe)
+        raise
     api = api_config(settings, token, env)
     check_writable(settings.out)
     with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
         with gc_paused():
             rows = expansion.rows if expansion else None
-            recording = _record(
-                ledger, manifest, settings, api, replace_changed=replace_changed, rows=rows
-            )
+            try:
+                recording = _record(
+                    ledger, manifest, settings, api, replace_changed=replace_changed, rows=rows
+                )
+            except ManifestError as refused:
+                refused.meanwhile = _collect(ledger, settings, api, observe)
+                raise
         del manifest  # the ledger has it now (or will, as the run goes)
         return execute(ledger, settings, api, observe, recording)
+
+
+def _collect_then(
+    refused: ManifestError,
+    settings: Settings,
+    token: str | None,
+    env: dict[str, str] | None,
+    observe: Observer | None,
+) -> None:
+    """Before a refused manifest's error is raised: the jobs of its ledger already bought are
+    followed to their videos (see :func:`_collect`), or the error says how to (no key, the
+    ledger held by a batch that follows them itself)."""
+    from batchrunner.ledger import Ledger
+    from batchrunner.lock import LedgerLock
+
+    if not settings.ledger.is_file():
+        return
+    try:
+        api = api_config(settings, token, env)
+        check_writable(settings.out)
+        with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
+            refused.meanwhile = _collect(ledger, settings, api, observe)
+    except BatchrunnerError as exc:
+        logger.debug("not collecting beside a refused manifest: %s", exc)
+
+
+def _collect(
+    ledger: Ledger, settings: Settings, api: ApiConfig | None, observe: Observer | None
+) -> str | None:
+    """A manifest was refused: nothing new is bought, but jobs bought before and still at the
+    provider, or whose result waits to be downloaded, are followed to their videos now, as a
+    run of their own (``collect``): the provider keeps a result about an hour, and the sheet
+    may be fixed only the next night. What happened, in a line; None when there was none."""
+    from batchrunner.report import ledger_option
+    from batchrunner.runtime import execute
+
+    waiting = ledger.job_ids([*AT_PROVIDER, JobState.COMPLETED])
+    if not waiting:
+        return None
+    logger.warning(
+        "%s bought before %s still to collect: following them to their videos before saying "
+        "what is wrong with the manifest (Ctrl-C leaves them for `batchrunner resume`)",
+        counted(len(waiting), "job"),
+        "is" if len(waiting) == 1 else "are",
+    )
+    ledger.start_run("collect", **run_info(settings, api))
+    summary = execute(ledger, settings, api, observe, sending=False)
+    left = sum(summary.counts.get(state, 0) for state in (*AT_PROVIDER, JobState.COMPLETED))
+    line = (
+        f"meanwhile, the {counted(len(waiting), 'job')} bought before: "
+        f"{summary.downloaded} downloaded"
+    )
+    if left:
+        line += f", {left} not yet: `batchrunner resume{ledger_option(str(ledger.path))}`"
+    return line
 
 
 def _record(

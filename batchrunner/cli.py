@@ -73,6 +73,8 @@ def friendly_errors(fn: F) -> F:
                 if problem.severity != "error":
                     click.echo(f"{exc.source}: warning: {problem}", err=True)
             click.echo(f"error: {exc.summary}", err=True)
+            if exc.meanwhile:
+                click.echo(exc.meanwhile, err=True)
             if kwargs.get("as_json") and not isinstance(exc, _Refused):
                 _echo_failure(exc, exc.summary, [str(p) for p in exc.problems])
             sys.exit(exc.exit_code)
@@ -112,6 +114,8 @@ def _echo_failure(exc: BatchrunnerError, error: str, problems: list[str] | None 
     failure: dict[str, Any] = {"exit_code": int(exc.exit_code), "error": error}
     if problems is not None:
         failure["problems"] = problems
+    if getattr(exc, "meanwhile", None):  # a refused manifest: the jobs bought before
+        failure["meanwhile"] = exc.meanwhile  # type: ignore[attr-defined]
     click.echo(json.dumps(failure))
 
 

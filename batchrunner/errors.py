@@ -127,6 +127,8 @@ class ManifestError(UsageError):
     def __init__(self, source: str, problems: Sequence[Problem]):
         self.source = source
         self.problems = list(problems)
+        # what became of the jobs already bought meanwhile (batchrunner.batch.run_manifest)
+        self.meanwhile: str | None = None
         errors = [p for p in self.problems if p.severity == "error"]
         self.summary = f"{source}: {counted(len(errors), 'problem')}; nothing was submitted"
         lines = [f"  {problem}" for problem in errors[: self.SHOWN]]

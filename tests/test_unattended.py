@@ -162,6 +162,55 @@ def test_max_runtime_stops_with_75_and_a_later_run_finishes(tmp_path: Path) -> N
         assert counters(server)["submits"] == 8
 
 
+def test_a_refused_nightly_sheet_still_collects_the_jobs_already_bought(tmp_path: Path) -> None:
+    """A run left jobs at the provider; the next night's sheet has a bad cell in a new row. The
+    run buys nothing, as before, but first follows what was bought to its videos: it stopped
+    at the bad cell, and the results expired before the sheet was fixed (kept about an hour)."""
+    with SimulatorServer(fast_config(run_seconds=1.5)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(4))
+        env = {"BATCHRUNNER_API_KEY": TOKEN}
+        ledger = tmp_path / "ledger.db"
+        args = run_args(server, tmp_path, manifest, "--concurrency", "2")
+        first = CliRunner().invoke(cli, [*args, "--max-runtime", "0.5s"], env=env)
+        assert first.exit_code == 75, first.output
+        left = Counter(states(ledger).values())
+        assert left[JobState.PENDING] == 2 and left[JobState.QUEUED] + left[JobState.RUNNING] == 2
+        night = rows(5)
+        night[4]["duration"] = "9s"
+        write_manifest(manifest, night)
+
+        refused = CliRunner().invoke(cli, args, env=env)
+        assert refused.exit_code == 2, refused.output
+        assert "column 'duration': must be '4s', '6s' or '8s'" in refused.stderr
+        assert "meanwhile, the 2 jobs bought before: 2 downloaded" in refused.stderr
+        assert counters(server)["submits"] == 2  # nothing new bought
+        assert Counter(states(ledger).values()) == {JobState.DONE: 2, JobState.PENDING: 2}
+
+
+def test_an_edit_to_a_row_in_flight_is_refused_until_a_run_collected_it(tmp_path: Path) -> None:
+    """An edited row whose job is at the provider is refused ("let it finish first"), and the
+    refusal follows it to its video: the same command the next time replaces it. Before, the
+    run refused before following anything, every night, until the result expired."""
+    with SimulatorServer(fast_config(run_seconds=1.5)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(1))
+        env = {"BATCHRUNNER_API_KEY": TOKEN}
+        args = run_args(server, tmp_path, manifest, "--replace-changed")
+        first = CliRunner().invoke(cli, [*args, "--max-runtime", "0.5s"], env=env)
+        assert first.exit_code == 75, first.output
+        edited = rows(1)
+        edited[0]["prompt"] += ", at dusk"
+        write_manifest(manifest, edited)
+
+        refused = CliRunner().invoke(cli, args, env=env)
+        assert refused.exit_code == 2, refused.output
+        assert "at the provider; let it finish first" in refused.stderr
+        assert "meanwhile, the 1 job bought before: 1 downloaded" in refused.stderr
+        replaced = CliRunner().invoke(cli, args, env=env)
+        assert replaced.exit_code == 0, replaced.output
+        assert counters(server)["submits"] == 2
+        assert (tmp_path / "out" / "0001-shot-001@1.mp4").exists()
+
+
 def test_stuck_jobs_are_cancelled_at_the_provider_and_failed(tmp_path: Path) -> None:
     with SimulatorServer(fast_config(queue_seconds=30, run_seconds=0.1)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(2))
