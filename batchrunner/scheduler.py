@@ -234,7 +234,8 @@ class Runner:
         # job id → (its queue place, when it last fell): moving up the queue is not being stuck
         self._places: dict[str, tuple[int, float | None]] = {}
         self._failures: Counter[str] = Counter()  # provider failures before any success
-        self._download_failures: dict[str, list[str]] = {}  # cause → jobs, since a download
+        # cause → each job that failed so, with its own failure, since a download succeeded
+        self._download_failures: dict[str, list[tuple[str, DownloadError]]] = {}
         self._fetched: set[str] = set()  # jobs whose result this run fetched
 
     def stop(self, reason: str) -> None:
@@ -772,19 +773,20 @@ class Runner:
         if isinstance(self.run_error, MediaUnreachableError) or job_id not in self._fetched:
             return
         alike = self._download_failures.setdefault(exc.cause, [])
-        alike.append(job_id)
+        alike.append((job_id, exc))
         if len(alike) < SAME_DOWNLOAD_FAILURES_TO_STOP:
             return
         self.halt(
             MediaUnreachableError(f"the last {len(alike)} downloads all failed alike ({exc})")
         )
-        for earlier in alike[:-1] if exc.permanent else ():
+        for earlier, failed in alike[:-1] if exc.permanent else ():
             self.ledger.transition(
                 earlier,
                 S.COMPLETED,
                 expect=S.DOWNLOAD_FAILED,
                 detail="download failed: the media host's trouble, not the file's",
-                error=f"download failed (the result is kept; `resume` retries): {exc}",
+                # its own failure, naming its own URL: the cause alone is shared
+                error=f"download failed (the result is kept; `resume` retries): {failed}",
             )
 
     # ------------------------------------------------------------------ downloads

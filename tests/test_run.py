@@ -164,6 +164,24 @@ def test_old_results_whose_files_are_refused_do_not_stop_a_later_run_buying(
     assert night.stopped is None
 
 
+def test_a_stop_for_the_media_host_leaves_each_job_its_own_error(tmp_path: Path) -> None:
+    """The run stops once the media host refused three downloads alike (exit 69): each job's
+    error still names its own video's URL. The jobs marked ``download_failed`` before the stop
+    were put back to ``completed`` with the last failure's text, another job's URL."""
+    with SimulatorServer(fast_config(faults=[Fault("media", "403", times=3)])) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        settings = settings_for(server, tmp_path, concurrency=2)
+        stopped = batch.run_manifest(manifest, settings, token=TOKEN)
+    assert stopped.exit_code == 69 and stopped.counts == {"completed": 3}
+    refused = jobs(settings.ledger)
+    urls = {job.job_id: job.video_url for job in refused}
+    assert len(set(urls.values())) == 3
+    for job in refused:
+        assert job.error is not None and f"403 for {urls[job.job_id]}" in job.error
+        others = [url for other, url in urls.items() if other != job.job_id]
+        assert not any(url in job.error for url in others), (job.job_id, job.error)
+
+
 def test_a_done_video_deleted_or_cut_is_fetched_again_not_bought_again(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
