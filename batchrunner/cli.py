@@ -704,8 +704,12 @@ def _print_runs(runs: list[dict[str, Any]]) -> None:
     for run in runs:
         started = str(run["started_at"] or "")[:16].replace("T", " ")
         took = _took(run["started_at"], run["finished_at"])
-        ended = "running" if run["finished_at"] is None else f"exit {run['exit_code']}"
-        line = f"  #{run['id']:<4} {run['command']:<7} {started}  {took:>7}  {ended:<8}"
+        ended = f"exit {run['exit_code']}"
+        if run["held_by"]:
+            ended = "running"
+        elif run["never_ended"]:
+            ended = "never ended"
+        line = f"  #{run['id']:<4} {run['command']:<7} {started}  {took:>7}  {ended:<11}"
         if run["submitted"] is not None:
             line += f"  submitted {run['submitted']:>5}  downloaded {run['downloaded']:>5}"
         if run["run_spend_usd"] is not None:

@@ -48,6 +48,7 @@ EXPORT_COLUMNS = [
     "model",  # the endpoint the job ran on (last: the columns before it keep their places)
 ]
 FORMATS = {".csv", ".jsonl", ".parquet", ".xlsx"}
+BATCHES = ("run", "resume", "retry")  # the commands that buy and fetch
 
 
 def open_existing(path: str | Path) -> Ledger:
@@ -76,12 +77,8 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
             limit = len(attention)
         in_flight = sum(counts.get(s.value, 0) for s in AT_PROVIDER)
         billed, billed_jobs = ledger.billed()
-        last = ledger.last_run(("run", "resume", "retry"))
-        holder = None
-        if last is not None and last["finished_at"] is None:  # going on, or killed?
-            from batchrunner.lock import batch_holding
-
-            holder = batch_holding(ledger.path)
+        last = ledger.last_run(BATCHES)
+        holder = _held(ledger, last)
         gone = [
             {"job_id": j.job_id, "row": j.row, "state": j.state.value}
             for j in ledger.not_in_last_manifest()
@@ -122,23 +119,31 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
 
 
 def runs(ledger_path: str | Path) -> list[dict[str, Any]]:
-    """Every run of the ledger, oldest first: when, what, how it ended, and what it submitted,
-    downloaded and committed (``None`` where a run did not say: one still going, a ``cancel``)."""
+    """Every run of the ledger, oldest first: when, what, how it ended (``held_by``: going on
+    now; ``never_ended``: killed, crashed), and what it submitted, downloaded and committed:
+    counted from the ledger for a batch that did not say (``None`` for a ``cancel``)."""
     listed = []
     with open_existing(ledger_path) as ledger:
         found = ledger.db.execute(
             "select id, command, started_at, finished_at, exit_code, summary from runs order by id"
         ).fetchall()
+        last = ledger.last_run(BATCHES)
+        holder = _held(ledger, last)
         summed: dict[int, float] | None = None  # for runs that did not record theirs
+        moved: dict[int, tuple[int, int]] | None = None
         for number, command, started, finished, code, said in found:
             try:
                 summary = json.loads(said or "{}")
             except ValueError:
                 summary = {}
+            if finished is None and command in BATCHES:  # it never said: count what it did
+                moved = ledger.moves_by_run() if moved is None else moved
+                summary["submitted"], summary["downloaded"] = moved.get(number, (0, 0))
             spent = summary.get("run_spend_usd")  # recorded as it ended: exact
-            if spent is None and "submitted" in summary:  # an older batchrunner's run
+            if spent is None and "submitted" in summary:  # an older batchrunner's, or unended
                 summed = ledger.spend_by_run() if summed is None else summed
                 spent = summed.get(number, 0.0)
+            held_by = holder if last is not None and number == last["id"] else None
             listed.append(
                 {
                     "id": number,
@@ -146,12 +151,25 @@ def runs(ledger_path: str | Path) -> list[dict[str, Any]]:
                     "started_at": started,
                     "finished_at": finished,
                     "exit_code": code,
+                    "held_by": held_by,
+                    "never_ended": finished is None and held_by is None,
                     "submitted": summary.get("submitted"),
                     "downloaded": summary.get("downloaded"),
                     "run_spend_usd": spent,
                 }
             )
     return listed
+
+
+def _held(ledger: Ledger, last: dict[str, Any] | None) -> str | None:
+    """The batch holding the ledger now, described, when ``last`` (its latest batch run) has
+    not ended: it is going on; None when it ended, or never will (killed, crashed, its machine
+    went down: nothing holds the ledger)."""
+    if last is None or last["finished_at"] is not None:
+        return None
+    from batchrunner.lock import batch_holding
+
+    return batch_holding(ledger.path)
 
 
 def _what_it_said(run: dict[str, Any]) -> dict[str, Any]:

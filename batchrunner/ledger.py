@@ -698,6 +698,24 @@ class Ledger:
         ).fetchall()
         return {run: round(float(total), 4) for run, total in found}
 
+    def moves_by_run(self) -> dict[int, tuple[int, int]]:
+        """What each run submitted and downloaded, counted from its events as the run counts
+        them while it goes (its summary says so at its end; a killed run never did): the
+        submits the provider took (``submitting`` → ``queued``) and the videos it saved
+        (``completed`` → ``done``)."""
+        found = self.db.execute(
+            "select run_id, sum(from_state = ? and to_state = ?), "
+            "sum(from_state = ? and to_state = ?) from events where run_id is not null "
+            "group by run_id",
+            [
+                JobState.SUBMITTING.value,
+                JobState.QUEUED.value,
+                JobState.COMPLETED.value,
+                JobState.DONE.value,
+            ],
+        ).fetchall()
+        return {run: (int(submitted), int(downloaded)) for run, submitted, downloaded in found}
+
     def run_spend(self, run_id: int | None = None) -> float:
         """What a run (this one by default) committed: the spend of the jobs it submitted (a
         price given back, a refused submit, is not counted, and a job submitted twice counts

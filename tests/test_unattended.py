@@ -532,6 +532,46 @@ def test_status_tells_a_run_going_on_from_one_that_was_killed(tmp_path: Path) ->
         assert (last["held_by"], last["never_ended"]) == (None, True)
 
 
+def test_status_runs_shows_a_killed_run_never_ended_with_what_it_committed(
+    tmp_path: Path,
+) -> None:
+    """``status --runs`` listed a SIGKILLed run as "running", with no figures, for ever after:
+    the runs' committed amounts did not add up to the ledger's spend. Only the run whose batch
+    holds the ledger now is running; a killed one never ended, and what it submitted,
+    downloaded and committed is counted from the ledger."""
+    with SimulatorServer(fast_config(run_seconds=30)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(4))
+        ledger = tmp_path / "ledger.db"
+        history = ["status", "--ledger", str(ledger), "--runs"]
+        args = run_args(server, tmp_path, manifest, "--concurrency", "2")
+        with runner_process(args, tmp_path) as proc:
+            wait_for(lambda: counters(server)["submits"] == 2)
+            # both submits recorded: the two slots are taken for the jobs' 30 s
+            sent = (JobState.QUEUED, JobState.RUNNING)
+            wait_for(lambda: sum(state in sent for state in states(ledger).values()) == 2)
+            going = CliRunner().invoke(cli, [*history, "--json"])
+            proc.kill()
+        (run,) = json.loads(going.output)["runs"]
+        assert run["held_by"].startswith(f"pid {proc.pid}, `run` started at")
+        assert not run["never_ended"]
+        # the next night's run: it finds both slots still taken and stops, buying nothing
+        night = ["resume", "--ledger", str(ledger), "--max-runtime", "1s"]
+        assert CliRunner().invoke(cli, night, env={"BATCHRUNNER_API_KEY": TOKEN}).exit_code == 75
+
+        shown = CliRunner().invoke(cli, history)
+        as_json = json.loads(CliRunner().invoke(cli, [*history, "--json"]).output)
+    assert re.search(
+        r"#1 +run +\S+ \S+ +never ended +submitted +2 +downloaded +0 +committed \$3\.20\n",
+        shown.output,
+    ), shown.output
+    said = [
+        (r["command"], r["never_ended"], r["held_by"], r["submitted"], r["run_spend_usd"])
+        for r in as_json["runs"]
+    ]
+    assert said == [("run", True, None, 2, 3.2), ("resume", False, None, 0, 0.0)]
+    assert sum(r["run_spend_usd"] for r in as_json["runs"]) == as_json["spend_usd"]
+
+
 def test_cancel_all_cancels_in_flight_jobs_at_the_provider(tmp_path: Path) -> None:
     with SimulatorServer(fast_config(run_seconds=30)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(5))
