@@ -48,7 +48,7 @@ EXPORT_COLUMNS = [
     "model",  # the endpoint the job ran on (last: the columns before it keep their places)
 ]
 FORMATS = {".csv", ".jsonl", ".parquet", ".xlsx"}
-BATCHES = ("run", "resume", "retry")  # the commands that buy and fetch
+BATCHES = ("run", "resume", "retry", "collect")  # the commands that buy or fetch
 
 
 def open_existing(path: str | Path) -> Ledger:
