@@ -102,8 +102,8 @@ def execute(
         then = None
         if runner.run_error is not None:
             why = (ExitCode.RUN_STOPPED, _run_error_line(runner.run_error, api, ledger))
-        elif stopped:
-            why = (stopped[0], runner.stopped or "")
+        elif stopped:  # the last word: Ctrl-C while --max-runtime lets jobs finish
+            why = (stopped[-1], runner.stopped or runner.closed or "")
         else:
             why, then = _budget_stop(runner, ledger) or (None, None)
         return Summary.from_ledger(
@@ -238,9 +238,12 @@ async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:
 
 
 async def _stop_after(runner: Runner, seconds: float, stopped: list[ExitCode]) -> None:
+    """``--max-runtime``: no job is sent after ``seconds``; those already sent are followed to
+    their videos (their results would expire before the next run), within ``--queue-timeout``
+    and ``--run-timeout``. Ctrl-C or SIGTERM leaves them at once."""
     await anyio.sleep(seconds)
     stopped.append(ExitCode.NOT_FINISHED)
-    runner.stop(
-        f"--max-runtime of {seconds:g} s reached; jobs in flight stay in the ledger. "
-        "Run again within the hour: results expire about an hour after completion"
+    runner.close(
+        f"--max-runtime of {seconds:g} s reached: no more jobs were sent, and those already "
+        "sent were followed to their videos"
     )

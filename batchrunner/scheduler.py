@@ -220,6 +220,7 @@ class Runner:
         self._observe: Observer = observe or _Nobody()
         self._status_seen = getattr(self._observe, "status", None)
         self.stopped: str | None = None  # why the run was stopped early, if it was
+        self.closed: str | None = None  # why it sends no more jobs (it follows those sent)
         self._caps: list[_Cap] = []  # out_of_budget: the flag of the one a submit would pass
         if self.options.budget is not None:
             self._caps.append(_Cap("--budget", self.options.budget, ledger.spend))
@@ -245,11 +246,26 @@ class Runner:
             return
         self.stopped = reason
         logger.info("stopping: %s", reason)  # the summary tells the user
+        self._cut_submits()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def close(self, reason: str) -> None:
+        """No more submits; jobs already sent are followed to their videos, and the run ends
+        when they are (``--max-runtime``: a result left at the provider expires in about an
+        hour, before the next run comes). ``reason`` is the run's stop line."""
+        if self.closed is None:
+            self.closed = reason
+            logger.info("sending no more jobs: %s", reason)
+            self._cut_submits()
+
+    def _cut_submits(self) -> None:
+        """A submit under way gets ``stop_grace`` to answer (so its request id is recorded),
+        then is cut off: ambiguous if its POST was out, provably not sent if it was waiting to
+        retry a connection that never opened."""
         deadline = anyio.current_time() + self.options.stop_grace
         for scope in self._submits:
             scope.deadline = min(scope.deadline, deadline)
-        if self._scope is not None:
-            self._scope.cancel()
 
     def halt(self, error: RunError) -> None:
         """A run error: no more submits. Jobs at the provider are still followed when it still
@@ -369,7 +385,7 @@ class Runner:
         return job
 
     async def _submit(self, job: Job) -> Job:
-        if self.run_error is not None:
+        if self.run_error is not None or self.closed is not None:
             return job  # stays pending for the run after the cause is fixed
         try:
             body = materialize(job.input, {k: LocalFile(**v) for k, v in job.files.items()})

@@ -114,7 +114,10 @@ class Settings:
         shown="20m",
     )
     max_runtime: float | None = option(
-        None, "Stop the whole run cleanly after this long (exit 75); e.g. 45m, 2h.", kind="duration"
+        None,
+        "Send no job after this long; those sent are followed to their videos (exit 75); "
+        "e.g. 45m, 2h.",
+        kind="duration",
     )
     budget: float | None = option(
         None,

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
+import threading
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,36 @@ def counters(server: SimulatorServer) -> dict[str, Any]:
     """What the server saw, read over HTTP like any client would."""
     with urllib.request.urlopen(f"{server.url}/_sim/counters", timeout=10) as answer:
         return json.loads(answer.read())
+
+
+def ctrl_c_after(server: SimulatorServer, submits: int) -> AbstractContextManager[None]:
+    """Ctrl-C as soon as ``server`` has taken ``submits`` submits: a user stopping a run with
+    jobs in flight (make them slow to finish)."""
+    return ctrl_c_when(lambda: counters(server)["submits"] >= submits)
+
+
+@contextmanager
+def ctrl_c_when(ready: Callable[[], bool]) -> Iterator[None]:
+    """Ctrl-C (SIGINT to this process) as soon as ``ready()`` holds, asked every 20 ms, for a
+    run on this (the main) thread; nothing is sent once the block is left."""
+    leaving, deciding = threading.Event(), threading.Lock()
+
+    def watch() -> None:
+        while not leaving.wait(0.02):
+            seen = ready()
+            with deciding:
+                if seen and not leaving.is_set():
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        with deciding:
+            leaving.set()
+        watcher.join()
 
 
 def settings_for(server: SimulatorServer, tmp_path: Path, **changes: Any) -> Settings:

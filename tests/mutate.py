@@ -94,6 +94,14 @@ MUTATIONS: list[Mutation] = [
         ),
     ),
     Mutation(
+        "max-runtime-leaves-jobs-in-flight",
+        "Ctrl-C / SIGTERM stop cleanly",
+        "batchrunner/runtime.py",
+        "    runner.close(\n",
+        "    runner.stop(  # MUTANT: jobs in flight left to expire\n",
+        (UNATTENDED + "test_max_runtime_stops_with_75_and_a_later_run_finishes",),
+    ),
+    Mutation(
         "submitting-left-unsettled-on-start",
         "A kill loses nothing",
         "batchrunner/scheduler.py",

@@ -20,7 +20,7 @@ from batchrunner.models import DEFAULT_MODEL, get_model
 from batchrunner.planner import to_jobs
 from batchrunner.simulator import SimulatorServer
 from batchrunner.states import JobState
-from tests.helpers import TOKEN, counters, fast_config, rows, write_manifest
+from tests.helpers import TOKEN, counters, ctrl_c_after, fast_config, rows, write_manifest
 
 ENV = {"BATCHRUNNER_API_KEY": TOKEN}
 
@@ -51,10 +51,9 @@ def test_plan_predicts_exactly_what_run_submits_follows_holds_and_refuses(tmp_pa
         )
         ledger = tmp_path / "shots.db"
         manifest = write_manifest(tmp_path / "shots.csv", rows(4))
-        first = CliRunner().invoke(
-            cli, ["run", str(manifest), "--concurrency", "2", "--max-runtime", "1s"], env=ENV
-        )
-        assert first.exit_code == 75, first.output
+        with ctrl_c_after(server, 2):
+            first = CliRunner().invoke(cli, ["run", str(manifest), "--concurrency", "2"], env=ENV)
+        assert first.exit_code == 130, first.output
         after_first = states(ledger)
         assert [after_first[f"shot-00{i}"] for i in (3, 4)] == ["pending", "pending"]
         assert {after_first["shot-001"], after_first["shot-002"]} <= {"queued", "running"}

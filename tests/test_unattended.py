@@ -34,6 +34,8 @@ from batchrunner.states import JobState
 from tests.helpers import (
     TOKEN,
     counters,
+    ctrl_c_after,
+    ctrl_c_when,
     fast_config,
     rows,
     run_args,
@@ -69,11 +71,28 @@ def wait_for(condition: Any, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def stopped_in_flight(server: SimulatorServer, tmp_path: Path, n: int, runtime: str) -> Path:
-    """The ledger of an n-row run that ``--max-runtime`` stopped with its jobs sent."""
+def stopped_in_flight(
+    server: SimulatorServer, tmp_path: Path, n: int, *, running: bool = False
+) -> Path:
+    """The ledger of an n-row run stopped by Ctrl-C once its jobs were all sent (``running``:
+    and the ledger has seen each of them running)."""
     manifest = write_manifest(tmp_path / "m.csv", rows(n))
-    args = run_args(server, tmp_path, manifest, "--max-runtime", runtime)
-    assert CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN}).exit_code == 75
+    args = run_args(server, tmp_path, manifest)
+    ledger = tmp_path / "ledger.db"
+
+    def ready() -> bool:
+        if not running:
+            return counters(server)["submits"] >= n
+        if not ledger.exists():
+            return False
+        with sqlite3.connect(ledger) as db:
+            (seen,) = db.execute("select count(*) from jobs where state = 'running'").fetchone()
+        db.close()
+        return int(seen) == n
+
+    with ctrl_c_when(ready):
+        stopped = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+    assert stopped.exit_code == 130, stopped.output
     return tmp_path / "ledger.db"
 
 
@@ -143,6 +162,9 @@ def test_second_runner_exits_3_naming_the_holder_while_status_still_works(tmp_pa
 
 
 def test_max_runtime_stops_with_75_and_a_later_run_finishes(tmp_path: Path) -> None:
+    """--max-runtime sends no job after it, and follows those sent to their videos: left at
+    the provider until the next night's run, their results would have expired (kept about an
+    hour). The nightly line in the README has --max-runtime 4h."""
     with SimulatorServer(fast_config(run_seconds=1.5)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(8))
         env = {"BATCHRUNNER_API_KEY": TOKEN}
@@ -152,8 +174,11 @@ def test_max_runtime_stops_with_75_and_a_later_run_finishes(tmp_path: Path) -> N
             env=env,
         )
         assert first.exit_code == 75, first.output
-        assert "expire" in first.output
-        assert set(states(tmp_path / "ledger.db").values()) != {JobState.DONE}
+        assert "no more jobs were sent, and those already sent were followed" in first.output
+        sent = counters(server)["submits"]
+        left = Counter(states(tmp_path / "ledger.db").values())
+        assert left == {JobState.DONE: sent, JobState.PENDING: 8 - sent}, first.output
+        assert 2 <= sent < 8
         # resume keeps the run's settings but not its --max-runtime (one invocation's choice)
         second = CliRunner().invoke(
             cli, ["resume", "--ledger", str(tmp_path / "ledger.db")], env=env
@@ -171,8 +196,9 @@ def test_a_refused_nightly_sheet_still_collects_the_jobs_already_bought(tmp_path
         env = {"BATCHRUNNER_API_KEY": TOKEN}
         ledger = tmp_path / "ledger.db"
         args = run_args(server, tmp_path, manifest, "--concurrency", "2")
-        first = CliRunner().invoke(cli, [*args, "--max-runtime", "0.5s"], env=env)
-        assert first.exit_code == 75, first.output
+        with ctrl_c_after(server, 2):
+            first = CliRunner().invoke(cli, args, env=env)
+        assert first.exit_code == 130, first.output
         left = Counter(states(ledger).values())
         assert left[JobState.PENDING] == 2 and left[JobState.QUEUED] + left[JobState.RUNNING] == 2
         night = rows(5)
@@ -195,8 +221,9 @@ def test_an_edit_to_a_row_in_flight_is_refused_until_a_run_collected_it(tmp_path
         manifest = write_manifest(tmp_path / "m.csv", rows(1))
         env = {"BATCHRUNNER_API_KEY": TOKEN}
         args = run_args(server, tmp_path, manifest, "--replace-changed")
-        first = CliRunner().invoke(cli, [*args, "--max-runtime", "0.5s"], env=env)
-        assert first.exit_code == 75, first.output
+        with ctrl_c_after(server, 1):
+            first = CliRunner().invoke(cli, args, env=env)
+        assert first.exit_code == 130, first.output
         edited = rows(1)
         edited[0]["prompt"] += ", at dusk"
         write_manifest(manifest, edited)
@@ -298,7 +325,7 @@ def test_a_run_resumed_long_after_it_stopped_fetches_what_finished_meanwhile(
     to say anything here, as over a real network: judged by them, each job was overdue."""
     slow_streams = Fault.parse("stream:silent")
     with SimulatorServer(fast_config(run_seconds=0.8, faults=[slow_streams])) as server:
-        ledger = stopped_in_flight(server, tmp_path, 3, "0.3s")
+        ledger = stopped_in_flight(server, tmp_path, 3)
         assert set(states(ledger).values()) <= {JobState.QUEUED, JobState.RUNNING}
         completed_at_the_provider(ledger)
         last_night = "2026-01-01T00:00:00.000+00:00"
@@ -576,12 +603,11 @@ def test_cancel_all_cancels_in_flight_jobs_at_the_provider(tmp_path: Path) -> No
     with SimulatorServer(fast_config(run_seconds=30)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(5))
         env = {"BATCHRUNNER_API_KEY": TOKEN}
-        first = CliRunner().invoke(
-            cli,
-            run_args(server, tmp_path, manifest, "--concurrency", "3", "--max-runtime", "1s"),
-            env=env,
-        )
-        assert first.exit_code == 75, first.output
+        with ctrl_c_after(server, 3):
+            first = CliRunner().invoke(
+                cli, run_args(server, tmp_path, manifest, "--concurrency", "3"), env=env
+            )
+        assert first.exit_code == 130, first.output
         cancelled = CliRunner().invoke(
             cli, ["cancel", "--ledger", str(tmp_path / "ledger.db"), "--all"], env=env
         )
@@ -795,7 +821,7 @@ def test_a_cancel_the_running_job_does_not_heed_loses_nothing(
     monkeypatch.setattr(scheduler, "CANCEL_SETTLE_SECONDS", 0.3)
     ignored = Fault.parse("cancel:ignored:times=2")  # two of three, watched together
     with SimulatorServer(fast_config(run_seconds=4, faults=[ignored])) as server:
-        ledger = stopped_in_flight(server, tmp_path, 3, "0.5s")
+        ledger = stopped_in_flight(server, tmp_path, 3, running=True)
         env = {"BATCHRUNNER_API_KEY": TOKEN}
         assert sorted(states(ledger).values()) == [JobState.RUNNING] * 3
         cancelled = CliRunner().invoke(cli, ["cancel", "--ledger", str(ledger), "--all"], env=env)
