@@ -311,6 +311,8 @@ def resume(
         api = api_config(settings, token, env)
         check_writable(settings.out)
         ledger.start_run(command, manifest=last.get("manifest"), **run_info(settings, api))
+        if command == "resume":  # a run killed carries on: the night's --run-budget counts it
+            ledger.carried = ledger.unended_before()
         if prepare is not None:
             prepare(ledger)
         return execute(ledger, settings, api, observe, sending=sending)

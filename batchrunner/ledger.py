@@ -228,6 +228,7 @@ class Ledger:
         self.db = db
         self.path = path
         self.run_id: int | None = None
+        self.carried: tuple[int, ...] = ()  # runs this one carries on (a resume after a kill)
 
     # ---------------------------------------------------------------- opening
 
@@ -715,6 +716,26 @@ class Ledger:
             ],
         ).fetchall()
         return {run: (int(submitted), int(downloaded)) for run, submitted, downloaded in found}
+
+    def unended_before(self) -> tuple[int, ...]:
+        """The batch runs just before this one that never ended (killed, crashed, their
+        machine gone), latest first: what a ``resume`` carries on, the same night."""
+        found = self.db.execute(
+            "select id, finished_at from runs where id < ? and command in "
+            "('run', 'resume', 'retry', 'collect') order by id desc",
+            [self.run_id],
+        )
+        carried = []
+        for run, finished in found:
+            if finished is not None:
+                break
+            carried.append(int(run))
+        return tuple(carried)
+
+    def night_spend(self) -> float:
+        """What this run and the runs it carries on (:attr:`carried`) committed: what
+        ``--run-budget`` caps."""
+        return round(sum(self.run_spend(run) for run in (self.run_id, *self.carried)), 4)
 
     def run_spend(self, run_id: int | None = None) -> float:
         """What a run (this one by default) committed: the spend of the jobs it submitted (a

@@ -190,7 +190,7 @@ def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], 
     if flag == "--run-budget":
         cap = runner.options.run_budget
         assert cap is not None
-        spent = ledger.run_spend()
+        spent = ledger.night_spend()
         if not spent and runner.unaffordable_usd > cap:  # every run would stop here
             line = (
                 f"--run-budget ${cap:,.2f} is less than the next job's "
@@ -199,8 +199,10 @@ def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], 
             return (ExitCode.NOT_FINISHED, line), (
                 f"raise --run-budget to at least {cents_up(runner.unaffordable_usd):.2f}"
             )
+        resumed = ", #".join(str(run) for run in reversed(ledger.carried))
+        by = f"this run and run #{resumed}, killed, that it resumes" if resumed else "this run"
         line = (
-            f"--run-budget ${cap:,.2f} reached: ${spent:,.2f} committed by this run, the next "
+            f"--run-budget ${cap:,.2f} reached: ${spent:,.2f} committed by {by}, the next "
             f"job costs ${runner.unaffordable_usd:,.2f}; {held}"
         )
         return (ExitCode.NOT_FINISHED, line), (

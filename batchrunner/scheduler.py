@@ -224,8 +224,8 @@ class Runner:
         self._caps: list[_Cap] = []  # out_of_budget: the flag of the one a submit would pass
         if self.options.budget is not None:
             self._caps.append(_Cap("--budget", self.options.budget, ledger.spend))
-        if self.options.run_budget is not None:  # a run starts having spent nothing
-            self._caps.append(_Cap("--run-budget", self.options.run_budget, ledger.run_spend, 0.0))
+        if self.options.run_budget is not None:  # a resume after a kill: that run's spend too
+            self._caps.append(_Cap("--run-budget", self.options.run_budget, ledger.night_spend))
         self.out_of_budget: str | None = None
         self.unaffordable_usd = 0.0  # the price of the job that did not fit
         self.run_error: RunError | None = None  # the key, the account or the network failed

@@ -5,7 +5,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -359,6 +363,43 @@ def test_a_job_bought_again_keeps_what_its_first_send_cost_in_the_budget(
     with exported.open() as table:
         costs = [row["cost_usd"] for row in csv.DictReader(table)]
     assert sorted(costs) == ["", "1.6", "1.6", "1.6", "3.2", "3.2"]  # the held row: nothing
+
+
+def test_a_resume_after_a_kill_counts_the_killed_runs_spend_against_the_run_budget(
+    tmp_path: Path,
+) -> None:
+    """A nightly run capped at $5 (three jobs) is killed after two submits; `resume` carries
+    that night on, so the cap holds for both: one more job, not three (it started the count
+    from nothing: $8.00 in one night against $5)."""
+    with SimulatorServer(fast_config(run_seconds=2)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(8))
+        args = run_args(server, tmp_path, manifest, "--concurrency", "2", "--run-budget", "5")
+        env = {**os.environ, "BATCHRUNNER_API_KEY": TOKEN}
+        night = subprocess.Popen(
+            [sys.executable, "-m", "batchrunner", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while counters(server)["submits"] < 2:
+            assert night.poll() is None and time.monotonic() < deadline, "no progress"
+            time.sleep(0.02)
+        night.kill()
+        night.wait()
+
+        resumed = CliRunner().invoke(
+            cli, ["resume", "--ledger", str(tmp_path / "ledger.db")], env=ENV
+        )
+        assert resumed.exit_code == 75, resumed.output
+        assert counters(server)["submits"] == 3, resumed.output
+        assert (
+            "--run-budget $5.00 reached: $4.80 committed by this run and run #1, killed, that "
+            "it resumes, the next job costs $1.60" in resumed.output
+        )
+        nightly = CliRunner().invoke(cli, args, env=ENV)  # the next night: a cap of its own
+        assert nightly.exit_code == 75, nightly.output
+        assert counters(server)["submits"] == 6
 
 
 def test_a_run_budget_smaller_than_the_next_job_says_no_night_will_send_it(
