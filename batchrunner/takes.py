@@ -25,7 +25,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ class Plan:
     pending_usd: float
     spent_usd: float  # committed in the ledger so far
     no_seed: list[str]  # endpoints whose new takes repeat the same request (no seed field)
+    under_way: list[Job] = field(default_factory=list)  # --new-take: takes not yet done
+    budget: float | None = None  # the --budget the ledger keeps (a retry inherits it)
 
     @property
     def cost_usd(self) -> float:
@@ -125,10 +127,35 @@ def plan(ledger: Ledger, ids: Sequence[str], *, new_take: bool, unknown: bool = 
     jobs = [ledger.get(job_id) for job_id in ids]
     pending = list(ledger.jobs([JobState.PENDING]))
     pending_usd = round(sum(j.price_usd or 0.0 for j in pending), 4)
+    last = ledger.last_run(("run", "resume", "retry"))
+    budget = last["options"].get("budget") if last else None
+    spent = ledger.spend()
     if new_take:
-        takes, no_seed = _new_takes(ledger, jobs)
-        return Plan(takes, [], len(pending), pending_usd, ledger.spend(), no_seed)
-    return Plan([], _requeue(jobs, unknown), len(pending), pending_usd, ledger.spend(), [])
+        under_way = _takes_under_way(ledger, jobs)
+        busy = {_split(take.job_id)[0] for take in under_way}
+        takes, no_seed = _new_takes(ledger, [j for j in jobs if _split(j.job_id)[0] not in busy])
+        return Plan(takes, [], len(pending), pending_usd, spent, no_seed, under_way, budget)
+    return Plan([], _requeue(jobs, unknown), len(pending), pending_usd, spent, [], [], budget)
+
+
+_UNFINISHED = (
+    JobState.PENDING,
+    JobState.SUBMITTING,
+    JobState.QUEUED,
+    JobState.RUNNING,
+    JobState.COMPLETED,
+)
+
+
+def _takes_under_way(ledger: Ledger, jobs: list[Job]) -> list[Job]:
+    """New takes of ``jobs`` asked for before and not yet done (a `retry --new-take` killed,
+    or stopped by its budget): asking again would buy one more beside each, not finish it."""
+    bases = {_split(job.job_id)[0] for job in jobs}
+    return [
+        take
+        for take in ledger.jobs(_UNFINISHED)
+        if take.take_of is not None and _split(take.job_id)[0] in bases
+    ]
 
 
 def retry_ids(

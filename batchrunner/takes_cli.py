@@ -92,7 +92,7 @@ def _announce(plan: takes.Plan, budget: float | None, run_budget: float | None) 
     """What is about to be bought, one line per job, then the total — on stderr."""
     from batchrunner.planner import money
 
-    if plan.new_takes:
+    if plan.new_takes or plan.under_way:
         click.echo(f"new takes to submit: {len(plan.new_takes)}, {money(plan.cost_usd)}", err=True)
         for job in plan.new_takes:
             seed = job.input.get("seed")
@@ -100,6 +100,12 @@ def _announce(plan: takes.Plan, budget: float | None, run_budget: float | None) 
                 f"  {job.job_id}  row {job.row}  new take of {job.take_of}"
                 + (f", seed {seed}" if seed is not None else "")
                 + f": {money(job.price_usd)}",
+                err=True,
+            )
+        for take in plan.under_way:
+            click.echo(
+                f"  {take.take_of}: its new take {take.job_id} is not done yet ({take.state}): "
+                "this run finishes it, and buys no other",
                 err=True,
             )
         for endpoint in plan.no_seed:
@@ -121,6 +127,7 @@ def _announce(plan: takes.Plan, budget: float | None, run_budget: float | None) 
             err=True,
         )
     line = f"spent so far: {money(plan.spent_usd)}"
+    budget = plan.budget if budget is None else budget  # the ledger's, which a retry keeps
     if budget is not None:
         line += f"; --budget {money(budget)} leaves {money(max(0.0, budget - plan.spent_usd))}"
     if run_budget is not None:

@@ -157,6 +157,30 @@ def test_the_cli_prints_what_it_would_buy_and_a_dry_run_records_nothing(
     assert refused.exit_code == 2 and "--new-take needs --ids FILE" in refused.output
 
 
+def test_a_take_not_yet_done_is_finished_not_bought_again(ledger: Ledger, tmp_path: Path) -> None:
+    """`retry --ids --new-take` killed once its take was sent, then asked again: the take in
+    flight is finished by the run, and no third take is bought beside it (it offered
+    ``fox~t3`` without a word). The ledger's --budget, which the retry inherits, is shown."""
+    ledger.start_run("run", options={"out": str(tmp_path / "out"), "budget": 10.0})
+    ledger.add_jobs(plan(ledger, ["fox"], new_take=True).new_takes)
+    ledger.transition("fox~t2", JobState.SUBMITTING, cost_usd=3.20)
+    ledger.transition("fox~t2", JobState.QUEUED, request_id="r-1")
+    ledger.close()
+    ids = tmp_path / "ids.txt"
+    ids.write_text("fox\nhen\n")
+    args = ["retry", "--ledger", str(tmp_path / "l.db"), "--ids", str(ids), "--new-take"]
+    result = CliRunner().invoke(cli, [*args, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0] == "new takes to submit: 1, $3.20"
+    assert lines[1].startswith("  hen~t2  row 3  new take of hen, seed ")
+    assert lines[2] == (
+        "  fox: its new take fox~t2 is not done yet (queued): this run finishes it, and buys "
+        "no other"
+    )
+    assert "spent so far: $3.20; --budget $10.00 leaves $6.80" in lines
+
+
 def test_a_model_without_a_seed_field_repeats_the_request_and_says_so(tmp_path: Path) -> None:
     with Ledger.open(tmp_path / "l.db") as ledger:
         ledger.add_jobs(
