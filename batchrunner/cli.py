@@ -661,16 +661,21 @@ def status(ledger: Path, every: bool, history: bool, as_json: bool) -> None:
         if last["never_ended"]:
             click.echo(
                 "  it was killed, crashed or its machine went down before it could say so; "
-                f"nothing it sent is lost: `batchrunner resume --ledger {info['ledger']}` "
-                "carries on"
+                + (
+                    f"nothing it sent is lost: `batchrunner resume --ledger {info['ledger']}` "
+                    "carries on"
+                    if info["resumable"]
+                    else "nothing is left for `resume` to do"
+                )
             )
         if last["exit_code"]:  # what it said at its end, for the morning after a cron night
             if last["stopped"]:
                 click.echo(f"  stopped early: {last['stopped']}")
             for reason in last["reasons"]:
                 click.echo(f"  {reason}")
-            if last["next_command"]:
-                click.echo(f"  next: {last['next_command']}")
+            said = last["next_command"]
+            if said and (info["resumable"] or "batchrunner resume" not in said):
+                click.echo(f"  next: {said}")  # not a resume with nothing left to do
     for job in info["attention"]:
         reason = f": {job['error']}" if job["error"] else ""
         click.echo(f"  {job['state']:>9}  row {job['row']}  {job['job_id']}{reason}")

@@ -76,6 +76,9 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
         if every:
             limit = len(attention)
         in_flight = sum(counts.get(s.value, 0) for s in AT_PROVIDER)
+        unsettled = (JobState.SUBMITTING, *AT_PROVIDER, JobState.COMPLETED)
+        # what `resume` would do anything with: jobs to send, to follow, or to download
+        resumable = ledger.waiting()[0] + sum(counts.get(s.value, 0) for s in unsettled)
         billed, billed_jobs = ledger.billed()
         last = ledger.last_run(BATCHES)
         holder = _held(ledger, last)
@@ -89,6 +92,7 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
             "counts": counts,
             "models": ledger.by_model(),  # endpoint -> jobs, counts by state, spend
             "in_flight": in_flight,
+            "resumable": resumable,
             "spend_usd": ledger.spend(),
             "billed_usd": billed,
             "billed_jobs": billed_jobs,

@@ -616,6 +616,9 @@ def test_cancel_all_cancels_in_flight_jobs_at_the_provider(tmp_path: Path) -> No
         assert cancelled.output.count("cancelled in the ledger (it was never sent)") == 2
         assert counters(server)["requests"]["cancel"] == 3
         assert set(states(tmp_path / "ledger.db").values()) == {JobState.CANCELLED}
+        shown = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db")])
+        assert "last run: run #1 (exit 130)" in shown.output
+        assert "resume" not in shown.output  # it said "next: resume ... to carry on"
         again = CliRunner().invoke(
             cli, ["resume", "--ledger", str(tmp_path / "ledger.db")], env=env
         )
