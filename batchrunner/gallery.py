@@ -140,7 +140,7 @@ def card(job: Job, links: _Links, thumbs: _Thumbs, spec: ModelSpec | None) -> di
         "cost": job.spent_usd,
         "billed": job.billed_usd,
         "video": links(video) if video else None,
-        "poster": links(job.poster) if job.poster else None,
+        "poster": links(job.poster) if job.poster and links.present(job.poster) else None,
         "prompt": job.input.get("prompt") if isinstance(job.input.get("prompt"), str) else "",
         "inputs": _inputs(job, links, thumbs, spec),
         "values": values,
@@ -274,6 +274,20 @@ class _Links:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._prefixes: dict[str, str] = {}
+        self._listed: dict[str, set[str]] = {}
+
+    def present(self, path: str) -> bool:
+        """Whether the file is still there (a poster folder deleted by hand): each folder is
+        listed once, not each file stat-ed."""
+        head, name = os.path.split(path)
+        names = self._listed.get(head)
+        if names is None:
+            try:
+                names = set(os.listdir(head or os.curdir))
+            except OSError:
+                names = set()
+            self._listed[head] = names
+        return name in names
 
     def __call__(self, path: str) -> str:
         head, name = os.path.split(path)

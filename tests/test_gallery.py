@@ -86,6 +86,23 @@ def test_the_page_is_self_contained_and_links_relative(tmp_path: Path) -> None:
     assert data["summary"]["warned"] == 1 and data["summary"]["models"] == [VEO3]
 
 
+def test_a_poster_deleted_by_hand_is_left_out_not_linked(tmp_path: Path) -> None:
+    """``LEDGER.media`` deleted to save space: the cards showed a broken image where the poster
+    was; a card without one is a play button on a blank frame, as for a clip never checked."""
+    ledger = make_ledger(tmp_path)
+    poster = tmp_path / "state" / "l.db.media" / "posters" / "j1.jpg"
+    poster.parent.mkdir(parents=True)
+    poster.write_bytes(b"a jpeg")
+    with Ledger.open(ledger, create=False) as opened:
+        opened.db.execute("update jobs set poster = ? where job_id = 'j1'", [str(poster)])
+        opened.db.conn.commit()
+    shown = {c["id"]: c for c in page_data(gallery.report(ledger).read_text())["cards"]}
+    assert shown["j1"]["poster"] == "../state/l.db.media/posters/j1.jpg"
+    poster.unlink()
+    gone = {c["id"]: c for c in page_data(gallery.report(ledger).read_text())["cards"]}
+    assert gone["j1"]["poster"] is None and gone["j1"]["video"] == "0001%20fox.mp4"
+
+
 def test_report_command_writes_where_asked_and_explains_a_missing_ledger(tmp_path: Path) -> None:
     ledger = make_ledger(tmp_path)
     target = tmp_path / "review" / "day2.html"
