@@ -138,16 +138,31 @@ def _collect_then(
     """Before a refused manifest's error is raised: the jobs of its ledger already bought are
     followed to their videos (see :func:`_collect`), or the error says how to (no key, the
     ledger held by a batch that follows them itself)."""
+    from batchrunner.errors import LedgerLockedError
     from batchrunner.ledger import Ledger
     from batchrunner.lock import LedgerLock
+    from batchrunner.report import ledger_option
 
     if not settings.ledger.is_file():
         return
     try:
-        api = api_config(settings, token, env)
-        check_writable(settings.out)
         with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
+            try:
+                api = api_config(settings, token, env)
+                check_writable(settings.out)
+            except UsageError as exc:  # no key, say: the jobs wait, and the user is told
+                waiting = len(ledger.job_ids([*AT_PROVIDER, JobState.COMPLETED]))
+                if waiting:
+                    where = ledger_option(str(ledger.path))
+                    refused.meanwhile = (
+                        f"{counted(waiting, 'job')} bought before not collected ({exc}): "
+                        f"`batchrunner resume{where}` collects them; the provider keeps a "
+                        "result about an hour"
+                    )
+                return
             refused.meanwhile = _collect(ledger, settings, api, observe)
+    except LedgerLockedError:
+        return  # the batch holding the ledger follows them
     except BatchrunnerError as exc:
         logger.debug("not collecting beside a refused manifest: %s", exc)
 

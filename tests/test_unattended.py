@@ -213,6 +213,22 @@ def test_a_refused_nightly_sheet_still_collects_the_jobs_already_bought(tmp_path
         assert Counter(states(ledger).values()) == {JobState.DONE: 2, JobState.PENDING: 2}
 
 
+def test_a_refused_sheet_without_a_key_says_the_jobs_bought_before_wait(tmp_path: Path) -> None:
+    """No key to follow them with: the refusal says they wait, and what collects them."""
+    with SimulatorServer(fast_config(run_seconds=30)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(2))
+        args = run_args(server, tmp_path, manifest)
+        with ctrl_c_after(server, 2):
+            first = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+        assert first.exit_code == 130, first.output
+        write_manifest(manifest, [*rows(2), {**rows(3)[2], "duration": "9s"}])
+        refused = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": ""})
+        assert refused.exit_code == 2, refused.output
+        said = refused.stderr.splitlines()[-1]
+        assert said.startswith("2 jobs bought before not collected (") and "key" in said
+        assert f"`batchrunner resume --ledger {tmp_path / 'ledger.db'}` collects them" in said
+
+
 def test_an_edit_to_a_row_in_flight_is_refused_until_a_run_collected_it(tmp_path: Path) -> None:
     """An edited row whose job is at the provider is refused ("let it finish first"), and the
     refusal follows it to its video: the same command the next time replaces it. Before, the
