@@ -102,8 +102,8 @@ def execute(
         then = None
         if runner.run_error is not None:
             why = (ExitCode.RUN_STOPPED, _run_error_line(runner.run_error, api, ledger))
-        elif stopped:  # the last word: Ctrl-C while --max-runtime lets jobs finish
-            why = (stopped[-1], runner.stopped or runner.closed or "")
+        elif stopped and (runner.stopped or ledger.waiting()[0]):  # not: held nothing back
+            why = (stopped[-1], runner.stopped or runner.closed or "")  # Ctrl-C the last word
         else:
             why, then = _budget_stop(runner, ledger) or (None, None)
         return Summary.from_ledger(

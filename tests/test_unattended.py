@@ -187,6 +187,18 @@ def test_max_runtime_stops_with_75_and_a_later_run_finishes(tmp_path: Path) -> N
         assert counters(server)["submits"] == 8
 
 
+def test_max_runtime_that_held_nothing_back_is_a_run_all_done(tmp_path: Path) -> None:
+    """Every job was sent before --max-runtime came, and followed to its video after: the run
+    is all done (exit 0), not "stopped early" (exit 75) with nothing left to do."""
+    with SimulatorServer(fast_config(run_seconds=1.5)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(2))
+        args = run_args(server, tmp_path, manifest, "--concurrency", "2", "--max-runtime", "1s")
+        with_time = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+        assert with_time.exit_code == 0, with_time.output
+        assert "stopped early" not in with_time.output
+        assert set(states(tmp_path / "ledger.db").values()) == {JobState.DONE}
+
+
 def test_a_refused_nightly_sheet_still_collects_the_jobs_already_bought(tmp_path: Path) -> None:
     """A run left jobs at the provider; the next night's sheet has a bad cell in a new row. The
     run buys nothing, as before, but first follows what was bought to its videos: it stopped
