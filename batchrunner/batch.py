@@ -128,6 +128,9 @@ def run_manifest(
         return execute(ledger, settings, api, observe, recording)
 
 
+TO_COLLECT = (*AT_PROVIDER, JobState.COMPLETED)  # bought, the video not yet on disk
+
+
 def _collect_then(
     refused: ManifestError,
     settings: Settings,
@@ -151,7 +154,7 @@ def _collect_then(
                 api = api_config(settings, token, env)
                 check_writable(settings.out)
             except UsageError as exc:  # no key, say: the jobs wait, and the user is told
-                waiting = len(ledger.job_ids([*AT_PROVIDER, JobState.COMPLETED]))
+                waiting = len(ledger.job_ids(TO_COLLECT))
                 if waiting:
                     where = ledger_option(str(ledger.path))
                     refused.meanwhile = (
@@ -177,7 +180,7 @@ def _collect(
     from batchrunner.report import ledger_option
     from batchrunner.runtime import execute
 
-    waiting = ledger.job_ids([*AT_PROVIDER, JobState.COMPLETED])
+    waiting = ledger.job_ids(TO_COLLECT)
     if not waiting:
         return None
     logger.warning(
@@ -188,7 +191,7 @@ def _collect(
     )
     ledger.start_run("collect", **run_info(settings, api))
     summary = execute(ledger, settings, api, observe, sending=False)
-    left = sum(summary.counts.get(state, 0) for state in (*AT_PROVIDER, JobState.COMPLETED))
+    left = sum(summary.counts.get(state, 0) for state in TO_COLLECT)
     line = (
         f"meanwhile, the {counted(len(waiting), 'job')} bought before: "
         f"{summary.downloaded} downloaded"
