@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import UsageError
-from batchrunner.ledger import Job, Ledger
+from batchrunner.ledger import BATCHES, Job, Ledger
 from batchrunner.paths import not_over_an_input, written_whole
 from batchrunner.states import AT_PROVIDER, NEEDS_ATTENTION, JobState
 
@@ -48,7 +48,6 @@ EXPORT_COLUMNS = [
     "model",  # the endpoint the job ran on (last: the columns before it keep their places)
 ]
 FORMATS = {".csv", ".jsonl", ".parquet", ".xlsx"}
-BATCHES = ("run", "resume", "retry", "collect")  # the commands that buy or fetch
 
 
 def open_existing(path: str | Path) -> Ledger:

@@ -202,6 +202,7 @@ JOB_COLUMNS = tuple(f.name for f in dataclass_fields(Job))
 JOB_SELECT = ", ".join(f"[{name}]" for name in JOB_COLUMNS)
 _STATES = {state.value: state for state in JobState}
 _SPENT = "coalesce(cost_usd, 0) + coalesce(earlier_usd, 0)"  # a job's spend: Job.spent_usd
+BATCHES = ("run", "resume", "retry", "collect")  # the commands that buy or fetch
 
 
 class Standing(NamedTuple):
@@ -720,10 +721,11 @@ class Ledger:
     def unended_before(self) -> tuple[int, ...]:
         """The batch runs just before this one that never ended (killed, crashed, their
         machine gone), latest first: what a ``resume`` carries on, the same night."""
+        marks = ", ".join("?" for _ in BATCHES)
         found = self.db.execute(
-            "select id, finished_at from runs where id < ? and command in "
-            "('run', 'resume', 'retry', 'collect') order by id desc",
-            [self.run_id],
+            f"select id, finished_at from runs where id < ? and command in ({marks}) "
+            "order by id desc",
+            [self.run_id, *BATCHES],
         )
         carried = []
         for run, finished in found:
