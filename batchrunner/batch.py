@@ -314,7 +314,7 @@ def resume(
 ) -> Summary:
     """Carry on with the settings of the ledger's last run (the key comes from the env);
     ``sending=False`` submits nothing (see :func:`~batchrunner.runtime.execute`)."""
-    from batchrunner.ledger import Ledger
+    from batchrunner.ledger import OPTIONS_FROM, Ledger
     from batchrunner.lock import LedgerLock
     from batchrunner.runtime import execute
 
@@ -322,7 +322,7 @@ def resume(
     if not path.exists():
         raise UsageError(f"no ledger at {path}")
     with LedgerLock(path, command), Ledger.open(path, create=False) as ledger:
-        last = ledger.last_run(("run", "resume", "retry"))
+        last = ledger.last_run(OPTIONS_FROM)
         if last is None:
             raise LedgerError(f"{path} has no run to resume; use `batchrunner run MANIFEST`")
         settings = Settings.from_stored(last["options"], ledger=path, **overrides)
@@ -408,14 +408,14 @@ def _cancel_beside(
     :data:`CANCEL_RECORD_SECONDS`."""
     import anyio
 
-    from batchrunner.ledger import Ledger
+    from batchrunner.ledger import OPTIONS_FROM, Ledger
     from batchrunner.runtime import run_loop
 
     with Ledger.open(path, create=False) as ledger:
         missing = [j for j in job_ids if not ledger.has(j)]
         if missing:
             raise UsageError(f"no such job in {path}: {', '.join(missing)}")
-        last = ledger.last_run(("run", "resume", "retry"))
+        last = ledger.last_run(OPTIONS_FROM)
         settings = Settings.from_stored(last["options"] if last else {}, ledger=path)
         try:  # before anything moves: a job at the provider cannot be cancelled without it
             api, keyless = api_config(settings, token, env), None
@@ -599,7 +599,7 @@ def cancel(
     (as by Ctrl-C): the user asked for the spending to stop. Jobs named are cancelled beside
     it, and it goes on with the others (:func:`_cancel_beside`).
     """
-    from batchrunner.ledger import Ledger
+    from batchrunner.ledger import OPTIONS_FROM, Ledger
     from batchrunner.lock import LedgerLock, batch_holding
 
     path = Path(ledger_path)
@@ -618,7 +618,7 @@ def cancel(
             if missing:
                 raise UsageError(f"no such job in {path}: {', '.join(missing)}")
             targets = [ledger.get(j) for j in job_ids]
-        last = ledger.last_run(("run", "resume", "retry"))
+        last = ledger.last_run(OPTIONS_FROM)
         settings = Settings.from_stored(last["options"] if last else {}, ledger=path)
         remote = [j for j in targets if j.state in AT_PROVIDER]
         api = api_config(settings, token, env) if remote else None

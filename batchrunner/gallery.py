@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 from batchrunner.errors import UsageError
-from batchrunner.ledger import Job, Ledger, now
+from batchrunner.ledger import OPTIONS_FROM, Job, Ledger, now
 from batchrunner.models import ModelSpec, lookup
 from batchrunner.paths import not_over_an_input, written_whole
 from batchrunner.states import JobState
@@ -78,7 +78,7 @@ def write_after_run(ledger: Ledger, out: Path) -> Path | None:
 
 
 def default_destination(ledger: Ledger) -> Path:
-    last = ledger.last_run(("run", "resume", "retry"))
+    last = ledger.last_run(OPTIONS_FROM)
     out = (last or {}).get("options", {}).get("out")
     return Path(out) / REPORT_NAME if out else ledger.path.with_name(REPORT_NAME)
 

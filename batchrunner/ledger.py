@@ -203,6 +203,8 @@ JOB_SELECT = ", ".join(f"[{name}]" for name in JOB_COLUMNS)
 _STATES = {state.value: state for state in JobState}
 _SPENT = "coalesce(cost_usd, 0) + coalesce(earlier_usd, 0)"  # a job's spend: Job.spent_usd
 BATCHES = ("run", "resume", "retry", "collect")  # the commands that buy or fetch
+# the batches whose options a later resume, retry, cancel or gallery carries on (not `collect`)
+OPTIONS_FROM = ("run", "resume", "retry")
 
 
 class Standing(NamedTuple):

@@ -33,7 +33,7 @@ from batchrunner import batch
 from batchrunner.cells import decode, read_table, sniff_delimiter
 from batchrunner.errors import UsageError
 from batchrunner.expand import take_seed
-from batchrunner.ledger import Job, Ledger, NewJob
+from batchrunner.ledger import OPTIONS_FROM, Job, Ledger, NewJob
 from batchrunner.models import get_model
 from batchrunner.paths import safe_name
 from batchrunner.report import Summary
@@ -127,7 +127,7 @@ def plan(ledger: Ledger, ids: Sequence[str], *, new_take: bool, unknown: bool = 
     jobs = [ledger.get(job_id) for job_id in ids]
     pending = list(ledger.jobs([JobState.PENDING]))
     pending_usd = round(sum(j.price_usd or 0.0 for j in pending), 4)
-    last = ledger.last_run(("run", "resume", "retry"))
+    last = ledger.last_run(OPTIONS_FROM)
     budget = last["options"].get("budget") if last else None
     spent = ledger.spend()
     if new_take:
