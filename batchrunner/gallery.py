@@ -16,7 +16,9 @@ or state, and downloads the selected cards as a CSV of job ids that
 ``batchrunner retry --ids FILE --new-take`` turns into new takes (:mod:`batchrunner.takes`).
 
 Input images: a local file gets a small JPEG thumbnail in ``<ledger>.media/thumbs/`` (made once
-per image, by its sha256); an http(s) URL is shown as it is (only when online).
+per image, by its sha256); an http(s) URL is shown as it is (only when online). A done job's
+poster whose file is gone (``<ledger>.media`` deleted to save space, or not copied along with
+the ledger) is made again from its video, where it would have been saved.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from batchrunner.ledger import OPTIONS_FROM, Job, Ledger, now
 from batchrunner.models import ModelSpec, lookup
 from batchrunner.paths import not_over_an_input, written_whole
 from batchrunner.states import JobState
-from batchrunner.verify import media_dir
+from batchrunner.verify import Expected, UnplayableError, inspect, media_dir, poster_path
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +99,15 @@ def write_report(ledger: Ledger, destination: Path) -> Path:
 def render(ledger: Ledger, folder: Path) -> str:
     """The page's HTML, with links relative to ``folder`` (where it will be written)."""
     links = _Links(folder)
-    thumbs = _Thumbs(media_dir(ledger.path) / "thumbs", links)
+    media = media_dir(ledger.path)
+    thumbs = _Thumbs(media / "thumbs", links)
+    posters = _Posters(media, links)
     specs: dict[str, ModelSpec | None] = {}
     cards = []
     for job in ledger.jobs():  # one at a time: only the cards are kept (20,000 jobs: 100 MB)
         if job.endpoint not in specs:
             specs[job.endpoint] = lookup(job.endpoint)
-        cards.append(card(job, links, thumbs, specs[job.endpoint]))
+        cards.append(card(job, links, thumbs, specs[job.endpoint], posters))
     data = {
         "summary": summary(ledger, cards, specs),
         "facets": facets(cards),
@@ -119,7 +123,9 @@ def render(ledger: Ledger, folder: Path) -> str:
     )
 
 
-def card(job: Job, links: _Links, thumbs: _Thumbs, spec: ModelSpec | None) -> dict[str, Any]:
+def card(
+    job: Job, links: _Links, thumbs: _Thumbs, spec: ModelSpec | None, posters: _Posters
+) -> dict[str, Any]:
     """What one job's card shows (keys are short: 2,000 of them go into the page)."""
     media = job.media or {}
     video = job.output_path if job.state is JobState.DONE else None
@@ -140,7 +146,7 @@ def card(job: Job, links: _Links, thumbs: _Thumbs, spec: ModelSpec | None) -> di
         "cost": job.spent_usd,
         "billed": job.billed_usd,
         "video": links(video) if video else None,
-        "poster": links(job.poster) if job.poster and links.present(job.poster) else None,
+        "poster": posters.of(job, video),
         "prompt": job.input.get("prompt") if isinstance(job.input.get("prompt"), str) else "",
         "inputs": _inputs(job, links, thumbs, spec),
         "values": values,
@@ -264,6 +270,32 @@ class _Thumbs:
                 logger.info("no thumbnail for %s: %s", image, exc)
                 return None
         return self.links(str(dest))
+
+
+class _Posters:
+    """Each done job's poster, made again from its video when the file is gone."""
+
+    def __init__(self, media: Path, links: _Links):
+        self.media = media
+        self.links = links
+
+    def of(self, job: Job, video: str | None) -> str | None:
+        if job.poster and self.links.present(job.poster):
+            return self.links(job.poster)
+        if video is None:
+            return None
+        # where the run saves it, seen from here (the ledger may have been moved since)
+        dest = poster_path(self.media, job.job_id)
+        if self.links.present(str(dest)):
+            return self.links(str(dest))
+        if not os.path.isfile(video):
+            return None
+        try:
+            made = inspect(Path(video), Expected(), dest).poster
+        except UnplayableError as exc:
+            logger.info("no poster for %s: %s", video, exc)
+            return None
+        return self.links(made) if made else None
 
 
 class _Links:

@@ -6,15 +6,18 @@ How it behaves in a browser is in ``test_gallery_browser.py``.
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from batchrunner import gallery
 from batchrunner.cli import cli
 from batchrunner.ledger import Ledger, NewJob
+from batchrunner.simulator.clips import MediaShape, clip_bytes
 from batchrunner.states import JobState
 from tests.helpers import IMAGE, page_data
 
@@ -136,3 +139,23 @@ def test_a_ledger_from_before_media_checks_opens_and_shows(tmp_path: Path) -> No
         assert ledger.get("j1").take_of is None
     cards = page_data(gallery.report(path).read_text())["cards"]
     assert [c["id"] for c in cards] == ["j1", "j2", "j3"]
+
+
+def test_a_deleted_poster_is_made_again_from_its_video(tmp_path: Path) -> None:
+    """``LEDGER.media`` deleted (or the ledger copied without it), or a poster that could not be
+    saved at the time: the page makes each done job's poster again from its video, where the
+    run saves posters, so the review shows frames, not blank cards."""
+    ledger = make_ledger(tmp_path)
+    (tmp_path / "videos" / "0001 fox.mp4").write_bytes(clip_bytes(MediaShape("9:16", 4.0, True)))
+    poster = tmp_path / "state" / "l.db.media" / "posters" / "j1.jpg"
+    for recorded in (None, str(tmp_path / "elsewhere" / "j1.jpg")):
+        shutil.rmtree(poster.parent.parent, ignore_errors=True)
+        with Ledger.open(ledger, create=False) as opened:
+            opened.db.execute("update jobs set poster = ? where job_id = 'j1'", [recorded])
+            opened.db.conn.commit()
+        shown = {c["id"]: c for c in page_data(gallery.report(ledger).read_text())["cards"]}
+        assert shown["j1"]["poster"] == "../state/l.db.media/posters/j1.jpg", recorded
+        with Image.open(poster) as made:
+            assert made.format == "JPEG" and made.size == (180, 320)
+        assert shown["j2"]["poster"] is None  # not done: nothing to show
+    assert sorted(p.name for p in poster.parent.iterdir()) == ["j1.jpg"]
