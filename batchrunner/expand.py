@@ -30,6 +30,7 @@ MAX_TAKES = 100
 # A matrix may vary the model itself (``--matrix model=fal-ai/veo3,fal-ai/veo3.1``): every row on
 # every model. The manifest loader looks the ids up; no model's fields name it.
 MODEL = "model"
+OUTPUT = "output"  # the control column --set may fill too: a file name (template)
 VISIBLE = "visible"  # --rows visible: the rows a workbook shows
 # {column} is a placeholder; {{ and }} are literal braces; any other brace is left alone.
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_ .\-]*)\}")
@@ -199,6 +200,9 @@ def build(
             _check_values(values, check, label, each=each)
     if prompt_template is not None:
         check_template(prompt_template)
+    for values in (config.get("defaults", {}), defaults or {}):
+        if OUTPUT in values:
+            check_template(str(values[OUTPUT]), "output name", "file name")
     choices = {**config.get("matrix", {}), **(matrix or {})}
     return Expansion(
         defaults={**config.get("defaults", {}), **(defaults or {})},
@@ -218,6 +222,8 @@ def _check_values(
     for name, value in values.items():
         if each and name == MODEL:
             continue  # a model id, not a field's value: looked up by the loader
+        if name == OUTPUT:
+            continue  # a file name, checked row by row once its placeholders are filled
         for item in _choices(name, value) if each else (value,):
             problem = check(name, item)
             if problem is not None:
@@ -269,6 +275,8 @@ def check_field(name: str, fields: tuple[str, ...], option: str, *, matrix: bool
     :data:`MODEL`)."""
     if matrix and name == MODEL:
         return
+    if not matrix and name == OUTPUT:
+        return  # a file name for rows without one, placeholders and all
     if fields and name not in fields:
         raise UsageError(
             f"{option}: {name!r} is not a field of the model; fields: {', '.join(fields)}"
@@ -301,8 +309,15 @@ def _variants(cells: Mapping[str, Any], takes: int, expansion: Expansion) -> Ite
             yield Variant(variant_cells, "~".join(label_parts), take, takes)
 
 
-def render(template: str, cells: Mapping[str, Any]) -> str:
-    """Fill ``{column}`` placeholders from ``cells``; ``{{``/``}}`` are literal braces."""
+def render(
+    template: str,
+    cells: Mapping[str, Any],
+    *,
+    what: str = "the prompt template",
+    text: Callable[[str], str] = str,
+) -> str:
+    """Fill ``{column}`` placeholders from ``cells`` (each value as ``text`` makes it: an
+    output name makes it fit in a file name); ``{{``/``}}`` are literal braces."""
     if "{" not in template and "}" not in template:
         return template  # nothing to fill (most prompts)
 
@@ -313,15 +328,12 @@ def render(template: str, cells: Mapping[str, Any]) -> str:
         name = match.group(1)
         if name not in cells:
             raise TemplateError(
-                f"the prompt template uses {{{name}}}, but there is no {name!r} column",
-                column=name,
+                f"{what} uses {{{name}}}, but there is no {name!r} column", column=name
             )
         value = cells[name]
         if is_empty(value):
-            raise TemplateError(
-                f"the prompt template uses {{{name}}}, which is empty in this row", column=name
-            )
-        return str(number_text(value))
+            raise TemplateError(f"{what} uses {{{name}}}, which is empty in this row", column=name)
+        return text(str(number_text(value)))
 
     return _PLACEHOLDER.sub(fill, template)
 
@@ -331,15 +343,15 @@ def placeholders(template: str) -> list[str]:
     return list(dict.fromkeys(m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1)))
 
 
-def check_template(template: str) -> None:
+def check_template(template: str, what: str = "prompt template", where: str = "prompt") -> None:
     """Raise UsageError for a prompt template with a brace that is neither a ``{column}``
     placeholder nor an escaped ``{{``/``}}``: a typo (``{prompt``) that :func:`render` would send
     to every job as it is."""
     stray = _PLACEHOLDER.sub("", template)
     if "{" in stray or "}" in stray:
         raise UsageError(
-            f"the prompt template {template!r} has a brace that is not a {{column}} placeholder; "
-            "write {{ or }} for a brace in the prompt"
+            f"the {what} {template!r} has a brace that is not a {{column}} placeholder; "
+            f"write {{{{ or }}}} for a brace in the {where}"
         )
 
 

@@ -57,11 +57,13 @@ from batchrunner.errors import ManifestError, Problem, UsageError, counted
 from batchrunner.expand import (
     MAX_TAKES,
     MODEL,
+    OUTPUT,
     Expansion,
     Rows,
     TemplateError,
     Variant,
     placeholders,
+    render,
     take_seed,
     variants,
 )
@@ -85,7 +87,13 @@ from batchrunner.images import (
     url_problem,
 )
 from batchrunner.models import ModelSpec, get_model
-from batchrunner.paths import check_output_name, check_video_suffix, safe_name, with_extension
+from batchrunner.paths import (
+    check_output_name,
+    check_video_suffix,
+    name_part,
+    safe_name,
+    with_extension,
+)
 
 __all__ = [
     "LocalFile",
@@ -393,7 +401,7 @@ def _expansion_misfits(groups: list[_Group]) -> list[Problem]:
     known = [group.spec for group in groups if group.spec.known]
     if groups and len(known) == len(groups):
         for name in groups[0].expansion.defaults:
-            if not any(name in spec.fields for spec in known):
+            if name != OUTPUT and not any(name in spec.fields for spec in known):
                 models = " or ".join(spec.endpoint_id for spec in known)
                 message = f"--set {name} (or [defaults]): {models} has no such field"
                 problems.append(Problem(message, column=name))
@@ -410,6 +418,8 @@ def _expansion_misfits(groups: list[_Group]) -> list[Problem]:
                 )
                 problems.append(Problem(message, column="model"))
         for name in expansion.defaults:
+            if name == OUTPUT:
+                continue
             if any(name in other.fields for other in known) and name not in spec.fields:
                 message = (
                     f"--set {name} (or [defaults]): {spec.endpoint_id} has no {name!r} field, "
@@ -625,9 +635,9 @@ class _Columns:
             message = f"the manifest has no {name!r} column, which is required{hint}"
             self.problems.append(Problem(f"{message}; columns found: {found}", column=name))
         present = [n for n in [*declared, *CONTROL_COLUMNS] if n not in absent]
-        templated = set(placeholders(expansion.prompt_template or ""))
+        templated = {name for _, text in _templates(expansion) for name in placeholders(text)}
         for name in self.metadata:
-            if name in hinted or name in templated:  # a column the prompt is built from
+            if name in hinted or name in templated:  # a column the prompt or name is built from
                 continue
             twin, near = _near_miss(name, present), _near_miss(name, absent, parts=True)
             if twin or near:
@@ -650,20 +660,30 @@ class _Columns:
             self.problems.append(Problem(message, column=name, severity=severity))
 
     def _template_gaps(self, names: list[str], expansion: Expansion) -> set[str]:
-        """The columns ``--prompt-template`` names that no row can have: one problem each, said
-        once for the manifest rather than once for every row."""
-        template = expansion.prompt_template
-        if template is None:
-            return set()
+        """The columns ``--prompt-template`` (or an output name given by ``--set``) names that
+        no row can have: one problem each, said once for the manifest rather than once for
+        every row."""
         given = {*names, *expansion.defaults, *(name for name, _ in expansion.matrix)}
-        gaps = [name for name in placeholders(template) if name not in given]
         found = ", ".join(repr(n) for n in names) or "none"
-        for name in gaps:
-            guess = _did_you_mean(name, names)
-            hint = f" (did you mean {{{guess}}}?)" if guess else ""
-            message = f"the prompt template uses {{{name}}}, but there is no {name!r} column{hint}"
-            self.problems.append(Problem(f"{message}; columns found: {found}", column=name))
-        return set(gaps)
+        gaps: set[str] = set()
+        for what, template in _templates(expansion):
+            for name in placeholders(template):
+                if name in given or name in gaps:
+                    continue
+                gaps.add(name)
+                guess = _did_you_mean(name, names)
+                hint = f" (did you mean {{{guess}}}?)" if guess else ""
+                message = f"{what} uses {{{name}}}, but there is no {name!r} column{hint}"
+                self.problems.append(Problem(f"{message}; columns found: {found}", column=name))
+        return gaps
+
+
+def _templates(expansion: Expansion) -> list[tuple[str, str]]:
+    """The templates every row is filled into: ``--prompt-template``, an output name ``--set``
+    gives (``{aspect_ratio}/{id}``)."""
+    found = [("the prompt template", expansion.prompt_template)]
+    found.append(("the output name", expansion.defaults.get(OUTPUT)))
+    return [(what, template) for what, template in found if isinstance(template, str)]
 
 
 def _near_miss(name: str, candidates: list[str], *, parts: bool = False) -> str | None:
@@ -786,7 +806,9 @@ class _RowBuilder:
             slow.update(i for i, t in enumerate(ids) if t and _CONTROL_CHARS.search(t))
         outputs = _control_column(table.cells("output"), slow)
         for i, output in enumerate(outputs):
-            if output is not None:
+            if output is not None and ("{" in output or "}" in output):
+                slow.add(i)  # placeholders, filled row by row
+            elif output is not None:
                 extension = self.spec.default_extension
                 named = _variant_output(output, "", extension)
                 if (
@@ -901,6 +923,8 @@ class _RowBuilder:
             problem(str(exc), "id")
         try:
             output = control_text(cells.get("output"))
+            if output is not None:
+                output = render(output, cells, what="the output name", text=name_part)
             reason = (
                 check_output_name(output) or check_video_suffix(output, self.spec.default_extension)
                 if output is not None
@@ -916,6 +940,10 @@ class _RowBuilder:
                     built.output = named
             if reason:
                 problem(reason, "output")
+        except TemplateError as exc:
+            if exc.column in self.columns.template_gaps:
+                return _Built(record)  # said once, for the whole manifest
+            problem(str(exc), "output")
         except BadCell as exc:
             problem(str(exc), "output")
 

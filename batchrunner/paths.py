@@ -23,6 +23,13 @@ OTHER_VIDEO_SUFFIXES = frozenset(
 )
 
 
+def name_part(text: str) -> str:
+    """``text`` made one part of a file name, for a placeholder in an output name: ``16:9`` →
+    ``16_9``, ``a/b`` → ``a_b`` (a cell's value never makes a folder, nor climbs out of one);
+    ends that are dots or spaces trimmed (``..`` is not a folder)."""
+    return _UNSAFE_CHARS.sub("_", text.replace("/", "_")).strip(". ") or "_"
+
+
 def check_output_name(name: str) -> str | None:
     """Why ``name`` cannot be an output file name, or ``None`` when it can.
 

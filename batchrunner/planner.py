@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from batchrunner.errors import Problem, UsageError, counted
 from batchrunner.frozen import assemble
 from batchrunner.manifest import Manifest, ManifestRow, gc_paused, materialize
-from batchrunner.paths import written_whole
+from batchrunner.models import get_model
+from batchrunner.paths import video_name, written_whole
 from batchrunner.pricing import cents_up
 from batchrunner.states import AT_PROVIDER, JobState
 
@@ -485,15 +486,21 @@ def write_bodies(manifest: Manifest, destination: Path, ledger_path: Path | None
 
         with Ledger.open(ledger_path, create=False) as ledger:
             manifest = as_recorded(manifest, ledger)
+    extensions: dict[str, str] = {}
     try:
         with written_whole(destination) as part, open(part, "w", encoding="utf-8") as handle:
             for row in manifest.rows:
+                if row.endpoint not in extensions:
+                    spec = get_model(row.endpoint, allow_unregistered=True)
+                    extensions[row.endpoint] = spec.default_extension
                 record = {
                     "job_id": row.job_id,
                     "row": row.row,
                     "variant": row.variant,
                     "endpoint": row.endpoint,
                     "cost_usd": row.cost_usd,
+                    # where its video goes, under --out
+                    "output": video_name(row.job_id, row.row, row.output, extensions[row.endpoint]),
                     "input": materialize(row.payload, row.files),
                 }
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")

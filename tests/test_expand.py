@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from batchrunner import expand
 from batchrunner.errors import ManifestError, UsageError
 from batchrunner.expand import Expansion, Rows
 from batchrunner.manifest import Manifest, load_manifest
@@ -204,6 +206,52 @@ def test_outputs_of_variants_get_the_variant_in_their_name(tmp_path: Path) -> No
     path = manifest(tmp_path, [{"prompt": "a", "output": "clips/fox.mp4"}])
     loaded = load(path, matrix=(("aspect_ratio", ("16:9", "9:16")),))
     assert [r.output for r in loaded.rows] == ["clips/fox~16_9.mp4", "clips/fox~9_16.mp4"]
+
+
+def test_an_output_name_fills_placeholders_into_folders_per_value(tmp_path: Path) -> None:
+    """``--set output={scene}/{aspect_ratio}/{id}``: a folder per matrix value (or any column),
+    each value made a file name's part: it never makes a folder of its own or climbs out."""
+    path = manifest(
+        tmp_path,
+        [
+            {"id": "fox", "prompt": "a", "scene": "Day 2: woods"},
+            {"id": "hen", "prompt": "b", "scene": "../up"},
+            {"id": "owl", "prompt": "c", "scene": "x", "output": "night/{id}-{scene}"},
+        ],
+    )
+    loaded = load(
+        path,
+        matrix=(("aspect_ratio", ("16:9", "9:16")),),
+        defaults={"output": "{scene}/{aspect_ratio}/{id}"},
+    )
+    assert [r.output for r in loaded.rows] == [
+        "Day 2_ woods/16_9/fox~16_9.mp4",
+        "Day 2_ woods/9_16/fox~9_16.mp4",
+        "_up/16_9/hen~16_9.mp4",
+        "_up/9_16/hen~9_16.mp4",
+        "night/owl-x~16_9.mp4",  # a row's own output cell wins over --set
+        "night/owl-x~9_16.mp4",
+    ]
+    assert not loaded.warnings  # 'scene' names folders: no "unknown column" warning
+    plain = load(path)  # a manifest with nothing to expand reads its output cells the same
+    assert [r.output for r in plain.rows] == [None, None, "night/owl-x.mp4"]
+
+
+def test_an_output_name_naming_a_missing_column_is_one_problem(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [{"prompt": "a", "scene": "x"}, {"prompt": "b", "scene": "y"}])
+    assert problems(path, defaults={"output": "{Scene}/{id}"}) == [
+        "column 'Scene': the output name uses {Scene}, but there is no 'Scene' column (did you "
+        "mean {scene}?); columns found: 'image_url', 'prompt', 'scene'",
+        "column 'id': the output name uses {id}, but there is no 'id' column; columns found: "
+        "'image_url', 'prompt', 'scene'",
+    ]
+    cell = manifest(tmp_path, [{"prompt": "a", "output": "{nope}/a"}, {"prompt": "b"}])
+    assert problems(cell) == [
+        "row 1, line 2, column 'output': the output name uses {nope}, but there is no 'nope' "
+        "column (got '{nope}/a')"
+    ]
+    with pytest.raises(UsageError, match=re.escape("output name '{scene/x' has a brace")):
+        expand.build(SPEC.fields, {}, defaults={"output": "{scene/x"})
 
 
 def test_plan_counts_prices_and_what_the_ledger_has(tmp_path: Path) -> None:

@@ -243,6 +243,33 @@ def test_the_ledger_follows_what_the_sheet_says_besides_the_request(
     assert "row 3, line 4, column 'output': now 'harbour-final.mp4', but shot-002's" in warning
 
 
+def test_set_output_sorts_the_videos_into_a_folder_per_matrix_value(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """A matrix of two aspect ratios handed to two editors: ``--set output={aspect_ratio}/{id}``
+    puts each ratio's clips in a folder of its own; ``plan -o`` shows each file's name first."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    shape = ["--matrix", "aspect_ratio=16:9,9:16", "--set", "output={aspect_ratio}/{id}"]
+    plan = CliRunner().invoke(cli, ["plan", str(manifest), *shape, "-o", str(tmp_path / "p.jsonl")])
+    assert plan.exit_code == 0, plan.output
+    planned = [
+        json.loads(line)["output"] for line in (tmp_path / "p.jsonl").read_text().splitlines()
+    ]
+    assert planned == [
+        "16_9/0001-shot-001~16_9.mp4", "9_16/0001-shot-001~9_16.mp4",
+        "16_9/0002-shot-002~16_9.mp4", "9_16/0002-shot-002~9_16.mp4",
+    ]  # fmt: skip
+    result = CliRunner().invoke(
+        cli, run_args(sim, tmp_path, manifest, *shape), env={"BATCHRUNNER_API_KEY": TOKEN}
+    )
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.mp4")) == sorted(planned)
+    assert {job.output_path for job in jobs(tmp_path / "ledger.db")} == {
+        str(out / name) for name in planned
+    }
+
+
 def test_ids_no_file_name_can_hold_as_they_are_still_get_their_own_video_and_poster(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
