@@ -35,12 +35,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from batchrunner.errors import UsageError
+import anyio
+
+from batchrunner.errors import DownloadError, UsageError
 from batchrunner.ledger import OPTIONS_FROM, Job, Ledger, now
 from batchrunner.models import ModelSpec, lookup
 from batchrunner.paths import not_over_an_input, written_whole
 from batchrunner.states import JobState
-from batchrunner.verify import Expected, UnplayableError, inspect, media_dir, poster_path
+from batchrunner.verify import Expected, media_dir, poster_path
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +110,7 @@ def render(ledger: Ledger, folder: Path) -> str:
         if job.endpoint not in specs:
             specs[job.endpoint] = lookup(job.endpoint)
         cards.append(card(job, links, thumbs, specs[job.endpoint], posters))
+    posters.make(cards)
     data = {
         "summary": summary(ledger, cards, specs),
         "facets": facets(cards),
@@ -273,11 +276,14 @@ class _Thumbs:
 
 
 class _Posters:
-    """Each done job's poster, made again from its video when the file is gone."""
+    """Each done job's poster. One whose file is gone is made again from its video by
+    :meth:`make`, after every card is built: in the media check's worker processes, as a run
+    checks clips (a decoder that crashes or hangs on a file costs that poster, not the page)."""
 
     def __init__(self, media: Path, links: _Links):
         self.media = media
         self.links = links
+        self.wanted: dict[str, tuple[Path, Path]] = {}  # job id -> (video, poster to make)
 
     def of(self, job: Job, video: str | None) -> str | None:
         if job.poster and self.links.present(job.poster):
@@ -288,14 +294,40 @@ class _Posters:
         dest = poster_path(self.media, job.job_id)
         if self.links.present(str(dest)):
             return self.links(str(dest))
-        if not os.path.isfile(video):
-            return None
+        if os.path.isfile(video):
+            self.wanted[job.job_id] = (Path(video), dest)
+        return None
+
+    def make(self, cards: list[dict[str, Any]]) -> None:
+        """Make the posters :meth:`of` found gone, and show them on their cards."""
+        if not self.wanted:
+            return
+        from batchrunner.runtime import beside_a_loop
+
+        made = beside_a_loop(lambda: anyio.run(_made_posters, list(self.wanted.values())))
+        by_id = dict(zip(self.wanted, made, strict=True))
+        for one in cards:
+            if by_id.get(one["id"]):
+                one["poster"] = self.links(str(by_id[one["id"]]))
+
+
+async def _made_posters(wanted: list[tuple[Path, Path]]) -> list[str | None]:
+    """Each ``(video, poster)``'s poster made, or None where it could not be."""
+    from batchrunner.inspector import Inspectors, checking_processes
+
+    inspectors = Inspectors(checking_processes(len(wanted)))
+    made: list[str | None] = [None] * len(wanted)
+
+    async def one(index: int, video: Path, dest: Path) -> None:
         try:
-            made = inspect(Path(video), Expected(), dest).poster
-        except UnplayableError as exc:
+            made[index] = (await inspectors.inspect(video, Expected(), dest)).poster
+        except DownloadError as exc:  # it does not decode, or its check crashed
             logger.info("no poster for %s: %s", video, exc)
-            return None
-        return self.links(made) if made else None
+
+    async with anyio.create_task_group() as group:
+        for index, (video, dest) in enumerate(wanted):
+            group.start_soon(one, index, video, dest)
+    return made
 
 
 class _Links:
