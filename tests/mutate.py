@@ -158,30 +158,46 @@ MUTATIONS: list[Mutation] = [
         "submit-intent-committed-after-the-post",
         "`unknown` happens only when a submit's answer was lost",
         "batchrunner/scheduler.py",
-        "        job = await self.commits.transition(\n"
-        "            job.job_id,\n"
-        "            S.SUBMITTING,\n"
-        "            expect=S.PENDING,\n"
-        '            detail="submit intent",\n'
-        "            submits=job.submits + 1,\n"
-        "            cost_usd=job.price_usd,  # reserved: from here on the job may be billed\n"
-        "            error=None,\n"
-        "        )\n"
+        "        try:\n"
+        "            job = await self.commits.transition(\n"
+        "                job.job_id,\n"
+        "                S.SUBMITTING,\n"
+        "                expect=S.PENDING,\n"
+        '                detail="submit intent",\n'
+        "                submits=job.submits + 1,\n"
+        "                cost_usd=job.price_usd,  # reserved: from here on the job may be billed\n"
+        "                # a pending job with a cost was sent before"
+        " and may have been billed for it\n"
+        "                earlier_usd=job.spent_usd,\n"
+        "                error=None,\n"
+        "            )\n"
+        "        except TransitionError:  # `cancel JOB_ID` beside this run got to it first\n"
+        "            job = self.ledger.get(job.job_id)\n"
+        '            logger.info("job %s: not sent: it is %s", job.job_id, job.state)\n'
+        "            return job\n"
         "        try:\n"
         "            answer = await self._submit_shielded(job, body)\n",
         "        try:  # MUTANT: POST first, record the intent afterwards\n"
         "            posted: Any = await self._submit_shielded(job, body)\n"
         "        except Exception as exc:\n"
         "            posted = exc\n"
-        "        job = await self.commits.transition(\n"
-        "            job.job_id,\n"
-        "            S.SUBMITTING,\n"
-        "            expect=S.PENDING,\n"
-        '            detail="submit intent",\n'
-        "            submits=job.submits + 1,\n"
-        "            cost_usd=job.price_usd,\n"
-        "            error=None,\n"
-        "        )\n"
+        "        try:\n"
+        "            job = await self.commits.transition(\n"
+        "                job.job_id,\n"
+        "                S.SUBMITTING,\n"
+        "                expect=S.PENDING,\n"
+        '                detail="submit intent",\n'
+        "                submits=job.submits + 1,\n"
+        "                cost_usd=job.price_usd,  # reserved: from here on the job may be billed\n"
+        "                # a pending job with a cost was sent before"
+        " and may have been billed for it\n"
+        "                earlier_usd=job.spent_usd,\n"
+        "                error=None,\n"
+        "            )\n"
+        "        except TransitionError:  # `cancel JOB_ID` beside this run got to it first\n"
+        "            job = self.ledger.get(job.job_id)\n"
+        '            logger.info("job %s: not sent: it is %s", job.job_id, job.state)\n'
+        "            return job\n"
         "        try:\n"
         "            if isinstance(posted, Exception):\n"
         "                raise posted\n"
@@ -515,8 +531,8 @@ MUTATIONS: list[Mutation] = [
         "run-budget-counts-earlier-runs",
         "The budget is never exceeded",
         "batchrunner/scheduler.py",
-        "ledger.run_spend, 0.0))\n",
-        "ledger.spend))  # MUTANT: earlier runs count against each run's cap\n",
+        "self.options.run_budget, ledger.night_spend))\n",
+        "self.options.run_budget, ledger.spend))  # MUTANT: earlier runs count too\n",
         (BUDGET + "test_a_run_budget_caps_each_night_and_the_ledger_budget_the_whole",),
     ),
     Mutation(
@@ -776,8 +792,8 @@ MUTATIONS: list[Mutation] = [
         "deleted-rows-bought-anyway",
         "Nothing is bought twice without your say-so",
         "batchrunner/scheduler.py",
-        "        return ids, self.ledger.sendable_keys()\n",
-        "        return ids, self.ledger.job_keys([S.PENDING])  # MUTANT\n",
+        "        return ids, self.ledger.sendable_keys() if self.sending else []\n",
+        "        return ids, self.ledger.job_keys([S.PENDING]) if self.sending else []  # MUTANT\n",
         ("tests/test_planner.py::test_rows_deleted_before_they_were_sent_are_not_bought",),
     ),
     Mutation(
