@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrunner import batch, expand
-from batchrunner.config import TABLES, find_config, load_config
+from batchrunner.config import SHAPING_KINDS, TABLES, find_config, load_config
 from batchrunner.errors import UsageError, did_you_mean
 from batchrunner.expand import Expansion, check_fields
 from batchrunner.planner import Plan, make_plan
 from batchrunner.report import Summary
-from batchrunner.settings import NAMES
+from batchrunner.settings import NAMES, checked
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,6 +124,9 @@ def _options(
     from_file = load_config(find_config(path, explicit))
     merged = {k: v for k, v in from_file.items() if k not in TABLES}
     merged.update({k: v for k, v in options.items() if k not in ("set", "matrix")})
+    for name, kind in SHAPING_KINDS.items():  # checked here as the file's are when read
+        if options.get(name) is not None:
+            checked(name, kind, options[name])
     settings = batch.Settings(**_only(merged, SETTINGS_OPTIONS))  # typing "45m", paths...
     spec = batch.model_of(settings)
     given = {"set": options.get("set") or {}, "matrix": options.get("matrix") or {}}

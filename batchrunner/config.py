@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from batchrunner.errors import UsageError, did_you_mean
-from batchrunner.settings import NAMES, toml_key
+from batchrunner.expand import MAX_TAKES
+from batchrunner.settings import NAMES, checked, options, toml_key
 
 CONFIG_NAME = "batchrunner.toml"
 
@@ -37,6 +38,18 @@ KEYS: dict[str, str] = {key: name for name in NAMES if (key := toml_key(name))} 
     name: name for name in ("count", "prompt_template", "dedupe", "strict")
 }
 TABLES = ("defaults", "matrix")
+# the kinds (see batchrunner.settings.Option.kind) of the options that shape a manifest's jobs
+SHAPING_KINDS = {
+    "count": f"int:1:{MAX_TAKES}",
+    "prompt_template": "text",
+    "dedupe": "flag",
+    "strict": "flag",
+}
+
+
+def kind_of(name: str) -> str:
+    """What option ``name`` (a setting or one of :data:`SHAPING_KINDS`) takes."""
+    return SHAPING_KINDS.get(name) or options()[name].kind
 
 
 def find_config(manifest: Path, explicit: Path | None) -> Path | None:
@@ -66,6 +79,10 @@ def load_config(path: Path | None) -> dict[str, Any]:
                 raise UsageError(f"{path}: [{name}] must be a table of field = value")
             settings[name] = value
         elif name in KEYS:
+            try:  # a wrong value is the file's mistake, named as it is written there
+                checked(key, kind_of(KEYS[name]), value)
+            except UsageError as exc:
+                raise UsageError(f"{path}: {exc}") from None
             settings[KEYS[name]] = value
         else:
             allowed = ", ".join([*KEYS, *(f"[{t}]" for t in TABLES)])

@@ -13,6 +13,8 @@ Adding an option: one field here (with its :class:`Option`), one README row, and
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ class Option:
     help: str
     flag: str | None = ""  # "" means "--" + the field name with dashes
     toml: str | None = ""  # "" means the field name
-    kind: str = ""  # "path", "dir", "choice:a,b", "int:1:1000", "float:0.01", "duration", "flag"
+    # "path", "dir", "choice:a,b", "int:1:1000", "float:0.01", "duration", "flag", "text"
+    kind: str = ""
     shown: Any = None  # the default as --help shows it, when it is not the value itself
 
 
@@ -58,6 +61,7 @@ class Settings:
         DEFAULT_MODEL,
         "Endpoint id (`batchrunner models list` shows them); a manifest's `model` column "
         "names one for each row.",
+        kind="text",
     )
     allow_unregistered: bool = option(
         False, "Run a model the registry does not know: its input is sent unvalidated.", kind="flag"
@@ -70,7 +74,9 @@ class Settings:
         "API preset (origin and auth scheme).",
         kind="choice:" + ",".join(sorted(PROVIDERS)),
     )
-    base_url: str | None = option(None, "Override the API origin (http:// only for loopback).")
+    base_url: str | None = option(
+        None, "Override the API origin (http:// only for loopback).", kind="text"
+    )
     auth_scheme: str | None = option(None, "Override the auth scheme.", kind="choice:bearer,key")
     concurrency: int = option(8, "Most jobs in flight at the provider.", kind="int:1:1000")
     rps: float | None = option(
@@ -130,7 +136,9 @@ class Settings:
         "submitting (exit 75).",
         kind="float:0",
     )
-    sheet: str | None = option(None, "Excel sheet to read (name or 0-based index); default first.")
+    sheet: str | None = option(
+        None, "Excel sheet to read (name or 0-based index); default first.", kind="sheet"
+    )
     check_urls: bool = option(
         False,
         "Before sending anything, fetch the start of every file URL (image_url...): a broken, "
@@ -147,7 +155,11 @@ class Settings:
         False, "Run against the built-in simulator (no key, no cost).", toml=None, kind="flag"
     )
     stop_grace: float = option(
-        3.0, "On a stop, how long a submit under way may take to answer.", flag=None, toml=None
+        3.0,
+        "On a stop, how long a submit under way may take to answer.",
+        flag=None,
+        toml=None,
+        kind="float:0",
     )
     retry: RetryPolicy = option(
         RetryPolicy(), "How transient failures are retried.", flag=None, toml=None
@@ -157,24 +169,22 @@ class Settings:
 
     def __post_init__(self) -> None:
         """Values from a TOML file or a Python caller are typed and checked as the command line
-        checks them: ``"30m"`` as seconds, paths as Paths, ranges and choices enforced."""
+        checks them: ``"30m"`` as seconds, paths as Paths, ranges and choices enforced; a value
+        of the wrong type is a :class:`UsageError` naming the option, never a crash mid-run.
+        None is the option's default."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
         for name, how in options().items():
             value = getattr(self, name)
             if value is None:
+                made = fields[name].default_factory
+                default = made() if made is not dataclasses.MISSING else fields[name].default
+                setattr(self, name, default)
                 continue
-            kind, _, rest = how.kind.partition(":")
-            if kind == "duration":
-                setattr(self, name, seconds(value))
-            elif kind in ("path", "dir") and isinstance(value, str):
-                setattr(self, name, Path(value))
-            elif kind == "choice" and value not in rest.split(","):
-                raise UsageError(f"{name} must be one of {rest.replace(',', ', ')}, got {value!r}")
-            elif kind in ("int", "float"):
-                low, _, high = rest.partition(":")
-                number = value if isinstance(value, int | float) and value is not True else None
-                if number is None or number < float(low) or (high and number > float(high)):
-                    span = f"between {low} and {high}" if high else f"at least {low}"
-                    raise UsageError(f"{name} must be a number {span}, got {value!r}")
+            if name == "retry":
+                if not isinstance(value, RetryPolicy):
+                    raise UsageError(f"retry must be a RetryPolicy, got {value!r}")
+                continue
+            setattr(self, name, checked(name, how.kind, value))
 
     def stored(self) -> dict[str, Any]:
         values = asdict(self)
@@ -197,6 +207,77 @@ class Settings:
 
 
 UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def checked(name: str, kind: str, value: Any) -> Any:
+    """``value`` for the option ``name`` of this :attr:`Option.kind`, typed (a duration in
+    seconds, a path as a Path), or a :class:`UsageError` saying what ``name`` takes. A Python
+    caller's and a ``batchrunner.toml``'s values go through here: no string for a number, no
+    number for a flag, as the command line's own parsing would refuse them."""
+    kind, _, rest = kind.partition(":")
+    shown = _shown(value)
+    if kind == "duration":
+        try:
+            return seconds(value)
+        except ValueError:
+            raise UsageError(
+                f"{name} must be a duration like 90s, 45m or 2h (longer than zero), got {shown}"
+            ) from None
+    if kind in ("path", "dir"):
+        if isinstance(value, str | os.PathLike) and str(value).strip():
+            return Path(value)
+        what = "file" if kind == "path" else "folder"
+        raise UsageError(f"{name} must be the path of a {what}, got {shown}")
+    if kind == "choice":
+        if value not in rest.split(","):
+            raise UsageError(f"{name} must be one of {rest.replace(',', ', ')}, got {shown}")
+        return value
+    if kind in ("int", "float"):
+        low, _, high = rest.partition(":")
+        whole = kind == "int"  # numpy's numbers too; 2.5 jobs at once is refused, not rounded
+        number: int | float | None = None
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            number = int(value)
+        elif isinstance(value, numbers.Real) and not whole:
+            number = float(value)
+        if number is None or not float(low) <= number <= float(high or "inf"):
+            span = f"between {low} and {high}" if high else f"at least {low}"
+            noun = "a whole number" if whole else "a number"
+            quoted = isinstance(value, str) and _is_number(value)
+            hint = " (a number, without quotes)" if quoted else ""
+            raise UsageError(f"{name} must be {noun} {span}, got {shown}{hint}")
+        return number
+    if kind == "flag":
+        numpy_bool = getattr(getattr(value, "dtype", None), "kind", "") == "b"
+        if not isinstance(value, bool) and not numpy_bool:
+            raise UsageError(f"{name} must be true or false, got {shown}")
+        return bool(value)
+    if kind == "text":
+        if not isinstance(value, str):
+            raise UsageError(f"{name} must be text, got {shown}")
+        return value
+    if kind == "sheet":
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise UsageError(f"{name} must be a sheet's name or 0-based index, got {shown}")
+        return value
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(value: Any) -> str:
+    """A wrong value as a message shows it: its repr, and its type when that alone is wrong."""
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    if isinstance(value, str | int | float | bool):
+        return text
+    return f"{text} ({type(value).__name__})"
 
 
 def seconds(value: Any) -> float:

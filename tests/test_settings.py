@@ -11,6 +11,7 @@ import pytest
 from batchrunner import settings
 from batchrunner.cli import RUN_SETTINGS, cli
 from batchrunner.config import KEYS, load_config
+from batchrunner.errors import UsageError
 from batchrunner.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,23 +88,82 @@ def test_stored_settings_round_trip_and_toml_values_are_typed(tmp_path: Path) ->
     assert made.ledger == tmp_path / "shots.db" and made.download_concurrency == 2
     again = Settings.from_stored(made.stored())
     assert again.stored() == made.stored()
-    with pytest.raises(ValueError, match="not a duration"):
+    with pytest.raises(UsageError, match="run_timeout must be a duration like 90s, 45m or 2h"):
         Settings(run_timeout="soon")
 
 
 @pytest.mark.parametrize(
     ("values", "words"),
     [
-        ({"concurrency": 0}, "concurrency must be a number between 1 and 1000"),
-        ({"downloads": 65}, "download_concurrency must be a number between 1 and 64"),
+        ({"concurrency": 0}, "concurrency must be a whole number between 1 and 1000"),
+        ({"downloads": 65}, "download_concurrency must be a whole number between 1 and 64"),
         ({"budget": -1}, "budget must be a number at least 0"),
         ({"provider": "acme"}, "provider must be one of fal, quickrouter"),
         ({"rps": "fast"}, "rps must be a number at least 0.01"),
+        # the wrong type: a crash mid-run (or a silent reading) before, one line now
+        ({"concurrency": 2.5}, r"concurrency must be a whole number between 1 and 1000, got 2\.5"),
+        ({"budget": "100"}, r"budget must be a number at least 0, got '100' \(a number, without"),
+        ({"streams": "no"}, "streams must be true or false, got 'no'"),
+        ({"simulate": "false"}, "simulate must be true or false, got 'false'"),
+        ({"ledger": 3}, "ledger must be the path of a file, got 3"),
+        ({"out": ["videos"]}, r"out must be the path of a folder, got \['videos'\] \(list\)"),
+        ({"queue_timeout": "30 minutes"}, "queue_timeout must be a duration like 90s"),
+        ({"max_runtime": 0}, "max_runtime must be a duration like 90s, 45m or 2h"),
+        ({"model": 3}, "model must be text, got 3"),
+        ({"retry": 3}, "retry must be a RetryPolicy, got 3"),
     ],
 )
 def test_a_python_caller_gets_the_command_lines_checks(values: dict, words: str) -> None:
-    from batchrunner.errors import UsageError
-
     name = {"downloads": "download_concurrency"}
     with pytest.raises(UsageError, match=words):
         Settings(**{name.get(k, k): v for k, v in values.items()})
+
+
+def test_numpy_numbers_and_none_are_taken_as_the_python_ones() -> None:
+    """What a notebook computes (numpy's numbers and booleans) is a value like any other, and
+    None is the option's default, as the command line leaves it."""
+    import numpy as np
+
+    made = Settings(concurrency=np.int64(3), budget=np.float64(2.5), streams=np.bool_(False))
+    assert (made.concurrency, made.budget, made.streams) == (3, 2.5, False)
+    assert type(made.concurrency) is int and type(made.streams) is bool
+    assert Settings(out=None, concurrency=None).out == Path("outputs")
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ('concurrency = "4"', "concurrency must be a whole number between 1 and 1000, got '4'"),
+        ("concurrency = 2.5", "concurrency must be a whole number between 1 and 1000, got 2.5"),
+        ("budget = -1", "budget must be a number at least 0, got -1"),
+        ('stream = "false"', "stream must be true or false, got 'false'"),
+        ("strict = 1", "strict must be true or false, got 1"),
+        ("count = 2.7", "count must be a whole number between 1 and 100, got 2.7"),
+        ("prompt_template = 5", "prompt_template must be text, got 5"),
+        ("downloads = 100", "downloads must be a whole number between 1 and 64, got 100"),
+        ('queue_timeout = "30 minutes"', "queue_timeout must be a duration like 90s, 45m or 2h"),
+        ("out = 3", "out must be the path of a folder, got 3"),
+    ],
+)
+def test_a_wrong_value_in_the_config_file_is_one_line_naming_the_file_and_its_key(
+    tmp_path: Path, line: str, words: str
+) -> None:
+    """A value of the wrong type or range in ``batchrunner.toml`` was read as click reads a
+    flag: ``strict = 1`` crashed with a traceback, ``concurrency = 2.5`` became 2 and
+    ``stream = "false"`` streamed, silently; ``budget = -1`` was blamed on a ``--budget`` the
+    command line never had. Now: one line naming the file and the key, exit 2, for the CLI and
+    the Python API alike."""
+    from click.testing import CliRunner
+
+    import batchrunner
+
+    manifest = tmp_path / "shots.csv"
+    manifest.write_text("prompt,duration\na red fox,4s\n")
+    (tmp_path / "batchrunner.toml").write_text(line + "\n")
+    shown = CliRunner().invoke(cli, ["run", str(manifest), "--dry-run", "--simulate"])
+    assert shown.exit_code == 2, shown.output
+    assert shown.exception is None or isinstance(shown.exception, SystemExit)
+    assert shown.stderr.startswith(f"error: {tmp_path / 'batchrunner.toml'}: {words}")
+    assert len(shown.stderr.splitlines()) == 1 and "--" not in shown.stderr
+    with pytest.raises(UsageError, match=re.escape(f"batchrunner.toml: {words}")):
+        batchrunner.plan(manifest, model="fal-ai/veo3.1")
