@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrunner import batch, expand
-from batchrunner.config import SHAPING_KINDS, TABLES, find_config, load_config
+from batchrunner.config import KEYS, SHAPING_KINDS, TABLES, find_config, load_config
 from batchrunner.errors import UsageError, did_you_mean
 from batchrunner.expand import Expansion, check_fields
 from batchrunner.planner import Plan, make_plan
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 EXPANSION_OPTIONS = ("set", "matrix", "prompt_template", "count", "dedupe", "strict", "rows")
 SETTINGS_OPTIONS = NAMES
+# the options named as the command line and batchrunner.toml name them (downloads=2,
+# stream=False) where the setting's own name differs: the names the README shows
+ALIASES = {key: name for key, name in KEYS.items() if key != name}
 
 
 def plan(manifest: Any, *, config: str | Path | None = None, **options: Any) -> Plan:
@@ -114,9 +117,18 @@ def _options(
     manifest: Any, config: str | Path | None, options: dict[str, Any]
 ) -> tuple[batch.Settings, Expansion]:
     """Settings and expansion from keyword options over the config file over the defaults."""
+    for alias, name in ALIASES.items():
+        if alias in options:
+            if name in options:
+                raise UsageError(f"{alias} and {name} are one option: give one of them")
+            options = {name if key == alias else key: v for key, v in options.items()}
     unknown = sorted(set(options) - set(SETTINGS_OPTIONS) - set(EXPANSION_OPTIONS))
     if unknown:
-        names = sorted({*SETTINGS_OPTIONS, *EXPANSION_OPTIONS} - {"retry"})
+        public = {name: alias for alias, name in ALIASES.items()}
+        names = sorted(
+            {public.get(n, n) for n in SETTINGS_OPTIONS} - {"retry", "stop_grace"}
+            | set(EXPANSION_OPTIONS)
+        )
         shown = ", ".join(name + did_you_mean(name, names) for name in unknown)
         raise UsageError(f"unknown option {shown}; options: {', '.join(names)}")
     path = Path(manifest) if isinstance(manifest, str | Path) else Path.cwd() / "rows"

@@ -66,6 +66,26 @@ def test_a_list_of_dicts_is_checked_like_a_file_with_row_numbers() -> None:
         batchrunner.plan(rows[:1], concurency=4)
 
 
+def test_options_take_the_names_the_command_line_and_the_readme_give_them(tmp_path: Path) -> None:
+    """``downloads=2`` and ``stream=False``, as the README's options table, ``--downloads`` and
+    ``batchrunner.toml`` name them, were refused ("unknown option downloads"), and only the
+    error's list told the Python names ``download_concurrency`` and ``streams``."""
+    from batchrunner.ledger import Ledger
+
+    summary = batchrunner.run(
+        [{"prompt": "a red fox"}], model="fal-ai/veo3.1", simulate=True,
+        ledger=tmp_path / "l.db", out=tmp_path / "out", downloads=2, stream=False,
+    )  # fmt: skip
+    assert summary.exit_code == 0
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        stored = ledger.last_run()["options"]  # type: ignore[index]
+    assert (stored["download_concurrency"], stored["streams"]) == (2, False)
+    with pytest.raises(UsageError, match="downloads and download_concurrency are one option"):
+        batchrunner.plan([{"prompt": "a fox"}], downloads=2, download_concurrency=3)
+    with pytest.raises(UsageError, match=r"unknown option download \(did you mean 'downloads'"):
+        batchrunner.plan([{"prompt": "a fox"}], download=2)
+
+
 def test_a_manifest_error_names_its_problems_where_a_notebook_shows_it() -> None:
     rows = [{"prompt": "a fox", "resolution": "8k"}] * 12
     with pytest.raises(ManifestError) as info:
