@@ -74,13 +74,17 @@ def api_config(
 ) -> ApiConfig | None:
     if settings.simulate:
         return None
-    return resolve_api(
+    from batchrunner.transport import check_environment
+
+    api = resolve_api(
         settings.provider,
         base_url=settings.base_url,
         auth_scheme=settings.auth_scheme,
         token=token,
         env=os.environ if env is None else env,
     )
+    check_environment(api.origin)
+    return api
 
 
 def run_info(settings: Settings, api: ApiConfig | None) -> dict[str, Any]:

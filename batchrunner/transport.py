@@ -198,6 +198,45 @@ def proxy_shown(url: str) -> str | None:
     return shown._replace(netloc=shown.netloc.rpartition("@")[2]).geturl()
 
 
+def check_environment(origin: str) -> None:
+    """Refuse, before anything is recorded or sent, what the environment sets that no request
+    could go through: ``SSL_CERT_FILE`` naming a file that holds no certificates (the first
+    https request crashed the run, its job left ``submitting``), or the proxy for the API (or
+    for https, where the videos are) written without its scheme, ``HTTP_PROXY=proxy:3128``
+    (every job failed, "cannot send the request"). :class:`UsageError` in one line."""
+    import os
+
+    from batchrunner.errors import UsageError
+
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):  # as httpx.create_ssl_context reads them
+        if os.environ.get(name):
+            try:
+                httpx.create_ssl_context()
+            except (OSError, ssl.SSLError) as exc:
+                raise UsageError(
+                    f"{name}={os.environ[name]} cannot be used for TLS certificates "
+                    f"({exc.strerror or exc}): fix or unset it (nothing was sent)"
+                ) from None
+            break
+    proxies = urllib.request.getproxies_environment()
+    parts = urllib.parse.urlsplit(origin)
+    used = {_chosen_proxy(proxies, parts.scheme, parts.hostname or ""), proxies.get("https")}
+    for proxy in sorted(p for p in used if p):
+        parsed = urllib.parse.urlsplit(proxy)
+        if "://" in proxy and parsed.hostname:
+            continue
+        scheme = next(s for s, value in proxies.items() if value == proxy)
+        name = next(
+            (n for n in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY") if os.environ.get(n)),
+            f"{scheme.upper()}_PROXY",
+        )
+        shown = proxy.rpartition("@")[2]  # never its password
+        raise UsageError(
+            f"{name}={shown!r} is not a proxy URL: write it with its scheme, like "
+            f"http://{shown.removeprefix('//')} (nothing was sent)"
+        )
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests through one ``aiohttp.ClientSession`` (made on first use, inside
     the running event loop) with at most ``limits.max_connections`` connections."""

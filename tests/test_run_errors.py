@@ -141,6 +141,35 @@ def test_a_dead_proxy_is_named_without_its_password_and_nothing_is_sent(
     assert states(tmp_path / "ledger.db") == {"pending": 3}
 
 
+def test_an_environment_no_request_could_go_through_is_one_line_before_anything_is_recorded(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """``SSL_CERT_FILE`` naming a missing file crashed the run with a traceback at its first
+    request, leaving that job ``submitting`` (``unknown`` for the next run, as if sent); a
+    proxy written without its scheme failed every job ("cannot send the request") and the
+    first 5 stopped the run. Both are the environment's mistake, said before anything is
+    recorded, naming the variable (never a proxy's password)."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    quiet = {"NO_PROXY": "", "no_proxy": ""}
+    cases = [
+        ({"SSL_CERT_FILE": str(tmp_path / "gone.pem")}, "SSL_CERT_FILE=", "fix or unset it"),
+        (
+            {"HTTP_PROXY": "someone:s3cret@proxy.test:3128"},
+            "HTTP_PROXY='proxy.test:3128' is not a proxy URL",
+            "like http://proxy.test:3128",
+        ),
+    ]
+    for env, said, then in cases:
+        result = invoke(run_args(sim, tmp_path, manifest), env=RIGHT | quiet | env)
+        assert result.exit_code == 2, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"error: {said}") and then in line, line
+        assert "s3cret" not in result.output and "nothing was sent" in line
+        assert not (tmp_path / "ledger.db").exists()
+    assert counters(sim)["requests"]["submit"] == 0
+
+
 def test_broken_downloads_end_with_their_reason_and_do_not_stop_the_others(
     tmp_path: Path,
 ) -> None:
