@@ -86,7 +86,10 @@ def stopped_in_flight(
         if not ledger.exists():
             return False
         with sqlite3.connect(ledger) as db:
-            (seen,) = db.execute("select count(*) from jobs where state = 'running'").fetchone()
+            try:
+                (seen,) = db.execute("select count(*) from jobs where state = 'running'").fetchone()
+            except sqlite3.OperationalError:  # the file is made before its tables
+                seen = 0
         db.close()
         return int(seen) == n
 
