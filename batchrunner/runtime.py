@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import signal
 import sqlite3
 import threading
@@ -50,15 +51,77 @@ from batchrunner.transport import proxy_shown
 T = TypeVar("T")
 
 
+class Interrupt:
+    """A Ctrl-C the thread waiting for a batch beside its event loop received (a notebook's
+    "interrupt the kernel"): signals reach only the main thread, so the batch's own loop, on a
+    worker thread, hears of it through here and stops as it does on SIGINT (exit 130)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hooks: list[Callable[[], object]] = []
+        self.received = False
+
+    def listen(self, hook: Callable[[], object]) -> Callable[[], None]:
+        """Call ``hook`` on the interrupt (at once if it came already); returns the undoing."""
+        with self._lock:
+            self._hooks.append(hook)
+            came = self.received
+        if came:
+            hook()
+        return lambda: self._forget(hook)
+
+    def _forget(self, hook: Callable[[], object]) -> None:
+        with self._lock:
+            self._hooks.remove(hook)
+
+    def fire(self) -> None:
+        with self._lock:
+            self.received = True
+            hooks = list(self._hooks)
+        for hook in hooks:
+            hook()
+
+
+# the interrupt of the thread a batch runs beside (None on the main thread: signals come in)
+INTERRUPT: contextvars.ContextVar[Interrupt | None] = contextvars.ContextVar(
+    "batchrunner_interrupt", default=None
+)
+
+
 def beside_a_loop(fn: Callable[[], T]) -> T:
     """``fn()``, on a thread of its own when this thread runs an event loop (a notebook's: a
-    batch's own loop cannot start inside it, and blocking it is the caller's choice)."""
+    batch's own loop cannot start inside it, and blocking it is the caller's choice).
+
+    Ctrl-C while it waits stops the batch as Ctrl-C stops one on the main thread, and
+    ``fn``'s answer (the run's summary, exit 130) is returned; a second one leaves at once. It
+    comes as a KeyboardInterrupt (a notebook's "interrupt the kernel"), or as the cancelling
+    of the task this is called in (``asyncio.run``'s own SIGINT handler). The whole batch ran
+    to its end before either was heard."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return fn()
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchrunner") as pool:
-        return pool.submit(fn).result()
+    task = asyncio.current_task()
+    interrupt = Interrupt()
+    context = contextvars.copy_context()
+    context.run(INTERRUPT.set, interrupt)
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchrunner")
+    try:
+        future = pool.submit(context.run, fn)
+        while True:
+            try:
+                # a task's cancel is only seen by looking: now and then, while it waits
+                concurrent.futures.wait([future], timeout=None if task is None else 0.1)
+                if future.done():
+                    return future.result()
+                if task is not None and task.cancelling() and not interrupt.received:
+                    interrupt.fire()
+            except KeyboardInterrupt:
+                if interrupt.received:
+                    raise  # the second: the batch, stopping already, ends on its own
+                interrupt.fire()
+    finally:
+        pool.shutdown(wait=False)
 
 
 def run_loop(main: Callable[[], Awaitable[T]]) -> T:
@@ -227,7 +290,11 @@ async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:
     :data:`batchrunner.errors.leave_at_once` when the CLI set it, else by raising
     KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
-        return  # signals can only be received on the main thread; the embedding app decides
+        # signals reach only the main thread: a caller waiting there passes its Ctrl-C on
+        interrupt = INTERRUPT.get()
+        if interrupt is not None:
+            await _stop_on_interrupt(interrupt, runner, stopped)
+        return  # else the embedding app decides
     codes = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
     with anyio.open_signal_receiver(*codes) as signals:
         async for received in signals:
@@ -237,6 +304,20 @@ async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:
                 raise KeyboardInterrupt  # a library caller's program decides
             stopped.append(codes[received])
             runner.stop(f"{signal.Signals(received).name} received; state is saved")
+
+
+async def _stop_on_interrupt(interrupt: Interrupt, runner: Runner, stopped: list[ExitCode]) -> None:
+    """A batch beside a caller's event loop: stop it as on SIGINT when the caller's thread is
+    interrupted (:func:`beside_a_loop`)."""
+    loop, heard = asyncio.get_running_loop(), asyncio.Event()  # the batch's loop is asyncio's
+    forget = interrupt.listen(lambda: loop.call_soon_threadsafe(heard.set))
+    try:
+        await heard.wait()
+    finally:
+        forget()
+    if runner.stopped is None:
+        stopped.append(ExitCode.INTERRUPTED)
+        runner.stop("interrupted (KeyboardInterrupt); state is saved")
 
 
 async def _stop_after(runner: Runner, seconds: float, stopped: list[ExitCode]) -> None:

@@ -137,6 +137,46 @@ def test_run_works_inside_a_running_event_loop(tmp_path: Path) -> None:
     assert asyncio.run(notebook_cell()).counts == {"done": 1}
 
 
+def test_ctrl_c_stops_a_run_beside_a_running_event_loop_as_it_stops_one_on_the_main_thread(
+    tmp_path: Path,
+) -> None:
+    """A notebook's "interrupt the kernel" (a KeyboardInterrupt while ``run`` waits for its
+    worker thread) was heard only once the whole batch had ended: signals reach the main
+    thread, the batch's loop is not on it. Now the batch stops as on Ctrl-C (state saved,
+    exit 130, ``resume`` carries on), and under ``asyncio.run``, whose SIGINT handler cancels
+    the task instead, the same."""
+    from batchrunner.ledger import Ledger
+    from batchrunner.simulator import SimulatorServer
+    from tests.helpers import TOKEN, ctrl_c_after, fast_config
+
+    async def notebook_cell(ledger: Path) -> batchrunner.Summary:
+        return batchrunner.run(
+            [{"prompt": "a red fox"}, {"prompt": "a barn owl"}],
+            model="fal-ai/veo3.1", token=TOKEN, base_url=server.url, auth_scheme="bearer",
+            ledger=ledger, out=tmp_path / "out", poll_min=0.02, poll_max=0.2,
+        )  # fmt: skip
+
+    def left(ledger: Path) -> tuple[int | None, list[str]]:
+        with Ledger.open(ledger, create=False) as opened:
+            run = opened.last_run()
+            assert run is not None
+            return run["exit_code"], sorted(job.state.value for job in opened.jobs())
+
+    with SimulatorServer(fast_config(run_seconds=60)) as server:
+        loop = asyncio.new_event_loop()  # as a kernel runs one: Ctrl-C raises where it waits
+        try:
+            with ctrl_c_after(server, 2):
+                summary = loop.run_until_complete(notebook_cell(tmp_path / "kernel.db"))
+        finally:
+            loop.close()
+        assert summary.exit_code == 130 and summary.counts == {"queued": 2}
+        assert summary.stopped == "interrupted (KeyboardInterrupt); state is saved"
+        assert left(tmp_path / "kernel.db") == (130, ["queued", "queued"])
+        with pytest.raises(KeyboardInterrupt), ctrl_c_after(server, 4):
+            asyncio.run(notebook_cell(tmp_path / "script.db"))
+        assert left(tmp_path / "script.db") == (130, ["queued", "queued"])
+
+
 def test_the_readme_python_example_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
