@@ -385,6 +385,14 @@ def retry(
 
 def check_writable(folder: Path) -> None:
     """Fail before anything is sent if videos could not be written to ``folder``."""
+    for there in (folder, *folder.parents):  # said plainly, not "File exists"
+        if there.exists():
+            if not there.is_dir():
+                raise UsageError(
+                    f"cannot use {folder} as the output folder: {there} is a file; give the "
+                    "videos a folder (--out, out=), made when missing"
+                )
+            break
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".batchrunner-probe-"):

@@ -66,6 +66,22 @@ def test_a_list_of_dicts_is_checked_like_a_file_with_row_numbers() -> None:
         batchrunner.plan(rows[:1], concurency=4)
 
 
+def test_an_output_folder_that_is_a_file_is_said_plainly(tmp_path: Path) -> None:
+    """``out=`` naming a file said "cannot write to the output folder ...: File exists"."""
+    (tmp_path / "notes.txt").write_text("a file")
+    for out in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "videos"):
+        with pytest.raises(UsageError) as info:
+            batchrunner.run(
+                [{"prompt": "a fox"}], model="fal-ai/veo3.1", simulate=True,
+                ledger=tmp_path / "l.db", out=out,
+            )  # fmt: skip
+        assert str(info.value) == (
+            f"cannot use {out} as the output folder: {tmp_path / 'notes.txt'} is a file; give "
+            "the videos a folder (--out, out=), made when missing"
+        )
+    assert not (tmp_path / "l.db").exists()
+
+
 def test_options_take_the_names_the_command_line_and_the_readme_give_them(tmp_path: Path) -> None:
     """``downloads=2`` and ``stream=False``, as the README's options table, ``--downloads`` and
     ``batchrunner.toml`` name them, were refused ("unknown option downloads"), and only the

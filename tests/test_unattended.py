@@ -534,7 +534,9 @@ def test_unwritable_out_folder_is_refused_before_anything_is_sent(
     ]
     result = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
     assert result.exit_code == 2
-    assert "cannot write to the output folder" in result.output
+    assert (
+        f"cannot use {blocker / 'out'} as the output folder: {blocker} is a file" in result.output
+    )
     assert counters(sim)["submits"] == 0
 
 
