@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, cast
@@ -100,7 +101,11 @@ def normalise_base_url(base_url: str) -> str:
         raise UsageError(f"invalid API base URL {text[:100]!r}: {exc}") from None
     scheme = url.scheme.lower()
     if scheme not in DEFAULT_PORTS or not url.host:
-        raise UsageError(f"the API base URL must be an http(s) URL, got {text[:100]!r}")
+        bare = "://" not in text and bool(text)  # a host (and port) without its scheme
+        host = text.partition("/")[0].rpartition(":")[0] or text.partition("/")[0]
+        scheme = "http" if is_loopback(host) else "https"
+        hint = f": write {scheme}://{text[:100]}" if bare else ""
+        raise UsageError(f"the API base URL must be an http(s) URL, got {text[:100]!r}{hint}")
     if url.userinfo:
         raise UsageError("the API base URL must not contain a user name or password")
     if url.query or url.fragment:
@@ -110,7 +115,19 @@ def normalise_base_url(base_url: str) -> str:
             "http:// is only allowed for loopback addresses (127.0.0.1, ::1, localhost); "
             "use https://"
         )
-    return origin_of(url) + url.path.rstrip("/")
+    path = url.path.rstrip("/")
+    named = _MODEL_IN_PATH.search(path)
+    if named:  # an endpoint's URL pasted as the base: every request would be a 404
+        raise UsageError(
+            f"the API base URL {text[:100]!r} names a model ({path[named.start() + 1 :]}): "
+            f"give the API's address alone, {origin_of(url)}{path[: named.start()]}, and the "
+            "model with --model or a manifest's model column"
+        )
+    return origin_of(url) + path
+
+
+# a path that holds an endpoint id (fal-ai/veo3/...): the model, not a reseller's prefix
+_MODEL_IN_PATH = re.compile(r"/fal-ai(?:/|$)")
 
 
 def _check_token(token: str, source: str) -> str:

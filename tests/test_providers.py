@@ -110,7 +110,16 @@ def test_unknown_auth_scheme_is_refused() -> None:
         ("http://api.quickrouter.ai", "http:// is only allowed for loopback addresses"),
         ("http://10.0.0.5:8000", "use https://"),
         ("ftp://api.quickrouter.ai", "must be an http(s) URL"),
-        ("api.quickrouter.ai", "must be an http(s) URL"),
+        ("api.quickrouter.ai", "must be an http(s) URL, got 'api.quickrouter.ai': write https://"),
+        ("127.0.0.1:8080", "write http://127.0.0.1:8080"),  # loopback: plain http is fine
+        ("localhost:8080/v1", "write http://localhost:8080/v1"),
+        # an endpoint's URL pasted as the base: every request would have been a 404
+        (
+            "https://queue.fal.run/fal-ai/veo3/image-to-video/",
+            "names a model (fal-ai/veo3/image-to-video): give the API's address alone, "
+            "https://queue.fal.run, and the model with --model",
+        ),
+        ("https://api.quickrouter.ai/v1/fal-ai", "alone, https://api.quickrouter.ai/v1, and"),
         ("https://user:pw@api.quickrouter.ai", "user name or password"),
         ("https://api.quickrouter.ai/?key=1", "must not contain a query"),
         ("https://api.quickrouter.ai/#x", "must not contain a query"),
