@@ -6,6 +6,10 @@ The Python API (see :mod:`batchrunner.api`)::
     batchrunner.run(manifest, **options)     -> Summary
     batchrunner.results(ledger)              -> pandas.DataFrame
 
+Errors a caller may catch: ``batchrunner.BatchrunnerError`` (every one), ``UsageError`` (an
+option, a path, a key), ``ManifestError`` (a manifest's problems, each with its row),
+``LedgerError`` (a ledger that cannot be opened or written).
+
 Imported on first use, so ``import batchrunner`` (and the CLI's ``--help``) stays light.
 """
 
@@ -14,10 +18,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Plan", "Summary", "__version__", "plan", "results", "run"]
+__all__ = [
+    "BatchrunnerError",
+    "LedgerError",
+    "ManifestError",
+    "Plan",
+    "Summary",
+    "UsageError",
+    "__version__",
+    "plan",
+    "results",
+    "run",
+]
+_ERRORS = ("BatchrunnerError", "LedgerError", "ManifestError", "UsageError")
 
 if TYPE_CHECKING:
     from batchrunner.api import plan, results, run
+    from batchrunner.errors import BatchrunnerError, LedgerError, ManifestError, UsageError
     from batchrunner.planner import Plan
     from batchrunner.report import Summary
 
@@ -35,4 +52,8 @@ def __getattr__(name: str) -> Any:
         from batchrunner.report import Summary
 
         return Summary
+    if name in _ERRORS:
+        from batchrunner import errors
+
+        return getattr(errors, name)
     raise AttributeError(f"module 'batchrunner' has no attribute {name!r}")

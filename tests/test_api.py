@@ -52,8 +52,10 @@ def test_a_list_of_dicts_is_checked_like_a_file_with_row_numbers() -> None:
         {"prompt": "a red fox", "resolution": "1080p"},
         {"prompt": "a barn owl", "resolution": "8k"},
     ]
-    with pytest.raises(ManifestError) as info:
+    with pytest.raises(batchrunner.ManifestError) as info:  # caught as the README names it
         batchrunner.plan(rows, model="fal-ai/veo3.1")
+    assert batchrunner.ManifestError is ManifestError
+    assert isinstance(info.value, batchrunner.UsageError | batchrunner.BatchrunnerError)
     (problem,) = info.value.problems
     assert (problem.row, problem.column) == (2, "resolution")
     assert "'720p', '1080p' or '4k'" in problem.message
