@@ -180,6 +180,7 @@ def test_ctrl_c_stops_a_run_beside_a_running_event_loop_as_it_stops_one_on_the_m
             assert run is not None
             return run["exit_code"], sorted(job.state.value for job in opened.jobs())
 
+    IN_FLIGHT = {"queued", "running"}
     with SimulatorServer(fast_config(run_seconds=60)) as server:
         loop = asyncio.new_event_loop()  # as a kernel runs one: Ctrl-C raises where it waits
         try:
@@ -187,12 +188,16 @@ def test_ctrl_c_stops_a_run_beside_a_running_event_loop_as_it_stops_one_on_the_m
                 summary = loop.run_until_complete(notebook_cell(tmp_path / "kernel.db"))
         finally:
             loop.close()
-        assert summary.exit_code == 130 and summary.counts == {"queued": 2}
+        # both jobs left in flight at the provider (queued, or running by the time it stops)
+        assert summary.exit_code == 130 and set(summary.counts) <= IN_FLIGHT
+        assert sum(summary.counts.values()) == 2
         assert summary.stopped == "interrupted (KeyboardInterrupt); state is saved"
-        assert left(tmp_path / "kernel.db") == (130, ["queued", "queued"])
+        code, states = left(tmp_path / "kernel.db")
+        assert code == 130 and len(states) == 2 and set(states) <= IN_FLIGHT
         with pytest.raises(KeyboardInterrupt), ctrl_c_after(server, 4):
             asyncio.run(notebook_cell(tmp_path / "script.db"))
-        assert left(tmp_path / "script.db") == (130, ["queued", "queued"])
+        code, states = left(tmp_path / "script.db")
+        assert code == 130 and len(states) == 2 and set(states) <= IN_FLIGHT
 
 
 def test_the_readme_python_example_runs(
