@@ -15,7 +15,8 @@ a worker process (:mod:`batchrunner.inspector`).
 What is compared is only what the model's registry entry gives a meaning to
 (:meth:`ModelSpec.media_shape`): the seconds of its duration field (within
 :data:`DURATION_TOLERANCE`), an ``aspect_ratio`` like ``16:9`` (not ``auto``), a ``resolution``
-like ``720p``/``1080P``/``4k`` (the short side, in lines), and audio when the model has a field
+like ``720p``/``1080P``/``4k`` (the short side, in lines, or a frame of the same area:
+Seedance's 720p is 1248×704 at 16:9 and 960×960 at 1:1), and audio when the model has a field
 that switches it on (or always has it). A model outside the registry is not compared at all.
 
 The facts are stored on the job (``media``), the mismatches too (``warnings``), and the poster's
@@ -29,6 +30,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import math
 import re
 import threading
 from collections import deque
@@ -46,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 DURATION_TOLERANCE = (0.5, 0.10)  # seconds, fraction: the larger of the two is allowed
 ASPECT_TOLERANCE = 0.02  # fraction of the ratio (1366×768 is 16:9)
-LINES_TOLERANCE = (8, 0.02)  # pixels, fraction of the short side
+LINES_TOLERANCE = (8, 0.03)  # pixels, fraction of the short side (Seedance 720p: 704 lines)
 POSTER_BOX = 320  # the poster fits in this many pixels square
 POSTER_AT = 0.25  # the poster is the frame at this fraction of the clip
 WEB_VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1"})
@@ -359,7 +361,11 @@ def compare(media: Mapping[str, Any], expected: Expected, suffix: str = ".mp4") 
     lines = expected.lines
     if lines is not None and width and height:
         short = min(width, height)
-        if abs(short - lines) > max(LINES_TOLERANCE[0], LINES_TOLERANCE[1] * lines):
+        # "720p" is a 16:9 frame's short side; at other ratios a model may keep its area
+        # instead (Seedance: 960×960 at 1:1, 2176×928 at 21:9 for 1080p)
+        same_area = math.sqrt(width * height * 9 / 16)
+        slack = max(LINES_TOLERANCE[0], LINES_TOLERANCE[1] * lines)
+        if min(abs(short - lines), abs(same_area - lines)) > slack:
             problems.append(
                 f"frame {width}×{height} has {short} lines, asked for {expected.resolution}"
             )

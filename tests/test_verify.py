@@ -23,7 +23,14 @@ from batchrunner.models import get_model
 from batchrunner.paths import video_name
 from batchrunner.simulator import SimulatorServer
 from batchrunner.simulator.clips import MediaShape, clip_bytes
-from batchrunner.verify import Expected, UnplayableError, expected_of, inspect, media_dir
+from batchrunner.verify import (
+    Expected,
+    UnplayableError,
+    compare,
+    expected_of,
+    inspect,
+    media_dir,
+)
 from tests.helpers import IMAGE, TOKEN, counters, fast_config, run_args, write_manifest
 
 ENV = {"BATCHRUNNER_API_KEY": TOKEN}
@@ -69,6 +76,40 @@ def test_every_difference_is_one_sentence(tmp_path: Path) -> None:
         "no audio track, audio was asked for",
     ]
     assert got.poster is None
+
+
+@pytest.mark.parametrize(
+    ("aspect", "resolution", "width", "height"),
+    [
+        ("16:9", "720p", 1248, 704), ("1:1", "720p", 960, 960), ("4:3", "720p", 1120, 832),
+        ("21:9", "720p", 1504, 640), ("1:1", "480p", 640, 640), ("21:9", "480p", 960, 416),
+        ("16:9", "1080p", 1920, 1088), ("21:9", "1080p", 2176, 928),
+        ("3:4", "1080p", 1248, 1664), ("16:9", "720p", 1280, 720), ("9:16", "4k", 2160, 3840),
+    ],
+)  # fmt: skip
+def test_a_frame_of_the_asked_resolution_tier_has_no_warning(
+    aspect: str, resolution: str, width: int, height: int
+) -> None:
+    """Seedance's tiers keep a 16:9 frame's area at every ratio (its 720p is 1248×704, and
+    960×960 at 1:1): what it sends for the request is no "wrong resolution"."""
+    media = {"width": width, "height": height, "duration": 5.0, "audio": False,
+             "container": "mov,mp4,m4a,3gp,3g2,mj2", "video_codec": "h264"}  # fmt: skip
+    assert compare(media, Expected(5.0, aspect, resolution, False)) == []
+
+
+@pytest.mark.parametrize(
+    ("aspect", "resolution", "width", "height"),
+    [("16:9", "1080p", 1280, 720), ("1:1", "720p", 640, 640), ("1:1", "1080p", 960, 960),
+     ("16:9", "768P", 1280, 720), ("9:16", "4k", 1080, 1920)],
+)  # fmt: skip
+def test_a_frame_of_another_resolution_tier_is_still_a_warning(
+    aspect: str, resolution: str, width: int, height: int
+) -> None:
+    media = {"width": width, "height": height, "duration": 5.0, "audio": False,
+             "container": "mov,mp4,m4a,3gp,3g2,mj2", "video_codec": "h264"}  # fmt: skip
+    assert compare(media, Expected(5.0, aspect, resolution, False)) == [
+        f"frame {width}×{height} has {min(width, height)} lines, asked for {resolution}"
+    ]
 
 
 def test_the_poster_folder_is_made_and_a_disk_problem_costs_only_the_poster(
