@@ -96,6 +96,30 @@ def test_each_row_is_checked_against_its_own_model(tmp_path: Path) -> None:
     assert found[1].line == 7 and found[1].value == "fal-ai/veo3.2"
 
 
+@pytest.mark.parametrize(
+    ("cell", "meant"),
+    [
+        ("FAL-AI/Veo3.1", VEO31),  # another case: difflib, case-sensitive, found nothing
+        ("fal-ai/kling-video/v2.5-turbo/pro/image_to_video", KLING),
+        ("https://fal.ai/models/fal-ai/kling-video/v2.5-turbo/pro/image-to-video/api", KLING),
+        ("veo3.1/image-to-video", "fal-ai/veo3.1/image-to-video"),  # the owner left out
+        ("fal-ai/hailuo-02", "fal-ai/minimax/hailuo-02/standard/image-to-video"),
+        ("fal-ai/seedance", "fal-ai/bytedance/seedance/v1/pro/image-to-video"),
+    ],
+)
+def test_a_misspelt_model_cell_suggests_the_one_id_it_means(
+    tmp_path: Path, cell: str, meant: str
+) -> None:
+    """A model id typed by hand (the case of a title, `_` for `-`, the page's address pasted,
+    a short name) is one line naming the one registered id it means, not two guesses or none."""
+    path = write_manifest(
+        tmp_path / "m.csv", [{"id": "elk", "model": cell, "prompt": "an elk", "image_url": IMAGE}]
+    )
+    (problem,) = problems_of(path)
+    assert problem.message.startswith(f"unknown model {cell!r}; did you mean {meant!r}? (")
+    assert "\n" not in problem.message
+
+
 def test_a_field_of_another_model_is_not_sent_to_rows_whose_model_lacks_it(
     tmp_path: Path,
 ) -> None:
