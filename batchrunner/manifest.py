@@ -642,7 +642,9 @@ class _Columns:
             twin, near = _near_miss(name, present), _near_miss(name, absent, parts=True)
             if twin or near:
                 hint = (
-                    f"it looks like a second {twin!r} column" if twin else f"did you mean {near!r}?"
+                    f"it looks like a second {twin!r} column."
+                    if twin
+                    else f"did you mean {near!r}?"
                 )
                 message = (
                     f"{hint} Rename the column to {near or twin!r}"

@@ -609,6 +609,16 @@ def test_a_column_that_is_a_field_cut_short_or_with_a_unit_is_an_error(
     assert f"did you mean {field!r}? Rename the column to {field!r}" in problem.message
 
 
+def test_a_second_column_for_a_field_is_one_sentence_then_what_to_do(tmp_path: Path) -> None:
+    rows = [{"prompt": "A calm lake", "image_url": URL, "image_urls": URL}]
+    (problem,) = errors_of(write_jsonl(tmp_path / "m.jsonl", rows))
+    assert problem.column == "image_urls"
+    assert problem.message.startswith(
+        "it looks like a second 'image_url' column. Rename the column to 'image_url' or remove "
+        "one of the two"
+    )
+
+
 def test_a_column_the_prompt_template_is_built_from_is_neither_warned_nor_refused(
     tmp_path: Path,
 ) -> None:
