@@ -37,6 +37,8 @@ MAX_IMAGE_BYTES = 8 * 1024 * 1024  # fal's limit for an input file unless the sc
 DEFAULT_MODEL = "fal-ai/veo3/image-to-video"
 MODELS_DIR_ENV = "BATCHRUNNER_MODELS_DIR"
 FALLBACK_SECONDS = 5.0  # a clip's length when the model has no duration field
+# how fal's field texts state a file limit: "Max file size: 25.0MB", "File size: Up to 15 MB"
+_FILE_SIZE = re.compile(r"file size:\s*(?:up to\s*)?([0-9]+(?:\.[0-9]+)?)\s*MB\b", re.IGNORECASE)
 
 
 class UnknownModelError(UsageError):
@@ -141,9 +143,17 @@ class ModelSpec:
         return [priced[key] for key in keys]
 
     def max_file_bytes(self, name: str) -> int:
+        """The largest file field ``name`` takes: the schema's ``x-fal.max_file_size``, else
+        the size its text gives (Wan 2.5's ``audio_url``: "File size: Up to 15 MB"), else
+        :data:`MAX_IMAGE_BYTES`."""
         props = self.checker.props if self.checker else {}
-        limit = (props.get(name, {}).get("x-fal") or {}).get("max_file_size")
-        return int(limit) if isinstance(limit, int) and limit > 0 else MAX_IMAGE_BYTES
+        prop = props.get(name, {})
+        limit = (prop.get("x-fal") or {}).get("max_file_size")
+        if isinstance(limit, int) and limit > 0:
+            return int(limit)
+        text = f"{prop.get('limit_description') or ''} {prop.get('description') or ''}"
+        said = _FILE_SIZE.search(text)
+        return int(float(said.group(1)) * 2**20) if said else MAX_IMAGE_BYTES
 
     def media_shape(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """What the finished clip should be: aspect ratio, seconds, audio, resolution."""

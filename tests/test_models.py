@@ -285,6 +285,35 @@ def test_models_list_and_show(tmp_path: Path) -> None:
     assert "price unconfirmed: inferred" in human and "default '720p'" in human
 
 
+def test_a_file_limit_stated_only_in_the_fields_text_is_the_limit(tmp_path: Path) -> None:
+    """Wan 2.5 takes background music "up to 15 MB" (its schema's text; no x-fal size): a
+    10 MB WAV is accepted, a 16 MB one refused, and `models show` says 15 MB."""
+    wan = get_model("fal-ai/wan-25-preview/image-to-video")
+    assert wan.max_file_bytes("audio_url") == 15 * 2**20
+    assert wan.max_file_bytes("image_url") == 25 * 2**20  # x-fal.max_file_size
+    assert get_model("fal-ai/veo3.1/image-to-video").max_file_bytes("image_url") == 8 * 2**20
+
+    def wav(name: str, megabytes: int) -> str:
+        data = bytes(megabytes * 2**20)
+        head = b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt "
+        (tmp_path / name).write_bytes(head + bytes(24) + b"data" + bytes(4) + data)
+        return name
+
+    rows = [
+        {"id": "a", "prompt": "a fox", "image_url": IMAGE, "audio_url": wav("ten.wav", 10)},
+        {"id": "b", "prompt": "a owl", "image_url": IMAGE, "audio_url": wav("big.wav", 16)},
+    ]
+    path = write_manifest(tmp_path / "m.csv", rows)
+    result = CliRunner().invoke(
+        cli, ["validate", str(path), "--model", "fal-ai/wan-25-preview/image-to-video"]
+    )
+    assert result.exit_code == 2, result.output
+    (problem,) = [line for line in result.output.splitlines() if "row " in line]
+    assert "row 2" in problem and "at most 15 MB is allowed" in problem
+    shown = CliRunner().invoke(cli, ["models", "show", "fal-ai/wan-25-preview/image-to-video"])
+    assert "audio_url                file; at most 15 MB" in shown.output
+
+
 def test_models_add_imports_an_openapi_document_that_then_validates_prices_and_runs(
     tmp_path: Path,
 ) -> None:
