@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from batchrunner import batch, expand
 from batchrunner.config import KEYS, SHAPING_KINDS, TABLES, find_config, load_config
 from batchrunner.errors import UsageError, did_you_mean
-from batchrunner.expand import Expansion, check_fields
+from batchrunner.expand import Expansion
 from batchrunner.planner import Plan, make_plan
 from batchrunner.report import Summary
 from batchrunner.settings import NAMES, checked
@@ -150,7 +150,6 @@ def _options(
     for name, values in given.items():
         if not isinstance(values, Mapping):
             raise UsageError(f"{name} takes a dict of field: value, not {values!r}")
-        check_fields(values, fields, name, matrix=name == "matrix")
     expansion = expand.build(
         fields,
         from_file,

@@ -325,8 +325,8 @@ def _expansion(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> Ex
         fields,
         config,
         check=None if across else spec.value_problem,
-        defaults=parse_settings(params.pop("set_values"), fields),
-        matrix=dict(parse_matrix(matrix, fields)),
+        defaults=parse_settings(params.pop("set_values"), ()),  # their fields: build's
+        matrix=dict(parse_matrix(matrix, ())),
         prompt_template=params.pop("prompt_template"),
         count=params.pop("count"),
         dedupe=params.pop("dedupe"),

@@ -112,6 +112,10 @@ class Expansion:
     dedupe: bool = False
     strict: bool = False
     rows: Rows | None = None  # only these rows of the manifest (--rows)
+    # What `--model` refuses of the defaults and matrix (a field it lacks, a value it does not
+    # take), one line each: the loader's error when every row runs on that model. A `model`
+    # column's rows are checked against their own models instead.
+    refused: tuple[str, ...] = ()
 
     @functools.cached_property
     def combinations(self) -> list[dict[str, str]]:
@@ -187,17 +191,22 @@ def build(
     coercion to read like a cell); a matrix value given as a list is one value each, commas and
     all, and one given as text is split at its commas, as ``--matrix`` is. With ``check`` (the
     model's :meth:`~batchrunner.models.ModelSpec.value_problem`), each value is checked as a
-    cell of its field would be: a wrong one is one line now, not a problem in every row."""
-    check_fields(config.get("defaults", {}), fields, "[defaults]")
-    check_fields(config.get("matrix", {}), fields, "[matrix]", matrix=True)
+    cell of its field would be: a wrong one is one line, not a problem in every row. What
+    ``fields`` and ``check`` refuse is kept in :attr:`Expansion.refused`, for the loader: the
+    model is ``--model``'s, and a manifest with a ``model`` column runs rows on others."""
+    refused: list[str] = []
     for values, label, each in (
         (config.get("defaults", {}), "[defaults]", False),
         (config.get("matrix", {}), "[matrix]", True),
         (defaults or {}, "--set", False),
         (matrix or {}, "--matrix", True),
     ):
-        if check is not None:
-            _check_values(values, check, label, each=each)
+        try:
+            check_fields(values, fields, label, matrix=each)
+            if check is not None:
+                _check_values(values, check, label, each=each)
+        except _Refused as exc:
+            refused.append(str(exc))
     if prompt_template is not None:
         check_template(prompt_template)
     for values in (config.get("defaults", {}), defaults or {}):
@@ -212,6 +221,7 @@ def build(
         dedupe=dedupe,
         strict=strict,
         rows=None if rows is None else Rows.parse(rows),
+        refused=tuple(refused),
     )
 
 
@@ -227,7 +237,11 @@ def _check_values(
         for item in _choices(name, value) if each else (value,):
             problem = check(name, item)
             if problem is not None:
-                raise UsageError(f"{label} {name}={item}: {problem}")
+                raise _Refused(f"{label} {name}={item}: {problem}")
+
+
+class _Refused(UsageError):
+    """A default or matrix value, or field, that the model it was checked against refuses."""
 
 
 def _choices(name: str, values: Any) -> tuple[str, ...]:
@@ -278,7 +292,7 @@ def check_field(name: str, fields: tuple[str, ...], option: str, *, matrix: bool
     if not matrix and name == OUTPUT:
         return  # a file name for rows without one, placeholders and all
     if fields and name not in fields:
-        raise UsageError(
+        raise _Refused(
             f"{option}: {name!r} is not a field of the model; fields: {', '.join(fields)}"
         )
 

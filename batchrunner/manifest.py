@@ -195,6 +195,8 @@ def _load(
         shown = f": {len(table.records)}" if expansion.rows.visible else ""
         taken = f" (--rows {expansion.rows}{shown} of {total})"
     groups, problems = _by_model(table, spec, models, expansion)
+    if expansion.refused and groups and all(g.spec.endpoint_id == spec.endpoint_id for g in groups):
+        raise UsageError(expansion.refused[0])  # every row runs on the model that refuses it
     problems += table.problems
     problems += _hidden(table)
     problems += _expansion_misfits(groups)
@@ -394,7 +396,7 @@ def _each_on_every_model(
 
 def _expansion_misfits(groups: list[_Group]) -> list[Problem]:
     """``--set`` and ``--matrix`` fields (and the config file's) that a row's model does not
-    have (they were checked against ``--model``, unless the matrix varies the model): a
+    have (checked against ``--model`` only when every row runs on it): a
     default is then not sent (a warning; an error when no model has it: a typo); a matrix
     would make variants that are the same request, each bought (an error)."""
     problems: list[Problem] = []

@@ -292,6 +292,56 @@ def test_a_dataframe_with_a_model_column(tmp_path: Path) -> None:
     assert plan.jobs == 2
 
 
+def test_set_is_checked_against_the_models_of_the_rows_not_the_default_one(
+    tmp_path: Path,
+) -> None:
+    """Every row names its model, none runs on --model's (Veo 3 image-to-video): --set
+    duration=10 and cfg_scale=0.8 are Kling's and fill the Kling row, not refused because
+    Veo 3 takes neither; a Veo 3.1 row they do not fit is that row's problem; with no model
+    column the same --set is one line, as before."""
+    path = write_manifest(
+        tmp_path / "m.csv",
+        [
+            {"id": "cat", "model": KLING, "prompt": "a cat", "image_url": IMAGE, "duration": ""},
+            {"id": "owl", "model": VEO31, "prompt": "an owl", "image_url": "", "duration": "4s"},
+        ],
+    )
+    out = tmp_path / "plan.jsonl"
+    result = CliRunner().invoke(
+        cli,
+        ["plan", str(path), "--json", "-o", str(out), "--set", "duration=10", "--set",
+         "cfg_scale=0.8"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    bodies = {job["job_id"]: job for job in map(json.loads, out.read_text().splitlines())}
+    assert bodies["cat"]["input"]["duration"] == "10"
+    assert bodies["cat"]["input"]["cfg_scale"] == 0.8 and bodies["cat"]["cost_usd"] == 0.70
+    assert "cfg_scale" not in bodies["owl"]["input"]
+    assert bodies["owl"]["input"]["duration"] == "4s"  # a filled cell is left as it is
+
+    both_empty = write_manifest(
+        tmp_path / "both.csv",
+        [
+            {"id": "cat", "model": KLING, "prompt": "a cat", "image_url": IMAGE, "duration": ""},
+            {"id": "owl", "model": VEO31, "prompt": "an owl", "duration": ""},
+        ],
+    )
+    found = problems_of(both_empty, defaults={"duration": "10"})
+    assert [(p.row, p.column) for p in found] == [(2, "duration")]
+    assert found[0].message == f"for {VEO31}: must be '4s', '6s' or '8s'"
+    typo = CliRunner().invoke(cli, ["plan", str(path), "--set", "cfg_scal=0.8"])
+    assert typo.exit_code == 2
+    assert "--set cfg_scal (or [defaults]): " in typo.output and "has no such field" in typo.output
+
+    plain = write_manifest(tmp_path / "p.csv", [{"prompt": "a fox", "image_url": IMAGE}])
+    for flag, said in [
+        ("duration=10", "error: --set duration=10: must be '4s', '6s' or '8s'"),
+        ("cfg_scale=0.8", "error: --set: 'cfg_scale' is not a field of the model"),
+    ]:
+        refused = CliRunner().invoke(cli, ["plan", str(plain), "--set", flag])
+        assert refused.exit_code == 2 and refused.stderr.startswith(said), refused.output
+
+
 def test_a_matrix_of_models_runs_every_row_on_each(tmp_path: Path) -> None:
     """``--matrix model=a,b``: each row on each model, the model named in the variant label
     (so in job ids and file names), other matrix fields checked against each model, values
