@@ -158,6 +158,22 @@ def ideal_makespan(seconds: list[float], slots: int, *, longest_first: bool = Fa
     return max(ends)
 
 
+def file_creation_us(folder: Path, files: int = 1000) -> float:
+    """Microseconds to create one empty file in a fresh folder under ``folder`` (the files are
+    kept: deleting them would slow what follows).
+
+    These machines' ext4 runs without a journal, and then the kernel skips, one by one, every
+    inode freed in the last one to six minutes when it looks for a free one: after a mass
+    deletion (a test suite's temporary folders) creating a file costs 0.5–0.8 ms instead of
+    25–40 µs, and each job creates two (its video and its poster). Printed beside the scale
+    figures so that a slow sitting is told from slower code."""
+    where = Path(tempfile.mkdtemp(dir=folder))
+    started = time.perf_counter()
+    for index in range(files):
+        os.close(os.open(where / str(index), os.O_CREAT | os.O_WRONLY, 0o644))
+    return 1e6 * (time.perf_counter() - started) / files
+
+
 def _stamp(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
@@ -272,8 +288,9 @@ def scale(folder: Path) -> None:
     n = 2000
     manifest = write_manifest(folder / "scale.csv", rows(n))
     baseline = baseline_code(folder / "baseline")
-    runs, before = [], []
+    runs, before, creating = [], [], []
     for _ in range(RUNS):  # alternating, so that both meet the machine in the same mood
+        creating.append(file_creation_us(folder))
         if baseline is not None:
             before.append(
                 concurrency_200(Path(tempfile.mkdtemp(dir=folder)), manifest, env, baseline)
@@ -285,8 +302,12 @@ def scale(folder: Path) -> None:
         f"{got['cpu ms/job']:.1f} ms CPU per job in all: the run's process "
         f"{got['run ms/job']:.1f} ms (issue 11's target: 4, set before issue 10's media check) "
         f"and its media-check workers {got['checks ms/job']:.1f} ms; peak {got['peak MB']:.0f} "
-        f"MB; the kernel's part {got['sys ms/job']:.1f} ms (mostly creating and syncing files: "
-        "it moves with the disk)"
+        f"MB; the kernel's part {got['sys ms/job']:.1f} ms (mostly creating and syncing files)"
+    )
+    print(
+        f"  creating a file here took {statistics.median(creating):.0f} µs in this sitting "
+        "(25-40 µs when nothing was deleted in the last minutes; up to 800 after a mass "
+        "deletion on ext4 without a journal): each job creates two"
     )
     if before:
         then = {key: statistics.median(run[key] for run in before) for key in before[0]}
