@@ -185,6 +185,12 @@ class Settings:
                     raise UsageError(f"retry must be a RetryPolicy, got {value!r}")
                 continue
             setattr(self, name, checked(name, how.kind, value))
+        if self.poll_min > self.poll_max:  # the pause grows from one to the other
+            raise UsageError(
+                f"the shortest pause between status checks (poll_min, {self.poll_min:g} s) is "
+                f"longer than the longest (poll_max, {self.poll_max:g} s): lower --poll-min or "
+                "raise --poll-max"
+            )
 
     def stored(self) -> dict[str, Any]:
         values = asdict(self)

@@ -111,6 +111,9 @@ def test_stored_settings_round_trip_and_toml_values_are_typed(tmp_path: Path) ->
         ({"max_runtime": 0}, "max_runtime must be a duration like 90s, 45m or 2h"),
         ({"model": 3}, "model must be text, got 3"),
         ({"retry": 3}, "retry must be a RetryPolicy, got 3"),
+        # the pause grows from poll_min to poll_max: upside down, every job polled at poll_max
+        ({"poll_min": 20, "poll_max": 1}, r"\(poll_min, 20 s\) is longer than the longest"),
+        ({"poll_min": 30}, r"longest \(poll_max, 15 s\): lower --poll-min or raise"),
     ],
 )
 def test_a_python_caller_gets_the_command_lines_checks(values: dict, words: str) -> None:
@@ -167,3 +170,18 @@ def test_a_wrong_value_in_the_config_file_is_one_line_naming_the_file_and_its_ke
     assert len(shown.stderr.splitlines()) == 1 and "--" not in shown.stderr
     with pytest.raises(UsageError, match=re.escape(f"batchrunner.toml: {words}")):
         batchrunner.plan(manifest, model="fal-ai/veo3.1")
+
+
+def test_a_poll_range_upside_down_is_refused_before_anything_is_recorded(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    manifest = tmp_path / "shots.csv"
+    manifest.write_text("prompt,image_url\na fox,https://example.com/a.png\n")
+    got = CliRunner().invoke(
+        cli,
+        ["run", str(manifest), "--simulate", "--poll-min", "20", "--poll-max", "1",
+         "--ledger", str(tmp_path / "l.db")],
+    )  # fmt: skip
+    assert got.exit_code == 2, got.output
+    assert "lower --poll-min or raise --poll-max" in got.output
+    assert not (tmp_path / "l.db").exists()
