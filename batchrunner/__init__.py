@@ -4,6 +4,7 @@ The Python API (see :mod:`batchrunner.api`)::
 
     batchrunner.plan(manifest, **options)    -> Plan
     batchrunner.run(manifest, **options)     -> Summary
+    await batchrunner.arun(manifest, ...)    -> Summary (async code: its loop goes on)
     batchrunner.results(ledger)              -> pandas.DataFrame
 
 Errors a caller may catch: ``batchrunner.BatchrunnerError`` (every one), ``UsageError`` (an
@@ -26,6 +27,7 @@ __all__ = [
     "Summary",
     "UsageError",
     "__version__",
+    "arun",
     "plan",
     "results",
     "run",
@@ -33,14 +35,14 @@ __all__ = [
 _ERRORS = ("BatchrunnerError", "LedgerError", "ManifestError", "UsageError")
 
 if TYPE_CHECKING:
-    from batchrunner.api import plan, results, run
+    from batchrunner.api import arun, plan, results, run
     from batchrunner.errors import BatchrunnerError, LedgerError, ManifestError, UsageError
     from batchrunner.planner import Plan
     from batchrunner.report import Summary
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("plan", "run", "results"):
+    if name in ("plan", "run", "arun", "results"):
         from batchrunner import api
 
         return getattr(api, name)

@@ -22,7 +22,7 @@ running event loop (a notebook): there it runs the batch on a worker thread and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,40 @@ def run(
     :func:`results` gives every job's outcome. The key comes from ``token`` or the environment,
     as for the CLI; ``simulate=True`` runs against the built-in simulator.
     """
+    from batchrunner.runtime import beside_a_loop
+
+    # a notebook's loop is busy: the batch runs beside it
+    return beside_a_loop(_batch(manifest, config, token, replace_changed, options))
+
+
+async def arun(
+    manifest: Any,
+    *,
+    config: str | Path | None = None,
+    token: str | None = None,
+    replace_changed: bool = False,
+    **options: Any,
+) -> Summary:
+    """:func:`run`, awaited: for async code (a web app, an ``asyncio`` or trio script), whose
+    event loop goes on while the batch runs on a thread with a loop of its own.
+
+    Cancelling the awaiting task stops the batch as Ctrl-C stops one (nothing more is sent,
+    the jobs in flight stay recorded: ``resume`` carries on), then the cancellation goes on.
+    """
+    from batchrunner.runtime import on_a_thread
+
+    # the options are checked here: a wrong one raises before anything is awaited
+    return await on_a_thread(_batch(manifest, config, token, replace_changed, options))
+
+
+def _batch(
+    manifest: Any,
+    config: str | Path | None,
+    token: str | None,
+    replace_changed: bool,
+    options: dict[str, Any],
+) -> Callable[[], Summary]:
+    """A run of ``manifest``, its options checked now, to call where it should run."""
     settings, expansion = _options(manifest, config, options)
 
     def go() -> Summary:
@@ -76,9 +110,7 @@ def run(
             token=token,
         )
 
-    from batchrunner.runtime import beside_a_loop
-
-    return beside_a_loop(go)  # a notebook's loop is busy: the batch runs beside it
+    return go
 
 
 TIMESTAMPS = ("created_at", "submitted_at", "started_at", "completed_at", "done_at", "updated_at")

@@ -102,9 +102,7 @@ def beside_a_loop(fn: Callable[[], T]) -> T:
     except RuntimeError:
         return fn()
     task = asyncio.current_task()
-    interrupt = Interrupt()
-    context = contextvars.copy_context()
-    context.run(INTERRUPT.set, interrupt)
+    interrupt, context = _heard_through()
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchrunner")
     try:
         future = pool.submit(context.run, fn)
@@ -122,6 +120,40 @@ def beside_a_loop(fn: Callable[[], T]) -> T:
                 interrupt.fire()
     finally:
         pool.shutdown(wait=False)
+
+
+async def on_a_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` awaited: it runs on a worker thread (a batch's own event loop) while the
+    caller's loop goes on serving its other tasks.
+
+    Cancelling the task that awaits it stops the batch as Ctrl-C does (nothing more is sent,
+    what is in flight stays recorded for ``resume``); the cancellation goes on once the batch
+    has stopped, so its ledger is never left mid-write."""
+    interrupt, context = _heard_through()
+    finished = False
+
+    async def hear_the_cancel() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            if not finished:
+                interrupt.fire()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(hear_the_cancel)
+        with anyio.CancelScope(shield=True):  # the batch stops on its own, then the cancel
+            answer = await anyio.to_thread.run_sync(context.run, fn)
+        finished = True
+        group.cancel_scope.cancel()
+    return answer
+
+
+def _heard_through() -> tuple[Interrupt, contextvars.Context]:
+    """An interrupt, and a context in which the batch hears of it (:data:`INTERRUPT`)."""
+    interrupt = Interrupt()
+    context = contextvars.copy_context()
+    context.run(INTERRUPT.set, interrupt)
+    return interrupt, context
 
 
 def run_loop(main: Callable[[], Awaitable[T]]) -> T:

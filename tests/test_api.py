@@ -200,6 +200,72 @@ def test_ctrl_c_stops_a_run_beside_a_running_event_loop_as_it_stops_one_on_the_m
         assert code == 130 and len(states) == 2 and set(states) <= IN_FLIGHT
 
 
+def test_arun_is_awaited_while_the_callers_loop_goes_on(tmp_path: Path) -> None:
+    """Async code (a web app) awaits a batch without its event loop standing still: a task of
+    its own keeps running while the batch does. ``run`` in a coroutine blocks that loop."""
+    from batchrunner.simulator import SimulatorServer
+    from tests.helpers import TOKEN, counters, fast_config
+
+    async def app(server: SimulatorServer) -> tuple[batchrunner.Summary, int]:
+        seen_while_running = 0
+
+        async def other_work() -> None:  # counts the turns it gets while a job runs
+            nonlocal seen_while_running
+            while True:
+                if counters(server)["submits"] >= 1:
+                    seen_while_running += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(other_work())
+        summary = await batchrunner.arun(
+            [{"prompt": "a red fox"}],
+            model="fal-ai/veo3.1", token=TOKEN, base_url=server.url, auth_scheme="bearer",
+            ledger=tmp_path / "l.db", out=tmp_path / "out", poll_min=0.02, poll_max=0.1,
+        )  # fmt: skip
+        ticker.cancel()
+        return summary, seen_while_running
+
+    with SimulatorServer(fast_config(run_seconds=0.5)) as server:
+        summary, turns = asyncio.run(app(server))
+    assert summary.exit_code == 0 and summary.counts == {"done": 1}
+    assert turns >= 2  # with run() in the coroutine: 0, the loop was the batch's to wait on
+    with pytest.raises(UsageError, match="concurrency must be a whole number"):
+        asyncio.run(batchrunner.arun([{"prompt": "a fox"}], simulate=True, concurrency=0))
+
+
+def test_cancelling_arun_stops_the_batch_as_ctrl_c_does(tmp_path: Path) -> None:
+    """The awaiting task cancelled (a web request dropped, a timeout): nothing more is sent,
+    the jobs in flight stay recorded for ``resume`` (exit 130), then the cancel goes on."""
+    from batchrunner.ledger import Ledger
+    from batchrunner.simulator import SimulatorServer
+    from tests.helpers import TOKEN, counters, fast_config
+
+    rows = [{"prompt": f"shot {n}"} for n in range(4)]
+
+    async def app(server: SimulatorServer) -> None:
+        awaited = batchrunner.arun(
+            rows, model="fal-ai/veo3.1", token=TOKEN, base_url=server.url, auth_scheme="bearer",
+            concurrency=2, ledger=tmp_path / "l.db", out=tmp_path / "out", poll_min=0.02,
+            poll_max=0.2,
+        )  # fmt: skip
+        batch = asyncio.create_task(awaited)
+        while counters(server)["submits"] < 2:
+            await asyncio.sleep(0.02)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+
+    with SimulatorServer(fast_config(run_seconds=60)) as server:
+        asyncio.run(app(server))
+        submits = counters(server)["submits"]
+    with Ledger.open(tmp_path / "l.db", create=False) as opened:
+        run = opened.last_run()
+        states = sorted(job.state.value for job in opened.jobs())
+    assert run is not None and run["exit_code"] == 130
+    assert submits == 2 and states.count("pending") == 2  # the other two were never sent
+    assert set(states) - {"pending"} <= {"queued", "running"}
+
+
 def test_the_readme_python_example_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
