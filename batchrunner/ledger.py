@@ -158,10 +158,13 @@ class Job(NewJob):
 
     @property
     def spent_usd(self) -> float | None:
-        """What the job may have cost in all, every send counted; None when nothing."""
+        """What the job may have cost in all, every send counted; None when nothing. A send
+        is counted at its estimate, or at what the provider billed for it when that is more
+        (a price raised since the registry was written): what a budget caps."""
         if self.cost_usd is None and self.earlier_usd is None:
             return None
-        return round((self.cost_usd or 0.0) + (self.earlier_usd or 0.0), 4)
+        latest = max(self.cost_usd or 0.0, self.billed_usd or 0.0)
+        return round(latest + (self.earlier_usd or 0.0), 4)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
@@ -201,7 +204,9 @@ class Move:
 JOB_COLUMNS = tuple(f.name for f in dataclass_fields(Job))
 JOB_SELECT = ", ".join(f"[{name}]" for name in JOB_COLUMNS)
 _STATES = {state.value: state for state in JobState}
-_SPENT = "coalesce(cost_usd, 0) + coalesce(earlier_usd, 0)"  # a job's spend: Job.spent_usd
+# what a job's latest send may have cost, and all its sends: Job.spent_usd
+_LATEST = "max(coalesce(cost_usd, 0), coalesce(billed_usd, 0))"
+_SPENT = f"{_LATEST} + coalesce(earlier_usd, 0)"
 BATCHES = ("run", "resume", "retry", "collect")  # the commands that buy or fetch
 # the batches whose options a later resume, retry, cancel or gallery carries on (not `collect`)
 OPTIONS_FROM = ("run", "resume", "retry")
@@ -695,7 +700,7 @@ class Ledger:
     def spend_by_run(self) -> dict[int, float]:
         """:meth:`run_spend` of every run that submitted, in one pass over the events."""
         found = self.db.execute(
-            "select submits.run_id, coalesce(sum(jobs.cost_usd), 0) from "
+            f"select submits.run_id, coalesce(sum({_LATEST}), 0) from "
             "(select distinct run_id, job_id from events where to_state = ?) as submits "
             "join jobs on jobs.job_id = submits.job_id group by submits.run_id",
             [JobState.SUBMITTING.value],
@@ -746,7 +751,7 @@ class Ledger:
         price given back, a refused submit, is not counted, and a job submitted twice counts
         once). Of an earlier run, a job bought again since counts at its latest price."""
         (total,) = self.db.execute(
-            "select coalesce(sum(cost_usd), 0) from jobs where job_id in "
+            f"select coalesce(sum({_LATEST}), 0) from jobs where job_id in "
             "(select job_id from events where run_id = ? and to_state = ?)",
             [self.run_id if run_id is None else run_id, JobState.SUBMITTING.value],
         ).fetchone()

@@ -405,6 +405,8 @@ class Runner:
                 cost_usd=job.price_usd,  # reserved: from here on the job may be billed
                 # a pending job with a cost was sent before and may have been billed for it
                 earlier_usd=job.spent_usd,
+                billed_usd=None,  # what was billed for an earlier send is in earlier_usd now
+                billable_units=None,
                 error=None,
             )
         except TransitionError:  # `cancel JOB_ID` beside this run got to it first
@@ -728,25 +730,39 @@ class Runner:
         if units is not None:
             billing["billable_units"] = units
             billing["billed_usd"] = spec.price.billed(job.input, units) if spec.price else None
+        above = (billing.get("billed_usd") or 0.0) - (job.cost_usd or 0.0)
         media = result.get(spec.output_field)
         if not isinstance(media, dict) or not media.get("url"):
             reason = status.error or f"the result has no {spec.output_field}.url"
-            return self._fail(job, job.state, reason, result=result, **billing)
+            failed = self._fail(job, job.state, reason, result=result, **billing)
+            self._billed_above(above)
+            return failed
         self._observe("completed")
         self._succeeded = True
         self._fetched.add(job.job_id)
         size = media.get("file_size")
-        return await self.commits.transition(
-            job.job_id,
-            S.COMPLETED,
-            detail="result stored",
-            result=result,
+        stored = {
+            "detail": "result stored",
+            "result": result,
             **billing,
-            video_url=media["url"],
-            file_size=size if isinstance(size, int) else None,
-            completed_at=now(),
-            queue_position=None,
-        )
+            "video_url": media["url"],
+            "file_size": size if isinstance(size, int) else None,
+            "completed_at": now(),
+            "queue_position": None,
+        }
+        if above > 0:  # committed at once, for the next submit's budget check to count it
+            completed = self.ledger.transition(job.job_id, S.COMPLETED, **stored)
+            self._billed_above(above)
+            return completed
+        return await self.commits.transition(job.job_id, S.COMPLETED, **stored)
+
+    def _billed_above(self, usd: float) -> None:
+        """The provider billed a job ``usd`` more than its estimate (committed already): the
+        budget caps' running sums count it, as the ledger's spend now does."""
+        if usd > 0:
+            for cap in self._caps:
+                if cap.spent is not None:
+                    cap.spent += usd
 
     def _unreachable(self, job: Job, exc: TransientError) -> Job:
         """The retry budget ran out while polling. A server that keeps answering 200 with an

@@ -365,6 +365,27 @@ def test_a_job_bought_again_keeps_what_its_first_send_cost_in_the_budget(
     assert sorted(costs) == ["", "1.6", "1.6", "1.6", "3.2", "3.2"]  # the held row: nothing
 
 
+@pytest.mark.parametrize("cap", ["budget", "run_budget"])
+def test_what_the_provider_billed_above_the_estimate_counts_against_the_budget(
+    tmp_path: Path, cap: str
+) -> None:
+    """A price raised since the registry was written: each job is billed $2.40, estimated
+    $1.60. Once a result says so, the budget counts what was billed; it counted the estimate
+    and let five jobs ($12.00 billed) through a $8 cap."""
+    with SimulatorServer(fast_config(billing_factor=1.5)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(6))
+        # one at a time: each result (and its bill) is in before the next submit
+        settings = settings_for(server, tmp_path, concurrency=1, **{cap: 8.0})
+        summary = batch.run_manifest(manifest, settings, token=TOKEN)
+        assert counters(server)["submits"] == 3  # $7.20 billed; a fourth would make $9.60
+    assert (summary.exit_code, summary.counts) == (75, {"done": 3, "pending": 3})
+    assert summary.spend_usd == pytest.approx(7.20) and summary.billed_usd == pytest.approx(7.20)
+    with Ledger.open(settings.ledger, create=False) as ledger:
+        assert ledger.spend() == pytest.approx(7.20)
+        assert list(ledger.spend_by_run().values()) == [pytest.approx(7.20)]  # --run-budget
+        assert [job.spent_usd for job in ledger.jobs() if job.submits] == [2.40] * 3
+
+
 def test_a_resume_after_a_kill_counts_the_killed_runs_spend_against_the_run_budget(
     tmp_path: Path,
 ) -> None:

@@ -284,12 +284,13 @@ async def _result(request: Request, sim: Simulator) -> Response:
         video["url"] = f"file:///tmp/{request_id}.mp4"
     if sim.config.wrong_size_marker in prompt:  # a result that misstates the file's size
         video["file_size"] = view.media_size + 1000
-    headers = _billing(submitted)
+    headers = _billing(submitted, sim.config.billing_factor)
     return app_json({"video": video}, 200, request_id=request_id, headers=headers)
 
 
-def _billing(submitted: tuple[str, dict[str, Any]] | None) -> dict[str, str]:
-    """``x-fal-billable-units``: the job's units (seconds, videos, tokens) by its price rule."""
+def _billing(submitted: tuple[str, dict[str, Any]] | None, factor: float) -> dict[str, str]:
+    """``x-fal-billable-units``: the job's units (seconds, videos, tokens) by its price rule,
+    times ``factor`` (``--billing-factor``)."""
     spec = lookup(submitted[0]) if submitted else None
     if submitted is None or spec is None or spec.price is None:
         return {}
@@ -297,7 +298,7 @@ def _billing(submitted: tuple[str, dict[str, Any]] | None) -> dict[str, str]:
         units = spec.price.units(spec.complete(submitted[1]))
     except ValueError:
         return {}
-    return {"x-fal-billable-units": f"{units:g}"}
+    return {"x-fal-billable-units": f"{units * factor:g}"}
 
 
 async def _cancel(request: Request, sim: Simulator) -> Response:

@@ -243,6 +243,14 @@ class SimulatorConfig:
             SECONDS,
         ),
     )
+    billing_factor: float = field(
+        default=1.0,
+        metadata=option(
+            "Bill this many times the units a job's price rule gives (x-fal-billable-units): "
+            "a price raised since the model registry was written.",
+            click.FloatRange(min=0),
+        ),
+    )
     policy_marker: str = "#policy"  # a prompt containing this fails with content_policy_violation
     lie_marker: str = "#lie:"  # "#lie:duration" etc. in a prompt: a clip unlike the request
     # a prompt containing this completes with a result whose video URL is a local file:// path
