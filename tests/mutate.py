@@ -169,6 +169,9 @@ MUTATIONS: list[Mutation] = [
         "                # a pending job with a cost was sent before"
         " and may have been billed for it\n"
         "                earlier_usd=job.spent_usd,\n"
+        "                billed_usd=None,  # what was billed for an earlier send"
+        " is in earlier_usd now\n"
+        "                billable_units=None,\n"
         "                error=None,\n"
         "            )\n"
         "        except TransitionError:  # `cancel JOB_ID` beside this run got to it first\n"
@@ -192,6 +195,9 @@ MUTATIONS: list[Mutation] = [
         "                # a pending job with a cost was sent before"
         " and may have been billed for it\n"
         "                earlier_usd=job.spent_usd,\n"
+        "                billed_usd=None,  # what was billed for an earlier send"
+        " is in earlier_usd now\n"
+        "                billable_units=None,\n"
         "                error=None,\n"
         "            )\n"
         "        except TransitionError:  # `cancel JOB_ID` beside this run got to it first\n"
@@ -217,8 +223,8 @@ MUTATIONS: list[Mutation] = [
         "result-json-not-stored-at-completed",
         "Results are stored the moment a job completes",
         "batchrunner/scheduler.py",
-        '            detail="result stored",\n            result=result,\n',
-        '            detail="result stored",\n',
+        '            "detail": "result stored",\n            "result": result,\n',
+        '            "detail": "result stored",\n',
         (
             SCHEDULER + "test_the_result_is_stored_before_the_download_starts",
             UNATTENDED + "test_unwritable_output_keeps_results_and_resume_downloads",
