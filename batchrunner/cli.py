@@ -965,7 +965,11 @@ def models_show(endpoint_id: str, as_json: bool) -> None:
 @models.command(name="add")
 @click.argument("document", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--price", required=True, metavar="RULE", help="The price rule (see README).")
-@click.option("--replace", is_flag=True, help="Overwrite a model you added before.")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Overwrite a model you added before, or override a shipped one of the same id.",
+)
 @friendly_errors
 def models_add(document: Path, price: str, replace: bool) -> None:
     """Import an endpoint from fal's OpenAPI document (openapi.json?endpoint_id=...).
@@ -974,10 +978,17 @@ def models_add(document: Path, price: str, replace: bool) -> None:
     Example:
         batchrunner models add luma-ray-2.json --price "0.50/video if resolution=540p; 1.00/video"
         batchrunner models add kling.json --price "0.35 + 0.07/s over 5s"
+        batchrunner models add veo3-i2v.json --price "0.40/s" --replace
     """
     spec, path = registry.add_model(document, price, replace=replace)
     click.echo(f"added {spec.endpoint_id} ({len(spec.fields)} fields) to {path}")
     click.echo(f"price: {spec.price.describe() if spec.price else 'unknown'}")
+    shipped = registry.shipped_model(spec.endpoint_id)
+    if shipped is not None:
+        click.echo(
+            f"replaced: the shipped {spec.endpoint_id} ({registry.describe_entry(shipped)}) "
+            f"is overridden by this file; delete {path} to go back to it"
+        )
 
 
 @models.command(name="price")

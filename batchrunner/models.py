@@ -431,7 +431,25 @@ def add_model(document: str | Path, price: str, *, replace: bool = False) -> tup
     entry = read_document(doc)
     entry["price"] = PriceRule.parse(price).to_json()
     spec = ModelSpec.from_json(entry, str(path))
+    shipped = shipped_model(spec.endpoint_id)
+    if shipped is not None and not replace:  # a shipped entry is checked and priced: keep it
+        raise UsageError(
+            f"{spec.endpoint_id} ships with batchrunner ({describe_entry(shipped)}); nothing "
+            "was written: pass --replace to use this document instead (your file then wins "
+            "over the shipped entry until you delete it)"
+        )
     return spec, save_user_model(spec, replace=replace)
+
+
+def shipped_model(endpoint_id: str) -> ModelSpec | None:
+    """The entry batchrunner ships for ``endpoint_id`` (whatever the user's folder holds)."""
+    return _shipped().get(endpoint_id.strip("/"))
+
+
+def describe_entry(spec: ModelSpec) -> str:
+    """``10 fields, price 0.4/s if generate_audio=true; 0.2/s``: an entry, for a message."""
+    price = spec.price.describe() if spec.price else "unknown"
+    return f"{len(spec.fields)} fields, price {price}"
 
 
 def set_price(endpoint_id: str, price: str) -> tuple[ModelSpec, Path]:

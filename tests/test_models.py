@@ -27,6 +27,7 @@ from tests.helpers import IMAGE, TOKEN, counters, fast_config, run_args, write_m
 FIXTURES = Path(__file__).parent / "fixtures"
 LIGHTHOUSE = Path(__file__).parent.parent / "manifests" / "images" / "lighthouse.png"
 LUMA = FIXTURES / "fal-ai__luma-dream-machine__ray-2__image-to-video.json"
+VEO3_DOC = FIXTURES / "fal-ai__veo3__image-to-video.json"  # fal's document for a shipped id
 ENV = {"BATCHRUNNER_API_KEY": TOKEN}
 
 SHIPPED = {
@@ -373,6 +374,35 @@ def test_models_add_refuses_a_malformed_document_in_one_line(
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     bad_rule = CliRunner().invoke(cli, ["models", "add", str(LUMA), "--price", "lots"])
     assert bad_rule.exit_code == 2 and "cannot read 'lots'" in bad_rule.output
+
+
+def test_models_add_does_not_replace_a_shipped_model_without_replace() -> None:
+    """Importing fal's document for an id batchrunner ships (its checked fields, its confirmed
+    price) replaced the shipped entry without a word: the user's `--price 0.10/video` then
+    priced every Veo 3 job, and the fields fal's document leaves out (safety_tolerance...)
+    were gone. It is refused in one line naming what ships, unless --replace, which says
+    what it replaced and how to go back."""
+    endpoint = "fal-ai/veo3/image-to-video"
+    shipped = get_model(endpoint)
+    refused = CliRunner().invoke(cli, ["models", "add", str(VEO3_DOC), "--price", "0.10/video"])
+    assert refused.exit_code == 2, refused.output
+    (line,) = refused.output.strip().splitlines()
+    assert f"{endpoint} ships with batchrunner" in line and "--replace" in line
+    assert "0.4/s if generate_audio=true" in line and "Traceback" not in line
+    assert get_model(endpoint) == shipped and not list(models.user_dir().glob("*.json"))
+
+    added = CliRunner().invoke(
+        cli, ["models", "add", str(VEO3_DOC), "--price", "0.10/video", "--replace"]
+    )
+    assert added.exit_code == 0, added.output
+    path = models.user_dir() / "fal-ai__veo3__image-to-video.json"
+    assert f"replaced: the shipped {endpoint} (10 fields, price 0.4/s" in added.output
+    assert f"delete {path} to go back to it" in added.output
+    spec = get_model(endpoint)
+    assert spec.origin == str(path)
+    assert spec.cost(spec.complete({"prompt": "x", "image_url": IMAGE})) == 0.10
+    path.unlink()
+    assert get_model(endpoint) == shipped
 
 
 def test_models_price_overrides_a_shipped_rule_in_the_user_folder(tmp_path: Path) -> None:
