@@ -983,6 +983,8 @@ def models_add(document: Path, price: str, replace: bool) -> None:
     spec, path = registry.add_model(document, price, replace=replace)
     click.echo(f"added {spec.endpoint_id} ({len(spec.fields)} fields) to {path}")
     click.echo(f"price: {spec.price.describe() if spec.price else 'unknown'}")
+    if isinstance(spec.audio, str):
+        click.echo(f"audio: {spec.audio} switches sound on; each clip is checked for it")
     shipped = registry.shipped_model(spec.endpoint_id)
     if shipped is not None:
         click.echo(

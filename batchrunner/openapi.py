@@ -7,7 +7,9 @@ endpoint_id=<id>``; the format is described in MODELS.md). What we take from it:
 * the input schema: the POST body's ``$ref``, with every ``$ref`` inlined and OpenAPI 3.0's
   ``nullable: true`` rewritten as JSON Schema (``anyOf [X, null]``), so it stands alone;
 * the output field that holds the file: the result schema's property that is a ``File`` (an
-  object with a ``url``), required ones first.
+  object with a ``url``), required ones first;
+* the input field that switches sound on, when one boolean field's name says so and nothing
+  else (:func:`audio_switch`), so that each clip is checked for the sound it was asked for.
 
 A document that lacks any of these is refused with one line saying what is missing.
 """
@@ -15,6 +17,8 @@ A document that lacks any of these is refused with one line saying what is missi
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from batchrunner.errors import UsageError
@@ -54,14 +58,58 @@ def read_document(doc: Any) -> dict[str, Any]:
     input_schema.pop("examples", None)
     app = "/".join(endpoint.split("/")[:2])
     result = (paths.get(f"/{app}/requests/{{request_id}}") or {}).get("get")
-    output_field = _output_field(result, schemas) if result else "video"
+    output: dict[str, Any] = {"field": _output_field(result, schemas) if result else "video"}
+    audio = audio_switch(input_schema["properties"])
+    if audio is not None:
+        output["audio"] = audio
     return {
         "endpoint_id": endpoint,
         "title": str(input_schema.get("title") or endpoint).removesuffix("Input"),
         "source": f"fal OpenAPI document ({doc.get('info', {}).get('title', endpoint)})",
         "input": input_schema,
-        "output": {"field": output_field},
+        "output": output,
     }
+
+
+def audio_switch(props: Mapping[str, Any]) -> str | None:
+    """The boolean input field that turns the clip's sound on, or None.
+
+    Only a name made of ``audio`` or ``sound`` and words that switch something on
+    (``generate_audio``, ``enable_audio``, ``with_audio``, ``audio``, ``sound``, PixVerse's
+    ``generate_audio_switch``, ``audioEnabled``), with a true/false default (what a request
+    that leaves it out asks for), and only one such field (``generate_audio`` among several):
+    a switch read the wrong way round (``mute``, ``remove_audio``, ``keep_audio``) would flag
+    every clip, so anything else is left unchecked, as before."""
+    found = [
+        str(name)
+        for name, prop in props.items()
+        if _is_switch(prop) and _SWITCH_NAME.fullmatch(_words(str(name)))
+    ]
+    if "generate_audio" in found:  # fal's own name for it
+        return "generate_audio"
+    return found[0] if len(found) == 1 else None
+
+
+def _words(name: str) -> str:
+    """``audioEnabled``, ``enable-audio`` → ``audio enabled``, ``enable audio``."""
+    return " ".join(
+        re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name).lower().replace("-", "_").split("_")
+    )
+
+
+_ON = r"(?:generate|gen|enable|enabled|with|include|add|use|output|switch|on)"
+_SWITCH_NAME = re.compile(rf"(?:{_ON} )*(?:audio|sound)(?: {_ON})*")
+
+
+def _is_switch(prop: Any) -> bool:
+    """A ``boolean`` field (or OpenAPI 3.0's nullable one: ``anyOf [boolean, null]``) with a
+    true/false default."""
+    if not isinstance(prop, dict) or not isinstance(prop.get("default"), bool):
+        return False
+    if prop.get("type") == "boolean":
+        return True
+    kinds = [part.get("type") for part in prop.get("anyOf") or () if isinstance(part, dict)]
+    return "boolean" in kinds and set(kinds) <= {"boolean", "null"}
 
 
 def _body_ref(operation: dict[str, Any], where: str) -> str:

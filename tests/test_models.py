@@ -28,6 +28,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 LIGHTHOUSE = Path(__file__).parent.parent / "manifests" / "images" / "lighthouse.png"
 LUMA = FIXTURES / "fal-ai__luma-dream-machine__ray-2__image-to-video.json"
 VEO3_DOC = FIXTURES / "fal-ai__veo3__image-to-video.json"  # fal's document for a shipped id
+PIXVERSE = FIXTURES / "fal-ai__pixverse__v5.5__image-to-video.json"  # generate_audio_switch
 ENV = {"BATCHRUNNER_API_KEY": TOKEN}
 
 SHIPPED = {
@@ -403,6 +404,53 @@ def test_models_add_does_not_replace_a_shipped_model_without_replace() -> None:
     assert spec.cost(spec.complete({"prompt": "x", "image_url": IMAGE})) == 0.10
     path.unlink()
     assert get_model(endpoint) == shipped
+
+
+def pixverse_with_switch(name: str, prop: dict[str, Any] | None = None) -> dict[str, Any]:
+    """fal's PixVerse 5.5 document, its audio switch renamed ``name`` (or made ``prop``)."""
+    doc = json.loads(PIXVERSE.read_text("utf-8"))
+    schema = doc["components"]["schemas"]["PixverseV55ImageToVideoInput"]
+    props = schema["properties"]
+    switch = props.pop("generate_audio_switch")
+    props[name] = switch if prop is None else prop
+    schema["x-fal-order-properties"] = list(props)
+    return doc
+
+
+@pytest.mark.parametrize(
+    "name", ["generate_audio_switch", "enable_audio", "with_audio", "audio", "sound"]
+)
+def test_an_imported_audio_switch_not_called_generate_audio_is_checked(name: str) -> None:
+    """Only `generate_audio` was taken for the audio switch: a model imported from a document
+    that calls it otherwise (PixVerse 5.5's `generate_audio_switch`) had its clips' sound
+    never compared with the request. A boolean field named for switching sound on is it."""
+    from batchrunner.verify import expected_of
+
+    entry = read_document(pixverse_with_switch(name))
+    entry["price"] = PriceRule.parse("0.10/video").to_json()
+    spec = ModelSpec.from_json(entry, "test")
+    assert spec.audio == name
+    asked = {"prompt": "a lighthouse", "image_url": IMAGE}
+    assert expected_of(spec, {**asked, name: True}).audio is True
+    assert expected_of(spec, asked).audio is False  # the schema's default: no sound
+    assert ModelSpec.from_json(spec.to_json(), "again").audio == name  # kept in the file
+
+
+@pytest.mark.parametrize(
+    ("name", "prop"),
+    [("mute", None), ("remove_audio", None), ("keep_audio", None), ("audio_url", None),
+     ("audio", {"type": "string", "default": "on"}), ("audio", {"type": "boolean"})],
+)  # fmt: skip
+def test_a_field_that_may_not_switch_sound_on_is_left_unchecked(
+    name: str, prop: dict[str, Any] | None
+) -> None:
+    """Conservative: a switch read the wrong way round (`mute`) would flag every clip, and a
+    switch without a default does not say what a request that leaves it out gets."""
+    from batchrunner.verify import expected_of
+
+    spec = ModelSpec.from_json(read_document(pixverse_with_switch(name, prop)), "test")
+    assert spec.audio is False
+    assert expected_of(spec, {"prompt": "a lighthouse", "image_url": IMAGE}).audio is None
 
 
 def test_models_price_overrides_a_shipped_rule_in_the_user_folder(tmp_path: Path) -> None:

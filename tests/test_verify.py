@@ -465,3 +465,31 @@ def test_lying_clips_are_done_with_warnings_and_a_non_video_is_a_failed_download
         assert again.exit_code == 1, again.output
         assert counters(server)["submits"] == 5
         assert counters(server)["requests"]["media"] == seen["requests"]["media"] + 1
+
+
+def test_an_imported_model_s_audio_switch_is_checked_in_every_clip(tmp_path: Path) -> None:
+    """PixVerse 5.5 switches sound on with `generate_audio_switch`; imported from fal's
+    document, its clips' sound was never compared with the request (only a field called
+    `generate_audio` was), so a silent clip bought with sound passed without a word."""
+    doc = Path(__file__).parent / "fixtures" / "fal-ai__pixverse__v5.5__image-to-video.json"
+    added = CliRunner().invoke(cli, ["models", "add", str(doc), "--price", "0.10/video"])
+    assert added.exit_code == 0, added.output
+    assert "audio: generate_audio_switch switches sound on" in added.output
+    asked = {"image_url": IMAGE, "model": "fal-ai/pixverse/v5.5/image-to-video"}
+    manifest = write_manifest(
+        tmp_path / "m.csv",
+        [{"id": "loud", "prompt": "A harbour at dawn", "generate_audio_switch": "true", **asked},
+         {"id": "mute", "prompt": "A harbour at dawn #lie:audio", "generate_audio_switch": "true",
+          **asked},
+         {"id": "quiet", "prompt": "A harbour at dusk", **asked}],
+    )  # fmt: skip
+    with SimulatorServer(fast_config()) as server:
+        result = CliRunner().invoke(cli, run_args(server, tmp_path, manifest), env=ENV)
+    assert result.exit_code == 0, result.output
+    with Ledger.open(tmp_path / "ledger.db", create=False) as ledger:
+        got = {job.job_id: (job.media["audio"], job.warnings) for job in ledger.jobs()}
+    assert got == {
+        "loud": (True, []),
+        "mute": (False, ["no audio track, audio was asked for"]),
+        "quiet": (False, []),
+    }
