@@ -25,6 +25,7 @@ The tree::
     │   │   │                        or its TLS certificate does not verify (polls stop too)
     │   │   ├── OutputUnwritableError  the disk under --out is full or read-only
     │   │   ├── RepeatedFailureError   the first jobs to end all failed alike, none succeeding
+    │   │   │                          (or the first submits were all 404: the base URL)
     │   │   └── MediaUnreachableError  the last downloads all failed alike
     │   └── AmbiguousSubmitError     a submit may have reached the server but no answer came
     │                                back; the job becomes ``unknown``, never resubmitted silently
@@ -227,9 +228,17 @@ class OutputUnwritableError(RunError):
 class RepeatedFailureError(RunError):
     """The first jobs to end all failed the same way, none succeeding: a cause of the run (the
     manifest, the model's entry, the account), not of each job. No more are bought (a failure
-    may be billed: content-policy refusals can be); those at the provider are followed."""
+    may be billed: content-policy refusals can be); those at the provider are followed.
+
+    ``submits_not_found``: the failures were the run's first submits, all answered 404 with
+    none accepted: the base URL (a wrong path), or a model the provider does not serve. No
+    job was created, so none is failed: they stay pending for the run after the fix."""
 
     follow_in_flight = True
+
+    def __init__(self, message: str, *, submits_not_found: bool = False):
+        super().__init__(message, status=404 if submits_not_found else None)
+        self.submits_not_found = submits_not_found
 
 
 class MediaUnreachableError(RunError):

@@ -246,6 +246,8 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
             f"submitted were followed. Check the network, a proxy or a firewall for that host, "
             f"{unsaved}"
         )
+    if isinstance(error, RepeatedFailureError) and error.submits_not_found:
+        return f"{error}; nothing was bought and no job is marked failed, {then}"
     if isinstance(error, RepeatedFailureError):
         return (
             f"{error}, and none succeeded: no more jobs were bought (those already sent were "

@@ -235,6 +235,9 @@ class Runner:
         # job id → (its queue place, when it last fell): moving up the queue is not being stuck
         self._places: dict[str, tuple[int, float | None]] = {}
         self._failures: Counter[str] = Counter()  # provider failures before any success
+        self._accepted = False  # a submit of this run was accepted: the base URL serves it
+        # job id → endpoint of each submit answered 404 before any was accepted
+        self._not_found: dict[str, str] = {}
         # cause → each job that failed so, with its own failure, since a download succeeded
         self._download_failures: dict[str, list[tuple[str, DownloadError]]] = {}
         self._fetched: set[str] = set()  # jobs whose result this run fetched
@@ -425,6 +428,8 @@ class Runner:
                 "(or `run --resubmit-unknown`)",
             )
         except FinalError as exc:
+            if exc.status == 404 and not (self._accepted or self._succeeded):
+                return self._submit_not_found(job, exc)
             self._failed_alike(str(exc))
             return self.ledger.transition(
                 job.job_id, S.FAILED, detail="submit rejected", error=str(exc), cost_usd=None
@@ -448,6 +453,7 @@ class Runner:
                 raise
             return self.ledger.get(job.job_id)
         self.tally.submitted += 1
+        self._accepted = True
         self.limit.succeeded()
         self._observe("submitted")
         return await self.commits.transition(
@@ -791,6 +797,46 @@ class Runner:
         if self._failures[reason] >= SAME_FAILURES_TO_STOP:
             shown = f"the first {self._failures[reason]} jobs to end all failed the same way"
             self.halt(RepeatedFailureError(f"{shown}: {reason}"))
+
+    def _submit_not_found(self, job: Job, exc: FinalError) -> Job:
+        """The API answered 404 to a submit before it accepted any in this run. One such is
+        the job's (a model id the provider does not know): it fails. When the first
+        :data:`SAME_FAILURES_TO_STOP` submits all are, the cause is the run's, most likely its
+        base URL (a reseller's path mistyped: every submit goes where the API serves nothing):
+        no more are sent, as for :meth:`_failed_alike`, and those failed so go back to
+        ``pending``, as do any answered 404 after: a 404 created and billed nothing."""
+        halted = self.run_error
+        if isinstance(halted, RepeatedFailureError) and halted.submits_not_found:
+            return self.ledger.transition(
+                job.job_id, S.PENDING, detail="submit not found (404)", error=None, cost_usd=None
+            )
+        failed = self.ledger.transition(
+            job.job_id, S.FAILED, detail="submit rejected", error=str(exc), cost_usd=None
+        )
+        self._not_found[job.job_id] = job.endpoint
+        if len(self._not_found) < SAME_FAILURES_TO_STOP:
+            return failed
+        endpoints = sorted(set(self._not_found.values()))
+        served = f" and that the provider serves {endpoints[0]}" if len(endpoints) == 1 else ""
+        error = RepeatedFailureError(
+            f"the API at {self.client.api.base_url} answered 404 (not found) to the first "
+            f"{len(self._not_found)} submits, none accepted ({exc}): check the base URL "
+            f"(--base-url; each submit went to {self.client.submit_url(job.endpoint)})"
+            f"{served}",
+            submits_not_found=True,
+        )
+        self.halt(error)
+        if self.run_error is not error:
+            return failed  # another cause stopped the run first: these failures stand
+        for earlier in self._not_found:
+            self.ledger.transition(
+                earlier,
+                S.PENDING,
+                expect=S.FAILED,
+                detail="submit not found (404): the base URL's trouble, not the job's",
+                error=None,
+            )
+        return self.ledger.get(job.job_id)
 
     def _downloads_failed_alike(self, job_id: str, exc: DownloadError) -> None:
         """A download failed (after its own retries). When the last

@@ -252,3 +252,54 @@ def test_a_stop_while_submits_wait_to_retry_a_connection_leaves_them_pending(
     assert states(tmp_path / "l.db") == {"pending": 3}
     with Ledger.open(tmp_path / "l.db", create=False) as ledger:
         assert ledger.spend() == 0
+
+
+def test_a_base_url_with_a_wrong_path_stops_at_the_first_submits_and_marks_nothing_failed(
+    tmp_path: Path,
+) -> None:
+    """A reseller's address with a wrong path (`/api/v1` where the queue is served at the
+    root): every submit is a 404. The run named the first five jobs failed "not found at the
+    provider" and told the user to fix the manifest's rows or the model's fields, then
+    `retry` them. It stops after those five submits with one line naming the base URL and
+    where each submit went; nothing was bought, so every job stays pending, and the same
+    command with the right address does them all."""
+    with SimulatorServer(fast_config()) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(30))
+        args = run_args(server, tmp_path, manifest, "--concurrency", "4")
+        wrong_base = f"{server.url}/api/v1"
+        wrong = invoke([wrong_base if arg == server.url else arg for arg in args])
+        assert wrong.exit_code == 69, wrong.output
+        (line,) = [line for line in wrong.stderr.splitlines() if "answered 404" in line]
+        assert line.startswith(f"stopped early: the API at {wrong_base} answered 404 (not found) ")
+        assert "to the first 5 submits, none accepted" in line
+        went = f"{wrong_base}/{DEFAULT_MODEL}"
+        assert f"check the base URL (--base-url; each submit went to {went})" in line
+        assert "nothing was bought and no job is marked failed" in line
+        assert "(30 jobs wait, nothing was lost)" in line
+        assert TOKEN not in wrong.output and "Traceback" not in wrong.output
+        assert states(tmp_path / "ledger.db") == {"pending": 30}
+        seen = counters(server)
+        assert (seen["submits"], seen["requests"]["submit"]) == (0, 5)  # 5 tried, none more
+        fixed = invoke(args)
+        assert fixed.exit_code == 0, fixed.output
+        assert states(tmp_path / "ledger.db") == {"done": 30}
+        assert counters(server)["submits"] == 30 and once_each(server)
+
+
+def test_a_404_for_one_model_the_provider_does_not_serve_fails_only_its_jobs(
+    tmp_path: Path,
+) -> None:
+    """The base URL is not blamed for a 404 that is one model's: the first rows' model is not
+    served, and once a submit of another model is accepted the address is known good, so
+    those rows fail on their own (as before) and the others are done."""
+    gone = "acme/gone/v1"
+    sheet = [{**row, "model": gone if n < 3 else DEFAULT_MODEL} for n, row in enumerate(rows(8))]
+    with SimulatorServer(fast_config()) as server:
+        manifest = write_manifest(tmp_path / "m.csv", sheet)
+        args = run_args(server, tmp_path, manifest, "--concurrency", "1", "--allow-unregistered")
+        result = invoke(args)
+        assert result.exit_code == 1, result.output
+        assert states(tmp_path / "ledger.db") == {"failed": 3, "done": 5}
+        with Ledger.open(tmp_path / "ledger.db", create=False) as ledger:
+            errors = {job.error for job in ledger.jobs() if job.state is JobState.FAILED}
+        assert errors == {f"not found at the provider (404): Application '{gone}' not found"}
