@@ -22,7 +22,10 @@ kind          accepted cells
 ============  ===================================================================================
 
 Empty cells (None, NaN, blank text) give :data:`OMIT`: the field is left out and the model's
-default applies. An Excel error value (``#DIV/0!``) is never a value.
+default applies. An Excel error value (``#DIV/0!``) is never a value, nor is a time or a date
+(what Excel makes of a typed 4:3, 12:30 or 3/4) in a field of any kind but ``any``, except a
+ratio choice it reads as (16:09 is 16:9): it is refused saying what to type instead, and shown
+as Excel shows it (:func:`shown`: ``04:03``, not ``04:03:00``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from batchrunner.cells import CellError
@@ -101,6 +104,11 @@ def coerce(value: Any, spec: FieldKind) -> Any:
     if is_empty(value):
         return OMIT
     kind = spec.kind
+    if isinstance(value, _CLOCK) and kind != "any":
+        chosen = _choice(value, spec) if kind == "choice" else None
+        if chosen in spec.choices:  # Excel reads 16:9 typed in a cell as 16:09
+            return chosen
+        raise BadCell(_clock_rule(value, spec))
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -174,6 +182,49 @@ def _choice(value: Any, spec: FieldKind) -> Any:
         if unit in _SECONDS and spec.name == "duration" and number in spec.choices:
             return number  # "5s" for a model whose durations are "5" and "10"
     return text
+
+
+_CLOCK = (datetime, date, time, timedelta)  # what Excel makes of what looks like a time or date
+_TYPE_AGAIN = {  # what to type instead, in a cell Excel no longer turns into a time or date
+    "bool": "type TRUE or FALSE",
+    "int": "type the number alone, in a cell formatted as Number",
+    "float": "type the number alone, in a cell formatted as Number",
+    "text": "format the cell as Text (or start it with an apostrophe) and type it again",
+    "list": "format the cell as Text (or start it with an apostrophe) and type it again",
+}
+_RULE = {
+    "bool": "must be TRUE or FALSE",
+    "int": "must be a whole number",
+    "float": "must be a number",
+    "text": "must be text",
+    "list": "must be a list of text",
+}
+
+
+def _clock_rule(value: Any, spec: FieldKind) -> str:
+    """Why a time or date cell is not its field's value, and what to type instead."""
+    made = "a time"
+    if isinstance(value, datetime):
+        made = "a date" if value.time() == time() else "a date and time"
+    elif isinstance(value, date):
+        made = "a date"
+    if spec.kind != "choice":
+        return (
+            f"{_RULE[spec.kind]}; Excel turned what was typed into {made}: {_TYPE_AGAIN[spec.kind]}"
+        )
+    rule = f"must be {choices_text(spec.choices)}"
+    ratio = isinstance(value, time) and not (value.second or value.microsecond)
+    if ratio and any(_RATIO.fullmatch(c) for c in spec.choices):
+        typed = f"{value.hour}:{value.minute}"
+        return f"{rule}; Excel turned the {typed} typed here into a time: type one of those"
+    typed = "type one of those, in a cell formatted as Text"
+    return f"{rule}; Excel turned what was typed into {made}: {typed}"
+
+
+def choices_text(values: list[Any] | tuple[Any, ...]) -> str:
+    """``['a', 'b', 'c']`` → ``"'a', 'b' or 'c'"``."""
+    shown = [repr(v) for v in values]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
 
 
 def _spellings(unit: str) -> frozenset[str]:
@@ -270,6 +321,23 @@ def control_text(value: Any) -> str | None:
     if is_empty(value):
         return None
     return str(number_text(value)).strip()
+
+
+def shown(value: Any) -> Any:
+    """A cell as a spreadsheet shows it, for messages: a time as ``04:03`` (``12:30:15`` with
+    its seconds), a date as ``2024-03-04``, both as ``2024-03-04 10:05``, a duration as
+    ``26:30``; anything else as :func:`plain` gives it."""
+    if isinstance(value, timedelta):
+        minutes, seconds = divmod(round(value.total_seconds()), 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}:{minutes:02}" + (f":{seconds:02}" if seconds else "")
+    if isinstance(value, datetime):
+        if value.time() == time():
+            return value.date().isoformat()
+        return f"{value.date().isoformat()} {shown(value.time())}"
+    if isinstance(value, time):
+        return value.strftime("%H:%M:%S" if value.second else "%H:%M")
+    return plain(value)
 
 
 def plain(value: Any) -> Any:

@@ -52,6 +52,7 @@ from batchrunner.coerce import (
     control_text,
     is_empty,
     plain,
+    shown,
 )
 from batchrunner.errors import ManifestError, Problem, UsageError, counted
 from batchrunner.expand import (
@@ -336,7 +337,7 @@ def _by_model(
             given = control_text(cell)
             text = given or spec.endpoint_id
         except BadCell as exc:
-            problems.append(Problem(str(exc), rows[i], lines[i], "model", plain(cell)))
+            problems.append(Problem(str(exc), rows[i], lines[i], "model", shown(cell)))
             continue
         found = looked_up.get(text)
         if found is None:
@@ -890,7 +891,7 @@ class _RowBuilder:
             if exc.column in self.columns.template_gaps:
                 return [_Built(record)]  # said once, for the whole manifest
             column = exc.column if exc.column in record.cells else "prompt"
-            value = plain(record.cells.get(column))
+            value = shown(record.cells.get(column))
             return [
                 _Built(record, problems=[Problem(str(exc), record.row, record.line, column, value)])
             ]
@@ -903,12 +904,12 @@ class _RowBuilder:
         try:
             takes = coerce(cell, _COUNT)
         except BadCell as exc:
-            return Problem(str(exc), record.row, record.line, "count", plain(cell))
+            return Problem(str(exc), record.row, record.line, "count", shown(cell))
         if takes is OMIT:
             return default
         if not 1 <= takes <= MAX_TAKES:
             message = f"must be between 1 and {MAX_TAKES} takes"
-            return Problem(message, record.row, record.line, "count", plain(cell))
+            return Problem(message, record.row, record.line, "count", shown(cell))
         return int(takes)
 
     def _variant(self, record: Record, variant: Variant) -> _Built:
@@ -916,7 +917,7 @@ class _RowBuilder:
         cells = variant.cells
 
         def problem(message: str, column: str | None) -> None:
-            value = plain(cells.get(column)) if column else None
+            value = shown(cells.get(column)) if column else None
             built.problems.append(Problem(message, record.row, record.line, column, value))
 
         try:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from batchrunner.coerce import FieldKind
+from batchrunner.coerce import FieldKind, choices_text
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -294,12 +294,6 @@ _TYPES = {
     "array": "a list",
     "object": "an object",
 }
-
-
-def choices_text(values: list[Any] | tuple[Any, ...]) -> str:
-    """``['a', 'b', 'c']`` → ``"'a', 'b' or 'c'"``."""
-    shown = [repr(v) for v in values]
-    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
 
 
 def _message(keyword: str, expected: Any, got: Any) -> str:

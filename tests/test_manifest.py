@@ -361,6 +361,54 @@ def test_a_ratio_excel_turned_into_a_time_is_the_ratio_typed(tmp_path: Path) -> 
     assert "must be 'auto', '16:9' or '9:16'" in problem.message
 
 
+def test_a_time_excel_made_of_a_cell_is_shown_as_excel_shows_it(tmp_path: Path) -> None:
+    """A cell Excel turned into a time (or a date) that is no value of its field is reported
+    as the sheet shows it (04:03, not 04:03:00), saying that Excel made it a time and what to
+    type instead: a ratio the model does not take, a duration, a seed, a flag, a text."""
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["id", "prompt", "image_url", "aspect_ratio", "duration", "seed",
+                  "generate_audio", "negative_prompt"])  # fmt: skip
+    good = ["A calm lake", URL, "16:9", "8s", 7, True, "blur"]
+    for number, (column, cell) in enumerate(
+        [
+            (2, datetime.time(4, 3)),  # 4:3 typed: a ratio Veo does not take
+            (2, datetime.time(16, 9, 30)),  # with seconds: no ratio
+            (3, datetime.time(8, 0)),  # 8:00 typed for 8s
+            (4, datetime.time(12, 30)),
+            (5, datetime.time(1, 0)),
+            (6, datetime.time(12, 30, 15)),
+            (0, datetime.datetime(2025, 3, 4, 10, 5)),
+            (6, datetime.datetime(2025, 9, 16)),  # 16/9 typed in a day-first Excel
+        ],
+        1,
+    ):
+        values = list(good)
+        values[column] = cell
+        sheet.append([f"shot-{number}", *values])
+    workbook.save(tmp_path / "m.xlsx")
+    said = [(p.cell, str(p).split(": ", 1)[1]) for p in errors_of(tmp_path / "m.xlsx")]
+    assert said == [
+        ("D2", "must be 'auto', '16:9' or '9:16'; Excel turned the 4:3 typed here into a time: "
+               "type one of those (got '04:03')"),
+        ("D3", "must be 'auto', '16:9' or '9:16'; Excel turned what was typed into a time: "
+               "type one of those, in a cell formatted as Text (got '16:09:30')"),
+        ("E4", "must be '4s', '6s' or '8s'; Excel turned what was typed into a time: type one "
+               "of those, in a cell formatted as Text (got '08:00')"),
+        ("F5", "must be a whole number; Excel turned what was typed into a time: type the "
+               "number alone, in a cell formatted as Number (got '12:30')"),
+        ("G6", "must be TRUE or FALSE; Excel turned what was typed into a time: type TRUE or "
+               "FALSE (got '01:00')"),
+        ("H7", "must be text; Excel turned what was typed into a time: format the cell as Text "
+               "(or start it with an apostrophe) and type it again (got '12:30:15')"),
+        ("B8", "must be text; Excel turned what was typed into a date and time: format the "
+               "cell as Text (or start it with an apostrophe) and type it again "
+               "(got '2025-03-04 10:05')"),
+        ("H9", "must be text; Excel turned what was typed into a date: format the cell as Text "
+               "(or start it with an apostrophe) and type it again (got '2025-09-16')"),
+    ]  # fmt: skip
+
+
 def test_a_workbook_problem_names_its_cell_as_excel_does(tmp_path: Path) -> None:
     """Row 1 of the data is row 4 of a sheet with two blank rows above its header: the cell
     to go to is named ("E4"), past a column only kept as metadata."""
