@@ -658,6 +658,8 @@ def status(ledger: Path, every: bool, history: bool, as_json: bool) -> None:
                 else ""
             )
         )
+        if last["waiting_for_network"]:
+            click.echo(f"  {_waiting_line(last['waiting_for_network'])}")
         if last["never_ended"]:
             click.echo(
                 "  it was killed, crashed or its machine went down before it could say so; "
@@ -719,7 +721,18 @@ def _print_runs(runs: list[dict[str, Any]]) -> None:
             line += f"  submitted {run['submitted']:>5}  downloaded {run['downloaded']:>5}"
         if run["run_spend_usd"] is not None:
             line += f"  committed {money(run['run_spend_usd'])}"
+        if run["waiting_for_network"]:
+            line += f"  {_waiting_line(run['waiting_for_network'])}"
         click.echo(line.rstrip())
+
+
+def _waiting_line(waiting: dict[str, Any]) -> str:
+    """``waiting for the network since 14:03 (api.quickrouter.ai unreachable)``, the time in
+    the machine's own zone."""
+    from datetime import datetime
+
+    since = datetime.fromisoformat(waiting["since"]).astimezone().strftime("%H:%M")
+    return f"waiting for the network since {since} ({', '.join(waiting['hosts'])} unreachable)"
 
 
 def _took(started: str | None, finished: str | None) -> str:

@@ -585,7 +585,9 @@ class QueueClient:
         self.on_rate_limited = on_rate_limited
         # how long to wait for the API when nothing connects: 10 s before it first answered,
         # 5 min once it has (the network dropped): :mod:`batchrunner.reach`
-        self.reach = Reach(f"the API at {api.origin}", unreachable_after, patience)
+        self.reach = Reach(
+            f"the API at {api.origin}", unreachable_after, patience, origin=api.origin
+        )
         self._secrets = (api.token,)
 
         # Two pools: a status stream holds its connection for the whole job, so the short

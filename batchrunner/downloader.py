@@ -19,7 +19,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +69,14 @@ class MediaClient:
         self._timeout = timeout
         self._patience = patience
         self._reach: dict[str, Reach] = {}  # by origin: a media host down mid-run is waited for
+        self._listener: Callable[[Reach], None] | None = None
+
+    def listen(self, listener: Callable[[Reach], None]) -> None:
+        """Tell ``listener`` of each media host's outage being waited for, as it begins and
+        ends (:class:`batchrunner.reach.Waits`)."""
+        self._listener = listener
+        for reach in self._reach.values():
+            reach.listener = listener
 
     async def __aenter__(self) -> MediaClient:
         return self
@@ -117,7 +125,8 @@ class MediaClient:
         reach = self._reach.get(origin)
         if reach is None:
             name = f"the media host {origin}"
-            reach = self._reach[origin] = Reach(name, patience=self._patience)
+            reach = self._reach[origin] = Reach(name, patience=self._patience, origin=origin)
+            reach.listener = self._listener
         return reach
 
 

@@ -110,6 +110,7 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
                 "held_by": holder,  # it is going on: the batch that holds the ledger, described
                 # it never ended (killed, crashed, its machine went down): nothing holds it
                 "never_ended": last["finished_at"] is None and holder is None,
+                "waiting_for_network": _waiting(last, holder),
             },
             "not_in_manifest": gone[:limit],
             "not_in_manifest_total": len(gone),
@@ -128,13 +129,14 @@ def runs(ledger_path: str | Path) -> list[dict[str, Any]]:
     listed = []
     with open_existing(ledger_path) as ledger:
         found = ledger.db.execute(
-            "select id, command, started_at, finished_at, exit_code, summary from runs order by id"
+            "select id, command, started_at, finished_at, exit_code, summary, waiting_since, "
+            "waiting_for from runs order by id"
         ).fetchall()
         last = ledger.last_run(BATCHES)
         holder = _held(ledger, last)
         summed: dict[int, float] | None = None  # for runs that did not record theirs
         moved: dict[int, tuple[int, int]] | None = None
-        for number, command, started, finished, code, said in found:
+        for number, command, started, finished, code, said, since, hosts in found:
             try:
                 summary = json.loads(said or "{}")
             except ValueError:
@@ -156,6 +158,9 @@ def runs(ledger_path: str | Path) -> list[dict[str, Any]]:
                     "exit_code": code,
                     "held_by": held_by,
                     "never_ended": finished is None and held_by is None,
+                    "waiting_for_network": _waiting(
+                        {"waiting_since": since, "waiting_for": hosts}, held_by
+                    ),
                     "submitted": summary.get("submitted"),
                     "downloaded": summary.get("downloaded"),
                     "run_spend_usd": spent,
@@ -173,6 +178,16 @@ def _held(ledger: Ledger, last: dict[str, Any] | None) -> str | None:
     from batchrunner.lock import batch_holding
 
     return batch_holding(ledger.path)
+
+
+def _waiting(run: dict[str, Any], holder: str | None) -> dict[str, Any] | None:
+    """What a run going on (``holder``) is waiting for: the network, since when (UTC) and to
+    which hosts (:class:`batchrunner.reach.Waits`); None when it waits for nothing, or has
+    ended (one killed mid-wait waits no more)."""
+    since, hosts = run.get("waiting_since"), run.get("waiting_for")
+    if holder is None or not since:
+        return None
+    return {"since": since, "hosts": (hosts or "").split(", ")}
 
 
 def _what_it_said(run: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,9 @@ Tables (created by the named migrations in :mod:`batchrunner.migrations`):
     one row per job: its input, state, ``request_id``, stored result, file and cost, and what
     the file turned out to be (``media``, ``warnings``, ``poster``; see :mod:`batchrunner.verify`).
 ``runs``
-    one row per ``run`` / ``resume`` / ``retry``: when, which settings (never the key), outcome.
+    one row per ``run`` / ``resume`` / ``retry``: when, which settings (never the key), outcome;
+    while it goes on, the concurrency limit the provider's 429s left and whether it is waiting
+    for the network (:meth:`Ledger.record_limit`, :meth:`Ledger.record_wait`).
 ``events``
     append-only audit: every state change of every job, with the run that made it.
 
@@ -320,16 +322,23 @@ class Ledger:
     def finish_run(self, exit_code: int, summary: Mapping[str, Any]) -> None:
         if self.run_id is None:
             return
-        self.db.table("runs").update(
-            self.run_id,
-            {"finished_at": now(), "exit_code": exit_code, "summary": json.dumps(summary)},
-        )
+        ended = {"finished_at": now(), "exit_code": exit_code, "summary": json.dumps(summary)}
+        waits = {"waiting_since": None, "waiting_for": None}  # an ended run waits for nothing
+        self.db.table("runs").update(self.run_id, ended | waits)
 
     def record_limit(self, limit: int) -> None:
         """The concurrency limit in force now that the provider throttled (AIMD), for
         ``status`` to show; None while it never has."""
         if self.run_id is not None:
             self.db.table("runs").update(self.run_id, {"concurrency_limit": limit})
+
+    def record_wait(self, since: str | None, hosts: str | None) -> None:
+        """The run is waiting for the network since ``since`` (UTC ISO-8601): ``hosts`` do
+        not answer (:class:`batchrunner.reach.Waits`); None and None once they do."""
+        if self.run_id is not None:
+            self.db.table("runs").update(
+                self.run_id, {"waiting_since": since, "waiting_for": hosts}
+            )
 
     def last_run(self, commands: Sequence[str] = ("run",)) -> dict[str, Any] | None:
         placeholders = ", ".join("?" for _ in commands)

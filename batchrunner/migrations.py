@@ -132,6 +132,15 @@ def m006_jobs_earlier_usd(db: sqlite_utils.Database) -> None:
     db.table("jobs").add_column("earlier_usd", float)
 
 
+@MIGRATIONS(name="m007_runs_waiting")
+def m007_runs_waiting(db: sqlite_utils.Database) -> None:
+    """What a run going on is waiting for: the network, since ``waiting_since`` (UTC), to the
+    hosts ``waiting_for`` (``"api.quickrouter.ai"``); both null when it waits for nothing.
+    ``status`` shows it (:mod:`batchrunner.reach`)."""
+    db.table("runs").add_column("waiting_since", str)
+    db.table("runs").add_column("waiting_for", str)
+
+
 KNOWN = {m.name for m in MIGRATIONS._migrations}
 
 

@@ -12,12 +12,20 @@ and their results are kept there for about an hour, so the wait loses nothing.
 
 A request that did connect and then failed is not this module's business: it is retried (or
 found ambiguous) as before.
+
+An outage being waited for is told to a listener once it lasts :data:`SAY_AFTER` seconds, and
+again when it ends (the origin answers, or is out of reach): :class:`Waits` gathers a run's
+origins and records what it waits for on the run's row in the ledger, for ``batchrunner
+status`` in another terminal to show ("waiting for the network since 14:03").
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +38,23 @@ class Reach:
     """One origin's connections: whether it has answered in this run, and since when every new
     connection to it has failed."""
 
-    def __init__(self, name: str, first: float | None = None, patience: float | None = None):
+    def __init__(
+        self,
+        name: str,
+        first: float | None = None,
+        patience: float | None = None,
+        *,
+        origin: str = "",
+    ):
         self.name = name  # "the API at https://queue.fal.run", for the log
+        self.host = urlsplit(origin).netloc or origin  # "queue.fal.run", for `status`
         self.first = FIRST_CONTACT if first is None else first
         self.patience = PATIENCE if patience is None else patience
         self.answered_once = False
         self.failing_since: float | None = None
         self._said = False  # the outage was logged (one past a blip: SAY_AFTER seconds)
+        self.waited_since: datetime | None = None  # when the outage the listener knows of began
+        self.listener: Callable[[Reach], None] | None = None  # told as waited_since changes
 
     @property
     def bound(self) -> float:
@@ -49,6 +67,7 @@ class Reach:
             waited = time.monotonic() - self.failing_since
             logger.warning("%s answers again, after %.0f s", self.name, waited)
         self.answered_once, self.failing_since, self._said = True, None, False
+        self._tell(None)
 
     def failed(self, started: float) -> float:
         """A connection that began at ``started`` could not be made: the seconds left before
@@ -65,7 +84,20 @@ class Reach:
                 lasted,
                 self.patience,
             )
+        if self._said and self.waiting:
+            self._tell(datetime.now(UTC).timestamp() - lasted)
+        else:
+            self._tell(None)  # out of reach: no longer waited for
         return self.left()
+
+    def _tell(self, began: float | None) -> None:
+        """Tell the listener the outage being waited for (it began at ``began``, wall clock),
+        or that none is, when that changes."""
+        if (began is None) == (self.waited_since is None):
+            return
+        self.waited_since = None if began is None else datetime.fromtimestamp(began, UTC)
+        if self.listener is not None:
+            self.listener(self)
 
     def left(self) -> float:
         """Seconds left before the origin is out of reach, while connections to it fail."""
@@ -77,3 +109,27 @@ class Reach:
     def waiting(self) -> bool:
         """Whether a failed connection is an outage being waited for (not a wrong address)."""
         return self.answered_once and self.failing_since is not None and self.left() > 0
+
+
+class Waits:
+    """The origins a run is waiting for now, told to ``record`` as they change: when the
+    earliest of their outages began (UTC ISO-8601) and their hosts (``"api.quickrouter.ai"``,
+    several joined by ", "), or None and None once none is waited for. Set as the
+    :attr:`Reach.listener` of each origin of the run."""
+
+    def __init__(self, record: Callable[[str | None, str | None], None]):
+        self._record = record
+        # each origin's (the API, each media host: the same host may serve both) outage
+        self._since: dict[str, tuple[str, datetime]] = {}  # name -> its host, when it began
+
+    def __call__(self, reach: Reach) -> None:
+        if reach.waited_since is None:
+            self._since.pop(reach.name, None)
+        else:
+            self._since[reach.name] = (reach.host, reach.waited_since)
+        if not self._since:
+            self._record(None, None)
+            return
+        began = min(since for _, since in self._since.values())
+        hosts = sorted({host for host, _ in self._since.values()})
+        self._record(began.isoformat(timespec="milliseconds"), ", ".join(hosts))

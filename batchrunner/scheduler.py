@@ -64,6 +64,7 @@ from batchrunner.ledger import GroupCommit, Job, Ledger, OrderKey, Recording, no
 from batchrunner.manifest import LocalFile, materialize
 from batchrunner.models import ModelSpec, get_model
 from batchrunner.paths import output_path_in, video_name
+from batchrunner.reach import Waits
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
 from batchrunner.streams import StreamMemory
@@ -213,6 +214,10 @@ class Runner:
         self.inspectors = Inspectors(checking_processes(self.options.download_concurrency))
         self._specs: dict[str, ModelSpec] = {}
         self.limit = AdaptiveLimit(self.options.concurrency, on_change=ledger.record_limit)
+        # a network that dropped is waited for: the run's row says so while it lasts (`status`)
+        self.waits = Waits(ledger.record_wait)
+        client.reach.listener = self.waits
+        media.listen(self.waits)
         self.at_provider = 0  # our jobs the provider has accepted and not yet finished
         self.clock = PollClock(self.options.poll_min, self.options.poll_max)
         self.streams = StreamMemory(enabled=self.options.streams)

@@ -18,6 +18,7 @@ import httpx
 from batchrunner.client import QueueStatus, Result, Submitted, Wire
 from batchrunner.downloader import MediaClient
 from batchrunner.ledger import Ledger, NewJob
+from batchrunner.reach import Reach
 from batchrunner.retry import RetryPolicy
 from batchrunner.scheduler import Runner
 from batchrunner.settings import Settings
@@ -51,6 +52,7 @@ class FakeQueue:
 
     def __init__(self, on_submit: Callable[[str], Awaitable[None]] | None = None):
         self.retry = RetryPolicy.fast()
+        self.reach = Reach(f"the API at {ORIGIN}", origin=ORIGIN)  # it always answers
         self.on_submit = on_submit
         self.submitted: list[str] = []  # job ids (the prompt names them), in POST order
 

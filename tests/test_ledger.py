@@ -47,10 +47,11 @@ def test_blank_file_gets_schema_wal_and_migration_record(tmp_path: Path) -> None
             ("m004_jobs_billing",),
             ("m005_jobs_media",),
             ("m006_jobs_earlier_usd",),
+            ("m007_runs_waiting",),
         ]
     # opening again applies nothing new and keeps data
     with Ledger.open(tmp_path / "l.db") as ledger:
-        assert ledger.db.execute("select count(*) from _sqlite_migrations").fetchone() == (6,)
+        assert ledger.db.execute("select count(*) from _sqlite_migrations").fetchone() == (7,)
 
 
 def test_refuses_a_sqlite_file_that_is_not_a_ledger(tmp_path: Path) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import datetime
 
 import anyio
 import httpx
 import pytest
 
+from batchrunner import reach
 from batchrunner.client import QueueClient
 from batchrunner.errors import FinalError, RateLimitedError, TransientError, UsageError
 from batchrunner.providers import ApiConfig
@@ -305,3 +307,39 @@ async def test_an_outage_being_waited_for_uses_up_neither_tries_nor_time() -> No
     assert calls == 23
     assert max(slept[:20]) == OUTAGE_RETRY  # tried again every few seconds, not every minute
     assert sum(slept[:20]) > policy.total  # yet the outage did not use up the time either
+
+
+def test_the_origins_waited_for_are_recorded_as_they_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a run records for `status` (:class:`batchrunner.reach.Waits`): nothing for an
+    address never reached or a blip; each host that answered before and stopped, with when
+    the earliest outage began; a host that answers again, or is given up on, is dropped."""
+    monkeypatch.setattr(reach, "SAY_AFTER", 1.0)
+    told: list[tuple[str | None, str | None]] = []
+    waits = reach.Waits(lambda since, hosts: told.append((since, hosts)))
+    api = reach.Reach("the API", patience=60, origin="https://api.quickrouter.ai")
+    media = reach.Reach("the media host", patience=60, origin="https://v3.fal.media")
+    api.listener = media.listener = waits
+    never = reach.Reach("a wrong address", first=60, origin="https://api.typo.ai")
+    never.listener = waits
+    never.failed(time.monotonic() - 5)  # never answered: a wrong address, not an outage
+    api.answered()
+    media.answered()
+    api.failed(time.monotonic())  # a blip
+    assert told == []
+
+    api.failing_since = time.monotonic() - 5
+    api.failed(time.monotonic())
+    ((since, hosts),) = told
+    assert hosts == "api.quickrouter.ai"
+    began = datetime.fromisoformat(since or "").timestamp()
+    assert time.time() - 6 < began < time.time() - 4
+    api.failed(time.monotonic())  # the same outage: nothing new to record
+    media.failed(time.monotonic() - 2)
+    assert told[1:] == [(since, "api.quickrouter.ai, v3.fal.media")]  # the earliest start
+    api.answered()
+    assert told[2][1] == "v3.fal.media"
+    media.patience = 1.0  # given up on: the run no longer waits for it
+    media.failed(time.monotonic())
+    assert told[3:] == [(None, None)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import re
@@ -971,6 +972,59 @@ def test_a_network_that_drops_mid_run_is_waited_for_and_the_run_finishes(tmp_pat
     api = f"the API at http://127.0.0.1:{port}"
     assert len(re.findall(rf"{api} stopped answering \d+ s ago; waiting up to 300 s", log)) == 1
     assert log.count(f"{api} answers again, after ") == 1
+
+
+def test_status_shows_a_run_waiting_for_the_network_and_since_when(tmp_path: Path) -> None:
+    """While a run waits for the network, `status` from another terminal says so: since when
+    and which host does not answer, on the run's line of `status --runs` too; once the API
+    answers again (the run still going on) it says so no more, and the run finishes."""
+    state = str(tmp_path / "sim-state.db")
+    manifest = write_manifest(tmp_path / "m.csv", rows(8))
+    ledger = tmp_path / "ledger.db"
+
+    def status(*extra: str) -> str:
+        result = CliRunner().invoke(cli, ["status", "--ledger", str(ledger), *extra])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    def waiting() -> Any:
+        return json.loads(status("--json"))["last_run"]["waiting_for_network"]
+
+    first = SimulatorServer(fast_config(run_seconds=2.0, state_path=state)).start()
+    port = int(first.url.rsplit(":", 1)[1])
+    host = f"127.0.0.1:{port}"
+    try:
+        args = run_args(first, tmp_path, manifest, "--concurrency", "2")
+        with runner_process(args, tmp_path) as proc:
+            wait_for(lambda: counters(first)["submits"] >= 1)  # the ledger is there
+            wait_for(lambda: JobState.RUNNING in states(ledger).values())  # the API answered
+            assert "running" in status() and "waiting" not in status("--runs")
+            stopped_at = time.time()
+            first.stop()
+            wait_for(lambda: waiting() is not None)
+            said = waiting()
+            assert said["hosts"] == [host]
+            since = datetime.datetime.fromisoformat(said["since"])
+            assert stopped_at - 5 <= since.timestamp() <= time.time()
+            shown = since.astimezone().strftime("%H:%M")
+            line = f"waiting for the network since {shown} ({host} unreachable)"
+            assert f"\n  {line}\n" in status()
+            (held,) = [r for r in status("--runs").splitlines() if r.startswith("  #1 ")]
+            assert "running" in held and held.endswith(f"  {line}")
+            with SimulatorServer(fast_config(run_seconds=2.0, state_path=state), port=port):
+                wait_for(lambda: waiting() is None or proc.poll() is not None)
+                assert proc.poll() is None  # cleared while the run goes on, not by its end
+                assert "waiting for the network" not in status() + status("--runs")
+                assert proc.wait(timeout=60) == 0
+    finally:
+        first.stop()
+    assert "waiting for the network" not in status() + status("--runs")
+    assert set(states(ledger).values()) == {JobState.DONE}
+    with sqlite3.connect(ledger) as db:  # an ended run waits for nothing; no key in the row
+        assert db.execute("select waiting_since, waiting_for from runs").fetchall() == [
+            (None, None)
+        ]
+        assert TOKEN not in repr(db.execute("select * from runs").fetchall())
 
 
 def test_a_network_that_stays_down_ends_the_run_once_the_patience_is_spent(
