@@ -43,7 +43,7 @@ def by_action(plan: dict[str, Any]) -> dict[str, set[str]]:
 
 
 def test_plan_predicts_exactly_what_run_submits_follows_holds_and_refuses(tmp_path: Path) -> None:
-    config = fast_config(run_seconds=60)
+    config = fast_config(run_seconds=6)  # in flight when the first run is stopped
     with SimulatorServer(config) as server:
         (tmp_path / "batchrunner.toml").write_text(
             f'ledger = "shots.db"\nout = "videos"\nbase_url = "{server.url}"\n'
@@ -57,7 +57,7 @@ def test_plan_predicts_exactly_what_run_submits_follows_holds_and_refuses(tmp_pa
         after_first = states(ledger)
         assert [after_first[f"shot-00{i}"] for i in (3, 4)] == ["pending", "pending"]
         assert {after_first["shot-001"], after_first["shot-002"]} <= {"queued", "running"}
-        config.run_seconds = 0.05  # the provider catches up
+        config.run_seconds = 0.05  # the provider catches up (the two in flight: within 6 s)
 
         edited = rows(6)
         edited[3]["prompt"] += ", in the rain"  # shot-004: pending, now edited

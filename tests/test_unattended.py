@@ -600,14 +600,14 @@ def test_status_runs_shows_a_killed_run_never_ended_with_what_it_committed(
     the runs' committed amounts did not add up to the ledger's spend. Only the run whose batch
     holds the ledger now is running; a killed one never ended, and what it submitted,
     downloaded and committed is counted from the ledger."""
-    with SimulatorServer(fast_config(run_seconds=30)) as server:
+    with SimulatorServer(fast_config(run_seconds=8)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(4))
         ledger = tmp_path / "ledger.db"
         history = ["status", "--ledger", str(ledger), "--runs"]
         args = run_args(server, tmp_path, manifest, "--concurrency", "2")
         with runner_process(args, tmp_path) as proc:
             wait_for(lambda: counters(server)["submits"] == 2)
-            # both submits recorded: the two slots are taken for the jobs' 30 s
+            # both submits recorded: the two slots are taken for the jobs' 8 s
             sent = (JobState.QUEUED, JobState.RUNNING)
             wait_for(lambda: sum(state in sent for state in states(ledger).values()) == 2)
             going = CliRunner().invoke(cli, [*history, "--json"])
@@ -615,7 +615,8 @@ def test_status_runs_shows_a_killed_run_never_ended_with_what_it_committed(
         (run,) = json.loads(going.output)["runs"]
         assert run["held_by"].startswith(f"pid {proc.pid}, `run` started at")
         assert not run["never_ended"]
-        # the next night's run: it finds both slots still taken and stops, buying nothing
+        # the next night's run: both slots still taken past its --max-runtime, it buys
+        # nothing, follows the two to their videos and stops
         night = ["resume", "--ledger", str(ledger), "--max-runtime", "1s"]
         assert CliRunner().invoke(cli, night, env={"BATCHRUNNER_API_KEY": TOKEN}).exit_code == 75
 
