@@ -79,7 +79,7 @@ async def arun(
     replace_changed: bool = False,
     **options: Any,
 ) -> Summary:
-    """:func:`run`, awaited: for async code (a web app, an ``asyncio`` or trio script), whose
+    """:func:`run`, awaited: for async code (a web app, an ``asyncio`` script), whose
     event loop goes on while the batch runs on a thread with a loop of its own.
 
     Cancelling the awaiting task stops the batch as Ctrl-C stops one (nothing more is sent,
