@@ -542,6 +542,22 @@ MUTATIONS: list[Mutation] = [
         (BUDGET + "test_a_run_budget_caps_each_night_and_the_ledger_budget_the_whole",),
     ),
     Mutation(
+        "spend-counts-the-estimate-not-the-bill",
+        "The budget is never exceeded",
+        "batchrunner/ledger.py",
+        '_LATEST = "max(coalesce(cost_usd, 0), coalesce(billed_usd, 0))"\n',
+        '_LATEST = "coalesce(cost_usd, 0)"  # MUTANT\n',
+        (BUDGET + "test_what_the_provider_billed_above_the_estimate_counts_against_the_budget",),
+    ),
+    Mutation(
+        "budget-running-sum-misses-the-bill",
+        "The budget is never exceeded",
+        "batchrunner/scheduler.py",
+        "                    cap.spent += usd\n",
+        "                    pass  # MUTANT\n",
+        (BUDGET + "test_what_the_provider_billed_above_the_estimate_counts_against_the_budget",),
+    ),
+    Mutation(
         "budget-check-and-reservation-interleave",
         "The budget is never exceeded",
         "batchrunner/scheduler.py",
