@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import signal
 import sqlite3
@@ -124,28 +125,25 @@ def beside_a_loop(fn: Callable[[], T]) -> T:
 
 async def on_a_thread(fn: Callable[[], T]) -> T:
     """``fn()`` awaited: it runs on a worker thread (a batch's own event loop) while the
-    caller's loop goes on serving its other tasks.
+    caller's loop goes on serving its other tasks; what it raises is raised here as it is.
 
     Cancelling the task that awaits it stops the batch as Ctrl-C does (nothing more is sent,
     what is in flight stays recorded for ``resume``); the cancellation goes on once the batch
-    has stopped, so its ledger is never left mid-write."""
+    has stopped, so its ledger is never left mid-write. (anyio's shielded scopes do not hold
+    back ``Task.cancel()``, hence the asyncio future, which does.)"""
     interrupt, context = _heard_through()
-    finished = False
-
-    async def hear_the_cancel() -> None:
-        try:
-            await anyio.sleep_forever()
-        finally:
-            if not finished:
-                interrupt.fire()
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(hear_the_cancel)
-        with anyio.CancelScope(shield=True):  # the batch stops on its own, then the cancel
-            answer = await anyio.to_thread.run_sync(context.run, fn)
-        finished = True
-        group.cancel_scope.cancel()
-    return answer
+    batch = asyncio.get_running_loop().run_in_executor(None, context.run, fn)
+    try:
+        return await asyncio.shield(batch)
+    except asyncio.CancelledError:
+        interrupt.fire()
+        with anyio.CancelScope(shield=True):  # anyio stops re-sending its cancel meanwhile
+            while not batch.done():
+                with contextlib.suppress(asyncio.CancelledError):  # again: it is stopping
+                    await asyncio.wait({batch})
+        if not batch.cancelled():
+            batch.exception()  # what it raised while stopping is in its ledger
+        raise
 
 
 def _heard_through() -> tuple[Interrupt, contextvars.Context]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -231,16 +232,29 @@ def test_arun_is_awaited_while_the_callers_loop_goes_on(tmp_path: Path) -> None:
     assert turns >= 2  # with run() in the coroutine: 0, the loop was the batch's to wait on
     with pytest.raises(UsageError, match="concurrency must be a whole number"):
         asyncio.run(batchrunner.arun([{"prompt": "a fox"}], simulate=True, concurrency=0))
+    bad = [{"prompt": "a fox", "duration": "seven"}]  # raised as run raises it, no group
+    with pytest.raises(ManifestError, match="1 problem; nothing was submitted"):
+        asyncio.run(
+            batchrunner.arun(bad, model="fal-ai/veo3.1", simulate=True, ledger=tmp_path / "b.db")
+        )
 
 
-def test_cancelling_arun_stops_the_batch_as_ctrl_c_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cancel", ["task", "anyio-scope"])
+def test_cancelling_arun_stops_the_batch_as_ctrl_c_does(tmp_path: Path, cancel: str) -> None:
     """The awaiting task cancelled (a web request dropped, a timeout): nothing more is sent,
-    the jobs in flight stay recorded for ``resume`` (exit 130), then the cancel goes on."""
+    the jobs in flight stay recorded for ``resume`` (exit 130), then the cancel goes on,
+    by ``Task.cancel()`` as by an anyio scope (which anyio delivers through it)."""
+    import anyio
+
     from batchrunner.ledger import Ledger
     from batchrunner.simulator import SimulatorServer
     from tests.helpers import TOKEN, counters, fast_config
 
     rows = [{"prompt": f"shot {n}"} for n in range(4)]
+
+    def last_run() -> dict[str, Any] | None:
+        with Ledger.open(tmp_path / "l.db", create=False) as opened:
+            return opened.last_run()
 
     async def app(server: SimulatorServer) -> None:
         awaited = batchrunner.arun(
@@ -248,20 +262,33 @@ def test_cancelling_arun_stops_the_batch_as_ctrl_c_does(tmp_path: Path) -> None:
             concurrency=2, ledger=tmp_path / "l.db", out=tmp_path / "out", poll_min=0.02,
             poll_max=0.2,
         )  # fmt: skip
-        batch = asyncio.create_task(awaited)
-        while counters(server)["submits"] < 2:
-            await asyncio.sleep(0.02)
-        batch.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await batch
+        if cancel == "task":
+            batch = asyncio.create_task(awaited)
+            while counters(server)["submits"] < 2:
+                await asyncio.sleep(0.02)
+            batch.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await batch
+        else:
+            with anyio.CancelScope() as scope:
+
+                async def cancel_at_two_submits() -> None:
+                    while counters(server)["submits"] < 2:
+                        await asyncio.sleep(0.02)
+                    scope.cancel()
+
+                watcher = asyncio.create_task(cancel_at_two_submits())
+                await awaited
+            await watcher
+            assert scope.cancelled_caught
+        finished = last_run()  # read the moment the cancel arrives: the batch has stopped
+        assert finished is not None and finished["exit_code"] == 130
 
     with SimulatorServer(fast_config(run_seconds=60)) as server:
         asyncio.run(app(server))
         submits = counters(server)["submits"]
     with Ledger.open(tmp_path / "l.db", create=False) as opened:
-        run = opened.last_run()
         states = sorted(job.state.value for job in opened.jobs())
-    assert run is not None and run["exit_code"] == 130
     assert submits == 2 and states.count("pending") == 2  # the other two were never sent
     assert set(states) - {"pending"} <= {"queued", "running"}
 
