@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -252,9 +251,9 @@ def test_cancelling_arun_stops_the_batch_as_ctrl_c_does(tmp_path: Path, cancel: 
 
     rows = [{"prompt": f"shot {n}"} for n in range(4)]
 
-    def last_run() -> dict[str, Any] | None:
-        with Ledger.open(tmp_path / "l.db", create=False) as opened:
-            return opened.last_run()
+    async def two_submitted(server: SimulatorServer) -> None:
+        while counters(server)["submits"] < 2:
+            await asyncio.sleep(0.02)
 
     async def app(server: SimulatorServer) -> None:
         awaited = batchrunner.arun(
@@ -264,8 +263,7 @@ def test_cancelling_arun_stops_the_batch_as_ctrl_c_does(tmp_path: Path, cancel: 
         )  # fmt: skip
         if cancel == "task":
             batch = asyncio.create_task(awaited)
-            while counters(server)["submits"] < 2:
-                await asyncio.sleep(0.02)
+            await two_submitted(server)
             batch.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await batch
@@ -273,15 +271,15 @@ def test_cancelling_arun_stops_the_batch_as_ctrl_c_does(tmp_path: Path, cancel: 
             with anyio.CancelScope() as scope:
 
                 async def cancel_at_two_submits() -> None:
-                    while counters(server)["submits"] < 2:
-                        await asyncio.sleep(0.02)
+                    await two_submitted(server)
                     scope.cancel()
 
                 watcher = asyncio.create_task(cancel_at_two_submits())
                 await awaited
             await watcher
             assert scope.cancelled_caught
-        finished = last_run()  # read the moment the cancel arrives: the batch has stopped
+        with Ledger.open(tmp_path / "l.db", create=False) as opened:
+            finished = opened.last_run()  # read the moment the cancel arrives: it has stopped
         assert finished is not None and finished["exit_code"] == 130
 
     with SimulatorServer(fast_config(run_seconds=60)) as server:
