@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from batchrunner import batch, expand
 from batchrunner.config import KEYS, SHAPING_KINDS, TABLES, find_config, load_config
-from batchrunner.errors import UsageError, did_you_mean
+from batchrunner.errors import UsageError
 from batchrunner.expand import Expansion
 from batchrunner.planner import Plan, make_plan
 from batchrunner.report import Summary
 from batchrunner.settings import NAMES, checked
+from batchrunner.spelling import did_you_mean
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -26,9 +26,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from batchrunner.errors import UsageError, did_you_mean
+from batchrunner.errors import UsageError
 from batchrunner.expand import MAX_TAKES
 from batchrunner.settings import NAMES, checked, options, toml_key
+from batchrunner.spelling import did_you_mean
 
 CONFIG_NAME = "batchrunner.toml"
 

@@ -39,7 +39,7 @@ Messages never contain the API token (the client never puts it in one).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -97,14 +97,6 @@ class Problem:
         prefix = ", ".join(where)
         value = "" if self.value is None else f" (got {_short(self.value)})"
         return f"{prefix}: {self.message}{value}" if prefix else f"{self.message}{value}"
-
-
-def did_you_mean(name: str, names: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` naming the closest of ``names`` to a misspelt ``name``, or ""."""
-    import difflib  # only for a mistake
-
-    close = difflib.get_close_matches(name, list(names), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _short(value: object, limit: int = 60) -> str:

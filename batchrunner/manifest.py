@@ -3,7 +3,7 @@
 The pipeline, one stage per step::
 
     read      cells.read_table     CSV/TSV/JSONL/XLSX/Parquet -> column names + raw cells per row
-    columns   _Columns             model fields, control columns (id, output), metadata (warned)
+    columns   columns.Columns      model fields, control columns (id, output), metadata (warned)
     coerce    coerce.coerce        each cell -> the type its model field declares (bool, int, ...)
     expand    expand.variants      defaults, matrix, prompt template, takes (one row -> N jobs)
     files     images.ImageChecker  local image paths -> LocalFile (checked, hashed once)
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import gc
 import json
 import logging
@@ -54,6 +53,7 @@ from batchrunner.coerce import (
     plain,
     shown,
 )
+from batchrunner.columns import CONTROL_COLUMNS, Columns
 from batchrunner.errors import ManifestError, Problem, UsageError, counted
 from batchrunner.expand import (
     MAX_TAKES,
@@ -109,7 +109,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONTROL_COLUMNS = ("id", "output", "count", "model")
 _COUNT = FieldKind("count", "int")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -240,7 +239,7 @@ def _rows_of(
 ) -> tuple[list[ManifestRow], list[Problem]]:
     """The jobs of ``table``'s records, every one of them run on ``spec``, and the problems
     found (the table's own, of reading the file, apart)."""
-    columns = _Columns(table.columns, spec, expansion)
+    columns = Columns(table.columns, spec, expansion)
     problems = list(columns.problems if table.columns else [])
     problems += _prompts_replaced(table, expansion) + _cells_varied(table, expansion)
     builder = _RowBuilder(spec, columns, folder, expansion)
@@ -603,166 +602,6 @@ def job_id_for(
     return identity.job_id(endpoint_id, payload, {k: f.sha256 for k, f in files.items()}, take)
 
 
-# -- columns ------------------------------------------------------------------------------------
-
-
-class _Columns:
-    """Which column feeds what: model fields, control columns, metadata (one warning each).
-
-    A column that nearly names a field (``Resolution``, ``aspect-ratio``, ``genrate_audio``) is
-    an error: run would otherwise buy a clip with that field's default, not what was meant.
-    """
-
-    def __init__(self, names: list[str], spec: ModelSpec, expansion: Expansion):
-        self.problems: list[Problem] = []
-        self.template_gaps = self._template_gaps(names, expansion)
-        if not spec.known:  # not in the registry: everything but control columns is sent as read
-            self.fields = {n: FieldKind(n, "any") for n in names if n not in CONTROL_COLUMNS}
-            self.metadata: list[str] = []
-            self.missing: set[str] = set()
-            return
-        declared = {n: f for n, f in spec.kinds.items() if n not in CONTROL_COLUMNS}
-        provided = expansion.provided()
-        self.fields = {n: f for n, f in declared.items() if n in names or n in provided}
-        self.metadata = [n for n in names if n not in declared and n not in CONTROL_COLUMNS]
-        absent = [n for n in [*declared, *CONTROL_COLUMNS] if n not in names]
-        self.missing = {
-            n for n, f in declared.items() if f.required and n not in names and n not in provided
-        }
-        found = ", ".join(repr(n) for n in names) or "none"
-        hinted: set[str] = set()  # columns already named by a missing column's hint
-        for name in sorted(self.missing, key=list(declared).index):
-            guess = _did_you_mean(name, self.metadata)
-            hinted.add(guess or "")
-            hint = f" (did you mean {guess!r}?)" if guess else ""
-            message = f"the manifest has no {name!r} column, which is required{hint}"
-            self.problems.append(Problem(f"{message}; columns found: {found}", column=name))
-        present = [n for n in [*declared, *CONTROL_COLUMNS] if n not in absent]
-        templated = {name for _, text in _templates(expansion) for name in placeholders(text)}
-        for name in self.metadata:
-            if name in hinted or name in templated:  # a column the prompt or name is built from
-                continue
-            twin, near = _near_miss(name, present), _near_miss(name, absent, parts=True)
-            if twin or near:
-                hint = (
-                    f"it looks like a second {twin!r} column."
-                    if twin
-                    else f"did you mean {near!r}?"
-                )
-                message = (
-                    f"{hint} Rename the column to {near or twin!r}"
-                    + (" or remove one of the two" if twin else "")
-                    + ", or rename it to something unlike a field to keep it as metadata"
-                )
-                self.problems.append(Problem(message, column=name))
-                continue
-            guess = _did_you_mean(name, absent)
-            hint = f"; did you mean {guess!r}?" if guess else ""
-            message = f"unknown column, kept as metadata and not sent to the model{hint}"
-            severity = "error" if expansion.strict else "warning"
-            if expansion.strict:
-                message = f"unknown column (--strict){hint}"
-            self.problems.append(Problem(message, column=name, severity=severity))
-
-    def _template_gaps(self, names: list[str], expansion: Expansion) -> set[str]:
-        """The columns ``--prompt-template`` (or an output name given by ``--set``) names that
-        no row can have: one problem each, said once for the manifest rather than once for
-        every row."""
-        given = {*names, *expansion.defaults, *(name for name, _ in expansion.matrix)}
-        found = ", ".join(repr(n) for n in names) or "none"
-        gaps: set[str] = set()
-        for what, template in _templates(expansion):
-            for name in placeholders(template):
-                if name in given or name in gaps:
-                    continue
-                gaps.add(name)
-                guess = _did_you_mean(name, names)
-                hint = f" (did you mean {{{guess}}}?)" if guess else ""
-                message = f"{what} uses {{{name}}}, but there is no {name!r} column{hint}"
-                self.problems.append(Problem(f"{message}; columns found: {found}", column=name))
-        return gaps
-
-
-def _templates(expansion: Expansion) -> list[tuple[str, str]]:
-    """The templates every row is filled into: ``--prompt-template``, an output name ``--set``
-    gives (``{aspect_ratio}/{id}``)."""
-    found = [("the prompt template", expansion.prompt_template)]
-    found.append(("the output name", expansion.defaults.get(OUTPUT)))
-    return [(what, template) for what, template in found if isinstance(template, str)]
-
-
-def _near_miss(name: str, candidates: list[str], *, parts: bool = False) -> str | None:
-    """The candidate ``name`` nearly is: the same but for case, separators, a unit in brackets
-    (``Duration (s)``) or a small typo; with ``parts``, also a run of the candidate's words,
-    each word whole or cut short (``audio``, ``aspect``, ``neg_prompt``, ``gen_audio``)."""
-    key = _normalized(_UNIT.sub("", name))
-    for candidate in candidates:
-        other = _normalized(candidate)
-        if key == other:
-            return candidate
-        if min(len(key), len(other)) >= 4 and _distance(key, other) <= (
-            1 if len(other) <= 6 else 2
-        ):
-            return candidate
-        if parts and _words_of(key.split("_"), other.split("_")):
-            return candidate
-    return None
-
-
-_UNIT = re.compile(r"\s*[(\[][^)\]]*[)\]]\s*$")  # "(s)", "[sec]" at the end of a header
-
-
-def _words_of(words: list[str], field_words: list[str]) -> bool:
-    """Whether ``words`` begin a run of ``field_words``, word by word (at least 3 letters of
-    each): ``["neg", "prompt"]`` of ``["negative", "prompt"]``."""
-    if not all(words) or len(words) > len(field_words):
-        return False
-    return any(
-        all(
-            field_words[start + k].startswith(word)
-            and (len(word) >= 3 or word == field_words[start + k])
-            for k, word in enumerate(words)
-        )
-        for start in range(len(field_words) - len(words) + 1)
-    )
-
-
-def _distance(a: str, b: str) -> int:
-    """Edit distance (insert, delete, substitute, swap two neighbours)."""
-    previous2: list[int] = []
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            cost = 0 if ca == cb else 1
-            best = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                best = min(best, previous2[j - 2] + 1)
-            current.append(best)
-        previous2, previous = previous, current
-    return previous[-1]
-
-
-def _normalized(name: str) -> str:
-    return re.sub(r"[\s\-.]+", "_", name.strip().lower())
-
-
-def _did_you_mean(name: str, candidates: list[str]) -> str | None:
-    """The candidate ``name`` was probably meant to be: same words, a typo, or a part of it."""
-    by_norm = {_normalized(c): c for c in candidates}
-    key = _normalized(name)
-    if key in by_norm:
-        return by_norm[key]
-    close = difflib.get_close_matches(key, list(by_norm), n=1, cutoff=0.7)
-    if close:
-        return by_norm[close[0]]
-    if len(key) >= 4:
-        for norm, original in by_norm.items():
-            if key in norm or (len(norm) >= 4 and norm in key):
-                return original
-    return None
-
-
 # -- rows ---------------------------------------------------------------------------------------
 
 
@@ -776,7 +615,7 @@ class _Built:
 
 
 class _RowBuilder:
-    def __init__(self, spec: ModelSpec, columns: _Columns, base_dir: Path, expansion: Expansion):
+    def __init__(self, spec: ModelSpec, columns: Columns, base_dir: Path, expansion: Expansion):
         self.spec = spec
         self.columns = columns
         self.base_dir = base_dir

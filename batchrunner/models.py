@@ -17,7 +17,6 @@ hints and prices all follow from the file.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import os
@@ -30,8 +29,9 @@ from typing import Any
 
 from batchrunner import schema
 from batchrunner.coerce import OMIT, BadCell, FieldKind, coerce
-from batchrunner.errors import UsageError, did_you_mean
+from batchrunner.errors import UsageError
 from batchrunner.pricing import PriceRule, PriceRuleError, flat, seconds_of
+from batchrunner.spelling import did_you_mean, near_models
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024  # fal's limit for an input file unless the schema says more
 DEFAULT_MODEL = "fal-ai/veo3/image-to-video"
@@ -352,36 +352,6 @@ def unknown_model_message(endpoint_id: str) -> str:
         f"{len(known)} known; `batchrunner models add` imports one; --allow-unregistered "
         "sends it unvalidated)"
     )
-
-
-def near_models(endpoint_id: str, known: Sequence[str]) -> list[str]:
-    """The registered ids a mistyped one most likely means, best first (at most two): the one
-    it is but for case, ``_`` for ``-``, spaces, a pasted page address or fal's own prefix
-    (``FAL-AI/Veo3.1``, ``https://fal.ai/models/fal-ai/veo3.1/api``, ``veo3.1``) alone; else
-    the closest spellings; else the one id that contains every part of it
-    (``fal-ai/hailuo-02``)."""
-    plain: dict[str, str] = {}
-    for name in known:
-        plain.setdefault(_plain_id(name), name)
-    wanted = _plain_id(endpoint_id)
-    for same in (wanted, f"fal-ai/{wanted}"):  # `veo3.1/image-to-video`: the owner left out
-        if same in plain:
-            return [plain[same]]
-    close = difflib.get_close_matches(wanted, list(plain), n=2, cutoff=0.6)
-    if close:
-        return [plain[name] for name in close]
-    parts = [part for part in wanted.split("/") if part and part != "fal-ai"]
-    having = [name for key, name in plain.items() if parts and all(p in key for p in parts)]
-    return having if len(having) == 1 else []
-
-
-def _plain_id(text: str) -> str:
-    """An endpoint id as it compares for a suggestion: lower-case, ``-`` for ``_`` and spaces,
-    without the address of fal's page or queue around it."""
-    text = text.strip().casefold()
-    text = re.sub(r"^(?:https?://)?(?:www\.)?(?:fal\.ai/models/|queue\.fal\.run/)", "", text)
-    text = re.sub(r"/(?:api|playground|llms\.txt)/?$", "", text)
-    return re.sub(r"[\s_]+", "-", text).strip("/")
 
 
 def save_user_model(spec: ModelSpec, *, replace: bool = False) -> Path:

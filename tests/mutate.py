@@ -857,6 +857,16 @@ MUTATIONS: list[Mutation] = [
         (LEDGER + "test_refuses_a_ledger_from_a_newer_version",),
     ),
     Mutation(
+        "near-miss-column-kept-as-metadata",
+        "Nothing unpriced or misspelt is bought",
+        "batchrunner/columns.py",
+        "            twin, near = near_miss(name, present), near_miss(name, absent, parts=True)\n",
+        "            twin, near = None, None  # MUTANT: every unknown column is metadata\n",
+        (
+            "tests/test_models.py::test_a_near_miss_column_exits_2_naming_the_field_and_sends_nothing",
+        ),
+    ),
+    Mutation(
         "model-cell-ignored",
         "Nothing unpriced or misspelt is bought",
         "batchrunner/manifest.py",
