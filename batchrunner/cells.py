@@ -457,8 +457,8 @@ def _unreadable(exc: csv.Error, row: int, start: int, stop: int) -> Problem:
     """The record from line ``start`` cannot be read (the reader gave up on line ``stop``)."""
     said = str(exc)
     if said == "unexpected end of data":
-        lines = f"line {stop}" if stop == start + 1 else f"lines {start + 1}-{stop}"
-        swallowed = f", and {lines} were read as its text" if stop > start else ""
+        lines = f"line {stop} was" if stop == start + 1 else f"lines {start + 1}-{stop} were"
+        swallowed = f", and {lines} read as its text" if stop > start else ""
         message = (
             f"a quoted cell here is never closed: the file ends inside it{swallowed} (a stray "
             '" at the start of a cell, or a file still being written?)'

@@ -970,7 +970,7 @@ def corpus_model(path: Path) -> ModelSpec:
     [
         # the last column, the file ends one line later
         ('id,prompt,image_url,duration\na,ok,{u},4s\nb,ok,{u},"4s\nc,ok,{u},4s\n', 3,
-         "duration", "and line 4 were read as its text"),
+         "duration", "and line 4 was read as its text"),
         # a multi-line cell before it reads; "" inside quotes is a quote; TSV
         ('id\tprompt\timage_url\na\t"two\nlines, ""quoted"""\t{u}\nb\t{u}\t"x"y\n', 4,
          "image_url", "closes before its text ends"),
