@@ -36,7 +36,8 @@ from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
 
 if TYPE_CHECKING:  # the run machinery loads when a run starts: `plan` and `validate` skip it
-    from batchrunner.client import QueueClient, QueueStatus
+    from batchrunner.answers import QueueStatus
+    from batchrunner.client import QueueClient
     from batchrunner.ledger import Job, Ledger, Recording
     from batchrunner.report import Summary
     from batchrunner.scheduler import Observer

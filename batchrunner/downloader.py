@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from batchrunner.client import NEVER_SENT
+from batchrunner.answers import NEVER_SENT
 from batchrunner.errors import DownloadError, TransientError
 from batchrunner.paths import part_path
 from batchrunner.reach import Reach

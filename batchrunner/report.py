@@ -16,7 +16,7 @@ from batchrunner.ledger import Ledger, now
 from batchrunner.states import NEEDS_ATTENTION, JobState
 
 if TYPE_CHECKING:
-    from batchrunner.client import QueueStatus
+    from batchrunner.answers import QueueStatus
 
 DEFAULT_LEDGER = "batchrunner.db"
 REASONS_SHOWN = 3

@@ -42,7 +42,8 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchrunner.adaptive import AdaptiveLimit
-from batchrunner.client import QueueClient, QueueStatus, Submitted, Wire
+from batchrunner.answers import QueueStatus
+from batchrunner.client import QueueClient, Submitted, Wire
 from batchrunner.downloader import MediaClient, download
 from batchrunner.errors import (
     AmbiguousSubmitError,

@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 
-from batchrunner.client import QueueStatus, Result, Submitted, Wire
+from batchrunner.answers import QueueStatus
+from batchrunner.client import Result, Submitted, Wire
 from batchrunner.downloader import MediaClient
 from batchrunner.ledger import Ledger, NewJob
 from batchrunner.reach import Reach

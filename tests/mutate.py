@@ -213,7 +213,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "never-sent-submit-called-ambiguous",
         "`unknown` happens only when a submit's answer was lost",
-        "batchrunner/client.py",
+        "batchrunner/answers.py",
         "    if isinstance(exc, NEVER_SENT):\n        return TransientError(",
         "    if False:  # MUTANT\n        return TransientError(",
         (CLIENT + "test_submit_is_retried_when_the_request_never_left",),
@@ -332,7 +332,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "gateway-502-not-retried",
         "Transient provider trouble is retried, within a budget",
-        "batchrunner/client.py",
+        "batchrunner/answers.py",
         "GATEWAY_CODES = (502, 503, 504)\n",
         "GATEWAY_CODES = (503, 504)  # MUTANT\n",
         (FAULTS + "test_ingress_errors_are_retried",),
@@ -340,7 +340,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "dropped-poll-not-retried",
         "Transient provider trouble is retried, within a budget",
-        "batchrunner/client.py",
+        "batchrunner/answers.py",
         '    return TransientError(f"the connection to the API failed ({what})")\n',
         '    return FinalError(f"the connection to the API failed ({what})")  # MUTANT\n',
         (FAULTS + "test_dropped_connections_on_polls_are_retried",),
@@ -348,7 +348,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "final-422-retried",
         "Transient provider trouble is retried, within a budget",
-        "batchrunner/client.py",
+        "batchrunner/answers.py",
         '        return FinalError(said(f"the API rejected the input ({code})"), status=code)\n',
         '        return TransientError(said(f"rejected ({code})"), status=code)  # MUTANT\n',
         (RUN + "test_24_rows_with_two_refused_prompts",),
@@ -443,7 +443,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "refused-key-fails-every-job",
         "Account and network trouble stops the run, not the jobs",
-        "batchrunner/client.py",
+        "batchrunner/answers.py",
         "        return KeyRefusedError(f\"{code} {said() or 'key refused'}\", status=code)\n",
         '        return FinalError(f"{code} {said()}", status=code)  # MUTANT\n',
         (

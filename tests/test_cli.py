@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from batchrunner.answers import QueueStatus
 from batchrunner.cli import cli
-from batchrunner.client import QueueStatus
 from batchrunner.models import MAX_IMAGE_BYTES
 from batchrunner.report import Progress
 from batchrunner.simulator import SimulatorServer

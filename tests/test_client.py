@@ -15,13 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from batchrunner.answers import QueueStatus, parse_retry_after
 from batchrunner.client import (
     OriginAuth,
     QueueClient,
-    QueueStatus,
     Submitted,
     _rebase_parsed,
-    parse_retry_after,
     rebase,
 )
 from batchrunner.errors import (

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from batchrunner import wire
-from batchrunner.client import NEVER_SENT, QueueClient, classify_transport
+from batchrunner.answers import NEVER_SENT, classify_transport
+from batchrunner.client import QueueClient
 from batchrunner.downloader import MediaClient, download
 from batchrunner.errors import AmbiguousSubmitError, TransientError, UnreachableError
 from batchrunner.providers import ApiConfig
