@@ -32,7 +32,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from batchrunner import identity
-from batchrunner.manifest import Manifest, ManifestRow, relabelled_output
+from batchrunner.manifest import Manifest
+from batchrunner.rows import ManifestRow, relabelled_output
 
 if TYPE_CHECKING:
     from batchrunner.ledger import Job, Ledger

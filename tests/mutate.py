@@ -148,7 +148,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "a-rows-variants-that-are-one-request-bought-twice",
         "Nothing is bought twice without your say-so",
-        "batchrunner/manifest.py",
+        "batchrunner/rows.py",
         "        if matrix and b.row is not None:  # matrix values that mean the same (8s and 8)\n",
         "        if False:  # MUTANT: each variant is taken for a request of its own\n",
         (EXPAND + "test_variants_of_a_row_that_are_one_request_are_refused_not_bought_twice",),

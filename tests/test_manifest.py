@@ -1251,7 +1251,7 @@ def test_building_a_column_at_a_time_changes_nothing(
     """Rows that are plainly valid are built a column at a time, the others one by one: the
     jobs, warnings and errors are exactly those of building every row one by one."""
     from batchrunner.expand import Expansion
-    from batchrunner.manifest import _RowBuilder
+    from batchrunner.rows import RowBuilder
 
     for index, column in spoiled:
         if BAD_CELLS[column]:
@@ -1273,18 +1273,18 @@ def test_building_a_column_at_a_time_changes_nothing(
             writer.writerow(names)
             writer.writerows([pick[n] for n in names] for pick in picks)
         fast = outcome()
-        original = _RowBuilder.plain_rows
-        _RowBuilder.plain_rows = lambda self, records: None  # type: ignore[method-assign]
+        original = RowBuilder.plain_rows
+        RowBuilder.plain_rows = lambda self, records: None  # type: ignore[method-assign]
         try:
             slow = outcome()
         finally:
-            _RowBuilder.plain_rows = original  # type: ignore[method-assign]
+            RowBuilder.plain_rows = original  # type: ignore[method-assign]
     assert fast == slow
 
 
 def test_rows_made_in_bulk_are_the_dataclasses_they_stand_for() -> None:
-    from batchrunner.manifest import ManifestRow, _manifest_row
     from batchrunner.planner import Decision, _new_job
+    from batchrunner.rows import ManifestRow, _manifest_row
 
     made = _manifest_row(3, 4, "shot-3", {"prompt": "p"}, "clip.mp4", {"notes": "n"}, 0.5, "m")
     row = ManifestRow(3, 4, "shot-3", {"prompt": "p"}, {}, "clip.mp4", {"notes": "n"}, 0.5, "", "m")
