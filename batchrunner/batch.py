@@ -421,9 +421,7 @@ def _cancel_beside(
     from batchrunner.runtime import run_loop
 
     with Ledger.open(path, create=False) as ledger:
-        missing = [j for j in job_ids if not ledger.has(j)]
-        if missing:
-            raise UsageError(f"no such job in {path}: {', '.join(missing)}")
+        ledger.require(job_ids)
         last = ledger.last_run(OPTIONS_FROM)
         settings = Settings.from_stored(last["options"] if last else {}, ledger=path)
         try:  # before anything moves: a job at the provider cannot be cancelled without it
@@ -623,9 +621,7 @@ def cancel(
         if job_ids is None:
             targets = list(ledger.jobs(cancellable))
         else:
-            missing = [j for j in job_ids if not ledger.has(j)]
-            if missing:
-                raise UsageError(f"no such job in {path}: {', '.join(missing)}")
+            ledger.require(job_ids)
             targets = [ledger.get(j) for j in job_ids]
         last = ledger.last_run(OPTIONS_FROM)
         settings = Settings.from_stored(last["options"] if last else {}, ledger=path)

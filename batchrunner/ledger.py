@@ -39,10 +39,11 @@ import anyio
 import anyio.lowlevel
 
 from batchrunner import identity
-from batchrunner.errors import LedgerError, LedgerUnwritableError, TransitionError
+from batchrunner.errors import LedgerError, LedgerUnwritableError, TransitionError, UsageError
 from batchrunner.frozen import assemble
 from batchrunner.lean_sqlite import sqlite_utils
 from batchrunner.migrations import MIGRATIONS, check_compatible
+from batchrunner.spelling import near_id
 from batchrunner.states import JobState, can_move
 
 BUSY_TIMEOUT_MS = 10_000
@@ -599,6 +600,17 @@ class Ledger:
             self.db.execute("select 1 from jobs where job_id = ?", [job_id]).fetchone() is not None
         )
 
+    def require(self, job_ids: Iterable[str]) -> None:
+        """Raise :class:`UsageError` naming the ids among ``job_ids`` that are no job of this
+        ledger (the first ten), each with the id it nearly is (``shot-7``: ``shot-07``)."""
+        missing = [job_id for job_id in job_ids if not self.has(job_id)]
+        if not missing:
+            return
+        known = [row[0] for row in self.db.conn.execute("select job_id from jobs")]
+        shown = ", ".join(job_id + _hint(near_id(job_id, known)) for job_id in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise UsageError(f"no such job in {self.path}: {shown}{more}")
+
     def get(self, job_id: str) -> Job:
         found = self.db.conn.execute(_SELECT_JOB, [job_id]).fetchone()
         if found is None:
@@ -864,6 +876,10 @@ class Ledger:
         if allowed is not None and old not in allowed:
             return TransitionError(f"job {job_id} is {old}, expected {sorted(allowed)}")
         return TransitionError(f"job {job_id}: {old} → {new} is not an allowed transition")
+
+
+def _hint(guess: str | None) -> str:
+    return f" (did you mean {guess!r}?)" if guess else ""
 
 
 def _link_aside(path: str | None, mark: str) -> str | None:

@@ -7,7 +7,8 @@ Each kind of name is matched as its mistakes are made:
   separators, a unit in brackets (``Duration (s)``), a typo of a letter or two, the field's
   words cut short (``neg_prompt``); a near miss is an error, not metadata, since a run would
   otherwise buy a clip with that field's default;
-* a model id (:func:`near_models`): a pasted page address, fal's prefix left out, other case.
+* a model id (:func:`near_models`): a pasted page address, fal's prefix left out, other case;
+* a job id (:func:`near_id`): other case, a number padded otherwise (``shot-7``, ``shot-07``).
 
 Nothing here raises or logs: the callers word the message. ``difflib`` is imported only when a
 mistake is made.
@@ -103,6 +104,27 @@ def distance(a: str, b: str) -> int:
 def normalized(name: str) -> str:
     """A column name as it compares: lower-case, runs of spaces, ``-`` and ``.`` made ``_``."""
     return re.sub(r"[\s\-.]+", "_", name.strip().lower())
+
+
+# -- job ids ------------------------------------------------------------------------------------
+
+
+def near_id(name: str, known: Sequence[str]) -> str | None:
+    """The id among ``known`` a mistyped ``name`` most likely means: the same but for case or
+    the zeros its numbers are padded with (``Shot-7`` for ``shot-07``); else the closest
+    spelling, if one is close."""
+    import difflib
+
+    key = _unpadded(name)
+    for candidate in known:
+        if _unpadded(candidate) == key:
+            return candidate
+    close = difflib.get_close_matches(name, known, n=1)
+    return close[0] if close else None
+
+
+def _unpadded(text: str) -> str:
+    return re.sub(r"\d+", lambda number: str(int(number.group())), text.casefold())
 
 
 # -- model ids ----------------------------------------------------------------------------------

@@ -118,12 +118,7 @@ def _ids_from_table(path: Path) -> list[str]:
 
 def plan(ledger: Ledger, ids: Sequence[str], *, new_take: bool, unknown: bool = False) -> Plan:
     """Check ``ids`` against the ledger and plan what ``retry --ids`` would do (read-only)."""
-    missing = [job_id for job_id in ids if not ledger.has(job_id)]
-    if missing:
-        shown = ", ".join(missing[:10]) + (
-            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        )
-        raise UsageError(f"no such job in {ledger.path}: {shown}")
+    ledger.require(ids)
     jobs = [ledger.get(job_id) for job_id in ids]
     pending = list(ledger.jobs([JobState.PENDING]))
     pending_usd = round(sum(j.price_usd or 0.0 for j in pending), 4)

@@ -10,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchrunner.models import registry
-from batchrunner.spelling import closest, did_you_mean, distance, near_miss, near_models
+from batchrunner.spelling import (
+    closest,
+    did_you_mean,
+    distance,
+    near_id,
+    near_miss,
+    near_models,
+)
 
 FIELDS = ["prompt", "image_url", "duration", "aspect_ratio", "resolution", "generate_audio"]
 
@@ -83,6 +90,20 @@ def test_a_mistyped_model_id_suggests_the_registered_ones_it_means(
     typed: str, meant: list[str]
 ) -> None:
     assert near_models(typed, list(registry())) == meant
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("shot-7", "shot-07"),  # a number padded otherwise, though shot-10 is as close a spelling
+        ("SHOT-1", "shot-01"),
+        ("row0012~t2", "row12~t2"),
+        ("shot-071", "shot-07"),  # else the closest spelling
+        ("ghost", None),
+    ],
+)
+def test_a_mistyped_job_id_suggests_the_job_it_nearly_is(typed: str, meant: str | None) -> None:
+    assert near_id(typed, ["shot-01", "shot-07", "shot-10", "row12~t2"]) == meant
 
 
 # -- the edit distance, against its definition ---------------------------------------------------

@@ -127,8 +127,25 @@ def test_nothing_bought_is_bought_again_without_new_take(ledger: Ledger) -> None
     with pytest.raises(UsageError, match="already bought: fox; add --new-take"):
         plan(ledger, ["fox", "hen"], new_take=False)
     assert [j.job_id for j in plan(ledger, ["hen"], new_take=False).requeue] == ["hen"]
-    with pytest.raises(UsageError, match=r"no such job in .*: ghost"):
+    with pytest.raises(UsageError, match=r"no such job in .*: ghost$"):
         plan(ledger, ["hen", "ghost"], new_take=False)
+
+
+def test_an_id_that_is_no_job_names_the_job_it_nearly_is_and_nothing_moves(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """A mistyped id in ``retry --ids`` or ``cancel`` is refused with the id it nearly is, for
+    every command that takes ids, before anything is sent or moved."""
+    near = r"no such job in .*: Hen \(did you mean 'hen'\?\), owl~16:9~t3 \(did you mean "
+    with pytest.raises(UsageError, match=near):
+        plan(ledger, ["Hen", "owl~16:9~t3", "fox"], new_take=True)
+    ledger.close()
+    db = str(tmp_path / "l.db")
+    cancelled = CliRunner().invoke(cli, ["cancel", "--ledger", db, "Fox", "ghost"])
+    assert cancelled.exit_code == 2
+    assert cancelled.stderr.strip().endswith("Fox (did you mean 'fox'?), ghost"), cancelled.stderr
+    with Ledger.open(tmp_path / "l.db") as again:
+        assert again.get("fox").state is JobState.PENDING  # nothing cancelled, not even fox
 
 
 def test_the_cli_prints_what_it_would_buy_and_a_dry_run_records_nothing(
