@@ -134,8 +134,8 @@ def near_models(endpoint_id: str, known: Sequence[str]) -> list[str]:
     """The registered ids a mistyped one most likely means, best first (at most two): the one
     it is but for case, ``_`` for ``-``, spaces, a pasted page address or fal's own prefix
     (``FAL-AI/Veo3.1``, ``https://fal.ai/models/fal-ai/veo3.1/api``, ``veo3.1``) alone; else
-    the closest spellings; else the one id that contains every part of it
-    (``fal-ai/hailuo-02``)."""
+    the closest spellings (to fal's without their owner when it names none: ``veo31``); else
+    the one id that contains every part of it (``fal-ai/hailuo-02``)."""
     import difflib
 
     plain: dict[str, str] = {}
@@ -145,9 +145,12 @@ def near_models(endpoint_id: str, known: Sequence[str]) -> list[str]:
     for same in (wanted, f"fal-ai/{wanted}"):  # `veo3.1/image-to-video`: the owner left out
         if same in plain:
             return [plain[same]]
-    close = difflib.get_close_matches(wanted, list(plain), n=2, cutoff=0.6)
+    # `veo31`: an id of fal's with the owner left out is compared without fal's either
+    unowned = {key.removeprefix("fal-ai/"): name for key, name in plain.items()}
+    keyed = plain if "/" in wanted else unowned
+    close = difflib.get_close_matches(wanted, list(keyed), n=2, cutoff=0.6)
     if close:
-        return [plain[name] for name in close]
+        return [keyed[name] for name in close]
     parts = [part for part in wanted.split("/") if part and part != "fal-ai"]
     having = [name for key, name in plain.items() if parts and all(p in key for p in parts)]
     return having if len(having) == 1 else []

@@ -83,6 +83,7 @@ def test_did_you_mean_names_the_closest_or_nothing() -> None:
             ["fal-ai/veo3/image-to-video", "fal-ai/veo3.1/image-to-video"],
         ),
         ("hailuo-02", ["fal-ai/minimax/hailuo-02/standard/image-to-video"]),  # a part of one
+        ("veo31", ["fal-ai/veo3.1", "fal-ai/veo3.1/fast"]),  # fal's, mistyped, owner left out
         ("sora-2", []),  # like nothing registered
     ],
 )
