@@ -14,7 +14,7 @@ from batchrunner.coerce import FieldKind
 from batchrunner.errors import Problem
 from batchrunner.expand import OUTPUT, Expansion, placeholders
 from batchrunner.models import ModelSpec
-from batchrunner.spelling import closest, near_miss
+from batchrunner.spelling import closest, hint, near_miss
 
 CONTROL_COLUMNS = ("id", "output", "count", "model")
 
@@ -47,8 +47,7 @@ class Columns:
         for name in sorted(self.missing, key=list(declared).index):
             guess = closest(name, self.metadata)
             hinted.add(guess or "")
-            hint = f" (did you mean {guess!r}?)" if guess else ""
-            message = f"the manifest has no {name!r} column, which is required{hint}"
+            message = f"the manifest has no {name!r} column, which is required{hint(guess)}"
             self.problems.append(Problem(f"{message}; columns found: {found}", column=name))
         present = [n for n in [*declared, *CONTROL_COLUMNS] if n not in absent]
         templated = {name for _, text in templates(expansion) for name in placeholders(text)}
@@ -57,24 +56,24 @@ class Columns:
                 continue
             twin, near = near_miss(name, present), near_miss(name, absent, parts=True)
             if twin or near:
-                hint = (
+                advice = (
                     f"it looks like a second {twin!r} column."
                     if twin
                     else f"did you mean {near!r}?"
                 )
                 message = (
-                    f"{hint} Rename the column to {near or twin!r}"
+                    f"{advice} Rename the column to {near or twin!r}"
                     + (" or remove one of the two" if twin else "")
                     + ", or rename it to something unlike a field to keep it as metadata"
                 )
                 self.problems.append(Problem(message, column=name))
                 continue
             guess = closest(name, absent)
-            hint = f"; did you mean {guess!r}?" if guess else ""
-            message = f"unknown column, kept as metadata and not sent to the model{hint}"
+            advice = f"; did you mean {guess!r}?" if guess else ""
+            message = f"unknown column, kept as metadata and not sent to the model{advice}"
             severity = "error" if expansion.strict else "warning"
             if expansion.strict:
-                message = f"unknown column (--strict){hint}"
+                message = f"unknown column (--strict){advice}"
             self.problems.append(Problem(message, column=name, severity=severity))
 
     def _template_gaps(self, names: list[str], expansion: Expansion) -> set[str]:
@@ -90,8 +89,8 @@ class Columns:
                     continue
                 gaps.add(name)
                 guess = closest(name, names)
-                hint = f" (did you mean {{{guess}}}?)" if guess else ""
-                message = f"{what} uses {{{name}}}, but there is no {name!r} column{hint}"
+                advice = f" (did you mean {{{guess}}}?)" if guess else ""
+                message = f"{what} uses {{{name}}}, but there is no {name!r} column{advice}"
                 self.problems.append(Problem(f"{message}; columns found: {found}", column=name))
         return gaps
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from batchrunner.coerce import is_empty, number_text
 from batchrunner.errors import UsageError
-from batchrunner.spelling import closest
+from batchrunner.spelling import closest, hint
 
 MAX_TAKES = 100
 # A matrix may vary the model itself (``--matrix model=fal-ai/veo3,fal-ai/veo3.1``): every row on
@@ -293,10 +293,9 @@ def check_field(name: str, fields: tuple[str, ...], option: str, *, matrix: bool
     if not matrix and name == OUTPUT:
         return  # a file name for rows without one, placeholders and all
     if fields and name not in fields:
-        guess = closest(name, fields)
-        hint = f" (did you mean {guess!r}?)" if guess else ""
+        guess = hint(closest(name, fields))
         raise _Refused(
-            f"{option}: {name!r} is not a field of the model{hint}; fields: {', '.join(fields)}"
+            f"{option}: {name!r} is not a field of the model{guess}; fields: {', '.join(fields)}"
         )
 
 

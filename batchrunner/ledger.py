@@ -43,7 +43,7 @@ from batchrunner.errors import LedgerError, LedgerUnwritableError, TransitionErr
 from batchrunner.frozen import assemble
 from batchrunner.lean_sqlite import sqlite_utils
 from batchrunner.migrations import MIGRATIONS, check_compatible
-from batchrunner.spelling import near_id
+from batchrunner.spelling import hint, near_id
 from batchrunner.states import JobState, can_move
 
 BUSY_TIMEOUT_MS = 10_000
@@ -607,7 +607,7 @@ class Ledger:
         if not missing:
             return
         known = [row[0] for row in self.db.conn.execute("select job_id from jobs")]
-        shown = ", ".join(job_id + _hint(near_id(job_id, known)) for job_id in missing[:10])
+        shown = ", ".join(job_id + hint(near_id(job_id, known)) for job_id in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise UsageError(f"no such job in {self.path}: {shown}{more}")
 
@@ -876,10 +876,6 @@ class Ledger:
         if allowed is not None and old not in allowed:
             return TransitionError(f"job {job_id} is {old}, expected {sorted(allowed)}")
         return TransitionError(f"job {job_id}: {old} → {new} is not an allowed transition")
-
-
-def _hint(guess: str | None) -> str:
-    return f" (did you mean {guess!r}?)" if guess else ""
 
 
 def _link_aside(path: str | None, mark: str) -> str | None:

@@ -25,7 +25,12 @@ def did_you_mean(name: str, names: Iterable[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(name, list(names), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return hint(close[0] if close else None)
+
+
+def hint(guess: str | None) -> str:
+    """`` (did you mean 'x'?)`` for a ``guess``, "" for none: how every suggestion is said."""
+    return f" (did you mean {guess!r}?)" if guess else ""
 
 
 # -- manifest columns ---------------------------------------------------------------------------
