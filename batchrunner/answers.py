@@ -82,6 +82,7 @@ from batchrunner.errors import (
     ProviderError,
     RateLimitedError,
     ResultExpiredError,
+    RunError,
     TransientError,
     UnreachableError,
 )
@@ -349,13 +350,17 @@ def classify_transport(
 ) -> ProviderError:
     """The error a failed exchange means. ``idempotent`` is False only for the submit POST.
 
-    Connect errors, connect and pool timeouts mean the request never left: Transient. Anything
+    Connect errors, connect and pool timeouts mean the request never left: Transient. A
+    header that cannot be written (:mod:`batchrunner.wire` refuses it before connecting) is the
+    same for every request: a :class:`RunError`, with nothing sent. Anything
     later (read/write timeouts and errors, a remote disconnect, an undecodable body) may have
     reached the server: Transient for idempotent requests, Ambiguous for a submit.
     """
     what = type(exc).__name__ + (f": {_clean(str(exc), secrets, 200)}" if str(exc) else "")
     if isinstance(exc, httpx.UnsupportedProtocol):
         return FinalError(f"cannot send the request ({what})")
+    if isinstance(exc, httpx.LocalProtocolError):  # a header no HTTP can carry: refused unsent
+        return RunError(f"cannot send a request to the API ({what}); nothing was sent")
     if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return UnreachableError(f"the API's TLS certificate does not verify ({what})")
     if isinstance(exc, NEVER_SENT):

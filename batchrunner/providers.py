@@ -142,6 +142,12 @@ def _check_token(token: str, source: str) -> str:
         )
     if any(ch.isspace() or not ch.isprintable() for ch in token):
         raise UsageError(f"the API key {source} contains spaces or control characters")
+    foreign = next((ch for ch in token if not ch.isascii()), None)
+    if foreign is not None:  # “quotes”, a dash or a letter a word processor put there
+        raise UsageError(
+            f"the API key {source} contains {foreign!r} (U+{ord(foreign):04X}), which no "
+            "HTTP header can carry: copy the key again as plain text"
+        )
     return token
 
 

@@ -100,6 +100,14 @@ def test_a_key_with_inner_whitespace_is_refused_without_echoing_it() -> None:
         assert TOKEN not in message
 
 
+@pytest.mark.parametrize("pasted", ["\u201c{}\u201d", "{}\u2013x", "\u043a{}"])
+def test_a_key_with_a_character_no_header_carries_is_refused(pasted: str) -> None:
+    """Typographic quotes, an en dash, a Cyrillic letter: httpx could not send the header."""
+    message = resolve_error(env={"FAL_KEY": pasted.format(TOKEN)}, provider="fal")
+    assert message.startswith("the API key in FAL_KEY contains ")
+    assert "no HTTP header can carry" in message
+
+
 def test_unknown_auth_scheme_is_refused() -> None:
     assert "unknown auth scheme 'basic'" in resolve_error(auth_scheme="basic", token=TOKEN)
 

@@ -61,6 +61,30 @@ def test_a_wrong_key_stops_the_run_and_the_same_command_finishes_after_the_fix(
         assert counters(server)["submits"] == 40 and once_each(server)
 
 
+def test_a_key_pasted_with_typographic_quotes_sends_nothing_and_marks_nothing_unknown(
+    tmp_path: Path,
+) -> None:
+    """A word processor's “quotes” around the key: no HTTP header can carry them. Before, every
+    submit failed in the HTTP library after the job was marked submitted, and each job ended
+    ``unknown`` ("may have been billed") though nothing had left the machine."""
+    with SimulatorServer(fast_config()) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(6))
+        args = run_args(server, tmp_path, manifest, "--concurrency", "3")
+        pasted = invoke(args, {"QUICKROUTER_API_KEY": f"\u201c{TOKEN}\u201d"})
+        assert pasted.exit_code == 2, pasted.output
+        said = pasted.stderr.strip()
+        assert said == (
+            "error: the API key in QUICKROUTER_API_KEY contains '\u201c' (U+201C), which no HTTP "
+            "header can carry: copy the key again as plain text"
+        )
+        assert TOKEN not in pasted.output
+        assert counters(server)["submits"] == 0
+        assert not (tmp_path / "ledger.db").exists() or states(tmp_path / "ledger.db") == {
+            "pending": 6
+        }
+        assert invoke(args).exit_code == 0 and states(tmp_path / "ledger.db") == {"done": 6}
+
+
 def test_a_balance_that_runs_out_leaves_the_rest_pending_until_topped_up(
     tmp_path: Path,
 ) -> None:

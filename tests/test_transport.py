@@ -27,7 +27,12 @@ from batchrunner import wire
 from batchrunner.answers import NEVER_SENT, classify_transport
 from batchrunner.client import QueueClient
 from batchrunner.downloader import MediaClient, download
-from batchrunner.errors import AmbiguousSubmitError, TransientError, UnreachableError
+from batchrunner.errors import (
+    AmbiguousSubmitError,
+    RunError,
+    TransientError,
+    UnreachableError,
+)
 from batchrunner.providers import ApiConfig
 from batchrunner.retry import RetryPolicy
 from batchrunner.simulator import SimulatorServer
@@ -153,6 +158,17 @@ async def test_a_refused_connection_was_never_sent() -> None:
             await http.post(f"http://127.0.0.1:{port}/fal-ai/veo3", content=b"{}")
     assert isinstance(caught.value, NEVER_SENT)
     assert isinstance(classify_transport(caught.value, idempotent=False), TransientError)
+
+
+async def test_a_header_no_http_carries_is_refused_unsent_and_stops_the_run() -> None:
+    """Every request would carry it: no job can go on, and none may be marked "maybe billed"."""
+    async with serving(keep_answering) as server:
+        api = ApiConfig(server.url, "bearer", TOKEN)
+        async with QueueClient(api, extra_headers={"X-Note": "\u201cquoted\u201d"}) as queue:
+            with pytest.raises(RunError) as stopped:
+                await queue.submit(ENDPOINT, VALID_BODY)
+    assert server.requests == [] and server.connections == 0
+    assert "nothing was sent" in str(stopped.value)
 
 
 async def close_after_reading(server: Server, reader: Reader, writer: Writer) -> None:
