@@ -31,7 +31,7 @@ from typing import Any
 
 from batchrunner import batch
 from batchrunner.cells import decode, read_table, sniff_delimiter
-from batchrunner.errors import UsageError
+from batchrunner.errors import UsageError, counted
 from batchrunner.expand import take_seed
 from batchrunner.ledger import OPTIONS_FROM, Job, Ledger, NewJob
 from batchrunner.models import get_model
@@ -67,9 +67,10 @@ class Plan:
 
 
 def read_ids(path: str | Path) -> list[str]:
-    """Job ids from ``path``: a CSV's ``job_id`` column, else the first cell of each line; or
-    the ``job_id`` column of a workbook or another table (an export filtered in Excel). Blank
-    lines and repeats are skipped; raises UsageError for an unreadable or empty file."""
+    """Job ids from ``path``: a CSV's ``job_id`` column (or ``id``, ``Job ID``: :func:`_id_column`),
+    else the first cell of each line; or that column of a workbook or another table (an export
+    filtered in Excel). Blank lines and repeats are skipped; raises UsageError for an unreadable
+    or empty file."""
     path = Path(path)
     if path.suffix.lower() in TABLES:
         return _ids_from_table(path)
@@ -82,15 +83,29 @@ def read_ids(path: str | Path) -> list[str]:
     assert text is not None
     reader = csv.reader(text.splitlines(), delimiter=sniff_delimiter(text))
     rows = [row for row in reader if row and row[0].strip()]
-    column = 0
-    if rows and "job_id" in [cell.strip() for cell in rows[0]]:
-        column = [cell.strip() for cell in rows[0]].index("job_id")
+    column = _id_column(rows[0]) if rows else None
+    if column is None:
+        column = 0
+    else:
         rows = rows[1:]
     ids = list(dict.fromkeys(row[column].strip() for row in rows if len(row) > column))
     ids = [job_id for job_id in ids if job_id]
     if not ids:
         raise UsageError(f"{path} lists no job ids (a CSV with a job_id column, or one per line)")
     return ids
+
+
+_ID_HEADERS = ("job_id", "jobid", "id")  # in order of preference: an export has job_id and id
+
+
+def _id_column(header: Sequence[str]) -> int | None:
+    """Which of ``header``'s columns holds job ids, if it is a header: ``job_id`` as exports
+    and the gallery write it, or as people type it (``Job ID``, ``job-id``), else ``id``."""
+    names = [re.sub(r"[\s\-]+", "_", str(cell).strip().lower()) for cell in header]
+    for wanted in _ID_HEADERS:
+        if wanted in names:
+            return names.index(wanted)
+    return None
 
 
 TABLES = (".xlsx", ".parquet", ".json", ".jsonl", ".ndjson", ".tsv", ".tab")  # read as manifests
@@ -105,12 +120,14 @@ def _ids_from_table(path: Path) -> list[str]:
         raise UsageError(f"cannot read the id file {path}: {errors[0]}")
     if table.hidden_rows:
         raise UsageError(
-            f"{path} has {len(table.hidden_rows)} hidden rows (a filter?): their jobs would be "
+            f"{path} has {counted(len(table.hidden_rows), 'hidden row')} (a filter?): their jobs "
+            "would be "
             "taken too; copy the rows you see to a sheet of their own, or delete the hidden ones"
         )
-    if "job_id" not in table.columns:
+    column = _id_column(table.columns)
+    if column is None:
         raise UsageError(f"{path} has no job_id column (an export's or the gallery's CSV has one)")
-    ids = [text for cell in table.cells("job_id") if (text := str(cell or "").strip())]
+    ids = [text for cell in table.cells(table.columns[column]) if (text := str(cell or "").strip())]
     if not ids:
         raise UsageError(f"{path} lists no job ids")
     return list(dict.fromkeys(ids))

@@ -60,6 +60,13 @@ def test_ids_come_from_the_gallery_csv_or_one_per_line(tmp_path: Path) -> None:
     plain = tmp_path / "ids.txt"
     plain.write_text("\ufefffox\n\n  owl~16:9~t2 \n")
     assert read_ids(plain) == ["fox", "owl~16:9~t2"]
+    for header in ("id", "Job ID", "job-id"):  # a list typed by hand, headed as people head it
+        typed = tmp_path / "typed.csv"
+        typed.write_text(f"{header}\nfox\nowl~16:9~t2\n")
+        assert read_ids(typed) == ["fox", "owl~16:9~t2"]
+    both = tmp_path / "export.csv"  # an export: the manifest's id and the job's; the job's wins
+    both.write_text("id,job_id,state\nowl,owl~16:9~t2,done\n")
+    assert read_ids(both) == ["owl~16:9~t2"]
     empty = tmp_path / "empty.csv"
     empty.write_text("job_id\n")
     with pytest.raises(UsageError, match="lists no job ids"):
@@ -91,9 +98,12 @@ def test_ids_come_from_an_export_filtered_in_excel_but_not_from_hidden_rows(
         workbook.active.append(values)
     workbook.save(book)
     assert read_ids(book) == ["fox", "owl~16:9~t2", "7"]
+    workbook.active["A1"] = "Job ID"
+    workbook.save(book)
+    assert read_ids(book) == ["fox", "owl~16:9~t2", "7"]
     workbook.active.row_dimensions[3].hidden = True  # owl, filtered out
     workbook.save(book)
-    with pytest.raises(UsageError, match=r"has 1 hidden rows .* copy the rows you see"):
+    with pytest.raises(UsageError, match=r"has 1 hidden row \(a filter\?\).* copy the rows you"):
         read_ids(book)
     other = tmp_path / "other.xlsx"
     openpyxl.Workbook().save(other)
