@@ -369,10 +369,11 @@ def _read_delimited(text: str, delimiter: str) -> Table:
         parsed = list(reader)
     except csv.Error:  # read again record by record, to say where
         parsed = None
+    ended = text.endswith(("\n", "\r"))  # the last row whole, or cut off while being written?
     if parsed is None or reader.line_num != len(parsed):  # or a quoted line break somewhere
         again = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-        return _read_records(again, text, delimiter)
-    return _full_rows(parsed) or _read_records(_OneLineEach(parsed))
+        return _read_records(again, text, delimiter, ended=ended)
+    return _full_rows(parsed) or _read_records(_OneLineEach(parsed), ended=ended)
 
 
 def _full_rows(parsed: list[list[str]]) -> Table | None:
@@ -405,14 +406,20 @@ class _OneLineEach:
             yield values
 
 
-def _read_records(reader: Any, text: str = "", delimiter: str = ",") -> Table:
+def _read_records(
+    reader: Any, text: str = "", delimiter: str = ",", *, ended: bool = True
+) -> Table:
     """The table from a ``csv.reader`` of ``text``, record by record: blank rows skipped (they
     keep their number), a ragged row one problem, an unreadable record where it starts and in
-    the column where it goes wrong."""
+    the column where it goes wrong. A row may have fewer cells than the header names (the rest
+    are empty), except the last one when the text does not end with a line break (``ended``):
+    that is a file cut off mid-row, by a sync or an editor still writing it, and buying its
+    truncated prompt would make the whole row look edited the next night."""
     header: _Header | None = None
     records: list[Record] = []
     problems: list[Problem] = []
     row = end = 0
+    short: Problem | None = None  # the last row read, if it is short
     try:
         for values in reader:
             line, end = end + 1, reader.line_num
@@ -424,6 +431,7 @@ def _read_records(reader: Any, text: str = "", delimiter: str = ",") -> Table:
             if not "".join(values).strip():  # blank (the cells of a CSV are all text)
                 continue
             width = len(header.names)
+            short = _cut_short(header, values, row, line)
             extra = values[width:]
             if extra and not _blank(extra):
                 spaced = next((v for v in values if v[:1].isspace() and v.lstrip()[:1] == '"'), "")
@@ -439,6 +447,8 @@ def _read_records(reader: Any, text: str = "", delimiter: str = ",") -> Table:
                 problems.append(Problem(message, row=row, line=line, value=extra[0]))
                 continue  # its cells are shifted: checking them would only add noise
             records.append(header.record(row, line, values))
+        if short is not None and not ended:
+            problems.append(short)
     except csv.Error as exc:
         problem = _unreadable(exc, row + 1, end + 1, reader.line_num)
         cell = _broken_cell(_from_line(text, end + 1), delimiter)
@@ -451,6 +461,19 @@ def _read_records(reader: Any, text: str = "", delimiter: str = ",") -> Table:
     table = header.finish(records, unread=bool(problems))
     table.problems[:0] = problems
     return table
+
+
+def _cut_short(header: _Header, values: Sequence[str], row: int, line: int) -> Problem | None:
+    """What to say if a file ends with this row, ``values`` having fewer cells than ``header``."""
+    if len(values) >= len(header.names):
+        return None
+    missing = header.names[len(values)]
+    message = (
+        f"the file ends in this row, before its {missing!r} cell, with no line break after "
+        "it: a file still being written? Run again once it is saved whole (a row meant to "
+        "end early: end it with a line break)"
+    )
+    return Problem(message, row=row, line=line, column=missing)
 
 
 def _unreadable(exc: csv.Error, row: int, start: int, stop: int) -> Problem:

@@ -954,6 +954,10 @@ CORPUS = [
     ("text-to-video/stray_quote_closed_later.csv", 2, 3, "prompt",
      "closes before its text ends (on line 5)"),
     ("text-to-video/cut_off_while_written.csv", 2, 3, "prompt", "a file still being written?"),
+    # cut where no quote is open: the last row is short, and no line break ends it
+    ("text-to-video/cut_off_mid_prompt.csv", 2, 3, "duration",
+     "the file ends in this row, before its 'duration' cell, with no line break after it"),
+    ("text-to-video/cut_off_between_cells.csv", 2, 3, "seed", "a file still being written?"),
     ("text-to-video/quote_after_a_space.csv", 1, 2, None,
      'a quote after a space does not quote a cell in CSV: remove the space before "A fox'),
 ]  # fmt: skip
@@ -986,6 +990,22 @@ def test_an_unreadable_csv_record_names_the_cell_it_breaks_in(
     (problem,) = errors_of(path)
     assert (problem.line, problem.column) == (line, column)
     assert words in problem.message and f"column {column!r}" in str(problem)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "id,prompt,duration\na,a fox,8s\nb,a hen\n",  # a short row, ended: the rest is empty
+        "id,prompt,duration\na,a fox\nb,a hen,8s",  # short, but not where the file ends
+        "id,prompt\na,a fox\nb,a he",  # a cut in the last cell cannot be seen, nor is it said
+    ],
+)
+def test_a_short_row_is_read_with_empty_cells_unless_the_file_ends_in_it(
+    tmp_path: Path, text: str
+) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(text, encoding="utf-8")
+    assert len(load(path, get_model("fal-ai/veo3.1")).rows) == 2
 
 
 def test_the_corpus_is_complete() -> None:
