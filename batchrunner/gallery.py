@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import anyio
 
@@ -226,7 +226,9 @@ def _text(value: Any) -> str:
 def _inputs(
     job: Job, links: _Links, thumbs: _Thumbs, spec: ModelSpec | None
 ) -> list[dict[str, str]]:
-    """Each input image: ``src`` (a thumbnail or the URL) and ``href`` (the original)."""
+    """Each input image: ``src`` (a thumbnail or the URL), ``href`` (the original), ``name``
+    (its field) and ``label``, its file's name: what the page shows in its place when a URL
+    does not load (offline, or a signed link that has expired)."""
     shown: list[dict[str, str]] = []
     for key, file in job.files.items():
         path = file.get("path")
@@ -234,12 +236,13 @@ def _inputs(
             continue
         src = thumbs.of(Path(path), str(file.get("sha256") or ""))
         href = links(path)
-        shown.append({"src": src or href, "href": href, "name": key})
+        shown.append({"src": src or href, "href": href, "name": key, "label": Path(path).name})
     for name in spec.file_fields if spec else ():
         value = job.input.get(name)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and item.startswith(("http://", "https://")):
-                shown.append({"src": item, "href": item, "name": name})
+                label = unquote(urlsplit(item).path.rstrip("/").rpartition("/")[2]) or item
+                shown.append({"src": item, "href": item, "name": name, "label": label})
     return shown
 
 

@@ -74,10 +74,12 @@ def test_the_page_is_self_contained_and_links_relative(tmp_path: Path) -> None:
         "duration": 2.0, "width": 720, "height": 1280, "audio": True, "codecs": "h264/aac",
     }  # fmt: skip
     (thumb,) = cards["j1"]["inputs"]
-    assert thumb["href"] == "../in/fox.png"
+    assert (thumb["href"], thumb["label"]) == ("../in/fox.png", "fox.png")
     assert thumb["src"] == "../state/l.db.media/thumbs/" + "cd" * 10 + ".jpg"
     assert (tmp_path / "state/l.db.media/thumbs").is_dir()
-    assert cards["j2"]["inputs"] == [{"src": IMAGE, "href": IMAGE, "name": "image_url"}]
+    assert cards["j2"]["inputs"] == [
+        {"src": IMAGE, "href": IMAGE, "name": "image_url", "label": "veo3-i2v-input.png"}
+    ]
     assert (cards["j2"]["state"], cards["j2"]["error"], cards["j2"]["video"]) == (
         "failed",
         "bad <b>",

@@ -98,6 +98,12 @@ def test_review_filter_play_select_and_reroll_in_the_browser(
             assert "content" in page.locator('.card[data-id="tram"] .error').inner_text()
             assert "does not decode" in page.locator('.card[data-id="oasis"] .error').inner_text()
             assert page.locator('.card[data-id="lighthouse"] .inputs img').count() == 1
+            # a remote input image, loaded or not (offline, an expired link): a tile of its
+            # own size named after the file, not a broken-image icon
+            remote = page.locator('.card[data-id="harbour"] .inputs img')
+            assert remote.get_attribute("alt") == "veo3-i2v-input.png"
+            box = remote.bounding_box()
+            assert box is not None and (box["width"], box["height"]) == (48, 48)
             assert "spend $12.80" in page.locator("#totals").inner_text()  # 8 × 4 s at $0.40/s
 
             # filters and search change what is shown
