@@ -221,10 +221,15 @@ RUN_SETTINGS = (
     "run_timeout", "simulate", "resubmit_unknown", "max_runtime", "budget", "run_budget",
 )  # fmt: skip
 
+PLAN_SETTINGS = ("ledger", "budget", "run_budget", "resubmit_unknown")  # what run will buy
+# how run buys it: plan takes these too, unshown and unused, so that a run command previews
+# as it stands with `run` changed to `plan` (rather than "no such option --concurrency")
+HOW_TO_RUN = tuple(name for name in RUN_SETTINGS if name not in PLAN_SETTINGS)
 
-def settings_options(*names: str) -> Callable[[F], F]:
+
+def settings_options(*names: str, hidden: bool = False) -> Callable[[F], F]:
     """The click options of these settings, built from their one declaration
-    (:mod:`batchrunner.settings`): flag, type, default and help."""
+    (:mod:`batchrunner.settings`): flag, type, default and help (``hidden``: not in ``--help``)."""
     declared, defaults = settings.options(), settings.Settings()
 
     def decorate(fn: F) -> F:
@@ -235,7 +240,9 @@ def settings_options(*names: str) -> Callable[[F], F]:
             if how.kind == "flag":
                 toggle = "/" in flag  # --stream/--no-stream is a flag already
                 kind: dict[str, Any] = {"show_default": True} if toggle else {"is_flag": True}
-                fn = click.option(flag, name, default=default, help=how.help, **kind)(fn)
+                fn = click.option(
+                    flag, name, default=default, help=how.help, hidden=hidden, **kind
+                )(fn)
                 continue
             fn = click.option(
                 flag,
@@ -244,6 +251,7 @@ def settings_options(*names: str) -> Callable[[F], F]:
                 default=how.shown if how.shown is not None else default,
                 show_default=default is not None,
                 help=how.help,
+                hidden=hidden,
             )(fn)
         return fn
 
@@ -423,7 +431,8 @@ def run(
 @cli.command(name="plan")
 @log_options
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@settings_options("ledger", "budget", "run_budget", "resubmit_unknown")
+@settings_options(*PLAN_SETTINGS)
+@settings_options(*HOW_TO_RUN, hidden=True)
 @manifest_options
 @click.option(
     "--replace-changed",
@@ -449,7 +458,9 @@ def plan_command(
     **options: Any,
 ) -> None:
     """Show what MANIFEST becomes without sending anything: jobs, price, and per job what
-    `run` with the same options will do (the same planner decides both).
+    `run` with the same options will do (the same planner decides both). Run's other options
+    (--out, --concurrency, --simulate...) are taken and change nothing here, so a run
+    command previews as it stands with `run` changed to `plan`.
 
     \b
     Example:
@@ -462,8 +473,7 @@ def plan_command(
 
     expansion = _expansion(ctx, manifest, options)
     settings = Settings(
-        **_model_settings(options).__dict__
-        | {k: options[k] for k in ("ledger", "budget", "run_budget", "resubmit_unknown")}
+        **_model_settings(options).__dict__ | {k: options[k] for k in PLAN_SETTINGS}
     )
     loaded = batch.load(manifest, settings, expansion, log_warnings=False)
     for warning in loaded.warnings:

@@ -199,6 +199,32 @@ def test_validate_prints_rows_and_cost_and_exits_0(tmp_path: Path) -> None:
     assert "10 rows OK; estimated cost $22.00" in result.output
 
 
+def test_a_run_command_previews_as_it_stands_with_run_changed_to_plan(tmp_path: Path) -> None:
+    """Every option of run is taken by plan; those about how to buy (not what) change nothing
+    in the plan, and plan's help still lists only what shapes it."""
+    from batchrunner.cli import HOW_TO_RUN
+    from batchrunner.settings import flag_of
+
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    ledger = str(tmp_path / "l.db")
+    how = [
+        "--out", str(tmp_path / "videos"), "--provider", "fal", "--base-url",
+        "https://queue.example.com", "--auth-scheme", "key", "--concurrency", "4", "--rps", "5",
+        "--no-stream", "--stream-stall", "30", "--downloads", "2", "--poll-min", "1",
+        "--poll-max", "9", "--queue-timeout", "1h", "--run-timeout", "20m", "--simulate",
+        "--max-runtime", "4h",
+    ]  # fmt: skip
+    covered = {flag_of(name).split("/")[0] for name in HOW_TO_RUN}  # type: ignore[union-attr]
+    assert covered <= set(how) | {"--stream"}, covered - set(how)
+    plain = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", ledger, "--json"])
+    swapped = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", ledger, "--json", *how])
+    assert swapped.exit_code == 0, swapped.output
+    assert swapped.stdout == plain.stdout and json.loads(plain.stdout)["jobs"] == 3
+    shown = CliRunner().invoke(cli, ["plan", "--help"]).output
+    assert "--poll-min" not in shown and "--downloads" not in shown and "--budget" in shown
+    assert not (tmp_path / "videos").exists() and not Path(ledger).exists()
+
+
 @pytest.mark.parametrize("command", ["validate", "plan"])
 def test_hidden_rows_of_a_sheet_are_read_and_said_once(tmp_path: Path, command: str) -> None:
     """A sheet filtered down to the approved shots and saved still holds the others, hidden:
