@@ -69,7 +69,11 @@ class Rows:
                 end = (int(last) if last.strip() else None) if dash else start
             except ValueError:
                 start, end = 0, 0
-            if start < 1 or (end is not None and end < start):
+            if 1 <= (end or 0) < start:
+                raise UsageError(
+                    f"--rows {spec!r}: {part.strip()} runs backwards: write {end}-{start}"
+                )
+            if start < 1 or (end is not None and end < 1):
                 raise UsageError(
                     f"--rows {spec!r}: write row numbers and ranges like 1-3,7,250- (rows "
                     "count from 1 after the header, as `plan` and errors number them), or "
