@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import shlex
 import sys
 import time
@@ -184,10 +186,11 @@ def _next_command(code: ExitCode, counts: dict[str, int], path: str) -> str | No
 
 
 class Progress:
-    """Three tqdm bars on stderr (submitted / completed / downloaded), only on a terminal; the
-    "completed" one ends with what the provider says of the jobs in flight (their status
-    streams and polls): how many wait in its queue and the first one's place, how many run,
-    and the latest log line of a job: ``queued 12 (next at position 3), running 8: …``."""
+    """Three tqdm bars on stderr (submitted / completed / downloaded), only on a terminal. The
+    "submitted" one ends with what this run has committed (``$24.00``), the "completed" one
+    with what the provider says of the jobs in flight (their status streams and polls): how
+    many wait in its queue and the first one's place, how many run, and the latest log line
+    of a job: ``queued 12 (next at position 3), running 8: …``."""
 
     STAGES = ("submitted", "completed", "downloaded")
     SAID_EVERY = 0.5  # seconds: the provider's word is redrawn at most this often
@@ -205,15 +208,32 @@ class Progress:
     def start(self, total: int) -> None:
         if not self.enabled or not total:
             return
+        # a terminal that says it is 0 × 0 (a container's before it is sized, some editors'
+        # shells) would get no bars at all: 80 × 24 instead
+        unsized = _columns(self.stream) == 0
+        width, height = (80, 24) if unsized else (None, None)
         for position, stage in enumerate(self.STAGES):
             self.bars[stage] = tqdm(
-                total=total, desc=f"{stage:>10}", position=position, file=self.stream, leave=True
+                total=total,
+                desc=f"{stage:>10}",
+                unit=" jobs",
+                ncols=width,
+                nrows=height,
+                position=position,
+                file=self.stream,
+                leave=True,
             )
 
     def __call__(self, stage: str) -> None:
         bar = self.bars.get(stage)
         if bar is not None:
             bar.update(1)
+
+    def spent(self, usd: float) -> None:
+        """What this run has committed so far (:class:`~batchrunner.scheduler.SpendObserver`)."""
+        bar = self.bars.get("submitted")
+        if bar is not None:
+            bar.set_postfix_str(f"${usd:,.2f}", refresh=False)
 
     def status(self, job_id: str, status: QueueStatus) -> None:
         """A job's status, as its stream or a poll gave it (:class:`~batchrunner.scheduler.
@@ -240,7 +260,9 @@ class Progress:
         queued = [place for waiting, place in self._places.values() if waiting]
         running = len(self._places) - len(queued)
         known = [place for place in queued if place is not None]
-        nearest = f" (next at position {min(known)})" if known else ""
+        nearest = ""
+        if known:  # fal counts from 0: the job that starts next
+            nearest = " (next in line)" if min(known) == 0 else f" (next at position {min(known)})"
         parts = [f"queued {len(queued)}{nearest}"] if queued else []
         parts += [f"running {running}"] if running else []
         text = ", ".join(parts)
@@ -253,3 +275,11 @@ class Progress:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
+
+
+def _columns(stream: TextIO) -> int | None:
+    """How wide the terminal ``stream`` writes to says it is; None when it is no terminal."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return None

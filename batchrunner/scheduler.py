@@ -160,6 +160,7 @@ class Tally:
     """What this run did (for the summary and tests); the ledger holds the states."""
 
     submitted: int = 0
+    submitted_usd: float = 0.0  # the estimated price of the jobs this run submitted
     downloaded: int = 0
     unsent: Counter[str] = field(default_factory=Counter)  # why jobs were kept pending: count
 
@@ -177,6 +178,12 @@ class StatusObserver(Observer, Protocol):
     """An observer that also wants each status a job reports (queue position, logs)."""
 
     def status(self, job_id: str, status: QueueStatus) -> None: ...
+
+
+class SpendObserver(Observer, Protocol):
+    """An observer that also wants what this run has committed, after each submit."""
+
+    def spent(self, usd: float) -> None: ...
 
 
 class _Nobody:
@@ -225,6 +232,7 @@ class Runner:
         self.tally = Tally()
         self._observe: Observer = observe or _Nobody()
         self._status_seen = getattr(self._observe, "status", None)
+        self._spend_seen = getattr(self._observe, "spent", None)
         self.stopped: str | None = None  # why the run was stopped early, if it was
         self.closed: str | None = None  # why it sends no more jobs (it follows those sent)
         self._caps: list[_Cap] = []  # out_of_budget: the flag of the one a submit would pass
@@ -459,9 +467,12 @@ class Runner:
                 raise
             return self.ledger.get(job.job_id)
         self.tally.submitted += 1
+        self.tally.submitted_usd += job.price_usd or 0.0
         self._accepted = True
         self.limit.succeeded()
         self._observe("submitted")
+        if self._spend_seen is not None:
+            self._spend_seen(self.tally.submitted_usd)
         return await self.commits.transition(
             job.job_id,
             S.QUEUED,

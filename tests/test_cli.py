@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -334,6 +335,63 @@ def test_progress_bars_count_each_stage_when_enabled() -> None:
     assert "submitted" in text and "2/2" in text and "1/2" in text
 
 
+def test_a_terminal_that_says_it_has_no_width_gets_bars_80_columns_wide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new pseudo-terminal is 0 × 0 until sized (``docker run -t`` before it is, some
+    editors' shells): tqdm sized the bars on stderr to it and drew nothing at all."""
+    import os
+    import re
+    import sys
+
+    main, side = os.openpty()
+    with os.fdopen(side, "w", encoding="utf-8") as terminal:
+        assert os.get_terminal_size(side).columns == 0
+        monkeypatch.setattr(sys, "stderr", terminal)
+        progress = Progress()
+        assert progress.enabled
+        progress.start(2)
+        progress("submitted")
+        progress.close()
+    written = b""
+    with contextlib.suppress(OSError):  # EIO: read to where the closed side ended
+        while chunk := os.read(main, 65536) if _readable(main) else b"":
+            written += chunk
+    os.close(main)
+    lines = [
+        line
+        for line in re.sub(r"\x1b\[A", "", written.decode()).replace("\r", "\n").splitlines()
+        if line.strip()
+    ]
+    assert any("submitted:  50%" in line for line in lines), lines
+    assert all(len(line) == 80 for line in lines), lines
+
+
+def _readable(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 0.5)[0])
+
+
+def test_the_submitted_bar_shows_what_the_run_has_committed(
+    shared_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """Every clip costs money: the bar says what this run has committed as it submits."""
+    from batchrunner import batch
+    from tests.helpers import settings_for
+
+    stream = io.StringIO()
+    progress = Progress(stream=stream, enabled=True)
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    summary = batch.run_manifest(
+        manifest, settings_for(shared_sim, tmp_path), token=TOKEN, observe=progress
+    )
+    progress.close()
+    assert summary.exit_code == 0 and summary.run_spend_usd == 4.80  # 3 x 4 s with audio
+    text = stream.getvalue()
+    assert "submitted: 100%" in text and "3/3 [" in text and "jobs/s, $4.80]" in text
+
+
 def test_progress_is_silent_when_not_a_terminal() -> None:
     stream = io.StringIO()
     progress = Progress(stream=stream)
@@ -501,6 +559,9 @@ def test_the_progress_display_says_what_the_provider_says_of_the_jobs_in_flight(
     assert progress.said() == (
         "queued 2 (next at position 2), running 1: Rendering frames 12-24 of the second sh…"
     )
+    progress.status("d", status("IN_QUEUE", 0))  # fal counts from 0: it starts next
+    assert progress.said().startswith("queued 3 (next in line), running 1")
+    progress.status("d", status("COMPLETED"))
     progress.status("b", status("IN_PROGRESS"))
     progress.status("c", status("COMPLETED"))
     progress.close()
