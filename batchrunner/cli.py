@@ -688,13 +688,14 @@ def status(ledger: Path, every: bool, history: bool, as_json: bool) -> None:
             said = last["next_command"]
             if said and (info["resumable"] or "batchrunner resume" not in said):
                 click.echo(f"  next: {said}")  # not a resume with nothing left to do
+    listed = [*info["attention"], *info["warnings"]]
+    wide = max((len(str(job["row"])) for job in listed), default=0)  # ids in one column
     for job in info["attention"]:
         reason = f": {job['error']}" if job["error"] else ""
-        click.echo(f"  {job['state']:>9}  row {job['row']}  {job['job_id']}{reason}")
+        click.echo(f"  {job['state']:>9}  row {job['row']!s:<{wide}}  {job['job_id']}{reason}")
     for job in info["warnings"]:
-        click.echo(
-            f"  {'warning':>9}  row {job['row']}  {job['job_id']}: {'; '.join(job['warnings'])}"
-        )
+        said = "; ".join(job["warnings"])
+        click.echo(f"  {'warning':>9}  row {job['row']!s:<{wide}}  {job['job_id']}: {said}")
     if info["warnings_total"] > len(info["warnings"]):
         click.echo(f"  ... and {info['warnings_total'] - len(info['warnings'])} more warnings")
     if info["not_in_manifest_total"]:

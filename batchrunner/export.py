@@ -68,9 +68,7 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
             if every or j.state is not JobState.COMPLETED or j.error  # completed: download failed
         ]
         warned = [
-            {"job_id": j.job_id, "row": j.row, "warnings": j.warnings}
-            for j in ledger.jobs([JobState.DONE])
-            if j.warnings
+            {"job_id": j.job_id, "row": j.row, "warnings": j.warnings} for j in ledger.warned()
         ]
         if every:
             limit = len(attention)

@@ -622,6 +622,12 @@ class Ledger:
         where, args = _in_states(states)
         yield from self._read(where, args, order_by=_MANIFEST_ORDER)
 
+    def warned(self) -> Iterator[Job]:
+        """Done jobs whose file differs from the request (``warnings``), in manifest order,
+        without reading the others: ``status`` of 100,000 done jobs read each (2.9 s)."""
+        where = "state = ? and warnings is not null and warnings <> '[]'"
+        yield from self._read(where, [JobState.DONE.value], order_by=_MANIFEST_ORDER)
+
     def _read(
         self, where: str | None, args: Sequence[Any], order_by: str | None = None
     ) -> Iterator[Job]:

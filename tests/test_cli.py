@@ -335,6 +335,17 @@ def test_progress_bars_count_each_stage_when_enabled() -> None:
     assert "submitted" in text and "2/2" in text and "1/2" in text
 
 
+def test_status_lists_jobs_with_their_ids_in_one_column(
+    shared_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", rows(10))
+    assert CliRunner().invoke(cli, run_args(shared_sim, tmp_path, manifest), env=ENV).exit_code == 0
+    listed = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "ledger.db"), "--all"])
+    lines = [line for line in listed.output.splitlines() if "  done  row " in line]
+    assert len(lines) == 10 and lines[0].endswith("row 1   shot-001")
+    assert len({line.index("shot-") for line in lines}) == 1, lines
+
+
 def test_a_terminal_that_says_it_has_no_width_gets_bars_80_columns_wide(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -144,6 +144,23 @@ def test_a_job_read_is_the_frozen_dataclass_its_fields_make(tmp_path: Path) -> N
             stored.state = S.DONE  # type: ignore[misc]
 
 
+def test_warned_reads_only_the_done_jobs_with_warnings_in_manifest_order(tmp_path: Path) -> None:
+    """What ``status`` lists under warnings, read without the other done jobs."""
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        jobs = [dataclasses.replace(job(name), row=row) for row, name in enumerate("dcbae", 1)]
+        ledger.add_jobs(jobs)
+        states = {
+            "d": ("done", '["short"]'), "c": ("done", "[]"), "b": ("failed", '["x"]'),
+            "a": ("done", '["turned", "silent"]'), "e": ("done", None),  # before m005: NULL
+        }  # fmt: skip
+        for name, (state, warnings) in states.items():
+            ledger.db.table("jobs").update(name, {"state": state, "warnings": warnings})
+        assert [(j.job_id, j.warnings) for j in ledger.warned()] == [
+            ("d", ["short"]),
+            ("a", ["turned", "silent"]),
+        ]
+
+
 def test_forbidden_transition_changes_nothing(tmp_path: Path) -> None:
     with Ledger.open(tmp_path / "l.db") as ledger:
         ledger.add_jobs([job()])
