@@ -834,6 +834,8 @@ def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
     outcome = batch.cancel(ledger, None if everything else list(job_ids))
     for job_id, what in outcome.jobs.items():
         click.echo(f"{job_id}: {what}")
+    if not outcome.jobs and not outcome.stopped:  # --all: said, not silence
+        click.echo(f"nothing to cancel: no job of {ledger} is pending or at the provider")
     if outcome.running:
         click.echo(
             f"the batch busy with the ledger ({outcome.running}) keeps running with the others",

@@ -262,6 +262,11 @@ def test_cancelled_and_expired_jobs_come_back_on_request(tmp_path: Path) -> None
         revived = invoke(["retry", "--ledger", str(tmp_path / "c.db"), "--cancelled"])
         assert revived.exit_code == 0, revived.output
         assert states(tmp_path / "c.db") == {"done": 2}
+        idle = invoke(["cancel", "--ledger", str(tmp_path / "c.db"), "--all"])  # said, not silent
+        assert (idle.exit_code, idle.output) == (
+            0,
+            f"nothing to cancel: no job of {tmp_path / 'c.db'} is pending or at the provider\n",
+        )
 
 
 def test_a_stop_while_submits_wait_to_retry_a_connection_leaves_them_pending(
