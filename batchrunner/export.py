@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchrunner.errors import UsageError
+from batchrunner.errors import UsageError, counted
 from batchrunner.ledger import BATCHES, Job, Ledger
 from batchrunner.paths import not_over_an_input, written_whole
 from batchrunner.states import AT_PROVIDER, NEEDS_ATTENTION, JobState
@@ -118,6 +118,135 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
             "warnings": warned[:limit],  # done, but the file differs from the request
             "warnings_total": len(warned),
         }
+
+
+def status_lines(info: dict[str, Any]) -> list[str]:
+    """``batchrunner status``'s text from :func:`status` (and :func:`runs` as ``info["runs"]``):
+    counts, spend, the last run and what it said at its end, then the jobs that need the user,
+    each with its row and reason, ids in one column."""
+    lines: list[str] = []
+    counts = ", ".join(f"{n} {state}" for state, n in info["counts"].items()) or "no jobs"
+    lines.append(f"{info['ledger']}: {counted(info['total'], 'job')} ({counts})")
+    billed = (
+        f"; billed ${info['billed_usd']:,.2f} ({counted(info['billed_jobs'], 'job')} reported)"
+        if info["billed_jobs"]
+        else ""
+    )
+    lines.append(
+        f"estimated spend: ${info['spend_usd']:,.2f}{billed}; in flight: {info['in_flight']}"
+    )
+    if len(info["models"]) > 1:  # a sheet of several models: how each one went
+        for endpoint, model in info["models"].items():
+            states = ", ".join(f"{n} {state}" for state, n in model["counts"].items())
+            jobs = counted(model["jobs"], "job")
+            lines.append(f"  {endpoint}: {jobs} ({states}), ${model['spend_usd']:,.2f}")
+    last = info["last_run"]
+    if last:
+        state = f"exit {last['exit_code']}"
+        if last["held_by"]:
+            state = f"running: {last['held_by']}"
+        elif last["never_ended"]:
+            state = "never ended"
+        throttled = last["concurrency_limit"]
+        lines.append(
+            f"last run: {last['command']} #{last['id']} ({state})"
+            + (
+                f"; the provider throttled it (429): concurrency limit {throttled} of "
+                f"{last['concurrency']}"
+                if throttled is not None
+                else ""
+            )
+        )
+        if last["waiting_for_network"]:
+            lines.append(f"  {_waiting_line(last['waiting_for_network'])}")
+        if last["never_ended"]:
+            lines.append(
+                "  it was killed, crashed or its machine went down before it could say so; "
+                + (
+                    f"nothing it sent is lost: `batchrunner resume --ledger {info['ledger']}` "
+                    "carries on"
+                    if info["resumable"]
+                    else "nothing is left for `resume` to do"
+                )
+            )
+        if last["exit_code"]:  # what it said at its end, for the morning after a cron night
+            if last["stopped"]:
+                lines.append(f"  stopped early: {last['stopped']}")
+            for reason in last["reasons"]:
+                lines.append(f"  {reason}")
+            said = last["next_command"]
+            if said and (info["resumable"] or "batchrunner resume" not in said):
+                lines.append(f"  next: {said}")  # not a resume with nothing left to do
+    listed = [*info["attention"], *info["warnings"]]
+    wide = max((len(str(job["row"])) for job in listed), default=0)  # ids in one column
+    for job in info["attention"]:
+        reason = f": {job['error']}" if job["error"] else ""
+        lines.append(f"  {job['state']:>9}  row {job['row']!s:<{wide}}  {job['job_id']}{reason}")
+    for job in info["warnings"]:
+        said = "; ".join(job["warnings"])
+        lines.append(f"  {'warning':>9}  row {job['row']!s:<{wide}}  {job['job_id']}: {said}")
+    if info["warnings_total"] > len(info["warnings"]):
+        lines.append(f"  ... and {info['warnings_total'] - len(info['warnings'])} more warnings")
+    if info["not_in_manifest_total"]:
+        rows = info["not_in_manifest_rows"]
+        where = f"outside the last run's --rows {rows}" if rows else "no longer in the manifest"
+        total = info["not_in_manifest_total"]
+        lines.append(
+            f"{counted(total, 'job')} {'is' if total == 1 else 'are'} {where} (left alone): "
+            + ", ".join(job["job_id"] for job in info["not_in_manifest"])
+        )
+    if info["attention_total"] > len(info["attention"]):
+        lines.append(
+            f"  ... and {info['attention_total'] - len(info['attention'])} more (see export)"
+        )
+    if "runs" in info:
+        lines.extend(runs_lines(info["runs"]))
+    return lines
+
+
+def runs_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """One line a run, under ``runs:``: ``#3  run  2026-12-02 01:30  1h12m  exit 75  ...``."""
+    from batchrunner.planner import money
+
+    lines = ["runs:"]
+    for run in runs:
+        started = str(run["started_at"] or "")[:16].replace("T", " ")
+        took = _took(run["started_at"], run["finished_at"])
+        ended = f"exit {run['exit_code']}"
+        if run["held_by"]:
+            ended = "running"
+        elif run["never_ended"]:
+            ended = "never ended"
+        line = f"  #{run['id']:<4} {run['command']:<7} {started}  {took:>7}  {ended:<11}"
+        if run["submitted"] is not None:
+            line += f"  submitted {run['submitted']:>5}  downloaded {run['downloaded']:>5}"
+        if run["run_spend_usd"] is not None:
+            line += f"  committed {money(run['run_spend_usd'])}"
+        if run["waiting_for_network"]:
+            line += f"  {_waiting_line(run['waiting_for_network'])}"
+        lines.append(line.rstrip())
+    return lines
+
+
+def _waiting_line(waiting: dict[str, Any]) -> str:
+    """``waiting for the network since 14:03 (api.quickrouter.ai unreachable)``, the time in
+    the machine's own zone."""
+    from datetime import datetime
+
+    since = datetime.fromisoformat(waiting["since"]).astimezone().strftime("%H:%M")
+    return f"waiting for the network since {since} ({', '.join(waiting['hosts'])} unreachable)"
+
+
+def _took(started: str | None, finished: str | None) -> str:
+    from datetime import datetime
+
+    if not started or not finished:
+        return ""
+    seconds = int(
+        (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    )
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def runs(ledger_path: str | Path) -> list[dict[str, Any]]:
