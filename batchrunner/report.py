@@ -68,9 +68,11 @@ class Summary:
             code = ExitCode.OK
         else:
             code = ExitCode.JOBS_NOT_DONE
-        errors = Counter(
-            job.error for job in ledger.jobs(NEEDS_ATTENTION) if job.error
-        )  # most common first
+        errors: dict[str, list[str]] = {}  # the reason -> its jobs
+        for job in ledger.jobs(NEEDS_ATTENTION):
+            if job.error:
+                errors.setdefault(job.error, []).append(job.job_id)
+        by_jobs = sorted(errors.items(), key=lambda item: -len(item[1]))  # most common first
         billed, billed_jobs = ledger.billed()
         path = str(ledger.path)
         return cls(
@@ -86,12 +88,12 @@ class Summary:
             stopped=stopped[1] if stopped else None,
             exit_reason=_exit_reason(code, counts),
             reasons=[
-                f"{n} x {error}" if n > 1 else error
-                for error, n in [
-                    *((f"not sent: {why}", n) for why, n in (unsent or Counter()).most_common()),
-                    *errors.most_common(REASONS_SHOWN),
-                ][:REASONS_SHOWN]
-            ],
+                *(
+                    f"{n} x not sent: {why}" if n > 1 else f"not sent: {why}"
+                    for why, n in (unsent or Counter()).most_common()
+                ),
+                *(_whose(error, jobs) for error, jobs in by_jobs),
+            ][:REASONS_SHOWN],
             next_command=next_command
             or (_UNSENT_NEXT if unsent else _next_command(code, counts, path)),
             ledger=path,
@@ -133,6 +135,15 @@ class Summary:
 
     def _committed(self) -> str:
         return f" (${self.run_spend_usd:,.2f})" if self.run_spend_usd else ""
+
+
+def _whose(error: str, jobs: list[str], named: int = 3) -> str:
+    """A reason with the jobs it ended: ``shot-03: prompt: …``, ``4 x prompt: … (shot-01,
+    shot-04, shot-09 and 1 more)``, so the morning mail says which rows to look at."""
+    if len(jobs) == 1:
+        return f"{jobs[0]}: {error}"
+    more = f" and {len(jobs) - named} more" if len(jobs) > named else ""
+    return f"{len(jobs)} x {error} ({', '.join(jobs[:named])}{more})"
 
 
 def _exit_reason(code: ExitCode, counts: dict[str, int]) -> str:

@@ -335,6 +335,27 @@ def test_progress_bars_count_each_stage_when_enabled() -> None:
     assert "submitted" in text and "2/2" in text and "1/2" in text
 
 
+def test_the_reasons_a_run_ends_with_name_the_jobs_they_ended(
+    shared_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """The morning mail says which rows to look at: one job by its id, several by a few ids."""
+    shots = rows(7)
+    for n in (0, 1, 3, 4, 6):
+        shots[n]["prompt"] += " #policy"
+    manifest = write_manifest(tmp_path / "m.csv", shots)
+    ran = CliRunner().invoke(cli, [*run_args(shared_sim, tmp_path, manifest), "--json"], env=ENV)
+    assert ran.exit_code == 1, ran.output
+    (reason,) = json.loads(ran.stdout)["reasons"]
+    assert reason.startswith("5 x ") and "content checker" in reason
+    assert reason.endswith(" (shot-001, shot-002, shot-004 and 2 more)")
+    assert f"\n  {reason}\n" in ran.stderr
+    single = write_manifest(tmp_path / "one.csv", [shots[3]])
+    args = run_args(shared_sim, tmp_path, single, "--ledger", str(tmp_path / "one.db"))
+    alone = CliRunner().invoke(cli, [*args, "--json"], env=ENV)
+    (reason,) = json.loads(alone.stdout)["reasons"]
+    assert reason.startswith("shot-004: ") and "content checker" in reason
+
+
 def test_status_lists_jobs_with_their_ids_in_one_column(
     shared_sim: SimulatorServer, tmp_path: Path
 ) -> None:
