@@ -222,8 +222,9 @@ RUN_SETTINGS = (
 )  # fmt: skip
 
 PLAN_SETTINGS = ("ledger", "budget", "run_budget", "resubmit_unknown")  # what run will buy
-# how run buys it: plan takes these too, unshown and unused, so that a run command previews
-# as it stands with `run` changed to `plan` (rather than "no such option --concurrency")
+# how run buys it: plan (and validate, all of run's) take these too, unshown and unused, so
+# that a run command previews as it stands with `run` changed to `plan` (rather than "no such
+# option --concurrency")
 HOW_TO_RUN = tuple(name for name in RUN_SETTINGS if name not in PLAN_SETTINGS)
 
 
@@ -736,10 +737,13 @@ def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
 @log_options
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @manifest_options
+@settings_options(*RUN_SETTINGS, hidden=True)
 @click.pass_context
 @friendly_errors
 def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
     """Check MANIFEST without sending anything; list every problem. Exit 0 when clean, 2 if not.
+    Run's options are taken too, so a run command checks as it stands with `run` changed to
+    `validate`.
 
     \b
     Example:

@@ -201,8 +201,8 @@ def test_validate_prints_rows_and_cost_and_exits_0(tmp_path: Path) -> None:
 
 
 def test_a_run_command_previews_as_it_stands_with_run_changed_to_plan(tmp_path: Path) -> None:
-    """Every option of run is taken by plan; those about how to buy (not what) change nothing
-    in the plan, and plan's help still lists only what shapes it."""
+    """Every option of run is taken by plan and validate; those about how to buy (not what)
+    change nothing in the plan, and plan's help still lists only what shapes it."""
     from batchrunner.cli import HOW_TO_RUN
     from batchrunner.settings import flag_of
 
@@ -223,6 +223,10 @@ def test_a_run_command_previews_as_it_stands_with_run_changed_to_plan(tmp_path: 
     assert swapped.stdout == plain.stdout and json.loads(plain.stdout)["jobs"] == 3
     shown = CliRunner().invoke(cli, ["plan", "--help"]).output
     assert "--poll-min" not in shown and "--downloads" not in shown and "--budget" in shown
+    checked = CliRunner().invoke(cli, ["validate", str(manifest), "--ledger", ledger, *how])
+    assert checked.exit_code == 0 and "3 rows OK" in checked.output, checked.output
+    refused = CliRunner().invoke(cli, ["validate", str(manifest), "--concurrency", "0"])
+    assert refused.exit_code == 2 and "'--concurrency': 0 is not in the range" in refused.output
     assert not (tmp_path / "videos").exists() and not Path(ledger).exists()
 
 
