@@ -141,6 +141,37 @@ def test_review_filter_play_select_and_reroll_in_the_browser(
             )
             assert video.evaluate("v => v.error") is None
 
+            # review by keys: the card clicked is the current one; j/k move, x selects,
+            # Enter plays and pauses, / goes to the search and Escape back
+            current = page.locator(".card.current")
+            assert current.get_attribute("data-id") == "harbour"
+            page.keyboard.press("j")
+            assert current.get_attribute("data-id") == "lighthouse"
+            page.keyboard.press("x")
+            assert page.inner_text("#selcount") == "1 selected"
+            assert "picked" in (current.get_attribute("class") or "")
+            page.keyboard.press("x")
+            assert page.inner_text("#selcount") == "0 selected"
+            page.keyboard.press("Enter")
+            played = page.locator('.card[data-id="lighthouse"] video')
+            played.wait_for()
+            page.wait_for_function(
+                "() => document.querySelector('.card[data-id=\"lighthouse\"] video')"
+                ".currentTime > 0.1"
+            )
+            page.keyboard.press("Enter")
+            assert played.evaluate("v => v.paused")
+            page.keyboard.press("k")
+            page.keyboard.press("k")  # not past the first
+            assert current.get_attribute("data-id") == "harbour"
+            page.keyboard.press("/")
+            assert page.evaluate("document.activeElement.id") == "q"
+            page.keyboard.press("j")  # typed into the search, not a move
+            assert page.input_value("#q") == "j"
+            page.keyboard.press("Backspace")
+            page.keyboard.press("Escape")
+            assert page.evaluate("document.activeElement === document.body")
+
             # select two cards, download the selection
             page.locator('.card[data-id="dunes"] .pick').check()
             page.locator('.card[data-id="cliffs"] .pick').check()
