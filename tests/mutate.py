@@ -877,6 +877,34 @@ MUTATIONS: list[Mutation] = [
             MODEL_COLUMN + "test_a_sheet_of_several_models_runs_end_to_end",
         ),
     ),
+    Mutation(
+        "a-csv-cut-mid-row-is-bought",
+        "Nothing unpriced or misspelt is bought",
+        "batchrunner/cells.py",
+        "        if short is not None and not ended:\n",
+        "        if False:  # MUTANT: a half-written last row is read with empty cells\n",
+        ("tests/test_manifest.py::test_a_bad_manifest_names_row_line_and_column",),
+    ),
+    Mutation(
+        "a-key-no-header-carries-is-taken",
+        "`unknown` happens only when a submit's answer was lost",
+        "batchrunner/providers.py",
+        "    if foreign is not None:  # “quotes”, a dash or a letter a word processor put there\n",
+        "    if False:  # MUTANT\n",
+        (
+            RUN_ERRORS
+            + "test_a_key_pasted_with_typographic_quotes_sends_nothing_and_marks_nothing_unknown",
+        ),
+    ),
+    Mutation(
+        "an-unwritable-header-called-unknown",
+        "`unknown` happens only when a submit's answer was lost",
+        "batchrunner/answers.py",
+        "    if isinstance(exc, httpx.LocalProtocolError):  # a header no HTTP can carry: "
+        "refused unsent\n",
+        "    if False:  # MUTANT: taken for a submit whose answer was lost\n",
+        (TRANSPORT + "test_a_header_no_http_carries_is_refused_unsent_and_stops_the_run",),
+    ),
 ]
 
 
