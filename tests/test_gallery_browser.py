@@ -164,6 +164,13 @@ def test_review_filter_play_select_and_reroll_in_the_browser(
             page.keyboard.press("k")
             page.keyboard.press("k")  # not past the first
             assert current.get_attribute("data-id") == "harbour"
+            page.locator('.card[data-id="dunes"] .pick').check()  # a click, then keys again
+            assert current.get_attribute("data-id") == "dunes"
+            page.keyboard.press("k")
+            assert current.get_attribute("data-id") == "lighthouse"
+            page.keyboard.press("j")
+            page.keyboard.press("x")
+            assert page.inner_text("#selcount") == "0 selected"  # dunes ticked, then unticked
             page.keyboard.press("/")
             assert page.evaluate("document.activeElement.id") == "q"
             page.keyboard.press("j")  # typed into the search, not a move
