@@ -208,7 +208,7 @@ def runs_lines(runs: list[dict[str, Any]]) -> list[str]:
     """One line a run, under ``runs:``: ``#3  run  2026-12-02 01:30  1h12m  exit 75  ...``."""
     from batchrunner.planner import money
 
-    lines = ["runs:"]
+    lines = ["runs:" if runs else "runs: none yet"]
     for run in runs:
         started = str(run["started_at"] or "")[:16].replace("T", " ")
         took = _took(run["started_at"], run["finished_at"])

@@ -371,6 +371,15 @@ def test_status_lists_jobs_with_their_ids_in_one_column(
     assert len({line.index("shot-") for line in lines}) == 1, lines
 
 
+def test_status_runs_of_a_ledger_no_batch_has_used_yet(tmp_path: Path) -> None:
+    from batchrunner.ledger import Ledger
+
+    with Ledger.open(tmp_path / "l.db"):
+        pass
+    said = CliRunner().invoke(cli, ["status", "--ledger", str(tmp_path / "l.db"), "--runs"])
+    assert said.exit_code == 0 and said.output.endswith("\nruns: none yet\n"), said.output
+
+
 def test_a_terminal_that_says_it_has_no_width_gets_bars_80_columns_wide(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
