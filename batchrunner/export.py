@@ -47,7 +47,7 @@ EXPORT_COLUMNS = [
     "poster",
     "model",  # the endpoint the job ran on (last: the columns before it keep their places)
 ]
-FORMATS = {".csv", ".jsonl", ".parquet", ".xlsx"}
+FORMATS = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".xlsx"}  # what a manifest may be
 
 
 def open_existing(path: str | Path) -> Ledger:
@@ -424,7 +424,8 @@ def _whole(value: Any) -> bool:
 
 
 def export(ledger_path: str | Path, destination: str | Path) -> int:
-    """Write every job to ``destination`` (.csv, .jsonl, .parquet or .xlsx); returns the count."""
+    """Write every job to ``destination`` (.csv, .tsv, .json, .jsonl, .parquet or .xlsx: the
+    formats a manifest is read from); returns the count."""
     destination = Path(destination)
     if destination.suffix.lower() not in FORMATS:
         raise UsageError(
@@ -441,20 +442,21 @@ def export(ledger_path: str | Path, destination: str | Path) -> int:
     frame = frame.reindex(columns=EXPORT_COLUMNS + extra)
     suffix = destination.suffix.lower()
     lists = [c for c in extra if frame[c].map(lambda v: isinstance(v, list)).any()]
-    if suffix != ".jsonl":  # a list cell as JSON text, as a manifest may give it
+    if suffix not in (".json", ".jsonl"):  # a list cell as JSON text, as a manifest may give it
         frame[lists] = frame[lists].map(lambda v: json.dumps(v) if isinstance(v, list) else v)
     try:
         with written_whole(destination) as part:
-            if suffix == ".csv":
-                frame.to_csv(part, index=False)
+            if suffix in (".csv", ".tsv"):
+                frame.to_csv(part, index=False, sep="\t" if suffix == ".tsv" else ",")
             elif suffix == ".xlsx":  # made in memory: a zip failing on disk cries in __del__
                 book = io.BytesIO()
                 with pd.ExcelWriter(book, engine="openpyxl") as writer:
                     frame.to_excel(writer, index=False, sheet_name="jobs")
                     _text_not_formulas(writer.sheets["jobs"], frame)
                 part.write_bytes(book.getvalue())
-            elif suffix == ".jsonl":
-                frame.to_json(part, orient="records", lines=True, force_ascii=False)
+            elif suffix in (".json", ".jsonl"):  # an array of objects, or one a line
+                lines = suffix == ".jsonl"
+                frame.to_json(part, orient="records", lines=lines, force_ascii=False, indent=None)
             else:
                 frame.astype({c: "string" for c in extra}).to_parquet(part, index=False)
     except OSError as exc:

@@ -84,7 +84,7 @@ def test_no_output_is_written_over_the_manifest_or_the_ledger(
         assert again.exit_code == 0, again.output
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".xlsx", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".xlsx", ".json", ".jsonl", ".parquet"])
 def test_an_export_that_fails_halfway_leaves_the_last_one_whole(
     shared_sim: SimulatorServer, tmp_path: Path, suffix: str
 ) -> None:
@@ -125,7 +125,7 @@ def test_export_has_the_contract_columns_then_the_manifest_columns(
         "error",
         "cost_usd",
     ]
-    for suffix in (".csv", ".jsonl", ".parquet", ".xlsx"):
+    for suffix in (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".xlsx"):
         target = tmp_path / f"export{suffix}"
         result = CliRunner().invoke(
             cli, ["export", "--ledger", str(tmp_path / "ledger.db"), "-o", str(target)]
@@ -133,6 +133,8 @@ def test_export_has_the_contract_columns_then_the_manifest_columns(
         assert result.exit_code == 0, result.output
         frame = {
             ".csv": pd.read_csv,
+            ".tsv": lambda p: pd.read_csv(p, sep="\t"),
+            ".json": pd.read_json,
             ".jsonl": lambda p: pd.read_json(p, lines=True),
             ".parquet": pd.read_parquet,
             ".xlsx": pd.read_excel,
@@ -149,7 +151,7 @@ def test_export_has_the_contract_columns_then_the_manifest_columns(
     bad = CliRunner().invoke(
         cli, ["export", "--ledger", str(tmp_path / "ledger.db"), "-o", str(tmp_path / "x.xls")]
     )
-    assert bad.exit_code == 2 and ".csv, .jsonl, .parquet" in bad.output
+    assert bad.exit_code == 2 and ".csv, .json, .jsonl, .parquet, .tsv, .xlsx" in bad.output
 
 
 def test_an_unregistered_model_runs_only_when_allowed(
