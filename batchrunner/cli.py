@@ -264,6 +264,19 @@ max_runtime_option = settings_options("max_runtime")
 budget_options = settings_options("budget", "run_budget")
 
 
+def run_only_flags(*flags: str) -> Callable[[F], F]:
+    """Run's ``flags`` that change nothing in a check or a plan, taken unshown (and unused) by
+    ``validate`` and ``plan`` beside :data:`HOW_TO_RUN`: a run command checks as it stands."""
+
+    def decorate(fn: F) -> F:
+        for flag in flags:
+            name = flag.strip("-").replace("-", "_") + "_unused"
+            fn = click.option(flag, name, is_flag=True, hidden=True, expose_value=False)(fn)
+        return fn
+
+    return decorate
+
+
 def manifest_options(fn: F) -> F:
     """What shapes the jobs a manifest becomes: shared by run, plan and validate."""
     options = [
@@ -434,6 +447,7 @@ def run(
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @settings_options(*PLAN_SETTINGS)
 @settings_options(*HOW_TO_RUN, hidden=True)
+@run_only_flags("--dry-run")
 @manifest_options
 @click.option(
     "--replace-changed",
@@ -738,9 +752,11 @@ def cancel(ledger: Path, job_ids: tuple[str, ...], everything: bool) -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @manifest_options
 @settings_options(*RUN_SETTINGS, hidden=True)
+@run_only_flags("--dry-run", "--replace-changed")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @click.pass_context
 @friendly_errors
-def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
+def validate(ctx: click.Context, manifest: Path, as_json: bool, **options: Any) -> None:
     """Check MANIFEST without sending anything; list every problem. Exit 0 when clean, 2 if not.
     Run's options are taken too, so a run command checks as it stands with `run` changed to
     `validate`.
@@ -748,7 +764,7 @@ def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
     \b
     Example:
         batchrunner validate shots.xlsx --sheet "Day 2"
-        batchrunner validate shots.csv --strict
+        batchrunner validate shots.csv --strict --json
     """
     from batchrunner import batch
 
@@ -756,7 +772,15 @@ def validate(ctx: click.Context, manifest: Path, **options: Any) -> None:
     loaded = batch.load(manifest, _model_settings(options), expansion, log_warnings=False)
     for warning in loaded.warnings:
         click.echo(f"{manifest}: warning: {warning}", err=True)
-    cost = sum(row.cost_usd or 0 for row in loaded.rows)
+    cost = round(sum(row.cost_usd or 0 for row in loaded.rows), 4)
+    if as_json:  # what a script checking sheets before the night wants; failures: friendly_errors
+        said = {
+            "exit_code": 0, "manifest": str(manifest), "rows": loaded.records,
+            "jobs": len(loaded.rows), "models": sorted(loaded.endpoints), "cost_usd": cost,
+            "warnings": [str(warning) for warning in loaded.warnings],
+        }  # fmt: skip
+        click.echo(json.dumps(said))
+        return
     jobs = f" -> {counted(len(loaded.rows), 'job')}" if len(loaded.rows) != loaded.records else ""
     if len(loaded.endpoints) > 1:
         jobs += f" for {len(loaded.endpoints)} models"

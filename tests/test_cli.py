@@ -220,13 +220,28 @@ def test_a_run_command_previews_as_it_stands_with_run_changed_to_plan(tmp_path: 
     covered = {flag_of(name).split("/")[0] for name in HOW_TO_RUN}  # type: ignore[union-attr]
     assert covered <= set(how) | {"--stream"}, covered - set(how)
     plain = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", ledger, "--json"])
-    swapped = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", ledger, "--json", *how])
+    swapped = CliRunner().invoke(
+        cli, ["plan", str(manifest), "--ledger", ledger, "--json", "--dry-run", *how]
+    )
     assert swapped.exit_code == 0, swapped.output
     assert swapped.stdout == plain.stdout and json.loads(plain.stdout)["jobs"] == 3
     shown = CliRunner().invoke(cli, ["plan", "--help"]).output
     assert "--poll-min" not in shown and "--downloads" not in shown and "--budget" in shown
     checked = CliRunner().invoke(cli, ["validate", str(manifest), "--ledger", ledger, *how])
     assert checked.exit_code == 0 and "3 rows OK" in checked.output, checked.output
+    every = ["--json", "--dry-run", "--replace-changed", *how]  # run's own flags too
+    as_json = CliRunner().invoke(cli, ["validate", str(manifest), "--ledger", ledger, *every])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == {
+        "exit_code": 0, "manifest": str(manifest), "rows": 3, "jobs": 3,
+        "models": ["fal-ai/veo3/image-to-video"], "cost_usd": 4.8, "warnings": [],
+    }  # fmt: skip
+    cut = tmp_path / "cut.csv"  # still being written: one line, exit 2, in JSON too
+    cut.write_text(manifest.read_text().rstrip("\n").rsplit(",", 2)[0], encoding="utf-8")
+    refused_json = CliRunner().invoke(cli, ["validate", str(cut), "--json"])
+    said = json.loads(refused_json.stdout)
+    assert (refused_json.exit_code, said["exit_code"]) == (2, 2)
+    assert any("the file ends in this row" in problem for problem in said["problems"])
     refused = CliRunner().invoke(cli, ["validate", str(manifest), "--concurrency", "0"])
     assert refused.exit_code == 2 and "'--concurrency': 0 is not in the range" in refused.output
     assert not (tmp_path / "videos").exists() and not Path(ledger).exists()
