@@ -28,7 +28,7 @@ import logging
 import os
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -91,15 +91,19 @@ def write_report(ledger: Ledger, destination: Path) -> Path:
     """Render the page for ``ledger`` at ``destination`` (written whole, then renamed)."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    page = render(ledger, destination.parent)
-    with written_whole(destination) as part:
-        part.write_text(page, encoding="utf-8")
+    pieces = render(ledger, destination.parent)
+    with written_whole(destination) as part, part.open("w", encoding="utf-8") as page:
+        page.writelines(pieces)
     logger.info("wrote the review gallery %s", destination)
     return destination
 
 
-def render(ledger: Ledger, folder: Path) -> str:
-    """The page's HTML, with links relative to ``folder`` (where it will be written)."""
+def render(ledger: Ledger, folder: Path) -> Iterator[str]:
+    """The page's HTML in pieces, with links relative to ``folder`` (where it will be written).
+
+    The data goes out a card at a time, never as one string: a ledger of 100,000 jobs is an
+    80 MB page, which as one JSON text (then escaped, then put in the template) was held four
+    times over."""
     links = _Links(folder)
     media = media_dir(ledger.path)
     thumbs = _Thumbs(media / "thumbs", links)
@@ -111,19 +115,24 @@ def render(ledger: Ledger, folder: Path) -> str:
             specs[job.endpoint] = lookup(job.endpoint)
         cards.append(card(job, links, thumbs, specs[job.endpoint], posters))
     posters.make(cards)
-    data = {
-        "summary": summary(ledger, cards, specs),
-        "facets": facets(cards),
-        "cards": cards,
-        "retry": f"batchrunner retry --ledger {_shell(str(ledger.path))} --ids "
-        "selected.csv --new-take",
-    }
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    retry = f"batchrunner retry --ledger {_shell(str(ledger.path))} --ids selected.csv --new-take"
     template = resources.files("batchrunner").joinpath("gallery_page.html").read_text("utf-8")
     title = f"batchrunner — {ledger.path.name}"
-    return template.replace("{{TITLE}}", _html(title)).replace(
-        "{{DATA}}", text.replace("<", "\\u003c")
-    )
+    head, _, tail = template.replace("{{TITLE}}", _html(title)).partition("{{DATA}}")
+    yield head
+    # {"summary":…,"facets":…,"cards":[…],"retry":…}: the cards in between, one at a time
+    yield _json({"summary": summary(ledger, cards, specs), "facets": facets(cards)})[:-1]
+    yield ',"cards":['
+    yield from (("," if n else "") + _json(one) for n, one in enumerate(cards))
+    yield '],"retry":' + _json(retry) + "}"
+    yield tail
+
+
+def _json(value: Any) -> str:
+    """``value`` as JSON for the page's data block, where ``<`` is written ``\\u003c``: a
+    prompt's ``</script>`` cannot end the block."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text.replace("<", "\\u003c")
 
 
 def card(
