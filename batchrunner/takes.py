@@ -38,6 +38,7 @@ from batchrunner.models import get_model
 from batchrunner.paths import safe_name
 from batchrunner.report import Summary
 from batchrunner.scheduler import Observer
+from batchrunner.spelling import normalized
 from batchrunner.states import JobState
 
 _TAKE = re.compile(r"^(?P<base>.*?)(?:~t(?P<take>\d+))?$", re.DOTALL)
@@ -101,7 +102,7 @@ _ID_HEADERS = ("job_id", "jobid", "id")  # in order of preference: an export has
 def _id_column(header: Sequence[str]) -> int | None:
     """Which of ``header``'s columns holds job ids, if it is a header: ``job_id`` as exports
     and the gallery write it, or as people type it (``Job ID``, ``job-id``), else ``id``."""
-    names = [re.sub(r"[\s\-]+", "_", str(cell).strip().lower()) for cell in header]
+    names = [normalized(str(cell)) for cell in header]  # compared as manifest columns are
     for wanted in _ID_HEADERS:
         if wanted in names:
             return names.index(wanted)
