@@ -38,7 +38,9 @@ from batchrunner.states import AT_PROVIDER, JobState
 if TYPE_CHECKING:  # the run machinery loads when a run starts: `plan` and `validate` skip it
     from batchrunner.answers import QueueStatus
     from batchrunner.client import QueueClient
-    from batchrunner.ledger import Job, Ledger, Recording
+    from batchrunner.commits import Recording
+    from batchrunner.jobs import Job
+    from batchrunner.ledger import Ledger
     from batchrunner.report import Summary
     from batchrunner.scheduler import Observer
 
@@ -213,7 +215,7 @@ def _record(
 ) -> Recording:
     """Start the run and record the manifest's jobs, or refuse its edited rows (nothing sent).
     The jobs the ledger does not have yet are written as the run starts (the recording)."""
-    from batchrunner.ledger import Recording
+    from batchrunner.commits import Recording
     from batchrunner.relabelled import as_recorded
 
     manifest = as_recorded(manifest, ledger)  # jobs held under an earlier label

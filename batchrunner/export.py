@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.errors import UsageError, counted
-from batchrunner.ledger import BATCHES, Job, Ledger
+from batchrunner.jobs import Job
+from batchrunner.ledger import BATCHES, Ledger
 from batchrunner.paths import not_over_an_input, written_whole
 from batchrunner.states import AT_PROVIDER, NEEDS_ATTENTION, JobState
 

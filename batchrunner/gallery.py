@@ -38,7 +38,8 @@ from urllib.parse import quote, unquote, urlsplit
 import anyio
 
 from batchrunner.errors import DownloadError, UsageError
-from batchrunner.ledger import OPTIONS_FROM, Job, Ledger, now
+from batchrunner.jobs import Job, now
+from batchrunner.ledger import OPTIONS_FROM, Ledger
 from batchrunner.models import ModelSpec, lookup
 from batchrunner.paths import not_over_an_input, written_whole
 from batchrunner.states import JobState

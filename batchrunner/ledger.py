@@ -13,11 +13,12 @@ Tables (created by the named migrations in :mod:`batchrunner.migrations`):
     append-only audit: every state change of every job, with the run that made it.
 
 Every state change goes through :meth:`Ledger.transitions` (:meth:`Ledger.transition` for one,
-:class:`GroupCommit` for a run's many tasks at once), which checks each move against
-:mod:`batchrunner.states`, writes the job and its event in one transaction and commits before
-returning, so the caller can act on it (``submitting`` is committed *before* the POST; the
-``request_id`` right after the answer). The file is opened in WAL mode with ``synchronous=FULL``
-and a ``busy_timeout``, so ``status`` and ``export`` can read while a run writes.
+:class:`~batchrunner.commits.GroupCommit` for a run's many tasks at once), which checks each
+move against :mod:`batchrunner.states`, writes the job and its event in one transaction and
+commits before returning, so the caller can act on it (``submitting`` is committed *before* the
+POST; the ``request_id`` right after the answer). The file is opened in WAL mode with
+``synchronous=FULL`` and a ``busy_timeout``, so ``status`` and ``export`` can read while a run
+writes. The records it reads and writes are :mod:`batchrunner.jobs`'.
 """
 
 from __future__ import annotations
@@ -28,42 +29,32 @@ import os
 import shutil
 import socket
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from dataclasses import fields as dataclass_fields
-from datetime import UTC, datetime
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any
 
-import anyio
-import anyio.lowlevel
-
-from batchrunner import identity
 from batchrunner.errors import LedgerError, LedgerUnwritableError, TransitionError, UsageError
-from batchrunner.frozen import assemble
+from batchrunner.jobs import (
+    JOB_SELECT,
+    JSON_COLUMNS,
+    STATES,
+    AddResult,
+    Job,
+    Move,
+    NewJob,
+    OrderKey,
+    Standing,
+    dumps,
+    loads,
+    now,
+    order_key,
+)
 from batchrunner.lean_sqlite import sqlite_utils
 from batchrunner.migrations import MIGRATIONS, check_compatible
 from batchrunner.spelling import hint, near_id
 from batchrunner.states import JobState, can_move
 
 BUSY_TIMEOUT_MS = 10_000
-
-
-def _none() -> None:
-    return None
-
-
-# Columns holding JSON text, decoded on read; an empty one reads as what its factory makes (a
-# new dict or list each time: a job's fields are never shared with another job).
-_JSON_EMPTY: dict[str, Callable[[], Any]] = {
-    "input": dict,
-    "files": dict,
-    "metadata": dict,
-    "result": _none,
-    "media": _none,
-    "warnings": list,
-}
-_JSON_COLUMNS = tuple(_JSON_EMPTY)
 
 
 _DISK_REFUSED = {  # SQLite's primary error names: what the disk under the ledger did
@@ -99,137 +90,12 @@ def unwritable(
     )
 
 
-def now() -> str:
-    """Timestamps are UTC ISO-8601 with milliseconds: sortable and readable in exports."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A job as the plan produces it, before the ledger has seen it."""
-
-    job_id: str
-    endpoint: str
-    input: dict[str, Any]
-    row: int | None = None
-    line: int | None = None
-    variant: str = ""
-    files: dict[str, Any] = field(default_factory=dict)
-    output_name: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    price_usd: float | None = None
-    take_of: str | None = None  # the job this one is a new take of (``retry --new-take``)
-
-    @property
-    def input_hash(self) -> str:
-        return _input_hash(self.endpoint, self.input, self.files)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Job(NewJob):
-    """A job as stored: the planned job plus what has happened to it. Read-only; change it
-    through :meth:`Ledger.transition`."""
-
-    state: JobState
-    cost_usd: float | None = None  # what its latest send may cost: reserved at the intent
-    earlier_usd: float | None = None  # what its earlier sends may have cost (m006)
-    request_id: str | None = None
-    origin: str | None = None
-    status_url: str | None = None
-    response_url: str | None = None
-    cancel_url: str | None = None
-    queue_position: int | None = None
-    result: dict[str, Any] | None = None
-    video_url: str | None = None
-    file_size: int | None = None
-    output_path: str | None = None
-    bytes: int | None = None
-    sha256: str | None = None
-    error: str | None = None
-    billable_units: float | None = None  # x-fal-billable-units of the result, when sent
-    billed_usd: float | None = None  # those units priced by the model's rule
-    submits: int = 0
-    created_at: str | None = None
-    submitted_at: str | None = None
-    started_at: str | None = None
-    completed_at: str | None = None
-    done_at: str | None = None
-    updated_at: str | None = None
-    media: dict[str, Any] | None = None  # what the file is (see batchrunner.verify)
-    warnings: list[str] = field(default_factory=list)  # how it differs from the request
-    poster: str | None = None  # a JPEG frame of the video, beside the ledger
-
-    @property
-    def spent_usd(self) -> float | None:
-        """What the job may have cost in all, every send counted; None when nothing. A send
-        is counted at its estimate, or at what the provider billed for it when that is more
-        (a price raised since the registry was written): what a budget caps."""
-        if self.cost_usd is None and self.earlier_usd is None:
-            return None
-        latest = max(self.cost_usd or 0.0, self.billed_usd or 0.0)
-        return round(latest + (self.earlier_usd or 0.0), 4)
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Job:
-        """The job of a ``jobs`` row read as a mapping (its columns that are not fields are
-        left out)."""
-        return cls.from_values([row[name] for name in JOB_COLUMNS])
-
-    @classmethod
-    def from_values(cls, values: Sequence[Any]) -> Job:
-        r"""The job of a ``jobs`` row selected as :data:`JOB_SELECT` (its columns in field order).
-
-        Every field is set from its column (JSON decoded, state made a :class:`JobState`) and
-        the job made by :func:`~batchrunner.frozen.assemble`: the frozen dataclass's
-        ``__init__``, setting each of the 40 fields again, was more than half of reading a job.
-        """
-        found = dict(zip(JOB_COLUMNS, values, strict=True))
-        for name, empty in _JSON_EMPTY.items():
-            text = found[name]
-            found[name] = _loads(text) if text else empty()
-        found["state"] = _STATES[found["state"]]
-        return assemble(cls, found)
-
-
-@dataclass(frozen=True, slots=True)
-class Move:
-    """A transition asked of :meth:`Ledger.transitions`: the arguments of
-    :meth:`Ledger.transition`."""
-
-    job_id: str
-    new: JobState
-    detail: str | None = None
-    expect: JobState | Iterable[JobState] | None = None
-    fields: Mapping[str, Any] = field(default_factory=dict)
-
-
-# Every field of a Job is a column of ``jobs``; reads select exactly these, in this order.
-JOB_COLUMNS = tuple(f.name for f in dataclass_fields(Job))
-JOB_SELECT = ", ".join(f"[{name}]" for name in JOB_COLUMNS)
-_STATES = {state.value: state for state in JobState}
 # what a job's latest send may have cost, and all its sends: Job.spent_usd
 _LATEST = "max(coalesce(cost_usd, 0), coalesce(billed_usd, 0))"
 _SPENT = f"{_LATEST} + coalesce(earlier_usd, 0)"
 BATCHES = ("run", "resume", "retry", "collect")  # the commands that buy or fetch
 # the batches whose options a later resume, retry, cancel or gallery carries on (not `collect`)
 OPTIONS_FROM = ("run", "resume", "retry")
-
-
-class Standing(NamedTuple):
-    """Where a stored job stands, without reading the rest of it: what the planner compares a
-    manifest row with (:meth:`Ledger.standings`)."""
-
-    job_id: str
-    row: int | None
-    state: JobState
-    input_hash: str
-    price_usd: float | None
-
-
-@dataclass(frozen=True)
-class AddResult:
-    added: int
-    existing: int
 
 
 class Ledger:
@@ -423,10 +289,10 @@ class Ledger:
                     now = (*sheet[origin][:3], output, sheet[origin][4])  # its own name kept
                 origin = take_of.get(origin)
             if now is None or (
-                row == now[1] and line == now[2] and output == now[3] and _loads(metadata) == now[4]
+                row == now[1] and line == now[2] and output == now[3] and loads(metadata) == now[4]
             ):
                 continue
-            changed.append((now[1], now[2], now[3], _dumps(now[4]), job_id))
+            changed.append((now[1], now[2], now[3], dumps(now[4]), job_id))
             if state == JobState.DONE.value and saved and output != now[3]:
                 renamed.append((job_id, saved, now[3]))
         if changed:
@@ -449,8 +315,8 @@ class Ledger:
                 (
                     (
                         job.job_id, job.row, job.line, job.variant, job.endpoint,
-                        _dumps(job.input), job.input_hash, _dumps(job.files), job.output_name,
-                        _dumps(job.metadata), job.price_usd, job.take_of, pending, stamp, stamp,
+                        dumps(job.input), job.input_hash, dumps(job.files), job.output_name,
+                        dumps(job.metadata), job.price_usd, job.take_of, pending, stamp, stamp,
                         self.run_id,
                     )
                     for job in jobs
@@ -473,11 +339,11 @@ class Ledger:
         """
         current = self.get(job.job_id)
         fields: dict[str, Any] = {
-            "input": _dumps(job.input),
+            "input": dumps(job.input),
             "input_hash": job.input_hash,
-            "files": _dumps(job.files),
+            "files": dumps(job.files),
             "output_name": job.output_name,
-            "metadata": _dumps(job.metadata),
+            "metadata": dumps(job.metadata),
             "price_usd": job.price_usd,
             "row": job.row,
             "line": job.line,
@@ -544,7 +410,7 @@ class Ledger:
                 f"where job_id in ({marks})"
             )
             for job_id, row, state, input_hash, price in self.db.conn.execute(sql, chunk):
-                found[job_id] = Standing(job_id, row, _STATES[state], input_hash, price)
+                found[job_id] = Standing(job_id, row, STATES[state], input_hash, price)
         return found
 
     def input_hashes(self, job_ids: Sequence[str]) -> dict[str, str]:
@@ -853,9 +719,9 @@ class Ledger:
     def _apply(self, conn: sqlite3.Connection, move: Move) -> Job | TransitionError:
         """One move inside :meth:`transitions`' transaction: two statements."""
         fields = dict(move.fields)
-        for name in _JSON_COLUMNS:
+        for name in JSON_COLUMNS:
             if name in fields and not isinstance(fields[name], str | None):
-                fields[name] = _dumps(fields[name])
+                fields[name] = dumps(fields[name])
         stamp = now()
         values = {**fields, "state": move.new.value, "updated_at": stamp}
         allowed = _expected(move.expect)
@@ -945,157 +811,6 @@ def _update_job(names: tuple[str, ...]) -> str:
 
 _MANIFEST_ORDER = "row, variant, job_id"
 _SELECT_JOB = f"select {JOB_SELECT} from jobs where job_id = ?"
-OrderKey = tuple[bool, int, bool, str, str]
-
-
-def order_key(row: int | None, variant: str | None, job_id: str) -> OrderKey:
-    """A job's place in manifest order, as SQLite sorts ``_MANIFEST_ORDER`` (NULL first);
-    the job id comes last."""
-    return (row is not None, row or 0, variant is not None, variant or "", job_id)
-
-
-class _InManifest(Protocol):
-    """What :class:`Recording` needs of a planned job to put it in manifest order."""
-
-    @property
-    def row(self) -> int | None: ...
-    @property
-    def variant(self) -> str: ...
-    @property
-    def job_id(self) -> str: ...
-
-
-class GroupCommit:
-    """Transitions of a run's many tasks, committed together: one transaction and one
-    ``fdatasync`` for every transition asked in the same turn of the event loop, and each
-    caller still returns only once its own is durable (``committed before acting``).
-
-    The first caller leads: it lets the loop turn while other tasks keep joining its batch
-    (each task joins at most once, as it then waits, so this ends), then makes the batch with
-    :meth:`Ledger.transitions`; the others wait for that. Neither wait can be cancelled, as a
-    plain :meth:`Ledger.transition` cannot be interrupted: a result or a request id that
-    arrived is always recorded. At concurrency 200 on near-instant jobs a commit carries about
-    four moves: one commit a job instead of four (and the loop stops for an ``fdatasync`` a
-    quarter as often).
-
-    A budget check counts the submit intents still gathering (:attr:`reserved_usd`), so a
-    reservation holds from the moment it is asked.
-    """
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self._gathering: _Batch | None = None
-        self.batches = 0  # commits made, for tests and figures
-        self.moves = 0
-
-    @property
-    def reserved_usd(self) -> float:
-        """What the submit intents waiting for the next commit reserve: spend that
-        :meth:`Ledger.spend` does not count yet."""
-        batch = self._gathering
-        if batch is None:
-            return 0.0
-        return sum(
-            move.fields.get("cost_usd") or 0.0
-            for move in batch.moves
-            if move.new is JobState.SUBMITTING
-        )
-
-    async def transition(
-        self,
-        job_id: str,
-        new: JobState,
-        *,
-        detail: str | None = None,
-        expect: JobState | Iterable[JobState] | None = None,
-        **fields: Any,
-    ) -> Job:
-        """:meth:`Ledger.transition`, committed with the other moves of this turn."""
-        batch = self._gathering
-        lead = batch is None
-        if batch is None:
-            batch = self._gathering = _Batch()
-        index = len(batch.moves)
-        batch.moves.append(Move(job_id, new, detail, expect, fields))
-        if lead:
-            joined = -1
-            while joined != len(batch.moves):  # while others join, let the loop turn again
-                joined = len(batch.moves)
-                await anyio.lowlevel.cancel_shielded_checkpoint()
-            self._gathering = None
-            try:
-                batch.outcomes = self.ledger.transitions(batch.moves)
-            except BaseException as exc:
-                batch.error = exc
-                raise
-            finally:
-                self.batches += 1
-                self.moves += len(batch.moves)
-                batch.done.set()
-        else:
-            with anyio.CancelScope(shield=True):
-                await batch.done.wait()
-            if batch.error is not None:
-                raise batch.error  # what a plain transition of this move would have raised
-        outcome = batch.outcomes[index]
-        if isinstance(outcome, TransitionError):
-            raise outcome
-        return outcome
-
-
-@dataclass
-class _Batch:
-    moves: list[Move] = field(default_factory=list)
-    outcomes: list[Job | TransitionError] = field(default_factory=list)
-    error: BaseException | None = None
-    done: anyio.Event = field(default_factory=anyio.Event)
-
-
-Planned = TypeVar("Planned", bound=_InManifest)
-
-
-class Recording(Generic[Planned]):
-    """New jobs written to the ledger a chunk at a time, in manifest order, while the run
-    submits the ones already written: a 100,000-row manifest starts within a second of being
-    validated instead of after all of it is recorded.
-
-    Each chunk is committed (pending) before any of its jobs can be sent
-    (:meth:`written`); the whole manifest was validated before the first chunk. A stop does
-    not cut the writing short: a later ``resume`` finds every job of the manifest. The
-    planned jobs become :class:`NewJob` (``to_job``) a chunk at a time too, as they are written.
-    """
-
-    CHUNK = 1_000  # jobs per transaction: about 15 ms, so the workers are never held up long
-
-    def __init__(
-        self, ledger: Ledger, planned: Sequence[Planned], to_job: Callable[[Planned], NewJob]
-    ):
-        self.ledger = ledger
-        keyed = sorted((order_key(p.row, p.variant, p.job_id), p) for p in planned)
-        self.keys = [key for key, _ in keyed]  # unique: they end with the job id
-        self.planned = [p for _, p in keyed]
-        self.to_job = to_job
-        self.count = 0  # jobs committed so far
-        self._more = anyio.Event()
-
-    async def write(self) -> None:
-        size = max(1, self.CHUNK // 16)  # the first submits need a few turns of the loop
-        with anyio.CancelScope(shield=True):
-            while self.count < len(self.planned):
-                chunk = self.planned[self.count : self.count + size]
-                self.ledger.insert([self.to_job(p) for p in chunk])
-                self.count += len(chunk)
-                self._more.set()
-                self._more = anyio.Event()
-                # a moment (not a bare yield) for the workers to carry their submits through
-                # the several turns of the loop a request takes, before the next chunk holds it
-                await anyio.sleep(0.002)
-                size = min(2 * size, self.CHUNK)
-
-    async def written(self, index: int) -> None:
-        """Return once the job of ``self.keys[index]`` is committed."""
-        while self.count <= index:
-            await self._more.wait()
 
 
 # pending since it was added from a manifest: never sent, never put back by `retry`
@@ -1135,37 +850,3 @@ _INSERT_EVENT = (
     "insert into events (job_id, run_id, at, from_state, to_state, detail) "
     "values (?, ?, ?, ?, ?, ?)"
 )
-
-
-def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
-
-
-def _loads(text: str) -> Any:
-    """``json.loads(text)``, in a quarter less time for what the ledger stores: the empty
-    object and list it writes for most jobs' files, metadata and warnings are made without
-    decoding, and the rest is decoded by the decoder's scanner directly (its wrapper's work is
-    only to skip whitespace, which the ledger never writes; text with any goes the long way)."""
-    if text == "{}":
-        return {}
-    if text == "[]":
-        return []
-    try:
-        value, end = _SCAN(text, 0)
-    except StopIteration:  # not JSON: let the decoder raise its usual error
-        return _DECODER.decode(text)
-    return value if end == len(text) else _DECODER.decode(text)
-
-
-_DECODER = json.JSONDecoder()
-# the decoder's scanner: (value, where it ends) of the JSON at an index; not in the stubs
-_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
-
-
-# json.dumps(value, sort_keys=True, separators=(",", ":"), default=str), built once: json.dumps
-# makes a new encoder for every call with options (a third of recording 100,000 jobs)
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _input_hash(endpoint: str, payload: Mapping[str, Any], files: Mapping[str, Any]) -> str:
-    return identity.input_hash(endpoint, payload, {k: f["sha256"] for k, f in files.items()})

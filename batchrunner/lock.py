@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from batchrunner.errors import LedgerError, LedgerLockedError
-from batchrunner.ledger import now
+from batchrunner.jobs import now
 
 logger = logging.getLogger(__name__)
 

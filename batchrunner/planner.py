@@ -24,7 +24,8 @@ from batchrunner.pricing import cents_up
 from batchrunner.states import AT_PROVIDER, JobState
 
 if TYPE_CHECKING:  # the ledger (and SQLite) loads only where there is one: `plan` may not
-    from batchrunner.ledger import Job, Ledger, NewJob, Standing
+    from batchrunner.jobs import Job, NewJob, Standing
+    from batchrunner.ledger import Ledger
 
 
 def to_jobs(manifest: Manifest) -> list[NewJob]:
@@ -35,7 +36,7 @@ def to_jobs(manifest: Manifest) -> list[NewJob]:
 def job_maker() -> Callable[[ManifestRow], NewJob]:
     """The ledger's view of a planned job, for many rows: the ledger is imported once, not
     per row."""
-    from batchrunner.ledger import NewJob
+    from batchrunner.jobs import NewJob
 
     def to_job(row: ManifestRow) -> NewJob:
         return NewJob(

@@ -36,7 +36,8 @@ from batchrunner.manifest import Manifest
 from batchrunner.rows import ManifestRow, relabelled_output
 
 if TYPE_CHECKING:
-    from batchrunner.ledger import Job, Ledger
+    from batchrunner.jobs import Job
+    from batchrunner.ledger import Ledger
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tqdm import tqdm
 
 from batchrunner.errors import ExitCode, counted
-from batchrunner.ledger import Ledger, now
+from batchrunner.jobs import now
+from batchrunner.ledger import Ledger
 from batchrunner.states import NEEDS_ATTENTION, JobState
 
 if TYPE_CHECKING:

@@ -27,6 +27,7 @@ from typing import TypeVar
 import anyio
 
 from batchrunner import errors
+from batchrunner.commits import Recording
 from batchrunner.connect import connect
 from batchrunner.downloader import MediaClient
 from batchrunner.errors import (
@@ -40,7 +41,7 @@ from batchrunner.errors import (
     counted,
 )
 from batchrunner.gallery import write_after_run
-from batchrunner.ledger import Ledger, Recording, unwritable
+from batchrunner.ledger import Ledger, unwritable
 from batchrunner.pricing import cents_up
 from batchrunner.providers import ApiConfig
 from batchrunner.report import Summary, ledger_option

@@ -19,7 +19,7 @@
   outcome through :meth:`Ledger.transition` before doing anything that depends on it (a job
   whose result was just stored goes to the downloaders as that transition returned it). The
   moves of the hot path (submit intent, request id, running, result, done) go through a
-  :class:`~batchrunner.ledger.GroupCommit`: the jobs moving in the same turn of the loop share
+  :class:`~batchrunner.commits.GroupCommit`: the jobs moving in the same turn of the loop share
   one commit, and each worker still waits for it.
 """
 
@@ -44,6 +44,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from batchrunner.adaptive import AdaptiveLimit
 from batchrunner.answers import QueueStatus
 from batchrunner.client import QueueClient, Submitted, Wire
+from batchrunner.commits import GroupCommit, Recording
 from batchrunner.downloader import MediaClient, download
 from batchrunner.errors import (
     AmbiguousSubmitError,
@@ -61,7 +62,8 @@ from batchrunner.errors import (
     UsageError,
 )
 from batchrunner.inspector import Inspectors, checking_processes
-from batchrunner.ledger import GroupCommit, Job, Ledger, OrderKey, Recording, now
+from batchrunner.jobs import Job, OrderKey, now
+from batchrunner.ledger import Ledger
 from batchrunner.manifest import LocalFile, materialize
 from batchrunner.models import ModelSpec, get_model
 from batchrunner.paths import output_path_in, video_name

@@ -33,7 +33,8 @@ from batchrunner import batch
 from batchrunner.cells import decode, read_table, sniff_delimiter
 from batchrunner.errors import UsageError, counted
 from batchrunner.expand import take_seed
-from batchrunner.ledger import OPTIONS_FROM, Job, Ledger, NewJob
+from batchrunner.jobs import Job, NewJob
+from batchrunner.ledger import OPTIONS_FROM, Ledger
 from batchrunner.models import get_model
 from batchrunner.paths import safe_name
 from batchrunner.report import Summary

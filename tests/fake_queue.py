@@ -18,7 +18,8 @@ import httpx
 from batchrunner.answers import QueueStatus
 from batchrunner.client import Result, Submitted, Wire
 from batchrunner.downloader import MediaClient
-from batchrunner.ledger import Ledger, NewJob
+from batchrunner.jobs import NewJob
+from batchrunner.ledger import Ledger
 from batchrunner.reach import Reach
 from batchrunner.retry import RetryPolicy
 from batchrunner.scheduler import Runner

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 
 from batchrunner import batch
 from batchrunner.cli import cli
-from batchrunner.ledger import Job, Ledger
+from batchrunner.jobs import Job
+from batchrunner.ledger import Ledger
 from batchrunner.simulator import Fault, SimulatorServer
 from batchrunner.states import JobState
 from tests import fake_queue

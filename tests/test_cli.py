@@ -495,7 +495,8 @@ def test_validate_reads_the_named_excel_sheet(tmp_path: Path) -> None:
 def test_an_export_keeps_whole_numbers_whole_beside_jobs_that_lack_them(tmp_path: Path) -> None:
     """A take's seed, a done job's bytes and frame size, beside a pending job that has none:
     pandas made them floats, and a seed copied back into a sheet read ``723923284.0``."""
-    from batchrunner.ledger import Ledger, NewJob
+    from batchrunner.jobs import NewJob
+    from batchrunner.ledger import Ledger
     from batchrunner.states import JobState
 
     ledger = tmp_path / "l.db"

@@ -16,7 +16,8 @@ from PIL import Image
 
 from batchrunner import gallery
 from batchrunner.cli import cli
-from batchrunner.ledger import Ledger, NewJob
+from batchrunner.jobs import NewJob
+from batchrunner.ledger import Ledger
 from batchrunner.simulator.clips import MediaShape, clip_bytes
 from batchrunner.states import JobState
 from tests.helpers import IMAGE, page_data

@@ -19,8 +19,10 @@ import sqlite_utils
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchrunner.commits import GroupCommit
 from batchrunner.errors import LedgerError, LedgerLockedError, TransitionError
-from batchrunner.ledger import GroupCommit, Job, Ledger, NewJob
+from batchrunner.jobs import Job, NewJob
+from batchrunner.ledger import Ledger
 from batchrunner.lock import LedgerLock, lock_path
 from batchrunner.migrations import MIGRATION_SET
 from batchrunner.states import TRANSITIONS, JobState, can_move

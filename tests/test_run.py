@@ -22,8 +22,9 @@ from click.testing import CliRunner
 from batchrunner import batch
 from batchrunner.cli import cli
 from batchrunner.client import QueueClient
+from batchrunner.commits import Recording
 from batchrunner.errors import ManifestError, UsageError
-from batchrunner.ledger import Ledger, Recording
+from batchrunner.ledger import Ledger
 from batchrunner.report import Summary
 from batchrunner.settings import Settings
 from batchrunner.simulator import Fault, SimulatorServer

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from batchrunner.cli import cli
 from batchrunner.errors import UsageError
-from batchrunner.ledger import Ledger, NewJob
+from batchrunner.jobs import NewJob
+from batchrunner.ledger import Ledger
 from batchrunner.states import JobState
 from batchrunner.takes import plan, read_ids
 from tests.helpers import IMAGE

@@ -784,7 +784,7 @@ def test_a_cancel_that_read_a_job_before_the_batch_sent_it_moves_nothing(tmp_pat
     """The other half of the race: ``cancel`` read the job pending, then the batch made its
     submit intent. The cancel's move is refused (a job being sent is not cancelled in the
     ledger behind the batch's back: its answer would have nowhere to go) and it looks again."""
-    from batchrunner.ledger import NewJob
+    from batchrunner.jobs import NewJob
 
     with Ledger.open(tmp_path / "l.db") as ledger:
         ledger.add_jobs([NewJob(job_id=JOB_ID, endpoint="fal-ai/veo3", input={}, row=1)])

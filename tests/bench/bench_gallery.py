@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from batchrunner import gallery
-from batchrunner.ledger import Ledger, NewJob
+from batchrunner.jobs import NewJob
+from batchrunner.ledger import Ledger
 from batchrunner.simulator.clips import MediaShape, clip_bytes
 from batchrunner.verify import Expected, inspect, media_dir, poster_path
 from tests.browser import chromium

@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from batchrunner.ledger import Ledger, NewJob, now
+from batchrunner.jobs import NewJob, now
+from batchrunner.ledger import Ledger
 from batchrunner.states import JobState as S
 
 JOBS = int(os.environ.get("BENCH_JOBS", "2000"))
