@@ -669,10 +669,15 @@ def _refuse_repeated(columns: Sequence[str]) -> None:
 
 
 def _plain_scalar(value: Any) -> Any:
-    """numpy/pandas scalars as Python values (``numpy.int64(3)`` → ``3``)."""
-    item = getattr(value, "item", None)
-    if callable(item) and type(value).__module__.startswith("numpy"):
-        return item()
+    """numpy/pandas values as Python ones: ``numpy.int64(3)`` → ``3``, and a numpy array (what
+    pandas holds for a Parquet list column: ``image_urls``) or a tuple → a list of them, as a
+    JSON list in a cell reads."""
+    if type(value).__module__.startswith("numpy"):
+        to_list = getattr(value, "tolist", None)
+        if callable(to_list):  # a scalar's Python value, an array's list
+            value = to_list()
+    if isinstance(value, list | tuple):
+        return [_plain_scalar(item) for item in value]
     if type(value).__name__ == "Timestamp":
         return value.to_pydatetime()
     return value

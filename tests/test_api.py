@@ -134,6 +134,26 @@ def test_a_dataframe_indexed_by_id_keeps_its_ids(tmp_path: Path) -> None:
         batchrunner.plan(clash, model="fal-ai/veo3.1")
 
 
+def test_a_list_column_read_back_from_parquet_plans_as_the_file_does(tmp_path: Path) -> None:
+    """pandas holds a Parquet list column as numpy arrays (and a list built in Python may
+    hold numpy scalars): each cell reads as the JSON list it is in the file, not a traceback."""
+    import numpy as np
+
+    urls = ["https://example.com/a.png", "https://example.com/b.png"]
+    pd.DataFrame({"prompt": ["a fox"], "image_urls": [urls], "tags": [["x"]]}).to_parquet(
+        tmp_path / "refs.parquet"
+    )
+    frame = pd.read_parquet(tmp_path / "refs.parquet")
+    assert isinstance(frame["image_urls"][0], np.ndarray)
+    model = "fal-ai/veo3.1/reference-to-video"
+    from_frame = batchrunner.plan(frame, model=model, ledger=tmp_path / "l.db")
+    from_file = batchrunner.plan(tmp_path / "refs.parquet", model=model, ledger=tmp_path / "l.db")
+    assert from_frame.decisions[0].job_id == from_file.decisions[0].job_id  # the same request
+    assert (from_frame.jobs, from_frame.cost_usd) == (1, from_file.cost_usd)
+    scalars = [{"prompt": "a fox", "image_urls": [np.str_(u) for u in urls], "seed": np.int64(7)}]
+    assert batchrunner.plan(scalars, model=model).jobs == 1
+
+
 def test_a_dataframe_with_a_column_twice_is_refused_in_one_line() -> None:
     frame = pd.DataFrame([["a fox", "an owl"]], columns=["prompt", "prompt "])
     with pytest.raises(UsageError, match="the column 'prompt' more than once"):
