@@ -36,6 +36,7 @@ from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
 
 if TYPE_CHECKING:  # the run machinery loads when a run starts: `plan` and `validate` skip it
+    from batchrunner import takes
     from batchrunner.answers import QueueStatus
     from batchrunner.client import QueueClient
     from batchrunner.commits import Recording
@@ -342,6 +343,14 @@ def resume(
 RETRYABLE = (JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED, JobState.EXPIRED)
 
 
+def retry_states(
+    *, failed: bool = True, unknown: bool = False, cancelled: bool = False, expired: bool = False
+) -> list[JobState]:
+    """The states ``retry`` sends again, from its flags."""
+    asked = (failed, unknown, cancelled, expired)
+    return [state for state, yes in zip(RETRYABLE, asked, strict=True) if yes]
+
+
 def retry(
     ledger_path: str | Path,
     *,
@@ -356,14 +365,19 @@ def retry(
     token: str | None = None,
     observe: Observer | None = None,
     env: dict[str, str] | None = None,
+    announce: Callable[[takes.Plan], None] | None = None,
 ) -> Summary:
     """Send failed (and/or unknown, cancelled, expired) jobs again as new submits, priced
     against the budget; ``downloads`` fetches ``download_failed`` videos again without
-    submitting anything. Then run like ``resume``."""
-    asked = (failed, unknown, cancelled, expired)
-    wanted = [state for state, yes in zip(RETRYABLE, asked, strict=True) if yes]
+    submitting anything. Then run like ``resume``. ``announce`` is handed what is about to be
+    sent and fetched (:func:`batchrunner.takes.plan_states`) before anything is."""
+    wanted = retry_states(failed=failed, unknown=unknown, cancelled=cancelled, expired=expired)
 
     def requeue(ledger: Ledger) -> None:
+        if announce is not None:
+            from batchrunner import takes
+
+            announce(takes.plan_states(ledger, wanted, downloads=downloads))
         for job in ledger.jobs(wanted):
             ledger.transition(job.job_id, JobState.PENDING, detail="retry requested", error=None)
         if downloads:

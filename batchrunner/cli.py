@@ -28,7 +28,7 @@ from batchrunner.expand import MAX_TAKES, Expansion, parse_matrix, parse_setting
 from batchrunner.models import get_model
 from batchrunner.settings import Settings
 from batchrunner.simulator import simulate
-from batchrunner.takes_cli import retry_ids, takes_options
+from batchrunner.takes_cli import announce, retry_ids, retry_states_preview, takes_options
 
 # What runs a command (HTTP, the ledger, pandas, PyAV) is imported by the command that needs
 # it, inside its function: `batchrunner --help` and a mistyped option load only click and the
@@ -546,8 +546,19 @@ def resume(
         batchrunner resume --ledger shots.db
     """
     from batchrunner import batch
+    from batchrunner.report import Progress
 
-    summary = batch.resume(ledger, max_runtime=max_runtime, budget=budget, run_budget=run_budget)
+    progress = Progress()
+    try:
+        summary = batch.resume(
+            ledger,
+            max_runtime=max_runtime,
+            budget=budget,
+            run_budget=run_budget,
+            observe=progress,
+        )
+    finally:
+        progress.close()
     _report(summary, as_json)
 
 
@@ -596,6 +607,7 @@ def retry(
         batchrunner retry --ledger shots.db --ids selected.csv --new-take --budget 60
     """
     from batchrunner import batch
+    from batchrunner.report import Progress
 
     if by_ids["ids_file"] is not None or by_ids["new_take"]:
         summary = retry_ids(
@@ -611,17 +623,27 @@ def retry(
         return
     others = unknown or cancelled or expired or downloads
     failed = (not others) if failed is None else failed
-    summary = batch.retry(
-        ledger,
-        failed=failed,
-        unknown=unknown,
-        cancelled=cancelled,
-        expired=expired,
-        downloads=downloads,
-        max_runtime=max_runtime,
-        budget=budget,
-        run_budget=run_budget,
-    )
+    flags = {"failed": failed, "unknown": unknown, "cancelled": cancelled, "expired": expired}
+    if by_ids["dry_run"]:
+        retry_states_preview(ledger, batch.retry_states(**flags), downloads, budget, run_budget)
+        return
+    progress = Progress()
+    try:
+        summary = batch.retry(
+            ledger,
+            failed=failed,
+            unknown=unknown,
+            cancelled=cancelled,
+            expired=expired,
+            downloads=downloads,
+            max_runtime=max_runtime,
+            budget=budget,
+            run_budget=run_budget,
+            observe=progress,
+            announce=lambda plan: announce(plan, budget, run_budget),
+        )
+    finally:
+        progress.close()
     _report(summary, as_json)
 
 

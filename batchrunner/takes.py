@@ -59,6 +59,7 @@ class Plan:
     no_seed: list[str]  # endpoints whose new takes repeat the same request (no seed field)
     under_way: list[Job] = field(default_factory=list)  # --new-take: takes not yet done
     budget: float | None = None  # the --budget the ledger keeps (a retry inherits it)
+    refetch: list[Job] = field(default_factory=list)  # --downloads: fetched again, not bought
 
     @property
     def cost_usd(self) -> float:
@@ -139,17 +140,52 @@ def plan(ledger: Ledger, ids: Sequence[str], *, new_take: bool, unknown: bool = 
     """Check ``ids`` against the ledger and plan what ``retry --ids`` would do (read-only)."""
     ledger.require(ids)
     jobs = [ledger.get(job_id) for job_id in ids]
-    pending = list(ledger.jobs([JobState.PENDING]))
-    pending_usd = round(sum(j.price_usd or 0.0 for j in pending), 4)
-    last = ledger.last_run(OPTIONS_FROM)
-    budget = last["options"].get("budget") if last else None
-    spent = ledger.spend()
     if new_take:
         under_way = _takes_under_way(ledger, jobs)
         busy = {_split(take.job_id)[0] for take in under_way}
         takes, no_seed = _new_takes(ledger, [j for j in jobs if _split(j.job_id)[0] not in busy])
-        return Plan(takes, [], len(pending), pending_usd, spent, no_seed, under_way, budget)
-    return Plan([], _requeue(jobs, unknown), len(pending), pending_usd, spent, [], [], budget)
+        return _plan(ledger, new_takes=takes, no_seed=no_seed, under_way=under_way)
+    return _plan(ledger, requeue=_requeue(jobs, unknown))
+
+
+def plan_states(ledger: Ledger, states: Sequence[JobState], *, downloads: bool) -> Plan:
+    """What ``retry --failed/--unknown/--cancelled/--expired/--downloads`` would do: the jobs in
+    ``states`` sent again, and with ``downloads`` the ``download_failed`` ones fetched again
+    (read-only)."""
+    refetch = list(ledger.jobs([JobState.DOWNLOAD_FAILED])) if downloads else []
+    return _plan(ledger, requeue=list(ledger.jobs(states)) if states else [], refetch=refetch)
+
+
+def preview_states(ledger_path: str | Path, states: Sequence[JobState], *, downloads: bool) -> Plan:
+    """:func:`plan_states` without recording or sending anything (``retry --dry-run``)."""
+    with _opened(ledger_path) as ledger:
+        return plan_states(ledger, states, downloads=downloads)
+
+
+def _plan(
+    ledger: Ledger,
+    *,
+    new_takes: Sequence[NewJob] = (),
+    requeue: Sequence[Job] = (),
+    no_seed: Sequence[str] = (),
+    under_way: Sequence[Job] = (),
+    refetch: Sequence[Job] = (),
+) -> Plan:
+    """A :class:`Plan` of what is asked, with what the ledger already holds: pending jobs
+    (which the run sends too), the spend so far and the budget a retry keeps."""
+    pending = list(ledger.jobs([JobState.PENDING]))
+    last = ledger.last_run(OPTIONS_FROM)
+    return Plan(
+        new_takes=list(new_takes),
+        requeue=list(requeue),
+        pending=len(pending),
+        pending_usd=round(sum(j.price_usd or 0.0 for j in pending), 4),
+        spent_usd=ledger.spend(),
+        no_seed=list(no_seed),
+        under_way=list(under_way),
+        budget=last["options"].get("budget") if last else None,
+        refetch=list(refetch),
+    )
 
 
 _UNFINISHED = (
@@ -213,11 +249,15 @@ def retry_ids(
 
 def preview(ledger_path: str | Path, ids: Sequence[str], *, new_take: bool, unknown: bool) -> Plan:
     """The plan without recording or sending anything (``--dry-run``)."""
+    with _opened(ledger_path) as ledger:
+        return plan(ledger, ids, new_take=new_take, unknown=unknown)
+
+
+def _opened(ledger_path: str | Path) -> Ledger:
     path = Path(ledger_path)
     if not path.exists():
         raise UsageError(f"no ledger at {path}")
-    with Ledger.open(path, create=False) as ledger:
-        return plan(ledger, ids, new_take=new_take, unknown=unknown)
+    return Ledger.open(path, create=False)
 
 
 def _requeue(jobs: list[Job], unknown: bool) -> list[Job]:

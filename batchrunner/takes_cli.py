@@ -18,6 +18,7 @@ from batchrunner.errors import counted
 if TYPE_CHECKING:  # the library loads when a command runs, not for `batchrunner --help`
     from batchrunner import takes
     from batchrunner.report import Summary
+    from batchrunner.states import JobState
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,7 +41,7 @@ def takes_options(fn: F) -> F:
         click.option(
             "--dry-run",
             is_flag=True,
-            help="With --ids: print what would be submitted and its cost; send nothing.",
+            help="Print what would be sent again (or fetched again) and its cost; send nothing.",
         ),
     ]
     for option in reversed(options):
@@ -68,7 +69,7 @@ def retry_ids(
     ids = takes.read_ids(ids_file)
     if dry_run:
         planned = takes.preview(ledger, ids, new_take=new_take, unknown=unknown)
-        _announce(planned, budget, run_budget)
+        announce(planned, budget, run_budget)
         click.echo("dry run: nothing was recorded or sent", err=True)
         return None
     progress = Progress()
@@ -81,15 +82,30 @@ def retry_ids(
             budget=budget,
             run_budget=run_budget,
             max_runtime=max_runtime,
-            announce=lambda plan: _announce(plan, budget, run_budget),
+            announce=lambda plan: announce(plan, budget, run_budget),
             observe=progress,
         )
     finally:
         progress.close()
 
 
-def _announce(plan: takes.Plan, budget: float | None, run_budget: float | None) -> None:
-    """What is about to be bought, one line per job, then the total — on stderr."""
+def retry_states_preview(
+    ledger: Path,
+    states: list[JobState],
+    downloads: bool,
+    budget: float | None,
+    run_budget: float | None,
+) -> None:
+    """``retry --dry-run`` without ``--ids``: what would be sent again and fetched again."""
+    from batchrunner import takes
+
+    announce(takes.preview_states(ledger, states, downloads=downloads), budget, run_budget)
+    click.echo("dry run: nothing was recorded or sent", err=True)
+
+
+def announce(plan: takes.Plan, budget: float | None, run_budget: float | None) -> None:
+    """What is about to be bought (and fetched again), one line per job, then the total — on
+    stderr."""
     from batchrunner.planner import money
 
     if plan.new_takes or plan.under_way:
@@ -114,12 +130,21 @@ def _announce(plan: takes.Plan, budget: float | None, run_budget: float | None) 
                 "(the provider may still return a different video)",
                 err=True,
             )
-    else:
+    elif plan.requeue:
         click.echo(f"jobs to send again: {len(plan.requeue)}, {money(plan.cost_usd)}", err=True)
         for job in plan.requeue:
             click.echo(
                 f"  {job.job_id}  row {job.row}  ({job.state}): {money(job.price_usd)}", err=True
             )
+    if not (plan.new_takes or plan.under_way or plan.requeue or plan.refetch):
+        click.echo("nothing to send or fetch again", err=True)
+    if plan.refetch:
+        click.echo(
+            f"videos to fetch again: {len(plan.refetch)} (stored results: nothing is bought)",
+            err=True,
+        )
+        for job in plan.refetch:
+            click.echo(f"  {job.job_id}  row {job.row}  ({job.state})", err=True)
     if plan.pending:
         click.echo(
             f"also pending in the ledger: {counted(plan.pending, 'job')}, "
@@ -127,9 +152,27 @@ def _announce(plan: takes.Plan, budget: float | None, run_budget: float | None) 
             err=True,
         )
     line = f"spent so far: {money(plan.spent_usd)}"
+    kept = budget is None and plan.budget is not None
     budget = plan.budget if budget is None else budget  # the ledger's, which a retry keeps
+    asked = round(plan.cost_usd + plan.pending_usd, 4)  # pending jobs are sent too
+    cap, fix = None, ""  # the cap reached before all of it is bought, and how to lift it
     if budget is not None:
-        line += f"; --budget {money(budget)} leaves {money(max(0.0, budget - plan.spent_usd))}"
+        left = round(max(0.0, budget - plan.spent_usd), 4)
+        line += f"; --budget {money(budget)}{' (kept from the last run)' if kept else ''}"
+        line += f" leaves {money(left)}"
+        if asked > left:
+            cap, fix = (
+                f"--budget {money(budget)}",
+                f"; --budget {plan.spent_usd + asked:.2f} buys it all",
+            )
     if run_budget is not None:
         line += f"; --run-budget {money(run_budget)} caps this run"
+        if asked > run_budget and cap is None:
+            cap = f"--run-budget {money(run_budget)}"
     click.echo(line, err=True)
+    if cap is not None:
+        click.echo(
+            f"not all of it fits: {money(asked)} is asked for (pending jobs included); the "
+            f"jobs past {cap} stay pending (exit 75){fix}",
+            err=True,
+        )

@@ -177,12 +177,49 @@ def test_the_cli_prints_what_it_would_buy_and_a_dry_run_records_nothing(
         ": $3.20",
         "also pending in the ledger: 3 jobs, $9.60",
         "spent so far: $0.00; --budget $10.00 leaves $10.00; --run-budget $4.00 caps this run",
+        "not all of it fits: $16.00 is asked for (pending jobs included); the jobs past "
+        "--budget $10.00 stay pending (exit 75); --budget 16.00 buys it all",
         "dry run: nothing was recorded or sent",
     ]
     with Ledger.open(tmp_path / "l.db", create=False) as reopened:
         assert not reopened.has("fox~t2")
     refused = CliRunner().invoke(cli, ["retry", "--ledger", str(tmp_path / "l.db"), "--new-take"])
     assert refused.exit_code == 2 and "--new-take needs --ids FILE" in refused.output
+
+
+def test_retry_dry_run_without_ids_lists_what_it_would_send_and_sends_nothing(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """`retry --dry-run` (no --ids) was taken and ignored: it bought the failed jobs again.
+    Now it lists them (and the videos `--downloads` would fetch again) and sends nothing."""
+    ledger.transition("fox", JobState.SUBMITTING, cost_usd=3.20)
+    ledger.transition("fox", JobState.QUEUED, request_id="r-1")
+    ledger.transition("fox", JobState.COMPLETED, result={"video": {"url": "https://x/v.mp4"}})
+    ledger.transition("fox", JobState.DOWNLOAD_FAILED, error="the media host said 403")
+    ledger.start_run("run", options={"out": str(tmp_path / "out"), "budget": 5.0})
+    ledger.close()
+    db = str(tmp_path / "l.db")
+    result = CliRunner().invoke(cli, ["retry", "--ledger", db, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "jobs to send again: 1, $3.20",
+        "  hen  row 3  (failed): $3.20",
+        "also pending in the ledger: 2 jobs, $6.40",
+        "spent so far: $3.20; --budget $5.00 (kept from the last run) leaves $1.80",
+        "not all of it fits: $9.60 is asked for (pending jobs included); the jobs past "
+        "--budget $5.00 stay pending (exit 75); --budget 12.80 buys it all",
+        "dry run: nothing was recorded or sent",
+    ]
+    fetch = CliRunner().invoke(cli, ["retry", "--ledger", db, "--downloads", "--dry-run"])
+    assert fetch.exit_code == 0, fetch.output
+    assert fetch.stderr.splitlines()[:2] == [
+        "videos to fetch again: 1 (stored results: nothing is bought)",
+        "  fox  row 3  (download_failed)",
+    ]
+    with Ledger.open(db, create=False) as reopened:
+        assert reopened.get("hen").state is JobState.FAILED
+        assert reopened.get("fox").state is JobState.DOWNLOAD_FAILED
+        assert [run["command"] for run in reopened.db.table("runs").rows] == ["run"]
 
 
 def test_a_take_not_yet_done_is_finished_not_bought_again(ledger: Ledger, tmp_path: Path) -> None:
@@ -206,7 +243,7 @@ def test_a_take_not_yet_done_is_finished_not_bought_again(ledger: Ledger, tmp_pa
         "  fox: its new take fox~t2 is not done yet (queued): this run finishes it, and buys "
         "no other"
     )
-    assert "spent so far: $3.20; --budget $10.00 leaves $6.80" in lines
+    assert "spent so far: $3.20; --budget $10.00 (kept from the last run) leaves $6.80" in lines
 
 
 def test_a_model_without_a_seed_field_repeats_the_request_and_says_so(tmp_path: Path) -> None:
