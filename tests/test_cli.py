@@ -454,6 +454,36 @@ def test_the_submitted_bar_shows_what_the_run_has_committed(
     assert "submitted: 100%" in text and "3/3 [" in text and "jobs/s, $4.80]" in text
 
 
+def test_resume_and_retry_show_the_progress_bars_run_shows(
+    shared_sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`resume` of a night's batch stopped by its budget drew nothing on the terminal while it
+    submitted and downloaded: only `run` made its bars."""
+    from batchrunner import report
+
+    shown: list[io.StringIO] = []
+
+    class OnATerminal(Progress):
+        def __init__(self) -> None:
+            shown.append(io.StringIO())
+            super().__init__(stream=shown[-1], enabled=True)
+
+    monkeypatch.setattr(report, "Progress", OnATerminal)
+    shots = rows(3)
+    shots[0]["prompt"] += " #policy"
+    manifest = write_manifest(tmp_path / "m.csv", shots)
+    args = run_args(shared_sim, tmp_path, manifest, "--budget", "1.60")
+    assert CliRunner().invoke(cli, args, env=ENV).exit_code == 75
+    db = str(tmp_path / "ledger.db")
+    resumed = CliRunner().invoke(cli, ["resume", "--ledger", db, "--budget", "10"], env=ENV)
+    assert resumed.exit_code == 1, resumed.output  # the #policy row failed
+    retried = CliRunner().invoke(cli, ["retry", "--ledger", db], env=ENV)
+    assert retried.exit_code == 1, retried.output  # and fails again
+    assert len(shown) == 3
+    assert "downloaded: 100%" in shown[1].getvalue() and "2/2 [" in shown[1].getvalue()
+    assert "submitted: 100%" in shown[2].getvalue() and "1/1 [" in shown[2].getvalue()
+
+
 def test_progress_is_silent_when_not_a_terminal() -> None:
     stream = io.StringIO()
     progress = Progress(stream=stream)
