@@ -2,7 +2,7 @@
 ``count``, ``model``), or metadata kept with the job and not sent (one warning each).
 
 A column that nearly names a field (``Resolution``, ``aspect-ratio``, ``genrate_audio``, a
-second ``prompt``) is an error, not metadata: a run would otherwise buy a clip with that field's
+second ``prompt``) or names it in other words (``seconds``, ``sound``, ``model_id``) is an error, not metadata: a run would otherwise buy a clip with that field's
 default, not what was meant (:mod:`batchrunner.spelling` decides what is near). So is a
 placeholder of ``--prompt-template`` or of an output name that no column fills, said once for
 the manifest rather than once a row.
@@ -14,7 +14,7 @@ from batchrunner.coerce import FieldKind
 from batchrunner.errors import Problem
 from batchrunner.expand import OUTPUT, Expansion, placeholders
 from batchrunner.models import ModelSpec
-from batchrunner.spelling import closest, hint, near_miss
+from batchrunner.spelling import closest, hint, near_miss, synonym
 
 CONTROL_COLUMNS = ("id", "output", "count", "model")
 
@@ -54,7 +54,8 @@ class Columns:
         for name in self.metadata:
             if name in hinted or name in templated:  # a column the prompt or name is built from
                 continue
-            twin, near = near_miss(name, present), near_miss(name, absent, parts=True)
+            twin = near_miss(name, present)
+            near = near_miss(name, absent, parts=True) or synonym(name, absent)
             if twin or near:
                 advice = (
                     f"it looks like a second {twin!r} column."

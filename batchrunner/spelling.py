@@ -5,8 +5,9 @@ Each kind of name is matched as its mistakes are made:
 * an option, a setting, a choice (:func:`did_you_mean`): the closest spelling, if any is close;
 * a manifest column (:func:`near_miss`, :func:`closest`): the same words in other letters or
   separators, a unit in brackets (``Duration (s)``), a typo of a letter or two, the field's
-  words cut short (``neg_prompt``); a near miss is an error, not metadata, since a run would
-  otherwise buy a clip with that field's default;
+  words cut short (``neg_prompt``), or another word people use for it (:data:`SYNONYMS`:
+  ``seconds``, ``sound``, ``model_id``); a near miss is an error, not metadata, since a run
+  would otherwise buy a clip with that field's default;
 * a model id (:func:`near_models`): a pasted page address, fal's prefix left out, other case;
 * a job id (:func:`near_id`): other case, a number padded otherwise (``shot-7``, ``shot-07``).
 
@@ -53,6 +54,31 @@ def near_miss(name: str, candidates: Sequence[str], *, parts: bool = False) -> s
 
 
 _UNIT = re.compile(r"\s*[(\[][^)\]]*[)\]]\s*$")  # "(s)", "[sec]" at the end of a header
+
+# Other words a sheet heads a field's column with, which no spelling rule reaches (normalized,
+# units in brackets and a trailing ``#`` dropped). Each names a field that changes what is bought
+# (its length, sound, size, model, takes) or which clip comes back (its seed, its frame).
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "duration": (
+        "seconds", "secs", "sec", "length", "clip_length", "video_length", "clip_duration",
+        "video_duration", "duration_seconds", "duration_secs", "duration_sec", "runtime",
+    ),
+    "generate_audio": (
+        "sound", "sounds", "with_sound", "with_audio", "has_audio", "enable_audio",
+        "audio_enabled", "audio_on",
+    ),
+    "resolution": ("res", "video_resolution", "output_resolution"),
+    "aspect_ratio": ("orientation", "video_aspect_ratio"),
+    "seed": ("random_seed", "seed_number", "seed_no"),
+    "model": ("model_id", "model_name", "endpoint", "endpoint_id", "fal_model"),
+    "count": ("takes", "copies", "variations", "number_of_takes", "num_takes"),
+}  # fmt: skip
+
+
+def synonym(name: str, candidates: Sequence[str]) -> str | None:
+    """The candidate that ``name`` is another word for (:data:`SYNONYMS`), if any."""
+    key = normalized(_UNIT.sub("", name)).rstrip("_#")
+    return next((c for c in candidates if key == c or key in SYNONYMS.get(c, ())), None)
 
 
 def closest(name: str, candidates: Sequence[str]) -> str | None:

@@ -644,6 +644,16 @@ def test_unknown_columns_become_metadata_with_one_warning_each(tmp_path: Path) -
         ("ratio", "9:16", "aspect_ratio"),
         ("negative", "blur", "negative_prompt"),
         ("neg_prompt", "blur", "negative_prompt"),
+        # other words for a field, which no spelling rule reaches
+        ("seconds", "4", "duration"),
+        ("Length (sec)", "4", "duration"),
+        ("sound", "no", "generate_audio"),
+        ("With audio", "no", "generate_audio"),
+        ("Seed #", "3", "seed"),
+        ("random_seed", "3", "seed"),
+        ("Model ID", "fal-ai/kling-video/v2.5-turbo/pro/image-to-video", "model"),
+        ("endpoint", "fal-ai/kling-video/v2.5-turbo/pro/image-to-video", "model"),
+        ("takes", "2", "count"),
     ],
 )
 def test_a_column_that_is_a_field_cut_short_or_with_a_unit_is_an_error(
@@ -655,6 +665,15 @@ def test_a_column_that_is_a_field_cut_short_or_with_a_unit_is_an_error(
     (problem,) = errors_of(write_jsonl(tmp_path / "m.jsonl", rows))
     assert problem.column == column
     assert f"did you mean {field!r}? Rename the column to {field!r}" in problem.message
+
+
+def test_another_word_for_a_field_beside_the_field_itself_stays_metadata(tmp_path: Path) -> None:
+    """`seconds` beside `duration` buys nothing by default: the field is given, so the other
+    column may mean something else (and is said once, as metadata)."""
+    rows = [{"prompt": "A calm lake", "image_url": URL, "duration": "4", "seconds": "4"}]
+    manifest = load(write_jsonl(tmp_path / "m.jsonl", rows))
+    (warning,) = manifest.warnings
+    assert warning.column == "seconds" and "kept as metadata" in warning.message
 
 
 def test_a_second_column_for_a_field_is_one_sentence_then_what_to_do(tmp_path: Path) -> None:
