@@ -2,10 +2,11 @@
 ``count``, ``model``), or metadata kept with the job and not sent (one warning each).
 
 A column that nearly names a field (``Resolution``, ``aspect-ratio``, ``genrate_audio``, a
-second ``prompt``) or names it in other words (``seconds``, ``sound``, ``model_id``) is an error, not metadata: a run would otherwise buy a clip with that field's
-default, not what was meant (:mod:`batchrunner.spelling` decides what is near). So is a
-placeholder of ``--prompt-template`` or of an output name that no column fills, said once for
-the manifest rather than once a row.
+second ``prompt``) or names it in other words (``seconds``, ``sound``, ``model_id``) is an
+error, not metadata: a run would otherwise buy a clip with that field's default, not what was
+meant (:mod:`batchrunner.spelling` decides what is near). So is a placeholder of
+``--prompt-template`` or of an output name that no column fills, said once for the manifest
+rather than once a row.
 """
 
 from __future__ import annotations
