@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchrunner.connect import api_config, connect, run_info
+from batchrunner.connect import SIMULATOR_ORIGIN, api_config, connect, run_info
 from batchrunner.errors import (
     BatchrunnerError,
     LedgerError,
@@ -119,6 +119,7 @@ def run_manifest(
     api = api_config(settings, token, env)
     check_writable(settings.out)
     with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
+        check_same_world(ledger, settings.simulate)
         with gc_paused():
             rows = expansion.rows if expansion else None
             try:
@@ -330,6 +331,7 @@ def resume(
         if last is None:
             raise LedgerError(f"{path} has no run to resume; use `batchrunner run MANIFEST`")
         settings = Settings.from_stored(last["options"], ledger=path, **overrides)
+        check_same_world(ledger, settings.simulate)
         api = api_config(settings, token, env)
         check_writable(settings.out)
         ledger.start_run(command, manifest=last.get("manifest"), **run_info(settings, api))
@@ -398,6 +400,29 @@ def retry(
         budget=budget,
         run_budget=run_budget,
     )
+
+
+def check_same_world(ledger: Ledger, simulate: bool) -> None:
+    """Refuse to mix simulated and bought jobs in one ledger (nothing is sent): a real run on a
+    ledger rehearsed with ``--simulate`` would take the simulator's clips as bought and buy
+    nothing for their rows, and a ``--simulate`` run on a real ledger would finish its pending
+    jobs with simulated clips."""
+    origins = ledger.origins()
+    simulated = origins.pop(SIMULATOR_ORIGIN, 0)
+    if simulate and origins:
+        bought = sum(origins.values())
+        raise UsageError(
+            f"{ledger.path} holds {counted(bought, 'job')} bought from {', '.join(origins)}: "
+            "a --simulate run would finish its jobs with simulated clips. Rehearse with a "
+            "ledger and folder of its own (--ledger rehearsal.db --out rehearsal)"
+        )
+    if not simulate and simulated:
+        raise UsageError(
+            f"{ledger.path} holds {counted(simulated, 'job')} made by the simulator (a "
+            "--simulate rehearsal): a real run would take them as done and buy nothing for "
+            "their rows. Give the real run a ledger and folder of its own (--ledger and --out), "
+            f"or delete {ledger.path.name} and the rehearsal's videos first"
+        )
 
 
 def check_writable(folder: Path) -> None:

@@ -562,6 +562,14 @@ class Ledger:
         where = "(seen_run is null or seen_run < ?) and take_of is null"
         return list(self._read(where, [last["id"]], order_by=_MANIFEST_ORDER))
 
+    def origins(self) -> dict[str, int]:
+        """Where the ledger's jobs were submitted (an API origin, or ``simulator``): how many
+        jobs each."""
+        found = self.db.execute(
+            "select origin, count(*) from jobs where origin is not null group by origin"
+        ).fetchall()
+        return {origin: int(n) for origin, n in found}
+
     def counts(self) -> dict[JobState, int]:
         rows = self.db.execute("select state, count(*) from jobs group by state").fetchall()
         return {JobState(state): n for state, n in rows}

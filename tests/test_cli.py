@@ -484,6 +484,31 @@ def test_resume_and_retry_show_the_progress_bars_run_shows(
     assert "submitted: 100%" in shown[2].getvalue() and "1/1 [" in shown[2].getvalue()
 
 
+def test_a_rehearsal_and_a_real_batch_never_share_a_ledger(
+    shared_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """`run --simulate` on shots.db, then the real run on shots.db: the real run took the
+    simulator's clips as bought, bought nothing and exited 0. The other way round, a rehearsal
+    would finish a real ledger's pending jobs with simulated clips. Both are refused, nothing
+    sent."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    rehearsal = ["run", str(manifest), "--simulate", "--ledger", str(tmp_path / "r.db")]
+    assert CliRunner().invoke(cli, [*rehearsal, "--out", str(tmp_path / "r")]).exit_code == 0
+    real = run_args(shared_sim, tmp_path, manifest, "--ledger", str(tmp_path / "r.db"))
+    before = counters(shared_sim)["submits"]
+    refused = CliRunner().invoke(cli, real, env=ENV)
+    assert refused.exit_code == 2, refused.output
+    assert "holds 2 jobs made by the simulator (a --simulate rehearsal)" in refused.stderr
+    assert counters(shared_sim)["submits"] == before
+    bought = run_args(shared_sim, tmp_path, manifest, "--ledger", str(tmp_path / "b.db"))
+    assert CliRunner().invoke(cli, bought, env=ENV).exit_code == 0
+    again = ["run", str(manifest), "--simulate", "--ledger", str(tmp_path / "b.db")]
+    refused = CliRunner().invoke(cli, [*again, "--out", str(tmp_path / "r")])
+    assert refused.exit_code == 2, refused.output
+    assert f"holds 2 jobs bought from {shared_sim.url}" in refused.stderr
+    assert "Rehearse with a ledger and folder of its own" in refused.stderr
+
+
 def test_progress_is_silent_when_not_a_terminal() -> None:
     stream = io.StringIO()
     progress = Progress(stream=stream)
