@@ -33,7 +33,13 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from batchrunner.errors import LedgerError, LedgerUnwritableError, TransitionError, UsageError
+from batchrunner.errors import (
+    ExitCode,
+    LedgerError,
+    LedgerUnwritableError,
+    TransitionError,
+    UsageError,
+)
 from batchrunner.jobs import (
     JOB_SELECT,
     JSON_COLUMNS,
@@ -93,6 +99,8 @@ def unwritable(
 # what a job's latest send may have cost, and all its sends: Job.spent_usd
 _LATEST = "max(coalesce(cost_usd, 0), coalesce(billed_usd, 0))"
 _SPENT = f"{_LATEST} + coalesce(earlier_usd, 0)"
+# how a run stopped by a signal ends: `resume` carries it on (Ctrl-C, SIGTERM)
+_STOPPED_SHORT = (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
 BATCHES = ("run", "resume", "retry", "collect")  # the commands that buy or fetch
 # the batches whose options a later resume, retry, cancel or gallery carries on (not `collect`)
 OPTIONS_FROM = ("run", "resume", "retry")
@@ -627,17 +635,18 @@ class Ledger:
         return {run: (int(submitted), int(downloaded)) for run, submitted, downloaded in found}
 
     def unended_before(self) -> tuple[int, ...]:
-        """The batch runs just before this one that never ended (killed, crashed, their
-        machine gone), latest first: what a ``resume`` carries on, the same night."""
+        """The batch runs just before this one that were stopped short: never ended (killed,
+        crashed, their machine gone) or stopped by Ctrl-C or SIGTERM, whose line says `resume`
+        carries on. Latest first: what a ``resume`` carries on, the same night."""
         marks = ", ".join("?" for _ in BATCHES)
         found = self.db.execute(
-            f"select id, finished_at from runs where id < ? and command in ({marks}) "
+            f"select id, finished_at, exit_code from runs where id < ? and command in ({marks}) "
             "order by id desc",
             [self.run_id, *BATCHES],
         )
         carried = []
-        for run, finished in found:
-            if finished is not None:
+        for run, finished, code in found:
+            if finished is not None and code not in _STOPPED_SHORT:
                 break
             carried.append(int(run))
         return tuple(carried)

@@ -296,7 +296,11 @@ def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], 
                 f"raise --run-budget to at least {cents_up(runner.unaffordable_usd):.2f}"
             )
         resumed = ", #".join(str(run) for run in reversed(ledger.carried))
-        by = f"this run and run #{resumed}, killed, that it resumes" if resumed else "this run"
+        by = (
+            f"this run and run #{resumed}, stopped short, that it resumes"
+            if resumed
+            else "this run"
+        )
         line = (
             f"--run-budget ${cap:,.2f} reached: ${spent:,.2f} committed by {by}, the next "
             f"job costs ${runner.unaffordable_usd:,.2f}; {held}"

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import os
+import signal
 import re
 import subprocess
 import sys
@@ -387,12 +388,14 @@ def test_what_the_provider_billed_above_the_estimate_counts_against_the_budget(
         assert [job.spent_usd for job in ledger.jobs() if job.submits] == [2.40] * 3
 
 
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_a_resume_after_a_kill_counts_the_killed_runs_spend_against_the_run_budget(
-    tmp_path: Path,
+    tmp_path: Path, stop: signal.Signals
 ) -> None:
-    """A nightly run capped at $5 (three jobs) is killed after two submits; `resume` carries
-    that night on, so the cap holds for both: one more job, not three (it started the count
-    from nothing: $8.00 in one night against $5)."""
+    """A nightly run capped at $5 (three jobs) is killed (or stopped by Ctrl-C or SIGTERM,
+    whose line says `resume` carries on) after two submits; `resume` carries that night on, so
+    the cap holds for both: one more job, not three (it started the count from nothing: $8.00
+    in one night against $5; after Ctrl-C or SIGTERM it still did)."""
     with SimulatorServer(fast_config(run_seconds=2)) as server:
         manifest = write_manifest(tmp_path / "m.csv", rows(8))
         args = run_args(server, tmp_path, manifest, "--concurrency", "2", "--run-budget", "5")
@@ -407,8 +410,8 @@ def test_a_resume_after_a_kill_counts_the_killed_runs_spend_against_the_run_budg
         while counters(server)["submits"] < 2:
             assert night.poll() is None and time.monotonic() < deadline, "no progress"
             time.sleep(0.02)
-        night.kill()
-        night.wait()
+        night.send_signal(stop)
+        night.wait(30)
 
         resumed = CliRunner().invoke(
             cli, ["resume", "--ledger", str(tmp_path / "ledger.db")], env=ENV
@@ -416,8 +419,8 @@ def test_a_resume_after_a_kill_counts_the_killed_runs_spend_against_the_run_budg
         assert resumed.exit_code == 75, resumed.output
         assert counters(server)["submits"] == 3, resumed.output
         assert (
-            "--run-budget $5.00 reached: $4.80 committed by this run and run #1, killed, that "
-            "it resumes, the next job costs $1.60" in resumed.output
+            "--run-budget $5.00 reached: $4.80 committed by this run and run #1, stopped "
+            "short, that it resumes, the next job costs $1.60" in resumed.output
         )
         nightly = CliRunner().invoke(cli, args, env=ENV)  # the next night: a cap of its own
         assert nightly.exit_code == 75, nightly.output
