@@ -6,8 +6,8 @@ import csv
 import hashlib
 import json
 import os
-import signal
 import re
+import signal
 import subprocess
 import sys
 import time
