@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -182,9 +183,12 @@ def not_over_an_input(destination: Path, inputs: list[tuple[Path, str]]) -> None
 def written_whole(destination: Path) -> Iterator[Path]:
     """A file to write in place of ``destination``, renamed over it once written whole: a write
     that fails halfway (a full disk, Ctrl-C, an image changed) leaves the last good export or
-    page as it was, not a broken one. Its folder is made if need be."""
+    page as it was, not a broken one. Its folder is made if need be. The part's name is this
+    write's own (``report`` beside a run writing the same gallery), and ends as the
+    destination's does: writers pick the format from it."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    part = destination.with_name(f".{destination.stem}.part{destination.suffix}")
+    mine = f"{os.getpid()}-{secrets.token_hex(4)}"
+    part = destination.with_name(f".{destination.stem}.{mine}.part{destination.suffix}")
     try:
         yield part
         os.replace(part, destination)

@@ -86,7 +86,7 @@ def test_no_output_is_written_over_the_manifest_or_the_ledger(
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".xlsx", ".json", ".jsonl", ".parquet"])
 def test_an_export_that_fails_halfway_leaves_the_last_one_whole(
-    shared_sim: SimulatorServer, tmp_path: Path, suffix: str
+    shared_sim: SimulatorServer, tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The disk fills during a re-export (its file written through /dev/full: the kernel's
     own ENOSPC): one line, exit 2, and last night's export is still there, whole."""
@@ -96,13 +96,18 @@ def test_an_export_that_fails_halfway_leaves_the_last_one_whole(
     export = ["export", "--ledger", str(tmp_path / "ledger.db"), "-o", str(target)]
     assert CliRunner().invoke(cli, export).exit_code == 0
     last_night = target.read_bytes()
-    (tmp_path / f".results.part{suffix}").symlink_to("/dev/full")
+    import os
+    import secrets
+
+    monkeypatch.setattr(secrets, "token_hex", lambda size: "feed")  # the part's name known
+    part = tmp_path / f".results.{os.getpid()}-feed.part{suffix}"
+    part.symlink_to("/dev/full")
     full = CliRunner().invoke(cli, export)
     assert full.exit_code == 2
     assert full.stderr.startswith(f"error: cannot write {target}: ")
     assert "No space left on device" in full.stderr and "Exception ignored" not in full.stderr
     assert target.read_bytes() == last_night
-    assert not (tmp_path / f".results.part{suffix}").exists()  # nothing left behind
+    assert not part.exists()  # nothing left behind
 
 
 def test_export_has_the_contract_columns_then_the_manifest_columns(

@@ -16,6 +16,7 @@ from batchrunner.paths import (
     default_output_name,
     output_path,
     safe_name,
+    written_whole,
 )
 from batchrunner.verify import poster_path
 
@@ -141,3 +142,15 @@ async def test_a_run_never_writes_through_a_symlink_out_of_its_folder(tmp_path: 
     assert list(elsewhere.iterdir()) == []
     assert linked.state is JobState.COMPLETED and "leads outside" in (linked.error or "")
     assert kept.state is JobState.DONE and Path(kept.output_path or "").parent == out / "kept"
+
+
+def test_two_writes_of_one_file_at_once_both_land_whole(tmp_path: Path) -> None:
+    """`batchrunner report` while a run writes the same gallery: each write has a part file of
+    its own (a shared name made one of them fail, `No such file or directory`)."""
+    page = tmp_path / "videos" / "report.html"
+    with written_whole(page) as first, written_whole(page) as second:
+        assert first != second and first.name.endswith(".part.html")
+        first.write_text("the run's")
+        second.write_text("report's")
+    assert page.read_text() == "the run's"  # renamed over the other, last
+    assert sorted(p.name for p in page.parent.iterdir()) == ["report.html"]
