@@ -11,11 +11,15 @@ Errors a caller may catch: ``batchrunner.BatchrunnerError`` (every one), ``Usage
 option, a path, a key), ``ManifestError`` (a manifest's problems, each with its row),
 ``LedgerError`` (a ledger that cannot be opened or written).
 
-Imported on first use, so ``import batchrunner`` (and the CLI's ``--help``) stays light.
+Imported on first use, so ``import batchrunner`` (and the CLI's ``--help``) stays light. The
+library logs (the ``batchrunner`` loggers) and never prints: its records reach whatever logging
+the caller sets up, and nothing when there is none (a ``NullHandler``, not Python's last-resort
+handler writing warnings to stderr).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -33,6 +37,8 @@ __all__ = [
     "run",
 ]
 _ERRORS = ("BatchrunnerError", "LedgerError", "ManifestError", "UsageError")
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from batchrunner.api import arun, plan, results, run
@@ -59,3 +65,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(errors, name)
     raise AttributeError(f"module 'batchrunner' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """What a notebook's tab completion offers: the API, imported on first use, too."""
+    return sorted({*globals(), *__all__})

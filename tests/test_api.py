@@ -154,6 +154,29 @@ def test_a_list_column_read_back_from_parquet_plans_as_the_file_does(tmp_path: P
     assert batchrunner.plan(scalars, model=model).jobs == 1
 
 
+def test_the_library_prints_nothing_and_completes_its_names(tmp_path: Path) -> None:
+    """A script that sets up no logging: a clip unlike its request was a warning on stderr,
+    through Python's last-resort handler ("Nothing ... prints", says the README). And a
+    notebook's tab completion offered none of the API: it is imported on first use."""
+    import subprocess
+    import sys
+
+    script = (
+        "import batchrunner\n"
+        "summary = batchrunner.run([{'prompt': 'a fox #lie:duration'}], model='fal-ai/veo3.1',"
+        f" simulate=True, ledger={str(tmp_path / 'l.db')!r}, out={str(tmp_path / 'out')!r})\n"
+        "print(summary.exit_code, batchrunner.results("
+        f"{str(tmp_path / 'l.db')!r})['warnings'][0])\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "0 duration 4 s, asked for 8 s\n", ran.stdout
+    assert ran.stderr == ""
+    assert {"plan", "run", "arun", "results", "UsageError"} <= set(dir(batchrunner))
+
+
 def test_a_dataframe_with_a_column_twice_is_refused_in_one_line() -> None:
     frame = pd.DataFrame([["a fox", "an owl"]], columns=["prompt", "prompt "])
     with pytest.raises(UsageError, match="the column 'prompt' more than once"):
