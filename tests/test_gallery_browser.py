@@ -173,11 +173,12 @@ def test_review_filter_play_select_and_reroll_in_the_browser(
             assert page.inner_text("#selcount") == "0 selected"  # dunes ticked, then unticked
             page.keyboard.press("/")
             assert page.evaluate("document.activeElement.id") == "q"
-            page.keyboard.press("j")  # typed into the search, not a move
-            assert page.input_value("#q") == "j"
-            page.keyboard.press("Backspace")
-            page.keyboard.press("Escape")
+            every = shown(page)
+            page.keyboard.type("lighth")  # typed into the search (h is no key of the page)
+            assert page.input_value("#q") == "lighth" and shown(page) == ["lighthouse"]
+            page.keyboard.press("Escape")  # the search emptied, and its filter with it
             assert page.evaluate("document.activeElement === document.body")
+            assert page.input_value("#q") == "" and shown(page) == every
 
             # select two cards, download the selection
             page.locator('.card[data-id="dunes"] .pick').check()
