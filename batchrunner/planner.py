@@ -122,6 +122,13 @@ def decide(
                 decisions.append(
                     Decision(job.job_id, job.row, "submit", why, job.price_usd, fields)
                 )
+            elif old.state in _NO_VIDEO:
+                # no video was made for the old values: the edit is the fix (a prompt the
+                # content checker refused), bought as edited
+                why = f"{what} after it {old.state.value}: sent as edited"
+                decisions.append(
+                    Decision(job.job_id, job.row, "submit", why, job.price_usd, fields)
+                )
             elif not replace_changed:
                 why = f"{what}; pass --replace-changed to replace it"
                 decisions.append(Decision(job.job_id, job.row, "refuse", why, None, fields))
@@ -155,6 +162,8 @@ def decide(
     return _within_caps(decisions, caps)
 
 
+# ended without a video, and cannot still make one: an edited row of one is sent as edited
+_NO_VIDEO = (JobState.FAILED, JobState.CANCELLED)
 # a job in these states has made, or may still make, the video it asked for
 _BOUGHT_OR_TO_BE = tuple(
     s.value for s in JobState if s not in (JobState.FAILED, JobState.CANCELLED)

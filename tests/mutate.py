@@ -860,10 +860,49 @@ MUTATIONS: list[Mutation] = [
         "near-miss-column-kept-as-metadata",
         "Nothing unpriced or misspelt is bought",
         "batchrunner/columns.py",
-        "            twin, near = near_miss(name, present), near_miss(name, absent, parts=True)\n",
+        "            twin = near_miss(name, present)\n"
+        "            near = near_miss(name, absent, parts=True) or synonym(name, absent)\n",
         "            twin, near = None, None  # MUTANT: every unknown column is metadata\n",
         (
             "tests/test_models.py::test_a_near_miss_column_exits_2_naming_the_field_and_sends_nothing",
+        ),
+    ),
+    Mutation(
+        "another-word-for-a-field-kept-as-metadata",
+        "Nothing unpriced or misspelt is bought",
+        "batchrunner/columns.py",
+        " or synonym(name, absent)\n",
+        "\n",  # MUTANT: `seconds`, `sound`, `Model ID` are metadata, the defaults bought
+        (
+            "tests/test_manifest.py::test_a_column_that_is_a_field_cut_short_or_with_a_unit_is_an_error",
+        ),
+    ),
+    Mutation(
+        "rehearsal-and-real-jobs-share-a-ledger",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/batch.py",
+        "    simulated = origins.pop(SIMULATOR_ORIGIN, 0)\n",
+        "    simulated = origins.clear() or 0  # MUTANT: any ledger goes\n",
+        ("tests/test_cli.py::test_a_rehearsal_and_a_real_batch_never_share_a_ledger",),
+    ),
+    Mutation(
+        "retry-dry-run-buys",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/cli.py",
+        '    if by_ids["dry_run"]:\n',
+        "    if False:  # MUTANT: --dry-run taken and ignored\n",
+        (
+            "tests/test_takes.py::test_retry_dry_run_without_ids_lists_what_it_would_send_and_sends_nothing",
+        ),
+    ),
+    Mutation(
+        "stopped-run-not-carried",
+        "The budget is never exceeded",
+        "batchrunner/ledger.py",
+        "            if finished is not None and code not in _STOPPED_SHORT:\n",
+        "            if finished is not None:  # MUTANT: only a killed run is carried on\n",
+        (
+            "tests/test_budget.py::test_a_resume_after_a_kill_counts_the_killed_runs_spend_against_the_run_budget",
         ),
     ),
     Mutation(

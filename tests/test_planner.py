@@ -144,6 +144,35 @@ def test_a_row_edited_before_it_was_sent_is_sent_as_edited(tmp_path: Path) -> No
             assert opened.get("shot-003").submits == 1
 
 
+def test_a_failed_row_fixed_in_the_sheet_is_bought_as_edited(tmp_path: Path) -> None:
+    """A prompt the content checker refused, fixed in the sheet: the next night refused the
+    whole run ("pass --replace-changed"), though nothing was made for the old prompt, and that
+    flag on a nightly command would buy every edited row again. A failed or cancelled job's
+    edited row is sent as edited; a done one's is still refused."""
+    with SimulatorServer(fast_config()) as server:
+        args = ["--ledger", str(tmp_path / "l.db")]
+        sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
+        shots = rows(3)
+        shots[1]["prompt"] += " #policy"
+        manifest = write_manifest(tmp_path / "m.csv", shots)
+        assert CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV).exit_code == 1
+        shots[1]["prompt"] = rows(3)[1]["prompt"] + ", without the flag"
+        write_manifest(manifest, shots)
+        shown = CliRunner().invoke(cli, ["plan", str(manifest), *args, "--json"])
+        assert shown.exit_code == 0, shown.output
+        (fixed,) = [d for d in json.loads(shown.stdout)["decisions"] if d["action"] == "submit"]
+        assert fixed["job_id"] == "shot-002"
+        assert fixed["why"] == "edited (prompt) after it failed: sent as edited"
+        ran = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
+        assert ran.exit_code == 0, ran.output
+        assert counters(server)["submits"] == 4
+        assert states(tmp_path / "l.db") == {f"shot-00{n}": "done" for n in (1, 2, 3)}
+        shots[0]["prompt"] += ", at dawn"  # a done row edited: its video would be bought again
+        write_manifest(manifest, shots)
+        refused = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
+        assert refused.exit_code == 2 and "pass --replace-changed" in refused.stderr
+
+
 def test_an_edit_to_a_job_sent_before_is_refused_though_it_is_pending(tmp_path: Path) -> None:
     """A job sent once and put back by ``retry`` is pending again, but it was bought from
     before: an edit to it still needs --replace-changed."""
@@ -168,7 +197,7 @@ def test_an_edited_row_whose_model_changed_says_so(tmp_path: Path) -> None:
     with Ledger.open(ledger) as opened:
         opened.add_jobs(to_jobs(load_manifest(manifest, get_model(DEFAULT_MODEL))))
         opened.transition("shot-001", JobState.SUBMITTING, detail="sent")  # bought, maybe
-        opened.transition("shot-001", JobState.FAILED, detail="and failed")
+        opened.transition("shot-001", JobState.UNKNOWN, detail="no answer")
     other = "fal-ai/veo3.1/image-to-video"
     shown = CliRunner().invoke(
         cli, ["plan", str(manifest), "--ledger", str(ledger), "--model", other]
