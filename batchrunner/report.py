@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tqdm import tqdm
 
 from batchrunner.errors import ExitCode, counted
-from batchrunner.jobs import now
+from batchrunner.jobs import Job, now
 from batchrunner.ledger import Ledger
 from batchrunner.states import NEEDS_ATTENTION, JobState
 
@@ -70,9 +70,12 @@ class Summary:
         else:
             code = ExitCode.JOBS_NOT_DONE
         errors: dict[str, list[str]] = {}  # the reason -> its jobs
+        refused = True  # every failed job's request was refused a field of its own input
         for job in ledger.jobs(NEEDS_ATTENTION):
             if job.error:
                 errors.setdefault(job.error, []).append(job.job_id)
+            if job.state is JobState.FAILED:
+                refused = refused and _refused_field(job)
         by_jobs = sorted(errors.items(), key=lambda item: -len(item[1]))  # most common first
         billed, billed_jobs = ledger.billed()
         path = str(ledger.path)
@@ -96,7 +99,7 @@ class Summary:
                 *(_whose(error, jobs) for error, jobs in by_jobs),
             ][:REASONS_SHOWN],
             next_command=next_command
-            or (_UNSENT_NEXT if unsent else _next_command(code, counts, path)),
+            or (_UNSENT_NEXT if unsent else _next_command(code, counts, path, refused)),
             ledger=path,
             left_alone=left_alone,
             rows=ledger.rows_taken() if left_alone else None,
@@ -174,7 +177,19 @@ def ledger_option(path: str) -> str:
     return "" if path == DEFAULT_LEDGER else f" --ledger {shlex.quote(path)}"
 
 
-def _next_command(code: ExitCode, counts: dict[str, int], path: str) -> str | None:
+def _refused_field(job: Job) -> bool:
+    """Whether the provider refused one of the job's own fields (``prompt: ... flagged by a
+    content checker``, ``image_url: ...``): the same request fails again; its row needs an
+    edit, not a retry."""
+    field, colon, _ = (job.error or "").partition(":")
+    return bool(colon) and field.split(".")[0] in job.input
+
+
+def _next_command(
+    code: ExitCode, counts: dict[str, int], path: str, refused: bool = False
+) -> str | None:
+    """What to type next; ``refused``: every failed job's request was refused a field of its
+    own (:func:`_refused_field`)."""
     if code == ExitCode.OK:
         return None
     where = ledger_option(path)
@@ -188,6 +203,12 @@ def _next_command(code: ExitCode, counts: dict[str, int], path: str) -> str | No
             )
         if counts.get(JobState.DOWNLOAD_FAILED):
             return f"`batchrunner retry --downloads{where}` (fetches again; buys nothing)"
+        if counts.get(JobState.FAILED) and refused:
+            return (
+                "fix the failed rows in the sheet (the provider refused what they ask: "
+                f"`batchrunner status{where}`), then run the same command: a fixed row is sent "
+                "as edited"
+            )
         if counts.get(JobState.FAILED):
             return f"`batchrunner status{where}` to see why, then `batchrunner retry{where}`"
         if counts.get(JobState.EXPIRED):

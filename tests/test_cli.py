@@ -375,11 +375,36 @@ def test_the_reasons_a_run_ends_with_name_the_jobs_they_ended(
     assert reason.startswith("5 x ") and "content checker" in reason
     assert reason.endswith(" (shot-001, shot-002, shot-004 and 2 more)")
     assert f"\n  {reason}\n" in ran.stderr
+    # `retry` would buy the same refused prompts again: the rows need an edit
+    assert json.loads(ran.stdout)["next_command"] == (
+        "fix the failed rows in the sheet (the provider refused what they ask: `batchrunner "
+        f"status --ledger {tmp_path / 'ledger.db'}`), then run the same command: a fixed row is "
+        "sent as edited"
+    )
     single = write_manifest(tmp_path / "one.csv", [shots[3]])
     args = run_args(shared_sim, tmp_path, single, "--ledger", str(tmp_path / "one.db"))
     alone = CliRunner().invoke(cli, [*args, "--json"], env=ENV)
     (reason,) = json.loads(alone.stdout)["reasons"]
     assert reason.startswith("shot-004: ") and "content checker" in reason
+
+
+def test_a_failure_of_the_provider_s_own_is_retried_a_refused_field_is_edited(
+    tmp_path: Path,
+) -> None:
+    from batchrunner.jobs import NewJob
+    from batchrunner.ledger import Ledger
+    from batchrunner.report import Summary
+    from batchrunner.states import JobState
+
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.add_jobs([NewJob(f"j{n}", "fal-ai/veo3.1", {"prompt": "a fox"}) for n in (1, 2)])
+        ledger.transition("j1", JobState.FAILED, error="prompt: flagged by a content checker")
+        assert Summary.from_ledger(ledger).next_command.startswith("fix the failed rows")
+        ledger.transition("j2", JobState.FAILED, error="the provider failed: internal error")
+        assert Summary.from_ledger(ledger).next_command == (
+            f"`batchrunner status --ledger {tmp_path / 'l.db'}` to see why, then "
+            f"`batchrunner retry --ledger {tmp_path / 'l.db'}`"
+        )
 
 
 def test_status_lists_jobs_with_their_ids_in_one_column(
