@@ -481,7 +481,7 @@ class Ledger:
         if not missing:
             return
         known = [row[0] for row in self.db.conn.execute("select job_id from jobs")]
-        shown = ", ".join(job_id + hint(near_id(job_id, known)) for job_id in missing[:10])
+        shown = ", ".join(_what_it_is(job_id, known) for job_id in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise UsageError(f"no such job in {self.path}: {shown}{more}")
 
@@ -765,6 +765,17 @@ class Ledger:
         if allowed is not None and old not in allowed:
             return TransitionError(f"job {job_id} is {old}, expected {sorted(allowed)}")
         return TransitionError(f"job {job_id}: {old} → {new} is not an allowed transition")
+
+
+def _what_it_is(name: str, known: Sequence[str]) -> str:
+    """``name`` as :meth:`Ledger.require` lists it: with the jobs of the row whose id it is
+    (an export's ``id`` column, not its ``job_id``: ``owl`` → ``owl~16:9``, ``owl~9:16``), else
+    the id it nearly is."""
+    jobs = [job_id for job_id in known if job_id.startswith(name + "~")]
+    if not jobs:
+        return name + hint(near_id(name, known))
+    listed = ", ".join(jobs[:4]) + (f" and {len(jobs) - 4} more" if len(jobs) > 4 else "")
+    return f"{name} (a row's id: its jobs are {listed})"
 
 
 def _link_aside(path: str | None, mark: str) -> str | None:

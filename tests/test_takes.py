@@ -140,6 +140,11 @@ def test_nothing_bought_is_bought_again_without_new_take(ledger: Ledger) -> None
     assert [j.job_id for j in plan(ledger, ["hen"], new_take=False).requeue] == ["hen"]
     with pytest.raises(UsageError, match=r"no such job in .*: ghost$"):
         plan(ledger, ["hen", "ghost"], new_take=False)
+    # an export's `id` column (the row's id) where its `job_id` was meant
+    with pytest.raises(
+        UsageError, match=r": owl \(a row's id: its jobs are owl~16:9~t1, owl~16:9~t2\)$"
+    ):
+        plan(ledger, ["owl"], new_take=True)
 
 
 def test_an_id_that_is_no_job_names_the_job_it_nearly_is_and_nothing_moves(
