@@ -732,7 +732,7 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
             listed = ", ".join(repr(n) for n in names)
             raise UsageError(f"{path}: no sheet {sheet!r}; the sheets are {listed} (or 0, 1, ...)")
 
-        hidden, merged, unsaved = _sheet_marks(worksheet)
+        hidden, merged, unsaved, hidden_columns = _sheet_marks(worksheet)
         downward, spans = _merged_down(merged)
 
         def values() -> Iterator[list[Any]]:
@@ -764,6 +764,16 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
         table = _table_from_rows(itertools.chain(head, rows), sheet=True)
         table.problems[:0] = skipped
         table.hidden_rows = [row - table.header_row for row in hidden if row > table.header_row]
+        by_letter = {letter: column for column, letter in table.letters.items()}
+        unseen = [
+            f"{letter} ({by_letter[letter]!r})" for letter in hidden_columns if letter in by_letter
+        ]
+        if unseen:
+            message = (
+                f"hidden in the sheet: column {first_ten(unseen)}; its cells are read as "
+                "any other's (unhide it to see what is bought, or delete it)"
+            )
+            table.problems.append(Problem(message, severity="warning"))
         if spans:
             message = (
                 f"{len(spans)} merged cells span several rows ({first_ten(spans)}): each row "
@@ -790,6 +800,8 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
 
 
 _HIDDEN_ROW = re.compile(rb"<row\b[^>]*\bhidden=\"(?:1|true)\"[^>]*>")
+_HIDDEN_COLUMNS = re.compile(rb"<col\b[^>]*\bhidden=\"(?:1|true)\"[^>]*>")
+_COLUMN_MIN, _COLUMN_MAX = re.compile(rb"\bmin=\"(\d+)\""), re.compile(rb"\bmax=\"(\d+)\"")
 _ROW_NUMBER = re.compile(rb"\br=\"(\d+)\"")
 _MERGED_CELLS = re.compile(rb"<mergeCell\b[^>]*\bref=\"([A-Z]+\d+:[A-Z]+\d+)\"")
 
@@ -798,24 +810,34 @@ def first_ten(items: Sequence[object]) -> str:
     return ", ".join(map(str, items[:10])) + (", ..." if len(items) > 10 else "")
 
 
-def _sheet_marks(worksheet: Any) -> tuple[list[int], list[str], dict[int, list[tuple[int, str]]]]:
+def _sheet_marks(
+    worksheet: Any,
+) -> tuple[list[int], list[str], dict[int, list[tuple[int, str]]], list[str]]:
     """What openpyxl's read-only sheets do not expose, read from the sheet's XML: the sheet rows
-    hidden (by hand, or a filter's rows filtered out), the merged ranges (``"B2:B4"``), and
-    the formula cells with no saved value (sheet row → column index and formula; an app saves
-    each formula's value, a program writing the file may not); nothing when it cannot be
-    read."""
+    hidden (by hand, or a filter's rows filtered out), the merged ranges (``"B2:B4"``), the
+    formula cells with no saved value (sheet row → column index and formula; an app saves
+    each formula's value, a program writing the file may not), and the letters of the hidden
+    columns; nothing when it cannot be read."""
+    from openpyxl.utils import get_column_letter
+
     try:
         with worksheet._get_source() as source:  # the sheet's XML in the workbook's zip
             xml = source.read()
     except Exception:  # another openpyxl: the warnings are lost, nothing else
-        return [], [], {}
+        return [], [], {}, []
     hidden = [
         int(number.group(1))
         for row in _HIDDEN_ROW.finditer(xml)
         if (number := _ROW_NUMBER.search(row.group(0)))
     ]
     merged = [m.group(1).decode() for m in _MERGED_CELLS.finditer(xml)]
-    return hidden, merged, _unsaved_formulas(xml)
+    columns = []
+    for tag in _HIDDEN_COLUMNS.finditer(xml):
+        low, high = _COLUMN_MIN.search(tag.group(0)), _COLUMN_MAX.search(tag.group(0))
+        if low and high:  # a range of columns (Excel hides the empty rest of a sheet as one)
+            first, last = int(low.group(1)), int(high.group(1))
+            columns += [get_column_letter(n) for n in range(first, min(last, first + 200) + 1)]
+    return hidden, merged, _unsaved_formulas(xml), columns
 
 
 def _unsaved_formulas(xml: bytes) -> dict[int, list[tuple[int, str]]]:

@@ -1174,6 +1174,24 @@ def test_a_hidden_first_sheet_is_passed_over_for_the_first_a_user_sees(tmp_path:
     assert [row.payload["prompt"] for row in hidden.rows] == ["OLD DRAFT prompt"]
 
 
+def test_a_hidden_column_is_read_and_said_to_be(tmp_path: Path) -> None:
+    """A `negative_prompt` column hidden in the workbook was sent without a word (hidden rows
+    were warned of): what is bought should be what the sheet can show."""
+    book = openpyxl.Workbook()
+    book.active.append(["prompt", "image_url", "negative_prompt", "scene"])
+    book.active.append(["A calm lake", URL, "blurry", "intro"])
+    book.active.column_dimensions["C"].hidden = True
+    book.active.column_dimensions["F"].hidden = True  # no column of the table: not named
+    book.save(tmp_path / "m.xlsx")
+    loaded = load(tmp_path / "m.xlsx")
+    assert loaded.rows[0].payload["negative_prompt"] == "blurry"
+    (warning,) = [w for w in loaded.warnings if "hidden" in w.message]
+    assert warning.message == (
+        "hidden in the sheet: column C ('negative_prompt'); its cells are read as any other's "
+        "(unhide it to see what is bought, or delete it)"
+    )
+
+
 def test_cells_merged_down_a_sheet_give_every_row_they_cover_their_value(tmp_path: Path) -> None:
     """A shot list with a style merged over three takes and audio switched off for two: each
     row reads what the sheet shows it, not an empty cell (a required field missing, or an
