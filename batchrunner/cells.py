@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from batchrunner.errors import Problem, UsageError
+from batchrunner.errors import Problem, UsageError, counted
 
 FORMATS = {
     ".csv": "csv",
@@ -776,7 +776,8 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
             table.problems.append(Problem(message, severity="warning"))
         if spans:
             message = (
-                f"{len(spans)} merged cells span several rows ({first_ten(spans)}): each row "
+                f"{counted(len(spans), 'merged cell')} span several rows ({first_ten(spans)}): "
+                "each row "
                 "they cover reads the merged value, as the sheet shows it"
             )
             table.problems.append(Problem(message, severity="warning"))

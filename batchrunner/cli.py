@@ -497,7 +497,7 @@ def plan_command(
         inputs = [(manifest, "the manifest"), (settings.ledger, "the ledger")]
         not_over_an_input(bodies, [(Path(p), what) for p, what in inputs])
         count = write_bodies(loaded, bodies, settings.ledger)
-        click.echo(f"wrote {count} request bodies to {bodies}", err=True)
+        click.echo(f"wrote the request bodies of {counted(count, 'job')} to {bodies}", err=True)
     _show_plan(loaded, settings, as_json, replace_changed=replace_changed)
 
 

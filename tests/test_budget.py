@@ -249,6 +249,7 @@ def test_plan_and_dry_run_send_nothing_and_write_no_ledger(
     bodies = [json.loads(line) for line in written.splitlines()]
     assert [b["job_id"] for b in bodies] == [f"shot-00{i}~t{t}" for i in (1, 2, 3) for t in (1, 2)]
     assert all(b["input"]["duration"] == "4s" and "seed" in b["input"] for b in bodies)
+    assert f"wrote the request bodies of 6 jobs to {tmp_path / 'plans'}" in shown.stderr
     dry = CliRunner().invoke(
         cli,
         ["run", str(manifest), "--ledger", str(ledger), "--base-url", sim.url, "--dry-run"],
