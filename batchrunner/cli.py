@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,7 +23,7 @@ from click.core import ParameterSource
 from batchrunner import errors, expand, settings
 from batchrunner import models as registry
 from batchrunner.config import CONFIG_NAME, TABLES, find_config, load_config
-from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError, counted
+from batchrunner.errors import BatchrunnerError, ExitCode, ManifestError, Problem, counted
 from batchrunner.expand import MAX_TAKES, Expansion, parse_matrix, parse_settings
 from batchrunner.models import get_model
 from batchrunner.settings import Settings
@@ -76,7 +76,7 @@ def friendly_errors(fn: F) -> F:
             if exc.meanwhile:
                 click.echo(exc.meanwhile, err=True)
             if kwargs.get("as_json") and not isinstance(exc, _Refused):
-                _echo_failure(exc, exc.summary, [str(p) for p in exc.problems])
+                _echo_failure(exc, exc.summary, exc.problems)
             sys.exit(exc.exit_code)
         except BatchrunnerError as exc:
             click.echo(f"error: {exc}", err=True)
@@ -108,12 +108,16 @@ def _interrupted(command: str, ledger: Path | None) -> str:
     return "interrupted"
 
 
-def _echo_failure(exc: BatchrunnerError, error: str, problems: list[str] | None = None) -> None:
+def _echo_failure(
+    exc: BatchrunnerError, error: str, problems: Sequence[Problem] | None = None
+) -> None:
     """With ``--json``, a command that fails before it has a summary still prints one object on
-    stdout (a nightly ``--json >> runs.jsonl`` keeps a line for that night too)."""
+    stdout (a nightly ``--json >> runs.jsonl`` keeps a line for that night too): the errors
+    as ``problems`` and what only warns as ``warnings``, as ``validate --json`` keeps them."""
     failure: dict[str, Any] = {"exit_code": int(exc.exit_code), "error": error}
     if problems is not None:
-        failure["problems"] = problems
+        failure["problems"] = [str(p) for p in problems if p.severity == "error"]
+        failure["warnings"] = [str(p) for p in problems if p.severity != "error"]
     if getattr(exc, "meanwhile", None):  # a refused manifest: the jobs bought before
         failure["meanwhile"] = exc.meanwhile  # type: ignore[attr-defined]
     click.echo(json.dumps(failure))

@@ -311,6 +311,7 @@ class Plan:
     held: int = 0  # submits --budget or --run-budget would hold back
     refused: int = 0  # edited rows run would refuse (without --replace-changed)
     decisions: list[Decision] = field(default_factory=list)  # per job, in run's order
+    warnings: list[str] = field(default_factory=list)  # the manifest's, as `validate` says them
 
     def lines(self) -> list[str]:
         """The plan for people, one fact per line."""
@@ -402,6 +403,7 @@ def _plan(manifest: Manifest, ledger_path: Path | None, **choices: Any) -> Plan:
     priced = [spec.price for spec in specs if spec.price]
     return Plan(
         source=str(manifest.source),
+        warnings=[str(warning) for warning in manifest.warnings],
         endpoint=", ".join(endpoints),
         endpoints=endpoints,
         rows=manifest.records,

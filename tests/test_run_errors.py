@@ -131,12 +131,26 @@ def test_with_json_a_command_that_fails_early_still_prints_one_object(tmp_path: 
     its run: a bad manifest (with its problems), a ledger in use (exit 3)."""
     from batchrunner.lock import LedgerLock
 
-    bad = write_manifest(tmp_path / "bad.csv", [{**rows(1)[0], "duration": "9s"}])
+    bad = write_manifest(tmp_path / "bad.csv", [{**rows(1)[0], "duration": "9s", "notes": "x"}])
     result = invoke(["run", str(bad), "--ledger", str(tmp_path / "l.db"), "--json"])
     failure = json.loads(result.stdout)
     assert result.exit_code == failure["exit_code"] == 2
     assert failure["error"] == f"{bad}: 1 problem; nothing was submitted"
+    # the one problem, and apart from it what only warns (it was counted among the problems)
     assert len(failure["problems"]) == 1 and "'4s', '6s' or '8s'" in failure["problems"][0]
+    assert failure["warnings"] == [
+        "column 'notes': unknown column, kept as metadata and not sent to the model"
+    ]
+    plan = json.loads(
+        invoke(
+            [
+                "plan",
+                str(write_manifest(tmp_path / "w.csv", [{**rows(1)[0], "notes": "x"}])),
+                "--json",
+            ]
+        ).stdout
+    )
+    assert plan["warnings"] == failure["warnings"]  # `plan --json` had none of them
     good = write_manifest(tmp_path / "m.csv", rows(1))
     ledger = tmp_path / "locked.db"
     with Ledger.open(ledger):
