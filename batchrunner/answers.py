@@ -246,8 +246,7 @@ def classify(response: Answer, op: Op, *, secrets: Sequence[str] = ()) -> Provid
         snippet = _snippet(response, secrets)
         if op == "submit":
             return AmbiguousSubmitError(
-                f"the submit was answered {code} but the answer is not JSON: {snippet}; "
-                "a job may have been created and is not resubmitted automatically",
+                f"the submit was answered {code} but the answer is not JSON: {snippet}",
                 status=code,
             )
         return TransientError(
@@ -315,8 +314,7 @@ def classify(response: Answer, op: Op, *, secrets: Sequence[str] = ()) -> Provid
         )
     if op == "submit":
         return AmbiguousSubmitError(
-            f"the API failed ({code}) after receiving the submit: {_snippet(response, secrets)}; "
-            "a job may have been created and is not resubmitted automatically",
+            f"the API failed ({code}) after receiving the submit: {_snippet(response, secrets)}",
             status=code,
         )
     return TransientError(f"the API failed ({code}): {_snippet(response, secrets)}", status=code)
@@ -366,10 +364,7 @@ def classify_transport(
     if isinstance(exc, NEVER_SENT):
         return TransientError(f"{NOT_REACHED} ({what})")
     if not idempotent:
-        return AmbiguousSubmitError(
-            f"the submit was sent but its answer was lost ({what}); "
-            "a job may have been created and is not resubmitted automatically"
-        )
+        return AmbiguousSubmitError(f"the submit was sent but its answer was lost ({what})")
     return TransientError(f"the connection to the API failed ({what})")
 
 

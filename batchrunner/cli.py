@@ -689,7 +689,7 @@ def status(ledger: Path, every: bool, history: bool, as_json: bool) -> None:
     "--output",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="File to write: .csv, .jsonl, .parquet or .xlsx.",
+    help="File to write: .csv, .tsv, .json, .jsonl, .parquet or .xlsx.",
 )
 @friendly_errors
 def export_command(ledger: Path, output: Path) -> None:

@@ -326,10 +326,7 @@ class QueueClient:
         )
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not request_id.strip():
-            raise AmbiguousSubmitError(
-                "the submit was answered without a request_id; a job may have been created "
-                "and is not resubmitted automatically"
-            )
+            raise AmbiguousSubmitError("the submit was answered without a request_id")
         built = self.request_url(endpoint_id, request_id)
 
         def returned(key: str, fallback: str) -> str:

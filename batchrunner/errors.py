@@ -242,7 +242,8 @@ class MediaUnreachableError(RunError):
 
 
 class AmbiguousSubmitError(ProviderError):
-    """The submit may have created a paid job, but its answer never arrived."""
+    """The submit may have created a paid job, but its answer never arrived (the message says
+    how; the run adds what it may mean and what sends it again)."""
 
 
 class DownloadError(BatchrunnerError):

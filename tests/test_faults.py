@@ -78,8 +78,11 @@ def test_lost_submit_answer_becomes_unknown_and_is_not_resent(tmp_path: Path) ->
     summary, seen, jobs = run(tmp_path, [Fault("submit", "drop_after_accept", times=1)])
     assert summary.counts == {"done": 2, "unknown": 1}
     assert seen["submits"] == 3
-    unknown = [j for j in jobs if j.state is JobState.UNKNOWN]
-    assert "retry --unknown" in (unknown[0].error or "")
+    (unknown,) = [j for j in jobs if j.state is JobState.UNKNOWN]
+    assert unknown.error is not None and unknown.error.startswith(
+        "the submit was sent but its answer was lost ("
+    )
+    assert unknown.error.count("may have") == 1 and "retry --unknown" in unknown.error  # once
 
 
 def test_download_cut_halfway_is_resumed_and_verified(tmp_path: Path) -> None:
