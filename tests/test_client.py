@@ -402,7 +402,7 @@ CASES = [
     ("result", app_error(500, "model crashed"), FinalError, "model crashed", 1),
     ("submit", app_error(500, "model crashed"), FinalError, "model crashed", 1),
     ("status", raw(500, b"Internal Server Error"), TransientError, "Internal Server Error", 3),
-    ("submit", raw(500, b"Internal Server Error"), AmbiguousSubmitError, "after receiving the submit", 1),
+    ("submit", raw(500, b"Internal Server Error"), AmbiguousSubmitError, "after receiving", 1),
     ("status", raw(200, b"<html>maintenance</html>"), TransientError, "<html>maintenance", 3),
     ("result", raw(200, b'{"video": {"url": "ht'), TransientError, "not JSON", 3),
     ("status", ok([1, 2]), TransientError, "not JSON", 3),
