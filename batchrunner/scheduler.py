@@ -45,6 +45,7 @@ from batchrunner.adaptive import AdaptiveLimit
 from batchrunner.answers import QueueStatus
 from batchrunner.client import QueueClient, Submitted, Wire
 from batchrunner.commits import GroupCommit, Recording
+from batchrunner.connect import SIMULATOR_ORIGIN
 from batchrunner.downloader import MediaClient, download
 from batchrunner.errors import (
     AmbiguousSubmitError,
@@ -914,7 +915,10 @@ class Runner:
         name = video_name(job.job_id, job.row, job.output_name, spec.default_extension)
         try:
             path = output_path_in(self._root, name)
-            got = await download(self.media, job.video_url, path, expected_size=job.file_size)
+            url = job.video_url
+            if self.origin == SIMULATOR_ORIGIN:  # a simulator of an earlier run had another port
+                url = self.client.rebase(url)
+            got = await download(self.media, url, path, expected_size=job.file_size)
             poster = poster_path(self._media, job.job_id)
             checked = await self.inspectors.check(spec, job.input, got.path, poster)
         except (DownloadError, ValueError) as exc:  # UnplayableError too: the file is removed

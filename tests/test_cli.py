@@ -539,6 +539,26 @@ def test_a_rehearsal_and_a_real_batch_never_share_a_ledger(
     assert "Rehearse with a ledger and folder of its own" in refused.stderr
 
 
+def test_a_rehearsal_s_deleted_video_is_fetched_again_not_lost(tmp_path: Path) -> None:
+    """Each `--simulate` run starts its simulator on a new port: a video deleted after a
+    rehearsal was fetched from the old, closed one, and its job stayed `completed` for good;
+    the README's "a deleted video is fetched again" could not be rehearsed."""
+    from batchrunner.ledger import Ledger
+
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    db, out = tmp_path / "r.db", tmp_path / "out"
+    rehearsal = ["run", str(manifest), "--simulate", "--ledger", str(db), "--out", str(out)]
+    assert CliRunner().invoke(cli, rehearsal).exit_code == 0
+    (first, *_) = sorted(out.glob("*.mp4"))
+    kept = first.read_bytes()
+    first.unlink()
+    resumed = CliRunner().invoke(cli, ["resume", "--ledger", str(db), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["downloaded"] == 1 and first.read_bytes() == kept
+    with Ledger.open(db, create=False) as ledger:
+        assert {job.state.value for job in ledger.jobs()} == {"done"}
+
+
 def test_progress_is_silent_when_not_a_terminal() -> None:
     stream = io.StringIO()
     progress = Progress(stream=stream)
