@@ -245,7 +245,14 @@ def _cells_varied(table: Table, expansion: Expansion) -> list[Problem]:
         if name == MODEL or name not in table.columns:
             continue
         written = _rows_filling(table, name)
-        if written:
+        if written and name == "prompt":  # hand-written prompts are never dropped
+            message = (
+                f"--matrix prompt=... would drop the prompts {counted(len(written), 'row')} "
+                f"wrote (rows {first_ten(written)}): empty those cells (or remove the column) "
+                "to vary the prompt by --matrix, or vary another field"
+            )
+            problems.append(Problem(message, column=name))
+        elif written:
             message = (
                 f"--matrix {name}=... replaces what {counted(len(written), 'row')} wrote "
                 f"(rows {first_ten(written)}): each variant takes the matrix's value"

@@ -73,6 +73,27 @@ def test_a_matrix_over_a_filled_column_says_the_cells_are_replaced(tmp_path: Pat
     assert "replaces what 1 row wrote (rows 1)" in warning.message
 
 
+def test_a_matrix_of_prompts_over_written_prompts_is_refused(tmp_path: Path) -> None:
+    """Hand-written prompts are never dropped (as with --prompt-template): `--matrix
+    prompt=a,b` over a sheet of prompts bought the matrix's prompts for every row with only a
+    warning. Over empty prompt cells it varies them."""
+    rows = [
+        {"id": "a", "prompt": "a fox"},
+        {"id": "b", "prompt": ""},
+        {"id": "c", "prompt": "a hen"},
+    ]
+    path = manifest(tmp_path, rows)
+    assert problems(path, matrix=(("prompt", ("dawn", "dusk")),)) == [
+        "column 'prompt': --matrix prompt=... would drop the prompts 2 rows wrote (rows 1, 3): "
+        "empty those cells (or remove the column) to vary the prompt by --matrix, or vary "
+        "another field"
+    ]
+    empty = manifest(tmp_path, [{"id": "a", "prompt": ""}, {"id": "b", "prompt": ""}])
+    assert [
+        r.payload["prompt"] for r in load(empty, matrix=(("prompt", ("dawn", "dusk")),)).rows
+    ] == ["dawn", "dusk"] * 2
+
+
 def test_matrix_is_every_row_times_every_combination(tmp_path: Path) -> None:
     path = manifest(tmp_path, [{"id": "fox", "prompt": "a fox"}, {"id": "hen", "prompt": "a hen"}])
     matrix = (("aspect_ratio", ("16:9", "9:16")), ("resolution", ("720p", "1080p")))
@@ -384,7 +405,7 @@ def test_python_expansion_options_are_checked(
 
     with pytest.raises(UsageError, match=words):
         batchrunner.plan(manifest(tmp_path, [{"prompt": "a fox"}]), **options)
-    split = batchrunner.plan(manifest(tmp_path, [{"prompt": "a fox"}]), matrix={"prompt": "a,b"})
+    split = batchrunner.plan(manifest(tmp_path, [{"prompt": ""}]), matrix={"prompt": "a,b"})
     assert split.jobs == 2  # text is split at its commas, as --matrix is
     braces = batchrunner.plan(
         manifest(tmp_path, [{"prompt": "a fox"}]), prompt_template="{{{prompt}}}", count=1
