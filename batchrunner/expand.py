@@ -309,7 +309,7 @@ def variants(cells: Mapping[str, Any], takes: int, expansion: Expansion) -> list
         variant_cells = dict(cells)
         prompt = variant_cells.get("prompt")
         if isinstance(prompt, str):
-            variant_cells["prompt"] = render(prompt, variant_cells)
+            variant_cells["prompt"] = render(prompt, variant_cells, what="the prompt")
         return [Variant(variant_cells, "", 1, 1)]
     return list(_variants(cells, takes, expansion))
 
@@ -322,7 +322,8 @@ def _variants(cells: Mapping[str, Any], takes: int, expansion: Expansion) -> Ite
         variant_cells = {**filled, **combo}
         text = template if template is not None else variant_cells.get("prompt")
         if isinstance(text, str):
-            variant_cells["prompt"] = render(text, variant_cells)
+            what = "the prompt template" if template is not None else "the prompt"
+            variant_cells["prompt"] = render(text, variant_cells, what=what)
         parts = list(combo.values())
         for take in range(1, takes + 1):
             label_parts = [*parts, f"t{take}"] if takes > 1 else parts
@@ -347,8 +348,11 @@ def render(
             return token[0]
         name = match.group(1)
         if name not in cells:
+            literal = f" (write {{{{{name}}}}} for braces in the text itself)"
             raise TemplateError(
-                f"{what} uses {{{name}}}, but there is no {name!r} column", column=name
+                f"{what} uses {{{name}}}, but there is no {name!r} column"
+                + (literal if what == "the prompt" else ""),
+                column=name,
             )
         value = cells[name]
         if is_empty(value):

@@ -94,6 +94,18 @@ def test_a_matrix_of_prompts_over_written_prompts_is_refused(tmp_path: Path) -> 
     ] == ["dawn", "dusk"] * 2
 
 
+def test_braces_in_a_prompt_cell_say_how_to_write_them(tmp_path: Path) -> None:
+    """`A neon sign that reads {OPEN}` with no template given: the message spoke of a prompt
+    template and said nothing of `{{ }}`."""
+    path = manifest(tmp_path, [{"prompt": "A neon sign that reads {OPEN}"}])
+    assert problems(path) == [
+        "row 1, line 2, column 'prompt': the prompt uses {OPEN}, but there is no 'OPEN' column "
+        "(write {{OPEN}} for braces in the text itself) (got 'A neon sign that reads {OPEN}')"
+    ]
+    literal = manifest(tmp_path, [{"prompt": "A neon sign that reads {{OPEN}}"}])
+    assert load(literal).rows[0].payload["prompt"] == "A neon sign that reads {OPEN}"
+
+
 def test_matrix_is_every_row_times_every_combination(tmp_path: Path) -> None:
     path = manifest(tmp_path, [{"id": "fox", "prompt": "a fox"}, {"id": "hen", "prompt": "a hen"}])
     matrix = (("aspect_ratio", ("16:9", "9:16")), ("resolution", ("720p", "1080p")))

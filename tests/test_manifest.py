@@ -486,7 +486,7 @@ def test_an_output_name_too_long_once_named_is_refused_whole_or_row_by_row(
     (problem,) = errors_of(path)
     assert (problem.row, problem.column) == (2, "output")
     assert "231 bytes long; at most 230 fit in a file name with its extension" in problem.message
-    long_label = Expansion(matrix=(("prompt", ("p" * 40, "short")),))
+    long_label = Expansion(matrix=(("negative_prompt", ("p" * 40, "short")),))
     with pytest.raises(ManifestError) as caught:
         load(path, expansion=long_label)  # each variant's name gets the label, row by row
     errors = [p for p in caught.value.problems if p.severity == "error"]
