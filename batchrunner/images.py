@@ -189,8 +189,9 @@ def data_uri_problem(uri: str, max_bytes: int = MAX_IMAGE_BYTES) -> str | None:
     return None
 
 
-def misread(cell: str) -> str:
-    """What a cell naming no file here may have meant, as a hint to add to "not found"."""
+def misread(cell: str, in_list: bool = False) -> str:
+    """What a cell naming no file here may have meant, as a hint to add to "not found"
+    (``in_list``: an item of a list field's cell)."""
     if _WINDOWS_PATH.match(cell):
         return (
             "; a Windows path names a file on that computer: copy the file beside the "
@@ -198,7 +199,27 @@ def misread(cell: str) -> str:
         )
     if _BARE_ADDRESS.match(cell):
         return f"; if it is a web address, write it whole: https://{cell}"
+    if in_list and _SEVERAL_FILES.search(cell):
+        return f"; several files in one cell are separated by {LIST_SEPARATOR} (a.png | b.png)"
     return ""
+
+
+_SEVERAL_FILES = re.compile(r"\.\w{2,5}\s*[,;]\s*\S")  # "a.png, b.png", "a.png;b.png"
+
+
+def as_written_here(cell: str, base_dir: Path) -> str:
+    """A local path as a sheet made on another computer may write it, made this one's: the
+    quotes Windows' "Copy as path" puts around it dropped, and a relative path's backslashes
+    (``images\\fox.png``) made slashes where that names a file and the cell as written does
+    not."""
+    path = cell.strip()
+    if len(path) > 1 and path[0] == path[-1] == '"':
+        path = path[1:-1].strip()
+    if "\\" in path and os.sep == "/" and not _WINDOWS_PATH.match(path):
+        forward = path.replace("\\", "/")
+        if not resolve(path, base_dir).exists() and resolve(forward, base_dir).exists():
+            return forward
+    return path
 
 
 def resolve(cell: str, base_dir: Path) -> Path:

@@ -47,6 +47,7 @@ from batchrunner.images import (
     NOT_FOUND,
     ImageChecker,
     LocalFile,
+    as_written_here,
     data_uri_problem,
     file_key,
     is_local,
@@ -353,7 +354,7 @@ class RowBuilder:
             for index, item in enumerate(items):
                 key = file_key(name, index if isinstance(cell, list) else None)
                 try:
-                    checked = self._file(name, item)
+                    checked = self._file(name, item, in_list=isinstance(cell, list))
                 except BadCell as exc:
                     where = f"item {index + 1}: " if isinstance(cell, list) else ""
                     problem(f"{where}{exc}", name)
@@ -369,7 +370,7 @@ class RowBuilder:
                 values[name] = sent if isinstance(cell, list) else sent[0]
         return files
 
-    def _file(self, name: str, cell: str) -> LocalFile | str:
+    def _file(self, name: str, cell: str, *, in_list: bool = False) -> LocalFile | str:
         """The checked local file, or the URL to send; raises BadCell saying what is wrong."""
         cell = local_path_of(cell)  # file:///Users/me/fox.png, as a browser or Finder copies it
         if not is_local(cell):
@@ -385,13 +386,16 @@ class RowBuilder:
             if reason:
                 raise BadCell(reason)
             return url
+        cell = as_written_here(cell, self.base_dir)  # "images\\fox.png", as Windows writes it
         limit, kind = self.spec.max_file_bytes(name), kind_of_field(name)
         checked = self._checked.get((cell, limit, kind))
         if checked is None:  # a cell seen before in this load is not even stat-ed again
             checked = self.images.check(resolve(cell, self.base_dir), limit, kind)
             self._checked[(cell, limit, kind)] = checked
         if isinstance(checked, str):
-            raise BadCell(checked + misread(cell) if checked.startswith(NOT_FOUND) else checked)
+            raise BadCell(
+                checked + misread(cell, in_list) if checked.startswith(NOT_FOUND) else checked
+            )
         return checked
 
 

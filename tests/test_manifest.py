@@ -784,6 +784,23 @@ def manifest_with_image(tmp_path: Path, rows: int = 1) -> Path:
     return path
 
 
+def test_a_path_as_windows_writes_it_names_the_same_file(tmp_path: Path) -> None:
+    """A sheet made on Windows, run here: `pics\\lighthouse.png`, and a path pasted by "Copy as
+    path" with its quotes, name the file they name there (they were "not found")."""
+    plain = load(manifest_with_image(tmp_path)).rows[0]
+    for cell in ("pics\\lighthouse.png", '"pics/lighthouse.png"', '"pics\\lighthouse.png"'):
+        (tmp_path / "m.csv").write_text(
+            f'prompt,image_url\nshot 0,"{cell.replace(chr(34), 2 * chr(34))}"\n'
+        )
+        (row,) = load(tmp_path / "m.csv").rows
+        assert row.files == plain.files and row.payload == plain.payload, cell
+    (tmp_path / "m.csv").write_text('prompt,image_urls\nshot 0,"a.png, b.png"\n')
+    (problem,) = errors_of(tmp_path / "m.csv", get_model("fal-ai/veo3.1/reference-to-video"))
+    assert problem.message.endswith(
+        "b.png; several files in one cell are separated by | (a.png | b.png)"
+    ), problem.message
+
+
 def test_a_local_image_becomes_a_local_file_sent_as_a_data_uri(tmp_path: Path) -> None:
     (row,) = load(manifest_with_image(tmp_path)).rows
     image = tmp_path / "pics" / "lighthouse.png"
