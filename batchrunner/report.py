@@ -34,7 +34,8 @@ class Summary:
     spend_usd: float
     billed_usd: float = 0.0  # what the provider reported billing (x-fal-billable-units)
     billed_jobs: int = 0
-    submitted: int = 0
+    submitted: int = 0  # submits this run sent (those whose answer was lost too)
+    unanswered: int = 0  # of them, the ones left unknown
     downloaded: int = 0
     run_spend_usd: float = 0.0  # what this run committed (its submits' estimated cost)
     exit_code: int = 0
@@ -55,6 +56,7 @@ class Summary:
         ledger: Ledger,
         *,
         submitted: int = 0,
+        unanswered: int = 0,
         downloaded: int = 0,
         stopped: tuple[ExitCode, str] | None = None,
         next_command: str | None = None,
@@ -86,6 +88,7 @@ class Summary:
             billed_usd=billed,
             billed_jobs=billed_jobs,
             submitted=submitted,
+            unanswered=unanswered,
             downloaded=downloaded,
             run_spend_usd=ledger.run_spend() if submitted else 0.0,
             exit_code=int(code),
@@ -138,7 +141,9 @@ class Summary:
         return asdict(self)
 
     def _committed(self) -> str:
-        return f" (${self.run_spend_usd:,.2f})" if self.run_spend_usd else ""
+        lost = f"{self.unanswered} of them unknown: the answer was lost" if self.unanswered else ""
+        said = [f"${self.run_spend_usd:,.2f}" if self.run_spend_usd else "", lost]
+        return f" ({'; '.join(part for part in said if part)})" if any(said) else ""
 
 
 def _whose(error: str, jobs: list[str], named: int = 3) -> str:

@@ -202,7 +202,8 @@ def execute(
             why, then = _budget_stop(runner, ledger) or (None, None)
         return Summary.from_ledger(
             ledger,
-            submitted=tally.submitted,
+            submitted=tally.submitted + tally.unanswered,
+            unanswered=tally.unanswered,
             downloaded=tally.downloaded,
             stopped=why,
             next_command=then,

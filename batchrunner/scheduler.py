@@ -162,7 +162,8 @@ class PollClock:
 class Tally:
     """What this run did (for the summary and tests); the ledger holds the states."""
 
-    submitted: int = 0
+    submitted: int = 0  # answered with a request id
+    unanswered: int = 0  # sent, and their answer lost: unknown (their price is committed)
     submitted_usd: float = 0.0  # the estimated price of the jobs this run submitted
     downloaded: int = 0
     unsent: Counter[str] = field(default_factory=Counter)  # why jobs were kept pending: count
@@ -436,6 +437,7 @@ class Runner:
         try:
             answer = await self._submit_shielded(job, body)
         except AmbiguousSubmitError as exc:
+            self.tally.unanswered += 1
             return self.ledger.transition(
                 job.job_id,
                 S.UNKNOWN,

@@ -78,6 +78,11 @@ def test_lost_submit_answer_becomes_unknown_and_is_not_resent(tmp_path: Path) ->
     summary, seen, jobs = run(tmp_path, [Fault("submit", "drop_after_accept", times=1)])
     assert summary.counts == {"done": 2, "unknown": 1}
     assert seen["submits"] == 3
+    # the count agrees with the money: the unknown job's price is committed, so it is counted
+    assert (summary.submitted, summary.unanswered) == (3, 1)
+    assert f"this run submitted 3 (${summary.run_spend_usd:,.2f}; 1 of them unknown: the " in (
+        summary.line()
+    )
     (unknown,) = [j for j in jobs if j.state is JobState.UNKNOWN]
     assert unknown.error is not None and unknown.error.startswith(
         "the submit was sent but its answer was lost ("
