@@ -46,6 +46,7 @@ EXPORT_COLUMNS = [
     "video_codec",
     "audio_codec",
     "poster",
+    "take_of",  # the job a new take re-rolls (`retry --new-take`, the gallery's re-roll)
     "model",  # the endpoint the job ran on (last: the columns before it keep their places)
 ]
 FORMATS = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".xlsx"}  # what a manifest may be
@@ -339,6 +340,7 @@ def rows(ledger: Ledger) -> list[dict[str, Any]]:
     for job in ledger.jobs():
         record: dict[str, Any] = {
             **identity(job.job_id, job.variant, job.input.get("seed")),
+            "take_of": job.take_of,
             "row": job.row,
             "state": job.state.value,
             "request_id": job.request_id,

@@ -220,7 +220,7 @@ class Runner:
         self.media = media
         self.out_dir = out_dir
         self._root = out_dir.resolve()  # where videos go, resolved once
-        self._media = media_dir(ledger.path)  # posters beside the ledger
+        self._media = media_dir(ledger.path).resolve()  # posters beside the ledger
         self.origin = origin  # recorded per job: in-flight jobs are only polled where submitted
         self.options = options or Settings()
         self.inspectors = Inspectors(checking_processes(self.options.download_concurrency))

@@ -559,6 +559,22 @@ def test_a_rehearsal_s_deleted_video_is_fetched_again_not_lost(tmp_path: Path) -
         assert {job.state.value for job in ledger.jobs()} == {"done"}
 
 
+def test_an_export_names_videos_and_posters_by_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--ledger shots.db` given relative: the export's `output_path` was absolute and its
+    `poster` relative to the folder the run started in, which a script elsewhere cannot open."""
+    monkeypatch.chdir(tmp_path)
+    manifest = write_manifest(tmp_path / "m.csv", rows(1))
+    ran = ["run", "m.csv", "--simulate", "--ledger", "shots.db", "--out", "videos"]
+    assert CliRunner().invoke(cli, ran).exit_code == 0
+    assert manifest.exists()
+    assert CliRunner().invoke(cli, ["export", "--ledger", "shots.db", "-o", "x.csv"]).exit_code == 0
+    (job,) = pd.read_csv(tmp_path / "x.csv").to_dict("records")
+    assert Path(job["output_path"]).is_absolute() and Path(job["poster"]).is_absolute()
+    assert Path(job["poster"]).is_file()
+
+
 def test_progress_is_silent_when_not_a_terminal() -> None:
     stream = io.StringIO()
     progress = Progress(stream=stream)

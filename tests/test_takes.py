@@ -251,6 +251,15 @@ def test_a_take_not_yet_done_is_finished_not_bought_again(ledger: Ledger, tmp_pa
     assert "spent so far: $3.20; --budget $10.00 (kept from the last run) leaves $6.80" in lines
 
 
+def test_an_export_says_which_job_each_new_take_re_rolls(ledger: Ledger) -> None:
+    """The gallery shows "re-roll of fox"; the export had no column saying so."""
+    from batchrunner.export import rows
+
+    ledger.add_jobs(plan(ledger, ["fox"], new_take=True).new_takes)
+    exported = {record["job_id"]: record for record in rows(ledger)}
+    assert exported["fox~t2"]["take_of"] == "fox" and exported["fox"]["take_of"] is None
+
+
 def test_a_model_without_a_seed_field_repeats_the_request_and_says_so(tmp_path: Path) -> None:
     with Ledger.open(tmp_path / "l.db") as ledger:
         ledger.add_jobs(
