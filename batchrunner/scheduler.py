@@ -250,6 +250,7 @@ class Runner:
         self._scope: anyio.CancelScope | None = None
         self._submits: set[anyio.CancelScope] = set()
         self._succeeded = False  # a job of this run has had its result stored
+        self._priced_low: set[str] = set()  # models billed above their estimate, said once
         # job id → (its queue place, when it last fell): moving up the queue is not being stuck
         self._places: dict[str, tuple[int, float | None]] = {}
         self._failures: Counter[str] = Counter()  # provider failures before any success
@@ -759,6 +760,18 @@ class Runner:
             billing["billable_units"] = units
             billing["billed_usd"] = spec.price.billed(job.input, units) if spec.price else None
         above = (billing.get("billed_usd") or 0.0) - (job.cost_usd or 0.0)
+        if above >= 0.005 and job.endpoint not in self._priced_low:
+            self._priced_low.add(job.endpoint)
+            logger.warning(
+                "%s was billed $%.2f for job %s, estimated at $%.2f: the registry's price for "
+                "it looks out of date (`batchrunner models price %s RULE` sets it); budgets "
+                "count what is billed, but later jobs are still reserved at the estimate",
+                job.endpoint,
+                billing["billed_usd"],
+                job.job_id,
+                job.cost_usd or 0.0,
+                job.endpoint,
+            )
         media = result.get(spec.output_field)
         if not isinstance(media, dict) or not media.get("url"):
             reason = status.error or f"the result has no {spec.output_field}.url"

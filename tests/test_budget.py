@@ -370,7 +370,7 @@ def test_a_job_bought_again_keeps_what_its_first_send_cost_in_the_budget(
 
 @pytest.mark.parametrize("cap", ["budget", "run_budget"])
 def test_what_the_provider_billed_above_the_estimate_counts_against_the_budget(
-    tmp_path: Path, cap: str
+    tmp_path: Path, cap: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A price raised since the registry was written: each job is billed $2.40, estimated
     $1.60. Once a result says so, the budget counts what was billed; it counted the estimate
@@ -387,6 +387,10 @@ def test_what_the_provider_billed_above_the_estimate_counts_against_the_budget(
         assert ledger.spend() == pytest.approx(7.20)
         assert list(ledger.spend_by_run().values()) == [pytest.approx(7.20)]  # --run-budget
         assert [job.spent_usd for job in ledger.jobs() if job.submits] == [2.40] * 3
+    # said once, with what to do: the registry's price is stale
+    (said,) = [r.getMessage() for r in caplog.records if "looks out of date" in r.getMessage()]
+    assert said.startswith("fal-ai/veo3/image-to-video was billed $2.40 for job shot-001, ")
+    assert "`batchrunner models price fal-ai/veo3/image-to-video RULE` sets it" in said
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
