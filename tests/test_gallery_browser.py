@@ -46,7 +46,8 @@ def manifest(folder: Path) -> Path:
             {"id": name, "prompt": f"A slow pan across the {name} at golden hour{lie}",
              "image_url": "lighthouse.png" if name == "lighthouse" else IMAGE,
              "duration": "4s", "aspect_ratio": ratio, "generate_audio": "true",
-             "state": scene}  # a column named like the page's own filter: kept apart
+             "state": scene,  # a column named like the page's own filter: kept apart
+             "notes": "hero" if name in ("harbour", "cliffs") else ""}
             for name, scene, ratio, lie in SHOTS
         ],
     )  # fmt: skip
@@ -122,6 +123,9 @@ def test_review_filter_play_select_and_reroll_in_the_browser(
             pick(page, "#f-state", "")
             pick(page, 'select[data-facet="state"]', "")
             pick(page, 'select[data-facet="aspect_ratio"]', "")
+            page.select_option('select[data-facet="notes"]', label="(empty) (6)")  # not "all"
+            assert shown(page) == ["lighthouse", "dunes", "market", "tram", "rooftops", "oasis"]
+            pick(page, 'select[data-facet="notes"]', "")
             page.fill("#q", "MARKET")
             assert shown(page) == ["market"]
             page.fill("#q", "")
