@@ -221,7 +221,10 @@ def test_variants_of_a_row_that_are_one_request_are_refused_not_bought_twice(
     kept = load(no_ids, matrix=same, dedupe=True)
     assert [r.payload["duration"] for r in kept.rows] == ["8s"]
     joined = (("prompt", ("x~y", "x")), ("negative_prompt", ("z", "y~z")))  # both "fox~x~y~z"
-    (found,) = problems(with_ids, matrix=joined)
+    unwritten = write_manifest(
+        tmp_path / "u.csv", [{"id": "fox", "prompt": "", "image_url": IMAGE}]
+    )
+    (found,) = problems(unwritten, matrix=joined)
     assert "two of its variants are both named 'fox~x~y~z'" in found
 
 
@@ -369,7 +372,7 @@ def test_the_config_file_means_the_same_to_the_command_line_and_to_python(
     import batchrunner
     from batchrunner.cli import cli
 
-    path = manifest(tmp_path, [{"prompt": "a fox"}, {"prompt": "a hen", "generate_audio": "true"}])
+    path = manifest(tmp_path, [{"prompt": ""}, {"prompt": "", "generate_audio": "true"}])
     (tmp_path / "batchrunner.toml").write_text(
         'model = "fal-ai/veo3/image-to-video"\n'
         '[defaults]\ngenerate_audio = false\nduration = "8s"\n'

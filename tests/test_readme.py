@@ -91,7 +91,7 @@ def test_the_cron_line_is_loud_on_a_failing_night_and_quiet_on_a_good_one(
     with SimulatorServer(fast_config()) as server:
         loud, bad = night(tmp_path, server, failing=(2,))
         quiet, good = night(tmp_path, server, failing=())
-    assert "1 failed" in loud and "next: `batchrunner status --ledger shots.db`" in loud
+    assert "1 failed" in loud and "`batchrunner status --ledger shots.db`" in loud
     assert "content" in loud  # the first reason: the content checker's words
     assert quiet == ""
     for folder, code in ((bad, 1), (good, 0)):
