@@ -43,7 +43,14 @@ FORMATS = {
     ".ndjson": "jsonl",
     ".json": "json",
     ".xlsx": "xlsx",
+    ".xlsm": "xlsx",  # a workbook with macros: its cells read alike, its macros never run
     ".parquet": "parquet",
+}
+_SAVE_AS = {  # what to do with a file of another kind, by its suffix
+    ".xls": "save it as .xlsx",
+    ".ods": "save it as .xlsx",
+    ".numbers": "export it from Numbers as CSV or Excel",
+    ".txt": 'save it as CSV UTF-8 (Excel\'s "Unicode Text" .txt is not read)',
 }
 _CSV_FIELD_LIMIT = 64 * 1024 * 1024  # a data: URI of an 8 MB image is ~11 MB of text
 
@@ -159,7 +166,8 @@ def read_table(
     (a title, a note: sheets made for people have them) are skipped with a warning."""
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
-        hint = " (save it as .xlsx)" if path.suffix.lower() in (".xls", ".xlsm", ".ods") else ""
+        said = _SAVE_AS.get(path.suffix.lower())
+        hint = f" ({said})" if said else ""
         allowed = ", ".join(FORMATS)
         raise UsageError(f"{path}: unknown manifest format{hint}; use one of {allowed}")
     if not path.exists():

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import random
+import re
 import shutil
 import tempfile
 import zipfile
@@ -1189,6 +1190,24 @@ def test_a_hidden_first_sheet_is_passed_over_for_the_first_a_user_sees(tmp_path:
     assert "read the first visible, 'Final' (the others: 'old draft' (hidden))" in warning.message
     hidden = load(tmp_path / "m.xlsx", sheet="old draft")  # asked for by name: read
     assert [row.payload["prompt"] for row in hidden.rows] == ["OLD DRAFT prompt"]
+
+
+def test_a_workbook_with_macros_is_read_and_other_kinds_say_how_to_save_them(
+    tmp_path: Path,
+) -> None:
+    book = openpyxl.Workbook()
+    book.active.append(["prompt", "image_url"])
+    book.active.append(["A calm lake", URL])
+    book.save(tmp_path / "m.xlsm")
+    assert [row.payload["prompt"] for row in load(tmp_path / "m.xlsm").rows] == ["A calm lake"]
+    for name, said in [
+        ("m.txt", '(save it as CSV UTF-8 (Excel\'s "Unicode Text" .txt is not read))'),
+        ("m.numbers", "(export it from Numbers as CSV or Excel)"),
+        ("m.xls", "(save it as .xlsx)"),
+    ]:
+        (tmp_path / name).write_bytes(b"x")
+        with pytest.raises(UsageError, match=re.escape(f"unknown manifest format {said}")):
+            load(tmp_path / name)
 
 
 def test_a_hidden_column_is_read_and_said_to_be(tmp_path: Path) -> None:
