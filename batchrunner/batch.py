@@ -644,8 +644,9 @@ def cancel(
     Jobs at the provider get a cancel request; pending and unknown ones are cancelled in the
     ledger only. Completed and done jobs are left alone (their video is already paid for).
     Cancelling everything stops a ``run``, ``resume`` or ``retry`` holding the ledger first
-    (by SIGTERM, which it stops on as on Ctrl-C): the user asked for the spending to stop. Jobs named are cancelled beside
-    it, and it goes on with the others (:func:`_cancel_beside`).
+    (by SIGTERM, which it stops on as on Ctrl-C): the user asked for the spending to stop.
+    Jobs named are cancelled beside it, and it goes on with the others
+    (:func:`_cancel_beside`).
     """
     from batchrunner.ledger import OPTIONS_FROM, Ledger
     from batchrunner.lock import LedgerLock, batch_holding
