@@ -785,8 +785,7 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
         if spans:
             message = (
                 f"{counted(len(spans), 'merged cell')} span several rows ({first_ten(spans)}): "
-                "each row "
-                "they cover reads the merged value, as the sheet shows it"
+                "each row they cover reads the merged value, as the sheet shows it"
             )
             table.problems.append(Problem(message, severity="warning"))
         if sheet is None and len(names) > 1:
