@@ -784,7 +784,8 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
             table.problems.append(Problem(message, severity="warning"))
         if spans:
             message = (
-                f"{counted(len(spans), 'merged cell')} span several rows ({first_ten(spans)}): "
+                f"{counted(len(spans), 'merged cell')} {'spans' if len(spans) == 1 else 'span'} "
+                f"several rows ({first_ten(spans)}): "
                 "each row they cover reads the merged value, as the sheet shows it"
             )
             table.problems.append(Problem(message, severity="warning"))
