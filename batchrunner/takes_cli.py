@@ -89,6 +89,16 @@ def retry_ids(
         progress.close()
 
 
+LISTED = 20  # jobs listed one a line before what is bought; the rest counted
+
+
+def _more(listed: int) -> None:
+    if listed > LISTED:
+        click.echo(
+            f"  ... and {listed - LISTED} more (`batchrunner status --all` lists them)", err=True
+        )
+
+
 def retry_states_preview(
     ledger: Path,
     states: list[JobState],
@@ -132,10 +142,11 @@ def announce(plan: takes.Plan, budget: float | None, run_budget: float | None) -
             )
     elif plan.requeue:
         click.echo(f"jobs to send again: {len(plan.requeue)}, {money(plan.cost_usd)}", err=True)
-        for job in plan.requeue:
+        for job in plan.requeue[:LISTED]:
             click.echo(
                 f"  {job.job_id}  row {job.row}  ({job.state}): {money(job.price_usd)}", err=True
             )
+        _more(len(plan.requeue))
     if not (plan.new_takes or plan.under_way or plan.requeue or plan.refetch):
         click.echo("nothing to send or fetch again", err=True)
     if plan.refetch:
@@ -143,8 +154,9 @@ def announce(plan: takes.Plan, budget: float | None, run_budget: float | None) -
             f"videos to fetch again: {len(plan.refetch)} (stored results: nothing is bought)",
             err=True,
         )
-        for job in plan.refetch:
+        for job in plan.refetch[:LISTED]:
             click.echo(f"  {job.job_id}  row {job.row}  ({job.state})", err=True)
+        _more(len(plan.refetch))
     if plan.pending:
         click.echo(
             f"also pending in the ledger: {counted(plan.pending, 'job')}, "

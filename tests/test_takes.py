@@ -227,6 +227,17 @@ def test_retry_dry_run_without_ids_lists_what_it_would_send_and_sends_nothing(
         assert [run["command"] for run in reopened.db.table("runs").rows] == ["run"]
 
 
+def test_a_long_retry_lists_twenty_jobs_and_counts_the_rest(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as opened:
+        opened.add_jobs([job(f"j{n:02d}") for n in range(25)])
+        for n in range(25):
+            opened.transition(f"j{n:02d}", JobState.FAILED, error="boom")
+    said = CliRunner().invoke(cli, ["retry", "--ledger", str(tmp_path / "l.db"), "--dry-run"])
+    lines = said.stderr.splitlines()
+    assert lines[0] == "jobs to send again: 25, $80.00" and lines[20].startswith("  j19  row 3")
+    assert lines[21] == "  ... and 5 more (`batchrunner status --all` lists them)"
+
+
 def test_a_take_not_yet_done_is_finished_not_bought_again(ledger: Ledger, tmp_path: Path) -> None:
     """`retry --ids --new-take` killed once its take was sent, then asked again: the take in
     flight is finished by the run, and no third take is bought beside it (it offered
