@@ -432,8 +432,7 @@ def run(
         if not as_json:
             click.echo("dry run: nothing was recorded or sent")
         return
-    progress = Progress()
-    try:
+    with Progress() as progress:
         summary = batch.run_manifest(
             manifest,
             settings,
@@ -441,8 +440,6 @@ def run(
             replace_changed=replace_changed,
             observe=progress,
         )
-    finally:
-        progress.close()
     _report(summary, as_json)
 
 
@@ -552,8 +549,7 @@ def resume(
     from batchrunner import batch
     from batchrunner.report import Progress
 
-    progress = Progress()
-    try:
+    with Progress() as progress:
         summary = batch.resume(
             ledger,
             max_runtime=max_runtime,
@@ -561,8 +557,6 @@ def resume(
             run_budget=run_budget,
             observe=progress,
         )
-    finally:
-        progress.close()
     _report(summary, as_json)
 
 
@@ -631,8 +625,7 @@ def retry(
     if by_ids["dry_run"]:
         retry_states_preview(ledger, batch.retry_states(**flags), downloads, budget, run_budget)
         return
-    progress = Progress()
-    try:
+    with Progress() as progress:
         summary = batch.retry(
             ledger,
             failed=failed,
@@ -646,8 +639,6 @@ def retry(
             observe=progress,
             announce=lambda plan: announce(plan, budget, run_budget),
         )
-    finally:
-        progress.close()
     _report(summary, as_json)
 
 

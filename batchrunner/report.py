@@ -314,6 +314,12 @@ class Progress:
         for bar in self.bars.values():
             bar.close()
 
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def _columns(stream: TextIO) -> int | None:
     """How wide the terminal ``stream`` writes to says it is; None when it is no terminal."""

@@ -72,8 +72,7 @@ def retry_ids(
         announce(planned, budget, run_budget)
         click.echo("dry run: nothing was recorded or sent", err=True)
         return None
-    progress = Progress()
-    try:
+    with Progress() as progress:
         return takes.retry_ids(
             ledger,
             ids,
@@ -85,8 +84,6 @@ def retry_ids(
             announce=lambda plan: announce(plan, budget, run_budget),
             observe=progress,
         )
-    finally:
-        progress.close()
 
 
 LISTED = 20  # jobs listed one a line before what is bought; the rest counted
