@@ -296,6 +296,12 @@ def check_field(name: str, fields: tuple[str, ...], option: str, *, matrix: bool
         return
     if not matrix and name == OUTPUT:
         return  # a file name for rows without one, placeholders and all
+    if name == MODEL:  # not a field: what the rows run on
+        raise _Refused(
+            f"{option} model=...: the model is chosen with --model (`model=` in Python) for "
+            "the rows without a model cell, a `model` column, or --matrix model=a,b for every "
+            "row on each"
+        )
     if fields and name not in fields:
         guess = hint(closest(name, fields))
         raise _Refused(

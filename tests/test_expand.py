@@ -404,6 +404,7 @@ def test_the_config_file_means_the_same_to_the_command_line_and_to_python(
         ({"prompt_template": "Wide: { prompt }"}, "write {{ or }} for a brace in the prompt"),
         ({"matrix": ["prompt=a,b"]}, "matrix takes a dict of field: value"),
         ({"set": {"colour": "red"}}, "set: 'colour' is not a field of the model; fields: "),
+        ({"set": {"model": "fal-ai/veo3.1"}}, r"the model is chosen with --model \(`model=` in"),
         ({"set": {"duraton": "8s"}}, r"'duraton' is not a field .* \(did you mean 'duration'\?\)"),
         ({"matrix": {"Aspect-Ratio": "16:9"}}, r"\(did you mean 'aspect_ratio'\?\)"),
         # a value its field refuses: one line, not a problem in every row it fills
