@@ -22,6 +22,7 @@ running event loop (a notebook): there it runs the batch on a worker thread and 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,22 @@ def _batch(
 
 
 TIMESTAMPS = ("created_at", "submitted_at", "started_at", "completed_at", "done_at", "updated_at")
+# The ledger's own columns keep one type whatever a ledger holds (a column with no value yet,
+# `error` of a batch all done, `seed` of a model without one, was `object`)
+TYPES: dict[str, Any] = {
+    **dict.fromkeys(
+        ("job_id", "id", "variant", "state", "request_id", "output_path", "sha256", "error",
+         "video_url", "warnings", "video_codec", "audio_codec", "poster", "take_of", "model"),
+        "string",
+    ),
+    **dict.fromkeys(
+        ("take", "seed", "row", "bytes", "submits", "media_width", "media_height"), "Int64"
+    ),
+    **dict.fromkeys(
+        ("cost_usd", "price_usd", "billed_usd", "billable_units", "media_duration"), "Float64"
+    ),
+    "media_audio": "boolean",
+}  # fmt: skip
 
 
 def results(ledger: str | Path) -> pd.DataFrame:
@@ -143,7 +160,12 @@ def results(ledger: str | Path) -> pd.DataFrame:
     for name in TIMESTAMPS:
         if name in frame:
             frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
-    return frame.convert_dtypes()
+    frame = frame.convert_dtypes()
+    for name, dtype in TYPES.items():
+        if name in frame and frame[name].dtype != dtype:
+            with contextlib.suppress(TypeError, ValueError):  # a seed of text: as it reads
+                frame[name] = frame[name].astype(dtype)
+    return frame
 
 
 def _options(

@@ -115,6 +115,20 @@ def test_a_manifest_error_names_its_problems_where_a_notebook_shows_it() -> None
     assert len(info.value.problems) == 12
 
 
+def test_results_types_do_not_depend_on_what_a_ledger_holds(tmp_path: Path) -> None:
+    """`error` of a batch all done, `seed` of rows without one: columns of no value yet came
+    back as `object` in one ledger and typed in another."""
+    shots = [{"prompt": "a red fox"}, {"prompt": "a barn owl"}]
+    ran = batchrunner.run(
+        shots, model="fal-ai/veo3.1", simulate=True, ledger=tmp_path / "l.db", out=tmp_path / "o"
+    )
+    assert ran.exit_code == 0
+    frame = batchrunner.results(tmp_path / "l.db")
+    assert frame["error"].isna().all() and frame["seed"].isna().all()
+    assert frame["error"].dtype == "string" and frame["seed"].dtype == "Int64"
+    assert frame["take_of"].dtype == "string" and frame["billed_usd"].dtype == "Float64"
+
+
 def test_a_dataframe_indexed_by_id_keeps_its_ids(tmp_path: Path) -> None:
     """``read_csv(..., index_col="id")`` or ``set_index("id")``: the ids are the rows' own,
     and a run that dropped them would make up others (and buy the rows again when the ids
