@@ -228,6 +228,31 @@ class Ledger:
         run["options"] = json.loads(run["options"] or "{}")
         return run
 
+    def kept_from(self, option: str) -> int | None:
+        """The earlier run whose value of ``option`` this run keeps (a ``resume`` or ``retry``
+        carries on with the options of the runs before it, back to the ``run`` that was given
+        them); None when this run was given it."""
+        marks = ", ".join("?" for _ in OPTIONS_FROM)
+        found = self.db.execute(
+            f"select id, command, options from runs where id <= ? and command in ({marks}) "
+            "order by id desc",
+            [self.run_id, *OPTIONS_FROM],
+        )
+        mine, setter = None, None
+        for run, command, options in found:
+            value = json.loads(options or "{}").get(option)
+            if run == self.run_id:
+                if command == "run":
+                    return None  # a run's options are its own command line's
+                mine = value
+                continue
+            if value != mine:
+                break
+            setter = int(run)
+            if command == "run":
+                break
+        return setter
+
     def inputs(self) -> list[tuple[Path, str]]:
         """The files this ledger was made from, which no output may be written over: itself
         and each manifest a run read (:func:`batchrunner.paths.not_over_an_input`)."""

@@ -303,8 +303,8 @@ def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], 
             else "this run"
         )
         line = (
-            f"--run-budget ${cap:,.2f} reached: ${spent:,.2f} committed by {by}, the next "
-            f"job costs ${runner.unaffordable_usd:,.2f}; {held}"
+            f"--run-budget ${cap:,.2f}{_kept(ledger, 'run_budget')} reached: ${spent:,.2f} "
+            f"committed by {by}, the next job costs ${runner.unaffordable_usd:,.2f}; {held}"
         )
         return (ExitCode.NOT_FINISHED, line), (
             f"`batchrunner resume{where}` (or the same run command, the next night) to commit "
@@ -316,11 +316,19 @@ def _budget_stop(runner: Runner, ledger: Ledger) -> tuple[tuple[ExitCode, str], 
     left = max(0.0, budget - spent)
     enough = cents_up(spent + price)
     line = (
-        f"budget ${budget:,.2f} reached: ${spent:,.2f} committed, ${left:,.2f} left, the next "
-        f"job costs ${runner.unaffordable_usd:,.2f}; {held}"
+        f"budget ${budget:,.2f}{_kept(ledger, 'budget')} reached: ${spent:,.2f} committed, "
+        f"${left:,.2f} left, the next job costs ${runner.unaffordable_usd:,.2f}; {held}"
     )
     then = f"`batchrunner resume{where} --budget {enough:.2f}`"
     return (ExitCode.NOT_FINISHED, line), f"{then} to submit them all"
+
+
+def _kept(ledger: Ledger, option: str) -> str:
+    """`` (kept from run #4: give --run-budget to change it)`` for a cap this run did not
+    set itself, else ""."""
+    setter = ledger.kept_from(option)
+    flag = "--" + option.replace("_", "-")
+    return "" if setter is None else f" (kept from run #{setter}: give {flag} to change it)"
 
 
 async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:

@@ -424,12 +424,30 @@ def test_a_resume_after_a_kill_counts_the_killed_runs_spend_against_the_run_budg
         assert resumed.exit_code == 75, resumed.output
         assert counters(server)["submits"] == 3, resumed.output
         assert (
-            "--run-budget $5.00 reached: $4.80 committed by this run and run #1, stopped "
-            "short, that it resumes, the next job costs $1.60" in resumed.output
+            "--run-budget $5.00 (kept from run #1: give --run-budget to change it) reached: "
+            "$4.80 committed by this run and run #1, stopped short, that it resumes, the next "
+            "job costs $1.60" in resumed.output
         )
         nightly = CliRunner().invoke(cli, args, env=ENV)  # the next night: a cap of its own
         assert nightly.exit_code == 75, nightly.output
         assert counters(server)["submits"] == 6
+
+
+def test_a_cap_a_resume_keeps_from_an_earlier_run_says_where_it_came_from(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """`resume` keeps the caps of the run it carries on: a stop by one the user did not type
+    said only `--run-budget $1.60 reached`, with no word of where it came from."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(3))
+    args = run_args(sim, tmp_path, manifest, "--run-budget", "1.60")
+    first = CliRunner().invoke(cli, args, env=ENV)
+    assert first.exit_code == 75 and "--run-budget $1.60 reached" in first.output
+    resumed = CliRunner().invoke(cli, ["resume", "--ledger", str(tmp_path / "ledger.db")], env=ENV)
+    assert resumed.exit_code == 75, resumed.output
+    assert (
+        "--run-budget $1.60 (kept from run #1: give --run-budget to change it) reached"
+        in resumed.output
+    )
 
 
 def test_a_run_budget_smaller_than_the_next_job_says_no_night_will_send_it(
