@@ -33,6 +33,7 @@ from batchrunner import batch
 from batchrunner.cells import decode, read_table, sniff_delimiter
 from batchrunner.errors import UsageError, counted
 from batchrunner.expand import take_seed
+from batchrunner.export import open_existing
 from batchrunner.jobs import Job, NewJob
 from batchrunner.ledger import OPTIONS_FROM, Ledger
 from batchrunner.models import get_model
@@ -158,7 +159,7 @@ def plan_states(ledger: Ledger, states: Sequence[JobState], *, downloads: bool) 
 
 def preview_states(ledger_path: str | Path, states: Sequence[JobState], *, downloads: bool) -> Plan:
     """:func:`plan_states` without recording or sending anything (``retry --dry-run``)."""
-    with _opened(ledger_path) as ledger:
+    with open_existing(ledger_path) as ledger:
         return plan_states(ledger, states, downloads=downloads)
 
 
@@ -249,15 +250,8 @@ def retry_ids(
 
 def preview(ledger_path: str | Path, ids: Sequence[str], *, new_take: bool, unknown: bool) -> Plan:
     """The plan without recording or sending anything (``--dry-run``)."""
-    with _opened(ledger_path) as ledger:
+    with open_existing(ledger_path) as ledger:
         return plan(ledger, ids, new_take=new_take, unknown=unknown)
-
-
-def _opened(ledger_path: str | Path) -> Ledger:
-    path = Path(ledger_path)
-    if not path.exists():
-        raise UsageError(f"no ledger at {path}")
-    return Ledger.open(path, create=False)
 
 
 def _requeue(jobs: list[Job], unknown: bool) -> list[Job]:
