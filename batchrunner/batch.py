@@ -380,7 +380,7 @@ def retry(
             from batchrunner import takes
 
             announce(takes.plan_states(ledger, wanted, downloads=downloads))
-        for job in ledger.jobs(wanted):
+        for job in ledger.in_sheet(wanted):  # not a job whose row was deleted: --ids sends it
             ledger.transition(job.job_id, JobState.PENDING, detail="retry requested", error=None)
         if downloads:
             for job in ledger.jobs([JobState.DOWNLOAD_FAILED]):

@@ -64,9 +64,11 @@ def status(ledger_path: str | Path, *, limit: int = 20, every: bool = False) -> 
     (``every``: every job, whatever its state)."""
     with open_existing(ledger_path) as ledger:
         counts = {s.value: n for s, n in ledger.counts().items()}
-        attention = [
+        attention = [  # not a job whose row was deleted: listed below, left alone
             {"job_id": j.job_id, "row": j.row, "state": j.state.value, "error": j.error}
-            for j in ledger.jobs(None if every else [*NEEDS_ATTENTION, JobState.COMPLETED])
+            for j in (
+                ledger.jobs() if every else ledger.in_sheet([*NEEDS_ATTENTION, JobState.COMPLETED])
+            )
             if every or j.state is not JobState.COMPLETED or j.error  # completed: download failed
         ]
         warned = [

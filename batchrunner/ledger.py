@@ -562,11 +562,26 @@ class Ledger:
             found.update(i for (i,) in self.db.execute(sql, [*chunk, JobState.PENDING.value]))
         return found
 
-    def left_alone(self) -> int:
-        """Pending jobs a run does not send: never sent, their rows since deleted from the
-        manifest (:meth:`sendable_keys`)."""
-        sql = f"select count(*) from jobs where state = ? and ({_DROPPED})"
-        return int(self.db.execute(sql, [JobState.PENDING.value]).fetchone()[0])
+    def left_alone(self) -> dict[JobState, int]:
+        """Jobs left alone because the latest `run`'s manifest no longer has their rows, by
+        state: pending ones never sent (:meth:`sendable_keys`), and ones that ended short of
+        done (:data:`SET_ASIDE`: a refused prompt deleted from the sheet), which a run no
+        longer waits for and ``retry`` does not send (:meth:`in_sheet`)."""
+        aside, args = _in_states(SET_ASIDE)
+        sql = (
+            f"select state, count(*) from jobs where (state = ? and {_DROPPED}) "
+            f"or ({aside} and {_GONE}) group by state"
+        )
+        found = self.db.execute(sql, [JobState.PENDING.value, *args]).fetchall()
+        return {JobState(state): int(n) for state, n in found}
+
+    def in_sheet(self, states: Iterable[JobState]) -> Iterator[Job]:
+        """:meth:`jobs` in ``states`` but not those :meth:`left_alone`: what ``retry`` sends
+        again and what a run still counts as needing the user."""
+        where, args = _in_states(states)
+        aside, more = _in_states(SET_ASIDE)
+        sql = f"{where} and not ({aside} and {_GONE}) and not (state = ? and {_DROPPED})"
+        yield from self._read(sql, [*args, *more, JobState.PENDING.value], _MANIFEST_ORDER)
 
     def sendable_keys(self) -> list[OrderKey]:
         """The :func:`order_key` of each pending job a run sends, in manifest order: not one
@@ -871,11 +886,17 @@ _NEVER_LEFT_PENDING = (
     "take_of is null and not exists "
     "(select 1 from events where events.job_id = jobs.job_id and events.to_state <> 'pending')"
 )
-# ... and its row is not in the latest `run`'s manifest (tested first: it rules out most jobs)
-_DROPPED = (
+# its row is not in the latest `run`'s manifest (deleted from the sheet, or outside its --rows);
+# a new take never was in one
+_GONE = (
     "seen_run is not null and seen_run < "
-    f"coalesce((select max(id) from runs where command = 'run'), 0) and {_NEVER_LEFT_PENDING}"
+    "coalesce((select max(id) from runs where command = 'run'), 0) and take_of is null"
 )
+# ... and never sent (tested first: it rules out most jobs)
+_DROPPED = f"{_GONE} and {_NEVER_LEFT_PENDING}"
+# ended short of done: left alone once the sheet no longer has the row (nothing is waiting to
+# be fetched; a download_failed job's video is paid for and stays the user's to fetch)
+SET_ASIDE = (JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED, JobState.UNKNOWN)
 
 
 def _in_chunks(job_ids: Sequence[str], size: int = 500) -> Iterator[tuple[list[str], str]]:

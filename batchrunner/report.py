@@ -47,7 +47,8 @@ class Summary:
     run_id: int | None = None
     finished_at: str = ""
     gallery: str | None = None  # the review page written at the end (batchrunner.gallery)
-    left_alone: int = 0  # pending, never sent, their rows deleted from the manifest
+    # by state: jobs the latest manifest no longer has, never sent or ended short of done
+    left_alone: dict[str, int] = field(default_factory=dict)
     rows: str | None = None  # the rows the last run's manifest was cut to (--rows): the others
 
     @classmethod
@@ -64,16 +65,16 @@ class Summary:
     ) -> Summary:
         counts = {state.value: n for state, n in ledger.counts().items()}
         total = sum(counts.values())
-        left_alone = ledger.left_alone() if counts.get(JobState.PENDING.value) else 0
+        left_alone = {state.value: n for state, n in ledger.left_alone().items()}
         if stopped is not None:
             code = stopped[0]
-        elif counts.get(JobState.DONE.value, 0) + left_alone == total:
+        elif counts.get(JobState.DONE.value, 0) + sum(left_alone.values()) == total:
             code = ExitCode.OK
         else:
             code = ExitCode.JOBS_NOT_DONE
         errors: dict[str, list[str]] = {}  # the reason -> its jobs
         refused = True  # every failed job's request was refused a field of its own input
-        for job in ledger.jobs(NEEDS_ATTENTION):
+        for job in ledger.in_sheet(NEEDS_ATTENTION):
             if job.error:
                 errors.setdefault(job.error, []).append(job.job_id)
             if job.state is JobState.FAILED:
@@ -93,7 +94,7 @@ class Summary:
             run_spend_usd=ledger.run_spend() if submitted else 0.0,
             exit_code=int(code),
             stopped=stopped[1] if stopped else None,
-            exit_reason=_exit_reason(code, counts),
+            exit_reason=_exit_reason(code, _minus(counts, left_alone)),
             reasons=[
                 *(
                     f"{n} x not sent: {why}" if n > 1 else f"not sent: {why}"
@@ -102,7 +103,11 @@ class Summary:
                 *(_whose(error, jobs) for error, jobs in by_jobs),
             ][:REASONS_SHOWN],
             next_command=next_command
-            or (_UNSENT_NEXT if unsent else _next_command(code, counts, path, refused)),
+            or (
+                _UNSENT_NEXT
+                if unsent
+                else _next_command(code, _minus(counts, left_alone), path, refused)
+            ),
             ledger=path,
             left_alone=left_alone,
             rows=ledger.rows_taken() if left_alone else None,
@@ -112,10 +117,7 @@ class Summary:
 
     def line(self) -> str:
         order = [s.value for s in JobState]
-        parts = [f"{self.counts[s]} {s}" for s in order if self.counts.get(s)]
-        if self.left_alone:  # pending comes first
-            why = f"outside --rows {self.rows}" if self.rows else "their rows were deleted"
-            parts[0] += f" ({self.left_alone} left alone: {why}, never sent)"
+        parts = [f"{self.counts[s]} {s}{self._aside(s)}" for s in order if self.counts.get(s)]
         line = (
             f"{counted(self.total, 'job')}: {', '.join(parts) or 'none'}; "
             f"this run submitted {self.submitted}{self._committed()}, "
@@ -129,6 +131,17 @@ class Summary:
         if self.gallery:
             line += f"\nreview: {self.gallery}"
         return line if self.stopped is None else f"stopped early: {self.stopped}\n{line}"
+
+    def _aside(self, state: str) -> str:
+        """`` (3 left alone: their rows were deleted, never sent)`` after a state's count."""
+        n = self.left_alone.get(state, 0)
+        if not n:
+            return ""
+        if self.rows:
+            why = f"outside --rows {self.rows}"
+        else:
+            why = "its row was deleted" if n == 1 else "their rows were deleted"
+        return f" ({n} left alone: {why}{', never sent' if state == 'pending' else ''})"
 
     def attention(self) -> str:
         """For stderr when the run is not all done: what happened, why, and what to type."""
@@ -144,6 +157,11 @@ class Summary:
         lost = f"{self.unanswered} of them unknown: the answer was lost" if self.unanswered else ""
         said = [f"${self.run_spend_usd:,.2f}" if self.run_spend_usd else "", lost]
         return f" ({'; '.join(part for part in said if part)})" if any(said) else ""
+
+
+def _minus(counts: dict[str, int], left_alone: dict[str, int]) -> dict[str, int]:
+    """``counts`` without the jobs left alone: what still needs the user."""
+    return {s: n - left_alone.get(s, 0) for s, n in counts.items() if n > left_alone.get(s, 0)}
 
 
 def _whose(error: str, jobs: list[str], named: int = 3) -> str:

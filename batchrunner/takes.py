@@ -61,6 +61,8 @@ class Plan:
     under_way: list[Job] = field(default_factory=list)  # --new-take: takes not yet done
     budget: float | None = None  # the --budget the ledger keeps (a retry inherits it)
     refetch: list[Job] = field(default_factory=list)  # --downloads: fetched again, not bought
+    left_alone: list[Job] = field(default_factory=list)  # in the states asked, rows deleted
+    rows: str | None = None  # the --rows the last run took: the others are left alone too
 
     @property
     def cost_usd(self) -> float:
@@ -154,7 +156,10 @@ def plan_states(ledger: Ledger, states: Sequence[JobState], *, downloads: bool) 
     ``states`` sent again, and with ``downloads`` the ``download_failed`` ones fetched again
     (read-only)."""
     refetch = list(ledger.jobs([JobState.DOWNLOAD_FAILED])) if downloads else []
-    return _plan(ledger, requeue=list(ledger.jobs(states)) if states else [], refetch=refetch)
+    requeue = list(ledger.in_sheet(states)) if states else []
+    sent = {job.job_id for job in requeue}
+    aside = [job for job in ledger.jobs(states) if job.job_id not in sent] if states else []
+    return _plan(ledger, requeue=requeue, refetch=refetch, left_alone=aside)
 
 
 def preview_states(ledger_path: str | Path, states: Sequence[JobState], *, downloads: bool) -> Plan:
@@ -171,10 +176,11 @@ def _plan(
     no_seed: Sequence[str] = (),
     under_way: Sequence[Job] = (),
     refetch: Sequence[Job] = (),
+    left_alone: Sequence[Job] = (),
 ) -> Plan:
     """A :class:`Plan` of what is asked, with what the ledger already holds: pending jobs
     (which the run sends too), the spend so far and the budget a retry keeps."""
-    pending = list(ledger.jobs([JobState.PENDING]))
+    pending = list(ledger.in_sheet([JobState.PENDING]))  # those a run sends
     last = ledger.last_run(OPTIONS_FROM)
     return Plan(
         new_takes=list(new_takes),
@@ -186,6 +192,8 @@ def _plan(
         under_way=list(under_way),
         budget=last["options"].get("budget") if last else None,
         refetch=list(refetch),
+        left_alone=list(left_alone),
+        rows=ledger.rows_taken() if left_alone else None,
     )
 
 

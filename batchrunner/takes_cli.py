@@ -144,6 +144,19 @@ def announce(plan: takes.Plan, budget: float | None, run_budget: float | None) -
                 f"  {job.job_id}  row {job.row}  ({job.state}): {money(job.price_usd)}", err=True
             )
         _more(len(plan.requeue))
+    if plan.left_alone:
+        n = len(plan.left_alone)
+        ids = ", ".join(job.job_id for job in plan.left_alone[:LISTED])
+        more = f" and {n - LISTED} more" if n > LISTED else ""
+        where = (
+            f"outside the last run's --rows {plan.rows}" if plan.rows else "no longer in the sheet"
+        )
+        click.echo(
+            f"left alone: {counted(n, 'job')} whose {'row is' if n == 1 else 'rows are'} "
+            f"{where} ({ids}{more}); to send {'it' if n == 1 else 'one'} anyway, list "
+            "its id in a file for `batchrunner retry --ids FILE`",
+            err=True,
+        )
     if not (plan.new_takes or plan.under_way or plan.requeue or plan.refetch):
         click.echo("nothing to send or fetch again", err=True)
     if plan.refetch:

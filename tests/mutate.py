@@ -819,6 +819,17 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_planner.py::test_rows_deleted_before_they_were_sent_are_not_bought",),
     ),
     Mutation(
+        "deleted-failed-rows-retried",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/batch.py",
+        "        for job in ledger.in_sheet(wanted):  # not a job whose row was deleted: "
+        "--ids sends it\n",
+        "        for job in ledger.jobs(wanted):  # MUTANT\n",
+        (
+            "tests/test_planner.py::test_a_failed_row_deleted_from_the_sheet_no_longer_fails_the_night",
+        ),
+    ),
+    Mutation(
         "a-timeout-cancel-taken-on-trust",
         "Nothing is bought twice without your say-so",
         "batchrunner/scheduler.py",

@@ -173,6 +173,47 @@ def test_a_failed_row_fixed_in_the_sheet_is_bought_as_edited(tmp_path: Path) -> 
         assert refused.exit_code == 2 and "pass --replace-changed" in refused.stderr
 
 
+def test_a_failed_row_deleted_from_the_sheet_no_longer_fails_the_night(tmp_path: Path) -> None:
+    """A prompt the content checker refused, and the user gives up on it: deletes the row.
+    Every later night still exited 1 ("fix the failed rows in the sheet") and ``retry`` would
+    buy it again. A job that ended short of done (failed, cancelled, expired, unknown) whose
+    row the latest manifest no longer has is left alone: the run is all done (exit 0), its
+    line says why, ``status`` no longer lists it among the jobs needing attention, ``retry``
+    does not send it and says so; named in ``--ids``, it is sent. Its row put back, it counts
+    again."""
+    with SimulatorServer(fast_config()) as server:
+        args = ["--ledger", str(tmp_path / "l.db")]
+        sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
+        shots = rows(3)
+        shots[1]["prompt"] += " #policy"
+        manifest = write_manifest(tmp_path / "m.csv", shots)
+        assert CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV).exit_code == 1
+        write_manifest(manifest, [shots[0], shots[2]])  # the refused row deleted
+
+        night = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
+        assert night.exit_code == 0, night.output
+        assert "2 done, 1 failed (1 left alone: its row was deleted)" in night.output
+        assert "next:" not in night.output and counters(server)["submits"] == 3
+        shown = CliRunner().invoke(cli, ["status", *args, "--json"])
+        status = json.loads(shown.stdout)
+        assert status["attention_total"] == 0 and status["last_run"]["exit_code"] == 0
+        assert [job["job_id"] for job in status["not_in_manifest"]] == ["shot-002"]
+
+        retried = CliRunner().invoke(cli, ["retry", *args], env=ENV)
+        assert retried.exit_code == 0 and counters(server)["submits"] == 3
+        assert "left alone: 1 job whose row is no longer in the sheet (shot-002)" in retried.output
+        (tmp_path / "ids.txt").write_text("shot-002\n")
+        named = CliRunner().invoke(
+            cli, ["retry", *args, "--ids", str(tmp_path / "ids.txt")], env=ENV
+        )
+        assert named.exit_code == 0 and counters(server)["submits"] == 4  # refused again
+
+        write_manifest(manifest, shots)  # put back: it needs the user again
+        again = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
+        assert again.exit_code == 1 and "shot-002: prompt:" in again.output
+        assert counters(server)["submits"] == 4
+
+
 def test_an_edit_to_a_job_sent_before_is_refused_though_it_is_pending(tmp_path: Path) -> None:
     """A job sent once and put back by ``retry`` is pending again, but it was bought from
     before: an edit to it still needs --replace-changed."""
@@ -255,9 +296,15 @@ def test_rows_deleted_before_they_were_sent_are_not_bought(tmp_path: Path) -> No
         assert "3 pending (3 left alone: their rows were deleted, never sent)" in shorter.output
         resumed = CliRunner().invoke(cli, ["resume", *args], env=ENV)
         assert resumed.exit_code == 0 and counters(server)["submits"] == 2
-        # asked for by name, it is sent: cancelled, then `retry --cancelled`
+        # cancelled, it is still left alone by `retry --cancelled`; asked for by name, it is sent
         assert CliRunner().invoke(cli, ["cancel", *args, "shot-005"], env=ENV).exit_code == 0
         retried = CliRunner().invoke(cli, ["retry", *args, "--cancelled"], env=ENV)
+        assert retried.exit_code == 0 and counters(server)["submits"] == 2
+        assert "left alone: 1 job whose row is no longer in the sheet (shot-005)" in retried.output
+        assert "also pending" not in retried.output  # shot-003 and 4: a run does not send them
+        (tmp_path / "ids.txt").write_text("shot-005\n")
+        named = ["retry", *args, "--cancelled", "--ids", str(tmp_path / "ids.txt")]
+        retried = CliRunner().invoke(cli, named, env=ENV)
         assert retried.exit_code == 0 and counters(server)["submits"] == 3
 
         write_manifest(manifest, rows(5))  # put back
