@@ -243,11 +243,12 @@ def _record(
     for row in manifest.rows if replaced else ():
         if row.job_id in replaced:
             ledger.replace(to_job(row))
-    known = (  # a new ledger has none of them: nothing to look up or mark
-        ledger.mark_seen([row.job_id for row in manifest.rows]) if ledger.counts() else set()
-    )
+    before = bool(ledger.counts())  # a new ledger has none of them: nothing to look up or mark
+    known = ledger.mark_seen([row.job_id for row in manifest.rows]) if before else set()
     if known:
         _follow_sheet(ledger, manifest)
+    if before:
+        reprice_pending(ledger, {row.job_id: row.cost_usd for row in manifest.rows})
     fresh = [row for row in manifest.rows if row.job_id not in known]
     return Recording(ledger, fresh, to_job)
 
@@ -339,6 +340,7 @@ def resume(
             ledger.carried = ledger.unended_before()
         if prepare is not None:
             prepare(ledger)
+        reprice_pending(ledger)  # also what `prepare` put back (`retry`)
         return execute(ledger, settings, api, observe, sending=sending)
 
 
@@ -400,6 +402,34 @@ def retry(
         budget=budget,
         run_budget=run_budget,
     )
+
+
+def reprice_pending(ledger: Ledger, current: dict[str, float | None] | None = None) -> None:
+    """Pending jobs take their price as it is now: the manifest row's (``current``: job id →
+    price, with this run's ``--price-per-job``), else the registry's
+    (:func:`~batchrunner.models.prices_now`). A job recorded before ``models price`` changed
+    its model's rule (held back by a budget stop, say) was otherwise planned, reserved and
+    counted against ``--budget`` at the old price. Said once per model whose jobs moved."""
+    from batchrunner.models import prices_now
+
+    current = dict(current or {})
+    pending = list(ledger.pending_prices())
+    others = [job for job in pending if job[0] not in current]
+    now = prices_now((endpoint, body, price) for _, endpoint, body, price in others)
+    current.update(zip((job[0] for job in others), now, strict=True))
+    moved: dict[str, list[tuple[str, float | None, float | None]]] = {}
+    for job_id, endpoint, _, price in pending:
+        if current[job_id] != price:
+            moved.setdefault(endpoint, []).append((job_id, price, current[job_id]))
+    for endpoint, jobs in moved.items():
+        ledger.reprice([(job_id, now_usd) for job_id, _, now_usd in jobs])
+        logger.warning(
+            "%s: %s priced again as its price is now: $%.2f, recorded at $%.2f",
+            endpoint,
+            counted(len(jobs), "pending job"),
+            sum(now_usd or 0.0 for _, _, now_usd in jobs),
+            sum(price or 0.0 for _, price, _ in jobs),
+        )
 
 
 def check_same_world(ledger: Ledger, simulate: bool) -> None:

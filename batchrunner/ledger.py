@@ -575,6 +575,22 @@ class Ledger:
         found = self.db.execute(sql, [JobState.PENDING.value, *args]).fetchall()
         return {JobState(state): int(n) for state, n in found}
 
+    def pending_prices(self) -> Iterator[tuple[str, str, dict[str, Any], float | None]]:
+        """``(job id, endpoint, input, price)`` of each pending job: what :meth:`reprice`
+        compares with the registry's price now."""
+        sql = "select job_id, endpoint, input, price_usd from jobs where state = ?"
+        for job_id, endpoint, body, price in self.db.execute(sql, [JobState.PENDING.value]):
+            yield job_id, endpoint, json.loads(body), price
+
+    def reprice(self, prices: Sequence[tuple[str, float | None]]) -> None:
+        """Give pending jobs new estimated prices, ``(job id, price)``, in one transaction
+        (a job sent meanwhile keeps the price it was reserved at)."""
+        with self.db.atomic():
+            self.db.conn.executemany(
+                "update jobs set price_usd = ? where job_id = ? and state = ?",
+                [(price, job_id, JobState.PENDING.value) for job_id, price in prices],
+            )
+
     def in_sheet(self, states: Iterable[JobState]) -> Iterator[Job]:
         """:meth:`jobs` in ``states`` but not those :meth:`left_alone`: what ``retry`` sends
         again and what a run still counts as needing the user."""

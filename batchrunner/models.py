@@ -314,6 +314,23 @@ def lookup(endpoint_id: str) -> ModelSpec | None:
     return registry().get(endpoint_id.strip("/"))
 
 
+def prices_now(
+    requests: Iterable[tuple[str, Mapping[str, Any], float | None]],
+) -> list[float | None]:
+    """What the registry prices each ``(endpoint id, body, recorded price)`` at as its rule is
+    now (``models price`` may have changed it since the job was recorded); the recorded
+    price for a model outside the registry, which is the ``--price-per-job`` it was recorded
+    with. Each model is looked up once (a lookup reads the user's folder: ~35 µs)."""
+    specs: dict[str, ModelSpec | None] = {}
+    prices: list[float | None] = []
+    for endpoint_id, body, recorded in requests:
+        if endpoint_id not in specs:
+            specs[endpoint_id] = lookup(endpoint_id)
+        spec = specs[endpoint_id]
+        prices.append(spec.cost(body) if spec is not None and spec.known else recorded)
+    return prices
+
+
 def get_model(
     endpoint_id: str, *, allow_unregistered: bool = False, price_per_job: float | None = None
 ) -> ModelSpec:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from batchrunner.errors import Problem, UsageError, counted
 from batchrunner.frozen import assemble
 from batchrunner.manifest import Manifest, ManifestRow, gc_paused, materialize
-from batchrunner.models import get_model
+from batchrunner.models import get_model, prices_now
 from batchrunner.paths import video_name, written_whole
 from batchrunner.pricing import cents_up
 from batchrunner.states import AT_PROVIDER, JobState
@@ -142,20 +142,19 @@ def decide(
                 why = f"{what}, but it is {old.state} at the provider; let it finish first"
                 decisions.append(Decision(job.job_id, job.row, "refuse", why, None, fields))
             continue
-        decisions.append(_by_state(old, resubmit_unknown))
+        decisions.append(_by_state(old, resubmit_unknown, job.price_usd))
     if ledger is not None:
         # pending jobs this manifest does not name (those it names are in stored)
         unnamed = [job for job in ledger.jobs([JobState.PENDING]) if job.job_id not in stored]
         never_sent = ledger.never_sent([job.job_id for job in unnamed]) if unnamed else set()
-        for pending in unnamed:
+        prices = prices_now((job.endpoint, job.input, job.price_usd) for job in unnamed)
+        for pending, price in zip(unnamed, prices, strict=True):
             if pending.job_id in never_sent:  # its row was deleted before it was sent
                 why = "no longer in the manifest, never sent: left alone"
                 decisions.append(Decision(pending.job_id, pending.row, "skip", why))
                 continue
             why = "pending in the ledger (not in this manifest)"  # a new take, a retry
-            decisions.append(
-                Decision(pending.job_id, pending.row, "submit", why, pending.price_usd)
-            )
+            decisions.append(Decision(pending.job_id, pending.row, "submit", why, price))
     caps = [] if budget is None else [("--budget", ledger.spend() if ledger else 0.0, budget)]
     if run_budget is not None:
         caps.append(("--run-budget", 0.0, run_budget))  # a run starts having spent nothing
@@ -216,13 +215,15 @@ def _new_job(row: ManifestRow) -> Decision:
     )
 
 
-def _by_state(old: Standing, resubmit_unknown: bool) -> Decision:
+def _by_state(old: Standing, resubmit_unknown: bool, price_usd: float | None) -> Decision:
+    """What becomes of a job whose row is unchanged; ``price_usd``: the row's price now (the
+    registry's price may have changed since the job was recorded: the run sends it at this)."""
     state = old.state
     if state is JobState.PENDING or (state is JobState.UNKNOWN and resubmit_unknown):
         why = (
             "pending in the ledger" if state is JobState.PENDING else "unknown: --resubmit-unknown"
         )
-        return Decision(old.job_id, old.row, "submit", why, old.price_usd)
+        return Decision(old.job_id, old.row, "submit", why, price_usd)
     if state in AT_PROVIDER or state is JobState.SUBMITTING:
         return Decision(old.job_id, old.row, "follow", f"{state} at the provider")
     if state is JobState.COMPLETED:

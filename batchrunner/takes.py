@@ -21,6 +21,7 @@ originals (same row, the next variant).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import re
@@ -36,7 +37,7 @@ from batchrunner.expand import take_seed
 from batchrunner.export import open_existing
 from batchrunner.jobs import Job, NewJob
 from batchrunner.ledger import OPTIONS_FROM, Ledger
-from batchrunner.models import get_model
+from batchrunner.models import get_model, prices_now
 from batchrunner.paths import safe_name
 from batchrunner.report import Summary
 from batchrunner.scheduler import Observer
@@ -180,11 +181,11 @@ def _plan(
 ) -> Plan:
     """A :class:`Plan` of what is asked, with what the ledger already holds: pending jobs
     (which the run sends too), the spend so far and the budget a retry keeps."""
-    pending = list(ledger.in_sheet([JobState.PENDING]))  # those a run sends
+    pending = _priced_now(list(ledger.in_sheet([JobState.PENDING])))  # what a run sends too
     last = ledger.last_run(OPTIONS_FROM)
     return Plan(
         new_takes=list(new_takes),
-        requeue=list(requeue),
+        requeue=_priced_now(requeue),
         pending=len(pending),
         pending_usd=round(sum(j.price_usd or 0.0 for j in pending), 4),
         spent_usd=ledger.spend(),
@@ -195,6 +196,15 @@ def _plan(
         left_alone=list(left_alone),
         rows=ledger.rows_taken() if left_alone else None,
     )
+
+
+def _priced_now(jobs: Sequence[Job]) -> list[Job]:
+    """``jobs`` with the prices they are sent at (:func:`batch.reprice_pending`)."""
+    prices = prices_now((job.endpoint, job.input, job.price_usd) for job in jobs)
+    return [
+        job if price == job.price_usd else dataclasses.replace(job, price_usd=price)
+        for job, price in zip(jobs, prices, strict=True)
+    ]
 
 
 _UNFINISHED = (

@@ -819,6 +819,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_planner.py::test_rows_deleted_before_they_were_sent_are_not_bought",),
     ),
     Mutation(
+        "held-jobs-keep-a-stale-price",
+        "The budget is never exceeded",
+        "batchrunner/batch.py",
+        "        reprice_pending(ledger)  # also what `prepare` put back (`retry`)\n",
+        "        pass  # MUTANT\n",
+        (BUDGET + "test_jobs_recorded_before_models_price_changed_are_bought_at_the_new_price",),
+    ),
+    Mutation(
         "deleted-failed-rows-retried",
         "Nothing is bought twice without your say-so",
         "batchrunner/batch.py",

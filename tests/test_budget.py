@@ -393,6 +393,43 @@ def test_what_the_provider_billed_above_the_estimate_counts_against_the_budget(
     assert "`batchrunner models price fal-ai/veo3/image-to-video RULE` sets it" in said
 
 
+@pytest.mark.parametrize("then", ["run", "resume"])
+def test_jobs_recorded_before_models_price_changed_are_bought_at_the_new_price(
+    tmp_path: Path, then: str
+) -> None:
+    """A budget stop holds two jobs back at $1.60; the user fixes the price, as the
+    billed-above-estimate warning says to (``models price``), to $1.00 a second ($4.00 a
+    job). The held jobs kept $1.60: ``plan`` quoted $3.20 to submit beside $12.00 for the
+    sheet, and ``--budget 5`` let $9.20 through, exit 0. They are priced as the rule is now:
+    the plan agrees with itself and the budget holds."""
+    args = ["--ledger", str(tmp_path / "l.db")]
+    with SimulatorServer(fast_config()) as server:
+        sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        first = CliRunner().invoke(cli, ["run", str(manifest), *sim, "--budget", "2"], env=ENV)
+        assert first.exit_code == 75 and counters(server)["submits"] == 1
+        priced = CliRunner().invoke(cli, ["models", "price", "fal-ai/veo3/image-to-video", "1/s"])
+        assert priced.exit_code == 0, priced.output
+
+        shown = CliRunner().invoke(cli, ["plan", str(manifest), *args, "--json", "--budget", "20"])
+        plan = json.loads(shown.stdout)
+        submit = [d for d in plan["decisions"] if d["action"] == "submit"]
+        assert [d["cost_usd"] for d in submit] == [4.0, 4.0]  # not the $1.60 recorded
+
+        again = ["run", str(manifest), *sim] if then == "run" else ["resume", *args]
+        ran = CliRunner().invoke(cli, [*again, "--budget", "5"], env=ENV)
+        assert ran.exit_code == 75, ran.output
+        assert counters(server)["submits"] == 1  # $1.60 spent; the next job costs $4.00
+        assert "2 pending jobs priced again as its price is now: $8.00, recorded at $3.20" in (
+            ran.output
+        )
+        assert "the next job costs $4.00" in ran.output
+        ran = CliRunner().invoke(cli, [*again, "--budget", "9.60"], env=ENV)
+        assert ran.exit_code == 0 and counters(server)["submits"] == 3
+    with Ledger.open(tmp_path / "l.db", create=False) as ledger:
+        assert ledger.spend() == pytest.approx(9.60)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_a_resume_after_a_kill_counts_the_killed_runs_spend_against_the_run_budget(
     tmp_path: Path, stop: signal.Signals
