@@ -29,7 +29,7 @@ import httpx
 
 from batchrunner.answers import NEVER_SENT
 from batchrunner.errors import DownloadError, TransientError
-from batchrunner.paths import part_path
+from batchrunner.paths import open_to_write, own_file_size, part_path
 from batchrunner.reach import Reach
 from batchrunner.retry import RetryPolicy, call_with_retry, mark_waiting
 from batchrunner.transport import AiohttpTransport, Answer, send
@@ -200,7 +200,7 @@ async def _fetch_once(
     client: MediaClient, url: str, dest: Path, expected_size: int | None
 ) -> Downloaded:
     part = part_path(dest)
-    offset = part.stat().st_size if part.exists() else 0
+    offset = own_file_size(part)  # not a link someone put there: it would write through it
     if expected_size is not None and offset > expected_size:
         part.unlink()
         offset = 0
@@ -231,12 +231,11 @@ async def _fetch_once(
                     f"the server offers {total} bytes but the result said {expected_size}"
                 )
             digest = hashlib.sha256()
-            mode = "ab" if resumed else "wb"
             if resumed:
                 _hash_into(digest, part)
             else:
                 offset = 0
-            with open(part, mode) as handle:
+            with open_to_write(part, append=resumed) as handle:
                 async for chunk in response.aiter_bytes():  # as they arrive: a cut keeps them
                     handle.write(chunk)
                     digest.update(chunk)
@@ -290,7 +289,7 @@ def _renamed_into_place(dest: Path, size: int) -> bool:
     second name means another job's video (a replaced job's, kept beside it): fetched anew,
     and renamed over this name only."""
     try:
-        found = os.stat(dest)
+        found = os.lstat(dest)  # a link is no download of ours
     except OSError:
         return False
     return stat.S_ISREG(found.st_mode) and found.st_size == size and found.st_nlink == 1

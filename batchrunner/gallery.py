@@ -278,10 +278,8 @@ class _Thumbs:
                 with Image.open(image) as opened:
                     small = ImageOps.exif_transpose(opened) or opened
                     small.thumbnail((THUMB_BOX, THUMB_BOX))
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    part = dest.with_name(dest.name + ".part")
-                    small.convert("RGB").save(part, "JPEG", quality=80)
-                    os.replace(part, dest)
+                    with written_whole(dest) as part:  # a name of its own: no one's link
+                        small.convert("RGB").save(part, "JPEG", quality=80)
             except (OSError, ValueError) as exc:  # gone, unreadable, not an image Pillow knows
                 logger.info("no thumbnail for %s: %s", image, exc)
                 return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -10,6 +11,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import BinaryIO
 
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f<>:\"|?*\\]")
 _NOT_FILENAME = re.compile(r"[^A-Za-z0-9._~-]+")
@@ -156,6 +158,35 @@ def _names_of(extension: str) -> frozenset[str]:
 def part_path(path: Path) -> Path:
     """The temporary file a download streams into before the atomic rename."""
     return path.with_name(path.name + ".part")
+
+
+def own_file_size(path: Path) -> int:
+    """The size of ``path`` if it is a regular file of its own; 0 when there is none. A link
+    or anything else there (put in a shared folder by someone else: ours are regular files)
+    is removed, so that nothing written next goes through it to a file outside the folder."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    if stat.S_ISREG(found.st_mode):
+        return found.st_size
+    path.unlink()
+    return 0
+
+
+def open_to_write(path: Path, *, append: bool = False) -> BinaryIO:
+    """``path`` opened to be written (over, or at its end), never through a link:
+    a symbolic link there is removed and a file made in its place (:func:`own_file_size`)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        own_file_size(path)
+        fd = os.open(path, flags, 0o666)
+    return os.fdopen(fd, "ab" if append else "wb")
 
 
 def not_over_an_input(destination: Path, inputs: list[tuple[Path, str]]) -> None:

@@ -672,6 +672,14 @@ MUTATIONS: list[Mutation] = [
         (PATHS + "test_unsafe_names_are_refused", PATHS + "test_any_name_either_refused_or_inside"),
     ),
     Mutation(
+        "a-link-at-a-download-s-part-written-through",
+        "Videos are written inside --out only",
+        "batchrunner/paths.py",
+        "        found = os.lstat(path)\n",
+        "        found = os.stat(path)  # MUTANT\n",
+        (PATHS + "test_links_put_at_a_downloads_or_a_posters_name_are_not_written_through",),
+    ),
+    Mutation(
         "links-below-the-output-folder-not-followed",
         "Videos are written inside --out only",
         "batchrunner/paths.py",

@@ -154,3 +154,44 @@ def test_two_writes_of_one_file_at_once_both_land_whole(tmp_path: Path) -> None:
         second.write_text("report's")
     assert page.read_text() == "the run's"  # renamed over the other, last
     assert sorted(p.name for p in page.parent.iterdir()) == ["report.html"]
+
+
+def test_links_put_at_a_downloads_or_a_posters_name_are_not_written_through(
+    tmp_path: Path,
+) -> None:
+    """Someone with write access to a shared folder links ``0001-shot-001.mp4.part`` and the
+    job's poster to files of theirs elsewhere: the download appended the video to the first
+    (resumed from its size), the poster overwrote the second. A link there is removed and a
+    file of the run's own made in its place; the files outside are untouched."""
+    from click.testing import CliRunner
+
+    from batchrunner.cli import cli
+    from batchrunner.simulator import SimulatorServer
+    from batchrunner.verify import media_dir
+    from tests.helpers import TOKEN, fast_config, rows, write_manifest
+
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    notes, photo = elsewhere / "notes.txt", elsewhere / "photo.jpg"
+    notes.write_text("\n".join(map(str, range(1000))))
+    photo.write_bytes(b"not yours to overwrite")
+    ledger = tmp_path / "l.db"
+    os.symlink(notes, out / "0001-shot-001.mp4.part")
+    poster = poster_path(media_dir(ledger), "shot-001")
+    poster.parent.mkdir(parents=True)
+    os.symlink(photo, poster)
+    manifest = write_manifest(tmp_path / "m.csv", rows(1))
+    with SimulatorServer(fast_config()) as server:
+        args = ["--base-url", server.url, "--auth-scheme", "bearer", "--ledger", str(ledger)]
+        ran = CliRunner().invoke(
+            cli,
+            ["run", str(manifest), *args, "--out", str(out)],
+            env={"BATCHRUNNER_API_KEY": TOKEN},
+        )
+    assert ran.exit_code == 0, ran.output
+    assert notes.read_text() == "\n".join(map(str, range(1000)))
+    assert photo.read_bytes() == b"not yours to overwrite"
+    video = out / "0001-shot-001.mp4"
+    assert not video.is_symlink() and video.stat().st_size > 1000
+    assert not poster.is_symlink() and poster.read_bytes().startswith(b"\xff\xd8")  # a JPEG

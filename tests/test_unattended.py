@@ -429,14 +429,24 @@ def test_unwritable_output_keeps_results_and_resume_downloads(
 
 
 def test_a_full_disk_stops_buying_and_keeps_every_paid_result(
-    sim: SimulatorServer, tmp_path: Path
+    sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The disk under --out fills up (the first video's file is /dev/full: a real ENOSPC from
-    the kernel). Every later download would fail the same way, so the run stops buying, follows
-    what it sent, and says once what to do; freed, the same command fetches what was paid for."""
+    """The disk under --out fills up (the first video's file is opened on /dev/full: a real
+    ENOSPC from the kernel). Every later download would fail the same way, so the run stops
+    buying, follows what it sent, and says once what to do; freed, the same command fetches
+    what was paid for."""
+    from batchrunner import downloader
+
     out = tmp_path / "out"
     out.mkdir()
-    (out / "0001-shot-001.mp4.part").symlink_to("/dev/full")
+    opened = downloader.open_to_write
+
+    def full_disk(path: Path, *, append: bool = False) -> Any:
+        if path.name == "0001-shot-001.mp4.part":
+            return open("/dev/full", "ab" if append else "wb")
+        return opened(path, append=append)
+
+    monkeypatch.setattr(downloader, "open_to_write", full_disk)
     settings = settings_for(sim, tmp_path, out=out, concurrency=2)
     manifest = write_manifest(tmp_path / "m.csv", rows(20))
     full = batch.run_manifest(manifest, settings, token=TOKEN)
@@ -447,7 +457,7 @@ def test_a_full_disk_stops_buying_and_keeps_every_paid_result(
     assert bought < 20 and full.counts["pending"] == 20 - bought
     with Ledger.open(settings.ledger, create=False) as ledger:
         assert all(job.result is not None for job in ledger.jobs([JobState.COMPLETED]))
-    (out / "0001-shot-001.mp4.part").unlink()  # space freed
+    monkeypatch.undo()  # space freed
     again = batch.run_manifest(manifest, settings, token=TOKEN)
     assert (again.exit_code, again.counts) == (0, {"done": 20})
     assert counters(sim)["submits"] == 20  # nothing bought twice

@@ -8,11 +8,13 @@ fetched again by ``resume``; nothing else about the run changes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -157,14 +159,25 @@ def test_a_poster_is_written_in_place_over_a_stale_one(tmp_path: Path) -> None:
     assert [p.name for p in poster.parent.iterdir()] == ["p.jpg"]  # no .part beside it
 
 
-def test_a_poster_that_cannot_be_written_whole_is_not_left_behind(tmp_path: Path) -> None:
+def test_a_poster_that_cannot_be_written_whole_is_not_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills up halfway through the poster (a link to ``/dev/full`` showed it, but a
+    link at a poster's name is no longer written through): what was written is removed."""
+    from batchrunner import verify
+
+    class FillsUp(io.FileIO):
+        def write(self, data: Any) -> int:
+            super().write(bytes(data[:100]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(verify, "open_to_write", lambda path: FillsUp(path, "w"))
     clip = tmp_path / "c.mp4"
     clip.write_bytes(clip_bytes(MediaShape("16:9", 2.0, False, "720p")))
-    full = tmp_path / "full.jpg"  # a disk that is full: every write fails with ENOSPC
-    full.symlink_to("/dev/full")
+    full = tmp_path / "full.jpg"
     got = inspect(clip, Expected(), full)
     assert (got.poster, got.media["frames"]) == (None, 16)
-    assert not full.exists() and not full.is_symlink()
+    assert not full.exists()
 
 
 @pytest.mark.parametrize(
