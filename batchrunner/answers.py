@@ -18,7 +18,7 @@ answer                                  submit       status       result        
 2xx, JSON object                        ok           ok           ok             ok
 2xx, not a JSON object (HTML, cut off)  Ambiguous    Transient    Transient      ok (code)
 202 on result (not finished)                                      Transient
-3xx (never followed)                    Final        Final        Final          Final
+3xx (never followed)                    Redirected   Redirected   Redirected     Redirected
 400                                     Final        Final        Transient [1]  ALREADY_...
 401, 403 (key refused)                  KeyRefused   KeyRefused   KeyRefused     KeyRefused
 402, 403 "User is locked" (account)     Locked       Locked       Locked         Locked
@@ -81,6 +81,7 @@ from batchrunner.errors import (
     KeyRefusedError,
     ProviderError,
     RateLimitedError,
+    RedirectedError,
     ResultExpiredError,
     RunError,
     TransientError,
@@ -252,10 +253,10 @@ def classify(response: Answer, op: Op, *, secrets: Sequence[str] = ()) -> Provid
         return TransientError(
             f"the API answered {code} with a body that is not JSON: {snippet}", status=code
         )
-    if 300 <= code < 400:
-        return FinalError(
+    if 300 <= code < 400:  # the run's trouble: every request to this base URL is redirected
+        return RedirectedError(
             f"the API answered {code} with a redirect to {_location_origin(response)}; "
-            "redirects are not followed (check the API base URL)",
+            "redirects are not followed: check the API base URL (--base-url)",
             status=code,
         )
     if code == 429:

@@ -209,6 +209,13 @@ class UnreachableError(RunError):
     """The API could not be reached for longer than the bound (or TLS would not verify)."""
 
 
+class RedirectedError(RunError):
+    """The API answered with a redirect, which is never followed (the key would go with it):
+    a base URL that is not the API's own (``http`` where it serves ``https``, a moved path, a
+    web site). No job can go on; a submit redirected made no job there, and the jobs at the
+    provider are followed by the run after the fix."""
+
+
 class OutputUnwritableError(RunError):
     """The videos' folder takes no more: its disk is full, or it became read-only or not ours
     to write. Every later download would fail the same way, so no more jobs are bought; those

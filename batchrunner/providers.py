@@ -207,6 +207,11 @@ def resolve_api(
     if preset is None:
         allowed = ", ".join(sorted(PROVIDERS))
         raise UsageError(f"unknown provider {provider!r}; choose one of: {allowed}")
+    if base_url is not None and not base_url.strip():  # "--base-url $UNSET_VARIABLE"
+        raise UsageError(
+            f"the API base URL is empty: give the address, or leave --base-url out for "
+            f"{preset.name}'s own ({preset.base_url})"
+        )
     scheme = (auth_scheme or preset.auth_scheme).strip().lower()
     if scheme not in AUTH_SCHEMES:
         raise UsageError(f"unknown auth scheme {auth_scheme!r}; use bearer or key")

@@ -36,6 +36,7 @@ from batchrunner.errors import (
     KeyRefusedError,
     MediaUnreachableError,
     OutputUnwritableError,
+    RedirectedError,
     RepeatedFailureError,
     RunError,
     counted,
@@ -47,7 +48,7 @@ from batchrunner.providers import ApiConfig
 from batchrunner.report import Summary, ledger_option
 from batchrunner.scheduler import Observer, Runner
 from batchrunner.settings import Settings
-from batchrunner.states import JobState
+from batchrunner.states import AT_PROVIDER, JobState
 from batchrunner.transport import proxy_shown
 
 T = TypeVar("T")
@@ -245,6 +246,12 @@ def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> s
             f"the videos cannot be fetched: {error}. No more jobs were bought, and those already "
             f"submitted were followed. Check the network, a proxy or a firewall for that host, "
             f"{unsaved}"
+        )
+    if isinstance(error, RedirectedError):
+        followed = sum(counts.get(state, 0) for state in (*AT_PROVIDER, JobState.COMPLETED))
+        return (
+            f"{error}; no job is marked failed: run the same command again once it is right "
+            f"({_waiting(waiting)}, {followed} at the provider to follow; nothing was lost)"
         )
     if isinstance(error, RepeatedFailureError) and error.submits_not_found:
         return f"{error}; nothing was bought and no job is marked failed, {then}"

@@ -53,6 +53,7 @@ from batchrunner.errors import (
     FinalError,
     MediaUnreachableError,
     OutputUnwritableError,
+    ProviderError,
     RateLimitedError,
     RepeatedFailureError,
     ResultExpiredError,
@@ -61,6 +62,7 @@ from batchrunner.errors import (
     TransientError,
     TransitionError,
     UsageError,
+    counted,
 )
 from batchrunner.inspector import Inspectors, checking_processes
 from batchrunner.jobs import Job, OrderKey, now
@@ -80,6 +82,7 @@ Item = TypeVar("Item")
 
 
 SAME_FAILURES_TO_STOP = 5  # the first jobs to end failing alike, none succeeding: stop buying
+NOT_SERVED = (404, 405)  # a submit answered so, before any was accepted: nothing served there
 SAME_DOWNLOAD_FAILURES_TO_STOP = 3  # the same for downloads (each has had its own retries)
 CANCEL_SETTLE_SECONDS = 5.0  # how long jobs asked to stop are watched, together, for their end
 
@@ -255,8 +258,9 @@ class Runner:
         self._places: dict[str, tuple[int, float | None]] = {}
         self._failures: Counter[str] = Counter()  # provider failures before any success
         self._accepted = False  # a submit of this run was accepted: the base URL serves it
-        # job id → endpoint of each submit answered 404 before any was accepted
-        self._not_found: dict[str, str] = {}
+        # job id → (endpoint, answer) of each submit answered as no queue API answers (404,
+        # 405, a page that is not JSON) before any was accepted: _not_the_api
+        self._not_found: dict[str, tuple[str, ProviderError]] = {}
         # cause → each job that failed so, with its own failure, since a download succeeded
         self._download_failures: dict[str, list[tuple[str, DownloadError]]] = {}
         self._fetched: set[str] = set()  # jobs whose result this run fetched
@@ -326,6 +330,7 @@ class Runner:
             if recording is not None:
                 tg.start_soon(recording.write)
             tg.start_soon(_feed, job_send, _work(in_flight, pending, recording))
+        self.settle()
         return self.tally
 
     def recover(self) -> None:
@@ -439,7 +444,7 @@ class Runner:
             answer = await self._submit_shielded(job, body)
         except AmbiguousSubmitError as exc:
             self.tally.unanswered += 1
-            return self.ledger.transition(
+            unknown = self.ledger.transition(
                 job.job_id,
                 S.UNKNOWN,
                 detail="submit answer lost",
@@ -447,9 +452,15 @@ class Runner:
                 "It will not be resubmitted unless you run `retry --unknown` "
                 "(or `run --resubmit-unknown`)",
             )
+            if exc.status is not None and 200 <= exc.status < 300 and not self._answered:
+                return self._not_the_api(unknown, exc)  # a web page answered: no queue API
+            return unknown
         except FinalError as exc:
-            if exc.status == 404 and not (self._accepted or self._succeeded):
-                return self._submit_not_found(job, exc)
+            if exc.status in NOT_SERVED and not self._answered:
+                failed = self.ledger.transition(
+                    job.job_id, S.FAILED, detail="submit rejected", error=str(exc), cost_usd=None
+                )
+                return self._not_the_api(failed, exc)
             self._failed_alike(str(exc))
             return self.ledger.transition(
                 job.job_id, S.FAILED, detail="submit rejected", error=str(exc), cost_usd=None
@@ -833,45 +844,70 @@ class Runner:
             shown = f"the first {self._failures[reason]} jobs to end all failed the same way"
             self.halt(RepeatedFailureError(f"{shown}: {reason}"))
 
-    def _submit_not_found(self, job: Job, exc: FinalError) -> Job:
-        """The API answered 404 to a submit before it accepted any in this run. One such is
-        the job's (a model id the provider does not know): it fails. When the first
-        :data:`SAME_FAILURES_TO_STOP` submits all are, the cause is the run's, most likely its
-        base URL (a reseller's path mistyped: every submit goes where the API serves nothing):
-        no more are sent, as for :meth:`_failed_alike`, and those failed so go back to
-        ``pending``, as do any answered 404 after: a 404 created and billed nothing."""
+    @property
+    def _answered(self) -> bool:
+        """Whether the API has answered this run as a queue API does: a submit accepted, or a
+        result stored."""
+        return self._accepted or self._succeeded
+
+    def _not_the_api(self, job: Job, exc: ProviderError) -> Job:
+        """A submit answered as no queue API answers, before any was accepted: 404 or 405
+        (nothing served at that path: a reseller's path mistyped, or a model the provider does
+        not serve), or a page that is not JSON (a web site's address, a sign-in page). When the
+        first :data:`SAME_FAILURES_TO_STOP` submits were all answered so (or every submit of a
+        smaller batch: :meth:`settle`), the cause is the base URL's: no more are sent, and
+        those answered so go back to ``pending``, as do any answered so after; no queue
+        created a job for them. ``job`` is as it was recorded (failed, or unknown)."""
         halted = self.run_error
         if isinstance(halted, RepeatedFailureError) and halted.submits_not_found:
-            return self.ledger.transition(
-                job.job_id, S.PENDING, detail="submit not found (404)", error=None, cost_usd=None
-            )
-        failed = self.ledger.transition(
-            job.job_id, S.FAILED, detail="submit rejected", error=str(exc), cost_usd=None
-        )
-        self._not_found[job.job_id] = job.endpoint
+            return self._not_served_after_all(job)
+        self._not_found[job.job_id] = (job.endpoint, exc)
         if len(self._not_found) < SAME_FAILURES_TO_STOP:
-            return failed
-        endpoints = sorted(set(self._not_found.values()))
+            return job
+        self._stop_not_served(job.endpoint)
+        return self.ledger.get(job.job_id)
+
+    def settle(self) -> None:
+        """At the end of a run: every submit it sent was answered as no queue API answers,
+        but fewer than :data:`SAME_FAILURES_TO_STOP` (a first try with ``--rows 1``): the same
+        verdict as when that many were (:meth:`_not_the_api`)."""
+        ended = self.run_error is None and self.stopped is None and self.closed is None
+        if self._not_found and not self._answered and ended:
+            self._stop_not_served(next(reversed(self._not_found.values()))[0])
+
+    def _stop_not_served(self, endpoint: str) -> None:
+        answers = [exc for _, exc in self._not_found.values()]
+        codes = sorted({exc.status for exc in answers if exc.status is not None})
+        said = {404: "404 (not found)", 405: "405 (method not allowed)"}
+        how = " or ".join(said.get(code, f"{code} with a page that is not JSON") for code in codes)
+        endpoints = sorted({endpoint for endpoint, _ in self._not_found.values()})
         served = f" and that the provider serves {endpoints[0]}" if len(endpoints) == 1 else ""
+        first = "the first " if len(self._not_found) >= SAME_FAILURES_TO_STOP else "all "
         error = RepeatedFailureError(
-            f"the API at {self.client.api.base_url} answered 404 (not found) to the first "
-            f"{len(self._not_found)} submits, none accepted ({exc}): check the base URL "
-            f"(--base-url; each submit went to {self.client.submit_url(job.endpoint)})"
-            f"{served}",
+            f"the API at {self.client.api.base_url} answered {how} to {first}"
+            f"{counted(len(self._not_found), 'submit')}, none accepted ({answers[-1]}): "
+            f"check the base URL (--base-url; each submit went to "
+            f"{self.client.submit_url(endpoint)}){served}",
             submits_not_found=True,
         )
         self.halt(error)
         if self.run_error is not error:
-            return failed  # another cause stopped the run first: these failures stand
+            return  # another cause stopped the run first: these failures stand
         for earlier in self._not_found:
-            self.ledger.transition(
-                earlier,
-                S.PENDING,
-                expect=S.FAILED,
-                detail="submit not found (404): the base URL's trouble, not the job's",
-                error=None,
-            )
-        return self.ledger.get(job.job_id)
+            self._not_served_after_all(self.ledger.get(earlier))
+
+    def _not_served_after_all(self, job: Job) -> Job:
+        """``job``, answered as no queue API answers, back to ``pending``: nothing was made."""
+        if job.state is S.UNKNOWN:
+            self.tally.unanswered -= 1
+        return self.ledger.transition(
+            job.job_id,
+            S.PENDING,
+            expect=job.state,
+            detail="submit not served: the base URL's trouble, not the job's",
+            error=None,
+            cost_usd=None,
+        )
 
     def _downloads_failed_alike(self, job_id: str, exc: DownloadError) -> None:
         """A download failed (after its own retries). When the last

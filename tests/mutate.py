@@ -811,6 +811,23 @@ MUTATIONS: list[Mutation] = [
         (UNATTENDED + "test_jobs_whose_image_went_away_stay_pending_with_one_reason",),
     ),
     Mutation(
+        "a-redirect-fails-the-job",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/answers.py",
+        "        return RedirectedError(\n",
+        "        return FinalError(  # MUTANT\n",
+        (RUN_ERRORS + "test_a_redirect_stops_the_run_and_fails_no_job",),
+    ),
+    Mutation(
+        "a-web-page-answering-submits-is-taken-for-the-api",
+        "Account and network trouble stops the run, not the jobs",
+        "batchrunner/scheduler.py",
+        "                return self._not_the_api(unknown, exc)  # a web page answered: "
+        "no queue API\n",
+        "                return unknown  # MUTANT\n",
+        (RUN_ERRORS + "test_a_base_url_that_answers_a_web_page_stops_the_run_and_spends_nothing",),
+    ),
+    Mutation(
         "the-same-failure-bought-forty-times",
         "Account and network trouble stops the run, not the jobs",
         "batchrunner/scheduler.py",

@@ -30,6 +30,7 @@ from batchrunner.errors import (
     KeyRefusedError,
     ProviderError,
     RateLimitedError,
+    RedirectedError,
     ResultExpiredError,
     TransientError,
     UsageError,
@@ -327,7 +328,7 @@ async def test_redirects_are_not_followed(op: str) -> None:
         return ok(SEED_ANSWER)
 
     rec = Recorder(answer)
-    error = await fails(rec.client(), op, FinalError)
+    error = await fails(rec.client(), op, RedirectedError)
     assert rec.calls == 1
     assert [r.url.host for r in rec.requests] == ["api.quickrouter.ai"]
     assert "https://evil.example.net" in str(error)

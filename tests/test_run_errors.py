@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from batchrunner.cli import cli
@@ -346,3 +347,75 @@ def test_a_404_for_one_model_the_provider_does_not_serve_fails_only_its_jobs(
         with Ledger.open(tmp_path / "ledger.db", create=False) as ledger:
             errors = {job.error for job in ledger.jobs() if job.state is JobState.FAILED}
         assert errors == {f"not found at the provider (404): Application '{gone}' not found"}
+
+
+def test_a_first_try_of_a_few_rows_at_a_wrong_path_marks_nothing_failed(tmp_path: Path) -> None:
+    """The README's first try, a few rows, at an address with a wrong path: fewer submits
+    than the five that stop a run, so each was marked failed ("not found at the provider"),
+    the same command did nothing after the fix, and `retry` offered to buy them. Every submit
+    of the run answered 404, none accepted: the same verdict, exit 69, all pending."""
+    with SimulatorServer(fast_config()) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        args = run_args(server, tmp_path, manifest)
+        wrong_base = f"{server.url}/v1"
+        wrong = invoke([wrong_base if arg == server.url else arg for arg in args])
+        assert wrong.exit_code == 69, wrong.output
+        assert f"the API at {wrong_base} answered 404 (not found) to all 3 submits" in wrong.stderr
+        assert states(tmp_path / "ledger.db") == {"pending": 3}
+        fixed = invoke(args)
+        assert fixed.exit_code == 0 and states(tmp_path / "ledger.db") == {"done": 3}
+        assert counters(server)["submits"] == 3
+
+
+def test_a_base_url_that_answers_a_web_page_stops_the_run_and_spends_nothing(
+    tmp_path: Path,
+) -> None:
+    """A base URL that is a web site (or a sign-in page) answers every submit 200 with HTML.
+    Each was an answer lost ("unknown", its price committed), all twenty were sent, and a
+    `--budget` was used up by them. A page answering the first submits of a run, none
+    accepted, is no queue API: the run stops after five, and they are pending, unspent."""
+    config = fast_config(faults=[Fault("submit", "html_200")])
+    with SimulatorServer(config) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(20))
+        args = run_args(server, tmp_path, manifest, "--concurrency", "2", "--budget", "8")
+        wrong = invoke(args)
+        assert wrong.exit_code == 69, wrong.output
+        assert "answered 200 with a page that is not JSON to the first 5 submits" in wrong.stderr
+        assert counters(server)["requests"]["submit"] == 5
+    assert states(tmp_path / "ledger.db") == {"pending": 20}
+    with Ledger.open(tmp_path / "ledger.db", create=False) as ledger:
+        assert ledger.spend() == 0  # the --budget is whole for the run after the fix
+
+
+@pytest.mark.parametrize("route", ["submit", "status", "result"])
+def test_a_redirect_stops_the_run_and_fails_no_job(tmp_path: Path, route: str) -> None:
+    """A server that redirects (http to https, a moved path) answered 301 on status or
+    result, and the jobs it had made, paid for, were marked failed and offered to `retry`
+    to buy again. A redirect (never followed: the key would go with it) is the base URL's
+    trouble: the run stops (exit 69), a redirected submit stays pending, a job at the
+    provider is followed by the same command once the address is right."""
+    config = fast_config(faults=[Fault(route, "redirect", times=1)])
+    with SimulatorServer(config) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(1))
+        args = run_args(server, tmp_path, manifest)
+        stopped = invoke(args)
+        assert stopped.exit_code == 69, stopped.output
+        assert "answered 301 with a redirect to https://127.0.0.1" in stopped.stderr
+        assert "check the API base URL (--base-url)" in stopped.stderr
+        assert not {"failed", "unknown"} & set(states(tmp_path / "ledger.db"))
+        again = invoke(args)
+        assert again.exit_code == 0, again.output
+        assert states(tmp_path / "ledger.db") == {"done": 1}
+        assert counters(server)["submits"] == 1
+
+
+def test_an_empty_base_url_is_refused_not_taken_for_the_real_api(tmp_path: Path) -> None:
+    """``--base-url "$STAGING_URL"`` with the variable unset was the real provider's address,
+    with the real key: refused, nothing sent."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(1))
+    args = ["run", str(manifest), "--ledger", str(tmp_path / "l.db"), "--out", str(tmp_path)]
+    refused = invoke([*args, "--base-url", ""])
+    assert refused.exit_code == 2, refused.output
+    assert "the API base URL is empty" in refused.stderr
+    assert "https://api.quickrouter.ai" in refused.stderr  # what leaving it out means
+    assert not (tmp_path / "l.db").exists() or states(tmp_path / "l.db") == {}

@@ -83,6 +83,9 @@ def _queue_route(route: str, handler: Handler) -> Callable[[Request], Awaitable[
             fault = None
         if fault is not None and fault.kind == "404":  # as if the route were not served
             return app_json({"detail": "Not Found"}, 404)
+        if fault is not None and fault.kind == "redirect":  # as a server that serves only https
+            secure = request.url.replace(scheme="https")
+            return Response(status_code=301, headers={"location": str(secure)})
         if fault is not None and fault.kind == "ignored":  # a cancel the job does not heed
             request_id = request.path_params.get("request_id")
             return app_json({"status": "CANCELLATION_REQUESTED"}, 202, request_id=request_id)

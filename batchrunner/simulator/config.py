@@ -18,7 +18,7 @@ import click
 FaultRoute = Literal["submit", "status", "stream", "result", "cancel", "media", "any"]
 FaultKind = Literal[
     "429", "502", "503", "504", "500", "drop", "drop_after_accept", "html_200", "invalid_json",
-    "cut", "404", "drop_midway", "silent", "ignored", "403",
+    "cut", "404", "drop_midway", "silent", "ignored", "403", "redirect",
 ]  # fmt: skip
 # Kinds only a status stream can suffer: 404 (the stream is not offered, as at a reseller
 # without it), drop_midway (the first event, then the connection drops), silent (keep-alive
@@ -26,6 +26,7 @@ FaultKind = Literal[
 STREAM_KINDS: tuple[str, ...] = ("404", "drop_midway", "silent")
 # 403: only media suffers it (a storage host refusing the file: a signed URL expired, a proxy or
 # firewall forbidding the host)
+# redirect: a 301 to the same path over https, as a server that serves only https answers http
 # ignored: only a cancel suffers it; it is answered CANCELLATION_REQUESTED and the job carries on
 # (a running app that does not honour the cancel)
 AuthScheme = Literal["bearer", "key", "any"]
@@ -277,8 +278,9 @@ class SimulatorConfig:
         metadata=option(
             f"Inject a fault, {FAULT_SYNTAX}; routes submit, status, stream, result, cancel, "
             "media, any; kinds 429, 500, 502, 503, 504, drop, drop_after_accept, html_200, "
-            "invalid_json; on media: cut, 403; on stream: 404, drop_midway, silent; on cancel: "
-            "ignored (answered CANCELLATION_REQUESTED, the job carries on). Repeatable.",
+            "invalid_json, redirect (a 301 to https); on media: cut, 403; on stream: 404, "
+            "drop_midway, silent; on cancel: ignored (answered CANCELLATION_REQUESTED, the job "
+            "carries on). Repeatable.",
             FaultRule(),
             flag="--fault",
             metavar="RULE",
