@@ -31,7 +31,7 @@ from batchrunner import batch, expand
 from batchrunner.config import KEYS, SHAPING_KINDS, TABLES, find_config, load_config
 from batchrunner.errors import UsageError
 from batchrunner.expand import Expansion
-from batchrunner.planner import Plan, make_plan
+from batchrunner.planner import Plan
 from batchrunner.report import Summary
 from batchrunner.settings import NAMES, checked
 from batchrunner.spelling import did_you_mean
@@ -46,11 +46,19 @@ SETTINGS_OPTIONS = NAMES
 ALIASES = {key: name for key, name in KEYS.items() if key != name}
 
 
-def plan(manifest: Any, *, config: str | Path | None = None, **options: Any) -> Plan:
-    """What ``manifest`` becomes (jobs, price, what the ledger already has); sends nothing."""
+def plan(
+    manifest: Any,
+    *,
+    config: str | Path | None = None,
+    replace_changed: bool = False,
+    **options: Any,
+) -> Plan:
+    """What ``manifest`` becomes (jobs, price, what the ledger already has, what ``budget``
+    and ``run_budget`` hold back): what :func:`run` with the same options would do; sends
+    nothing."""
     settings, expansion = _options(manifest, config, options)
     loaded = batch.load(manifest, settings, expansion)
-    return make_plan(loaded, settings.ledger)
+    return batch.plan(loaded, settings, replace_changed=replace_changed)
 
 
 def run(

@@ -30,7 +30,7 @@ from batchrunner.expand import Expansion, Rows
 from batchrunner.manifest import Manifest, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
 from batchrunner.paths import video_name
-from batchrunner.planner import Decision, decide, job_maker, refusals
+from batchrunner.planner import Decision, Plan, decide, job_maker, make_plan, refusals
 from batchrunner.providers import ApiConfig
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
@@ -84,6 +84,19 @@ def load(
             "registry; add --price-per-job USD, or register it with `batchrunner models add`"
         )
     return manifest
+
+
+def plan(loaded: Manifest, settings: Settings, *, replace_changed: bool = False) -> Plan:
+    """What ``run`` with these settings would do with ``loaded``: the plan ``plan`` prints and
+    ``batchrunner.plan()`` returns, its budgets held back as ``run`` holds them."""
+    return make_plan(
+        loaded,
+        settings.ledger,
+        replace_changed=replace_changed,
+        resubmit_unknown=settings.resubmit_unknown,
+        budget=settings.budget,
+        run_budget=settings.run_budget,
+    )
 
 
 def model_of(settings: Settings, endpoint: str | None = None) -> ModelSpec:

@@ -132,6 +132,9 @@ def _setup_logging(
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)] if stderr else []
     if log_file:
+        refused = _not_a_log(Path(log_file))
+        if refused is not None:
+            raise click.BadParameter(refused, param_hint="'--log-file'")
         try:
             handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
         except OSError as exc:
@@ -152,6 +155,30 @@ def _setup_logging(
             handler.close()
 
     return undo
+
+
+def _not_a_log(path: Path) -> str | None:
+    """Why ``path`` may not take a log, whose lines are appended: a manifest's kind of file
+    (the next night reads them as rows, and buys them), a ledger, a video."""
+    from batchrunner.cells import FORMATS
+    from batchrunner.paths import MP4_SUFFIXES, OTHER_VIDEO_SUFFIXES
+
+    suffix = path.suffix.lower()
+    if suffix in FORMATS:
+        what = f"a manifest's kind of file ({suffix}): a run would read its lines as rows"
+    elif suffix in (".db", ".sqlite", ".sqlite3"):
+        what = f"a ledger's kind of file ({suffix})"
+    elif suffix in MP4_SUFFIXES | OTHER_VIDEO_SUFFIXES:
+        what = f"a video ({suffix})"
+    else:
+        try:
+            with path.open("rb") as file:
+                if file.read(16) != b"SQLite format 3\0":
+                    return None
+        except OSError:
+            return None  # none there yet (or unreadable: the handler says so)
+        what = "a SQLite database (a ledger?)"
+    return f"{path} is {what}; a log's lines are added to its end: name it {path.stem}.log"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -506,16 +533,10 @@ def _show_plan(
     loaded: Manifest, settings: Settings, as_json: bool, *, replace_changed: bool
 ) -> None:
     """Print the plan; edited rows run would refuse end it like run: exit 2, each named."""
-    from batchrunner.planner import make_plan, refusals
+    from batchrunner import batch
+    from batchrunner.planner import refusals
 
-    plan = make_plan(
-        loaded,
-        settings.ledger,
-        replace_changed=replace_changed,
-        resubmit_unknown=settings.resubmit_unknown,
-        budget=settings.budget,
-        run_budget=settings.run_budget,
-    )
+    plan = batch.plan(loaded, settings, replace_changed=replace_changed)
     _print_plan(plan, as_json)
     problems = refusals(plan.decisions, loaded)
     if problems:

@@ -35,7 +35,10 @@ PROBE_SECONDS = 0.25
 
 
 def lock_path(ledger_path: Path) -> Path:
-    return ledger_path.with_name(ledger_path.name + ".lock")
+    """Beside the ledger's file itself: one reached through a link (or a linked folder) has
+    the same lock as when named directly."""
+    real = Path(os.path.realpath(ledger_path))
+    return real.with_name(real.name + ".lock")
 
 
 class LedgerLock:

@@ -242,7 +242,9 @@ def checked(name: str, kind: str, value: Any) -> Any:
         low, _, high = rest.partition(":")
         whole = kind == "int"  # numpy's numbers too; 2.5 jobs at once is refused, not rounded
         number: int | float | None = None
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if isinstance(value, bool):  # a Real to Python: `budget = true` was a $1.00 budget
+            pass
+        elif isinstance(value, numbers.Integral):
             number = int(value)
         elif isinstance(value, numbers.Real) and not whole:
             number = float(value)

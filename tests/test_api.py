@@ -457,3 +457,26 @@ def test_a_run_goes_on_uvloop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(Runner, "run", noting_the_loop)
     summary = batchrunner.run([{"prompt": "a red fox"}], model="fal-ai/veo3.1", simulate=True)
     assert summary.exit_code == 0 and loops == ["uvloop"]
+
+
+def test_plan_in_python_holds_back_what_the_budget_would_as_the_cli_does(tmp_path: Path) -> None:
+    """``batchrunner.plan(rows, budget=4)`` planned both $3.20 jobs to submit, where the CLI's
+    plan (and ``run``) holds one back: a script checking the plan before spending was told
+    it all fits. The Python plan takes the command line's planning options."""
+    import json
+
+    from click.testing import CliRunner
+
+    from batchrunner.cli import cli
+
+    shots = [{"id": "a", "prompt": "a fox"}, {"id": "b", "prompt": "an owl"}]
+    options = {"model": "fal-ai/veo3.1", "ledger": str(tmp_path / "l.db")}
+    for budget in ("budget", "run_budget"):
+        planned = batchrunner.plan(shots, **options, **{budget: 4})
+        assert (planned.to_submit, planned.to_submit_cost_usd) == (1, 3.2)
+        assert [d.action for d in planned.decisions] == ["submit", "held"]
+    pd.DataFrame(shots).to_csv(tmp_path / "m.csv", index=False)
+    args = ["--budget", "4", "--json", "--model", options["model"], "--ledger", options["ledger"]]
+    cli_plan = CliRunner().invoke(cli, ["plan", str(tmp_path / "m.csv"), *args])
+    shown = json.loads(cli_plan.stdout)
+    assert [d["action"] for d in shown["decisions"]] == ["submit", "held"]

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -771,3 +772,31 @@ def test_with_errors_the_warnings_come_after_them_marked_as_warnings(tmp_path: P
         "the model",
         f"error: {path}: 1 problem; nothing was submitted",
     ]
+
+
+@pytest.mark.parametrize("name", ["shots.csv", "shots.db", "day.log.xlsx", "0001-a.mp4", "ledger"])
+def test_a_log_file_that_is_a_manifest_a_ledger_or_a_video_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    """``--log-file shots.csv`` (the manifest itself) appended log lines to the sheet, and the
+    next night bought each line as a row; a ledger or a video would be broken the same way.
+    Refused before anything is read or sent, nothing written to it."""
+    target = tmp_path / name
+    if name == "ledger":  # no telling suffix: a SQLite file all the same
+        sqlite3.connect(target).execute("create table t (x)").connection.close()
+    else:
+        target.write_text("id,prompt\nfox,a red fox\n")
+    before = target.read_bytes()
+    manifest = write_manifest(tmp_path / "m.csv", rows(1))
+    for where in ("before", "after"):
+        args = ["validate", str(manifest), "--log-file", str(target)]
+        if where == "before":
+            args = ["--log-file", str(target), "validate", str(manifest)]
+        refused = CliRunner().invoke(cli, args)
+        assert refused.exit_code == 2, refused.output
+        assert "a log's lines are added to its end: name it" in refused.output
+        assert target.read_bytes() == before
+    fine = CliRunner().invoke(
+        cli, ["validate", str(manifest), "--log-file", str(tmp_path / "r.log")]
+    )
+    assert fine.exit_code == 0, fine.output

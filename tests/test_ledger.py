@@ -354,6 +354,19 @@ def test_second_lock_holder_is_refused_with_pid(tmp_path: Path) -> None:
         pass
 
 
+def test_a_ledger_reached_through_a_link_has_the_same_lock(tmp_path: Path) -> None:
+    """``--ledger dl/x.db`` and ``--ledger xl.db`` (a link to it) each took a lock of their own
+    name: two runs shared the ledger, and one died with a traceback."""
+    (tmp_path / "dl").mkdir()
+    real = tmp_path / "dl" / "x.db"
+    (tmp_path / "xl.db").symlink_to(real)
+    (tmp_path / "alias").symlink_to(tmp_path / "dl")
+    with LedgerLock(real, "run"):
+        for other in (tmp_path / "xl.db", tmp_path / "alias" / "x.db"):
+            with pytest.raises(LedgerLockedError, match=r"pid \d+"):
+                LedgerLock(other, "resume").acquire()
+
+
 def test_a_lock_holder_sigterm_would_not_stop_cleanly_is_never_signalled(tmp_path: Path) -> None:
     """`cancel` stops a batch holding the ledger with SIGTERM, but only one whose program
     handles it: a run on a thread (a notebook's) would die with the whole program, and a pid

@@ -103,6 +103,8 @@ def test_stored_settings_round_trip_and_toml_values_are_typed(tmp_path: Path) ->
         # the wrong type: a crash mid-run (or a silent reading) before, one line now
         ({"concurrency": 2.5}, r"concurrency must be a whole number between 1 and 1000, got 2\.5"),
         ({"budget": "100"}, r"budget must be a number at least 0, got '100' \(a number, without"),
+        ({"budget": True}, "budget must be a number at least 0, got True"),  # was $1.00
+        ({"concurrency": True}, "concurrency must be a whole number between 1 and 1000, got True"),
         ({"streams": "no"}, "streams must be true or false, got 'no'"),
         ({"simulate": "false"}, "simulate must be true or false, got 'false'"),
         ({"ledger": 3}, "ledger must be the path of a file, got 3"),
@@ -139,6 +141,7 @@ def test_numpy_numbers_and_none_are_taken_as_the_python_ones() -> None:
         ('concurrency = "4"', "concurrency must be a whole number between 1 and 1000, got '4'"),
         ("concurrency = 2.5", "concurrency must be a whole number between 1 and 1000, got 2.5"),
         ("budget = -1", "budget must be a number at least 0, got -1"),
+        ("budget = true", "budget must be a number at least 0, got True"),
         ('stream = "false"', "stream must be true or false, got 'false'"),
         ("strict = 1", "strict must be true or false, got 1"),
         ("count = 2.7", "count must be a whole number between 1 and 100, got 2.7"),
