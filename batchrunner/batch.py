@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.connect import SIMULATOR_ORIGIN, api_config, connect, run_info
@@ -295,7 +295,10 @@ def _check_nothing_in_the_way(manifest: Manifest, decisions: list[Decision], out
     """Refuse (exit 2, nothing sent) when a job about to be bought would write its video where
     a file already is. A job not yet sent has never written one: it is another ledger's video
     (two ledgers sharing ``--out``, with the same ids), or one from before this ledger, which
-    the download would replace. A job whose row was replaced keeps its file (moved aside)."""
+    the download would replace. A job whose row was replaced keeps its file (moved aside).
+    Nor where one job's video would need a folder that is a file: another job's video (``a``
+    and ``0001-a.mp4/x``), or a file already there (``day2`` where ``day2/lake`` goes)."""
+    _check_folders(manifest, out)
     try:
         with os.scandir(out) as entries:
             if next(entries, None) is None:
@@ -443,6 +446,36 @@ def reprice_pending(ledger: Ledger, current: dict[str, float | None] | None = No
             sum(now_usd or 0.0 for _, _, now_usd in jobs),
             sum(price or 0.0 for _, price, _ in jobs),
         )
+
+
+def _check_folders(manifest: Manifest, out: Path) -> None:
+    """Refuse (nothing sent) a job whose video needs a folder that is a file: one job's video
+    where another's folder goes, or a file already in ``--out``. Only an ``output`` with a
+    folder in it (``day2/lake``) needs one: a sheet without one costs nothing to check."""
+    nested = [row for row in manifest.rows if row.output and "/" in row.output]
+    if not nested:
+        return
+    names = {
+        video_name(row.job_id, row.row, row.output, manifest.spec_of(row).default_extension): row
+        for row in manifest.rows
+    }
+    for row in nested:
+        name = video_name(row.job_id, row.row, row.output, manifest.spec_of(row).default_extension)
+        for folder in PurePosixPath(name).parents:
+            if folder == PurePosixPath("."):
+                continue
+            other = names.get(str(folder))
+            if other is not None:
+                raise UsageError(
+                    f"row {row.row}'s video goes in the folder {out / folder}, which is row "
+                    f"{other.row}'s video ({other.job_id}): give one of them another output "
+                    "(nothing was sent)"
+                )
+            if (out / folder).exists() and not (out / folder).is_dir():
+                raise UsageError(
+                    f"{out / folder} is a file, where row {row.row}'s video needs a folder "
+                    f"({out / name}): move it, or give the row another output (nothing was sent)"
+                )
 
 
 def check_same_world(ledger: Ledger, simulate: bool) -> None:

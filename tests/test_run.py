@@ -311,6 +311,25 @@ def test_a_second_ledger_never_buys_into_another_ledger_s_files(
     assert (again.submitted, again.counts) == (1, {"done": 3})  # a new row in its own ledger
 
 
+def test_a_video_whose_folder_is_a_file_is_refused_before_it_is_bought(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """A row's ``output`` names a folder that is a file (``day2/lake`` where ``day2`` is a file
+    of notes, or another row's video): the job was bought and its video could never be saved
+    ("cannot write ... File exists"). Refused before anything is sent."""
+    settings = settings_for(sim, tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "day2").write_text("notes")
+    blocked = write_manifest(tmp_path / "m.csv", [{**rows(1)[0], "output": "day2/lake"}])
+    with pytest.raises(UsageError, match=r"out/day2 is a file, where row 1's video needs a folder"):
+        batch.run_manifest(blocked, settings, token=TOKEN)
+    first, second = rows(2)
+    clash = [{**first, "output": "a"}, {**second, "output": "0001-a.mp4/x"}]
+    with pytest.raises(UsageError, match=r"which is row 1's video \(shot-001\)"):
+        batch.run_manifest(write_manifest(blocked, clash), settings, token=TOKEN)
+    assert counters(sim)["submits"] == 0
+
+
 def test_token_never_reaches_foreign_or_media_origins(tmp_path: Path) -> None:
     config = fast_config()
     with SimulatorServer(config, ports=3) as server:
