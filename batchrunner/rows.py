@@ -124,6 +124,13 @@ class RowBuilder:
         self.images = ImageChecker()
         self._checked: dict[tuple[str, int, str], LocalFile | str] = {}
         self._coercers = {name: Coercer(kind) for name, kind in columns.fields.items()}
+        # a model outside the registry has no schema to say which fields take a file: its
+        # ``*_url`` columns do, by fal's naming (a local path in one was sent as the text)
+        self.file_fields = (
+            spec.file_fields
+            if spec.input_schema is not None
+            else tuple(name for name in columns.fields if name.endswith("_url"))
+        )
 
     def plain_rows(self, table: Table) -> list[ManifestRow | None] | None:
         """Each record that is one job and plainly valid, built a column at a time; None for
@@ -171,7 +178,7 @@ class RowBuilder:
                 slow.add(i)
                 column[i] = OMIT
             columns[name] = column
-        for name in self.spec.file_fields:  # a URL is sent as it is; a local file is checked
+        for name in self.file_fields:  # a URL is sent as it is; a local file is checked
             column = columns.get(name, [])
             urls: list[int] = []
             for i, value in enumerate(column):
@@ -343,7 +350,7 @@ class RowBuilder:
         """Check the file fields (each item of a list field); a local file is swapped for a
         placeholder ``data:`` URI until the row is valid, then for its absolute path."""
         files: dict[str, LocalFile] = {}
-        for name in self.spec.file_fields:
+        for name in self.file_fields:
             cell = values.get(name)
             if isinstance(cell, str) and cell.startswith(_URLS) and not url_problem(cell):
                 continue  # a URL is sent as it is (the most common cell by far)

@@ -64,7 +64,10 @@ class Settings:
         kind="text",
     )
     allow_unregistered: bool = option(
-        False, "Run a model the registry does not know: its input is sent unvalidated.", kind="flag"
+        False,
+        "Run a model the registry does not know: its input is sent unvalidated (a local "
+        "file in a *_url column as a data: URI).",
+        kind="flag",
     )
     price_per_job: float | None = option(
         None, "With --allow-unregistered: what each job costs (needed by --budget).", kind="float:0"

@@ -456,6 +456,41 @@ def test_an_unregistered_model_must_be_an_endpoint_id(tmp_path: Path) -> None:
     assert result.stderr.startswith("error: 'foo/bar?x=1' is not an endpoint id")
 
 
+def test_an_unregistered_model_s_url_columns_take_local_files_as_registered_ones_do(
+    tmp_path: Path,
+) -> None:
+    """With no schema to say which fields take a file, an unregistered model's ``image_url``
+    of ``lighthouse.png`` was sent as that text (the provider fails or refuses it, maybe
+    billed). A ``*_url`` column takes a local file as a registered model's does: sent as a
+    ``data:`` URI, and a file not there is refused before anything is sent."""
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+
+    shutil.copy(root / "manifests" / "images" / "lighthouse.png", tmp_path / "lighthouse.png")
+    model = "acme/new-model/image-to-video"
+    path = write_manifest(
+        tmp_path / "m.csv",
+        [{"id": "a", "model": model, "prompt": "hi", "image_url": "lighthouse.png"}],
+    )
+    loaded = load_manifest(
+        path, get_model(DEFAULT_MODEL), models=lambda e: get_model(e, allow_unregistered=True)
+    )
+    (row,) = loaded.rows
+    assert row.files["image_url"].path == str(tmp_path / "lighthouse.png")
+    shown = CliRunner().invoke(
+        cli, ["plan", str(path), "--allow-unregistered", "-o", str(tmp_path / "b.jsonl")]
+    )
+    assert shown.exit_code == 0, shown.output
+    sent = json.loads((tmp_path / "b.jsonl").read_text().splitlines()[0])["input"]
+    assert sent["image_url"].startswith("data:image/png;base64,")
+    write_manifest(path, [{"id": "a", "model": model, "prompt": "hi", "image_url": "gone.png"}])
+    with pytest.raises(ManifestError, match="image file not found"):
+        load_manifest(
+            path, get_model(DEFAULT_MODEL), models=lambda e: get_model(e, allow_unregistered=True)
+        )
+
+
 def test_a_registered_model_in_other_letters_is_not_sent_unregistered(tmp_path: Path) -> None:
     """With --allow-unregistered, ``Fal-AI/Veo3.1`` would go out unvalidated and unpriced (and
     fail at the provider, whose ids are lower-case): it is an error naming the registered id."""
