@@ -75,9 +75,26 @@ def load(
     for warning in manifest.warnings if log_warnings else ():
         level = logging.INFO if warning.column else logging.WARNING  # metadata is routine
         logger.log(level, "%s: %s", manifest.source, warning)
+    specs = {
+        endpoint: manifest.specs.get(endpoint) or manifest.spec for endpoint in manifest.endpoints
+    }
+    if settings.price_per_job is not None and all(spec.known for spec in specs.values()):
+        logger.warning(
+            "--price-per-job %s is not used: every model of %s is in the registry, which "
+            "prices it (`batchrunner models price ID RULE` changes a registered model's price)",
+            settings.price_per_job,
+            manifest.source,
+        )
     unpriced = [row for row in manifest.rows if row.cost_usd is None]
     capped = "--budget" if settings.budget is not None else "--run-budget"
     if (settings.budget is not None or settings.run_budget is not None) and unpriced:
+        endpoint = unpriced[0].endpoint
+        if specs[endpoint].known:  # its rule leaves some of its values unpriced
+            raise UsageError(
+                f"{capped} needs a price for every job, and the registry's price for "
+                f"{endpoint} gives none for row {unpriced[0].row}'s request: give it a rule "
+                f"that does (`batchrunner models price {endpoint} RULE`)"
+            )
         models = " and ".join(dict.fromkeys(row.endpoint for row in unpriced))
         raise UsageError(
             f"{capped} needs a price for every job, and {models} is not in the "

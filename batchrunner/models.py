@@ -224,6 +224,13 @@ class ModelSpec:
                     f"{origin}: the price's condition {name}={value} can never be met: "
                     f"{name} is one of {', '.join(allowed)}{did_you_mean(value, allowed)}"
                 )
+            unsized = price.unsized(_choices(props, [price.frame_field or ""]))
+            if unsized is not None:
+                name, value, sizes = unsized
+                raise ModelFileError(
+                    f"{origin}: the price has no frame size for {name}={value}, which the input "
+                    f"allows (sizes given: {', '.join(sizes)}): its jobs would have no price"
+                )
         return cls(
             endpoint_id=endpoint.strip("/"),
             input_schema=input_schema,

@@ -202,6 +202,19 @@ class PriceRule:
                         return name, value, allowed
         return None
 
+    def unsized(self, choices: Mapping[str, Sequence[Any]]) -> tuple[str, str, list[str]] | None:
+        """A value the request may take that a per-token rule has no frame size for (its
+        requests would be unpriced, a ``--budget`` refused): its field, the value, and the
+        sizes the rule has."""
+        field = self.frame_field
+        if self.per != "video_token" or field is None or field not in choices:
+            return None
+        sizes = dict(self.frame_sizes)
+        for choice in choices[field]:
+            if _key(choice) not in sizes:
+                return field, _text(choice), list(sizes)
+        return None
+
     # ------------------------------------------------------------------ text
 
     def describe(self) -> str:
@@ -265,6 +278,12 @@ class PriceRule:
         if not rates or rates[-1].when:
             raise PriceRuleError(
                 f"{where}: the last rate must have no 'when' (it prices every other request)"
+            )
+        per_second_only = [key for key in ("base_usd", "included_seconds") if data.get(key)]
+        if per != "second" and per_second_only:  # stored, and never applied: a price too low
+            raise PriceRuleError(
+                f'{where}: {per_second_only[0]!r} goes with "per": "second" (a base '
+                "price with seconds included), not a price per " + UNIT_NAMES[per]
             )
         frame_field: str | None = None
         sizes: tuple[tuple[str, tuple[int, int]], ...] = ()

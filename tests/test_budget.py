@@ -223,6 +223,32 @@ def test_budget_needs_prices(sim: SimulatorServer, tmp_path: Path) -> None:
     assert counters(sim)["submits"] == 0
 
 
+def test_a_registered_model_without_a_price_names_the_fix_and_price_per_job_says_it_is_unused(
+    tmp_path: Path,
+) -> None:
+    """A model file of one's own without a price, and a ``--budget``: the error said the model
+    "is not in the registry; add --price-per-job", which does nothing for a registered model
+    (it was ignored in silence): the error names ``models price``, and a ``--price-per-job``
+    that prices nothing says so."""
+    from batchrunner import models
+
+    shipped = json.loads(
+        (Path(models.__file__).parent / "catalog" / "fal-ai__veo3__image-to-video.json").read_text()
+    )
+    mine = {"endpoint_id": "acme/mine/v1", "input": shipped["input"]}  # no "price"
+    models.user_dir().mkdir(parents=True, exist_ok=True)
+    (models.user_dir() / "acme__mine__v1.json").write_text(json.dumps(mine))
+    manifest = write_manifest(tmp_path / "m.csv", rows(1))
+    args = ["plan", str(manifest), "--ledger", str(tmp_path / "l.db"), "--model", "acme/mine/v1"]
+    refused = CliRunner().invoke(cli, [*args, "--budget", "10"])
+    assert refused.exit_code == 2
+    assert "the registry's price for acme/mine/v1 gives none for row 1's request" in refused.output
+    assert "`batchrunner models price acme/mine/v1 RULE`" in refused.output
+    registered = [*args[:-1], "fal-ai/veo3/image-to-video", "--price-per-job", "0.1"]
+    unused = CliRunner().invoke(cli, registered)
+    assert unused.exit_code == 0 and "--price-per-job 0.1 is not used" in unused.output
+
+
 def test_plan_and_dry_run_send_nothing_and_write_no_ledger(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:

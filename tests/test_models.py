@@ -574,3 +574,29 @@ def test_field_by_field_checking_finds_what_whole_body_jsonschema_finds(
     expected = sorted((p.field or "", p.kind, p.message) for p in slow.problems(body))
     for _ in range(2):
         assert sorted((p.field or "", p.kind, p.message) for p in fast.problems(body)) == expected
+
+
+@pytest.mark.parametrize(
+    ("rule", "words"),
+    [
+        (  # Seedance's rule cut to 1080p: a 720p job would have no price, and --budget refuses
+            '{"per": "video_token", "frame": {"field": "resolution", "sizes": {"1080p": '
+            '[1920, 1080]}}, "fps": 24, "rates": [{"usd": 2.5}]}',
+            "no frame size for resolution=480p, which the input allows (sizes given: 1080p)",
+        ),
+        (  # stored, and never applied: the estimate $0.50 where the rule says $1.50
+            '{"per": "video", "rates": [{"usd": 0.5}], "base_usd": 1}',
+            '\'base_usd\' goes with "per": "second"',
+        ),
+    ],
+)
+def test_a_price_rule_that_would_leave_jobs_unpriced_or_underpriced_is_refused(
+    rule: str, words: str
+) -> None:
+    endpoint = "fal-ai/bytedance/seedance/v1/pro/image-to-video"
+    result = CliRunner().invoke(cli, ["models", "price", endpoint, rule])
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+    assert get_model(endpoint).price is not None and get_model(endpoint).cost(
+        {"resolution": "720p", "duration": "5"}
+    )  # the shipped rule stands
