@@ -138,7 +138,7 @@ def run_manifest(
 ) -> Summary:
     """Validate ``manifest_path``, record its jobs in the ledger, and run every unfinished job."""
     from batchrunner.ledger import Ledger
-    from batchrunner.lock import LedgerLock
+    from batchrunner.lock import LedgerLock, OutputLock
     from batchrunner.runtime import execute
 
     try:
@@ -148,7 +148,11 @@ def run_manifest(
         raise
     api = api_config(settings, token, env)
     check_writable(settings.out)
-    with LedgerLock(settings.ledger, "run"), Ledger.open(settings.ledger) as ledger:
+    with (
+        LedgerLock(settings.ledger, "run"),
+        OutputLock(settings.out, settings.ledger, "run"),
+        Ledger.open(settings.ledger) as ledger,
+    ):
         check_same_world(ledger, settings.simulate)
         with gc_paused():
             rows = expansion.rows if expansion else None
@@ -178,7 +182,7 @@ def _collect_then(
     ledger held by a batch that follows them itself)."""
     from batchrunner.errors import LedgerLockedError
     from batchrunner.ledger import Ledger
-    from batchrunner.lock import LedgerLock
+    from batchrunner.lock import LedgerLock, OutputLock
     from batchrunner.report import ledger_option
 
     if not settings.ledger.is_file():
@@ -198,9 +202,10 @@ def _collect_then(
                         "result about an hour"
                     )
                 return
-            refused.meanwhile = _collect(ledger, settings, api, observe)
+            with OutputLock(settings.out, settings.ledger, "collect"):
+                refused.meanwhile = _collect(ledger, settings, api, observe)
     except LedgerLockedError:
-        return  # the batch holding the ledger follows them
+        return  # the batch holding the ledger (or the folder) follows them
     except BatchrunnerError as exc:
         logger.debug("not collecting beside a refused manifest: %s", exc)
 
@@ -315,10 +320,12 @@ def _check_nothing_in_the_way(manifest: Manifest, decisions: list[Decision], out
     the download would replace. A job whose row was replaced keeps its file (moved aside).
     Nor where one job's video would need a folder that is a file: another job's video (``a``
     and ``0001-a.mp4/x``), or a file already there (``day2`` where ``day2/lake`` goes)."""
+    from batchrunner.lock import OutputLock
+
     _check_folders(manifest, out)
     try:
         with os.scandir(out) as entries:
-            if next(entries, None) is None:
+            if not any(entry.name != OutputLock.NAME for entry in entries):
                 return  # an empty folder (a first run): nothing to look up
     except OSError:
         return  # check_writable has made it; the downloads will say what is wrong
@@ -354,7 +361,7 @@ def resume(
     """Carry on with the settings of the ledger's last run (the key comes from the env);
     ``sending=False`` submits nothing (see :func:`~batchrunner.runtime.execute`)."""
     from batchrunner.ledger import OPTIONS_FROM, Ledger
-    from batchrunner.lock import LedgerLock
+    from batchrunner.lock import LedgerLock, OutputLock
     from batchrunner.runtime import execute
 
     path = Path(ledger_path)
@@ -368,13 +375,14 @@ def resume(
         check_same_world(ledger, settings.simulate)
         api = api_config(settings, token, env)
         check_writable(settings.out)
-        ledger.start_run(command, manifest=last.get("manifest"), **run_info(settings, api))
-        if command == "resume":  # a run killed carries on: the night's --run-budget counts it
-            ledger.carried = ledger.unended_before()
-        if prepare is not None:
-            prepare(ledger)
-        reprice_pending(ledger)  # also what `prepare` put back (`retry`)
-        return execute(ledger, settings, api, observe, sending=sending)
+        with OutputLock(settings.out, path, command):
+            ledger.start_run(command, manifest=last.get("manifest"), **run_info(settings, api))
+            if command == "resume":  # a run killed carries on: the night's --run-budget counts
+                ledger.carried = ledger.unended_before()
+            if prepare is not None:
+                prepare(ledger)
+            reprice_pending(ledger)  # also what `prepare` put back (`retry`)
+            return execute(ledger, settings, api, observe, sending=sending)
 
 
 RETRYABLE = (JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED, JobState.EXPIRED)

@@ -1,4 +1,5 @@
-"""One runner per ledger: an OS-level lock on ``<ledger>.lock``.
+"""One runner per ledger: an OS-level lock on ``<ledger>.lock`` (and one batch per output folder:
+:class:`OutputLock`).
 
 ``fcntl.flock`` is released by the operating system when the holder exits, however it exits
 (SIGKILL included), so a stale lock file never blocks the next run. The file holds the holder's
@@ -110,6 +111,51 @@ class LedgerLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+class OutputLock:
+    """One batch per output folder: an OS-level lock on ``<out>/.batchrunner.lock``. Two
+    ledgers sharing ``--out`` at once wrote over each other's videos, or took each other's as
+    their own: the same row numbers and ids name the same files. Raises
+    :class:`LedgerLockedError` (exit 3) naming the other batch and its ledger. A folder the
+    lock cannot be made in is left to the downloads to report."""
+
+    NAME = ".batchrunner.lock"
+
+    def __init__(self, out: Path, ledger_path: Path, command: str):
+        self.path = Path(os.path.realpath(out)) / self.NAME
+        self.ledger = os.path.realpath(ledger_path)
+        self.command = command
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> OutputLock:
+        try:
+            handle = open(self.path, "a+")  # held open for the lock's lifetime
+        except OSError:
+            return self
+        if not _locked(handle, within=PROBE_SECONDS):
+            handle.seek(0)
+            holder = _read(handle.read())
+            handle.close()
+            raise LedgerLockedError(
+                f"{self.path.parent} is being written by another batchrunner "
+                f"({_describe(holder)}, ledger {holder.get('ledger', '?')}): two batches in one "
+                "folder write over each other's videos; give this one an --out of its own, or "
+                "wait for that one to finish"
+            )
+        handle.seek(0)
+        handle.truncate()
+        info = {"pid": os.getpid(), "started_at": now(), "command": self.command}
+        handle.write(json.dumps({**info, "host": socket.gethostname(), "ledger": self.ledger}))
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
 
 
 def batch_holding(ledger_path: Path) -> str | None:

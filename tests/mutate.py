@@ -501,6 +501,14 @@ MUTATIONS: list[Mutation] = [
         (UNATTENDED + "test_second_runner_exits_3_naming_the_holder_while_status_still_works",),
     ),
     Mutation(
+        "an-output-folder-shared-by-two-batches",
+        "One runner per ledger",
+        "batchrunner/lock.py",
+        "        self.path = Path(os.path.realpath(out)) / self.NAME\n",
+        '        self.path = Path(os.path.realpath(out)) / f"{self.NAME}{id(self)}"  # MUTANT\n',
+        (RUN + "test_two_ledgers_never_write_into_one_output_folder_at_once",),
+    ),
+    Mutation(
         "cancel-beside-moves-a-job-being-sent",
         "One runner per ledger",
         "batchrunner/batch.py",

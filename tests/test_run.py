@@ -330,6 +330,30 @@ def test_a_video_whose_folder_is_a_file_is_refused_before_it_is_bought(
     assert counters(sim)["submits"] == 0
 
 
+def test_two_ledgers_never_write_into_one_output_folder_at_once(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """Two batches with their own ledgers and one ``--out``, at the same time: each took the
+    other's videos for its own or wrote over them (the same row numbers and ids name the same
+    files). The second is refused (exit 3) naming the other's ledger, before anything is
+    recorded or sent; once the first is done, it runs."""
+    from batchrunner.lock import OutputLock
+
+    manifest = write_manifest(tmp_path / "m.csv", rows(2))
+    args = run_args(sim, tmp_path, manifest)  # --out tmp_path/out, --ledger tmp_path/ledger.db
+    other = tmp_path / "other.db"
+    (tmp_path / "out").mkdir()
+    with OutputLock(tmp_path / "out", other, "run"):
+        refused = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+        assert refused.exit_code == 3, refused.output
+        assert "is being written by another batchrunner" in refused.stderr
+        assert f"ledger {other}" in refused.stderr
+        assert counters(sim)["submits"] == 0
+    ran = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+    assert ran.exit_code == 0, ran.output
+    assert counters(sim)["submits"] == 2
+
+
 def test_token_never_reaches_foreign_or_media_origins(tmp_path: Path) -> None:
     config = fast_config()
     with SimulatorServer(config, ports=3) as server:

@@ -409,8 +409,12 @@ def test_rerun_after_the_manifest_gained_rows_submits_only_the_new_ones(
 
 
 def test_unwritable_output_keeps_results_and_resume_downloads(
-    sim: SimulatorServer, tmp_path: Path
+    sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A folder the videos go in turns out to be a file when they arrive (made after the run
+    checked, which now refuses one there from the start): the results are kept, and resume
+    downloads them once it is a folder again."""
+    monkeypatch.setattr(batch, "_check_folders", lambda manifest, out: None)  # made after it
     out = tmp_path / "out"
     settings = settings_for(sim, tmp_path, out=out)
     named = [{**row, "output": f"clips/x{i}.mp4"} for i, row in enumerate(rows(2))]
