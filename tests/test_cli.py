@@ -164,7 +164,7 @@ def test_an_unregistered_model_runs_only_when_allowed(
     shared_sim: SimulatorServer, tmp_path: Path
 ) -> None:
     manifest = write_manifest(
-        tmp_path / "m.csv", [{"prompt": "a fox", "image_url": "x", "anything": "goes"}]
+        tmp_path / "m.csv", [{"prompt": "a fox", "image_url": IMAGE, "anything": "goes"}]
     )
     before = counters(shared_sim)["submits"]
     refused = CliRunner().invoke(
