@@ -189,13 +189,26 @@ def open_to_write(path: Path, *, append: bool = False) -> BinaryIO:
     return os.fdopen(fd, "ab" if append else "wb")
 
 
+_MEDIA_KINDS = {
+    **dict.fromkeys(MP4_SUFFIXES | OTHER_VIDEO_SUFFIXES, "a video"),
+    **dict.fromkeys((".png", ".jpg", ".jpeg", ".webp", ".gif", ".heic", ".avif"), "an image"),
+}
+
+
 def not_over_an_input(destination: Path, inputs: list[tuple[Path, str]]) -> None:
     """Refuse to write ``destination`` where one of ``inputs`` (path, what it is) is: the
     manifest a ledger was run from, the ledger itself. ``export -o shots.csv`` replaced the sheet
-    the nightly run reads with the export, silently. Any other file is overwritten, as a
-    re-export should."""
+    the nightly run reads with the export, silently. Nor a name a video or an image goes by: a
+    paid video (``report -o 0001-a.mp4``) or an input image was written over with the page.
+    Any other file is overwritten, as a re-export should."""
     from batchrunner.errors import UsageError
 
+    kind = _MEDIA_KINDS.get(destination.suffix.lower())
+    if kind is not None:  # a paid video of the batch, an input image: `report -o 0001-a.mp4`
+        raise UsageError(
+            f"{destination} is named like {kind}, which what is written here is not (and one "
+            "there would be lost): give a name that says what it is"
+        )
     for source, what in inputs:
         try:
             # resolved first: "new/../shots.csv" names the sheet once "new" is made

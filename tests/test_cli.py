@@ -83,6 +83,20 @@ def test_no_output_is_written_over_the_manifest_or_the_ledger(
     for _ in range(2):
         again = CliRunner().invoke(cli, ["export", *ledger, "-o", "results.csv"])
         assert again.exit_code == 0, again.output
+    # nor a paid video of the batch, or an image, whatever ledger or manifest it belongs to
+    video = tmp_path / "out" / "0001-shot-001.mp4"
+    paid = video.read_bytes()
+    (tmp_path / "lighthouse.png").write_bytes(b"an input image")
+    for argv in (
+        ["report", *ledger, "-o", str(video)],
+        ["plan", "shots.csv", "-o", "lighthouse.png"],
+        ["report", *ledger, "-o", "out/0002-shot-002.MP4"],
+    ):
+        refused = CliRunner().invoke(cli, argv)
+        assert refused.exit_code == 2, (argv, refused.output)
+        assert "is named like a" in refused.stderr and "Traceback" not in refused.output, argv
+    assert video.read_bytes() == paid
+    assert (tmp_path / "lighthouse.png").read_bytes() == b"an input image"
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".xlsx", ".json", ".jsonl", ".parquet"])
