@@ -22,6 +22,7 @@ win over the file; the file wins over built-in defaults. Example::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ SHAPING_KINDS = {
     "dedupe": "flag",
     "strict": "flag",
 }
+
+
+_A_KEY = re.compile(r"(^|_)(api_?key|key|token|secret)$|^fal_key$", re.IGNORECASE)
 
 
 def kind_of(name: str) -> str:
@@ -85,6 +89,12 @@ def load_config(path: Path | None) -> dict[str, Any]:
             except UsageError as exc:
                 raise UsageError(f"{path}: {exc}") from None
             settings[KEYS[name]] = value
+        elif _A_KEY.search(name):  # a file beside a sheet is shared, committed, mailed
+            raise UsageError(
+                f"{path}: {key!r}: the API key is never read from a file: set it in the "
+                "environment (QUICKROUTER_API_KEY or BATCHRUNNER_API_KEY; FAL_KEY with "
+                'provider = "fal"), and take it out of this file'
+            )
         else:
             allowed = ", ".join([*KEYS, *(f"[{t}]" for t in TABLES)])
             hint = did_you_mean(name, [*KEYS, *TABLES])

@@ -106,6 +106,8 @@ def normalise_base_url(base_url: str) -> str:
         scheme = "http" if is_loopback(host) else "https"
         hint = f": write {scheme}://{text[:100]}" if bare else ""
         raise UsageError(f"the API base URL must be an http(s) URL, got {text[:100]!r}{hint}")
+    if url.port is not None and not 0 < url.port < 65536:  # waited 10 s for "refused"
+        raise UsageError(f"the API base URL's port {url.port} is not one (1 to 65535)")
     if url.userinfo:
         raise UsageError("the API base URL must not contain a user name or password")
     if url.query or url.fragment:
@@ -139,6 +141,11 @@ def _check_token(token: str, source: str) -> str:
         raise UsageError(
             f"the API key {source} starts with {scheme!r}: give the key alone, batchrunner "
             "adds the scheme (--auth-scheme)"
+        )
+    if len(token) > 1 and token[0] == token[-1] and token[0] in "'\"":
+        raise UsageError(  # `export KEY='"sk-..."'`, or quotes kept by a .env loader
+            f"the API key {source} is wrapped in quotes ({token[0]}...{token[0]}): give the key "
+            "without them"
         )
     if any(ch.isspace() or not ch.isprintable() for ch in token):
         raise UsageError(f"the API key {source} contains spaces or control characters")

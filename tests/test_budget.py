@@ -351,6 +351,11 @@ def test_config_file_beside_the_manifest_applies_and_the_command_line_wins(
     misspelt = CliRunner().invoke(cli, ["plan", str(manifest)])
     assert misspelt.exit_code == 2
     assert "unknown setting 'concurency' (did you mean 'concurrency'?)" in misspelt.output
+    for key in ("api_key", "QUICKROUTER_API_KEY", "token"):  # said: where a key goes instead
+        (tmp_path / "batchrunner.toml").write_text(f"{key} = 'sk-secret'\n")
+        keyed = CliRunner().invoke(cli, ["plan", str(manifest)])
+        assert keyed.exit_code == 2 and "the API key is never read from a file" in keyed.output
+        assert "sk-secret" not in keyed.output
 
 
 def test_a_job_bought_again_keeps_what_its_first_send_cost_in_the_budget(

@@ -108,6 +108,15 @@ def test_a_key_with_a_character_no_header_carries_is_refused(pasted: str) -> Non
     assert "no HTTP header can carry" in message
 
 
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_a_key_wrapped_in_quotes_is_refused_without_echoing_it(quote: str) -> None:
+    """``export QUICKROUTER_API_KEY='"sk-..."'`` (or a .env loader that keeps the quotes) was a
+    plain 401 with no word of why."""
+    message = resolve_error(env={"FAL_KEY": f"{quote}{TOKEN}{quote}"}, provider="fal")
+    assert message.startswith("the API key in FAL_KEY is wrapped in quotes")
+    assert TOKEN not in message
+
+
 def test_unknown_auth_scheme_is_refused() -> None:
     assert "unknown auth scheme 'basic'" in resolve_error(auth_scheme="basic", token=TOKEN)
 
@@ -116,6 +125,8 @@ def test_unknown_auth_scheme_is_refused() -> None:
     ("url", "fragment"),
     [
         ("http://api.quickrouter.ai", "http:// is only allowed for loopback addresses"),
+        ("http://127.0.0.1:99999", "the API base URL's port 99999 is not one (1 to 65535)"),
+        ("http://127.0.0.1:0", "port 0 is not one"),
         ("http://10.0.0.5:8000", "use https://"),
         ("ftp://api.quickrouter.ai", "must be an http(s) URL"),
         ("api.quickrouter.ai", "must be an http(s) URL, got 'api.quickrouter.ai': write https://"),
