@@ -144,18 +144,27 @@ def test_a_row_edited_before_it_was_sent_is_sent_as_edited(tmp_path: Path) -> No
             assert opened.get("shot-003").submits == 1
 
 
+def _a_night_with_a_refused_prompt(
+    server: SimulatorServer, tmp_path: Path
+) -> tuple[list[str], list[str], list[dict[str, Any]], Path]:
+    """Three rows run, the second's prompt refused by the content checker (exit 1): the
+    ledger option, the run's options, the rows and the manifest."""
+    args = ["--ledger", str(tmp_path / "l.db")]
+    sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
+    shots = rows(3)
+    shots[1]["prompt"] += " #policy"
+    manifest = write_manifest(tmp_path / "m.csv", shots)
+    assert CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV).exit_code == 1
+    return args, sim, shots, manifest
+
+
 def test_a_failed_row_fixed_in_the_sheet_is_bought_as_edited(tmp_path: Path) -> None:
     """A prompt the content checker refused, fixed in the sheet: the next night refused the
     whole run ("pass --replace-changed"), though nothing was made for the old prompt, and that
     flag on a nightly command would buy every edited row again. A failed or cancelled job's
     edited row is sent as edited; a done one's is still refused."""
     with SimulatorServer(fast_config()) as server:
-        args = ["--ledger", str(tmp_path / "l.db")]
-        sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
-        shots = rows(3)
-        shots[1]["prompt"] += " #policy"
-        manifest = write_manifest(tmp_path / "m.csv", shots)
-        assert CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV).exit_code == 1
+        args, sim, shots, manifest = _a_night_with_a_refused_prompt(server, tmp_path)
         shots[1]["prompt"] = rows(3)[1]["prompt"] + ", without the flag"
         write_manifest(manifest, shots)
         shown = CliRunner().invoke(cli, ["plan", str(manifest), *args, "--json"])
@@ -182,12 +191,7 @@ def test_a_failed_row_deleted_from_the_sheet_no_longer_fails_the_night(tmp_path:
     does not send it and says so; named in ``--ids``, it is sent. Its row put back, it counts
     again."""
     with SimulatorServer(fast_config()) as server:
-        args = ["--ledger", str(tmp_path / "l.db")]
-        sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
-        shots = rows(3)
-        shots[1]["prompt"] += " #policy"
-        manifest = write_manifest(tmp_path / "m.csv", shots)
-        assert CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV).exit_code == 1
+        args, sim, shots, manifest = _a_night_with_a_refused_prompt(server, tmp_path)
         write_manifest(manifest, [shots[0], shots[2]])  # the refused row deleted
 
         night = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
