@@ -156,6 +156,21 @@ def _clean(text: str, secrets: Sequence[str] = (), limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def scrubbed(value: Any, secrets: Sequence[str]) -> Any:
+    """``value`` (a parsed JSON answer) with each secret in its text replaced by ``***``: a
+    result that echoes the key (in a file name, a URL) is stored in the ledger and exported."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {scrubbed(k, secrets): scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrubbed(item, secrets) for item in value]
+    return value
+
+
 def _snippet(response: Answer, secrets: Sequence[str]) -> str:
     head = response.content[:SNIPPET_BYTES].decode("utf-8", errors="replace")
     return repr(_clean(head, secrets)) if head.strip() else "(empty body)"

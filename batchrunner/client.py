@@ -53,6 +53,7 @@ from batchrunner.answers import (
     json_body,
     parse_cancel,
     parse_status,
+    scrubbed,
 )
 from batchrunner.errors import (
     AmbiguousSubmitError,
@@ -363,7 +364,10 @@ class QueueClient:
         target = self._target(url, endpoint_id, request_id, None)
 
         def parse(response: Answer) -> Result:
-            return Result(_json_object(response), billable_units(response))
+            output = _json_object(response)
+            if any(secret.encode() in response.content for secret in self._secrets):
+                output = scrubbed(output, self._secrets)  # stored, exported: never the key
+            return Result(output, billable_units(response))
 
         return await self._call("result", "GET", target, parse)
 

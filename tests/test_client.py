@@ -456,6 +456,20 @@ async def test_a_token_echoed_by_the_server_is_scrubbed() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_token_echoed_in_a_result_is_not_kept() -> None:
+    """A result that echoes the key (in a file name, a URL's query) was stored as it came: in
+    the ledger, then in every export. Stored with ``***`` in its place; the rest as it was."""
+    video = {"url": f"https://cdn.test/v.mp4?k={TOKEN}", "file_name": f"{TOKEN}.mp4", "n": 3}
+    answer = ok({"video": video, TOKEN: [TOKEN, 1]})
+    got = await run(Recorder(answer).client(), "result")
+    assert TOKEN not in json.dumps(got.output)
+    assert got.output == {
+        "video": {"url": "https://cdn.test/v.mp4?k=***", "file_name": "***.mp4", "n": 3},
+        "***": ["***", 1],
+    }
+
+
+@pytest.mark.anyio
 async def test_non_json_body_snippet_is_short_and_single_line() -> None:
     body = b"<html>\n<body>\r\n" + b"x" * 5000
     error = await fails(Recorder(raw(200, body)).client(), "status", TransientError)
