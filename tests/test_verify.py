@@ -460,7 +460,7 @@ def test_lying_clips_are_done_with_warnings_and_a_non_video_is_a_failed_download
             ".batchrunner.lock",
             "report.html",
         ]
-        assert len(names) == 5
+        assert len(names) == 6  # four videos
 
         # status and export show the warnings; the failed download needs attention
         status = CliRunner().invoke(cli, ["status", "--ledger", str(ledger_path)])
