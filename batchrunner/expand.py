@@ -278,6 +278,10 @@ def parse_settings(items: tuple[str, ...] | list[str], fields: tuple[str, ...]) 
         if not sep or not name:
             raise UsageError(f"--set {item!r}: write FIELD=VALUE")
         check_field(name, fields, "--set")
+        if name in values and values[name] != value:  # the last silently won
+            raise UsageError(
+                f"--set names {name!r} twice ({values[name]!r}, then {value!r}); give it once"
+            )
         values[name] = value
     return values
 

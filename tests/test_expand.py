@@ -386,6 +386,10 @@ def test_the_config_file_means_the_same_to_the_command_line_and_to_python(
     assert [d["job_id"] for d in from_cli["decisions"]] == [d.job_id for d in from_python.decisions]
     assert from_cli["cost_usd"] == from_python.cost_usd  # 4 s everywhere, audio only on row 2
 
+    twice = ["plan", str(path), "--set", "duration=4s", "--set", "duration=6s"]
+    refused = CliRunner().invoke(cli, twice)  # the last silently won; --matrix refuses it too
+    assert refused.exit_code == 2
+    assert "--set names 'duration' twice ('4s', then '6s'); give it once" in refused.output
     again = CliRunner().invoke(cli, ["plan", str(path), "--json", "--matrix", "prompt=a fox,a hen"])
     assert (
         json.loads(again.stdout)["jobs"]
