@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import logging
 import signal
 import sqlite3
 import threading
@@ -52,6 +53,7 @@ from batchrunner.states import AT_PROVIDER, JobState
 from batchrunner.transport import proxy_shown
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class Interrupt:
@@ -219,8 +221,30 @@ def execute(
             raise
         raise refused from exc  # nothing more may be done that the ledger cannot record
     ledger.finish_run(summary.exit_code, summary.as_dict())
+    _past_a_cap(summary, settings)
     gallery = write_after_run(ledger, settings.out)
     return replace(summary, gallery=str(gallery) if gallery else None)
+
+
+def _past_a_cap(summary: Summary, settings: Settings) -> None:
+    """Say so when what the provider billed took the spend past a cap: each job is reserved
+    at its estimate before it is sent, and a price raised since the registry was written is
+    known only from the bills of jobs already sent (all of them, at high concurrency)."""
+    for flag, cap, spent in (
+        ("--budget", settings.budget, summary.spend_usd),
+        ("--run-budget", settings.run_budget, summary.run_spend_usd),
+    ):
+        if cap is not None and spent > cap + 0.005 and summary.billed_jobs:
+            logger.warning(
+                "the provider billed past %s $%.2f: $%.2f committed, its bills counted (jobs "
+                "are reserved at the registry's estimate before they are sent; billed $%.2f "
+                "for %s): correct the model's price with `batchrunner models price`",
+                flag,
+                cap,
+                spent,
+                summary.billed_usd,
+                counted(summary.billed_jobs, "job"),
+            )
 
 
 def _run_error_line(error: RunError, api: ApiConfig | None, ledger: Ledger) -> str:

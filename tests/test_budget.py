@@ -424,6 +424,24 @@ def test_what_the_provider_billed_above_the_estimate_counts_against_the_budget(
     assert "`batchrunner models price fal-ai/veo3/image-to-video RULE` sets it" in said
 
 
+def test_a_budget_passed_by_what_the_provider_billed_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three jobs sent at once, each reserved at its $1.60 estimate ($4.80 within a $5 cap),
+    each billed $2.40 (a price raised since the registry was written): $7.20 was spent past
+    the cap, exit 0, and nothing said it. The cap cannot hold against bills that arrive after
+    the jobs are sent, but the run says the spend went past it, and what corrects the price."""
+    # each job runs 1.5 s: all three are sent long before the first bill arrives
+    with SimulatorServer(fast_config(billing_factor=1.5, run_seconds=1.5)) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(3))
+        settings = settings_for(server, tmp_path, concurrency=3, budget=5.0)
+        summary = batch.run_manifest(manifest, settings, token=TOKEN)
+    assert summary.counts == {"done": 3} and summary.spend_usd == pytest.approx(7.20)
+    (said,) = [r.getMessage() for r in caplog.records if "billed past" in r.getMessage()]
+    assert said.startswith("the provider billed past --budget $5.00: $7.20 committed")
+    assert "`batchrunner models price`" in said
+
+
 @pytest.mark.parametrize("then", ["run", "resume"])
 def test_jobs_recorded_before_models_price_changed_are_bought_at_the_new_price(
     tmp_path: Path, then: str
