@@ -150,6 +150,12 @@ def check_compatible(db: sqlite_utils.Database, path: Path) -> None:
     if not tables:
         return  # a new, empty file: the migrations will create the schema
     applied = {m.name for m in MIGRATIONS.applied(db)}
+    if not applied and {"jobs", "runs", "events"} <= tables:  # ours, its history unreadable
+        raise LedgerError(
+            f"{path} has a batchrunner ledger's tables but no readable record of its schema: "
+            f"it looks damaged (`sqlite3 {path} 'pragma integrity_check'` says where); it was "
+            "left untouched: restore it from a copy, or give --ledger another path"
+        )
     if not applied:
         raise LedgerError(
             f"{path} is a SQLite database but not a batchrunner ledger "

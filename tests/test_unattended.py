@@ -586,6 +586,27 @@ def test_unusable_ledger_exits_2_and_is_left_alone(tmp_path: Path, content: byte
     assert path.read_bytes() == before
 
 
+def test_a_damaged_ledger_is_called_damaged_not_someone_else_s(tmp_path: Path) -> None:
+    """A ledger whose record of its schema cannot be read (a damaged page) was called "a SQLite
+    database but not a batchrunner ledger (it has tables _sqlite_migrations, events, jobs,
+    runs)", its own tables listed: it says it looks damaged, how to check, and leaves it."""
+    path = tmp_path / "ledger.db"
+    with Ledger.open(path):
+        pass
+    db = sqlite3.connect(path)
+    db.execute("delete from _sqlite_migrations")  # as a damaged page reads: nothing
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    result = CliRunner().invoke(cli, ["status", "--ledger", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "has a batchrunner ledger's tables but no readable record of its schema" in (
+        result.output
+    )
+    assert "it looks damaged" in result.output and "pragma integrity_check" in result.output
+    assert path.read_bytes() == before
+
+
 def test_status_tells_a_run_going_on_from_one_that_was_killed(tmp_path: Path) -> None:
     """A run killed with SIGKILL never records its end: ``status`` said "running" for it
     forever. It asks the ledger's lock: held, the run is going on (and by whom); free, the
