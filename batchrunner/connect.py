@@ -9,12 +9,13 @@ about where a run went (never the key).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.models import lookup
-from batchrunner.providers import ApiConfig, resolve_api
+from batchrunner.providers import ApiConfig, normalise_base_url, resolve_api
 from batchrunner.ratelimit import RateLimiter
 from batchrunner.settings import Settings
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from batchrunner.client import QueueClient
 
 SIMULATOR_ORIGIN = "simulator"  # the origin recorded for jobs run with --simulate
+logger = logging.getLogger(__name__)
 SHORT_REQUEST_CONNECTIONS = 16  # most kept-alive connections for submits, results and polls
 
 
@@ -73,6 +75,9 @@ def api_config(
     settings: Settings, token: str | None, env: dict[str, str] | None
 ) -> ApiConfig | None:
     if settings.simulate:
+        if settings.base_url:  # from the config file, say: checked as a real run checks it
+            shown = normalise_base_url(settings.base_url)  # (a password in it is refused)
+            logger.warning("--simulate: the API base URL %s is not used", shown)
         return None
     from batchrunner.transport import check_environment
 

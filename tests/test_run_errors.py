@@ -419,3 +419,20 @@ def test_an_empty_base_url_is_refused_not_taken_for_the_real_api(tmp_path: Path)
     assert "the API base URL is empty" in refused.stderr
     assert "https://api.quickrouter.ai" in refused.stderr  # what leaving it out means
     assert not (tmp_path / "l.db").exists() or states(tmp_path / "l.db") == {}
+
+
+def test_a_rehearsal_says_it_does_not_use_the_base_url_and_never_stores_its_password(
+    tmp_path: Path,
+) -> None:
+    """``--simulate`` left ``--base-url`` (one from the config file, say) unused without a word,
+    and stored it in the ledger as written, a password in it too, where a real run refuses
+    that address: the same check, and a warning that it is not used."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(1))
+    args = ["run", str(manifest), "--simulate", "--ledger", str(tmp_path / "l.db")]
+    args += ["--out", str(tmp_path / "out")]
+    secret = invoke([*args, "--base-url", "https://user:s3cret@api.example.com"])
+    assert secret.exit_code == 2 and "must not contain a user name or password" in secret.stderr
+    assert not (tmp_path / "l.db").exists()
+    unused = invoke([*args, "--base-url", "https://api.example.com/v1"])
+    assert unused.exit_code == 0, unused.output
+    assert "--simulate: the API base URL https://api.example.com/v1 is not used" in unused.stderr
