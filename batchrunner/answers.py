@@ -100,6 +100,9 @@ TIMEOUT_TYPE_HEADER = "x-fal-request-timeout-type"
 GATEWAY_CODES = (502, 503, 504)
 # fal: "User is locked. Reason: Exhausted balance ..."; resellers word it their own way
 _LOCKED = re.compile(r"\blocked\b|balance|credit|top.?up|billing|payment|quota", re.IGNORECASE)
+# a Python object's repr in an exception's text (aiohttp's "ssl:<ssl.SSLContext object at
+# 0x7f...>"): an address in memory, nothing a user can act on
+_OBJECT_REPR = re.compile(r"\s*(?:\w+:)?<[\w.]+ object at 0x[0-9a-fA-F]+>")
 # The request never left this machine: retrying cannot duplicate anything.
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 
@@ -151,6 +154,7 @@ def _clean(text: str, secrets: Sequence[str] = (), limit: int = 500) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
+    text = _OBJECT_REPR.sub("", text)
     text = "".join(ch if ch.isprintable() else " " for ch in text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

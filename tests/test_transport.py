@@ -505,6 +505,23 @@ async def test_through_a_proxy_the_lean_path_answers_a_redirect_too(
     assert len(proxy.requests) == 1
 
 
+async def test_a_proxy_out_of_reach_is_said_without_python_s_memory_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiohttp's text for a proxy it cannot reach carries ``ssl:<ssl.SSLContext object at
+    0x7f...>``, which the stop line showed: the address and the OS's word stay, not that."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    transport = AiohttpTransport()
+    with pytest.raises(httpx.ProxyError) as caught:
+        await transport.send("GET", "https://media.test/clip.mp4", {}, timeout=TIMEOUT)
+    await transport.aclose()
+    said = str(classify_transport(caught.value, idempotent=True))
+    assert f"127.0.0.1:{port}" in said and " object at 0x" not in said, said
+
+
 def not_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
     async def refuse(self: AiohttpTransport, request: httpx.Request) -> httpx.Response:
         raise AssertionError(f"an httpx request was built for {request.url}")
