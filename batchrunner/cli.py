@@ -811,10 +811,15 @@ def validate(ctx: click.Context, manifest: Path, as_json: bool, **options: Any) 
     for warning in loaded.warnings:
         click.echo(f"{manifest}: warning: {warning}", err=True)
     cost = round(sum(row.cost_usd or 0 for row in loaded.rows), 4)
+    unpriced = sum(row.cost_usd is None for row in loaded.rows)
+    specs = {e: loaded.specs.get(e) or loaded.spec for e in loaded.endpoints}
+    unconfirmed = sorted(e for e, spec in specs.items() if spec.price and not spec.price.confirmed)
     if as_json:  # what a script checking sheets before the night wants; failures: friendly_errors
         said = {
             "exit_code": 0, "manifest": str(manifest), "rows": loaded.records,
-            "jobs": len(loaded.rows), "models": sorted(loaded.endpoints), "cost_usd": cost,
+            "jobs": len(loaded.rows), "models": sorted(loaded.endpoints),
+            "cost_usd": None if unpriced else cost, "unpriced_jobs": unpriced,
+            "price_unconfirmed": unconfirmed,
             "warnings": [str(warning) for warning in loaded.warnings],
         }  # fmt: skip
         click.echo(json.dumps(said))
@@ -822,10 +827,13 @@ def validate(ctx: click.Context, manifest: Path, as_json: bool, **options: Any) 
     jobs = f" -> {counted(len(loaded.rows), 'job')}" if len(loaded.rows) != loaded.records else ""
     if len(loaded.endpoints) > 1:
         jobs += f" for {len(loaded.endpoints)} models"
-    click.echo(
-        f"{manifest}: {counted(loaded.records, 'row')}{loaded.taken} OK{jobs}; "
-        f"estimated cost ${cost:,.2f}"
+    price = (
+        f"${cost:,.2f}" if not unpriced else f"unknown ({counted(unpriced, 'job')} without a price)"
     )
+    if unconfirmed:  # as `plan` says it: an inferred price may be off
+        price += f"; price unconfirmed for {', '.join(unconfirmed)} (`batchrunner plan` says more)"
+    rows = counted(loaded.records, "row")
+    click.echo(f"{manifest}: {rows}{loaded.taken} OK{jobs}; estimated cost {price}")
 
 
 cli.add_command(simulate)

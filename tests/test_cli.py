@@ -254,7 +254,8 @@ def test_a_run_command_previews_as_it_stands_with_run_changed_to_plan(tmp_path: 
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.stdout) == {
         "exit_code": 0, "manifest": str(manifest), "rows": 3, "jobs": 3,
-        "models": ["fal-ai/veo3/image-to-video"], "cost_usd": 4.8, "warnings": [],
+        "models": ["fal-ai/veo3/image-to-video"], "cost_usd": 4.8, "unpriced_jobs": 0,
+        "price_unconfirmed": [], "warnings": [],
     }  # fmt: skip
     cut = tmp_path / "cut.csv"  # still being written: one line, exit 2, in JSON too
     cut.write_text(manifest.read_text().rstrip("\n").rsplit(",", 2)[0], encoding="utf-8")
@@ -814,3 +815,19 @@ def test_a_log_file_that_is_a_manifest_a_ledger_or_a_video_is_refused(
         cli, ["validate", str(manifest), "--log-file", str(tmp_path / "r.log")]
     )
     assert fine.exit_code == 0, fine.output
+
+
+def test_validate_says_when_a_price_is_unknown_or_unconfirmed(tmp_path: Path) -> None:
+    """``validate`` said "estimated cost $0.00" for jobs without a price (a model outside the
+    registry) and nothing of a price only inferred, both of which ``plan`` says."""
+    manifest = write_manifest(tmp_path / "m.csv", [{"id": "a", "prompt": "a fox"}])
+    unconfirmed = CliRunner().invoke(
+        cli, ["validate", str(manifest), "--model", "fal-ai/veo3.1/fast"]
+    )
+    assert unconfirmed.exit_code == 0, unconfirmed.output
+    assert "estimated cost $1.20; price unconfirmed for fal-ai/veo3.1/fast" in unconfirmed.output
+    unregistered = ["validate", str(manifest), "--model", "acme/x/v1", "--allow-unregistered"]
+    unknown = CliRunner().invoke(cli, unregistered)
+    assert "1 row OK; estimated cost unknown (1 job without a price)" in unknown.output
+    said = json.loads(CliRunner().invoke(cli, [*unregistered, "--json"]).stdout)
+    assert (said["cost_usd"], said["unpriced_jobs"]) == (None, 1)
