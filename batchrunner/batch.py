@@ -27,7 +27,7 @@ from batchrunner.errors import (
     counted,
 )
 from batchrunner.expand import Expansion, Rows
-from batchrunner.manifest import Manifest, gc_paused, load_manifest
+from batchrunner.manifest import Manifest, ManifestRow, gc_paused, load_manifest
 from batchrunner.models import ModelSpec, get_model
 from batchrunner.paths import video_name
 from batchrunner.planner import Decision, Plan, decide, job_maker, make_plan, refusals
@@ -283,7 +283,7 @@ def _record(
     if known:
         _follow_sheet(ledger, manifest)
     if before:
-        reprice_pending(ledger, {row.job_id: row.cost_usd for row in manifest.rows})
+        reprice_pending(ledger, manifest.rows)
     fresh = [row for row in manifest.rows if row.job_id not in known]
     return Recording(ledger, fresh, to_job)
 
@@ -445,16 +445,18 @@ def retry(
     )
 
 
-def reprice_pending(ledger: Ledger, current: dict[str, float | None] | None = None) -> None:
-    """Pending jobs take their price as it is now: the manifest row's (``current``: job id →
-    price, with this run's ``--price-per-job``), else the registry's
+def reprice_pending(ledger: Ledger, rows: Sequence[ManifestRow] = ()) -> None:
+    """Pending jobs take their price as it is now: their manifest row's (in ``rows``, priced
+    with this run's ``--price-per-job``), else the registry's
     (:func:`~batchrunner.models.prices_now`). A job recorded before ``models price`` changed
     its model's rule (held back by a budget stop, say) was otherwise planned, reserved and
     counted against ``--budget`` at the old price. Said once per model whose jobs moved."""
     from batchrunner.models import prices_now
 
-    current = dict(current or {})
     pending = list(ledger.pending_prices())
+    if not pending:  # a nightly re-run of a finished sheet: nothing to look up
+        return
+    current = {row.job_id: row.cost_usd for row in rows}
     others = [job for job in pending if job[0] not in current]
     now = prices_now((endpoint, body, price) for _, endpoint, body, price in others)
     current.update(zip((job[0] for job in others), now, strict=True))
@@ -477,15 +479,15 @@ def _check_folders(manifest: Manifest, out: Path) -> None:
     """Refuse (nothing sent) a job whose video needs a folder that is a file: one job's video
     where another's folder goes, or a file already in ``--out``. Only an ``output`` with a
     folder in it (``day2/lake``) needs one: a sheet without one costs nothing to check."""
-    nested = [row for row in manifest.rows if row.output and "/" in row.output]
-    if not nested:
+    if not any(row.output and "/" in row.output for row in manifest.rows):
         return
     names = {
         video_name(row.job_id, row.row, row.output, manifest.spec_of(row).default_extension): row
         for row in manifest.rows
     }
-    for row in nested:
-        name = video_name(row.job_id, row.row, row.output, manifest.spec_of(row).default_extension)
+    for name, row in names.items():
+        if row.output is None or "/" not in row.output:
+            continue
         for folder in PurePosixPath(name).parents:
             if folder == PurePosixPath("."):
                 continue

@@ -84,26 +84,14 @@ class LedgerLock:
             except LedgerLockedError:
                 handle.close()
                 raise
-        handle.seek(0)
-        handle.truncate()
-        info = {
-            "pid": os.getpid(),
-            "started_at": now(),
-            "command": self.command,
-            "host": socket.gethostname(),
-            # only the main thread receives signals: a run on another (a notebook's) has no
-            # handler, and SIGTERM would end the whole program
-            "stops_on_sigterm": threading.current_thread() is threading.main_thread(),
-        }
-        handle.write(json.dumps(info))
-        handle.flush()
-        self._file = handle
+        # only the main thread receives signals: a run on another (a notebook's) has no
+        # handler, and SIGTERM would end the whole program
+        main = threading.current_thread() is threading.main_thread()
+        self._file = _held(handle, self.command, stops_on_sigterm=main)
 
     def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        _let_go(self._file)
+        self._file = None
 
     def __enter__(self) -> LedgerLock:
         self.acquire()
@@ -143,19 +131,30 @@ class OutputLock:
                 "folder write over each other's videos; give this one an --out of its own, or "
                 "wait for that one to finish"
             )
-        handle.seek(0)
-        handle.truncate()
-        info = {"pid": os.getpid(), "started_at": now(), "command": self.command}
-        handle.write(json.dumps({**info, "host": socket.gethostname(), "ledger": self.ledger}))
-        handle.flush()
-        self._file = handle
+        self._file = _held(handle, self.command, ledger=self.ledger)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        _let_go(self._file)
+        self._file = None
+
+
+def _held(handle: IO[str], command: str, **more: Any) -> IO[str]:
+    """``handle``, whose lock was just taken, with its holder written in it (for the message
+    the next taker prints)."""
+    handle.seek(0)
+    handle.truncate()
+    info = {"pid": os.getpid(), "started_at": now(), "command": command}
+    handle.write(json.dumps({**info, "host": socket.gethostname(), **more}))
+    handle.flush()
+    return handle
+
+
+def _let_go(handle: IO[str] | None) -> None:
+    """Release and close a held lock file (None: none is held)."""
+    if handle is not None:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def batch_holding(ledger_path: Path) -> str | None:
