@@ -200,5 +200,10 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignor
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
+def model_free_hash(payload: Mapping[str, Any], files: Mapping[str, Any]) -> str:
+    """A request's hash without its model: what one row asks of whichever model runs it."""
+    return _input_hash("", payload, files)
+
+
 def _input_hash(endpoint: str, payload: Mapping[str, Any], files: Mapping[str, Any]) -> str:
     return identity.input_hash(endpoint, payload, {k: f["sha256"] for k, f in files.items()})

@@ -103,8 +103,8 @@ def decide(
         old = stored.get(row.job_id)
         if old is None:
             if row.job_id in renamed:
-                why = renamed[row.job_id]
-                decisions.append(Decision(row.job_id, row.row, "refuse", why, None, ("id",)))
+                why, changed = renamed[row.job_id]
+                decisions.append(Decision(row.job_id, row.row, "refuse", why, None, changed))
             elif new_jobs:
                 decisions.append(_new_job(row))
             continue
@@ -167,21 +167,27 @@ _NO_VIDEO = (JobState.FAILED, JobState.CANCELLED)
 _BOUGHT_OR_TO_BE = tuple(
     s.value for s in JobState if s not in (JobState.FAILED, JobState.CANCELLED)
 )
+# sent, and made or may still make its video: what another model's row would buy again
+_MADE_OR_TO_BE = tuple(state for state in _BOUGHT_OR_TO_BE if state != JobState.PENDING.value)
 
 
-def _renamed(manifest: Manifest, ledger: Ledger, stored: dict[str, Standing]) -> dict[str, str]:
+# job id → why a new row is refused, and what changed
+Refused = dict[str, tuple[str, tuple[str, ...]]]
+
+
+def _renamed(manifest: Manifest, ledger: Ledger, stored: dict[str, Standing]) -> Refused:
     """New rows that ask exactly what a job this manifest no longer names asked (a row whose
     id was changed, or an id a spreadsheet now writes another way: ``001`` against ``1``):
-    job id → why it is refused. Buying it would be the same video twice; the old job is done,
+    job id → why it is refused, and what changed (``("id",)``; ``("id", "model")``: see
+    :func:`_other_model`). Buying it would be the same video twice; the old job is done,
     on its way, or pending (which run submits too)."""
     new = [row for row in manifest.rows if row.job_id not in stored]
     if not new:
         return {}
-    others = ledger.requests_not_named({row.job_id for row in manifest.rows}, _BOUGHT_OR_TO_BE)
-    if not others:
-        return {}
+    named = {row.job_id for row in manifest.rows}
+    others = ledger.requests_not_named(named, _BOUGHT_OR_TO_BE)
     to_job = job_maker()
-    found = {}
+    found: Refused = {}
     for row in new:
         other = others.get(to_job(row).input_hash)
         if other is not None:
@@ -190,7 +196,37 @@ def _renamed(manifest: Manifest, ledger: Ledger, stored: dict[str, Standing]) ->
                 f"a new id asking exactly what job {job_id!r} ({state}) asked, which this "
                 f"manifest no longer names: was the id changed from {job_id!r}? It would be "
                 "the same video bought twice; put the old id back, or pass --replace-changed "
-                "to buy it again"
+                "to buy it again",
+                ("id",),
+            )
+    new = [row for row in new if row.job_id not in found]
+    if new:
+        found.update(_other_model(new, ledger, named))
+    return found
+
+
+def _other_model(new: list[ManifestRow], ledger: Ledger, named: set[str]) -> Refused:
+    """New rows asking exactly what a job this manifest no longer names asked, but of another
+    model: an id-less sheet's job ids change with the model, so a ``--model`` left out of a
+    nightly command (or a ``model`` column edited) would buy every row again. Refused as an
+    edited row with an id is; a job that made no video is not counted, nor one never sent."""
+    from batchrunner.jobs import model_free_hash
+
+    endpoints = {row.endpoint for row in new}
+    others = ledger.requests_on_other_models(named, _MADE_OR_TO_BE, endpoints)
+    if not others:
+        return {}
+    found: Refused = {}
+    for row in new:
+        files = {name: asdict(local) for name, local in row.files.items()}
+        other = others.get(model_free_hash(row.payload, files))
+        if other is not None:
+            job_id, state, model = other
+            found[row.job_id] = (
+                f"asks what job {job_id!r} ({state}) asked of {model}, now of {row.endpoint}, "
+                f"so it would be bought again: put {model} back (a --model left out? a model "
+                f"cell edited?), or pass --replace-changed to buy it on {row.endpoint}",
+                ("id", MODEL),
             )
     return found
 
@@ -278,13 +314,13 @@ def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:
     return [
         Problem(
             d.why
-            if d.changed == ("id",)
+            if d.changed[:1] == ("id",)  # a new id: the why says it all
             else f"job id {d.job_id!r} is already in the ledger with different content: "
             f"{d.why}; or give the edited row a new id, or restore its previous values",
             row=rows[d.job_id].row,
             line=rows[d.job_id].line,
-            column="id",
-            value=d.job_id,
+            column=None if MODEL in d.changed[1:] else "id",  # an id-less row: no id to show
+            value=None if MODEL in d.changed[1:] else d.job_id,
         )
         for d in refused
     ]

@@ -736,10 +736,18 @@ MUTATIONS: list[Mutation] = [
         "batchrunner/planner.py",
         "    renamed = _renamed(manifest, ledger, stored) if ledger and not replace_changed "
         "else {}\n",
-        "    renamed: dict[str, str] = {}  # MUTANT\n",
+        "    renamed: dict[str, tuple[str, tuple[str, ...]]] = {}  # MUTANT\n",
         (
             "tests/test_planner.py::test_a_row_whose_id_changed_is_not_bought_again_under_the_new_id",
         ),
+    ),
+    Mutation(
+        "an-id-less-sheet-bought-again-on-another-model",
+        "Nothing is bought twice without your say-so",
+        "batchrunner/planner.py",
+        "        found.update(_other_model(new, ledger, named))\n",
+        "        pass  # MUTANT\n",
+        ("tests/test_planner.py::test_an_id_less_sheet_sent_to_another_model_is_not_bought_again",),
     ),
     Mutation(
         "bought-again-when-count-or-matrix-change",

@@ -278,6 +278,55 @@ def test_a_row_whose_id_changed_is_not_bought_again_under_the_new_id(tmp_path: P
         assert counters(server)["submits"] == 5
 
 
+def test_an_id_less_sheet_sent_to_another_model_is_not_bought_again(tmp_path: Path) -> None:
+    """Without an id column a job's id is its request's hash, model included: a nightly
+    command that lost its ``--model`` made every row a new job and bought the whole sheet
+    again on the default model, without a word. Refused as an edited row with an id is; a
+    row that made no video (failed) and a genuinely new row are sent; --replace-changed buys
+    the rest on the new model; after that only the row never bought on the old model is
+    refused there."""
+    other = "fal-ai/veo3.1/image-to-video"
+    with SimulatorServer(fast_config()) as server:
+        args = ["--ledger", str(tmp_path / "l.db")]
+        sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
+        shots = [{k: v for k, v in row.items() if k != "id"} for row in rows(3)]
+        manifest = write_manifest(tmp_path / "m.csv", shots)
+        first = CliRunner().invoke(cli, ["run", str(manifest), *sim, "--model", other], env=ENV)
+        assert first.exit_code == 0, first.output
+        with Ledger.open(tmp_path / "l.db") as opened:  # the third made no video
+            (third,) = [job.job_id for job in opened.jobs() if job.row == 3]
+            opened.db.conn.execute("update jobs set state = 'failed' where job_id = ?", [third])
+            opened.db.conn.commit()
+        fresh = {**shots[0], "prompt": "a new shot, never bought"}
+        write_manifest(manifest, [*shots, fresh])
+
+        shown = CliRunner().invoke(cli, ["plan", str(manifest), *args, "--json"])
+        assert shown.exit_code == 2
+        plan = json.loads(shown.stdout)
+        refused = {d["row"] for d in plan["decisions"] if d["action"] == "refuse"}
+        assert refused == {1, 2}
+        assert {d["row"] for d in plan["decisions"] if d["action"] == "submit"} == {3, 4}
+        assert (
+            f"row 1, line 2: asks what job '{plan['decisions'][0]['job_id']}'" not in shown.stderr
+        )  # the old job's id is named, not the new row's hash
+        assert f"(done) asked of {other}, now of {DEFAULT_MODEL}, so it would be bought " in (
+            shown.stderr
+        )
+        assert f"put {other} back (a --model left out?" in shown.stderr
+        lost = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
+        assert lost.exit_code == 2 and "nothing was submitted" in lost.stderr
+        assert counters(server)["submits"] == 3
+
+        agreed = CliRunner().invoke(cli, ["run", str(manifest), *sim, "--replace-changed"], env=ENV)
+        assert agreed.exit_code == 0, agreed.output
+        assert counters(server)["submits"] == 7
+        again = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
+        assert again.exit_code == 0 and counters(server)["submits"] == 7, again.output
+        back = CliRunner().invoke(cli, ["run", str(manifest), *sim, "--model", other], env=ENV)
+        assert back.exit_code == 2 and counters(server)["submits"] == 7  # row 4: never on it
+        assert "row 4, line 5: asks what job" in back.stderr and "row 1," not in back.stderr
+
+
 def test_rows_deleted_before_they_were_sent_are_not_bought(tmp_path: Path) -> None:
     """A run stopped by its budget; the user deletes the rows not yet sent, to save their cost,
     and runs the shorter sheet: those jobs were bought anyway ("pending in the ledger"). They
