@@ -266,7 +266,7 @@ def _record(
     problems = refusals(decisions, manifest)
     if problems:
         raise ManifestError(str(manifest.source), problems)
-    _check_nothing_in_the_way(manifest, decisions, settings.out)
+    _check_nothing_in_the_way(manifest, decisions, settings.out, ledger)
     info = run_info(settings, api)
     info["options"]["manifest_columns"] = manifest.columns  # exports keep the sheet's order
     if rows is not None:  # the other rows' jobs are left alone, and `status` says why
@@ -313,7 +313,9 @@ def _follow_sheet(ledger: Ledger, manifest: Manifest) -> None:
         logger.warning("%s: %s", manifest.source, problem)
 
 
-def _check_nothing_in_the_way(manifest: Manifest, decisions: list[Decision], out: Path) -> None:
+def _check_nothing_in_the_way(
+    manifest: Manifest, decisions: list[Decision], out: Path, ledger: Ledger
+) -> None:
     """Refuse (exit 2, nothing sent) when a job about to be bought would write its video where
     a file already is. A job not yet sent has never written one: it is another ledger's video
     (two ledgers sharing ``--out``, with the same ids), or one from before this ledger, which
@@ -340,6 +342,14 @@ def _check_nothing_in_the_way(manifest: Manifest, decisions: list[Decision], out
                 taken.append(name)
     if taken:
         more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+        owner = ledger.video_of(str((out / taken[0]).resolve()))
+        if owner is not None:  # two ids one file name keeps apart no better (``a/b``, ``a:b``)
+            raise UsageError(
+                f"{out / taken[0]}{more} {'are' if more else 'is'} this ledger's video of job "
+                f"{owner!r}, and a job about to be bought has the same file name there (now "
+                "that it has that job's row): give one of the two rows an `output` name "
+                "(nothing was sent)"
+            )
         raise UsageError(
             f"{out / taken[0]}{more} {'are' if more else 'is'} already there, written by another "
             "ledger or before this one: the jobs about to be bought would write over them. Move "

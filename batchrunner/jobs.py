@@ -5,6 +5,7 @@ their JSON columns hold, and a job's place in manifest order (:func:`order_key`)
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -200,9 +201,25 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignor
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
-def model_free_hash(payload: Mapping[str, Any], files: Mapping[str, Any]) -> str:
-    """A request's hash without its model: what one row asks of whichever model runs it."""
-    return _input_hash("", payload, files)
+def loose_hash(payload: Mapping[str, Any], files: Mapping[str, Any]) -> str:
+    """A request's hash without its model, its text as it reads (:func:`as_read`): what one
+    row asks of whichever model runs it, however its file was saved."""
+    return _input_hash("", as_read(payload), files)
+
+
+def as_read(value: Any) -> Any:
+    """``value`` with every text's line breaks made ``\n`` and its Unicode composed (NFC):
+    what a file converted to CRLF line ends, or saved by a tool that decomposes accents
+    (``e`` + ``◌́`` for ``é``), still reads as."""
+    if isinstance(value, str):
+        if value.isascii() and "\r" not in value:
+            return value
+        return unicodedata.normalize("NFC", value.replace("\r\n", "\n").replace("\r", "\n"))
+    if isinstance(value, Mapping):
+        return {key: as_read(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_read(item) for item in value]
+    return value
 
 
 def _input_hash(endpoint: str, payload: Mapping[str, Any], files: Mapping[str, Any]) -> str:

@@ -52,7 +52,7 @@ from batchrunner.jobs import (
     Standing,
     dumps,
     loads,
-    model_free_hash,
+    loose_hash,
     now,
     order_key,
 )
@@ -464,27 +464,25 @@ class Ledger:
             if job_id not in named
         }
 
-    def requests_on_other_models(
-        self, named: Collection[str], states: Sequence[str], endpoints: Collection[str]
-    ) -> dict[str, tuple[str, str, str]]:
-        """:func:`~batchrunner.jobs.model_free_hash` → (job id, state, model) of the jobs in
-        ``states`` on a model not in ``endpoints`` whose id is not in ``named``: what a row
-        sent to another model would buy again (an id-less sheet's job id changes with its
-        model). A nightly sheet on one model reads nothing here."""
+    def requests_as_read(self, named: Collection[str], states: Sequence[str]) -> dict[str, Any]:
+        """:func:`~batchrunner.jobs.loose_hash` → (job id, state, model) of the jobs in
+        ``states`` whose id is not in ``named``: what a row sent to another model, or read from
+        its file saved another way, would buy again (an id-less sheet's job id changes with
+        either)."""
         marks = ", ".join("?" for _ in states)
-        models = ", ".join("?" for _ in endpoints)
-        sql = (
-            f"select job_id, state, endpoint, input, files from jobs where state in ({marks}) "
-            f"and endpoint not in ({models})"
-        )
+        sql = f"select job_id, state, endpoint, input, files from jobs where state in ({marks})"
         found = {}
-        for job_id, state, endpoint, payload, files in self.db.conn.execute(
-            sql, [*states, *endpoints]
-        ):
+        for job_id, state, endpoint, payload, files in self.db.conn.execute(sql, list(states)):
             if job_id not in named:
-                digest = model_free_hash(loads(payload), loads(files) if files else {})
+                digest = loose_hash(loads(payload), loads(files) if files else {})
                 found[digest] = (job_id, state, endpoint)
         return found
+
+    def video_of(self, path: str) -> str | None:
+        """The job whose video is saved at ``path`` (as the run stored it), or None."""
+        sql = "select job_id from jobs where output_path = ? limit 1"
+        found = self.db.conn.execute(sql, [path]).fetchone()
+        return None if found is None else str(found[0])
 
     def find(self, job_ids: Sequence[str]) -> dict[str, Job]:
         """job id → :class:`Job`, for the ids the ledger has."""

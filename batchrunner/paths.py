@@ -8,13 +8,16 @@ import os
 import re
 import secrets
 import stat
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f<>:\"|?*\\]")
-_NOT_FILENAME = re.compile(r"[^A-Za-z0-9._~-]+")
+# letters and digits of any script are kept (``狐`` names ``0001-狐.mp4``, not ``0001-job.mp4``,
+# which the next row to take row 1 would also want)
+_NOT_FILENAME = re.compile(r"(?:[^\w.~-]|_)+")
 # A file name is at most 255 bytes on common file systems; a video's also gets its row number
 # in front (``0001-``, longer past row 9,999), maybe an extension, and ``.part`` while it loads.
 MAX_NAME_BYTES = 230  # a file or folder name in an ``output`` cell
@@ -100,14 +103,19 @@ def _has_link(root: str, name: str) -> bool:
 
 
 def safe_name(text: str) -> str:
-    """``text`` reduced to characters safe in any file name (``16:9`` → ``16_9``), and short
-    enough for one: past :data:`SAFE_NAME_CHARS` it is cut, and ends with a hash of ``text``
-    so that two long ids that start alike still name two files."""
-    name = _NOT_FILENAME.sub("_", text).strip("._") or "job"
-    if len(name) <= SAFE_NAME_CHARS:
+    """``text`` reduced to characters safe in any file name (``16:9`` → ``16_9``; letters and
+    digits of every script kept, composed as NFC), and short enough for one: past
+    :data:`SAFE_NAME_CHARS` bytes it is cut, and ends with a hash of ``text`` so that two long
+    ids that start alike still name two files; an id with nothing to keep (``🦊``) is ``job``
+    and a hash of it."""
+    name = _NOT_FILENAME.sub("_", unicodedata.normalize("NFC", text)).strip("._")
+    if name and len(name.encode()) <= SAFE_NAME_CHARS:
         return name
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
-    return f"{name[: SAFE_NAME_CHARS - 11]}-{digest}"
+    if not name:
+        return f"job-{digest}"
+    cut = name.encode()[: SAFE_NAME_CHARS - 11].decode(errors="ignore")
+    return f"{cut}-{digest}"
 
 
 def default_output_name(job_id: str, row: int | None, extension: str = ".mp4") -> str:

@@ -114,7 +114,7 @@ def decide(
             before = ledger.get(job.job_id)
             fields = _changed_fields(before, job)
             model = f"model {before.endpoint} → {job.endpoint}"
-            shown = [model if name == MODEL else name for name in fields]
+            shown = [model if name == MODEL else _as_edited(name, before, job) for name in fields]
             what = f"edited ({', '.join(shown) or 'its files'})"
             if old.state is JobState.PENDING and ledger.never_sent([job.job_id]):
                 # nothing was bought for the old values, so nothing is bought twice
@@ -167,7 +167,7 @@ _NO_VIDEO = (JobState.FAILED, JobState.CANCELLED)
 _BOUGHT_OR_TO_BE = tuple(
     s.value for s in JobState if s not in (JobState.FAILED, JobState.CANCELLED)
 )
-# sent, and made or may still make its video: what another model's row would buy again
+# sent, and made or may still make its video: what a row read another way would buy again
 _MADE_OR_TO_BE = tuple(state for state in _BOUGHT_OR_TO_BE if state != JobState.PENDING.value)
 
 
@@ -178,9 +178,9 @@ Refused = dict[str, tuple[str, tuple[str, ...]]]
 def _renamed(manifest: Manifest, ledger: Ledger, stored: dict[str, Standing]) -> Refused:
     """New rows that ask exactly what a job this manifest no longer names asked (a row whose
     id was changed, or an id a spreadsheet now writes another way: ``001`` against ``1``):
-    job id → why it is refused, and what changed (``("id",)``; ``("id", "model")``: see
-    :func:`_other_model`). Buying it would be the same video twice; the old job is done,
-    on its way, or pending (which run submits too)."""
+    job id → why it is refused, and what changed (``("id",)``; ``("id", "model")`` and
+    ``("id", "as read")``: see :func:`_another_way`). Buying it would be the same video
+    twice; the old job is done, on its way, or pending (which run submits too)."""
     new = [row for row in manifest.rows if row.job_id not in stored]
     if not new:
         return {}
@@ -201,32 +201,43 @@ def _renamed(manifest: Manifest, ledger: Ledger, stored: dict[str, Standing]) ->
             )
     new = [row for row in new if row.job_id not in found]
     if new:
-        found.update(_other_model(new, ledger, named))
+        found.update(_another_way(new, ledger, named))
     return found
 
 
-def _other_model(new: list[ManifestRow], ledger: Ledger, named: set[str]) -> Refused:
-    """New rows asking exactly what a job this manifest no longer names asked, but of another
-    model: an id-less sheet's job ids change with the model, so a ``--model`` left out of a
-    nightly command (or a ``model`` column edited) would buy every row again. Refused as an
-    edited row with an id is; a job that made no video is not counted, nor one never sent."""
-    from batchrunner.jobs import model_free_hash
+def _another_way(new: list[ManifestRow], ledger: Ledger, named: set[str]) -> Refused:
+    """New rows asking what a job this manifest no longer names asked, but of another model, or
+    only written another way (:func:`~batchrunner.jobs.as_read`: CRLF line ends, accents
+    decomposed): an id-less sheet's job ids are hashes of the request, so a ``--model`` left
+    out of a nightly command, an edited ``model`` column or the file saved by another tool
+    would buy every row again. Refused as an edited row with an id is; a job that made no
+    video is not counted, nor one never sent."""
+    from batchrunner.jobs import loose_hash
 
-    endpoints = {row.endpoint for row in new}
-    others = ledger.requests_on_other_models(named, _MADE_OR_TO_BE, endpoints)
+    others = ledger.requests_as_read(named, _MADE_OR_TO_BE)
     if not others:
         return {}
     found: Refused = {}
     for row in new:
         files = {name: asdict(local) for name, local in row.files.items()}
-        other = others.get(model_free_hash(row.payload, files))
-        if other is not None:
-            job_id, state, model = other
+        other = others.get(loose_hash(row.payload, files))
+        if other is None:
+            continue
+        job_id, state, model = other
+        if model != row.endpoint:
             found[row.job_id] = (
                 f"asks what job {job_id!r} ({state}) asked of {model}, now of {row.endpoint}, "
                 f"so it would be bought again: put {model} back (a --model left out? a model "
                 f"cell edited?), or pass --replace-changed to buy it on {row.endpoint}",
                 ("id", MODEL),
+            )
+        else:
+            found[row.job_id] = (
+                f"asks what job {job_id!r} ({state}) asked, written another way (line breaks "
+                "or accents: the file saved with CRLF line ends, or by a tool that decomposes "
+                "accents?), so it would be bought again: save the file as it was, or pass "
+                "--replace-changed to buy it again",
+                ("id", AS_READ),
             )
     return found
 
@@ -294,6 +305,18 @@ def _within_caps(decisions: list[Decision], caps: list[tuple[str, float, float]]
 
 
 MODEL = "model"  # in an edited row's changed fields: the endpoint itself changed
+AS_READ = "as read"  # a new row's request is an unnamed job's but for how its text is written
+
+
+def _as_edited(name: str, old: Job, new: NewJob) -> str:
+    """An edited field as the refusal names it: ``prompt``, or ``prompt (only its line breaks
+    or accents: the file saved another way?)`` when it reads the same (:func:`as_read`)."""
+    from batchrunner.jobs import as_read
+
+    before, after = old.input.get(name), new.input.get(name)
+    if before != after and as_read(before) == as_read(after):
+        return f"{name}: only its line breaks or accents, the file saved another way?"
+    return name
 
 
 def _changed_fields(old: Job, new: NewJob) -> tuple[str, ...]:
@@ -319,8 +342,8 @@ def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:
             f"{d.why}; or give the edited row a new id, or restore its previous values",
             row=rows[d.job_id].row,
             line=rows[d.job_id].line,
-            column=None if MODEL in d.changed[1:] else "id",  # an id-less row: no id to show
-            value=None if MODEL in d.changed[1:] else d.job_id,
+            column=None if d.changed[1:] else "id",  # maybe an id-less row: no id to show
+            value=None if d.changed[1:] else d.job_id,
         )
         for d in refused
     ]

@@ -151,9 +151,8 @@ def media_dir(ledger_path: str | Path) -> Path:
 
 def poster_path(media: Path, job_id: str) -> Path:
     """A job's poster in a ledger's :func:`media_dir`: named after its id, with a hash of the
-    id when the name had to change it (``猫`` and ``犬`` are both ``job``, ``a/b`` and ``a_b``
-    both ``a_b``) or a file system that ignores case could (``A`` and ``a``), so that no two
-    jobs share a poster."""
+    id when the name had to change it (``a/b`` and ``a_b`` are both ``a_b``) or a file system
+    that ignores case could (``A`` and ``a``), so that no two jobs share a poster."""
     name = safe_name(job_id)
     if name != job_id.lower():
         name += "-" + hashlib.sha256(job_id.encode()).hexdigest()[:10]

@@ -745,7 +745,7 @@ MUTATIONS: list[Mutation] = [
         "an-id-less-sheet-bought-again-on-another-model",
         "Nothing is bought twice without your say-so",
         "batchrunner/planner.py",
-        "        found.update(_other_model(new, ledger, named))\n",
+        "        found.update(_another_way(new, ledger, named))\n",
         "        pass  # MUTANT\n",
         ("tests/test_planner.py::test_an_id_less_sheet_sent_to_another_model_is_not_bought_again",),
     ),

@@ -8,6 +8,7 @@ following `run` actually submits, follows, holds back for --budget and refuses.
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +326,33 @@ def test_an_id_less_sheet_sent_to_another_model_is_not_bought_again(tmp_path: Pa
         back = CliRunner().invoke(cli, ["run", str(manifest), *sim, "--model", other], env=ENV)
         assert back.exit_code == 2 and counters(server)["submits"] == 7  # row 4: never on it
         assert "row 4, line 5: asks what job" in back.stderr and "row 1," not in back.stderr
+
+
+def test_a_sheet_saved_another_way_is_not_bought_again(tmp_path: Path) -> None:
+    """The same sheet, converted to CRLF line ends (a prompt on two lines in one cell keeps
+    the ``\r``) or saved by a tool that decomposes accents (NFD): nothing a user can see
+    changed, yet every such id-less row was a new job, bought again with exit 0, and a row
+    with an id was refused as "edited (prompt)". Both say what changed; nothing is sent."""
+    with SimulatorServer(fast_config()) as server:
+        args = ["--ledger", str(tmp_path / "l.db")]
+        sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path), *args]
+        shots = [{k: v for k, v in row.items() if k != "id"} for row in rows(3)]
+        shots[0]["prompt"] = "a fox\nin the snow"
+        shots[1]["prompt"] = "crème brûlée, café"
+        shots[2] = {**rows(3)[2], "prompt": "a hen\non a fence"}  # with an id
+        manifest = tmp_path / "m.csv"
+        write_manifest(manifest, shots)
+        assert CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV).exit_code == 0
+        text = manifest.read_text(encoding="utf-8")
+        saved = unicodedata.normalize("NFD", text).replace("\n", "\r\n")
+        manifest.write_bytes(saved.encode())
+
+        again = CliRunner().invoke(cli, ["run", str(manifest), *sim], env=ENV)
+        assert again.exit_code == 2 and counters(server)["submits"] == 3
+        assert again.stderr.count("written another way (line breaks or accents") == 2
+        assert "edited (prompt: only its line breaks or accents" in again.stderr
+        agreed = CliRunner().invoke(cli, ["run", str(manifest), *sim, "--replace-changed"], env=ENV)
+        assert agreed.exit_code == 0 and counters(server)["submits"] == 6
 
 
 def test_rows_deleted_before_they_were_sent_are_not_bought(tmp_path: Path) -> None:

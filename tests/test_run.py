@@ -311,6 +311,33 @@ def test_a_second_ledger_never_buys_into_another_ledger_s_files(
     assert (again.submitted, again.counts) == (1, {"done": 3})  # a new row in its own ledger
 
 
+def test_ids_in_any_script_name_their_own_files_when_rows_move(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """Ids with no ASCII letter were all ``job`` in a file name: ``0001-job.mp4`` for 狐, and
+    once 狐's row was deleted, 猫 (now row 1) wanted the same name, and the nightly run was
+    refused, blaming "another ledger". Letters of every script are kept; where a name still
+    cannot keep two ids apart at one row (``a/b`` then ``a:b``), the refusal names this
+    ledger's job, not another ledger."""
+    settings = settings_for(sim, tmp_path)
+    shots = [{**row, "id": name} for row, name in zip(rows(3), ["狐", "猫", "🦊"], strict=True)]
+    manifest = write_manifest(tmp_path / "m.csv", shots[:1])
+    assert batch.run_manifest(manifest, settings, token=TOKEN).counts == {"done": 1}
+    summary = batch.run_manifest(write_manifest(manifest, shots[1:]), settings, token=TOKEN)
+    assert summary.counts == {"done": 3}
+    names = sorted(path.name for path in (tmp_path / "out").glob("*.mp4"))
+    assert names[:2] == ["0001-狐.mp4", "0001-猫.mp4"]
+    assert names[2].startswith("0002-job-") and len(names) == 3  # an emoji: its hash
+
+    fourth, fifth = rows(5)[3:]
+    write_manifest(manifest, [{**fourth, "id": "a/b"}])
+    assert batch.run_manifest(manifest, settings, token=TOKEN).counts["done"] == 4
+    write_manifest(manifest, [{**fifth, "id": "a:b"}])
+    with pytest.raises(UsageError, match=r"0001-a_b\.mp4 is this ledger's video of job 'a/b'"):
+        batch.run_manifest(manifest, settings, token=TOKEN)
+    assert counters(sim)["submits"] == 4
+
+
 def test_a_video_whose_folder_is_a_file_is_refused_before_it_is_bought(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
