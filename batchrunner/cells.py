@@ -746,7 +746,14 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
         def values() -> Iterator[list[Any]]:
             filling: dict[int, tuple[Any, int]] = {}  # column → (its merged value, last row)
             for number, cells in enumerate(worksheet.iter_rows(), 1):
-                row = [CellError(str(c.value)) if c.data_type == "e" else c.value for c in cells]
+                row = [
+                    CellError(str(c.value))
+                    if c.data_type == "e"
+                    else _unescaped(c.value)
+                    if isinstance(c.value, str) and "_x" in c.value
+                    else c.value
+                    for c in cells
+                ]
                 for column, formula in unsaved.get(number, ()):
                     row.extend([None] * (column + 1 - len(row)))
                     row[column] = CellError(formula, unsaved=True)
@@ -806,6 +813,16 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
         return table
     finally:
         workbook.close()
+
+
+_ESCAPED = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
+def _unescaped(text: str) -> str:
+    """A workbook's text as Excel shows it: OOXML writes a character XML cannot hold as
+    ``_xHHHH_`` (a carriage return pasted into a cell is ``_x000D_``), which openpyxl leaves as
+    it is, so it went into prompts as those seven characters."""
+    return _ESCAPED.sub(lambda match: chr(int(match.group(1), 16)), text)
 
 
 _HIDDEN_ROW = re.compile(rb"<row\b[^>]*\bhidden=\"(?:1|true)\"[^>]*>")

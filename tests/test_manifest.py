@@ -177,6 +177,28 @@ def test_xlsx_sheet_by_name_or_index_and_numbers_as_floats(tmp_path: Path) -> No
         load(path, sheet="Sheet9")
 
 
+def test_xlsx_text_reads_as_excel_shows_it(tmp_path: Path) -> None:
+    """Excel writes a carriage return pasted into a cell as ``_x000D_`` (OOXML's escape for a
+    character XML cannot hold), and openpyxl leaves it so: the prompt was sent with those seven
+    characters in it. ``_x005F_`` escapes a literal underscore."""
+    path = tmp_path / "book.xlsx"
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["prompt", "image_url", "notes"])
+    workbook.active.append(["a fox;in the snow", URL, "see a;x005F;x000D;b"])
+    workbook.save(path)
+    with zipfile.ZipFile(path) as book:
+        parts = {name: book.read(name) for name in book.namelist()}
+    xml = parts["xl/worksheets/sheet1.xml"].decode()
+    xml = xml.replace("a fox;in", "a fox_x000D_\nin").replace("a;x005F;x000D;b", "a_x005F_x000D_b")
+    parts["xl/worksheets/sheet1.xml"] = xml.encode()
+    with zipfile.ZipFile(path, "w") as book:
+        for name, data in parts.items():
+            book.writestr(name, data)
+    (row,) = load(path).rows
+    assert row.payload["prompt"] == "a fox\r\nin the snow"
+    assert row.metadata["notes"] == "see a_x000D_b"
+
+
 def test_xlsx_formulas_give_their_cached_values(tmp_path: Path) -> None:
     """A spreadsheet app saves a formula with its last computed value; that value is the cell."""
     path = tmp_path / "book.xlsx"

@@ -355,6 +355,17 @@ def test_a_sheet_saved_another_way_is_not_bought_again(tmp_path: Path) -> None:
         assert agreed.exit_code == 0 and counters(server)["submits"] == 6
 
 
+def test_text_as_read_ignores_only_how_it_was_written() -> None:
+    """What :func:`as_read` treats as one text: line ends, Unicode composition, and a
+    workbook's ``_x000D_`` stored before batchrunner decoded it; nothing a reader sees."""
+    from batchrunner.jobs import as_read
+
+    same = ["a\nb", "a\r\nb", "a\rb", "a_x000D_\nb"]
+    assert {as_read(text) for text in same} == {"a\nb"}
+    assert as_read({"p": ["cafe\u0301"]}) == {"p": ["café"]}
+    assert len({as_read(text) for text in ["a b", "a  b", "A b", "a\tb", "a_b"]}) == 5
+
+
 def test_rows_deleted_before_they_were_sent_are_not_bought(tmp_path: Path) -> None:
     """A run stopped by its budget; the user deletes the rows not yet sent, to save their cost,
     and runs the shorter sheet: those jobs were bought anyway ("pending in the ledger"). They
