@@ -266,7 +266,7 @@ MUTATIONS: list[Mutation] = [
         "a-second-ledger-buys-over-the-first-s-files",
         "Results are stored the moment a job completes",
         "batchrunner/batch.py",
-        "    _check_nothing_in_the_way(manifest, decisions, settings.out)\n",
+        "    _check_nothing_in_the_way(manifest, decisions, settings.out, ledger)\n",
         "    pass  # MUTANT\n",
         (RUN + "test_a_second_ledger_never_buys_into_another_ledger_s_files",),
     ),
