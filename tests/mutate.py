@@ -702,8 +702,8 @@ MUTATIONS: list[Mutation] = [
         "a-long-id-names-a-file-too-long-to-write",
         "Videos are written inside --out only",
         "batchrunner/paths.py",
-        "    if len(name) <= SAFE_NAME_CHARS:\n",
-        "    if True:  # MUTANT: any length\n",
+        "    if name and len(name.encode()) <= SAFE_NAME_CHARS:\n",
+        "    if name:  # MUTANT: any length\n",
         (RUN + "test_ids_no_file_name_can_hold_as_they_are_still_get_their_own_video_and_poster",),
     ),
     Mutation(
