@@ -72,9 +72,8 @@ def load(
         broken = url_problems(manifest)
         if broken:
             raise ManifestError(str(manifest.source), broken)
-    for warning in manifest.warnings if log_warnings else ():
-        level = logging.INFO if warning.column else logging.WARNING  # metadata is routine
-        logger.log(level, "%s: %s", manifest.source, warning)
+    if log_warnings:
+        _say_warnings(manifest.source, manifest.warnings, loud=True)
     specs = {
         endpoint: manifest.specs.get(endpoint) or manifest.spec for endpoint in manifest.endpoints
     }
@@ -101,6 +100,16 @@ def load(
             "registry; add --price-per-job USD, or register it with `batchrunner models add`"
         )
     return manifest
+
+
+def _say_warnings(source: object, problems: Sequence[Problem], *, loud: bool) -> None:
+    """Log a manifest's warnings: those of the sheet's shape (a title row skipped, a hidden
+    column) as warnings when ``loud`` (something is about to be bought), else, like the
+    metadata columns' notes, as info: a nightly run with nothing new stays quiet on stderr."""
+    for warning in problems:
+        if warning.severity == "warning":
+            level = logging.WARNING if loud and not warning.column else logging.INFO
+            logger.log(level, "%s: %s", source, warning)
 
 
 def plan(loaded: Manifest, settings: Settings, *, replace_changed: bool = False) -> Plan:
@@ -142,7 +151,7 @@ def run_manifest(
     from batchrunner.runtime import execute
 
     try:
-        manifest = load(manifest_path, settings, expansion)
+        manifest = load(manifest_path, settings, expansion, log_warnings=False)  # see _record
     except ManifestError as refused:
         _collect_then(refused, settings, token, env, observe)
         raise
@@ -264,6 +273,9 @@ def _record(
         new_jobs=False,  # recorded below as they are
     )  # the planner `plan` prints: what it refuses, run refuses (nothing sent)
     problems = refusals(decisions, manifest)
+    decided = {decision.job_id for decision in decisions}  # the others are new to the ledger
+    buying = any(d.action == "submit" for d in decisions) or len(decided) < len(manifest.rows)
+    _say_warnings(manifest.source, manifest.warnings, loud=buying or bool(problems))
     if problems:
         raise ManifestError(str(manifest.source), problems)
     _check_nothing_in_the_way(manifest, decisions, settings.out, ledger)

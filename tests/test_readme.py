@@ -67,11 +67,16 @@ def cron_line() -> str:
     return line.split(None, 5)[5]  # drop the five schedule fields
 
 
-def night(tmp_path: Path, server: SimulatorServer, failing: tuple[int, ...]) -> tuple[str, Path]:
-    """Run the README's cron command in a fresh folder; return its stderr and the folder."""
-    folder = tmp_path / ("bad-night" if failing else "good-night")
-    folder.mkdir()
-    write_manifest(folder / "shots.csv", rows(4, failing=failing))
+def night(
+    tmp_path: Path, server: SimulatorServer, failing: tuple[int, ...], *, title: bool = False
+) -> tuple[str, Path]:
+    """Run the README's cron command in a fresh folder (``title``: again in the same one, its
+    sheet with a title row above the header); return its stderr and the folder."""
+    folder = tmp_path / ("bad-night" if failing else "titled" if title else "good-night")
+    folder.mkdir(exist_ok=title)
+    sheet = write_manifest(folder / "shots.csv", rows(4, failing=failing))
+    if title:  # as people make sheets: a title, a blank row, then the header
+        sheet.write_text("Shot list night 2\n\n" + sheet.read_text())
     (folder / "batchrunner.toml").write_text(
         f'base_url = "{server.url}"\npoll_min = 0.02\npoll_max = 0.2\nrps = 500\n'
     )
@@ -102,6 +107,17 @@ def test_the_cron_line_is_loud_on_a_failing_night_and_quiet_on_a_good_one(
             folder / "nightly.log"
         ).read_text()
     assert len(list((good / "videos").glob("*.mp4"))) == 4
+
+
+def test_a_sheet_s_routine_warnings_do_not_break_a_quiet_night(tmp_path: Path) -> None:
+    """A title row above the header is skipped with a warning: said on the night that buys,
+    it was said on every night after, so cron mailed a night where everything was done."""
+    with SimulatorServer(fast_config()) as server:
+        first, _ = night(tmp_path, server, failing=(), title=True)
+        second, folder = night(tmp_path, server, failing=(), title=True)
+    assert "the rows above it were skipped: 'Shot list night 2'" in first
+    assert second == ""
+    assert "the rows above it were skipped" in (folder / "nightly.log").read_text()
 
 
 def test_the_worked_example_prints_what_the_readme_shows_and_runs(
