@@ -331,22 +331,58 @@ def _changed_fields(old: Job, new: NewJob) -> tuple[str, ...]:
 
 
 def refusals(decisions: list[Decision], manifest: Manifest) -> list[Problem]:
-    """The edited rows run would refuse, as manifest problems (exit 2, nothing sent)."""
+    """The edited rows run would refuse, as manifest problems (exit 2, nothing sent): one a
+    row, or one for all the rows refused for one cause when more than :data:`ONE_BY_ONE` are
+    (a changed ``--prompt-template`` edits every row: one line, not 500 in a cron mail)."""
     refused = [d for d in decisions if d.action == "refuse"]
     rows = {row.job_id: row for row in manifest.rows} if refused else {}
-    return [
-        Problem(
-            d.why
-            if d.changed[:1] == ("id",)  # a new id: the why says it all
-            else f"job id {d.job_id!r} is already in the ledger with different content: "
-            f"{d.why}; or give the edited row a new id, or restore its previous values",
-            row=rows[d.job_id].row,
-            line=rows[d.job_id].line,
-            column=None if d.changed[1:] else "id",  # maybe an id-less row: no id to show
-            value=None if d.changed[1:] else d.job_id,
-        )
-        for d in refused
-    ]
+    causes: dict[tuple[str, ...], list[Decision]] = {}
+    for decision in refused:
+        causes.setdefault(decision.changed, []).append(decision)
+    problems = []
+    for changed, alike in causes.items():
+        if len(alike) > ONE_BY_ONE:
+            problems.append(_refused_alike(changed, alike, rows))
+            continue
+        problems += [
+            Problem(
+                d.why
+                if d.changed[:1] == ("id",)  # a new id: the why says it all
+                else f"job id {d.job_id!r} is already in the ledger with different content: "
+                f"{d.why}; or give the edited row a new id, or restore its previous values",
+                row=rows[d.job_id].row,
+                line=rows[d.job_id].line,
+                column=None if d.changed[1:] else "id",  # maybe an id-less row: no id to show
+                value=None if d.changed[1:] else d.job_id,
+            )
+            for d in alike
+        ]
+    return problems
+
+
+ONE_BY_ONE = 5  # refusals of one cause said row by row; more are said in one line
+
+
+def _refused_alike(
+    changed: tuple[str, ...], alike: list[Decision], rows: dict[str, ManifestRow]
+) -> Problem:
+    """One problem for many rows refused for one cause: how many, which rows, the first one's
+    reason (the others' are alike), and what would change them all."""
+    numbers = [rows[d.job_id].row for d in alike]
+    listed = ", ".join(map(str, numbers[:ONE_BY_ONE]))
+    more = f" and {len(numbers) - ONE_BY_ONE} more" if len(numbers) > ONE_BY_ONE else ""
+    first = alike[0]
+    if changed[:1] == ("id",):
+        return Problem(f"{len(alike)} rows ({listed}{more}) are refused alike, each as row "
+                       f"{numbers[0]}: {first.why}")  # fmt: skip
+    options = ""
+    if any(name not in (MODEL,) for name in changed):
+        options = " (a --prompt-template, --set or --matrix changed since the last run?)"
+    return Problem(
+        f"{len(alike)} rows ({listed}{more}) are already in the ledger with different "
+        f"content{options}, each as row {numbers[0]} (job {first.job_id!r}): {first.why}; "
+        "or restore their previous values"
+    )
 
 
 @dataclass

@@ -236,6 +236,36 @@ def test_an_edit_to_a_job_sent_before_is_refused_though_it_is_pending(tmp_path: 
     assert "edited (prompt); pass --replace-changed" in shown.stderr
 
 
+def test_many_rows_refused_for_one_cause_are_said_in_one_line(tmp_path: Path) -> None:
+    """A changed --prompt-template edits every row: 500 lines of "already in the ledger with
+    different content" in a cron mail. Past five rows of one cause, one line says how many,
+    which, one row's reason, and the likely cause; a few are still said row by row."""
+    manifest = write_manifest(tmp_path / "m.csv", rows(8))
+    ledger = tmp_path / "l.db"
+    with Ledger.open(ledger) as opened:
+        opened.add_jobs(to_jobs(load_manifest(manifest, get_model(DEFAULT_MODEL))))
+        for job_id in opened.job_ids([JobState.PENDING]):
+            opened.transition(job_id, JobState.SUBMITTING, detail="sent")  # bought, maybe
+            opened.transition(job_id, JobState.UNKNOWN, detail="no answer")
+    args = ["plan", str(manifest), "--ledger", str(ledger)]
+    for edited, lines in ((8, 1), (3, 3)):
+        shots = rows(8)
+        for row in shots[:edited]:
+            row["prompt"] += ", cinematic"
+        write_manifest(manifest, shots)
+        shown = CliRunner().invoke(cli, args)
+        assert shown.exit_code == 2, shown.output
+        said = [line for line in shown.stderr.splitlines() if "different content" in line]
+        assert len(said) == lines, shown.stderr
+    one = CliRunner().invoke(cli, [*args, "--prompt-template", "{prompt}, cinematic"])
+    assert one.exit_code == 2
+    assert "8 rows (1, 2, 3, 4, 5 and 3 more) are already in the ledger with different " in (
+        one.stderr
+    )
+    assert "(a --prompt-template, --set or --matrix changed since the last run?)" in one.stderr
+    assert "each as row 1 (job 'shot-001'): edited (prompt); pass --replace-changed" in one.stderr
+
+
 def test_an_edited_row_whose_model_changed_says_so(tmp_path: Path) -> None:
     """Only the endpoint differs: the refusal named no field at all ("edited (its files)")."""
     manifest = write_manifest(tmp_path / "m.csv", rows(1))
