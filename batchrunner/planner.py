@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -171,6 +172,8 @@ _BOUGHT_OR_TO_BE = tuple(
 _MADE_OR_TO_BE = tuple(state for state in _BOUGHT_OR_TO_BE if state != JobState.PENDING.value)
 
 
+# the id of a job bought from a row without an id cell (batchrunner.identity.job_id)
+_HASH_ID = re.compile(r"^j[0-9a-f]{16}$")
 # job id → why a new row is refused, and what changed
 Refused = dict[str, tuple[str, tuple[str, ...]]]
 
@@ -192,6 +195,15 @@ def _renamed(manifest: Manifest, ledger: Ledger, stored: dict[str, Standing]) ->
         other = others.get(to_job(row).input_hash)
         if other is not None:
             job_id, state = other
+            if _HASH_ID.match(job_id):  # bought from a row without an id
+                found[row.job_id] = (
+                    f"asks exactly what job {job_id!r} ({state}) asked, bought when the row had "
+                    "no id: was an id column added? Ids added to a sheet already run would buy "
+                    "its rows again; leave their id cells empty, or pass --replace-changed to "
+                    "buy them again under their ids",
+                    ("id",),
+                )
+                continue
             found[row.job_id] = (
                 f"a new id asking exactly what job {job_id!r} ({state}) asked, which this "
                 f"manifest no longer names: was the id changed from {job_id!r}? It would be "

@@ -396,6 +396,23 @@ def test_text_as_read_ignores_only_how_it_was_written() -> None:
     assert len({as_read(text) for text in ["a b", "a  b", "A b", "a\tb", "a_b"]}) == 5
 
 
+def test_ids_added_to_a_sheet_already_run_say_so(tmp_path: Path) -> None:
+    """Rows bought without ids, then given ids: each was refused as "was the id changed from
+    'j8fbd1a82752cec33'?", an id the user never typed. It says the row had none."""
+    shots = [{k: v for k, v in row.items() if k != "id"} for row in rows(2)]
+    manifest = write_manifest(tmp_path / "m.csv", shots)
+    ledger = tmp_path / "l.db"
+    with Ledger.open(ledger) as opened:
+        opened.add_jobs(to_jobs(load_manifest(manifest, get_model(DEFAULT_MODEL))))
+        for job_id in opened.job_ids([JobState.PENDING]):
+            opened.transition(job_id, JobState.SUBMITTING, detail="sent")
+    write_manifest(manifest, rows(2))
+    shown = CliRunner().invoke(cli, ["plan", str(manifest), "--ledger", str(ledger)])
+    assert shown.exit_code == 2
+    assert shown.stderr.count("bought when the row had no id: was an id column added?") == 2
+    assert "was the id changed" not in shown.stderr
+
+
 def test_rows_deleted_before_they_were_sent_are_not_bought(tmp_path: Path) -> None:
     """A run stopped by its budget; the user deletes the rows not yet sent, to save their cost,
     and runs the shorter sheet: those jobs were bought anyway ("pending in the ledger"). They
