@@ -737,8 +737,13 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
         elif isinstance(sheet, str) and sheet in names:
             worksheet = workbook[sheet]
         else:
+            from batchrunner.spelling import hint, near_id
+
             listed = ", ".join(repr(n) for n in names)
-            raise UsageError(f"{path}: no sheet {sheet!r}; the sheets are {listed} (or 0, 1, ...)")
+            guess = near_id(str(sheet), names) if isinstance(sheet, str) else None
+            raise UsageError(
+                f"{path}: no sheet {sheet!r}{hint(guess)}; the sheets are {listed} (or 0, 1, ...)"
+            )
 
         hidden, merged, unsaved, hidden_columns = _sheet_marks(worksheet)
         downward, spans = _merged_down(merged)

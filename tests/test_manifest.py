@@ -175,6 +175,8 @@ def test_xlsx_sheet_by_name_or_index_and_numbers_as_floats(tmp_path: Path) -> No
         assert (row.payload["generate_audio"], row.payload["safety_tolerance"]) == (False, "2")
     with pytest.raises(UsageError, match="'shots'"):
         load(path, sheet="Sheet9")
+    with pytest.raises(UsageError, match=r"no sheet 'Shots' \(did you mean 'shots'\?\)"):
+        load(path, sheet="Shots")
 
 
 def test_xlsx_text_reads_as_excel_shows_it(tmp_path: Path) -> None:
