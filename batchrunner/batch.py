@@ -102,7 +102,7 @@ def load(
     return manifest
 
 
-def _say_warnings(source: object, problems: Sequence[Problem], *, loud: bool) -> None:
+def _say_warnings(source: Path, problems: Sequence[Problem], *, loud: bool) -> None:
     """Log a manifest's warnings: those of the sheet's shape (a title row skipped, a hidden
     column) as warnings when ``loud`` (something is about to be bought), else, like the
     metadata columns' notes, as info: a nightly run with nothing new stays quiet on stderr."""

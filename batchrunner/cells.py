@@ -754,7 +754,7 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
                 row = [
                     CellError(str(c.value))
                     if c.data_type == "e"
-                    else _unescaped(c.value)
+                    else unescaped(c.value)
                     if isinstance(c.value, str) and "_x" in c.value
                     else c.value
                     for c in cells
@@ -823,7 +823,7 @@ def _read_xlsx(path: Path, sheet: str | int | None, columns: Collection[str] = (
 _ESCAPED = re.compile(r"_x([0-9A-Fa-f]{4})_")
 
 
-def _unescaped(text: str) -> str:
+def unescaped(text: str) -> str:
     """A workbook's text as Excel shows it: OOXML writes a character XML cannot hold as
     ``_xHHHH_`` (a carriage return pasted into a cell is ``_x000D_``), which openpyxl leaves as
     it is, so it went into prompts as those seven characters."""

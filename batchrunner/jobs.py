@@ -5,7 +5,6 @@ their JSON columns hold, and a job's place in manifest order (:func:`order_key`)
 from __future__ import annotations
 
 import json
-import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from batchrunner import identity
+from batchrunner.cells import unescaped
 from batchrunner.frozen import assemble
 from batchrunner.states import JobState
 
@@ -208,19 +208,15 @@ def loose_hash(payload: Mapping[str, Any], files: Mapping[str, Any]) -> str:
     return _input_hash("", as_read(payload), files)
 
 
-# how a workbook writes a character XML cannot hold (``_x000D_``): read before it was decoded
-_XLSX_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
-
-
 def as_read(value: Any) -> Any:
     """``value`` with every text's line breaks made ``\n`` and its Unicode composed (NFC):
     what a file converted to CRLF line ends, or saved by a tool that decomposes accents
     (``e`` + ``◌́`` for ``é``), still reads as; a workbook's ``_x000D_`` read before it was
-    decoded (:func:`batchrunner.cells._unescaped`) reads as the line break it is."""
+    decoded (:func:`batchrunner.cells.unescaped`) reads as the line break it is."""
     if isinstance(value, str):
         if value.isascii() and "\r" not in value and "_x" not in value:
             return value
-        value = _XLSX_ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), value)
+        value = unescaped(value)  # a workbook's text recorded before it was decoded
         return unicodedata.normalize("NFC", value.replace("\r\n", "\n").replace("\r", "\n"))
     if isinstance(value, Mapping):
         return {key: as_read(item) for key, item in value.items()}

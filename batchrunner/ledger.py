@@ -50,6 +50,7 @@ from batchrunner.jobs import (
     NewJob,
     OrderKey,
     Standing,
+    as_read,
     dumps,
     loads,
     loose_hash,
@@ -464,18 +465,29 @@ class Ledger:
             if job_id not in named
         }
 
-    def requests_as_read(self, named: Collection[str], states: Sequence[str]) -> dict[str, Any]:
+    def requests_as_read(
+        self, named: Collection[str], states: Sequence[str], prompts: Collection[Any]
+    ) -> dict[str, tuple[str, str, str]]:
         """:func:`~batchrunner.jobs.loose_hash` → (job id, state, model) of the jobs in
         ``states`` whose id is not in ``named``: what a row sent to another model, or read from
         its file saved another way, would buy again (an id-less sheet's job id changes with
-        either)."""
+        either), among those whose prompt reads as one of ``prompts`` (None: one that is not
+        text). Only those
+        jobs' requests are read: a nightly sheet that keeps its rows reads none."""
         marks = ", ".join("?" for _ in states)
-        sql = f"select job_id, state, endpoint, input, files from jobs where state in ({marks})"
+        sql = f"select job_id from jobs where state in ({marks})"
+        unnamed = [i for (i,) in self.db.conn.execute(sql, list(states)) if i not in named]
         found = {}
-        for job_id, state, endpoint, payload, files in self.db.conn.execute(sql, list(states)):
-            if job_id not in named:
-                digest = loose_hash(loads(payload), loads(files) if files else {})
-                found[digest] = (job_id, state, endpoint)
+        for chunk, marks in _in_chunks(unnamed):
+            sql = (
+                f"select job_id, state, endpoint, input, files from jobs where job_id in ({marks})"
+            )
+            for job_id, state, endpoint, payload, files in self.db.conn.execute(sql, chunk):
+                asked = loads(payload)
+                prompt = asked.get("prompt")
+                if (as_read(prompt) if isinstance(prompt, str) else None) in prompts:
+                    digest = loose_hash(asked, loads(files) if files else {})
+                    found[digest] = (job_id, state, endpoint)
         return found
 
     def video_of(self, path: str) -> str | None:

@@ -224,9 +224,11 @@ def _another_way(new: list[ManifestRow], ledger: Ledger, named: set[str]) -> Ref
     out of a nightly command, an edited ``model`` column or the file saved by another tool
     would buy every row again. Refused as an edited row with an id is; a job that made no
     video is not counted, nor one never sent."""
-    from batchrunner.jobs import loose_hash
+    from batchrunner.jobs import as_read, loose_hash
 
-    others = ledger.requests_as_read(named, _MADE_OR_TO_BE)
+    asked = (row.payload.get("prompt") for row in new)
+    prompts = {as_read(prompt) if isinstance(prompt, str) else None for prompt in asked}
+    others = ledger.requests_as_read(named, _MADE_OR_TO_BE, prompts)
     if not others:
         return {}
     found: Refused = {}
