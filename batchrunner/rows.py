@@ -87,6 +87,12 @@ class ManifestRow:
     endpoint: str = ""  # the model it runs on: its ``model`` cell, else the manifest's model
 
 
+def _take_of(variant: str) -> str:
+    """A variant label's take (``16:9~t2`` → ``t2``; "" for a row's only take)."""
+    last = variant.rpartition("~")[2]
+    return last if last[:1] == "t" and last[1:].isdigit() else ""
+
+
 def unique_problems(problems: Iterable[Problem]) -> list[Problem]:
     """The variants of one row share its mistakes: report each once."""
     seen: dict[tuple[Any, ...], Problem] = {}
@@ -550,6 +556,13 @@ def find_duplicates(
                     dropped.add(id(b))
                     message = f"row {record.row}: {same}; kept once (--dedupe)"
                     problems.append(Problem(message, record.row, record.line, severity="warning"))
+                elif _take_of(twin.row.variant) != _take_of(b.row.variant):  # seeds met
+                    message = (
+                        f"{same}: a take's seed (the row's plus the take number less one) is "
+                        "another matrix value's seed; space the seeds out by --count or more, "
+                        "or use --dedupe"
+                    )
+                    problems.append(Problem(message, record.row, record.line))
                 else:
                     message = (
                         f"{same}: two matrix values mean the same; give it once, or use --dedupe"

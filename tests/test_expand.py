@@ -226,6 +226,10 @@ def test_variants_of_a_row_that_are_one_request_are_refused_not_bought_twice(
     )
     (found,) = problems(unwritten, matrix=joined)
     assert "two of its variants are both named 'fox~x~y~z'" in found
+    seeded = manifest(tmp_path, [{"id": "owl", "prompt": "an owl"}])
+    found = problems(seeded, matrix=(("seed", ("1", "2")),), count=2)  # 1+1 is 2+0
+    assert "its variants '1~t2' and '2~t1' are the same request: a take's seed" in found[0]
+    assert "two matrix values mean the same" not in found[0]
 
 
 def test_strict_makes_unknown_columns_errors(tmp_path: Path) -> None:
