@@ -975,6 +975,13 @@ class Runner:
         except (DownloadError, ValueError) as exc:  # UnplayableError too: the file is removed
             if isinstance(exc, DownloadError) and exc.disk:
                 self.halt(OutputUnwritableError(str(exc)))  # every later download would fail
+            elif isinstance(exc, DownloadError) and _not_a_folder(self._root):
+                self.halt(  # moved away and a file put in its place: so would every other
+                    OutputUnwritableError(
+                        f"{self._root} is a file now, not the videos' folder: move it away "
+                        "(the results are kept; the same command downloads them)"
+                    )
+                )
             else:
                 logger.warning("job %s: %s", job.job_id, exc)
                 if isinstance(exc, DownloadError) and exc.cause:
@@ -1048,3 +1055,11 @@ def _file_ok(path: Path, size: int | None) -> bool:
     except OSError:
         return False
     return stat.S_ISREG(found.st_mode) and (size is None or found.st_size == size)
+
+
+def _not_a_folder(path: Path) -> bool:
+    """Whether ``path`` (or a folder above it) is something other than a folder now."""
+    for part in (path, *path.parents):
+        if part.exists():
+            return not part.is_dir()
+    return False

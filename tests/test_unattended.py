@@ -529,6 +529,43 @@ def test_jobs_whose_image_went_away_stay_pending_with_one_reason(
     assert counters(sim)["submits"] == 12
 
 
+def test_an_output_folder_replaced_by_a_file_stops_buying(
+    sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The videos' folder is moved away mid-run and a file takes its name: every download
+    failed ("File exists", "Not a directory") while every remaining job was bought. Like a
+    full disk: the run stops buying, keeps every result, says what to do; the same command
+    fetches them once the folder is back."""
+    from batchrunner import downloader
+
+    out = tmp_path / "out"
+    out.mkdir()
+    opened = downloader.open_to_write
+
+    def swapped(path: Path, *, append: bool = False) -> Any:
+        if path.name == "0001-shot-001.mp4.part" and out.is_dir():
+            out.rename(tmp_path / "moved")
+            out.write_text("notes")  # a file where the folder was: the real open fails
+        return opened(path, append=append)
+
+    monkeypatch.setattr(downloader, "open_to_write", swapped)
+    settings = settings_for(sim, tmp_path, out=out, concurrency=2)
+    manifest = write_manifest(tmp_path / "m.csv", rows(20))
+    stopped = batch.run_manifest(manifest, settings, token=TOKEN)
+    assert stopped.exit_code == 69
+    assert (
+        stopped.stopped is not None and "is a file now, not the videos' folder" in stopped.stopped
+    )
+    bought = counters(sim)["submits"]
+    assert bought < 20 and stopped.counts["pending"] == 20 - bought
+    monkeypatch.undo()
+    out.unlink()
+    (tmp_path / "moved").rename(out)
+    again = batch.run_manifest(manifest, settings, token=TOKEN)
+    assert (again.exit_code, again.counts) == (0, {"done": 20})
+    assert counters(sim)["submits"] == 20
+
+
 def test_unwritable_out_folder_is_refused_before_anything_is_sent(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
