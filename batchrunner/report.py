@@ -238,7 +238,11 @@ def _next_command(
             return f"`batchrunner retry --expired{where}` to buy them again"
         if counts.get(JobState.CANCELLED):
             return f"`batchrunner retry --cancelled{where}` to submit them again"
-    return f"`batchrunner resume{where}` (or the same run command) to carry on"
+    # not "or the same run command": a run starts its --run-budget afresh, resume counts on
+    return (
+        f"`batchrunner resume{where}` to carry on (the same run command does too, as a new "
+        "run: a --run-budget starts again)"
+    )
 
 
 class Progress:

@@ -24,7 +24,16 @@ from batchrunner.ledger import Ledger
 from batchrunner.simulator import Fault, SimulatorServer
 from batchrunner.states import JobState
 from tests import fake_queue
-from tests.helpers import TOKEN, counters, fast_config, rows, run_args, settings_for, write_manifest
+from tests.helpers import (
+    TOKEN,
+    counters,
+    ctrl_c_after,
+    fast_config,
+    rows,
+    run_args,
+    settings_for,
+    write_manifest,
+)
 
 ENV = {"BATCHRUNNER_API_KEY": TOKEN}
 PRICE = 1.60  # rows() are 4 s with audio: 4 x $0.40
@@ -597,3 +606,21 @@ def test_a_run_budget_caps_each_night_and_the_ledger_budget_the_whole(tmp_path: 
         shown = CliRunner().invoke(cli, history).output
         assert re.search(r"#3 +run +\S+ \S+ +\d+m\d\ds +exit 75 +submitted +1 +downloaded +1 +"
                          r"committed \$1\.60\n", shown), shown  # fmt: skip
+
+
+def test_an_interrupted_run_points_to_resume_for_its_run_budget(tmp_path: Path) -> None:
+    """Stopped by Ctrl-C with --run-budget 8 and $3.20 committed, the next command offered
+    "resume (or the same run command)" as equals: resume counts the $3.20, while the same
+    run command is a new run with $8 of its own ($11.20 within minutes). It says so."""
+    with SimulatorServer(fast_config(run_seconds=6)) as server:
+        sim = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(tmp_path)]
+        manifest = write_manifest(tmp_path / "m.csv", rows(6))
+        args = ["run", str(manifest), *sim, "--ledger", str(tmp_path / "l.db"), "--json"]
+        with ctrl_c_after(server, 2):
+            stopped = CliRunner().invoke(
+                cli, [*args, "--concurrency", "2", "--run-budget", "8"], env=ENV
+            )
+    assert stopped.exit_code == 130, stopped.output
+    shown = json.loads(stopped.stdout)["next_command"]
+    assert shown.startswith("`batchrunner resume --ledger ")
+    assert "the same run command does too, as a new run: a --run-budget starts again" in shown
