@@ -83,8 +83,10 @@ def write_after_run(ledger: Ledger, out: Path) -> Path | None:
 
 
 def default_destination(ledger: Ledger) -> Path:
-    last = ledger.last_run(OPTIONS_FROM)
-    out = (last or {}).get("options", {}).get("out")
+    from batchrunner.settings import stored_out
+
+    options = (ledger.last_run(OPTIONS_FROM) or {}).get("options", {})
+    out = stored_out(options) if options.get("out") else None
     return Path(out) / REPORT_NAME if out else ledger.path.with_name(REPORT_NAME)
 
 

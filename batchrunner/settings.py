@@ -200,11 +200,14 @@ class Settings:
         for one_off in self.ONE_OFF:
             values.pop(one_off)
         values["ledger"], values["out"] = str(self.ledger), str(self.out)
+        values["out_at"] = os.path.abspath(self.out)  # where it was, whatever the folder
         return values
 
     @classmethod
     def from_stored(cls, values: dict[str, Any], **overrides: Any) -> Settings:
         given = {k: v for k, v in overrides.items() if v is not None}
+        if "out" not in given and values.get("out"):
+            values = {**values, "out": stored_out(values)}
         values = {**cls().stored(), **values, **given}
         values["ledger"], values["out"] = Path(values["ledger"]), Path(values["out"])
         values["retry"] = (
@@ -213,6 +216,17 @@ class Settings:
             else RetryPolicy()
         )
         return cls(**{k: v for k, v in values.items() if k in NAMES})
+
+
+def stored_out(options: dict[str, Any]) -> str:
+    """The videos' folder a run stored in the ledger: the absolute path it had (``out_at``), so
+    that ``resume`` or ``report`` started in another folder finds the same one, unless the
+    folder that held it is gone (the project moved: then ``out`` as typed, from here, as a
+    ledger of 0.x has only that)."""
+    at = options.get("out_at")
+    if at and os.path.isdir(os.path.dirname(at)):
+        return str(at)
+    return str(options["out"])
 
 
 UNITS = {"s": 1, "m": 60, "h": 3600}

@@ -87,7 +87,9 @@ def test_stored_settings_round_trip_and_toml_values_are_typed(tmp_path: Path) ->
     assert made.queue_timeout == 45 * 60 and made.stream_stall == 30.0
     assert made.ledger == tmp_path / "shots.db" and made.download_concurrency == 2
     again = Settings.from_stored(made.stored())
-    assert again.stored() == made.stored()
+    stored, restored = made.stored(), again.stored()
+    assert stored["out"] == "outputs" and restored["out"] == stored["out_at"]  # where it was
+    assert {**restored, "out": "outputs"} == stored
     with pytest.raises(UsageError, match="run_timeout must be a duration like 90s, 45m or 2h"):
         Settings(run_timeout="soon")
 

@@ -529,6 +529,38 @@ def test_jobs_whose_image_went_away_stay_pending_with_one_reason(
     assert counters(sim)["submits"] == 12
 
 
+def test_resume_from_another_folder_writes_where_the_run_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run --out videos`` in the project folder, stopped; ``resume --ledger proj/shots.db``
+    from the folder above: the run stored ``videos`` as typed, so resume downloaded into
+    ``./videos`` there (and a later run of the other ledger's batch into it would meet them).
+    The absolute folder is stored too, and resume and report use it."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    with SimulatorServer(fast_config(run_seconds=1)) as server:
+        monkeypatch.chdir(project)
+        write_manifest(project / "shots.csv", rows(3))
+        args = ["--base-url", server.url, "--auth-scheme", "bearer"]
+        with ctrl_c_after(server, 2):
+            first = CliRunner().invoke(
+                cli,
+                ["run", "shots.csv", "--out", "videos", "--ledger", "shots.db", *args],
+                env={"BATCHRUNNER_API_KEY": TOKEN},
+            )
+        assert first.exit_code == 130, first.output
+        monkeypatch.chdir(tmp_path)
+        again = CliRunner().invoke(
+            cli, ["resume", "--ledger", "proj/shots.db"], env={"BATCHRUNNER_API_KEY": TOKEN}
+        )
+        assert again.exit_code == 0, again.output
+    assert len(list((project / "videos").glob("*.mp4"))) == 3
+    assert not (tmp_path / "videos").exists()
+    shown = CliRunner().invoke(cli, ["report", "--ledger", "proj/shots.db"])
+    assert shown.exit_code == 0 and not (tmp_path / "videos").exists()
+    assert (project / "videos" / "report.html").stat().st_mtime > 0
+
+
 def test_an_output_folder_replaced_by_a_file_stops_buying(
     sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
