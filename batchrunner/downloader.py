@@ -161,28 +161,31 @@ async def download(
     *,
     expected_size: int | None = None,
     retry: RetryPolicy | None = None,
+    mine: bool = False,
 ) -> Downloaded:
     """Download ``url`` to ``dest`` (inside a folder the caller has checked); verify; return it.
 
     Raises :class:`DownloadError` with a readable reason when it cannot be done; a ``.part``
-    file worth resuming is kept for the next try.
+    file worth resuming is kept for the next try. A file already at ``dest`` is written over
+    only when it is ``mine`` (the ledger says this job saved it there: cut, say); else it is
+    kept, and taken as this download when it has the same bytes (:func:`_found_there`).
     """
     policy = retry or RetryPolicy(attempts=5, base_delay=0.5, max_delay=10.0)
     if not _is_http(url):
         raise DownloadError(f"the video URL is not http(s): {_short(url)}", permanent=True)
     try:
-        if expected_size is not None and _renamed_into_place(dest, expected_size):
-            return Downloaded(dest, expected_size, _sha256_of(dest), fetched=False)
+        found = not mine and _found_there(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return await call_with_retry(
-                policy, lambda: _fetch_once(client, url, dest, expected_size)
+            got = await call_with_retry(
+                policy, lambda: _fetch_once(client, url, dest, expected_size, found)
             )
         except _SizeMismatch:  # once more from scratch: a CDN may have served a stale copy
             part_path(dest).unlink(missing_ok=True)
-            return await call_with_retry(
-                policy, lambda: _fetch_once(client, url, dest, expected_size)
+            got = await call_with_retry(
+                policy, lambda: _fetch_once(client, url, dest, expected_size, found)
             )
+        return got
     except _SizeMismatch as exc:
         raise DownloadError(f"{exc}, again after a fresh download", permanent=True) from exc
     except _Gone as exc:  # this file is gone (each job's own fate: no cause of the run's)
@@ -197,7 +200,7 @@ async def download(
 
 
 async def _fetch_once(
-    client: MediaClient, url: str, dest: Path, expected_size: int | None
+    client: MediaClient, url: str, dest: Path, expected_size: int | None, found: bool = False
 ) -> Downloaded:
     part = part_path(dest)
     offset = own_file_size(part)  # not a link someone put there: it would write through it
@@ -252,6 +255,15 @@ async def _fetch_once(
     if want is not None and size != want:
         part.unlink()
         raise _SizeMismatch(f"got {size} bytes, expected {want}; the partial file was removed")
+    if found:  # a file was at the name before this download: this video, or another's
+        part.unlink()
+        if _sha256_of(dest) == digest.hexdigest():
+            return Downloaded(dest, size, digest.hexdigest(), fetched=False)  # a stop's, kept
+        raise DownloadError(
+            f"{dest} is already there and is another video (another batch's, written into "
+            "this folder while this one was stopped?); it is left as it is: move it aside and "
+            "run again (the result is kept)"
+        )
     os.replace(part, dest)
     _fsync_dir(dest.parent)
     logger.debug("downloaded %s (%d bytes%s)", dest, size, ", resumed" if resumed else "")
@@ -283,16 +295,17 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _renamed_into_place(dest: Path, size: int) -> bool:
-    """Whether ``dest`` is this download already done (a run that stopped after renaming it,
-    before recording it): a file of the size the result promised and with no other name. A
-    second name means another job's video (a replaced job's, kept beside it): fetched anew,
-    and renamed over this name only."""
+def _found_there(dest: Path) -> bool:
+    """Whether a file this download must not write over is at ``dest``: this very video (a run
+    that stopped after renaming it into place, before recording it) or another batch's, told
+    apart by their bytes once this one is fetched. Not a link (replaced, never written
+    through), nor a file with a second name (a replaced job's video, kept beside it: renamed
+    over this name only)."""
     try:
-        found = os.lstat(dest)  # a link is no download of ours
+        there = os.lstat(dest)
     except OSError:
         return False
-    return stat.S_ISREG(found.st_mode) and found.st_size == size and found.st_nlink == 1
+    return stat.S_ISREG(there.st_mode) and there.st_nlink == 1
 
 
 def _part_size(part: Path) -> int:

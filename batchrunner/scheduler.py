@@ -969,7 +969,8 @@ class Runner:
             url = job.video_url
             if self.origin == SIMULATOR_ORIGIN:  # a simulator of an earlier run had another port
                 url = self.client.rebase(url)
-            got = await download(self.media, url, path, expected_size=job.file_size)
+            mine = job.output_path == str(path)  # saved by this job: cut or emptied since
+            got = await download(self.media, url, path, expected_size=job.file_size, mine=mine)
             poster = poster_path(self._media, job.job_id)
             checked = await self.inspectors.check(spec, job.input, got.path, poster)
         except (DownloadError, ValueError) as exc:  # UnplayableError too: the file is removed

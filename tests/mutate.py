@@ -258,7 +258,7 @@ MUTATIONS: list[Mutation] = [
         "a-file-with-a-second-name-taken-for-this-download",
         "Results are stored the moment a job completes",
         "batchrunner/downloader.py",
-        "and found.st_nlink == 1\n",
+        "and there.st_nlink == 1\n",
         "and True  # MUTANT\n",
         (DOWNLOADER + "test_a_file_of_the_right_size_with_a_second_name_is_another_job_s",),
     ),
@@ -269,6 +269,17 @@ MUTATIONS: list[Mutation] = [
         "    _check_nothing_in_the_way(manifest, decisions, settings.out, ledger)\n",
         "    pass  # MUTANT\n",
         (RUN + "test_a_second_ledger_never_buys_into_another_ledger_s_files",),
+    ),
+    Mutation(
+        "another-batch-s-video-written-over-by-resume",
+        "Results are stored the moment a job completes",
+        "batchrunner/downloader.py",
+        "        found = not mine and _found_there(dest)\n",
+        "        found = False  # MUTANT: whatever is there is written over\n",
+        (
+            "tests/test_unattended.py::"
+            "test_resume_never_takes_or_overwrites_videos_another_batch_saved_meanwhile",
+        ),
     ),
     Mutation(
         "a-done-video-that-went-missing-is-left-missing",

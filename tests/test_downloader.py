@@ -13,6 +13,7 @@ import pytest
 
 from batchrunner.downloader import MediaClient, download
 from batchrunner.errors import DownloadError
+from batchrunner.paths import part_path
 from batchrunner.retry import RetryPolicy
 
 BODY = bytes(range(256)) * 400  # 102,400 bytes
@@ -82,12 +83,27 @@ async def test_a_file_of_the_right_size_with_a_second_name_is_another_job_s(
         got = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY))
     assert (got.fetched, got.sha256, dest.read_bytes()) == (True, SHA, BODY)
     assert kept.read_bytes() == other  # renamed over this name only
-    dest.unlink()
-    os.link(kept, dest)
-    kept.unlink()  # one name again: what a run that stopped after its rename left
+    # one name, this video: what a run that stopped after its rename left; fetched again to
+    # be sure (a file of the right size was adopted unseen: another batch's, say), kept as is
     async with client(media) as c:
         again = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY))
-    assert again.fetched is False and len(media.requests) == 1
+    assert (again.fetched, again.sha256, len(media.requests)) == (False, SHA, 2)
+
+
+async def test_another_video_at_the_name_is_neither_overwritten_nor_adopted(
+    tmp_path: Path,
+) -> None:
+    """A batch stopped with jobs in flight, another ledger's run wrote its videos into the
+    same folder meanwhile (its lock was free), and resume replaced them, or, the same size,
+    recorded them as its own. The file there is compared with the video once fetched: kept,
+    and the download fails saying why (the result stays for a run after it is moved)."""
+    dest = tmp_path / "0001-a.mp4"
+    other = b"another batch's video".ljust(len(BODY), b".")
+    dest.write_bytes(other)
+    async with client(Media()) as c:
+        with pytest.raises(DownloadError, match=r"0001-a\.mp4 is already there and is another"):
+            await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY))
+    assert dest.read_bytes() == other and not part_path(dest).exists()
 
 
 async def test_a_file_the_disk_refuses_is_a_download_error_not_a_crash(tmp_path: Path) -> None:
@@ -230,14 +246,19 @@ async def test_persistent_cuts_fail_after_budget_but_keep_the_part(tmp_path: Pat
     assert len(media.requests) == RetryPolicy.fast().attempts
 
 
-async def test_present_verified_file_is_not_fetched_again(tmp_path: Path) -> None:
+async def test_a_present_file_is_taken_only_once_its_bytes_are_the_video_s(
+    tmp_path: Path,
+) -> None:
     media = Media()
     dest = tmp_path / "clip.mp4"
     dest.write_bytes(BODY)
     async with client(media) as c:
         got = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY))
-    assert (got.fetched, got.sha256) == (False, SHA)
-    assert media.requests == []
+    assert (got.fetched, got.sha256, len(media.requests)) == (False, SHA, 1)
+    dest.write_bytes(BODY[:10])  # cut, and the ledger says this job saved it: written over
+    async with client(media) as c:
+        got = await download(c, "https://cdn.test/a.mp4", dest, expected_size=len(BODY), mine=True)
+    assert (got.fetched, dest.read_bytes()) == (True, BODY)
 
 
 async def test_unwritable_folder_is_a_clear_download_error(tmp_path: Path) -> None:

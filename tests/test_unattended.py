@@ -561,6 +561,50 @@ def test_resume_from_another_folder_writes_where_the_run_did(
     assert (project / "videos" / "report.html").stat().st_mtime > 0
 
 
+def test_resume_never_takes_or_overwrites_videos_another_batch_saved_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """Batch B is stopped with its jobs in flight; batch A (its own ledger, the same ids)
+    runs into the same folder meanwhile, its lock free. ``resume`` of B wrote B's videos over
+    A's (or, of the same size, recorded A's as its own). Now A's files stay, B's jobs keep
+    their results and say why; with A's videos moved aside, resume fetches B's."""
+    out = tmp_path / "videos"
+    with SimulatorServer(fast_config(run_seconds=1)) as server:
+        args = ["--base-url", server.url, "--auth-scheme", "bearer", "--out", str(out)]
+        b_sheet = write_manifest(tmp_path / "b.csv", rows(2))
+        a_sheet = write_manifest(tmp_path / "a.csv", [{**r, "prompt": "A: " + r["prompt"]}
+                                                      for r in rows(2)])  # fmt: skip
+        env = {"BATCHRUNNER_API_KEY": TOKEN}
+        with ctrl_c_after(server, 2):
+            b = CliRunner().invoke(
+                cli, ["run", str(b_sheet), *args, "--ledger", str(tmp_path / "b.db")], env=env
+            )
+        assert b.exit_code == 130, b.output
+        a = CliRunner().invoke(
+            cli, ["run", str(a_sheet), *args, "--ledger", str(tmp_path / "a.db")], env=env
+        )
+        assert a.exit_code == 0, a.output
+        a_videos = {path: path.read_bytes() for path in out.glob("*.mp4")}
+        assert len(a_videos) == 2
+        resumed = CliRunner().invoke(cli, ["resume", "--ledger", str(tmp_path / "b.db")], env=env)
+        assert resumed.exit_code == 1, resumed.output
+        assert {path: path.read_bytes() for path in out.glob("*.mp4")} == a_videos
+        assert "is already there and is another video" in resumed.output
+        with Ledger.open(tmp_path / "b.db", create=False) as ledger:
+            assert {job.state for job in ledger.jobs()} == {JobState.COMPLETED}
+        aside = tmp_path / "a-videos"
+        aside.mkdir()
+        for path in a_videos:
+            path.rename(aside / path.name)
+        again = CliRunner().invoke(cli, ["resume", "--ledger", str(tmp_path / "b.db")], env=env)
+        assert again.exit_code == 0, again.output
+        seen = counters(server)
+        assert seen["submits"] == 4  # nothing bought twice
+        with Ledger.open(tmp_path / "b.db", create=False) as ledger:
+            for job in ledger.jobs():
+                assert job.sha256 == seen["jobs"][job.request_id]["media_sha256"]
+
+
 def test_an_output_folder_replaced_by_a_file_stops_buying(
     sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
