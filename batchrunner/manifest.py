@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,8 @@ def _load(
         problems = [_in_sheet(problem, table) for problem in problems]
     if any(p.severity == "error" for p in problems):
         raise ManifestError(str(path), problems)
+    specs = {group.spec.endpoint_id: group.spec for group in groups}
+    problems += _takes_alike(rows, specs, spec)
     logger.debug("manifest %s: %d jobs, %d warnings", source, len(rows), len(problems))
     return Manifest(
         source,
@@ -178,8 +181,32 @@ def _load(
         warnings=problems,
         records=len(table.records),
         taken=taken,
-        specs={group.spec.endpoint_id: group.spec for group in groups},
+        specs=specs,
     )
+
+
+def _takes_alike(
+    rows: list[ManifestRow], specs: dict[str, ModelSpec], default: ModelSpec
+) -> list[Problem]:
+    """A note for each model whose rows have several takes but no ``seed`` field to tell them
+    apart: each take is the same request (the provider may still return another video), as
+    ``retry --new-take`` says of such a model."""
+    endpoints = dict.fromkeys(
+        row.endpoint
+        for row in rows
+        if _TAKE.search(row.variant) and "seed" not in specs.get(row.endpoint, default).fields
+    )
+    return [
+        Problem(
+            f"{endpoint} has no seed field: the takes of a row (--count) repeat the same "
+            "request, each bought (the provider may still return a different video)",
+            severity="warning",
+        )
+        for endpoint in endpoints
+    ]
+
+
+_TAKE = re.compile(r"(?:^|~)t\d+$")
 
 
 def _in_sheet(problem: Problem, table: Table) -> Problem:

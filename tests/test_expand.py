@@ -232,6 +232,24 @@ def test_variants_of_a_row_that_are_one_request_are_refused_not_bought_twice(
     assert "two matrix values mean the same" not in found[0]
 
 
+def test_takes_of_a_model_without_a_seed_field_say_they_repeat_the_request(
+    tmp_path: Path,
+) -> None:
+    """``--count 2`` on a model with no ``seed`` field: two identical requests, both bought,
+    without a word (``retry --new-take`` said it). A note, as it does; none with a seed."""
+    from batchrunner.models import get_model
+
+    path = manifest(tmp_path, [{"id": "k1", "prompt": "a kite", "duration": "5"}])
+    kling = get_model("fal-ai/kling-video/v2.5-turbo/pro/image-to-video")
+    assert "seed" not in kling.fields
+    loaded = load_manifest(path, kling, expansion=Expansion(count=2))
+    assert len(loaded.rows) == 2 and loaded.rows[0].payload == loaded.rows[1].payload
+    (note,) = [str(w) for w in loaded.warnings if "no seed field" in str(w)]
+    assert "the takes of a row (--count) repeat the same request, each bought" in note
+    seeded = load(manifest(tmp_path, [{"id": "v1", "prompt": "a kite"}]), count=2)
+    assert not [w for w in seeded.warnings if "no seed field" in str(w)]
+
+
 def test_strict_makes_unknown_columns_errors(tmp_path: Path) -> None:
     path = manifest(tmp_path, [{"prompt": "a", "aspect_ratio_notes": "wider?"}])
     assert any("did you mean 'aspect_ratio'" in str(w) for w in load(path).warnings)
