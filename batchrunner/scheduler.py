@@ -74,7 +74,7 @@ from batchrunner.reach import Waits
 from batchrunner.settings import Settings
 from batchrunner.states import AT_PROVIDER, JobState
 from batchrunner.streams import StreamMemory
-from batchrunner.verify import media_dir, poster_path
+from batchrunner.verify import UnplayableError, media_dir, poster_path
 
 logger = logging.getLogger(__name__)
 S = JobState
@@ -958,6 +958,14 @@ class Runner:
         for job_id in job_ids:
             yield self.ledger.get(job_id)
 
+    def _unplayable(self, job_id: str) -> bool:
+        """Whether ``job_id``'s file did not decode as a video :data:`UNPLAYABLE_TRIES` times
+        now (this one too): a download that would fail every run, kept ``completed`` for
+        ``resume`` to fetch again each time, and exit 1 every night, ends as
+        ``download_failed``."""
+        earlier = sum(e["detail"] == NOT_A_VIDEO for e in self.ledger.events(job_id))
+        return earlier + 1 >= UNPLAYABLE_TRIES
+
     async def _download(self, job: Job) -> None:
         assert job.video_url is not None
         if isinstance(self.run_error, OutputUnwritableError | MediaUnreachableError):
@@ -988,6 +996,8 @@ class Runner:
                 if isinstance(exc, DownloadError) and exc.cause:
                     self._downloads_failed_alike(job.job_id, exc)
             out_of_reach = isinstance(self.run_error, MediaUnreachableError)
+            if isinstance(exc, UnplayableError) and self._unplayable(job.job_id):
+                exc.permanent = True  # the same bytes, fetch after fetch: not a video, for good
             if isinstance(exc, DownloadError) and exc.permanent and not out_of_reach:
                 self.ledger.transition(
                     job.job_id,
@@ -1000,7 +1010,7 @@ class Runner:
             self.ledger.transition(
                 job.job_id,
                 S.COMPLETED,
-                detail="download failed",
+                detail=NOT_A_VIDEO if isinstance(exc, UnplayableError) else "download failed",
                 error=f"download failed (the result is kept; `resume` retries): {exc}",
             )
             return
@@ -1056,6 +1066,10 @@ def _file_ok(path: Path, size: int | None) -> bool:
     except OSError:
         return False
     return stat.S_ISREG(found.st_mode) and (size is None or found.st_size == size)
+
+
+NOT_A_VIDEO = "not a video"  # the event of a download whose file does not decode
+UNPLAYABLE_TRIES = 3  # downloads of a file that does not decode before it is given up
 
 
 def _not_a_folder(path: Path) -> bool:

@@ -399,6 +399,27 @@ def test_only_what_the_model_defines_is_compared() -> None:
     assert expected("someone/else", {"duration": "8s"}) == Expected()  # not registered
 
 
+def test_a_file_that_is_never_a_video_ends_as_a_failed_download(tmp_path: Path) -> None:
+    """A result whose file never decodes stayed ``completed``: every resume fetched it again
+    and exited 1, the summary naming other things. The third such download gives it up:
+    ``download_failed``, said with why and ``retry --downloads`` (nothing bought again)."""
+    manifest = write_manifest(tmp_path / "m.csv", [lying_rows()[-1]])  # "broken"
+    with SimulatorServer(fast_config()) as server:
+        first = CliRunner().invoke(cli, run_args(server, tmp_path, manifest), env=ENV)
+        assert first.exit_code == 1, first.output
+        args = ["resume", "--ledger", str(tmp_path / "ledger.db"), "--json"]
+        states = []
+        for _ in range(2):
+            again = CliRunner().invoke(cli, args, env=ENV)
+            states.append(json.loads(again.stdout.strip().splitlines()[-1]))
+        assert [s["counts"] for s in states] == [{"completed": 1}, {"download_failed": 1}]
+        last = states[-1]
+        assert last["exit_code"] == 1 and "retry --downloads" in (last["next_command"] or "")
+        assert any("does not decode as a video" in reason for reason in last["reasons"])
+        assert counters(server)["submits"] == 1  # bought once
+        assert counters(server)["requests"]["media"] == 3
+
+
 def test_names_always_carry_the_row_number() -> None:
     assert video_name("shot-01", 7, None) == "0007-shot-01.mp4"
     assert video_name("shot-01", 7, "lake.mp4") == "0007-lake.mp4"
