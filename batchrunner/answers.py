@@ -82,6 +82,7 @@ from batchrunner.errors import (
     ProviderError,
     RateLimitedError,
     RedirectedError,
+    RequestGoneError,
     ResultExpiredError,
     RunError,
     TransientError,
@@ -300,7 +301,11 @@ def classify(response: Answer, op: Op, *, secrets: Sequence[str] = ()) -> Provid
                 status=code,
             )
         if op == "status":
-            return FinalError("request not found at the provider" + _suffix(said()), status=code)
+            return RequestGoneError(
+                "request not found at the provider (it keeps a request's records a limited "
+                "time)" + _suffix(said()),
+                status=code,
+            )
         return FinalError(f"not found at the provider (404){_suffix(said())}", status=code)
     if code == 400 and op == "result":
         if isinstance(body, dict) and body.get("error_type"):  # a stored failure, e.g. cancelled

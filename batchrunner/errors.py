@@ -184,6 +184,11 @@ class ResultExpiredError(FinalError):
     """The provider no longer holds the result (about an hour after completion)."""
 
 
+class RequestGoneError(FinalError):
+    """The provider no longer knows an accepted request (its records are kept a while): it may
+    have been made, and billed, without its result ever being fetched."""
+
+
 class RunError(ProviderError):
     """No job can go on: the key, the account or the network. The run stops submitting.
 

@@ -56,6 +56,7 @@ from batchrunner.errors import (
     ProviderError,
     RateLimitedError,
     RepeatedFailureError,
+    RequestGoneError,
     ResultExpiredError,
     RunError,
     StreamNotOfferedError,
@@ -585,6 +586,16 @@ class Runner:
             assert job.request_id is not None
             try:
                 status = await self.client.status(job.endpoint, job.request_id, url=job.status_url)
+            except RequestGoneError as exc:  # accepted, maybe made and billed: not "failed"
+                logger.warning("job %s: %s", job.job_id, exc)
+                return self.ledger.transition(
+                    job.job_id,
+                    S.EXPIRED,
+                    expect=job.state,
+                    detail="unknown at the provider",
+                    error=f"{exc}. It may have been made and billed; `batchrunner retry "
+                    "--expired` buys it again",
+                )
             except FinalError as exc:
                 return self._fail(job, job.state, str(exc))
             except TransientError as exc:

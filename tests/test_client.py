@@ -31,6 +31,7 @@ from batchrunner.errors import (
     ProviderError,
     RateLimitedError,
     RedirectedError,
+    RequestGoneError,
     ResultExpiredError,
     TransientError,
     UsageError,
@@ -390,7 +391,7 @@ CASES = [
     (
         "status",
         ok({"detail": "Not Found"}, 404),
-        FinalError,
+        RequestGoneError,
         "request not found at the provider",
         1,
     ),

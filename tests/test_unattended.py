@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -603,6 +604,43 @@ def test_resume_never_takes_or_overwrites_videos_another_batch_saved_meanwhile(
         with Ledger.open(tmp_path / "b.db", create=False) as ledger:
             for job in ledger.jobs():
                 assert job.sha256 == seen["jobs"][job.request_id]["media_sha256"]
+
+
+def test_jobs_the_provider_forgot_are_expired_not_failed(tmp_path: Path) -> None:
+    """Stopped with jobs in flight, resumed after the provider forgot them (it keeps a
+    request's records a while): they were marked failed, with `retry` offered as for a
+    refused prompt. They were accepted and maybe made and billed: expired, with that said,
+    and `retry --expired` to buy them again."""
+    config = fast_config(run_seconds=0.3, result_ttl=0.1, status_ttl=0.2)
+    with SimulatorServer(config) as server:
+        manifest = write_manifest(tmp_path / "m.csv", rows(2))
+        args = run_args(server, tmp_path, manifest)
+        with ctrl_c_after(server, 2):
+            first = CliRunner().invoke(cli, args, env={"BATCHRUNNER_API_KEY": TOKEN})
+        assert first.exit_code == 130, first.output
+        with Ledger.open(tmp_path / "ledger.db", create=False) as ledger:
+            urls = [job.status_url for job in ledger.jobs()]
+        deadline = time.monotonic() + 20
+        while any(_answers(url) != 404 for url in urls):  # forgotten: what resume meets
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        again = CliRunner().invoke(
+            cli, ["resume", "--ledger", str(tmp_path / "ledger.db"), "--json"],
+            env={"BATCHRUNNER_API_KEY": TOKEN},
+        )  # fmt: skip
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert summary["counts"] == {"expired": 2}
+    assert "retry --expired" in (summary["next_command"] or "")
+    assert any("may have been made and billed" in reason for reason in summary["reasons"])
+
+
+def _answers(url: str | None) -> int:
+    request = urllib.request.Request(str(url), headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def test_an_output_folder_replaced_by_a_file_stops_buying(
