@@ -52,6 +52,7 @@ class ExitCode(enum.IntEnum):
     LOCKED = 3  # the ledger is in use by another run
     RUN_STOPPED = 69  # key refused / account locked / API or media unreachable / disk full / ...
     NOT_FINISHED = 75  # stopped early on purpose (budget, --max-runtime); run again later
+    HANGUP = 129  # SIGHUP: the terminal or ssh session closed
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
 

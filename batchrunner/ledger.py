@@ -101,8 +101,8 @@ def unwritable(
 # what a job's latest send may have cost, and all its sends: Job.spent_usd
 _LATEST = "max(coalesce(cost_usd, 0), coalesce(billed_usd, 0))"
 _SPENT = f"{_LATEST} + coalesce(earlier_usd, 0)"
-# how a run stopped by a signal ends: `resume` carries it on (Ctrl-C, SIGTERM)
-_STOPPED_SHORT = (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
+# how a run stopped by a signal ends: `resume` carries it on (Ctrl-C, SIGTERM, SIGHUP)
+_STOPPED_SHORT = (ExitCode.HANGUP, ExitCode.INTERRUPTED, ExitCode.TERMINATED)
 BATCHES = ("run", "resume", "retry", "collect")  # the commands that buy or fetch
 # the batches whose options a later resume, retry, cancel or gallery carries on (not `collect`)
 OPTIONS_FROM = ("run", "resume", "retry")

@@ -181,6 +181,7 @@ def _exit_reason(code: ExitCode, counts: dict[str, int]) -> str:
             ExitCode.NOT_FINISHED: "stopped early (budget or --max-runtime)",
             ExitCode.INTERRUPTED: "interrupted (SIGINT)",
             ExitCode.TERMINATED: "stopped (SIGTERM)",
+            ExitCode.HANGUP: "stopped (SIGHUP: its terminal closed)",
             ExitCode.RUN_STOPPED: "stopped: the API refused the key, the account is locked, "
             "the API is unreachable, a disk is full, or the first jobs all failed alike",
         }.get(code, f"stopped ({code.name.lower()})")

@@ -363,7 +363,7 @@ def _kept(ledger: Ledger, option: str) -> str:
 
 
 async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:
-    """First SIGINT/SIGTERM: stop cleanly (exit 130/143). Second: leave at once — through
+    """First SIGINT/SIGTERM/SIGHUP: stop cleanly (exit 130/143/129). Second: leave at once — through
     :data:`batchrunner.errors.leave_at_once` when the CLI set it, else by raising
     KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
@@ -373,6 +373,8 @@ async def _stop_on_signals(runner: Runner, stopped: list[ExitCode]) -> None:
             await _stop_on_interrupt(interrupt, runner, stopped)
         return  # else the embedding app decides
     codes = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
+    if hasattr(signal, "SIGHUP"):  # a terminal or ssh session closed: not on Windows
+        codes[signal.SIGHUP] = ExitCode.HANGUP
     with anyio.open_signal_receiver(*codes) as signals:
         async for received in signals:
             if runner.stopped is not None:

@@ -107,7 +107,9 @@ def states(ledger_path: Path) -> dict[str, JobState]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
 def test_signal_stops_cleanly_and_the_next_run_carries_on(
     tmp_path: Path, sig: int, code: int
 ) -> None:
