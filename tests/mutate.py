@@ -234,8 +234,8 @@ MUTATIONS: list[Mutation] = [
         "failed-download-fails-the-job",
         "Results are stored the moment a job completes",
         "batchrunner/scheduler.py",
-        '                S.COMPLETED,\n                detail="download failed",\n',
-        '                S.FAILED,  # MUTANT\n                detail="download failed",\n',
+        "                S.COMPLETED,\n                detail=NOT_A_VIDEO if",
+        "                S.FAILED,  # MUTANT\n                detail=NOT_A_VIDEO if",
         (UNATTENDED + "test_unwritable_output_keeps_results_and_resume_downloads",),
     ),
     Mutation(
