@@ -166,14 +166,17 @@ async def download(
     """Download ``url`` to ``dest`` (inside a folder the caller has checked); verify; return it.
 
     Raises :class:`DownloadError` with a readable reason when it cannot be done; a ``.part``
-    file worth resuming is kept for the next try. A file already at ``dest`` is written over
-    only when it is ``mine`` (the ledger says this job saved it there: cut, say); else it is
-    kept, and taken as this download when it has the same bytes (:func:`_found_there`).
+    file worth resuming is kept for the next try. A file already at ``dest`` that is ``mine``
+    (the ledger says this job saved it there) is taken when whole and written over when not
+    (cut, say); another is kept, and taken as this download only when it has the same bytes
+    (:func:`_found_there`).
     """
     policy = retry or RetryPolicy(attempts=5, base_delay=0.5, max_delay=10.0)
     if not _is_http(url):
         raise DownloadError(f"the video URL is not http(s): {_short(url)}", permanent=True)
     try:
+        if mine and expected_size is not None and _whole(dest, expected_size):
+            return Downloaded(dest, expected_size, _sha256_of(dest), fetched=False)
         found = not mine and _found_there(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -293,6 +296,15 @@ def _sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     _hash_into(digest, path)
     return digest.hexdigest()
+
+
+def _whole(dest: Path, size: int) -> bool:
+    """Whether ``dest`` is a file (not a link) of the size the result promised."""
+    try:
+        there = os.lstat(dest)
+    except OSError:
+        return False
+    return stat.S_ISREG(there.st_mode) and there.st_size == size
 
 
 def _found_there(dest: Path) -> bool:

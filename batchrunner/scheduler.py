@@ -983,6 +983,7 @@ class Runner:
             return  # stays completed, its result stored: the summary says why, once
         spec = self._spec(job.endpoint)
         name = video_name(job.job_id, job.row, job.output_name, spec.default_extension)
+        saved: Path | None = None  # where the download put the file, before its check
         try:
             path = output_path_in(self._root, name)
             url = job.video_url
@@ -990,6 +991,7 @@ class Runner:
                 url = self.client.rebase(url)
             mine = job.output_path == str(path)  # saved by this job: cut or emptied since
             got = await download(self.media, url, path, expected_size=job.file_size, mine=mine)
+            saved = got.path
             poster = poster_path(self._media, job.job_id)
             checked = await self.inspectors.check(spec, job.input, got.path, poster)
         except (DownloadError, ValueError) as exc:  # UnplayableError too: the file is removed
@@ -1018,11 +1020,15 @@ class Runner:
                     "is kept; `batchrunner retry --downloads` tries again without buying it again)",
                 )
                 return
+            kept: dict[str, Any] = {}
+            if saved is not None and saved.exists():  # its check crashed: the next run checks it
+                kept["output_path"] = str(saved)
             self.ledger.transition(
                 job.job_id,
                 S.COMPLETED,
                 detail=NOT_A_VIDEO if isinstance(exc, UnplayableError) else "download failed",
                 error=f"download failed (the result is kept; `resume` retries): {exc}",
+                **kept,
             )
             return
         self.tally.downloaded += 1
