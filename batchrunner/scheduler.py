@@ -587,15 +587,7 @@ class Runner:
             try:
                 status = await self.client.status(job.endpoint, job.request_id, url=job.status_url)
             except RequestGoneError as exc:  # accepted, maybe made and billed: not "failed"
-                logger.warning("job %s: %s", job.job_id, exc)
-                return self.ledger.transition(
-                    job.job_id,
-                    S.EXPIRED,
-                    expect=job.state,
-                    detail="unknown at the provider",
-                    error=f"{exc}. It may have been made and billed; `batchrunner retry "
-                    "--expired` buys it again",
-                )
+                return self._expired(job, exc, "unknown at the provider", "may have been made and")
             except FinalError as exc:
                 return self._fail(job, job.state, str(exc))
             except TransientError as exc:
@@ -748,6 +740,19 @@ class Runner:
         )
         return await self._fetch_result(job, ended)
 
+    def _expired(self, job: Job, exc: FinalError, detail: str, billed: str) -> Job:
+        """``job`` gone from the provider after it was accepted (its result, or the request
+        itself): ``expired``, saying it ``billed`` ("was probably") billed, and how to buy it
+        again."""
+        logger.warning("job %s: %s", job.job_id, exc)
+        return self.ledger.transition(
+            job.job_id,
+            S.EXPIRED,
+            expect=job.state,
+            detail=detail,
+            error=f"{exc}. It {billed} billed; `batchrunner retry --expired` buys it again",
+        )
+
     async def _fetch_result(self, job: Job, status: QueueStatus) -> Job:
         assert job.request_id is not None
         try:
@@ -756,14 +761,7 @@ class Runner:
             self.halt(exc)
             return job  # completed at the provider: the next run fetches the result
         except ResultExpiredError as exc:
-            logger.warning("job %s: %s", job.job_id, exc)
-            return self.ledger.transition(
-                job.job_id,
-                S.EXPIRED,
-                expect=job.state,
-                detail="result expired",
-                error=f"{exc}. It was probably billed; `batchrunner retry --expired` buys it again",
-            )
+            return self._expired(job, exc, "result expired", "was probably")
         except FinalError as exc:
             reason = str(exc)
             if status.error and status.error not in reason:
